@@ -1,0 +1,368 @@
+//! Connector state and its transition rules.
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+
+use super::{ConnectorCommand, ConnectorEvent};
+use crate::domain::ResourceName;
+
+/// The derived connector status (`design.md`, "Events and state").
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorStatus {
+    /// Not created yet (no events).
+    #[default]
+    New,
+    /// Added or reconnected; awaiting consent.
+    Pending,
+    Active,
+    ReauthRequired,
+    Expired,
+    Error,
+    Disconnected,
+    Removed,
+}
+
+impl ConnectorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorStatus::New => "new",
+            ConnectorStatus::Pending => "pending",
+            ConnectorStatus::Active => "active",
+            ConnectorStatus::ReauthRequired => "reauth_required",
+            ConnectorStatus::Expired => "expired",
+            ConnectorStatus::Error => "error",
+            ConnectorStatus::Disconnected => "disconnected",
+            ConnectorStatus::Removed => "removed",
+        }
+    }
+}
+
+/// A connector as its events built it: only what the rules need.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connector {
+    pub connector_id: Option<String>,
+    pub name: Option<ResourceName>,
+    pub status: ConnectorStatus,
+    /// Consent generation: bumped by every `StartConsent`. Callbacks, refreshes and revocations
+    /// name the generation they belong to; a stale one is refused.
+    pub generation: u64,
+    /// True while a consent flow for `generation` is outstanding.
+    pub awaiting_consent: bool,
+    pub has_refresh_token: bool,
+}
+
+/// Connector rule violations. Each says how it surfaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// HTTP 409.
+    #[error("connector already exists")]
+    AlreadyExists,
+    /// HTTP 404.
+    #[error("connector does not exist")]
+    NotFound,
+    /// HTTP 404: removed connectors are gone from operational state.
+    #[error("connector has been removed")]
+    Removed,
+    /// HTTP 409: e.g. a refresh for a connector that is not active.
+    #[error("cannot {action} a connector that is {status}")]
+    IllegalTransition {
+        action: &'static str,
+        status: &'static str,
+    },
+    /// HTTP 409: a callback, refresh or revocation for an older consent generation (S5).
+    #[error("stale generation {got}: the connector is at generation {current}")]
+    StaleGeneration { got: u64, current: u64 },
+    /// HTTP 409: a callback arrived but no consent flow is outstanding (S5).
+    #[error("connector is not awaiting consent")]
+    NotAwaitingConsent,
+    /// HTTP 400: `remove` needs the connector's name typed back.
+    #[error("confirmation {got:?} does not match the connector name")]
+    ConfirmationMismatch { got: String },
+    /// HTTP 400.
+    #[error("{0} must not be empty")]
+    Required(&'static str),
+}
+
+impl Connector {
+    fn check_generation(&self, got: u64) -> Result<(), ConnectorError> {
+        if got == self.generation {
+            Ok(())
+        } else {
+            Err(ConnectorError::StaleGeneration {
+                got,
+                current: self.generation,
+            })
+        }
+    }
+
+    fn illegal(&self, action: &'static str) -> ConnectorError {
+        ConnectorError::IllegalTransition {
+            action,
+            status: self.status.as_str(),
+        }
+    }
+
+    /// Refuses a command that needs `allowed` statuses.
+    fn require(
+        &self,
+        action: &'static str,
+        allowed: &[ConnectorStatus],
+    ) -> Result<(), ConnectorError> {
+        if allowed.contains(&self.status) {
+            Ok(())
+        } else {
+            Err(self.illegal(action))
+        }
+    }
+
+    fn decide(&self, command: ConnectorCommand) -> Result<Vec<ConnectorEvent>, ConnectorError> {
+        use ConnectorStatus as S;
+        match (&self.status, &command) {
+            (S::New, ConnectorCommand::Add { .. }) => {}
+            (S::New, _) => return Err(ConnectorError::NotFound),
+            (S::Removed, _) => return Err(ConnectorError::Removed),
+            (_, ConnectorCommand::Add { .. }) => return Err(ConnectorError::AlreadyExists),
+            _ => {}
+        }
+        let event = match command {
+            ConnectorCommand::Add {
+                connector_id,
+                name,
+                mcp_server_url,
+                client_name,
+                registration,
+                scopes,
+                overrides,
+            } => {
+                if mcp_server_url.trim().is_empty() {
+                    return Err(ConnectorError::Required("mcp_server_url"));
+                }
+                ConnectorEvent::Added {
+                    connector_id,
+                    name,
+                    mcp_server_url,
+                    client_name,
+                    registration,
+                    scopes,
+                    overrides,
+                }
+            }
+            ConnectorCommand::RecordDiscovery { metadata } => {
+                ConnectorEvent::Discovered { metadata }
+            }
+            ConnectorCommand::RecordClientRegistration {
+                issuer,
+                client_id,
+                token_auth_method,
+                client_secret_stored,
+                registration_access_token_stored,
+            } => {
+                if client_id.is_empty() {
+                    return Err(ConnectorError::Required("client_id"));
+                }
+                ConnectorEvent::ClientRegistered {
+                    issuer,
+                    client_id,
+                    token_auth_method,
+                    client_secret_stored,
+                    registration_access_token_stored,
+                }
+            }
+            ConnectorCommand::StartConsent {
+                flow_id,
+                requested_scopes,
+                expires_at,
+            } => ConnectorEvent::ConsentStarted {
+                generation: self.generation + 1,
+                flow_id,
+                requested_scopes,
+                expires_at,
+            },
+            ConnectorCommand::FailConsent { generation, reason } => {
+                self.check_generation(generation)?;
+                if !self.awaiting_consent {
+                    return Err(ConnectorError::NotAwaitingConsent);
+                }
+                ConnectorEvent::ConsentFailed { generation, reason }
+            }
+            ConnectorCommand::CompleteConsent {
+                generation,
+                granted_scopes,
+                account,
+                token_fingerprint,
+                access_token_expires_at,
+                has_refresh_token,
+            } => {
+                self.check_generation(generation)?;
+                if !self.awaiting_consent {
+                    return Err(ConnectorError::NotAwaitingConsent);
+                }
+                self.require("authorize", &[S::Pending])?;
+                ConnectorEvent::Authorized {
+                    generation,
+                    granted_scopes,
+                    account,
+                    token_fingerprint,
+                    access_token_expires_at,
+                    has_refresh_token,
+                }
+            }
+            ConnectorCommand::RecordRefresh {
+                generation,
+                token_fingerprint,
+                access_token_expires_at,
+                refresh_token_rotated,
+            } => {
+                self.check_generation(generation)?;
+                self.require("refresh", &[S::Active])?;
+                ConnectorEvent::TokenRefreshed {
+                    generation,
+                    token_fingerprint,
+                    access_token_expires_at,
+                    refresh_token_rotated,
+                }
+            }
+            ConnectorCommand::RequireReauth { generation, reason } => {
+                self.check_generation(generation)?;
+                self.require("require reauthorization of", &[S::Active])?;
+                ConnectorEvent::ReauthRequired { generation, reason }
+            }
+            ConnectorCommand::Expire { generation } => {
+                self.check_generation(generation)?;
+                self.require("expire", &[S::Active, S::ReauthRequired])?;
+                ConnectorEvent::Expired { generation }
+            }
+            ConnectorCommand::Fail { generation, reason } => {
+                self.check_generation(generation)?;
+                self.require(
+                    "fail",
+                    &[S::Pending, S::Active, S::ReauthRequired, S::Expired],
+                )?;
+                ConnectorEvent::Failed { generation, reason }
+            }
+            ConnectorCommand::Disconnect { reason } => {
+                self.require(
+                    "disconnect",
+                    &[
+                        S::Pending,
+                        S::Active,
+                        S::ReauthRequired,
+                        S::Expired,
+                        S::Error,
+                    ],
+                )?;
+                ConnectorEvent::Disconnected {
+                    generation: self.generation,
+                    reason,
+                }
+            }
+            ConnectorCommand::RecordRevocation {
+                generation,
+                token_kind,
+                outcome,
+                detail,
+            } => {
+                if generation > self.generation {
+                    return Err(ConnectorError::StaleGeneration {
+                        got: generation,
+                        current: self.generation,
+                    });
+                }
+                ConnectorEvent::RevocationRecorded {
+                    generation,
+                    token_kind,
+                    outcome,
+                    detail,
+                }
+            }
+            ConnectorCommand::ShredCredentials { generation } => {
+                if generation > self.generation {
+                    return Err(ConnectorError::StaleGeneration {
+                        got: generation,
+                        current: self.generation,
+                    });
+                }
+                ConnectorEvent::CredentialsShredded { generation }
+            }
+            ConnectorCommand::Remove { confirm } => {
+                let name = self.name.clone().ok_or(ConnectorError::NotFound)?;
+                if confirm != name.as_str() {
+                    return Err(ConnectorError::ConfirmationMismatch { got: confirm });
+                }
+                ConnectorEvent::Removed { name }
+            }
+        };
+        Ok(vec![event])
+    }
+}
+
+impl Aggregate for Connector {
+    const TYPE: &'static str = "connector";
+    type Command = ConnectorCommand;
+    type Event = ConnectorEvent;
+    type Error = ConnectorError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use ConnectorStatus as S;
+        match event {
+            ConnectorEvent::Added {
+                connector_id, name, ..
+            } => {
+                self.connector_id = Some(connector_id);
+                self.name = Some(name);
+                self.status = S::Pending;
+            }
+            ConnectorEvent::Discovered { .. } | ConnectorEvent::ClientRegistered { .. } => {}
+            ConnectorEvent::ConsentStarted { generation, .. } => {
+                self.generation = generation;
+                self.awaiting_consent = true;
+                self.has_refresh_token = false;
+                self.status = S::Pending;
+            }
+            ConnectorEvent::ConsentFailed { .. } => {
+                self.awaiting_consent = false;
+                self.status = S::Error;
+            }
+            ConnectorEvent::Authorized {
+                has_refresh_token, ..
+            } => {
+                self.awaiting_consent = false;
+                self.has_refresh_token = has_refresh_token;
+                self.status = S::Active;
+            }
+            ConnectorEvent::TokenRefreshed { .. } => {}
+            ConnectorEvent::ReauthRequired { .. } => self.status = S::ReauthRequired,
+            ConnectorEvent::Expired { .. } => self.status = S::Expired,
+            ConnectorEvent::Failed { .. } => {
+                self.awaiting_consent = false;
+                self.status = S::Error;
+            }
+            ConnectorEvent::Disconnected { .. } => {
+                self.awaiting_consent = false;
+                self.has_refresh_token = false;
+                self.status = S::Disconnected;
+            }
+            ConnectorEvent::RevocationRecorded { .. }
+            | ConnectorEvent::CredentialsShredded { .. } => {}
+            ConnectorEvent::Removed { .. } => {
+                self.awaiting_consent = false;
+                self.status = S::Removed;
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Connector commands. Times and fingerprints arrive from the caller; the domain computes nothing
+//! from the clock.
+
+use chrono::{DateTime, Utc};
+
+use super::events::{
+    DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
+};
+use crate::domain::ResourceName;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectorCommand {
+    Add {
+        connector_id: String,
+        name: ResourceName,
+        mcp_server_url: String,
+        client_name: String,
+        registration: Registration,
+        scopes: Option<Vec<String>>,
+        overrides: Overrides,
+    },
+    RecordDiscovery {
+        metadata: DiscoveredMetadata,
+    },
+    RecordClientRegistration {
+        issuer: String,
+        client_id: String,
+        token_auth_method: TokenAuthMethod,
+        client_secret_stored: bool,
+        registration_access_token_stored: bool,
+    },
+    /// Starts consent for the next generation (first consent, or `reconnect`).
+    StartConsent {
+        flow_id: String,
+        requested_scopes: Vec<String>,
+        expires_at: DateTime<Utc>,
+    },
+    FailConsent {
+        generation: u64,
+        reason: String,
+    },
+    CompleteConsent {
+        generation: u64,
+        granted_scopes: Vec<String>,
+        account: Option<String>,
+        token_fingerprint: String,
+        access_token_expires_at: Option<DateTime<Utc>>,
+        has_refresh_token: bool,
+    },
+    RecordRefresh {
+        generation: u64,
+        token_fingerprint: String,
+        access_token_expires_at: Option<DateTime<Utc>>,
+        refresh_token_rotated: bool,
+    },
+    RequireReauth {
+        generation: u64,
+        reason: String,
+    },
+    Expire {
+        generation: u64,
+    },
+    Fail {
+        generation: u64,
+        reason: String,
+    },
+    Disconnect {
+        reason: String,
+    },
+    RecordRevocation {
+        generation: u64,
+        token_kind: String,
+        outcome: RevocationOutcome,
+        detail: Option<String>,
+    },
+    ShredCredentials {
+        generation: u64,
+    },
+    /// Needs the connector's name typed back as confirmation.
+    Remove {
+        confirm: String,
+    },
+}

@@ -1,0 +1,226 @@
+//! Connector events. Event type names (`connector.*`) are the `type` of stored records and the
+//! file names of their schemas in `event-schemas/`.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ResourceName;
+
+/// How AGP is (or will be) registered as an OAuth client at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Registration {
+    /// Dynamic Client Registration (RFC 7591); the client id arrives with `ClientRegistered`.
+    Dcr,
+    /// An app the admin registered at the provider. The secret, if any, is in the vault.
+    Client {
+        client_id: String,
+        token_auth_method: TokenAuthMethod,
+        client_secret_stored: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+/// Admin overrides; each filled field replaces discovery for that field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Send no `resource` parameter at all (some providers reject it).
+    #[serde(default)]
+    pub omit_resource: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+}
+
+/// What discovery found (RFC 9728 / 8414 / OIDC). Recorded so the connector view can say where
+/// each endpoint came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveredMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_metadata_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// One line per discovery step, e.g. `prm: https://…/.well-known/oauth-protected-resource/mcp → 200`.
+    #[serde(default)]
+    pub steps: Vec<String>,
+}
+
+/// Why a revocation attempt ended the way it did (RFC 7009, S10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationOutcome {
+    Revoked,
+    Failed,
+    NoEndpoint,
+    NothingToRevoke,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ConnectorEvent {
+    /// The admin added the connector. Status: pending.
+    #[serde(rename = "connector.added")]
+    Added {
+        connector_id: String,
+        name: ResourceName,
+        mcp_server_url: String,
+        client_name: String,
+        registration: Registration,
+        /// Scopes the admin chose; `None` = use the advertised ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scopes: Option<Vec<String>>,
+        #[serde(default)]
+        overrides: Overrides,
+    },
+    /// Discovery ran (at add, or again at reconnect).
+    #[serde(rename = "connector.discovered")]
+    Discovered { metadata: DiscoveredMetadata },
+    /// AGP registered itself as a client (DCR) at `issuer`; secrets are in the vault.
+    #[serde(rename = "connector.client_registered")]
+    ClientRegistered {
+        issuer: String,
+        client_id: String,
+        token_auth_method: TokenAuthMethod,
+        client_secret_stored: bool,
+        registration_access_token_stored: bool,
+    },
+    /// A consent flow began for `generation`; the connector awaits the callback. Status: pending.
+    #[serde(rename = "connector.consent_started")]
+    ConsentStarted {
+        generation: u64,
+        /// Fingerprint of the flow record (never the state or the PKCE verifier).
+        flow_id: String,
+        requested_scopes: Vec<String>,
+        expires_at: DateTime<Utc>,
+    },
+    /// The consent flow failed (denied, bad callback, code exchange failed). Status: error.
+    #[serde(rename = "connector.consent_failed")]
+    ConsentFailed { generation: u64, reason: String },
+    /// The callback completed and tokens are sealed in the vault. Status: active.
+    #[serde(rename = "connector.authorized")]
+    Authorized {
+        generation: u64,
+        granted_scopes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        token_fingerprint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_token_expires_at: Option<DateTime<Utc>>,
+        has_refresh_token: bool,
+    },
+    /// A refresh succeeded. Status stays active.
+    #[serde(rename = "connector.token_refreshed")]
+    TokenRefreshed {
+        generation: u64,
+        token_fingerprint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_token_expires_at: Option<DateTime<Utc>>,
+        refresh_token_rotated: bool,
+    },
+    /// A refresh failed permanently (`invalid_grant`, `invalid_client`). Status: reauth_required.
+    #[serde(rename = "connector.reauth_required")]
+    ReauthRequired { generation: u64, reason: String },
+    /// The access token expired and there is no usable refresh token. Status: expired.
+    #[serde(rename = "connector.expired")]
+    Expired { generation: u64 },
+    /// The token state is unrecoverable. Status: error.
+    #[serde(rename = "connector.failed")]
+    Failed { generation: u64, reason: String },
+    /// The admin disconnected: serving stops at this event. Status: disconnected.
+    #[serde(rename = "connector.disconnected")]
+    Disconnected { generation: u64, reason: String },
+    /// Outcome of revoking the credential at the provider (S10), one per token kind.
+    #[serde(rename = "connector.revocation_recorded")]
+    RevocationRecorded {
+        generation: u64,
+        /// `refresh_token` or `access_token`.
+        token_kind: String,
+        outcome: RevocationOutcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// The data keys of `generation` were destroyed (crypto-shredding, S13).
+    #[serde(rename = "connector.credentials_shredded")]
+    CredentialsShredded { generation: u64 },
+    /// The admin removed the connector. Terminal; the status view forgets it.
+    #[serde(rename = "connector.removed")]
+    Removed { name: ResourceName },
+}
+
+impl ConnectorEvent {
+    pub const TYPES: &'static [&'static str] = &[
+        "connector.added",
+        "connector.discovered",
+        "connector.client_registered",
+        "connector.consent_started",
+        "connector.consent_failed",
+        "connector.authorized",
+        "connector.token_refreshed",
+        "connector.reauth_required",
+        "connector.expired",
+        "connector.failed",
+        "connector.disconnected",
+        "connector.revocation_recorded",
+        "connector.credentials_shredded",
+        "connector.removed",
+    ];
+}
+
+impl DomainEvent for ConnectorEvent {
+    fn event_type(&self) -> String {
+        let t = match self {
+            ConnectorEvent::Added { .. } => "connector.added",
+            ConnectorEvent::Discovered { .. } => "connector.discovered",
+            ConnectorEvent::ClientRegistered { .. } => "connector.client_registered",
+            ConnectorEvent::ConsentStarted { .. } => "connector.consent_started",
+            ConnectorEvent::ConsentFailed { .. } => "connector.consent_failed",
+            ConnectorEvent::Authorized { .. } => "connector.authorized",
+            ConnectorEvent::TokenRefreshed { .. } => "connector.token_refreshed",
+            ConnectorEvent::ReauthRequired { .. } => "connector.reauth_required",
+            ConnectorEvent::Expired { .. } => "connector.expired",
+            ConnectorEvent::Failed { .. } => "connector.failed",
+            ConnectorEvent::Disconnected { .. } => "connector.disconnected",
+            ConnectorEvent::RevocationRecorded { .. } => "connector.revocation_recorded",
+            ConnectorEvent::CredentialsShredded { .. } => "connector.credentials_shredded",
+            ConnectorEvent::Removed { .. } => "connector.removed",
+        };
+        t.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

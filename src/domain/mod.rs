@@ -1,0 +1,21 @@
+//! The domain: aggregates, their commands, events and errors. Pure: no I/O, no clocks, no
+//! randomness — times, ids and key hashes arrive inside commands.
+//!
+//! Aggregates (cqrs-es [`cqrs_es::Aggregate`]s), one stream each (`<TYPE>-<id>`):
+//! - [`connector::Connector`] — the lifecycle of one OAuth-protected MCP server:
+//!   pending → active → reauth_required / expired / error → disconnected → removed, with reconnect;
+//! - [`profile::Profile`] — a behavior profile: tool grants with reasons, suspension;
+//! - [`agent::Agent`] — an agent identity bound to a profile, with a hashed key.
+//!
+//! Every event type has a JSON Schema in `event-schemas/<type>.v<N>.json`; [`AgpEvent`] decodes
+//! any stored event (after [`upcast`]) for the projections.
+
+pub mod agent;
+pub mod connector;
+pub mod event;
+pub mod names;
+pub mod profile;
+pub mod upcast;
+
+pub use event::{AgpEvent, DecodeError, encode_event};
+pub use names::{NameError, ResourceName, ToolName};

@@ -1,0 +1,155 @@
+//! Profile state and its rules.
+
+use std::collections::BTreeMap;
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+
+use super::{ProfileCommand, ProfileEvent};
+use crate::domain::{ResourceName, ToolName};
+
+/// A behavior profile as its events built it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub profile_id: Option<String>,
+    pub name: Option<ResourceName>,
+    /// Granted tool → the reason it was granted.
+    pub grants: BTreeMap<ToolName, String>,
+    pub suspended: bool,
+}
+
+/// Profile rule violations. All surface as HTTP 409 except where noted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// HTTP 409.
+    #[error("profile already exists")]
+    AlreadyExists,
+    /// HTTP 404.
+    #[error("profile does not exist")]
+    NotFound,
+    /// HTTP 400.
+    #[error("a reason is required for the audit trail")]
+    ReasonRequired,
+    /// HTTP 400.
+    #[error("at least one tool is required")]
+    NoTools,
+    /// HTTP 409.
+    #[error("tool {0} is not granted to this profile")]
+    NotGranted(String),
+    #[error("profile is already suspended")]
+    AlreadySuspended,
+    #[error("profile is not suspended")]
+    NotSuspended,
+}
+
+fn require_reason(reason: &str) -> Result<(), ProfileError> {
+    if reason.trim().is_empty() {
+        Err(ProfileError::ReasonRequired)
+    } else {
+        Ok(())
+    }
+}
+
+impl Aggregate for Profile {
+    const TYPE: &'static str = "profile";
+    type Command = ProfileCommand;
+    type Event = ProfileEvent;
+    type Error = ProfileError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let exists = self.profile_id.is_some();
+        match command {
+            ProfileCommand::Create {
+                profile_id,
+                name,
+                description,
+            } => {
+                if exists {
+                    return Err(ProfileError::AlreadyExists);
+                }
+                let event = ProfileEvent::Created {
+                    profile_id,
+                    name,
+                    description,
+                };
+                sink.write(event, self).await;
+            }
+            _ if !exists => return Err(ProfileError::NotFound),
+            ProfileCommand::Grant { tools, reason } => {
+                require_reason(&reason)?;
+                if tools.is_empty() {
+                    return Err(ProfileError::NoTools);
+                }
+                let mut new: Vec<ToolName> = Vec::new();
+                for t in tools {
+                    if !self.grants.contains_key(&t) && !new.contains(&t) {
+                        new.push(t);
+                    }
+                }
+                // Granting what is already granted changes nothing and records nothing.
+                if !new.is_empty() {
+                    sink.write(ProfileEvent::ToolsGranted { tools: new, reason }, self)
+                        .await;
+                }
+            }
+            ProfileCommand::Revoke { tools, reason } => {
+                require_reason(&reason)?;
+                if tools.is_empty() {
+                    return Err(ProfileError::NoTools);
+                }
+                if let Some(missing) = tools.iter().find(|t| !self.grants.contains_key(*t)) {
+                    return Err(ProfileError::NotGranted(missing.to_string()));
+                }
+                let mut tools = tools;
+                tools.dedup();
+                sink.write(ProfileEvent::ToolsRevoked { tools, reason }, self)
+                    .await;
+            }
+            ProfileCommand::Suspend { reason } => {
+                require_reason(&reason)?;
+                if self.suspended {
+                    return Err(ProfileError::AlreadySuspended);
+                }
+                sink.write(ProfileEvent::Suspended { reason }, self).await;
+            }
+            ProfileCommand::Resume { reason } => {
+                require_reason(&reason)?;
+                if !self.suspended {
+                    return Err(ProfileError::NotSuspended);
+                }
+                sink.write(ProfileEvent::Resumed { reason }, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ProfileEvent::Created {
+                profile_id, name, ..
+            } => {
+                self.profile_id = Some(profile_id);
+                self.name = Some(name);
+            }
+            ProfileEvent::ToolsGranted { tools, reason } => {
+                for t in tools {
+                    self.grants.insert(t, reason.clone());
+                }
+            }
+            ProfileEvent::ToolsRevoked { tools, .. } => {
+                for t in tools {
+                    self.grants.remove(&t);
+                }
+            }
+            ProfileEvent::Suspended { .. } => self.suspended = true,
+            ProfileEvent::Resumed { .. } => self.suspended = false,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Profile commands.
+
+use crate::domain::{ResourceName, ToolName};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileCommand {
+    Create {
+        profile_id: String,
+        name: ResourceName,
+        description: String,
+    },
+    Grant {
+        tools: Vec<ToolName>,
+        reason: String,
+    },
+    Revoke {
+        tools: Vec<ToolName>,
+        reason: String,
+    },
+    Suspend {
+        reason: String,
+    },
+    Resume {
+        reason: String,
+    },
+}

@@ -1,0 +1,23 @@
+//! AGP: a governance backend for the OAuth-protected MCP servers that AI agents use.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `domain ← store ← projections ← api, proxy ← app`.
+//!
+//! - [`domain`] — aggregates (connector, profile, agent), commands, events, errors. Pure.
+//! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
+//!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
+//! - [`projections`] — read models folded from the log with checkpoints: connector status,
+//!   tool catalog, grants/visibility, audit log.
+//! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
+//! - [`proxy`] — the agents' MCP endpoint (next issues).
+//! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
+//! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod domain;
+pub mod projections;
+pub mod proxy;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The agents' MCP endpoint: arrives with the tools issue.

@@ -1,0 +1,142 @@
+//! The event log: the only code that knows bytes on disk.
+//!
+//! Owns: the append-only, hash-chained log ([`EventLog`]) and its backends — [`sled_log`]
+//! (the embedded default) and [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
+//! ([`aggregate_store`]) that lets aggregates load and commit through the log.
+//!
+//! Invariants every backend keeps (checked by [`conformance`]):
+//! - global sequences start at 1 and have no holes; stream versions start at 1 and have no holes;
+//! - an append is all-or-nothing, and it returns only once the events are durable;
+//! - an append whose first event id is already in the log is a no-op that returns the original
+//!   position (idempotent retries);
+//! - every record's `prev_hash` is the previous record's `hash` (genesis: 64 zeros) and its
+//!   `hash` is SHA-256 over its canonical encoding ([`record::canonical_bytes`]);
+//! - once a flush fails the log is poisoned: every later append fails until restart.
+//!
+//! Must not touch: domain types. The log stores opaque JSON `data`.
+
+pub mod aggregate_store;
+pub mod conformance;
+pub mod mem_log;
+pub mod record;
+pub mod sled_log;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use record::{GENESIS_HASH, RecordedEvent, canonical_bytes, compute_hash};
+
+/// What the writer believes the stream's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// The stream's last event must have exactly this version (versions start at 1).
+    Exact(u64),
+    /// The stream must not exist yet.
+    NoStream,
+    /// No check. Only for fact streams (e.g. call records) where order within the stream is
+    /// whatever the log decides.
+    Any,
+}
+
+/// An event as a writer hands it to the log; the log assigns sequence, version, time and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Idempotency key: appending a batch whose first id is already stored returns the
+    /// original position and writes nothing.
+    pub id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Who caused it: `admin:<fingerprint>`, `system`, `agent:<id>`.
+    pub actor: String,
+    pub correlation_id: Uuid,
+    pub data: Value,
+}
+
+/// One append request: events for one stream, with an optimistic-concurrency check.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an acknowledged batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_version: u64,
+    pub last_version: u64,
+    /// True when the batch had been appended before (same first event id) and nothing was written.
+    pub deduplicated: bool,
+}
+
+/// Errors of the log. Each variant says how the API surfaces it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream's version is not what the writer expected. HTTP 409.
+    #[error("conflict on stream {stream}: expected {expected:?}, found version {actual:?}")]
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: Option<u64>,
+    },
+    /// The request itself is malformed (empty batch, empty stream name). HTTP 400.
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// A flush failed earlier; nothing is accepted until the process restarts. HTTP 503.
+    #[error("event log is poisoned after a failed flush; restart required")]
+    Poisoned,
+    /// The log has been closed (shutdown in progress). HTTP 503.
+    #[error("event log is closed")]
+    Closed,
+    /// A stored record does not decode or does not match its hash. HTTP 500.
+    #[error("corrupt record at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    /// The backend failed. HTTP 500.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// The append-only, hash-chained event log. Every backend passes [`conformance`].
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends one batch atomically and returns once it is durable. Concurrent appends share
+    /// one flush (group commit).
+    async fn append(&self, batch: AppendBatch) -> Result<Appended, StoreError>;
+
+    /// Events of one stream with `version >= from_version`, in version order.
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with `seq >= from_seq`, in sequence order.
+    fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Current version of a stream, `None` if it has no events.
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Sequence of the last durable event (0 when empty).
+    fn head(&self) -> u64;
+
+    /// Hash of the last durable event ([`GENESIS_HASH`] when empty).
+    fn head_hash(&self) -> String;
+
+    /// Watches the durable head: the value changes after every acknowledged append. The live
+    /// tail for projections and `audit tail --follow`.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Flushes and stops accepting appends. Appends already acknowledged stay durable.
+    async fn close(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,137 @@
+//! The stored record and its canonical encoding: what the hash chain is computed over.
+//!
+//! Canonical encoding: JSON with object keys sorted bytewise at every depth, no whitespace,
+//! numbers and strings as serde_json writes them. It does not depend on serde_json's
+//! `preserve_order` feature, so the same record hashes the same in every build.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One event as stored and as exported (`agp events export` writes these as NDJSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedEvent {
+    /// Global sequence, from 1, no holes.
+    pub seq: u64,
+    pub stream: String,
+    /// Version within the stream, from 1, no holes.
+    pub version: u64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Append time, UTC, microsecond precision.
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub correlation_id: Uuid,
+    pub data: Value,
+    /// Hex SHA-256 of the previous record ([`GENESIS_HASH`] for seq 1).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this record's canonical encoding, `prev_hash` included, `hash` excluded.
+    pub hash: String,
+}
+
+impl RecordedEvent {
+    /// True when `hash` matches the record's content.
+    pub fn hash_is_valid(&self) -> bool {
+        compute_hash(self) == self.hash
+    }
+}
+
+/// Canonical bytes of a record without its `hash` field.
+pub fn canonical_bytes(r: &RecordedEvent) -> Vec<u8> {
+    let time = r.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut obj = serde_json::Map::new();
+    obj.insert("actor".into(), Value::String(r.actor.clone()));
+    obj.insert(
+        "correlation_id".into(),
+        Value::String(r.correlation_id.to_string()),
+    );
+    obj.insert("data".into(), r.data.clone());
+    obj.insert("id".into(), Value::String(r.id.to_string()));
+    obj.insert("prev_hash".into(), Value::String(r.prev_hash.clone()));
+    obj.insert("schema_version".into(), Value::from(r.schema_version));
+    obj.insert("seq".into(), Value::from(r.seq));
+    obj.insert("stream".into(), Value::String(r.stream.clone()));
+    obj.insert("time".into(), Value::String(time));
+    obj.insert("type".into(), Value::String(r.event_type.clone()));
+    obj.insert("version".into(), Value::from(r.version));
+    let mut out = Vec::with_capacity(256);
+    write_canonical(&Value::Object(obj), &mut out);
+    out
+}
+
+/// Hex SHA-256 of [`canonical_bytes`].
+pub fn compute_hash(r: &RecordedEvent) -> String {
+    hex::encode(Sha256::digest(canonical_bytes(r)))
+}
+
+/// Writes `v` as canonical JSON (keys sorted at every depth).
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String((*k).clone()), out);
+                out.push(b':');
+                if let Some(child) = map.get(*k) {
+                    write_canonical(child, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+fn write_scalar(v: &Value, out: &mut Vec<u8>) {
+    // Serializing a scalar Value into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Truncates a timestamp to the microsecond precision records carry.
+pub fn record_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{SubsecRound, Timelike};
+    let micros = t.nanosecond() / 1_000;
+    t.trunc_subsecs(0) + chrono::Duration::microseconds(i64::from(micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v = json!({"b": 1, "a": {"d": [3, {"z": 1, "y": 2}], "c": "x"}});
+        let mut out = Vec::new();
+        write_canonical(&v, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":{"c":"x","d":[3,{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+}
