@@ -1,1 +1,133 @@
-//! Admin API.
+//! The admin door: REST under `/api/v1` (admin bearer auth, OpenAPI at `/api/v1/openapi.json`),
+//! plus `/healthz`, `/readyz` and Prometheus `/metrics`.
+//!
+//! Handlers parse input into domain types at the edge, run one command through a
+//! [`CommandBus`], wait until the projections have folded its events (read-your-writes) and
+//! answer from the projections. Every error is `{"error": {"code", "message"}}`.
+
+pub mod agents;
+pub mod auth;
+pub mod connectors;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod ops;
+pub mod profiles;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use utoipa::OpenApi;
+use auth::SecurityAddon;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::domain::agent::Agent;
+use crate::domain::connector::Connector;
+use crate::domain::profile::Profile;
+use crate::projections::LiveProjections;
+use crate::store::aggregate_store::CommandBus;
+use crate::store::{Appended, EventLog};
+pub use error::{ApiError, ApiJson};
+
+/// Largest request body the API reads; larger ones get 413 before they are buffered.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a command waits for projections to fold its events before answering 503.
+pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub log: Arc<dyn EventLog>,
+    pub projections: Arc<LiveProjections>,
+    pub connectors: CommandBus<Connector>,
+    pub profiles: CommandBus<Profile>,
+    pub agents: CommandBus<Agent>,
+    pub admin: auth::AdminAuth,
+    pub metrics: metrics::Metrics,
+    /// Serializes commands that claim a unique name: check the projection, then append. In one
+    /// process this makes name uniqueness exact; a replicated backend would claim names in the
+    /// log instead.
+    pub naming: tokio::sync::Mutex<()>,
+    pub public_url: String,
+    pub ready: AtomicBool,
+    /// Flips to true when the server starts shutting down; long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Waits until the projections have folded `appended` (no-op when nothing was written).
+    pub async fn settle(&self, appended: Option<Appended>) -> Result<(), ApiError> {
+        if let Some(a) = appended {
+            self.projections
+                .wait_for(a.last_seq, READ_YOUR_WRITES_TIMEOUT)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.projections.failure().is_none()
+    }
+}
+
+pub type SharedState = Arc<AppState>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "AGP admin API", description = "Connectors, behavior profiles, agents, events and audit."),
+    modifiers(&SecurityAddon),
+    security(("admin_token" = [])),
+    tags(
+        (name = "profiles", description = "Behavior profiles: grants and suspension"),
+        (name = "agents", description = "Agent identities and their keys"),
+        (name = "connectors", description = "OAuth-protected MCP servers"),
+        (name = "events", description = "The raw event log"),
+        (name = "audit", description = "Audit queries, chain verification, projection replay"),
+    )
+)]
+struct ApiDoc;
+
+/// The whole HTTP surface.
+pub fn router(state: SharedState) -> Router {
+    let (v1, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(profiles::routes())
+        .merge(agents::routes())
+        .merge(connectors::routes())
+        .merge(events::routes())
+        .split_for_parts();
+    // Paths are registered relative to /api/v1.
+    let paths = std::mem::take(&mut openapi.paths.paths);
+    for (path, item) in paths {
+        openapi.paths.paths.insert(format!("/api/v1{path}"), item);
+    }
+    let openapi = Arc::new(openapi);
+    let v1 = v1
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(ops::not_found);
+    Router::new()
+        .nest("/api/v1", v1)
+        .merge(ops::routes())
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
+        ]))
+        .with_state(state)
+}

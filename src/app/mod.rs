@@ -1,1 +1,125 @@
-//! Wiring.
+//! Wiring: data directory, event log, projections, API; start-up and graceful shutdown.
+//!
+//! [`Application::build`] binds the listener (port 0 works, for tests) and returns before
+//! serving; [`Application::run_until`] serves until the shutdown future resolves, then stops
+//! accepting, lets in-flight requests finish, and closes the log (every acknowledged event is
+//! already durable; closing flushes and stops the writer).
+
+pub mod config;
+pub mod data_dir;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use config::{Config, LogFormat};
+
+use crate::api::{self, AppState, SharedState, auth::AdminAuth, metrics::Metrics};
+use crate::projections::LiveProjections;
+use crate::store::EventLog;
+use crate::store::aggregate_store::CommandBus;
+
+/// A built, bound, not-yet-serving AGP.
+pub struct Application {
+    listener: TcpListener,
+    state: SharedState,
+    port: u16,
+    pub admin_token_created: bool,
+}
+
+/// Opens the embedded event log in `dir`.
+pub fn open_log(dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventLog>> {
+    let path = data_dir::events_path(dir);
+    let (log, report) = crate::store::sled_log::SledLog::open(&path, Default::default())
+        .with_context(|| format!("opening the event log at {}", path.display()))?;
+    tracing::info!(?report, "event log opened");
+    Ok(Arc::new(log))
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        data_dir::ensure(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let (token, origin) = data_dir::admin_token(&config.data_dir).with_context(|| {
+            format!("reading or creating the admin token in {}", config.data_dir.display())
+        })?;
+        let log = open_log(&config.data_dir)?;
+        let projections = LiveProjections::start(log.clone())
+            .await
+            .context("rebuilding projections from the event log")?;
+        tracing::info!(
+            events = log.head(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "projections rebuilt"
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_url = if config.listen.port() == 0 {
+            // Port 0 (tests): the public URL names the port actually bound.
+            config.public_url.replace(":0", &format!(":{port}"))
+        } else {
+            config.public_url.clone()
+        };
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let state = Arc::new(AppState {
+            connectors: CommandBus::new(log.clone(), ()),
+            profiles: CommandBus::new(log.clone(), ()),
+            agents: CommandBus::new(log.clone(), ()),
+            log,
+            projections,
+            admin: AdminAuth::new(&token),
+            metrics: Metrics::new(),
+            naming: tokio::sync::Mutex::new(()),
+            public_url,
+            ready: AtomicBool::new(false),
+            shutdown,
+        });
+        Ok(Self {
+            listener,
+            state,
+            port,
+            admin_token_created: origin == data_dir::TokenOrigin::Created,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state;
+        let router = api::router(state.clone());
+        let listener = self.listener.tap_io(|tcp| {
+            // Small request/response exchanges: never wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        state.ready.store(true, Ordering::Release);
+        let stop = state.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                stop.ready.store(false, Ordering::Release);
+                stop.shutdown.send_replace(true);
+            })
+            .await;
+        let closed = state.log.close().await;
+        served.context("serving HTTP")?;
+        closed.context("closing the event log")?;
+        tracing::info!(head = state.log.head(), "event log closed; bye");
+        Ok(())
+    }
+}

@@ -1,1 +1,97 @@
-//! CLI.
+//! The `agp` command line: `agp serve`, and `agp <noun> <verb>` admin and auditor commands that
+//! call the REST API (`--server`/`AGP_URL`; admin token from `AGP_ADMIN_TOKEN` or the data
+//! directory's `admin.token`). Every command takes `--output json`; tables are the default.
+//! `events export` and `audit verify` also work directly on a data directory no server holds.
+
+pub mod client;
+pub mod commands;
+pub mod output;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "agp", version, about = "AGP: governance for the MCP servers your agents use")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// AGP server URL for admin commands.
+    #[arg(long, global = true, env = "AGP_URL")]
+    pub server: Option<String>,
+    /// Data directory: the server's state, and where admin commands find `admin.token`.
+    #[arg(long, global = true, env = "AGP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, env = "AGP_OUTPUT", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the AGP server.
+    Serve(ServeArgs),
+    /// Behavior profiles: what a set of agents may use.
+    #[command(subcommand)]
+    Profiles(commands::profiles::ProfilesCommand),
+    /// Agent identities and their keys.
+    #[command(subcommand)]
+    Agents(commands::agents::AgentsCommand),
+    /// OAuth-protected MCP servers.
+    #[command(subcommand)]
+    Connectors(commands::connectors::ConnectorsCommand),
+    /// The raw event log.
+    #[command(subcommand)]
+    Events(commands::events::EventsCommand),
+    /// Audit: query, tail, verify the hash chain, replay projections.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AGP_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// URL agents and browsers reach AGP at (default: http://<listen>).
+    #[arg(long, env = "AGP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "AGP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
+        Command::Agents(c) => commands::agents::run(&cli.global, c).await,
+        Command::Connectors(c) => commands::connectors::run(&cli.global, c).await,
+        Command::Events(c) => commands::events::run(&cli.global, c).await,
+        Command::Audit(c) => commands::audit::run(&cli.global, c).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

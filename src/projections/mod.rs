@@ -1,1 +1,145 @@
-//! Projections.
+//! Read models folded from the event log.
+//!
+//! Every projection is a pure fold over [`RecordedEvent`]s in sequence order: no clock, no I/O,
+//! no randomness, so a rebuild from event 0 equals the live state byte for byte (S21).
+//! [`ProjectionSet`] holds them all at one checkpoint (the sequence of the last event folded);
+//! [`live::LiveProjections`] keeps a set current by tailing the log and lets the API wait until
+//! it has caught up with a command's events (read-your-writes).
+//!
+//! Must not touch: the store's bytes (reads go through [`EventLog`]), the domain's rules.
+
+pub mod audit;
+pub mod connectors;
+pub mod grants;
+pub mod live;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{AgpEvent, DecodeError};
+use crate::store::record::write_canonical;
+use crate::store::{EventLog, RecordedEvent, StoreError};
+
+pub use audit::AuditLog;
+pub use connectors::ConnectorStatusView;
+pub use grants::GrantsIndex;
+pub use live::LiveProjections;
+
+/// Errors while folding. Surfaces as HTTP 500 / a failed start: a record we wrote that we cannot
+/// read is corruption or a bug, never something to skip.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event {seq} does not decode: {source}")]
+    Decode {
+        seq: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("event {seq} is out of order: projections are at {checkpoint}")]
+    OutOfOrder { seq: u64, checkpoint: u64 },
+}
+
+/// One read model.
+pub trait Projection {
+    /// Stable name, used by `agp audit replay` reports.
+    const NAME: &'static str;
+    /// Folds one event. `event` is `record` decoded.
+    fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent);
+    /// The full state as JSON, deterministic (ordered maps only).
+    fn state(&self) -> Value;
+}
+
+/// All projections at one checkpoint.
+#[derive(Debug, Default, Clone)]
+pub struct ProjectionSet {
+    /// Sequence of the last event folded (0 = none).
+    pub checkpoint: u64,
+    pub connectors: ConnectorStatusView,
+    pub grants: GrantsIndex,
+    pub audit: AuditLog,
+}
+
+/// How many events one read of the log returns during a rebuild or catch-up.
+pub const READ_BATCH: usize = 4096;
+
+impl ProjectionSet {
+    /// Folds the next event; it must be exactly `checkpoint + 1`.
+    pub fn apply(&mut self, record: &RecordedEvent) -> Result<(), ProjectionError> {
+        if record.seq != self.checkpoint + 1 {
+            return Err(ProjectionError::OutOfOrder {
+                seq: record.seq,
+                checkpoint: self.checkpoint,
+            });
+        }
+        let event = AgpEvent::decode(&record.event_type, record.schema_version, &record.data)
+            .map_err(|source| ProjectionError::Decode {
+                seq: record.seq,
+                source,
+            })?;
+        self.connectors.apply(record, &event);
+        self.grants.apply(record, &event);
+        self.audit.apply(record, &event);
+        self.checkpoint = record.seq;
+        Ok(())
+    }
+
+    /// Rebuilds every projection from event 1 up to `upto` (inclusive), or to the head.
+    pub fn rebuild(log: &dyn EventLog, upto: Option<u64>) -> Result<Self, ProjectionError> {
+        let mut set = ProjectionSet::default();
+        let end = upto.unwrap_or_else(|| log.head());
+        while set.checkpoint < end {
+            let want = usize::try_from(end - set.checkpoint).unwrap_or(READ_BATCH).min(READ_BATCH);
+            let batch = log.read_all(set.checkpoint + 1, want)?;
+            if batch.is_empty() {
+                break;
+            }
+            for record in &batch {
+                set.apply(record)?;
+            }
+        }
+        Ok(set)
+    }
+
+    /// Each projection's name, its canonical state digest and size, in a fixed order.
+    pub fn digests(&self) -> Vec<ProjectionDigest> {
+        vec![
+            digest::<ConnectorStatusView>(&self.connectors, self.checkpoint),
+            digest::<GrantsIndex>(&self.grants, self.checkpoint),
+            digest::<AuditLog>(&self.audit, self.checkpoint),
+        ]
+    }
+
+    /// The named projection's full state.
+    pub fn state_of(&self, name: &str) -> Option<Value> {
+        match name {
+            ConnectorStatusView::NAME => Some(self.connectors.state()),
+            GrantsIndex::NAME => Some(self.grants.state()),
+            AuditLog::NAME => Some(self.audit.state()),
+            _ => None,
+        }
+    }
+}
+
+/// A projection's identity at a checkpoint: equal digests mean byte-identical canonical state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ProjectionDigest {
+    pub name: String,
+    pub checkpoint: u64,
+    /// Hex SHA-256 of the canonical JSON state.
+    pub sha256: String,
+    /// Length of the canonical JSON state in bytes.
+    pub bytes: u64,
+}
+
+fn digest<P: Projection>(p: &P, checkpoint: u64) -> ProjectionDigest {
+    let mut out = Vec::with_capacity(4096);
+    write_canonical(&p.state(), &mut out);
+    ProjectionDigest {
+        name: P::NAME.to_string(),
+        checkpoint,
+        sha256: hex::encode(Sha256::digest(&out)),
+        bytes: out.len() as u64,
+    }
+}

@@ -1,0 +1,273 @@
+//! `/api/v1/events` and `/api/v1/audit`: the raw log for auditors (page, NDJSON export), audit
+//! queries, a live tail, chain verification and projection replay.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiQuery, ErrorBody};
+use super::{ApiError, ApiJson, SharedState};
+use crate::projections::audit::{AuditEntry, AuditQuery};
+use crate::projections::{ProjectionDigest, ProjectionSet};
+use crate::store::RecordedEvent;
+
+pub fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(export_events))
+        .routes(routes!(query_audit))
+        .routes(routes!(tail_audit))
+        .routes(routes!(replay))
+}
+
+/// Most events one page returns.
+pub const MAX_PAGE: usize = 10_000;
+const NDJSON: &str = "application/x-ndjson";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// First sequence to return (default 1).
+    pub from: Option<u64>,
+    /// At most this many (default 1000, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// A page of raw events, oldest first.
+#[utoipa::path(get, path = "/events", tag = "events", params(EventsQuery),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = ErrorBody)))]
+async fn list_events(
+    State(state): State<SharedState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<ApiJson<Vec<RecordedEvent>>, ApiError> {
+    let limit = q.limit.unwrap_or(1000).min(MAX_PAGE);
+    let from = q.from.unwrap_or(1).max(1);
+    let log = state.log.clone();
+    let events = tokio::task::spawn_blocking(move || log.read_all(from, limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(ApiJson(events))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// First sequence to export (default 1).
+    pub from: Option<u64>,
+}
+
+/// The raw log from `from` to the head at request time, as NDJSON (one record per line).
+#[utoipa::path(get, path = "/events/export", tag = "events", params(ExportQuery),
+    responses((status = 200, description = "NDJSON of RecordedEvent", content_type = "application/x-ndjson")))]
+async fn export_events(
+    State(state): State<SharedState>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Response {
+    let from = q.from.unwrap_or(1).max(1);
+    let end = state.log.head();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+    let log = state.log.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut next = from;
+        while next <= end {
+            let batch = match log.read_all(next, 2048) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "export stopped");
+                    break;
+                }
+            };
+            let mut chunk = Vec::with_capacity(batch.len() * 400);
+            for record in batch.iter().take_while(|r| r.seq <= end) {
+                if serde_json::to_writer(&mut chunk, record).is_err() {
+                    return;
+                }
+                chunk.push(b'\n');
+                next = record.seq + 1;
+            }
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return; // client went away
+            }
+        }
+    });
+    ndjson(rx)
+}
+
+fn ndjson(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, NDJSON)],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// Audit entries matching the filters, newest first unless `order=asc`.
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ErrorBody)))]
+async fn query_audit(
+    State(state): State<SharedState>,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<ApiJson<Vec<AuditEntry>>, ApiError> {
+    let q = q.into_query()?;
+    Ok(ApiJson(state.projections.read(|p| p.audit.query(&q))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Exact actor, e.g. `admin:1a2b3c4d` or `system`.
+    pub actor: Option<String>,
+    /// Exact event type, or a prefix ending in `.` (`connector.`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// `connector:<name>`, `profile:<name>` or `agent:<name>`.
+    pub subject: Option<String>,
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    /// Default 100, at most 10,000.
+    pub limit: Option<usize>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<String>,
+}
+
+impl AuditParams {
+    fn into_query(self) -> Result<AuditQuery, ApiError> {
+        if let Some(o) = &self.order
+            && o != "asc"
+            && o != "desc"
+        {
+            return Err(ApiError::BadRequest(format!(
+                "order must be asc or desc (got {o:?})"
+            )));
+        }
+        Ok(AuditQuery {
+            actor: self.actor,
+            event_type: self.event_type,
+            subject: self.subject,
+            from: self.from,
+            to: self.to,
+            limit: self.limit,
+            order: self.order,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TailParams {
+    /// First sequence to show (default: the last 20 entries).
+    pub from: Option<u64>,
+    /// Keep the stream open and send new entries as they are appended.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Audit entries as NDJSON, oldest first; with `follow=true` the stream stays open.
+#[utoipa::path(get, path = "/audit/tail", tag = "audit", params(TailParams),
+    responses((status = 200, description = "NDJSON of AuditEntry", content_type = "application/x-ndjson")))]
+async fn tail_audit(State(state): State<SharedState>, ApiQuery(q): ApiQuery<TailParams>) -> Response {
+    let checkpoint = state.projections.checkpoint();
+    let mut next = q.from.unwrap_or_else(|| checkpoint.saturating_sub(19)).max(1);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
+    let mut folded = state.projections.subscribe();
+    let mut shutdown = state.shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let query = AuditQuery {
+                from: Some(next),
+                limit: Some(1000),
+                order: Some("asc".into()),
+                ..AuditQuery::default()
+            };
+            let entries = state.projections.read(|p| p.audit.query(&query));
+            if !entries.is_empty() {
+                let mut chunk = Vec::new();
+                for e in &entries {
+                    if serde_json::to_writer(&mut chunk, e).is_err() {
+                        return;
+                    }
+                    chunk.push(b'\n');
+                    next = e.seq + 1;
+                }
+                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if !q.follow {
+                return;
+            }
+            tokio::select! {
+                changed = folded.changed() => if changed.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    ndjson(rx)
+}
+
+/// The result of rebuilding every projection from the log and comparing it with the live one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReplayReport {
+    /// True when every rebuilt projection equals the live one byte for byte.
+    pub consistent: bool,
+    /// The sequence both were compared at.
+    pub checkpoint: u64,
+    pub projections: Vec<ReplayItem>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReplayItem {
+    pub name: String,
+    pub equal: bool,
+    pub live: ProjectionDigest,
+    pub rebuilt: ProjectionDigest,
+}
+
+/// Rebuild every projection from event 1 in memory and compare with the live ones.
+#[utoipa::path(post, path = "/audit/replay", tag = "audit",
+    responses((status = 200, body = ReplayReport)))]
+async fn replay(State(state): State<SharedState>) -> Result<ApiJson<ReplayReport>, ApiError> {
+    let live = state.projections.snapshot();
+    let log = state.log.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let rebuilt = ProjectionSet::rebuild(log.as_ref(), Some(live.checkpoint))?;
+        Ok::<_, crate::projections::ProjectionError>(compare(&live, &rebuilt))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ApiJson(report))
+}
+
+/// Compares two projection sets digest by digest.
+pub fn compare(live: &ProjectionSet, rebuilt: &ProjectionSet) -> ReplayReport {
+    let items: Vec<ReplayItem> = live
+        .digests()
+        .into_iter()
+        .zip(rebuilt.digests())
+        .map(|(l, r)| ReplayItem {
+            name: l.name.clone(),
+            equal: l == r,
+            live: l,
+            rebuilt: r,
+        })
+        .collect();
+    ReplayReport {
+        consistent: items.iter().all(|i| i.equal),
+        checkpoint: live.checkpoint,
+        projections: items,
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics (one registry per server instance, so tests can run many servers in one
+//! process) and the per-request access log. Labels carry route templates, never raw paths or
+//! query strings (the OAuth callback's query must never reach a log, S6).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::SharedState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub aggregate: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Histogram,
+    pub commands: Family<CommandLabels, Counter>,
+    pub log_head: Gauge<u64, AtomicU64>,
+    pub projection_checkpoint: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agp");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        let http_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register("commands", "Domain commands by outcome", commands.clone());
+        let log_head = Gauge::<u64, AtomicU64>::default();
+        registry.register("log_head_seq", "Sequence of the last durable event", log_head.clone());
+        let projection_checkpoint = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "projection_checkpoint_seq",
+            "Sequence of the last event folded into the projections",
+            projection_checkpoint.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            commands,
+            log_head,
+            projection_checkpoint,
+        }
+    }
+
+    pub fn command(&self, aggregate: &str, ok: bool) {
+        self.commands
+            .get_or_create(&CommandLabels {
+                aggregate: aggregate.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Middleware: counts and times every request and logs one line per request (method, route
+/// template, status, latency — no query string, no headers, no body).
+pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.metrics.http_duration.observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    tracing::info!(%method, %route, status, latency_us = elapsed.as_micros() as u64, "request");
+    response
+}

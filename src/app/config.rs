@@ -1,0 +1,59 @@
+//! Server configuration: flags and environment in, a validated [`Config`] out. Defaults live here
+//! and only here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Embedded defaults.
+pub const DEFAULT_DATA_DIR: &str = "./agp-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The URL agents and browsers reach AGP at (no trailing slash). Consent redirects to
+    /// `<public_url>/connect/callback`.
+    pub public_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--listen {0:?} is not an address like 127.0.0.1:8080")]
+    Listen(String),
+    #[error("--public-url {0:?} must be an absolute http(s) URL without query or fragment")]
+    PublicUrl(String),
+}
+
+impl Config {
+    /// Validates raw values; `public_url` defaults to `http://<listen>`.
+    pub fn new(data_dir: PathBuf, listen: &str, public_url: Option<&str>) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|_| ConfigError::Listen(listen.to_string()))?;
+        let public_url = match public_url {
+            Some(u) => {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && !u.contains(['?', '#', ' '])
+                    && u.len() > "https://".len();
+                if !ok {
+                    return Err(ConfigError::PublicUrl(u.to_string()));
+                }
+                u.trim_end_matches('/').to_string()
+            }
+            None => format!("http://{listen}"),
+        };
+        Ok(Self {
+            data_dir,
+            listen,
+            public_url,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! One module per noun; each verb builds a request, prints the answer.
+
+pub mod agents;
+pub mod audit;
+pub mod connectors;
+pub mod events;
+pub mod profiles;
+
+use anyhow::anyhow;
+
+use crate::domain::ResourceName;
+
+/// Validates a name before it goes into a URL path, so a typo fails here with a clear message.
+pub fn path_name(what: &str, s: &str) -> anyhow::Result<String> {
+    ResourceName::parse(s)
+        .map(|n| n.to_string())
+        .map_err(|e| anyhow!("--name {s:?} is not a valid {what} name: {e}"))
+}

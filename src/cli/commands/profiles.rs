@@ -1,0 +1,165 @@
+//! `agp profiles …`
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::path_name;
+use crate::cli::Global;
+use crate::cli::client::Client;
+use crate::cli::output::{self, get};
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Create a behavior profile.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List profiles.
+    List,
+    /// Show one profile with its grants.
+    Show {
+        #[arg(long)]
+        name: String,
+    },
+    /// Grant tools to a profile.
+    Grant {
+        #[arg(long)]
+        name: String,
+        /// A catalog tool name; repeat for several.
+        #[arg(long = "tool", required = true)]
+        tools: Vec<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke tools from a profile.
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "tool", required = true)]
+        tools: Vec<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Suspend a profile: its agents are refused until it is resumed.
+    Suspend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume a suspended profile.
+    Resume {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn list_table(v: &Value) -> comfy_table::Table {
+    output::table(&["name", "suspended", "grants", "description"], v, |p| {
+        vec![
+            get(p, "name"),
+            get(p, "suspended"),
+            p.get("grants")
+                .and_then(Value::as_object)
+                .map(|g| g.len().to_string())
+                .unwrap_or_default(),
+            get(p, "description"),
+        ]
+    })
+}
+
+fn show_table(v: &Value) -> comfy_table::Table {
+    let mut t = output::fields(&json!({
+        "name": v.get("name"),
+        "description": v.get("description"),
+        "suspended": v.get("suspended"),
+        "suspension_reason": v.get("suspension_reason"),
+        "created_at": v.get("created_at"),
+        "created_by": v.get("created_by"),
+    }));
+    for (tool, g) in v
+        .get("grants")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        t.add_row(vec![format!("grant {tool}"), get(g, "reason")]);
+    }
+    t
+}
+
+pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::new(global)?;
+    let (value, list) = match cmd {
+        ProfilesCommand::Create { name, description } => (
+            client
+                .post("/profiles", &json!({"name": name, "description": description}))
+                .await?,
+            false,
+        ),
+        ProfilesCommand::List => (client.get("/profiles").await?, true),
+        ProfilesCommand::Show { name } => (
+            client
+                .get(&format!("/profiles/{}", path_name("profile", &name)?))
+                .await?,
+            false,
+        ),
+        ProfilesCommand::Grant {
+            name,
+            tools,
+            reason,
+        } => (
+            client
+                .post(
+                    &format!("/profiles/{}/grants", path_name("profile", &name)?),
+                    &json!({"tools": tools, "reason": reason}),
+                )
+                .await?,
+            false,
+        ),
+        ProfilesCommand::Revoke {
+            name,
+            tools,
+            reason,
+        } => (
+            client
+                .post(
+                    &format!("/profiles/{}/revoke", path_name("profile", &name)?),
+                    &json!({"tools": tools, "reason": reason}),
+                )
+                .await?,
+            false,
+        ),
+        ProfilesCommand::Suspend { name, reason } => (
+            client
+                .post(
+                    &format!("/profiles/{}/suspend", path_name("profile", &name)?),
+                    &json!({"reason": reason}),
+                )
+                .await?,
+            false,
+        ),
+        ProfilesCommand::Resume { name, reason } => (
+            client
+                .post(
+                    &format!("/profiles/{}/resume", path_name("profile", &name)?),
+                    &json!({"reason": reason}),
+                )
+                .await?,
+            false,
+        ),
+    };
+    if list {
+        output::print(global.output, &value, list_table);
+    } else {
+        output::print(global.output, &value, show_table);
+    }
+    Ok(ExitCode::SUCCESS)
+}

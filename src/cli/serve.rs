@@ -1,0 +1,62 @@
+//! `agp serve`: logging set-up, configuration, start, and shutdown on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use super::{Global, ServeArgs};
+use crate::app::data_dir::admin_token_path;
+use crate::app::{Application, Config, LogFormat};
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("AGP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(args.log_format);
+    let config = Config::new(
+        global.data_dir.clone(),
+        &args.listen,
+        args.public_url.as_deref(),
+    )?;
+    let app = Application::build(config.clone()).await?;
+    let token_path = admin_token_path(&config.data_dir);
+    if app.admin_token_created {
+        tracing::info!(path = %token_path.display(), "created the admin token (mode 0600); admin commands read it from there");
+    } else {
+        tracing::info!(path = %token_path.display(), "admin token");
+    }
+    tracing::info!(
+        listen = %config.listen,
+        port = app.port(),
+        public_url = %app.state().public_url,
+        data_dir = %config.data_dir.display(),
+        "AGP is ready"
+    );
+    app.run_until(shutdown_signal()).await.context("server stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

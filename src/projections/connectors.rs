@@ -1,0 +1,400 @@
+//! The connector status view: what `agp connectors list/show` and the console display.
+//! Removed connectors leave the view (the log keeps them).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::Projection;
+use crate::domain::AgpEvent;
+use crate::domain::connector::{
+    ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration, RevocationOutcome,
+    TokenAuthMethod,
+};
+use crate::store::RecordedEvent;
+
+/// Where a connector's endpoint value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Discovered,
+    Override,
+    Registration,
+}
+
+/// The last revocation attempt for one token kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevocationView {
+    pub generation: u64,
+    pub token_kind: String,
+    #[schema(value_type = String)]
+    pub outcome: RevocationOutcome,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// One connector as the console shows it ("Copy as JSON").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectorView {
+    pub connector_id: String,
+    pub name: String,
+    /// `pending`, `active`, `reauth_required`, `expired`, `error`, `disconnected`.
+    pub status: String,
+    pub mcp_server_url: String,
+    pub client_name: String,
+    /// `dcr` or `client`.
+    pub registration_mode: String,
+    pub issuer: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub registration_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    pub resource: Option<String>,
+    pub omit_resource: bool,
+    pub audience: Option<String>,
+    /// For each field above that has a value: `discovered`, `override` or `registration`.
+    pub sources: BTreeMap<String, Source>,
+    pub resource_metadata_url: Option<String>,
+    pub discovery_steps: Vec<String>,
+    pub client_id: Option<String>,
+    pub token_auth_method: Option<String>,
+    /// Whether a client secret is sealed in the vault (never the secret).
+    pub client_secret_stored: bool,
+    /// Scopes AGP asks for: the admin's `--scopes`, else those the server advertises.
+    pub scopes: Vec<String>,
+    /// True when `scopes` came from the admin, not discovery.
+    pub scopes_overridden: bool,
+    pub granted_scopes: Vec<String>,
+    pub account: Option<String>,
+    pub generation: u64,
+    pub awaiting_consent: bool,
+    pub has_refresh_token: bool,
+    pub token_fingerprint: Option<String>,
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub authorized_at: Option<DateTime<Utc>>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub disconnected_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub revocations: Vec<RevocationView>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ConnectorView {
+    /// The console's filter this connector falls under: `active`, `needs-attention`, `inactive`.
+    pub fn filter_group(&self) -> &'static str {
+        match self.status.as_str() {
+            "active" => "active",
+            "reauth_required" | "expired" | "error" => "needs-attention",
+            _ => "inactive",
+        }
+    }
+
+    fn set_status(&mut self, s: ConnectorStatus) {
+        self.status = s.as_str().to_string();
+    }
+
+    fn resolve(&mut self, overrides: &Overrides, discovered: &DiscoveredMetadata) {
+        let pick = |sources: &mut BTreeMap<String, Source>,
+                    field: &str,
+                    o: &Option<String>,
+                    d: &Option<String>| {
+            if let Some(v) = o.as_ref().filter(|v| !v.is_empty()) {
+                sources.insert(field.to_string(), Source::Override);
+                Some(v.clone())
+            } else if let Some(v) = d {
+                sources.insert(field.to_string(), Source::Discovered);
+                Some(v.clone())
+            } else {
+                sources.remove(field);
+                None
+            }
+        };
+        let s = &mut self.sources;
+        self.issuer = pick(s, "issuer", &overrides.issuer, &discovered.issuer);
+        self.authorization_endpoint = pick(
+            s,
+            "authorization_endpoint",
+            &overrides.authorization_endpoint,
+            &discovered.authorization_endpoint,
+        );
+        self.token_endpoint = pick(s, "token_endpoint", &overrides.token_endpoint, &discovered.token_endpoint);
+        self.registration_endpoint = pick(
+            s,
+            "registration_endpoint",
+            &overrides.registration_endpoint,
+            &discovered.registration_endpoint,
+        );
+        self.revocation_endpoint = pick(
+            s,
+            "revocation_endpoint",
+            &overrides.revocation_endpoint,
+            &discovered.revocation_endpoint,
+        );
+        self.resource = if overrides.omit_resource {
+            s.remove("resource");
+            None
+        } else {
+            pick(s, "resource", &overrides.resource, &discovered.resource)
+        };
+        self.audience = pick(s, "audience", &overrides.audience, &None);
+        if !self.scopes_overridden {
+            self.scopes = discovered.scopes_supported.clone();
+        }
+    }
+}
+
+fn auth_method(m: TokenAuthMethod) -> String {
+    match m {
+        TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+        TokenAuthMethod::ClientSecretPost => "client_secret_post",
+        TokenAuthMethod::None => "none",
+    }
+    .to_string()
+}
+
+/// Connectors by id, plus a name index. The overrides of each connector are kept to resolve
+/// endpoints when discovery results arrive later.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectorStatusView {
+    by_id: BTreeMap<String, ConnectorView>,
+    overrides: HashMap<String, Overrides>,
+    by_name: HashMap<String, String>,
+    by_stream: HashMap<String, String>,
+}
+
+impl ConnectorStatusView {
+    pub fn get(&self, name: &str) -> Option<&ConnectorView> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+
+    pub fn get_by_id(&self, id: &str) -> Option<&ConnectorView> {
+        self.by_id.get(id)
+    }
+
+    /// Connectors sorted by name.
+    pub fn list(&self) -> Vec<&ConnectorView> {
+        let mut all: Vec<&ConnectorView> = self.by_id.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl Projection for ConnectorStatusView {
+    const NAME: &'static str = "connectors";
+
+    fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent) {
+        let AgpEvent::Connector(event) = event else {
+            return;
+        };
+        let at = record.time;
+        if let ConnectorEvent::Added {
+            connector_id,
+            name,
+            mcp_server_url,
+            client_name,
+            registration,
+            scopes,
+            overrides,
+        } = event
+        {
+            let (mode, client_id, method, secret) = match registration {
+                Registration::Dcr => ("dcr", None, None, false),
+                Registration::Client {
+                    client_id,
+                    token_auth_method,
+                    client_secret_stored,
+                } => (
+                    "client",
+                    Some(client_id.clone()),
+                    Some(auth_method(*token_auth_method)),
+                    *client_secret_stored,
+                ),
+            };
+            let mut view = ConnectorView {
+                connector_id: connector_id.clone(),
+                name: name.to_string(),
+                status: ConnectorStatus::Pending.as_str().to_string(),
+                mcp_server_url: mcp_server_url.clone(),
+                client_name: client_name.clone(),
+                registration_mode: mode.to_string(),
+                issuer: None,
+                authorization_endpoint: None,
+                token_endpoint: None,
+                registration_endpoint: None,
+                revocation_endpoint: None,
+                resource: None,
+                omit_resource: overrides.omit_resource,
+                audience: None,
+                sources: BTreeMap::new(),
+                resource_metadata_url: None,
+                discovery_steps: Vec::new(),
+                client_id,
+                token_auth_method: method,
+                client_secret_stored: secret,
+                scopes: scopes.clone().unwrap_or_default(),
+                scopes_overridden: scopes.is_some(),
+                granted_scopes: Vec::new(),
+                account: None,
+                generation: 0,
+                awaiting_consent: false,
+                has_refresh_token: false,
+                token_fingerprint: None,
+                access_token_expires_at: None,
+                created_at: at,
+                created_by: record.actor.clone(),
+                authorized_at: None,
+                refreshed_at: None,
+                last_used_at: None,
+                disconnected_at: None,
+                last_error: None,
+                revocations: Vec::new(),
+                updated_at: at,
+            };
+            if view.client_id.is_some() {
+                view.sources.insert("client_id".into(), Source::Override);
+            }
+            view.resolve(overrides, &DiscoveredMetadata::default());
+            self.by_name.insert(view.name.clone(), connector_id.clone());
+            self.by_stream.insert(record.stream.clone(), connector_id.clone());
+            self.overrides.insert(connector_id.clone(), overrides.clone());
+            self.by_id.insert(connector_id.clone(), view);
+            return;
+        }
+        let Some(id) = self.by_stream.get(&record.stream).cloned() else {
+            return;
+        };
+        if let ConnectorEvent::Removed { name } = event {
+            self.by_id.remove(&id);
+            self.overrides.remove(&id);
+            self.by_stream.remove(&record.stream);
+            if self.by_name.get(name.as_str()) == Some(&id) {
+                self.by_name.remove(name.as_str());
+            }
+            return;
+        }
+        let overrides = self.overrides.get(&id).cloned().unwrap_or_default();
+        let Some(v) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        v.updated_at = at;
+        match event {
+            ConnectorEvent::Added { .. } | ConnectorEvent::Removed { .. } => {}
+            ConnectorEvent::Discovered { metadata } => {
+                v.resource_metadata_url = metadata.resource_metadata_url.clone();
+                v.discovery_steps = metadata.steps.clone();
+                v.resolve(&overrides, metadata);
+            }
+            ConnectorEvent::ClientRegistered {
+                client_id,
+                token_auth_method,
+                client_secret_stored,
+                ..
+            } => {
+                v.client_id = Some(client_id.clone());
+                v.token_auth_method = Some(auth_method(*token_auth_method));
+                v.client_secret_stored = *client_secret_stored;
+                v.sources.insert("client_id".into(), Source::Registration);
+            }
+            ConnectorEvent::ConsentStarted {
+                generation,
+                requested_scopes,
+                ..
+            } => {
+                v.generation = *generation;
+                v.awaiting_consent = true;
+                v.has_refresh_token = false;
+                v.token_fingerprint = None;
+                v.access_token_expires_at = None;
+                v.granted_scopes.clear();
+                if !requested_scopes.is_empty() {
+                    v.scopes = requested_scopes.clone();
+                }
+                v.set_status(ConnectorStatus::Pending);
+            }
+            ConnectorEvent::ConsentFailed { reason, .. } => {
+                v.awaiting_consent = false;
+                v.last_error = Some(reason.clone());
+                v.set_status(ConnectorStatus::Error);
+            }
+            ConnectorEvent::Authorized {
+                granted_scopes,
+                account,
+                token_fingerprint,
+                access_token_expires_at,
+                has_refresh_token,
+                ..
+            } => {
+                v.awaiting_consent = false;
+                v.granted_scopes = granted_scopes.clone();
+                v.account = account.clone();
+                v.token_fingerprint = Some(token_fingerprint.clone());
+                v.access_token_expires_at = *access_token_expires_at;
+                v.has_refresh_token = *has_refresh_token;
+                v.authorized_at = Some(at);
+                v.last_error = None;
+                v.set_status(ConnectorStatus::Active);
+            }
+            ConnectorEvent::TokenRefreshed {
+                token_fingerprint,
+                access_token_expires_at,
+                ..
+            } => {
+                v.token_fingerprint = Some(token_fingerprint.clone());
+                v.access_token_expires_at = *access_token_expires_at;
+                v.refreshed_at = Some(at);
+            }
+            ConnectorEvent::ReauthRequired { reason, .. } => {
+                v.last_error = Some(reason.clone());
+                v.set_status(ConnectorStatus::ReauthRequired);
+            }
+            ConnectorEvent::Expired { .. } => v.set_status(ConnectorStatus::Expired),
+            ConnectorEvent::Failed { reason, .. } => {
+                v.awaiting_consent = false;
+                v.last_error = Some(reason.clone());
+                v.set_status(ConnectorStatus::Error);
+            }
+            ConnectorEvent::Disconnected { .. } => {
+                v.awaiting_consent = false;
+                v.has_refresh_token = false;
+                v.token_fingerprint = None;
+                v.access_token_expires_at = None;
+                v.disconnected_at = Some(at);
+                v.set_status(ConnectorStatus::Disconnected);
+            }
+            ConnectorEvent::RevocationRecorded {
+                generation,
+                token_kind,
+                outcome,
+                detail,
+            } => {
+                v.revocations.retain(|r| r.token_kind != *token_kind);
+                v.revocations.push(RevocationView {
+                    generation: *generation,
+                    token_kind: token_kind.clone(),
+                    outcome: *outcome,
+                    detail: detail.clone(),
+                    at,
+                });
+            }
+            ConnectorEvent::CredentialsShredded { .. } => {}
+        }
+    }
+
+    fn state(&self) -> Value {
+        serde_json::to_value(&self.by_id).unwrap_or(Value::Null)
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the admin API and CLI: the real server on port 0 with a fresh data
+//! directory per test.
+
+mod helpers;
+
+mod agents;
+mod bad_input;
+mod cli;
+mod events;
+mod lifecycle;
+mod profiles;
