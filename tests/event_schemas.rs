@@ -6,7 +6,9 @@
 //!   ([`strategies`]).
 //! - Files: an event type without a schema, or a schema without an event type, fails.
 //! - Strictness: unknown fields, missing fields, `null`s and malformed names are refused.
-//! - The real path: commands run through `CommandBus` over a test-only log ([`vec_log`]).
+//! - The real path: commands run through `CommandBus` over a test-only log ([`vec_log`]), and
+//!   arbitrary command sequences through each aggregate ([`aggregates`]): what the rules let
+//!   through matches the schemas, and replaying the emitted events gives the live state.
 
 #[path = "event_schemas/samples.rs"]
 mod samples;
@@ -15,6 +17,8 @@ mod strategies;
 #[path = "event_schemas/vec_log.rs"]
 mod vec_log;
 
+#[path = "event_schemas/aggregates.rs"]
+mod aggregates;
 #[path = "event_schemas/command_bus.rs"]
 mod command_bus;
 #[path = "event_schemas/strictness.rs"]

@@ -362,8 +362,10 @@ fn arb_reason() -> impl Strategy<Value = String> {
 fn arb_command() -> impl Strategy<Value = ProfileCommand> {
     prop_oneof![
         1 => Just(create_cmd()),
-        4 => (arb_tools(), arb_reason()).prop_map(|(tools, reason)| ProfileCommand::Grant { tools, reason }),
-        3 => (arb_tools(), arb_reason()).prop_map(|(tools, reason)| ProfileCommand::Revoke { tools, reason }),
+        4 => (arb_tools(), arb_reason())
+            .prop_map(|(tools, reason)| ProfileCommand::Grant { tools, reason }),
+        3 => (arb_tools(), arb_reason())
+            .prop_map(|(tools, reason)| ProfileCommand::Revoke { tools, reason }),
         1 => arb_reason().prop_map(|reason| ProfileCommand::Suspend { reason }),
         1 => arb_reason().prop_map(|reason| ProfileCommand::Resume { reason }),
     ]
@@ -397,7 +399,9 @@ proptest! {
                 Ok(events) => {
                     // Every emitted event is non-trivial: grants are new, revocations granted.
                     for e in &events {
-                        if let ProfileEvent::ToolsGranted { tools, .. } | ProfileEvent::ToolsRevoked { tools, .. } = e {
+                        if let ProfileEvent::ToolsGranted { tools, .. }
+                        | ProfileEvent::ToolsRevoked { tools, .. } = e
+                        {
                             prop_assert!(!tools.is_empty());
                             let mut unique = tools.clone();
                             unique.sort();
