@@ -141,8 +141,8 @@ async fn remove_with_the_name_typed_back_from_every_live_status() {
     }
 }
 
-#[tokio::test]
-async fn remove_from_active_and_from_disconnected_is_terminal() {
+#[test]
+fn remove_from_active_and_from_disconnected_is_terminal() {
     for history in [active(), disconnected_history()] {
         let mut h = history;
         h.push(ConnectorEvent::Removed { name: name() });
