@@ -4,7 +4,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectorCommand, ConnectorEvent};
+use super::{ConnectorCommand, ConnectorEvent, Registration, TOKEN_KINDS};
 use crate::domain::ResourceName;
 
 /// The derived connector status (`design.md`, "Events and state").
@@ -83,6 +83,9 @@ pub enum ConnectorError {
     /// HTTP 400.
     #[error("{0} must not be empty")]
     Required(&'static str),
+    /// HTTP 400: a revocation names a token kind other than those in [`TOKEN_KINDS`].
+    #[error("unknown token kind {0:?}: expected refresh_token or access_token")]
+    UnknownTokenKind(String),
 }
 
 impl Connector {
@@ -138,6 +141,11 @@ impl Connector {
             } => {
                 if mcp_server_url.trim().is_empty() {
                     return Err(ConnectorError::Required("mcp_server_url"));
+                }
+                if let Registration::Client { client_id, .. } = &registration
+                    && client_id.is_empty()
+                {
+                    return Err(ConnectorError::Required("client_id"));
                 }
                 ConnectorEvent::Added {
                     connector_id,
@@ -269,6 +277,9 @@ impl Connector {
                         got: generation,
                         current: self.generation,
                     });
+                }
+                if !TOKEN_KINDS.contains(&token_kind.as_str()) {
+                    return Err(ConnectorError::UnknownTokenKind(token_kind));
                 }
                 ConnectorEvent::RevocationRecorded {
                     generation,

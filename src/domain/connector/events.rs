@@ -88,6 +88,10 @@ pub enum RevocationOutcome {
     NothingToRevoke,
 }
 
+/// The token kinds a revocation attempt can name (RFC 7009 `token_type_hint` values); the
+/// refresh and the access token are revoked in separate attempts (`design.md`, "Custody").
+pub const TOKEN_KINDS: &[&str] = &["refresh_token", "access_token"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ConnectorEvent {
@@ -166,7 +170,7 @@ pub enum ConnectorEvent {
     #[serde(rename = "connector.revocation_recorded")]
     RevocationRecorded {
         generation: u64,
-        /// `refresh_token` or `access_token`.
+        /// One of [`TOKEN_KINDS`]: `refresh_token` or `access_token`.
         token_kind: String,
         outcome: RevocationOutcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,12 +9,26 @@
 //!  any state but removed ──remove──▶ removed (terminal; the log keeps it)
 //! ```
 //!
+//! The rules, each pinned by a given/when/then test in `tests.rs`:
+//! - `add` only on a new stream (else `AlreadyExists`); every other command on a new stream is
+//!   `NotFound`, every command on a removed one is `Removed`.
+//! - `reconnect` (`StartConsent`) is allowed from every live status and bumps the consent
+//!   generation; callbacks, refreshes and status changes name a generation and a stale one is
+//!   refused, so a late callback of an abandoned flow cannot activate the connector.
+//! - consent completes or fails only while a flow is outstanding; `refresh` and `reauth` only
+//!   from active; `expire` from active or reauth_required; `fail` from pending, active,
+//!   reauth_required or expired; `disconnect` from everything but disconnected.
+//! - revocation outcomes and shredding may name the current or an older generation (retries),
+//!   never a future one; `remove` needs the name typed back.
+//!
 //! Secrets never enter these events: tokens, client secrets, PKCE verifiers and registration
 //! access tokens live in the vault; events carry fingerprints and expiry times.
 
 mod aggregate;
 mod commands;
 mod events;
+#[cfg(test)]
+mod tests;
 
 pub use aggregate::{Connector, ConnectorError, ConnectorStatus};
 pub use commands::ConnectorCommand;

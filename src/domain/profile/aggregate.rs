@@ -107,10 +107,21 @@ impl Aggregate for Profile {
                 if let Some(missing) = tools.iter().find(|t| !self.grants.contains_key(*t)) {
                     return Err(ProfileError::NotGranted(missing.to_string()));
                 }
-                let mut tools = tools;
-                tools.dedup();
-                sink.write(ProfileEvent::ToolsRevoked { tools, reason }, self)
-                    .await;
+                // Each tool once, in the order given (`Vec::dedup` only drops adjacent repeats).
+                let mut unique: Vec<ToolName> = Vec::with_capacity(tools.len());
+                for t in tools {
+                    if !unique.contains(&t) {
+                        unique.push(t);
+                    }
+                }
+                sink.write(
+                    ProfileEvent::ToolsRevoked {
+                        tools: unique,
+                        reason,
+                    },
+                    self,
+                )
+                .await;
             }
             ProfileCommand::Suspend { reason } => {
                 require_reason(&reason)?;

@@ -4,6 +4,8 @@
 mod aggregate;
 mod commands;
 mod events;
+#[cfg(test)]
+mod tests;
 
 pub use aggregate::{Profile, ProfileError};
 pub use commands::ProfileCommand;

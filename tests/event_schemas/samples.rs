@@ -1,0 +1,335 @@
+//! Hand-written samples of every event variant — with optional fields present and absent — and
+//! the compile-checked list of variants they must cover.
+
+use agp::domain::agent::AgentEvent;
+use agp::domain::connector::{
+    ConnectorEvent, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
+};
+use agp::domain::profile::ProfileEvent;
+use agp::domain::{AgpEvent, ResourceName, ToolName};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Expands to `(fn(&Enum) -> &'static str, &[&str])`: an exhaustive `match` from each variant to
+/// its event type, and the list of those types. A new variant does not compile until it is
+/// listed here; once listed, the tests fail until it has a sample, a schema and a place in
+/// `all_event_types()`.
+macro_rules! variants {
+    ($enum:ident { $($variant:ident => $ty:literal),+ $(,)? }) => {{
+        fn type_of(e: &$enum) -> &'static str {
+            match e {
+                $($enum::$variant { .. } => $ty,)+
+            }
+        }
+        (type_of as fn(&$enum) -> &'static str, &[$($ty),+][..])
+    }};
+}
+
+/// The event type of any event, by exhaustive match.
+pub fn type_of(e: &AgpEvent) -> &'static str {
+    match e {
+        AgpEvent::Connector(e) => (connector_variants().0)(e),
+        AgpEvent::Profile(e) => (profile_variants().0)(e),
+        AgpEvent::Agent(e) => (agent_variants().0)(e),
+    }
+}
+
+/// Every variant's event type, in declaration order.
+pub fn variant_types() -> Vec<&'static str> {
+    [
+        connector_variants().1,
+        profile_variants().1,
+        agent_variants().1,
+    ]
+    .concat()
+}
+
+type Variants<E> = (fn(&E) -> &'static str, &'static [&'static str]);
+
+fn connector_variants() -> Variants<ConnectorEvent> {
+    variants!(ConnectorEvent {
+        Added => "connector.added",
+        Discovered => "connector.discovered",
+        ClientRegistered => "connector.client_registered",
+        ConsentStarted => "connector.consent_started",
+        ConsentFailed => "connector.consent_failed",
+        Authorized => "connector.authorized",
+        TokenRefreshed => "connector.token_refreshed",
+        ReauthRequired => "connector.reauth_required",
+        Expired => "connector.expired",
+        Failed => "connector.failed",
+        Disconnected => "connector.disconnected",
+        RevocationRecorded => "connector.revocation_recorded",
+        CredentialsShredded => "connector.credentials_shredded",
+        Removed => "connector.removed",
+    })
+}
+
+fn profile_variants() -> Variants<ProfileEvent> {
+    variants!(ProfileEvent {
+        Created => "profile.created",
+        ToolsGranted => "profile.tools_granted",
+        ToolsRevoked => "profile.tools_revoked",
+        Suspended => "profile.suspended",
+        Resumed => "profile.resumed",
+    })
+}
+
+fn agent_variants() -> Variants<AgentEvent> {
+    variants!(AgentEvent {
+        Created => "agent.created",
+        KeyRotated => "agent.key_rotated",
+        Revoked => "agent.revoked",
+    })
+}
+
+pub fn name(s: &str) -> ResourceName {
+    ResourceName::parse(s).expect("valid resource name")
+}
+
+pub fn tool(s: &str) -> ToolName {
+    ToolName::parse(s).expect("valid tool name")
+}
+
+fn at(secs: i64, nanos: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, nanos).single().expect("valid time")
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+pub const KEY_HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+pub fn connector_events() -> Vec<ConnectorEvent> {
+    use ConnectorEvent as E;
+    vec![
+        E::Added {
+            connector_id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            name: name("notion"),
+            mcp_server_url: "https://mcp.notion.com/mcp".into(),
+            client_name: "AGP notion".into(),
+            registration: Registration::Dcr,
+            scopes: None,
+            overrides: Overrides::default(),
+        },
+        E::Added {
+            connector_id: "c2".into(),
+            name: name("internal-api"),
+            mcp_server_url: "https://mcp.internal.example.com/mcp".into(),
+            client_name: String::new(),
+            registration: Registration::Client {
+                client_id: "client-123".into(),
+                token_auth_method: TokenAuthMethod::ClientSecretPost,
+                client_secret_stored: true,
+            },
+            scopes: Some(strings(&["read:records", "write:records"])),
+            overrides: Overrides {
+                audience: Some("https://mcp.internal.example.com".into()),
+                resource: Some("https://mcp.internal.example.com/".into()),
+                omit_resource: false,
+                issuer: Some("https://auth.example.com".into()),
+                authorization_endpoint: Some("https://auth.example.com/authorize".into()),
+                token_endpoint: Some("https://auth.example.com/token".into()),
+                registration_endpoint: Some("https://auth.example.com/register".into()),
+                revocation_endpoint: Some("https://auth.example.com/revoke".into()),
+            },
+        },
+        E::Added {
+            connector_id: "c3".into(),
+            name: name("slack_2"),
+            mcp_server_url: "https://mcp.slack.com/mcp".into(),
+            client_name: "AGP slack".into(),
+            registration: Registration::Client {
+                client_id: "public-client".into(),
+                token_auth_method: TokenAuthMethod::None,
+                client_secret_stored: false,
+            },
+            scopes: Some(vec![]),
+            overrides: Overrides {
+                omit_resource: true,
+                ..Overrides::default()
+            },
+        },
+        E::Discovered {
+            metadata: DiscoveredMetadata::default(),
+        },
+        E::Discovered {
+            metadata: DiscoveredMetadata {
+                resource_metadata_url: Some(
+                    "https://mcp.notion.com/.well-known/oauth-protected-resource/mcp".into(),
+                ),
+                resource: Some("https://mcp.notion.com/mcp".into()),
+                issuer: Some("https://mcp.notion.com".into()),
+                authorization_endpoint: Some("https://mcp.notion.com/authorize".into()),
+                token_endpoint: Some("https://mcp.notion.com/token".into()),
+                registration_endpoint: Some("https://mcp.notion.com/register".into()),
+                revocation_endpoint: Some("https://mcp.notion.com/revoke".into()),
+                scopes_supported: strings(&["read", "write"]),
+                steps: strings(&[
+                    "prm: https://mcp.notion.com/.well-known/oauth-protected-resource/mcp → 200",
+                    "as: https://mcp.notion.com/.well-known/oauth-authorization-server → 200",
+                ]),
+            },
+        },
+        E::ClientRegistered {
+            issuer: "https://mcp.notion.com".into(),
+            client_id: "dcr-abc".into(),
+            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            client_secret_stored: true,
+            registration_access_token_stored: true,
+        },
+        E::ConsentStarted {
+            generation: 1,
+            flow_id: "sha256:4f2a".into(),
+            requested_scopes: vec![],
+            expires_at: at(1_793_500_000, 0),
+        },
+        E::ConsentStarted {
+            generation: u64::MAX,
+            flow_id: "sha256:4f2b".into(),
+            requested_scopes: strings(&["read", "write"]),
+            expires_at: at(1_793_500_000, 123_456_789),
+        },
+        E::ConsentFailed {
+            generation: 1,
+            reason: "access_denied".into(),
+        },
+        E::Authorized {
+            generation: 1,
+            granted_scopes: strings(&["read"]),
+            account: None,
+            token_fingerprint: "sha256:aa11".into(),
+            access_token_expires_at: None,
+            has_refresh_token: false,
+        },
+        E::Authorized {
+            generation: 2,
+            granted_scopes: strings(&["read", "write"]),
+            account: Some("ops@example.com".into()),
+            token_fingerprint: "sha256:aa12".into(),
+            access_token_expires_at: Some(at(1_793_503_600, 500_000)),
+            has_refresh_token: true,
+        },
+        E::TokenRefreshed {
+            generation: 2,
+            token_fingerprint: "sha256:aa13".into(),
+            access_token_expires_at: Some(at(1_793_507_200, 0)),
+            refresh_token_rotated: true,
+        },
+        E::TokenRefreshed {
+            generation: 2,
+            token_fingerprint: "sha256:aa14".into(),
+            access_token_expires_at: None,
+            refresh_token_rotated: false,
+        },
+        E::ReauthRequired {
+            generation: 2,
+            reason: "invalid_grant".into(),
+        },
+        E::Expired { generation: 2 },
+        E::Failed {
+            generation: 0,
+            reason: "registration rejected".into(),
+        },
+        E::Disconnected {
+            generation: 0,
+            reason: String::new(),
+        },
+        E::Disconnected {
+            generation: 2,
+            reason: "admin: offboarding".into(),
+        },
+        E::RevocationRecorded {
+            generation: 2,
+            token_kind: "refresh_token".into(),
+            outcome: RevocationOutcome::Revoked,
+            detail: None,
+        },
+        E::RevocationRecorded {
+            generation: 2,
+            token_kind: "access_token".into(),
+            outcome: RevocationOutcome::Failed,
+            detail: Some("503 Service Unavailable".into()),
+        },
+        E::RevocationRecorded {
+            generation: 1,
+            token_kind: "access_token".into(),
+            outcome: RevocationOutcome::NoEndpoint,
+            detail: None,
+        },
+        E::RevocationRecorded {
+            generation: 0,
+            token_kind: "refresh_token".into(),
+            outcome: RevocationOutcome::NothingToRevoke,
+            detail: None,
+        },
+        E::CredentialsShredded { generation: 2 },
+        E::Removed {
+            name: name("notion"),
+        },
+    ]
+}
+
+pub fn profile_events() -> Vec<ProfileEvent> {
+    use ProfileEvent as E;
+    vec![
+        E::Created {
+            profile_id: "p1".into(),
+            name: name("support-bot"),
+            description: String::new(),
+        },
+        E::Created {
+            profile_id: "p2".into(),
+            name: name("9lives"),
+            description: "Answers support tickets".into(),
+        },
+        E::ToolsGranted {
+            tools: vec![tool("notion__notion-search")],
+            reason: "read-only support".into(),
+        },
+        E::ToolsGranted {
+            tools: vec![tool("notion__notion-fetch"), tool("gh__repo.list_v2")],
+            reason: "triage".into(),
+        },
+        E::ToolsRevoked {
+            tools: vec![tool("notion__notion-fetch")],
+            reason: "not needed".into(),
+        },
+        E::Suspended {
+            reason: "incident 42".into(),
+        },
+        E::Resumed {
+            reason: "incident closed".into(),
+        },
+    ]
+}
+
+pub fn agent_events() -> Vec<AgentEvent> {
+    use AgentEvent as E;
+    vec![
+        E::Created {
+            agent_id: "a1".into(),
+            name: name("claude-desktop"),
+            profile_id: "p1".into(),
+            key_hash: KEY_HASH.into(),
+            key_prefix: "agp_9f86d081".into(),
+        },
+        E::KeyRotated {
+            key_hash: "0".repeat(64),
+            key_prefix: "agp_00000000".into(),
+        },
+        E::Revoked {
+            reason: "laptop lost".into(),
+        },
+    ]
+}
+
+/// Every hand-written sample.
+pub fn all_events() -> Vec<AgpEvent> {
+    connector_events()
+        .into_iter()
+        .map(AgpEvent::Connector)
+        .chain(profile_events().into_iter().map(AgpEvent::Profile))
+        .chain(agent_events().into_iter().map(AgpEvent::Agent))
+        .collect()
+}

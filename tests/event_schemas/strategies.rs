@@ -1,0 +1,336 @@
+//! proptest strategies for every event variant: any value the domain can emit, optional fields
+//! present and absent, names at the edges of their patterns.
+
+use agp::domain::agent::AgentEvent;
+use agp::domain::connector::{
+    ConnectorEvent, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TOKEN_KINDS,
+    TokenAuthMethod,
+};
+use agp::domain::profile::ProfileEvent;
+use agp::domain::{AgpEvent, ResourceName, ToolName};
+use chrono::{DateTime, Utc};
+use proptest::option;
+use proptest::prelude::*;
+
+/// Any text, control characters and non-ASCII included.
+fn text() -> impl Strategy<Value = String> {
+    "(?s).{0,24}"
+}
+
+/// Text with at least one non-whitespace character (what `reason.trim().is_empty()` lets through).
+fn non_blank() -> impl Strategy<Value = String> {
+    text().prop_filter("non-blank", |s| !s.trim().is_empty())
+}
+
+fn texts() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(text(), 0..4)
+}
+
+fn time() -> impl Strategy<Value = DateTime<Utc>> {
+    (0i64..4_102_444_800, 0u32..1_000_000_000)
+        .prop_map(|(s, n)| DateTime::from_timestamp(s, n).expect("timestamp in range"))
+}
+
+fn resource_name() -> impl Strategy<Value = ResourceName> {
+    "[a-z0-9][a-z0-9_-]{0,62}".prop_filter_map("no `__`", |s| ResourceName::parse(&s).ok())
+}
+
+fn tool_name() -> impl Strategy<Value = ToolName> {
+    "[A-Za-z0-9._-]{1,128}".prop_map(|s| ToolName::parse(&s).expect("matches the pattern"))
+}
+
+/// A non-empty set of distinct tools, as grants and revocations record them.
+fn tools() -> impl Strategy<Value = Vec<ToolName>> {
+    prop::collection::btree_set(tool_name(), 1..5).prop_map(|s| s.into_iter().collect())
+}
+
+fn key_hash() -> impl Strategy<Value = String> {
+    "[0-9a-f]{64}"
+}
+
+fn token_auth_method() -> impl Strategy<Value = TokenAuthMethod> {
+    prop_oneof![
+        Just(TokenAuthMethod::ClientSecretBasic),
+        Just(TokenAuthMethod::ClientSecretPost),
+        Just(TokenAuthMethod::None),
+    ]
+}
+
+fn registration() -> impl Strategy<Value = Registration> {
+    prop_oneof![
+        Just(Registration::Dcr),
+        (text(), token_auth_method(), any::<bool>()).prop_filter_map(
+            "client id required",
+            |(client_id, token_auth_method, client_secret_stored)| {
+                (!client_id.is_empty()).then_some(Registration::Client {
+                    client_id,
+                    token_auth_method,
+                    client_secret_stored,
+                })
+            }
+        ),
+    ]
+}
+
+fn overrides() -> impl Strategy<Value = Overrides> {
+    (
+        (option::of(text()), option::of(text()), any::<bool>()),
+        (
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+        ),
+    )
+        .prop_map(
+            |(
+                (audience, resource, omit_resource),
+                (
+                    issuer,
+                    authorization_endpoint,
+                    token_endpoint,
+                    registration_endpoint,
+                    revocation_endpoint,
+                ),
+            )| Overrides {
+                audience,
+                resource,
+                omit_resource,
+                issuer,
+                authorization_endpoint,
+                token_endpoint,
+                registration_endpoint,
+                revocation_endpoint,
+            },
+        )
+}
+
+fn metadata() -> impl Strategy<Value = DiscoveredMetadata> {
+    (
+        (
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+        ),
+        (option::of(text()), option::of(text()), option::of(text())),
+        (texts(), texts()),
+    )
+        .prop_map(
+            |(
+                (resource_metadata_url, resource, issuer, authorization_endpoint),
+                (token_endpoint, registration_endpoint, revocation_endpoint),
+                (scopes_supported, steps),
+            )| DiscoveredMetadata {
+                resource_metadata_url,
+                resource,
+                issuer,
+                authorization_endpoint,
+                token_endpoint,
+                registration_endpoint,
+                revocation_endpoint,
+                scopes_supported,
+                steps,
+            },
+        )
+}
+
+fn outcome() -> impl Strategy<Value = RevocationOutcome> {
+    prop_oneof![
+        Just(RevocationOutcome::Revoked),
+        Just(RevocationOutcome::Failed),
+        Just(RevocationOutcome::NoEndpoint),
+        Just(RevocationOutcome::NothingToRevoke),
+    ]
+}
+
+/// A generation after at least one consent started.
+fn started_generation() -> impl Strategy<Value = u64> {
+    prop_oneof![1u64..=3, 1u64..=u64::MAX]
+}
+
+fn any_generation() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..=3, any::<u64>()]
+}
+
+pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
+    use ConnectorEvent as E;
+    prop_oneof![
+        (
+            text(),
+            resource_name(),
+            non_blank(),
+            text(),
+            registration(),
+            option::of(texts()),
+            overrides()
+        )
+            .prop_map(
+                |(
+                    connector_id,
+                    name,
+                    mcp_server_url,
+                    client_name,
+                    registration,
+                    scopes,
+                    overrides,
+                )| E::Added {
+                    connector_id,
+                    name,
+                    mcp_server_url,
+                    client_name,
+                    registration,
+                    scopes,
+                    overrides,
+                }
+            ),
+        metadata().prop_map(|metadata| E::Discovered { metadata }),
+        (
+            text(),
+            text().prop_filter("client id required", |s| !s.is_empty()),
+            token_auth_method(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(
+                    issuer,
+                    client_id,
+                    token_auth_method,
+                    client_secret_stored,
+                    registration_access_token_stored,
+                )| E::ClientRegistered {
+                    issuer,
+                    client_id,
+                    token_auth_method,
+                    client_secret_stored,
+                    registration_access_token_stored,
+                }
+            ),
+        (started_generation(), text(), texts(), time()).prop_map(
+            |(generation, flow_id, requested_scopes, expires_at)| E::ConsentStarted {
+                generation,
+                flow_id,
+                requested_scopes,
+                expires_at,
+            }
+        ),
+        (started_generation(), text())
+            .prop_map(|(generation, reason)| E::ConsentFailed { generation, reason }),
+        (
+            started_generation(),
+            texts(),
+            option::of(text()),
+            text(),
+            option::of(time()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(
+                    generation,
+                    granted_scopes,
+                    account,
+                    token_fingerprint,
+                    access_token_expires_at,
+                    has_refresh_token,
+                )| E::Authorized {
+                    generation,
+                    granted_scopes,
+                    account,
+                    token_fingerprint,
+                    access_token_expires_at,
+                    has_refresh_token,
+                }
+            ),
+        (
+            started_generation(),
+            text(),
+            option::of(time()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(
+                    generation,
+                    token_fingerprint,
+                    access_token_expires_at,
+                    refresh_token_rotated,
+                )| {
+                    E::TokenRefreshed {
+                        generation,
+                        token_fingerprint,
+                        access_token_expires_at,
+                        refresh_token_rotated,
+                    }
+                }
+            ),
+        (started_generation(), text())
+            .prop_map(|(generation, reason)| E::ReauthRequired { generation, reason }),
+        started_generation().prop_map(|generation| E::Expired { generation }),
+        (any_generation(), text())
+            .prop_map(|(generation, reason)| E::Failed { generation, reason }),
+        (any_generation(), text())
+            .prop_map(|(generation, reason)| E::Disconnected { generation, reason }),
+        (
+            any_generation(),
+            prop::sample::select(TOKEN_KINDS),
+            outcome(),
+            option::of(text())
+        )
+            .prop_map(
+                |(generation, kind, outcome, detail)| E::RevocationRecorded {
+                    generation,
+                    token_kind: kind.to_string(),
+                    outcome,
+                    detail,
+                }
+            ),
+        any_generation().prop_map(|generation| E::CredentialsShredded { generation }),
+        resource_name().prop_map(|name| E::Removed { name }),
+    ]
+}
+
+pub fn profile_event() -> impl Strategy<Value = ProfileEvent> {
+    use ProfileEvent as E;
+    prop_oneof![
+        (text(), resource_name(), text()).prop_map(|(profile_id, name, description)| {
+            E::Created {
+                profile_id,
+                name,
+                description,
+            }
+        }),
+        (tools(), non_blank()).prop_map(|(tools, reason)| E::ToolsGranted { tools, reason }),
+        (tools(), non_blank()).prop_map(|(tools, reason)| E::ToolsRevoked { tools, reason }),
+        non_blank().prop_map(|reason| E::Suspended { reason }),
+        non_blank().prop_map(|reason| E::Resumed { reason }),
+    ]
+}
+
+pub fn agent_event() -> impl Strategy<Value = AgentEvent> {
+    use AgentEvent as E;
+    prop_oneof![
+        (text(), resource_name(), text(), key_hash(), text()).prop_map(
+            |(agent_id, name, profile_id, key_hash, key_prefix)| E::Created {
+                agent_id,
+                name,
+                profile_id,
+                key_hash,
+                key_prefix,
+            }
+        ),
+        (key_hash(), text()).prop_map(|(key_hash, key_prefix)| E::KeyRotated {
+            key_hash,
+            key_prefix
+        }),
+        non_blank().prop_map(|reason| E::Revoked { reason }),
+    ]
+}
+
+pub fn any_event() -> impl Strategy<Value = AgpEvent> {
+    prop_oneof![
+        14 => connector_event().prop_map(AgpEvent::Connector),
+        5 => profile_event().prop_map(AgpEvent::Profile),
+        3 => agent_event().prop_map(AgpEvent::Agent),
+    ]
+}
