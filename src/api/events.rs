@@ -19,6 +19,7 @@ use super::{ApiError, ApiJson, SharedState};
 use crate::projections::audit::{AuditEntry, AuditQuery};
 use crate::projections::{ProjectionDigest, ProjectionSet};
 use crate::store::RecordedEvent;
+use crate::store::verify::{VerifyReport, verify_chain};
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -27,6 +28,31 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(query_audit))
         .routes(routes!(tail_audit))
         .routes(routes!(replay))
+        .routes(routes!(verify))
+}
+
+/// `agp audit verify`'s report as JSON (the same shape offline and from the server).
+pub fn verify_json(r: &VerifyReport) -> serde_json::Value {
+    serde_json::json!({
+        "valid": r.is_valid(),
+        "head": r.head,
+        "head_hash": r.head_hash,
+        "checked": r.checked,
+        "streams": r.streams,
+        "first_bad_seq": r.first_break.as_ref().map(|b| b.seq),
+        "reason": r.first_break.as_ref().map(|b| b.reason.clone()),
+    })
+}
+
+/// Recompute the whole hash chain; reports the first bad event.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit",
+    responses((status = 200, description = "valid, head, head_hash, checked, streams, first_bad_seq, reason", body = Object)))]
+async fn verify(State(state): State<SharedState>) -> Result<ApiJson<serde_json::Value>, ApiError> {
+    let log = state.log.clone();
+    let report = tokio::task::spawn_blocking(move || verify_chain(log.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(ApiJson(verify_json(&report)))
 }
 
 /// Most events one page returns.

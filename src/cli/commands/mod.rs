@@ -4,6 +4,7 @@ pub mod agents;
 pub mod audit;
 pub mod connectors;
 pub mod events;
+pub mod offline;
 pub mod profiles;
 
 use anyhow::anyhow;
