@@ -8,6 +8,9 @@ use super::profile::ProfileEvent;
 use super::upcast::upcast;
 
 /// Any domain event the log can hold.
+// `connector.added` makes the connector variant large; a decoded event is short-lived (moved
+// once into a projection), so boxing would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgpEvent {
     Connector(ConnectorEvent),
