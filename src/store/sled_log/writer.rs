@@ -32,8 +32,14 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     tip: Tip,
     rx: mpsc::Receiver<Msg>,
+    sync_file: Option<std::fs::File>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let writer = Writer { db, shared, tip };
+    let writer = Writer {
+        db,
+        shared,
+        tip,
+        sync_file,
+    };
     std::thread::Builder::new()
         .name("agp-log-writer".into())
         .spawn(move || writer.run(rx))
@@ -45,6 +51,9 @@ struct Writer {
     shared: Arc<Shared>,
     /// The durable tip (what `head`/`head_hash` publish).
     tip: Tip,
+    /// The sled `db` file, when every flush must also be an `fdatasync`
+    /// ([`SledOptions::sync_data`](super::SledOptions::sync_data)).
+    sync_file: Option<std::fs::File>,
 }
 
 /// What one group has staged but not yet made durable.
@@ -168,6 +177,10 @@ impl Writer {
             return Err(StoreError::Backend("injected flush failure".into()));
         }
         self.db.flush()?;
+        if let Some(file) = &self.sync_file {
+            file.sync_data()
+                .map_err(|e| StoreError::Backend(format!("fdatasync: {e}")))?;
+        }
         Ok(())
     }
 
