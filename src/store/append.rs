@@ -172,3 +172,70 @@ pub(crate) fn id_reused(id: uuid::Uuid, seq: u64) -> StoreError {
         "event id {id} is already stored at seq {seq}; ids must be unique"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::batch;
+    use ExpectedVersion::{Any, Exact, NoStream};
+
+    #[test]
+    fn expected_version_matrix() {
+        let cases = [
+            (Any, None, true),
+            (Any, Some(3), true),
+            (NoStream, None, true),
+            (NoStream, Some(1), false),
+            (Exact(0), None, true),
+            (Exact(0), Some(1), false),
+            (Exact(3), Some(3), true),
+            (Exact(3), Some(4), false),
+            (Exact(3), None, false),
+        ];
+        for (expected, current, ok) in cases {
+            let r = check_expected("s", expected, current);
+            assert_eq!(r.is_ok(), ok, "{expected:?} at {current:?}");
+            if let Err(StoreError::Conflict { actual, .. }) = r {
+                assert_eq!(actual, current);
+            }
+        }
+    }
+
+    #[test]
+    fn seal_numbers_and_chains() {
+        let mut tip = Tip::genesis();
+        let (records, a) = seal(batch("s", Any, 3), 0, &mut tip, Utc::now());
+        assert_eq!(
+            (a.first_seq, a.last_seq, a.first_version, a.last_version),
+            (1, 3, 1, 3)
+        );
+        assert_eq!(records[0].prev_hash, GENESIS_HASH);
+        assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+        assert!(records.iter().all(RecordedEvent::hash_is_valid));
+        assert_eq!(
+            tip,
+            Tip {
+                seq: 3,
+                hash: records[2].hash.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn validation_rejects_malformed_batches() {
+        assert!(validate(&batch("s", Any, 1)).is_ok());
+        let long = "x".repeat(MAX_STREAM_NAME + 1);
+        for b in [
+            batch("s", Any, 0),
+            batch("", Any, 1),
+            batch("a\0", Any, 1),
+            batch(&long, Any, 1),
+        ] {
+            assert!(
+                matches!(validate(&b), Err(StoreError::Invalid(_))),
+                "{:?}",
+                b.stream
+            );
+        }
+    }
+}

@@ -183,3 +183,17 @@ impl EventLog for MemLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::run_all;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_conformance_suite() {
+        let outcome = run_all(|| async { Arc::new(MemLog::new()) as Arc<dyn EventLog> }).await;
+        assert_eq!(outcome, Ok(()));
+    }
+}

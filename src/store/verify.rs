@@ -243,3 +243,32 @@ fn broken(seq: u64, reason: impl Into<String>) -> Option<ChainBreak> {
         reason: reason.into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::batch;
+    use crate::store::{ExpectedVersion, MemLog};
+
+    #[tokio::test]
+    async fn empty_log_is_valid_and_walks_resume() {
+        let log = MemLog::new();
+        let report = verify_chain(&log).expect("verify");
+        assert!(report.is_valid());
+        assert_eq!(
+            (report.checked, report.head_hash.as_str()),
+            (0, GENESIS_HASH)
+        );
+
+        let mut walk = ChainVerifier::new().with_batch(2);
+        for round in 1..=3u64 {
+            log.append(batch("s", ExpectedVersion::Any, 3))
+                .await
+                .expect("append");
+            let report = walk.advance(&log).expect("advance");
+            assert!(report.is_valid(), "{report:?}");
+            assert_eq!(walk.verified(), round * 3);
+            assert_eq!(report.head_hash, log.head_hash());
+        }
+    }
+}

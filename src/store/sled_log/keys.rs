@@ -101,3 +101,21 @@ pub fn parse_head_value(v: &[u8]) -> Option<(u64, u64)> {
 pub fn be_u64(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_numerically() {
+        assert_eq!(event_seq(&event(42)), Some(42));
+        assert!(event(255) < event(256));
+        assert!(stream_entry("a", 9) < stream_entry("a", 10));
+        // Every entry of "a" sorts before any entry of "a-b" ('\0' < '-').
+        assert!(stream_entry("a", u64::MAX) < stream_entry("a-b", 1));
+        let id = Uuid::new_v4();
+        assert_eq!(parse_stream_value(&stream_value(7, id)), Some((7, id)));
+        assert_eq!(parse_head_value(&head_value(3, 99)), Some((3, 99)));
+        assert_eq!(be_u64(&[1, 2, 3]), None);
+    }
+}
