@@ -161,3 +161,25 @@ async fn undecodable_middle_record_is_named_not_skipped() {
         Err(StoreError::Corrupt { seq: 7, .. })
     ));
 }
+
+#[tokio::test]
+async fn deleted_middle_record_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    written_log(dir.path()).await;
+    {
+        let db = sled::open(dir.path()).expect("sled open");
+        db.remove(keys::event(9)).expect("remove");
+        db.flush().expect("flush");
+    }
+    let (log, _) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
+    let brk = verify_chain(&log)
+        .expect("verify")
+        .first_break
+        .expect("a break");
+    assert_eq!(brk.seq, 9, "{brk:?}");
+    assert_eq!(log.read_all(1, 100).expect("prefix").len(), 8);
+    assert!(matches!(
+        log.read_all(9, 100),
+        Err(StoreError::Corrupt { seq: 9, .. })
+    ));
+}
