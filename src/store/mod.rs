@@ -2,7 +2,9 @@
 //!
 //! Owns: the append-only, hash-chained log ([`EventLog`]) and its backends — [`sled_log`]
 //! (the embedded default) and [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
-//! ([`aggregate_store`]) that lets aggregates load and commit through the log.
+//! ([`aggregate_store`]) that lets aggregates load and commit through the log, the auditor's
+//! chain check ([`verify`]), and the rules every backend shares (`append`: validation,
+//! expected-version check, sealing records).
 //!
 //! Invariants every backend keeps (checked by [`conformance`]):
 //! - global sequences start at 1 and have no holes; stream versions start at 1 and have no holes;
@@ -16,10 +18,12 @@
 //! Must not touch: domain types. The log stores opaque JSON `data`.
 
 pub mod aggregate_store;
+mod append;
 pub mod conformance;
 pub mod mem_log;
 pub mod record;
 pub mod sled_log;
+pub mod verify;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,7 +31,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use mem_log::MemLog;
 pub use record::{GENESIS_HASH, RecordedEvent, canonical_bytes, compute_hash};
+pub use sled_log::{OpenReport, SledLog, SledOptions, TailAction, TailIssue, TailPolicy};
+pub use verify::{ChainBreak, ChainVerifier, VerifyReport, verify_chain};
 
 /// What the writer believes the stream's current version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,274 @@
+//! The single writer: group commit for [`SledLog`](super::SledLog).
+//!
+//! Runs on its own OS thread, not a tokio task: every step of a commit (encode, apply, fsync)
+//! is blocking, and a dedicated thread keeps them off the runtime's workers without a
+//! `spawn_blocking` hop per group. It is fed by a tokio mpsc channel (`blocking_recv`) and
+//! answers through oneshot channels and the head watch channel, so callers stay async.
+//!
+//! One group = everything queued when the writer wakes (up to [`MAX_GROUP`] requests):
+//! conflicts and invalid requests are answered at once; the rest become ONE `sled::Batch`,
+//! one flush, then one head update. A failed apply or flush poisons the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{Msg, Shared, SledLog, StreamHead, keys};
+use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
+use crate::store::record::record_time;
+use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
+
+/// Most requests in one group: bounds the latency one flush adds and the batch's memory.
+const MAX_GROUP: usize = 2048;
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+pub(super) fn spawn(
+    db: sled::Db,
+    shared: Arc<Shared>,
+    tip: Tip,
+    rx: mpsc::Receiver<Msg>,
+    sync_file: Option<std::fs::File>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let writer = Writer {
+        db,
+        shared,
+        tip,
+        sync_file,
+    };
+    std::thread::Builder::new()
+        .name("agp-log-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| StoreError::Backend(format!("starting the log writer thread: {e}")))
+}
+
+struct Writer {
+    db: sled::Db,
+    shared: Arc<Shared>,
+    /// The durable tip (what `head`/`head_hash` publish).
+    tip: Tip,
+    /// The sled `db` file, when every flush must also be an `fdatasync`
+    /// ([`SledOptions::sync_data`](super::SledOptions::sync_data)).
+    sync_file: Option<std::fs::File>,
+}
+
+/// What one group has staged but not yet made durable.
+struct Group {
+    tip: Tip,
+    first_seq: u64,
+    streams: HashMap<String, StreamHead>,
+    /// Ids staged in this group → seq, for retries and reuse inside one group.
+    ids: HashMap<Uuid, u64>,
+    records: Vec<RecordedEvent>,
+    batch: sled::Batch,
+    waiting: Vec<(Reply, Appended)>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut close_reply = None;
+        let mut msgs = Vec::new();
+        while close_reply.is_none() {
+            let Some(first) = rx.blocking_recv() else {
+                break; // every handle dropped: flush below and stop
+            };
+            msgs.push(first);
+            while msgs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut requests = Vec::with_capacity(msgs.len());
+            for m in msgs.drain(..) {
+                match m {
+                    Msg::Append { batch, reply } if close_reply.is_none() => {
+                        requests.push((batch, reply));
+                    }
+                    Msg::Append { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::Closed));
+                    }
+                    Msg::Close(reply) if close_reply.is_none() => close_reply = Some(reply),
+                    Msg::Close(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            self.commit_group(requests);
+        }
+        let result = if self.shared.poisoned.load(Ordering::SeqCst) {
+            Err(StoreError::Poisoned)
+        } else {
+            self.db.flush().map(|_| ()).map_err(StoreError::from)
+        };
+        // Release the db before answering close, so the caller can reopen the directory.
+        drop(self);
+        drop(rx);
+        if let Some(reply) = close_reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn commit_group(&mut self, requests: Vec<(AppendBatch, Reply)>) {
+        if requests.is_empty() {
+            return;
+        }
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            for (_, reply) in requests {
+                let _ = reply.send(Err(StoreError::Poisoned));
+            }
+            return;
+        }
+        let mut group = Group {
+            tip: self.tip.clone(),
+            first_seq: self.tip.seq + 1,
+            streams: HashMap::new(),
+            ids: HashMap::new(),
+            records: Vec::new(),
+            batch: sled::Batch::default(),
+            waiting: Vec::with_capacity(requests.len()),
+        };
+        let time = record_time(Utc::now());
+        for (batch, reply) in requests {
+            match self.stage(&mut group, batch, time) {
+                Ok(appended) => group.waiting.push((reply, appended)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if group.records.is_empty() {
+            // Only retries of durable appends: nothing to write.
+            for (reply, appended) in group.waiting {
+                let _ = reply.send(Ok(appended));
+            }
+            return;
+        }
+        for (name, h) in &group.streams {
+            group
+                .batch
+                .insert(keys::head(name), &keys::head_value(h.version, h.seq)[..]);
+        }
+        if let Err(e) = self.make_durable(group.batch) {
+            tracing::error!(error = %e, first_seq = group.first_seq, "event log commit failed; log poisoned");
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+            for (reply, _) in group.waiting {
+                let _ = reply.send(Err(StoreError::Poisoned));
+            }
+            return;
+        }
+        self.shared.streams.write().extend(group.streams);
+        *self.shared.head_hash.write() = group.tip.hash.clone();
+        self.shared.head.store(group.tip.seq, Ordering::Release);
+        self.shared.head_tx.send_replace(group.tip.seq);
+        self.tip = group.tip;
+        for (reply, appended) in group.waiting {
+            let _ = reply.send(Ok(appended));
+        }
+    }
+
+    fn make_durable(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.db.apply_batch(batch)?;
+        if self.shared.fail_next_flush.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Backend("injected flush failure".into()));
+        }
+        self.db.flush()?;
+        if let Some(file) = &self.sync_file {
+            file.sync_data()
+                .map_err(|e| StoreError::Backend(format!("fdatasync: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks one request against the durable state plus what the group staged, and stages
+    /// it. `Err` is answered at once; `Ok` after the group's flush.
+    fn stage(
+        &self,
+        group: &mut Group,
+        batch: AppendBatch,
+        time: chrono::DateTime<Utc>,
+    ) -> Result<Appended, StoreError> {
+        let first_id = batch.events.first().map(|e| e.id).ok_or_else(|| {
+            StoreError::Invalid(format!("empty batch for stream {}", batch.stream))
+        })?;
+        if let Some(original) = self.find(group, first_id)? {
+            let last_seq = original.seq + batch.events.len() as u64 - 1;
+            let last = self.record_at(group, last_seq)?;
+            return duplicate_position(&batch, &original, last.as_ref());
+        }
+        for e in batch.events.iter().skip(1) {
+            if let Some(r) = self.find(group, e.id)? {
+                return Err(id_reused(e.id, r.seq));
+            }
+        }
+        let current = match group.streams.get(&batch.stream) {
+            Some(h) => Some(h.version),
+            None => self
+                .shared
+                .streams
+                .read()
+                .get(&batch.stream)
+                .map(|h| h.version),
+        };
+        check_expected(&batch.stream, batch.expected, current)?;
+        let stream = batch.stream.clone();
+        let mut tip = group.tip.clone();
+        let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in &records {
+            let bytes = serde_json::to_vec(r)
+                .map_err(|e| StoreError::Backend(format!("encoding record {}: {e}", r.seq)))?;
+            encoded.push(bytes);
+        }
+        for (r, bytes) in records.iter().zip(encoded) {
+            group.batch.insert(&keys::event(r.seq)[..], bytes);
+            group.batch.insert(
+                keys::stream_entry(&stream, r.version),
+                &keys::stream_value(r.seq, r.id)[..],
+            );
+            group
+                .batch
+                .insert(&keys::id(r.id)[..], &r.seq.to_be_bytes()[..]);
+            group.ids.insert(r.id, r.seq);
+        }
+        group.streams.insert(
+            stream,
+            StreamHead {
+                version: appended.last_version,
+                seq: appended.last_seq,
+            },
+        );
+        group.records.extend(records);
+        group.tip = tip;
+        Ok(appended)
+    }
+
+    /// The record holding event `id`, staged or durable. An `i` entry whose record has another
+    /// id (left by a tail repair) is ignored.
+    fn find(&self, group: &Group, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        if let Some(&seq) = group.ids.get(&id) {
+            return self.record_at(group, seq);
+        }
+        let Some(seq) = self.db.get(keys::id(id))?.and_then(|v| keys::be_u64(&v)) else {
+            return Ok(None);
+        };
+        Ok(self.record_at(group, seq)?.filter(|r| r.id == id))
+    }
+
+    fn record_at(&self, group: &Group, seq: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        if seq >= group.first_seq {
+            let staged = usize::try_from(seq - group.first_seq)
+                .ok()
+                .and_then(|i| group.records.get(i));
+            return Ok(staged.cloned());
+        }
+        match self.db.get(keys::event(seq))? {
+            Some(bytes) => SledLog::decode(seq, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}

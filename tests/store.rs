@@ -1,0 +1,19 @@
+//! Integration tests of the event log: conformance of both backends, reopen, tail and middle
+//! corruption, poisoning after a failed flush, and durability under `kill -9`.
+//!
+//! One test binary; each area is a module under `tests/store/` (a crate root looks for
+//! modules beside itself, hence the `#[path]`s).
+
+#[path = "store/helpers.rs"]
+mod helpers;
+
+#[path = "store/conformance.rs"]
+mod conformance;
+#[path = "store/corruption.rs"]
+mod corruption;
+#[path = "store/crash.rs"]
+mod crash;
+#[path = "store/poison.rs"]
+mod poison;
+#[path = "store/reopen.rs"]
+mod reopen;

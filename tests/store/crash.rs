@@ -1,0 +1,251 @@
+//! Durability under `kill -9`: a child process (this test binary, re-executed with
+//! [`CHILD_DIR_ENV`] set and a filter selecting [`kill_child_entry`]) appends from several
+//! tasks and prints one `ACK` line per acknowledged event; the parent SIGKILLs it at a random
+//! moment, reopens the log and checks it with [`check_after_crash`]. Repeated in one data
+//! directory, so the log keeps growing.
+//!
+//! [`kill_loop`] is the reusable driver: its hook runs on every reopened log, so projections
+//! can later be checked in the same loop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agp::store::conformance::batch;
+use agp::store::{ChainVerifier, EventLog, ExpectedVersion, SledLog, SledOptions, StoreError};
+use rand::Rng;
+use uuid::Uuid;
+
+/// Set (to the data directory) only in the child.
+pub const CHILD_DIR_ENV: &str = "AGP_KILL_CHILD_DIR";
+/// Iterations of the kill loop (default [`DEFAULT_ITERATIONS`]).
+pub const ITERATIONS_ENV: &str = "AGP_KILL_ITERATIONS";
+pub const DEFAULT_ITERATIONS: usize = 200;
+/// The child entry's full test name, for `--exact`.
+const CHILD_TEST: &str = "crash::kill_child_entry";
+
+/// One event the child saw acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u64,
+    pub stream: String,
+    pub version: u64,
+    pub id: Uuid,
+}
+
+impl Ack {
+    fn parse(line: &str) -> Option<Ack> {
+        let mut parts = line.strip_prefix("ACK ")?.split(' ');
+        let ack = Ack {
+            seq: parts.next()?.parse().ok()?,
+            stream: parts.next()?.to_string(),
+            version: parts.next()?.parse().ok()?,
+            id: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(ack)
+    }
+}
+
+/// The core check after a crash: every acknowledged event is present at its seq with the
+/// same stream, version and id; seqs 1..=head have no holes or duplicates; every stream's
+/// versions are contiguous; the hash chain verifies. `chain` carries the walk over from the
+/// previous iteration (it re-checks its anchor record); pass a fresh one for a full check.
+pub fn check_after_crash(
+    log: &dyn EventLog,
+    acked: &[Ack],
+    chain: &mut ChainVerifier,
+) -> Result<(), String> {
+    let head = log.head();
+    for ack in acked {
+        let found = log
+            .read_all(ack.seq, 1)
+            .map_err(|e| format!("reading acknowledged seq {}: {e}", ack.seq))?;
+        match found.first() {
+            Some(r)
+                if r.seq == ack.seq
+                    && r.stream == ack.stream
+                    && r.version == ack.version
+                    && r.id == ack.id => {}
+            other => {
+                return Err(format!(
+                    "acknowledged {ack:?} (head {head}) but the log has {:?}",
+                    other.map(|r| (r.seq, &r.stream, r.version, r.id))
+                ));
+            }
+        }
+    }
+    let report = chain
+        .advance(log)
+        .map_err(|e| format!("verify_chain: {e}"))?;
+    if !report.is_valid() || report.checked != head {
+        return Err(format!("chain invalid after crash: {report:?}"));
+    }
+    Ok(())
+}
+
+/// Runs the child once: waits for READY, lets it append for `delay`, SIGKILLs it, returns
+/// the events it acknowledged.
+fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut acks = Vec::new();
+        let mut ready = Some(ready_tx);
+        // A line cut by the kill is dropped: its event is durable but we cannot know which.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("READY") {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            } else if let Some(ack) = Ack::parse(&line) {
+                acks.push(ack);
+            }
+        }
+        acks
+    });
+    let ready = ready_rx.recv_timeout(Duration::from_secs(60));
+    if ready.is_ok() {
+        std::thread::sleep(delay);
+    }
+    child.kill().expect("SIGKILL child");
+    let status = child.wait().expect("wait child");
+    let acks = reader.join().expect("reader thread");
+    assert!(ready.is_ok(), "child never became ready ({status})");
+    acks
+}
+
+/// Every this many iterations (and on the last) the chain is verified from genesis; in
+/// between, only the new part (a full walk each time would grow the loop quadratically).
+const FULL_VERIFY_EVERY: usize = 25;
+
+/// Kills a writing child `iterations` times in `dir`, checking the reopened log each time
+/// and then calling `after_reopen` on it. Returns the total acknowledged events.
+pub fn kill_loop(
+    dir: &Path,
+    iterations: usize,
+    mut after_reopen: impl FnMut(&SledLog, usize),
+) -> usize {
+    let mut rng = rand::rng();
+    let mut total = 0;
+    let mut chain = ChainVerifier::new();
+    for i in 0..iterations {
+        if i % FULL_VERIFY_EVERY == 0 || i + 1 == iterations {
+            chain = ChainVerifier::new();
+        }
+        let delay = Duration::from_millis(rng.random_range(5..=60));
+        let acks = run_child(dir, delay);
+        total += acks.len();
+        let (log, report) = SledLog::open(dir, SledOptions::default()).expect("reopen after kill");
+        assert!(
+            report.tail.is_empty(),
+            "iteration {i}: a kill left a bad tail: {report:?}"
+        );
+        if let Err(e) = check_after_crash(&log, &acks, &mut chain) {
+            panic!(
+                "iteration {i} (killed after {delay:?}, {} acks): {e}",
+                acks.len()
+            );
+        }
+        after_reopen(&log, i);
+        drop(log);
+    }
+    total
+}
+
+#[test]
+fn kill_nine_durability() {
+    let iterations = std::env::var(ITERATIONS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_ITERATIONS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let mut head = 0;
+    let acks = kill_loop(dir.path(), iterations, |log, _| {
+        assert!(log.head() >= head, "head went back");
+        head = log.head();
+    });
+    eprintln!(
+        "kill -9 loop: {iterations} iterations, {acks} acknowledged events, final head {head}, {:?}",
+        started.elapsed()
+    );
+    assert!(acks > 0, "the child never acknowledged anything");
+}
+
+/// The child: a no-op unless [`CHILD_DIR_ENV`] is set.
+#[test]
+fn kill_child_entry() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV).map(PathBuf::from) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(child_main(dir));
+}
+
+fn print_acks(b: &agp::store::AppendBatch, a: &agp::store::Appended) {
+    let mut out = std::io::stdout().lock();
+    for (i, e) in b.events.iter().enumerate() {
+        let i = i as u64;
+        let _ = writeln!(
+            out,
+            "ACK {} {} {} {}",
+            a.first_seq + i,
+            b.stream,
+            a.first_version + i,
+            e.id
+        );
+    }
+    let _ = out.flush();
+}
+
+async fn child_main(dir: PathBuf) {
+    let (log, _) = SledLog::open(&dir, SledOptions::default()).expect("child open");
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    {
+        let mut out = std::io::stdout().lock();
+        // Leading newline: libtest has printed "test … " without one.
+        let _ = writeln!(out, "\nREADY {}", log.head());
+        let _ = out.flush();
+    }
+    let mut tasks = Vec::new();
+    // Two writers per aggregate stream (so Exact conflicts happen), two on a fact stream.
+    for t in 0..8u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                let size = 1 + n % 3;
+                let (stream, expected) = if t < 6 {
+                    let stream = format!("crash-agg-{}", t % 3);
+                    let v = log.stream_version(&stream).expect("version").unwrap_or(0);
+                    (stream, ExpectedVersion::Exact(v))
+                } else {
+                    ("crash-facts".to_string(), ExpectedVersion::Any)
+                };
+                let b = batch(&stream, expected, size);
+                match log.append(b.clone()).await {
+                    Ok(a) => print_acks(&b, &a),
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("child append: {e}"),
+                }
+            }
+        }));
+    }
+    futures::future::join_all(tasks).await;
+}

@@ -1,0 +1,76 @@
+//! Data survives close and reopen; the chain continues; the directory lock is explained.
+
+use agp::store::conformance::batch;
+use agp::store::{EventLog, ExpectedVersion, SledLog, SledOptions, StoreError, verify_chain};
+
+use super::helpers::{close, open, record, write_events};
+
+#[tokio::test]
+async fn reopen_restores_heads_and_continues_the_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    let written = write_events(&log, 30, 4).await;
+    let head_hash = log.head_hash();
+    let versions: Vec<_> = (0..4)
+        .map(|s| log.stream_version(&format!("st-{s}")).expect("version"))
+        .collect();
+    close(log).await;
+
+    let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("reopen");
+    assert_eq!((report.head, report.streams), (30, 4));
+    assert_eq!(report.head_hash, head_hash);
+    assert!(report.tail.is_empty(), "{report:?}");
+    assert_eq!(log.head(), 30);
+    assert_eq!(log.head_hash(), head_hash);
+    for (s, v) in versions.iter().enumerate() {
+        assert_eq!(&log.stream_version(&format!("st-{s}")).expect("version"), v);
+    }
+    // A retry from before the restart is still recognised.
+    let (b, original) = &written[7];
+    let retry = log.append(b.clone()).await.expect("retry");
+    assert!(retry.deduplicated);
+    assert_eq!(retry.first_seq, original.first_seq);
+    // The chain continues.
+    let next = log
+        .append(batch("st-0", ExpectedVersion::Exact(8), 2))
+        .await
+        .expect("append after reopen");
+    assert_eq!((next.first_seq, next.first_version), (31, 9));
+    assert_eq!(record(&log, 31).expect("31").prev_hash, head_hash);
+    let report = verify_chain(&log).expect("verify");
+    assert!(report.is_valid() && report.checked == 32, "{report:?}");
+    close(log).await;
+}
+
+#[tokio::test]
+async fn a_held_directory_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    write_events(&log, 3, 1).await;
+    for read_only in [false, true] {
+        let options = SledOptions {
+            read_only,
+            ..SledOptions::default()
+        };
+        match SledLog::open(dir.path(), options) {
+            Err(StoreError::Backend(msg)) => {
+                assert!(msg.contains("in use by a running server"), "{msg}")
+            }
+            other => panic!("second open: {other:?}"),
+        }
+    }
+    close(log).await;
+
+    let (auditor, report) = SledLog::open_read_only(dir.path()).expect("read-only open");
+    assert!(report.read_only && report.head == 3);
+    assert!(verify_chain(&auditor).expect("verify").is_valid());
+    let r = auditor.append(batch("x", ExpectedVersion::Any, 1)).await;
+    assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+}
+
+#[test]
+fn read_only_open_of_a_missing_log_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = SledLog::open_read_only(dir.path().join("nothing-here"));
+    assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+}
