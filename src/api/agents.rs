@@ -138,7 +138,10 @@ async fn create_agent(
         )));
     }
     let profile_id = profile_id.ok_or_else(|| {
-        ApiError::NotFound(format!("profile {:?} does not exist", profile_name.as_str()))
+        ApiError::NotFound(format!(
+            "profile {:?} does not exist",
+            profile_name.as_str()
+        ))
     })?;
     let key = new_key()?;
     let id = Uuid::now_v7().to_string();
@@ -152,7 +155,10 @@ async fn create_agent(
     let agent = run(&state, &caller, &id, &agent_name, command).await?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(AgentWithKey { agent, key: key.key }),
+        ApiJson(AgentWithKey {
+            agent,
+            key: key.key,
+        }),
     ))
 }
 
@@ -187,14 +193,26 @@ async fn revoke_agent(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<ApiJson<AgentJson>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ))
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
     let n = name("agent name", &raw)?;
     // The body is optional: no body means the default reason.
     let body: RevokeAgent = if body.iter().all(u8::is_ascii_whitespace) {
         RevokeAgent::default()
     } else {
-        serde_json::from_slice(&body)
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        serde_json::from_value(value)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
     };
     let reason = match body.reason {
@@ -224,5 +242,8 @@ async fn rotate_key(
         key_prefix: key.prefix,
     };
     let agent = run(&state, &caller, &id, &n, command).await?;
-    Ok(ApiJson(AgentWithKey { agent, key: key.key }))
+    Ok(ApiJson(AgentWithKey {
+        agent,
+        key: key.key,
+    }))
 }

@@ -70,7 +70,10 @@ pub async fn require_admin(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     let Some(token) = presented else {
         return Err(ApiError::Unauthorized(
             "missing admin token: send Authorization: Bearer <token from admin.token>".into(),

@@ -38,7 +38,10 @@ pub struct ConnectorJson {
 
 fn json(state: &SharedState, view: ConnectorView) -> ConnectorJson {
     ConnectorJson {
-        redirect_uri: format!("{}/connect/callback", state.public_url.trim_end_matches('/')),
+        redirect_uri: format!(
+            "{}/connect/callback",
+            state.public_url.trim_end_matches('/')
+        ),
         filter: view.filter_group().to_string(),
         view,
     }
@@ -65,7 +68,9 @@ async fn list_connectors(
             .cloned()
             .collect()
     });
-    Ok(ApiJson(views.into_iter().map(|v| json(&state, v)).collect()))
+    Ok(ApiJson(
+        views.into_iter().map(|v| json(&state, v)).collect(),
+    ))
 }
 
 /// Show one connector: status, endpoints and where each came from, client, scopes, times.

@@ -100,7 +100,9 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!("invalid request body: {}", e.body_text())),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::BadRequest(format!("invalid request body: {}", e.body_text()))
+            }
             JsonRejection::JsonSyntaxError(e) => {
                 ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
             }
@@ -158,9 +160,9 @@ impl From<WaitError> for ApiError {
 pub fn command_error<E: DomainStatus>(what: &str, e: AggregateError<E>) -> ApiError {
     match e {
         AggregateError::UserError(e) => e.to_api(what),
-        AggregateError::AggregateConflict => {
-            ApiError::Conflict(format!("{what} was modified concurrently; retry the request"))
-        }
+        AggregateError::AggregateConflict => ApiError::Conflict(format!(
+            "{what} was modified concurrently; retry the request"
+        )),
         other => ApiError::Internal(other.to_string()),
     }
 }

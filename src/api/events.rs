@@ -202,9 +202,15 @@ pub struct TailParams {
 /// Audit entries as NDJSON, oldest first; with `follow=true` the stream stays open.
 #[utoipa::path(get, path = "/audit/tail", tag = "audit", params(TailParams),
     responses((status = 200, description = "NDJSON of AuditEntry", content_type = "application/x-ndjson")))]
-async fn tail_audit(State(state): State<SharedState>, ApiQuery(q): ApiQuery<TailParams>) -> Response {
+async fn tail_audit(
+    State(state): State<SharedState>,
+    ApiQuery(q): ApiQuery<TailParams>,
+) -> Response {
     let checkpoint = state.projections.checkpoint();
-    let mut next = q.from.unwrap_or_else(|| checkpoint.saturating_sub(19)).max(1);
+    let mut next = q
+        .from
+        .unwrap_or_else(|| checkpoint.saturating_sub(19))
+        .max(1);
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     let mut folded = state.projections.subscribe();
     let mut shutdown = state.shutdown.subscribe();

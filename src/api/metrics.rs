@@ -49,7 +49,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agp");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            http_requests.clone(),
+        );
         let http_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         registry.register(
             "http_request_duration_seconds",
@@ -59,7 +63,11 @@ impl Metrics {
         let commands = Family::<CommandLabels, Counter>::default();
         registry.register("commands", "Domain commands by outcome", commands.clone());
         let log_head = Gauge::<u64, AtomicU64>::default();
-        registry.register("log_head_seq", "Sequence of the last durable event", log_head.clone());
+        registry.register(
+            "log_head_seq",
+            "Sequence of the last durable event",
+            log_head.clone(),
+        );
         let projection_checkpoint = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "projection_checkpoint_seq",

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use auth::SecurityAddon;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use utoipa::OpenApi;
-use auth::SecurityAddon;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::domain::agent::Agent;
@@ -125,9 +125,11 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::COOKIE,
-        ]))
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::COOKIE,
+            ]),
+        )
         .with_state(state)
 }

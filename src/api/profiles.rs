@@ -77,7 +77,11 @@ pub fn name(field: &str, s: &str) -> Result<ResourceName, ApiError> {
 fn profile_id(state: &SharedState, name: &ResourceName) -> Result<String, ApiError> {
     state
         .projections
-        .read(|p| p.grants.profile(name.as_str()).map(|v| v.profile_id.clone()))
+        .read(|p| {
+            p.grants
+                .profile(name.as_str())
+                .map(|v| v.profile_id.clone())
+        })
         .ok_or_else(|| ApiError::NotFound(format!("profile {:?} does not exist", name.as_str())))
 }
 
@@ -170,7 +174,14 @@ async fn suspend_profile(
     let name = name("profile name", &raw)?;
     let reason = text("reason", &body.reason)?;
     let id = profile_id(&state, &name)?;
-    let v = run(&state, &caller, &id, &name, ProfileCommand::Suspend { reason }).await?;
+    let v = run(
+        &state,
+        &caller,
+        &id,
+        &name,
+        ProfileCommand::Suspend { reason },
+    )
+    .await?;
     Ok(ApiJson(v))
 }
 
@@ -187,16 +198,27 @@ async fn resume_profile(
     let name = name("profile name", &raw)?;
     let reason = text("reason", &body.reason)?;
     let id = profile_id(&state, &name)?;
-    let v = run(&state, &caller, &id, &name, ProfileCommand::Resume { reason }).await?;
+    let v = run(
+        &state,
+        &caller,
+        &id,
+        &name,
+        ProfileCommand::Resume { reason },
+    )
+    .await?;
     Ok(ApiJson(v))
 }
 
 fn tools(raw: &[String]) -> Result<Vec<ToolName>, ApiError> {
     if raw.is_empty() {
-        return Err(ApiError::BadRequest("tools: at least one tool is required".into()));
+        return Err(ApiError::BadRequest(
+            "tools: at least one tool is required".into(),
+        ));
     }
     if raw.len() > 1000 {
-        return Err(ApiError::BadRequest("tools: at most 1000 per request".into()));
+        return Err(ApiError::BadRequest(
+            "tools: at most 1000 per request".into(),
+        ));
     }
     raw.iter()
         .map(|t| ToolName::parse(t).map_err(|e| ApiError::BadRequest(format!("tools: {e}"))))
@@ -217,7 +239,14 @@ async fn grant_tools(
     let tools = tools(&body.tools)?;
     let reason = text("reason", &body.reason)?;
     let id = profile_id(&state, &name)?;
-    let v = run(&state, &caller, &id, &name, ProfileCommand::Grant { tools, reason }).await?;
+    let v = run(
+        &state,
+        &caller,
+        &id,
+        &name,
+        ProfileCommand::Grant { tools, reason },
+    )
+    .await?;
     Ok(ApiJson(v))
 }
 
@@ -235,6 +264,13 @@ async fn revoke_tools(
     let tools = tools(&body.tools)?;
     let reason = text("reason", &body.reason)?;
     let id = profile_id(&state, &name)?;
-    let v = run(&state, &caller, &id, &name, ProfileCommand::Revoke { tools, reason }).await?;
+    let v = run(
+        &state,
+        &caller,
+        &id,
+        &name,
+        ProfileCommand::Revoke { tools, reason },
+    )
+    .await?;
     Ok(ApiJson(v))
 }

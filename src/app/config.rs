@@ -34,7 +34,11 @@ pub enum ConfigError {
 
 impl Config {
     /// Validates raw values; `public_url` defaults to `http://<listen>`.
-    pub fn new(data_dir: PathBuf, listen: &str, public_url: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn new(
+        data_dir: PathBuf,
+        listen: &str,
+        public_url: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let listen: SocketAddr = listen
             .parse()
             .map_err(|_| ConfigError::Listen(listen.to_string()))?;

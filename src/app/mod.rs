@@ -47,7 +47,10 @@ impl Application {
         data_dir::ensure(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let (token, origin) = data_dir::admin_token(&config.data_dir).with_context(|| {
-            format!("reading or creating the admin token in {}", config.data_dir.display())
+            format!(
+                "reading or creating the admin token in {}",
+                config.data_dir.display()
+            )
         })?;
         let log = open_log(&config.data_dir)?;
         let projections = LiveProjections::start(log.clone())
@@ -99,7 +102,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state;
         let router = api::router(state.clone());
         let listener = self.listener.tap_io(|tcp| {
@@ -116,6 +122,8 @@ impl Application {
                 stop.shutdown.send_replace(true);
             })
             .await;
+        // Stop folding, then close the log: every acknowledged event is already durable.
+        state.projections.stop().await;
         let closed = state.log.close().await;
         served.context("serving HTTP")?;
         closed.context("closing the event log")?;

@@ -87,7 +87,8 @@ impl Client {
         if body.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&body).with_context(|| format!("AGP at {} sent a response that is not JSON", self.base))
+        serde_json::from_slice(&body)
+            .with_context(|| format!("AGP at {} sent a response that is not JSON", self.base))
     }
 
     fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
@@ -104,13 +105,14 @@ impl Client {
 
 /// One line from an API error body: `<message> (HTTP <status> <code>)`.
 fn api_error(status: reqwest::StatusCode, body: &[u8]) -> String {
-    let parsed: Option<(String, String)> = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        let e = v.get("error")?;
-        Some((
-            e.get("code")?.as_str()?.to_string(),
-            e.get("message")?.as_str()?.to_string(),
-        ))
-    });
+    let parsed: Option<(String, String)> =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+            let e = v.get("error")?;
+            Some((
+                e.get("code")?.as_str()?.to_string(),
+                e.get("message")?.as_str()?.to_string(),
+            ))
+        });
     match parsed {
         Some((code, message)) => format!("{message} (HTTP {} {code})", status.as_u16()),
         None => format!("AGP answered HTTP {}", status.as_u16()),

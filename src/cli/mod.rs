@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "agp", version, about = "AGP: governance for the MCP servers your agents use")]
+#[command(
+    name = "agp",
+    version,
+    about = "AGP: governance for the MCP servers your agents use"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -11,7 +11,9 @@ use crate::app::{Application, Config, LogFormat};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("AGP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -39,7 +41,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir = %config.data_dir.display(),
         "AGP is ready"
     );
-    app.run_until(shutdown_signal()).await.context("server stopped")?;
+    app.run_until(shutdown_signal())
+        .await
+        .context("server stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -35,7 +35,10 @@ impl Interner {
     }
 
     fn get(&self, i: u32) -> &str {
-        self.strings.get(i as usize).map(String::as_str).unwrap_or("")
+        self.strings
+            .get(i as usize)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     fn find(&self, s: &str) -> Option<u32> {
@@ -142,7 +145,11 @@ impl AuditLog {
                 && subject.is_none_or(|s| e.subject == s)
                 && type_filter.is_none_or(|t| {
                     let et = self.strings.get(e.event_type);
-                    if t.ends_with('.') { et.starts_with(t) } else { et == t }
+                    if t.ends_with('.') {
+                        et.starts_with(t)
+                    } else {
+                        et == t
+                    }
                 })
         };
         let ascending = q.order.as_deref() == Some("asc");
@@ -156,8 +163,12 @@ impl AuditLog {
 
     fn subject_label(&mut self, record: &RecordedEvent, event: &AgpEvent) -> u32 {
         let named = match event {
-            AgpEvent::Connector(ConnectorEvent::Added { name, .. }) => Some(format!("connector:{name}")),
-            AgpEvent::Profile(ProfileEvent::Created { name, .. }) => Some(format!("profile:{name}")),
+            AgpEvent::Connector(ConnectorEvent::Added { name, .. }) => {
+                Some(format!("connector:{name}"))
+            }
+            AgpEvent::Profile(ProfileEvent::Created { name, .. }) => {
+                Some(format!("profile:{name}"))
+            }
             AgpEvent::Agent(AgentEvent::Created { name, .. }) => Some(format!("agent:{name}")),
             _ => None,
         };

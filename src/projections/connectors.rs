@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use super::Projection;
 use crate::domain::AgpEvent;
 use crate::domain::connector::{
-    ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration, RevocationOutcome,
-    TokenAuthMethod,
+    ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
+    RevocationOutcome, TokenAuthMethod,
 };
 use crate::store::RecordedEvent;
 
@@ -123,7 +123,12 @@ impl ConnectorView {
             &overrides.authorization_endpoint,
             &discovered.authorization_endpoint,
         );
-        self.token_endpoint = pick(s, "token_endpoint", &overrides.token_endpoint, &discovered.token_endpoint);
+        self.token_endpoint = pick(
+            s,
+            "token_endpoint",
+            &overrides.token_endpoint,
+            &discovered.token_endpoint,
+        );
         self.registration_endpoint = pick(
             s,
             "registration_endpoint",
@@ -269,8 +274,10 @@ impl Projection for ConnectorStatusView {
             }
             view.resolve(overrides, &DiscoveredMetadata::default());
             self.by_name.insert(view.name.clone(), connector_id.clone());
-            self.by_stream.insert(record.stream.clone(), connector_id.clone());
-            self.overrides.insert(connector_id.clone(), overrides.clone());
+            self.by_stream
+                .insert(record.stream.clone(), connector_id.clone());
+            self.overrides
+                .insert(connector_id.clone(), overrides.clone());
             self.by_id.insert(connector_id.clone(), view);
             return;
         }

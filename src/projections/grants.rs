@@ -71,7 +71,9 @@ fn stream_id<'a>(record: &'a RecordedEvent, prefix: &str) -> &'a str {
 
 impl GrantsIndex {
     pub fn profile(&self, name: &str) -> Option<&ProfileView> {
-        self.profile_by_name.get(name).and_then(|id| self.profiles.get(id))
+        self.profile_by_name
+            .get(name)
+            .and_then(|id| self.profiles.get(id))
     }
 
     pub fn profile_by_id(&self, id: &str) -> Option<&ProfileView> {
@@ -86,7 +88,9 @@ impl GrantsIndex {
     }
 
     pub fn agent(&self, name: &str) -> Option<&AgentView> {
-        self.agent_by_name.get(name).and_then(|id| self.agents.get(id))
+        self.agent_by_name
+            .get(name)
+            .and_then(|id| self.agents.get(id))
     }
 
     /// Agents sorted by name.
@@ -111,7 +115,8 @@ impl GrantsIndex {
             description,
         } = event
         {
-            self.profile_by_name.insert(name.to_string(), profile_id.clone());
+            self.profile_by_name
+                .insert(name.to_string(), profile_id.clone());
             self.profiles.insert(
                 profile_id.clone(),
                 ProfileView {
@@ -172,8 +177,10 @@ impl GrantsIndex {
             key_prefix,
         } = event
         {
-            self.agent_by_name.insert(name.to_string(), agent_id.clone());
-            self.agent_by_key_hash.insert(key_hash.clone(), agent_id.clone());
+            self.agent_by_name
+                .insert(name.to_string(), agent_id.clone());
+            self.agent_by_key_hash
+                .insert(key_hash.clone(), agent_id.clone());
             self.key_hash_of.insert(agent_id.clone(), key_hash.clone());
             self.agents.insert(
                 agent_id.clone(),

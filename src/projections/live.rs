@@ -31,23 +31,42 @@ pub struct LiveProjections {
     checkpoint: watch::Sender<u64>,
     /// Set when folding failed; the server reports not-ready and refuses to serve stale reads.
     failure: RwLock<Option<String>>,
+    /// Tells the tail task to stop (it holds the log; the log's files stay locked until it ends).
+    stop: watch::Sender<bool>,
+    tail: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LiveProjections {
     /// Rebuilds from the log (on a blocking thread) and starts tailing it.
     pub async fn start(log: Arc<dyn EventLog>) -> Result<Arc<Self>, ProjectionError> {
         let rebuild_log = log.clone();
-        let set = tokio::task::spawn_blocking(move || ProjectionSet::rebuild(rebuild_log.as_ref(), None))
-            .await
-            .map_err(|e| ProjectionError::Store(crate::store::StoreError::Backend(e.to_string())))??;
+        let set =
+            tokio::task::spawn_blocking(move || ProjectionSet::rebuild(rebuild_log.as_ref(), None))
+                .await
+                .map_err(|e| {
+                    ProjectionError::Store(crate::store::StoreError::Backend(e.to_string()))
+                })??;
         let (checkpoint, _) = watch::channel(set.checkpoint);
+        let (stop, _) = watch::channel(false);
         let live = Arc::new(Self {
             set: RwLock::new(set),
             checkpoint,
             failure: RwLock::new(None),
+            stop,
+            tail: parking_lot::Mutex::new(None),
         });
-        tokio::spawn(tail(live.clone(), log));
+        let handle = tokio::spawn(tail(live.clone(), log));
+        *live.tail.lock() = Some(handle);
         Ok(live)
+    }
+
+    /// Stops tailing and waits for the tail task to end (it releases its handle on the log).
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let handle = self.tail.lock().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
     }
 
     /// Runs `f` on the current projections under a read lock. Keep `f` short.
@@ -115,7 +134,11 @@ impl LiveProjections {
 
 async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
     let mut head = log.subscribe();
+    let mut stop = live.stop.subscribe();
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let target = *head.borrow_and_update();
         if target > live.checkpoint() {
             let l = live.clone();
@@ -133,8 +156,9 @@ async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
             }
             continue;
         }
-        if head.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -90,7 +90,9 @@ impl ProjectionSet {
         let mut set = ProjectionSet::default();
         let end = upto.unwrap_or_else(|| log.head());
         while set.checkpoint < end {
-            let want = usize::try_from(end - set.checkpoint).unwrap_or(READ_BATCH).min(READ_BATCH);
+            let want = usize::try_from(end - set.checkpoint)
+                .unwrap_or(READ_BATCH)
+                .min(READ_BATCH);
             let batch = log.read_all(set.checkpoint + 1, want)?;
             if batch.is_empty() {
                 break;

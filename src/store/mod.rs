@@ -103,6 +103,9 @@ pub enum StoreError {
     /// A stored record does not decode or does not match its hash. HTTP 500.
     #[error("corrupt record at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    /// Another process (a running server) holds the log. The CLI falls back to that server.
+    #[error("{0}")]
+    InUse(String),
     /// The backend failed. HTTP 500.
     #[error("storage backend: {0}")]
     Backend(String),

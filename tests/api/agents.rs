@@ -6,7 +6,10 @@ use crate::helpers::{error_message, spawn_app};
 #[tokio::test]
 async fn create_returns_the_key_once_and_stores_only_its_hash() {
     let app = spawn_app().await;
-    assert_eq!(app.post("/profiles", json!({"name": "triage"})).await.0, 201);
+    assert_eq!(
+        app.post("/profiles", json!({"name": "triage"})).await.0,
+        201
+    );
     let (s, a) = app
         .post("/agents", json!({"name": "bot-1", "profile": "triage"}))
         .await;
@@ -34,7 +37,9 @@ async fn create_returns_the_key_once_and_stores_only_its_hash() {
 async fn rotate_and_revoke() {
     let app = spawn_app().await;
     app.post("/profiles", json!({"name": "p"})).await;
-    let (_, a) = app.post("/agents", json!({"name": "a", "profile": "p"})).await;
+    let (_, a) = app
+        .post("/agents", json!({"name": "a", "profile": "p"}))
+        .await;
     let old = a["key"].as_str().unwrap().to_string();
     let (s, r) = app.post("/agents/a/rotate-key", json!({})).await;
     assert_eq!(s, 200, "{r}");
@@ -58,7 +63,8 @@ async fn rotate_and_revoke() {
 async fn revoke_without_a_body_uses_the_default_reason() {
     let app = spawn_app().await;
     app.post("/profiles", json!({"name": "p"})).await;
-    app.post("/agents", json!({"name": "a", "profile": "p"})).await;
+    app.post("/agents", json!({"name": "a", "profile": "p"}))
+        .await;
     let r = app
         .http
         .post(app.url("/api/v1/agents/a/revoke"))
@@ -80,6 +86,16 @@ async fn unknown_profile_and_duplicate_agent() {
     assert_eq!(s, 404);
     assert!(error_message(&body, "not_found").contains("ghost"));
     app.post("/profiles", json!({"name": "p"})).await;
-    assert_eq!(app.post("/agents", json!({"name": "a", "profile": "p"})).await.0, 201);
-    assert_eq!(app.post("/agents", json!({"name": "a", "profile": "p"})).await.0, 409);
+    assert_eq!(
+        app.post("/agents", json!({"name": "a", "profile": "p"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        app.post("/agents", json!({"name": "a", "profile": "p"}))
+            .await
+            .0,
+        409
+    );
 }

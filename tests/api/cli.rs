@@ -27,21 +27,51 @@ async fn cli(app: &TestApp, args: &[&str]) -> Output {
 }
 
 fn json_out(o: &Output) -> Value {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 #[tokio::test]
 async fn profiles_and_agents_through_the_cli() {
     let app = spawn_app().await;
-    let p = json_out(&cli(&app, &["profiles", "create", "--name", "ops", "--description", "ops bots"]).await);
+    let p = json_out(
+        &cli(
+            &app,
+            &[
+                "profiles",
+                "create",
+                "--name",
+                "ops",
+                "--description",
+                "ops bots",
+            ],
+        )
+        .await,
+    );
     assert_eq!(p["name"], "ops");
-    let a = json_out(&cli(&app, &["agents", "create", "--name", "bot", "--profile", "ops"]).await);
+    let a = json_out(
+        &cli(
+            &app,
+            &["agents", "create", "--name", "bot", "--profile", "ops"],
+        )
+        .await,
+    );
     assert!(a["key"].as_str().unwrap().starts_with("agp_"));
     let list = json_out(&cli(&app, &["agents", "list"]).await);
     assert_eq!(list[0]["name"], "bot");
     assert!(list[0].get("key").is_none());
-    let s = json_out(&cli(&app, &["profiles", "suspend", "--name", "ops", "--reason", "drill"]).await);
+    let s = json_out(
+        &cli(
+            &app,
+            &["profiles", "suspend", "--name", "ops", "--reason", "drill"],
+        )
+        .await,
+    );
     assert_eq!(s["suspended"], true);
     let conns = json_out(&cli(&app, &["connectors", "list", "--status", "needs-attention"]).await);
     assert_eq!(conns, json!([]));
@@ -49,7 +79,9 @@ async fn profiles_and_agents_through_the_cli() {
     // Table output works too.
     let mut c = agp(&["--server", &app.base, "profiles", "list"]);
     c.env("AGP_ADMIN_TOKEN", &app.token);
-    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("NAME") && text.contains("ops"), "{text}");
@@ -62,7 +94,10 @@ async fn errors_are_one_clear_line_and_a_nonzero_exit() {
     let o = cli(&app, &["profiles", "show", "--name", "missing"]).await;
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("profile \"missing\" does not exist") && err.contains("404"), "{err}");
+    assert!(
+        err.contains("profile \"missing\" does not exist") && err.contains("404"),
+        "{err}"
+    );
 
     let o = cli(&app, &["profiles", "create", "--name", "Bad Name"]).await;
     assert!(!o.status.success());
@@ -74,15 +109,23 @@ async fn errors_are_one_clear_line_and_a_nonzero_exit() {
 
     let mut c = agp(&["--server", &app.base, "profiles", "list"]);
     c.env("AGP_ADMIN_TOKEN", "agpadm_wrong");
-    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid admin token"));
 
     let mut c = agp(&["--server", "http://127.0.0.1:9", "profiles", "list"]);
     c.env("AGP_ADMIN_TOKEN", "x");
-    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach AGP"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach AGP"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(app.head().await, head);
 }
 
@@ -90,8 +133,19 @@ async fn errors_are_one_clear_line_and_a_nonzero_exit() {
 async fn the_token_is_read_from_the_data_dir() {
     let app = spawn_app().await;
     let dir = app.data_dir();
-    let mut c = agp(&["--server", &app.base, "--data-dir", dir.to_str().unwrap(), "--output", "json", "profiles", "list"]);
-    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let mut c = agp(&[
+        "--server",
+        &app.base,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--output",
+        "json",
+        "profiles",
+        "list",
+    ]);
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(json_out(&o), json!([]));
 }
 
@@ -99,12 +153,24 @@ async fn seed(app: &TestApp) {
     for n in ["a", "b", "c"] {
         assert_eq!(app.post("/profiles", json!({"name": n})).await.0, 201);
     }
-    assert_eq!(app.post("/profiles/b/suspend", json!({"reason": "x"})).await.0, 200);
+    assert_eq!(
+        app.post("/profiles/b/suspend", json!({"reason": "x"}))
+            .await
+            .0,
+        200
+    );
 }
 
 fn ndjson(o: &Output) -> Vec<Value> {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -132,7 +198,9 @@ async fn export_verify_and_replay_against_a_server_then_offline() {
     let d = dir.to_str().unwrap().to_string();
     let mut c = agp(&["--data-dir", &d, "--output", "json", "audit", "verify"]);
     c.env("AGP_URL", &app.base);
-    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(json_out(&o)["valid"], true);
 
     // Offline: no server holds the directory.
@@ -140,7 +208,17 @@ async fn export_verify_and_replay_against_a_server_then_offline() {
     let d = tmp.path().to_str().unwrap().to_string();
     let offline = ndjson(&run(agp(&["--data-dir", &d, "events", "export"])).await);
     assert_eq!(offline, exported);
-    let v = json_out(&run(agp(&["--data-dir", &d, "--output", "json", "audit", "verify"])).await);
+    let v = json_out(
+        &run(agp(&[
+            "--data-dir",
+            &d,
+            "--output",
+            "json",
+            "audit",
+            "verify",
+        ]))
+        .await,
+    );
     assert_eq!(v["valid"], true);
 
     // An event edited in the log file: verify names it and exits 1.
@@ -152,7 +230,9 @@ async fn export_verify_and_replay_against_a_server_then_offline() {
 }
 
 async fn run(mut c: Command) -> Output {
-    tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
 }
 
 /// Rewrites record `seq`'s data in place, as an attacker with file access would.
@@ -163,6 +243,7 @@ fn tamper(events_dir: &Path, seq: u64) {
     let bytes = db.get(&key).unwrap().expect("record exists");
     let mut record: Value = serde_json::from_slice(&bytes).unwrap();
     record["data"]["name"] = json!("mallory");
-    db.insert(key, serde_json::to_vec(&record).unwrap()).unwrap();
+    db.insert(key, serde_json::to_vec(&record).unwrap())
+        .unwrap();
     db.flush().unwrap();
 }

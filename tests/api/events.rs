@@ -5,8 +5,10 @@ use crate::helpers::spawn_app;
 async fn seed(app: &crate::helpers::TestApp) {
     app.post("/profiles", json!({"name": "p1"})).await;
     app.post("/profiles", json!({"name": "p2"})).await;
-    app.post("/profiles/p1/suspend", json!({"reason": "audit me"})).await;
-    app.post("/agents", json!({"name": "a1", "profile": "p1"})).await;
+    app.post("/profiles/p1/suspend", json!({"reason": "audit me"}))
+        .await;
+    app.post("/agents", json!({"name": "a1", "profile": "p1"}))
+        .await;
 }
 
 #[tokio::test]
@@ -41,7 +43,10 @@ async fn events_page_and_export_are_the_hash_chained_log() {
         .unwrap();
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let body = r.text().await.unwrap();
-    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0], events[1]);
 }
@@ -57,8 +62,16 @@ async fn audit_queries_filter_by_actor_type_subject_and_range() {
     let actor = all[0]["actor"].as_str().unwrap().to_string();
 
     let (_, by_type) = app.get("/audit?type=profile.&order=asc").await;
-    let types: Vec<&str> = by_type.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["profile.created", "profile.created", "profile.suspended"]);
+    let types: Vec<&str> = by_type
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["profile.created", "profile.created", "profile.suspended"]
+    );
 
     let (_, by_subject) = app.get("/audit?subject=profile:p1").await;
     assert_eq!(by_subject.as_array().unwrap().len(), 2);
@@ -70,7 +83,12 @@ async fn audit_queries_filter_by_actor_type_subject_and_range() {
     let (_, none) = app.get("/audit?actor=agent:nobody").await;
     assert_eq!(none.as_array().unwrap().len(), 0);
     let (_, range) = app.get("/audit?from=2&to=3&order=asc").await;
-    let seqs: Vec<u64> = range.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = range
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [2, 3]);
 }
 
@@ -82,7 +100,12 @@ async fn replay_rebuilds_every_projection_and_matches_live() {
     assert_eq!(s, 200, "{report}");
     assert_eq!(report["consistent"], true, "{report}");
     assert_eq!(report["checkpoint"], 4);
-    let names: Vec<&str> = report["projections"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = report["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["connectors", "grants", "audit"]);
 }
 

@@ -18,7 +18,8 @@ async fn first_start_creates_the_data_dir_and_a_private_admin_token() {
 async fn restart_keeps_state_token_and_projections() {
     let app = spawn_app().await;
     app.post("/profiles", json!({"name": "keep"})).await;
-    app.post("/agents", json!({"name": "ag", "profile": "keep"})).await;
+    app.post("/agents", json!({"name": "ag", "profile": "keep"}))
+        .await;
     let token = app.token.clone();
     let (_, before) = app.get("/profiles").await;
     let dir = app.stop().await;
@@ -102,7 +103,10 @@ async fn openapi_metrics_health_and_readiness() {
     assert!(text.contains("agp_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/api/v1/profiles\""), "{text}");
     assert!(text.contains("agp_log_head_seq 1"), "{text}");
-    assert!(text.contains("agp_commands_total{aggregate=\"profile\",outcome=\"ok\"} 1"), "{text}");
+    assert!(
+        text.contains("agp_commands_total{aggregate=\"profile\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
     let (s, ready) = app.http_json("/readyz").await;
     assert_eq!(s, 200);
     assert_eq!(ready["status"], "ready");

@@ -1,6 +1,8 @@
 //! Integration tests of the admin API and CLI: the real server on port 0 with a fresh data
 //! directory per test.
 
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod agents;

@@ -6,7 +6,10 @@ use crate::helpers::{error_message, spawn_app};
 async fn create_list_show_suspend_resume_grant_revoke() {
     let app = spawn_app().await;
     let (s, p) = app
-        .post("/profiles", json!({"name": "support", "description": "support bots"}))
+        .post(
+            "/profiles",
+            json!({"name": "support", "description": "support bots"}),
+        )
         .await;
     assert_eq!(s, 201, "{p}");
     assert_eq!(p["name"], "support");
@@ -38,7 +41,10 @@ async fn create_list_show_suspend_resume_grant_revoke() {
     assert_eq!(p["grants"].as_object().unwrap().len(), 1);
 
     let (s, p) = app
-        .post("/profiles/support/suspend", json!({"reason": "incident 42"}))
+        .post(
+            "/profiles/support/suspend",
+            json!({"reason": "incident 42"}),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(p["suspended"], true);
@@ -95,8 +101,16 @@ async fn concurrent_creates_of_one_name_yield_exactly_one_profile() {
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        15,
+        "{statuses:?}"
+    );
     let (_, list) = app.get("/profiles").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 }

@@ -53,7 +53,7 @@ async fn a_held_directory_is_refused_with_a_clear_message() {
             ..SledOptions::default()
         };
         match SledLog::open(dir.path(), options) {
-            Err(StoreError::Backend(msg)) => {
+            Err(StoreError::InUse(msg)) => {
                 assert!(msg.contains("in use by a running server"), "{msg}")
             }
             other => panic!("second open: {other:?}"),

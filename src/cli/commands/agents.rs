@@ -41,15 +41,19 @@ pub enum AgentsCommand {
 }
 
 fn agents_table(v: &Value) -> comfy_table::Table {
-    output::table(&["name", "profile", "status", "key", "created_at"], v, |a| {
-        vec![
-            get(a, "name"),
-            get(a, "profile"),
-            get(a, "status"),
-            format!("{}…", get(a, "key_prefix")),
-            get(a, "created_at"),
-        ]
-    })
+    output::table(
+        &["name", "profile", "status", "key", "created_at"],
+        v,
+        |a| {
+            vec![
+                get(a, "name"),
+                get(a, "profile"),
+                get(a, "status"),
+                format!("{}…", get(a, "key_prefix")),
+                get(a, "created_at"),
+            ]
+        },
+    )
 }
 
 pub async fn run(global: &Global, cmd: AgentsCommand) -> anyhow::Result<ExitCode> {

@@ -102,16 +102,22 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
         AuditCommand::Tail { follow, from } => tail(global, follow, from).await,
         AuditCommand::Verify => verify(global).await,
         AuditCommand::Replay => {
-            let v = Client::new(global)?.post("/audit/replay", &json!({})).await?;
+            let v = Client::new(global)?
+                .post("/audit/replay", &json!({}))
+                .await?;
             output::print(global.output, &v, |v| {
-                output::table(&["projection", "equal", "live sha256", "rebuilt sha256"], &v["projections"], |p| {
-                    vec![
-                        get(p, "name"),
-                        get(p, "equal"),
-                        get(&p["live"], "sha256"),
-                        get(&p["rebuilt"], "sha256"),
-                    ]
-                })
+                output::table(
+                    &["projection", "equal", "live sha256", "rebuilt sha256"],
+                    &v["projections"],
+                    |p| {
+                        vec![
+                            get(p, "name"),
+                            get(p, "equal"),
+                            get(&p["live"], "sha256"),
+                            get(&p["rebuilt"], "sha256"),
+                        ]
+                    },
+                )
             });
             if v["consistent"] == json!(true) {
                 if global.output == Output::Table {
@@ -172,7 +178,9 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table if valid => println!(
             "chain intact: {} events verified, head {} hash {}",
-            report["checked"], report["head"], get(&report, "head_hash")
+            report["checked"],
+            report["head"],
+            get(&report, "head_hash")
         ),
         Output::Table => println!(
             "chain BROKEN at seq {}: {} ({} events before it verified)",

@@ -44,15 +44,19 @@ pub enum ConnectorsCommand {
 }
 
 fn list_table(v: &Value) -> comfy_table::Table {
-    output::table(&["name", "status", "mcp server", "account", "scopes"], v, |c| {
-        vec![
-            get(c, "name"),
-            get(c, "status"),
-            get(c, "mcp_server_url"),
-            get(c, "account"),
-            get(c, "granted_scopes"),
-        ]
-    })
+    output::table(
+        &["name", "status", "mcp server", "account", "scopes"],
+        v,
+        |c| {
+            vec![
+                get(c, "name"),
+                get(c, "status"),
+                get(c, "mcp_server_url"),
+                get(c, "account"),
+                get(c, "granted_scopes"),
+            ]
+        },
+    )
 }
 
 pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<ExitCode> {

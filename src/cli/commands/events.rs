@@ -44,7 +44,9 @@ pub async fn run(global: &Global, cmd: EventsCommand) -> anyhow::Result<ExitCode
         }
         Source::Server => {
             let client = Client::new(global)?;
-            let mut resp = client.stream(&format!("/events/export?from={from}")).await?;
+            let mut resp = client
+                .stream(&format!("/events/export?from={from}"))
+                .await?;
             while let Some(chunk) = resp.chunk().await.context("reading the export stream")? {
                 out.write_all(&chunk)?;
             }

@@ -40,6 +40,9 @@ fn open(path: &Path) -> anyhow::Result<Source> {
             Ok(Source::Direct(log))
         }
         Err(StoreError::InUse(_)) => Ok(Source::Server),
-        Err(e) => Err(anyhow::anyhow!("opening the event log at {}: {e}", path.display())),
+        Err(e) => Err(anyhow::anyhow!(
+            "opening the event log at {}: {e}",
+            path.display()
+        )),
     }
 }

@@ -100,7 +100,10 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
     let (value, list) = match cmd {
         ProfilesCommand::Create { name, description } => (
             client
-                .post("/profiles", &json!({"name": name, "description": description}))
+                .post(
+                    "/profiles",
+                    &json!({"name": name, "description": description}),
+                )
                 .await?,
             false,
         ),

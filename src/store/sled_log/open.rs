@@ -183,7 +183,7 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
     match &e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Backend(format!(
+            StoreError::InUse(format!(
                 "data directory {} is in use by a running server (its event log is locked); \
                  stop the server or use its API",
                 path.display()
