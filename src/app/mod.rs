@@ -35,9 +35,8 @@ pub struct Application {
 /// Opens the embedded event log in `dir`.
 pub fn open_log(dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventLog>> {
     let path = data_dir::events_path(dir);
-    let (log, report) = crate::store::sled_log::SledLog::open(&path, Default::default())
+    let (log, _report) = crate::store::sled_log::SledLog::open(&path, Default::default())
         .with_context(|| format!("opening the event log at {}", path.display()))?;
-    tracing::info!(?report, "event log opened");
     Ok(Arc::new(log))
 }
 

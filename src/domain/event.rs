@@ -1,6 +1,6 @@
 //! [`AgpEvent`]: any domain event, decoded from a stored record by its `type` prefix.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::agent::AgentEvent;
 use super::connector::ConnectorEvent;
@@ -52,28 +52,41 @@ impl AgpEvent {
         data: &Value,
     ) -> Result<Self, DecodeError> {
         let data = upcast(event_type, schema_version, data)?;
-        let tagged = json!({"type": event_type, "data": data});
+        let data = data.as_ref();
         let malformed = |source| DecodeError::Malformed {
             event_type: event_type.to_string(),
             version: schema_version,
             source,
         };
         if event_type.starts_with("connector.") {
-            serde_json::from_value(tagged)
+            decode_tagged(event_type, data)
                 .map(AgpEvent::Connector)
                 .map_err(malformed)
         } else if event_type.starts_with("profile.") {
-            serde_json::from_value(tagged)
+            decode_tagged(event_type, data)
                 .map(AgpEvent::Profile)
                 .map_err(malformed)
         } else if event_type.starts_with("agent.") {
-            serde_json::from_value(tagged)
+            decode_tagged(event_type, data)
                 .map(AgpEvent::Agent)
                 .map_err(malformed)
         } else {
             Err(DecodeError::UnknownType(event_type.to_string()))
         }
     }
+}
+
+/// Deserializes an adjacently tagged event (`{"type", "data"}`) from its parts without
+/// copying `data` (replay decodes every event in the log, so this is the hot path).
+pub fn decode_tagged<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    data: &Value,
+) -> Result<T, serde_json::Error> {
+    let tag = Value::String(event_type.to_string());
+    let entries = [("type", &tag), ("data", data)];
+    T::deserialize(
+        serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter()),
+    )
 }
 
 /// Splits a domain event into its `type` and `data` as stored.

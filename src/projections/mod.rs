@@ -12,6 +12,7 @@ pub mod audit;
 pub mod connectors;
 pub mod grants;
 pub mod live;
+pub mod rebuild;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -67,40 +68,49 @@ pub const READ_BATCH: usize = 4096;
 impl ProjectionSet {
     /// Folds the next event; it must be exactly `checkpoint + 1`.
     pub fn apply(&mut self, record: &RecordedEvent) -> Result<(), ProjectionError> {
+        let event = AgpEvent::decode(&record.event_type, record.schema_version, &record.data)
+            .map_err(|source| ProjectionError::Decode {
+                seq: record.seq,
+                source,
+            })?;
+        self.apply_decoded(record, &event)
+    }
+
+    /// Folds the next event, already decoded; it must be exactly `checkpoint + 1`.
+    pub fn apply_decoded(
+        &mut self,
+        record: &RecordedEvent,
+        event: &AgpEvent,
+    ) -> Result<(), ProjectionError> {
         if record.seq != self.checkpoint + 1 {
             return Err(ProjectionError::OutOfOrder {
                 seq: record.seq,
                 checkpoint: self.checkpoint,
             });
         }
-        let event = AgpEvent::decode(&record.event_type, record.schema_version, &record.data)
-            .map_err(|source| ProjectionError::Decode {
-                seq: record.seq,
-                source,
-            })?;
-        self.connectors.apply(record, &event);
-        self.grants.apply(record, &event);
-        self.audit.apply(record, &event);
+        self.connectors.apply(record, event);
+        self.grants.apply(record, event);
+        self.audit.apply(record, event);
         self.checkpoint = record.seq;
         Ok(())
     }
 
-    /// Rebuilds every projection from event 1 up to `upto` (inclusive), or to the head.
+    /// Rebuilds every projection from event 1 up to `upto` (inclusive), or to the head, reading
+    /// and decoding on all cores ([`rebuild::fold_parallel`]).
     pub fn rebuild(log: &dyn EventLog, upto: Option<u64>) -> Result<Self, ProjectionError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        Self::rebuild_with(log, upto, workers)
+    }
+
+    /// [`ProjectionSet::rebuild`] with a chosen number of decoding threads.
+    pub fn rebuild_with(
+        log: &dyn EventLog,
+        upto: Option<u64>,
+        workers: usize,
+    ) -> Result<Self, ProjectionError> {
         let mut set = ProjectionSet::default();
         let end = upto.unwrap_or_else(|| log.head());
-        while set.checkpoint < end {
-            let want = usize::try_from(end - set.checkpoint)
-                .unwrap_or(READ_BATCH)
-                .min(READ_BATCH);
-            let batch = log.read_all(set.checkpoint + 1, want)?;
-            if batch.is_empty() {
-                break;
-            }
-            for record in &batch {
-                set.apply(record)?;
-            }
-        }
+        rebuild::fold_parallel(&mut set, log, end, workers)?;
         Ok(set)
     }
 

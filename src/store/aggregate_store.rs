@@ -101,8 +101,7 @@ impl<A: Aggregate> LogEventStore<A> {
         let data =
             crate::domain::upcast::upcast(&record.event_type, record.schema_version, &record.data)
                 .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
-        let tagged = serde_json::json!({"type": record.event_type, "data": data});
-        let payload: A::Event = serde_json::from_value(tagged)
+        let payload: A::Event = crate::domain::event::decode_tagged(&record.event_type, &data)
             .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
         let mut metadata = HashMap::new();
         metadata.insert(META_ACTOR.to_string(), record.actor.clone());

@@ -44,6 +44,9 @@ pub struct SledOptions {
     pub read_only: bool,
     /// Queued appends before `append` waits (back-pressure).
     pub queue_capacity: usize,
+    /// sled's page cache. The log is appended and scanned, rarely re-read, so a small cache
+    /// costs little speed and keeps resident memory low (sled's own default is 1 GiB).
+    pub cache_bytes: u64,
     /// Also `fdatasync` the database file after each group's sled flush. sled 0.34's flush
     /// uses `sync_file_range` on Linux: enough to survive a process crash (`kill -9`), but it
     /// neither flushes the disk's write cache nor the file's metadata, so it does not promise
@@ -58,6 +61,7 @@ impl Default for SledOptions {
             max_tail_repair: 8,
             read_only: false,
             queue_capacity: 8192,
+            cache_bytes: 128 * 1024 * 1024,
             sync_data: false,
         }
     }
@@ -113,6 +117,7 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         .path(path)
         // Every group commit flushes explicitly; a background flusher would only add fsyncs.
         .flush_every_ms(None)
+        .cache_capacity(options.cache_bytes)
         .open()
         .map_err(|e| open_error(path, e))?;
     let mut streams = load_stream_heads(&db)?;

@@ -1,0 +1,114 @@
+//! Rebuilding projections from the log, in parallel where it can be.
+//!
+//! Reading and decoding records is most of a replay's cost and needs no order, folding needs
+//! strict sequence order but is cheap. So worker threads read and decode fixed-size chunks of
+//! the log, and the calling thread folds them strictly in order, holding out-of-order chunks in
+//! a small reorder buffer. A window bounds how far workers may run ahead (memory stays bounded);
+//! the first error stops everyone and is returned. The result equals a sequential fold exactly.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::Duration;
+
+use super::{ProjectionError, ProjectionSet};
+use crate::domain::AgpEvent;
+use crate::store::{EventLog, RecordedEvent};
+
+/// Events per chunk a worker reads and decodes.
+const CHUNK: u64 = 1024;
+/// How many chunks workers may run ahead of the fold.
+const WINDOW: u64 = 32;
+
+type Decoded = Vec<(RecordedEvent, AgpEvent)>;
+
+/// Reads and decodes `[from, to]`.
+fn decode_chunk(log: &dyn EventLog, from: u64, to: u64) -> Result<Decoded, ProjectionError> {
+    let want = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
+    let records = log.read_all(from, want)?;
+    if records.len() != want {
+        return Err(ProjectionError::Store(crate::store::StoreError::Corrupt {
+            seq: from + records.len() as u64,
+            reason: "record missing below the head".into(),
+        }));
+    }
+    records
+        .into_iter()
+        .map(|r| {
+            let e = AgpEvent::decode(&r.event_type, r.schema_version, &r.data)
+                .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
+            Ok((r, e))
+        })
+        .collect()
+}
+
+/// Folds `set` forward to `end` (inclusive) with `workers` decoding threads.
+pub fn fold_parallel(
+    set: &mut ProjectionSet,
+    log: &dyn EventLog,
+    end: u64,
+    workers: usize,
+) -> Result<(), ProjectionError> {
+    let start = set.checkpoint + 1;
+    if start > end {
+        return Ok(());
+    }
+    let chunks = (end - start + 1).div_ceil(CHUNK);
+    let next_chunk = AtomicU64::new(0);
+    let folded_chunks = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<(u64, Result<Decoded, ProjectionError>)>(workers * 2);
+        for _ in 0..workers.max(1) {
+            let tx = tx.clone();
+            let (next_chunk, folded_chunks, abort) = (&next_chunk, &folded_chunks, &abort);
+            scope.spawn(move || {
+                loop {
+                    let c = next_chunk.fetch_add(1, Ordering::Relaxed);
+                    if c >= chunks {
+                        return;
+                    }
+                    while c >= folded_chunks.load(Ordering::Acquire) + WINDOW {
+                        if abort.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    if abort.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let from = start + c * CHUNK;
+                    let to = (from + CHUNK - 1).min(end);
+                    if tx.send((c, decode_chunk(log, from, to))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
+        let mut want = 0u64;
+        let result = (|| -> Result<(), ProjectionError> {
+            while want < chunks {
+                let Ok((c, decoded)) = rx.recv() else {
+                    break;
+                };
+                pending.insert(c, decoded?);
+                while let Some(batch) = pending.remove(&want) {
+                    for (record, event) in &batch {
+                        set.apply_decoded(record, event)?;
+                    }
+                    want += 1;
+                    folded_chunks.store(want, Ordering::Release);
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            abort.store(true, Ordering::Release);
+        }
+        drop(rx);
+        result
+    })?;
+    Ok(())
+}
