@@ -1,0 +1,151 @@
+//! `agp serve` as a user runs it: a child process with flags and environment, JSON logs,
+//! first-start messages, and a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[test]
+fn serve_with_env_config_json_logs_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested/data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agp"))
+        .args(["serve", "--log-format", "json"])
+        .env("AGP_DATA_DIR", &data)
+        .env("AGP_LISTEN", "127.0.0.1:0")
+        .env("AGP_PUBLIC_URL", "https://agp.example.com/")
+        .env_remove("AGP_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let mut lines = Vec::new();
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server logs");
+        lines.push(line.clone());
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if v["message"] == "AGP is ready" {
+            assert_eq!(v["public_url"], "https://agp.example.com");
+            break v["port"].as_u64().unwrap();
+        }
+    };
+    let token_path = data.join("admin.token");
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("created the admin token")
+                && l.contains(token_path.to_str().unwrap())),
+        "first start says where the token is: {lines:#?}"
+    );
+
+    // A real request through the running server.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/profiles"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "from-serve"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    });
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit on SIGTERM: {status}");
+    lines.extend(rx.iter());
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        assert!(
+            !line.contains(&token),
+            "the admin token reached a log line: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"route\":\"/api/v1/profiles\"") && l.contains("\"status\":201"))
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("event log closed")),
+        "{lines:#?}"
+    );
+
+    // Restart on the same directory: the token is kept and the profile is there.
+    let out = Command::new(env!("CARGO_BIN_EXE_agp"))
+        .args(["--output", "json", "events", "export"])
+        .env("AGP_DATA_DIR", &data)
+        .env_remove("AGP_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-serve"));
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agp"))
+        .args(["serve", "--listen", "not-an-address"])
+        .env("AGP_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--listen \"not-an-address\""), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_agp"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "ftp://x",
+        ])
+        .env("AGP_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--public-url"));
+}
