@@ -16,8 +16,8 @@ pub mod live;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::canonical::write_canonical;
 use crate::domain::{AgpEvent, DecodeError};
-use crate::store::record::write_canonical;
 use crate::store::{EventLog, RecordedEvent, StoreError};
 
 pub use audit::AuditLog;
