@@ -178,15 +178,12 @@ fn tool_events_do_not_change_the_status() {
 #[test]
 fn status_after_agrees_with_the_aggregate_for_every_history() {
     for (status, history) in live_statuses() {
-        let derived = history
-            .iter()
-            .filter_map(ConnectorEvent::status_after)
-            .last();
+        let derived = history.iter().rev().find_map(ConnectorEvent::status_after);
         assert_eq!(derived, Some(status), "{history:?}");
     }
     let derived = removed()
         .iter()
-        .filter_map(ConnectorEvent::status_after)
-        .last();
+        .rev()
+        .find_map(ConnectorEvent::status_after);
     assert_eq!(derived, Some(ConnectorStatus::Removed));
 }
