@@ -233,7 +233,7 @@ impl Connector {
     pub(super) fn change_tool_operation(
         &self,
         name: ToolName,
-        operation: super::Operation,
+        operation: Operation,
         reason: String,
     ) -> Result<Vec<ConnectorEvent>, ConnectorError> {
         require_reason(&reason)?;
