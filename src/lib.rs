@@ -4,6 +4,7 @@
 //!
 //! Dependencies point one way: `domain ← store ← projections ← api, proxy ← app`.
 //!
+//! - [`canonical`] — canonical JSON (sorted keys): the leaf every layer hashes with.
 //! - [`domain`] — aggregates (connector, profile, agent), commands, events, errors. Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
 //!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod canonical;
 pub mod cli;
 pub mod domain;
 pub mod projections;

@@ -198,11 +198,26 @@ impl DomainStatus for ConnectorError {
     fn to_api(&self, what: &str) -> ApiError {
         let msg = format!("{what}: {self}");
         match self {
-            ConnectorError::NotFound | ConnectorError::Removed => ApiError::NotFound(msg),
-            ConnectorError::ConfirmationMismatch { .. } | ConnectorError::Required(_) => {
-                ApiError::BadRequest(msg)
-            }
-            _ => ApiError::Conflict(msg),
+            ConnectorError::NotFound
+            | ConnectorError::Removed
+            | ConnectorError::ToolNotRegistered(_) => ApiError::NotFound(msg),
+            ConnectorError::ConfirmationMismatch { .. }
+            | ConnectorError::Required(_)
+            | ConnectorError::UnknownTokenKind(_)
+            | ConnectorError::ReasonRequired
+            | ConnectorError::NoTools
+            | ConnectorError::TooManyTools { .. }
+            | ConnectorError::ToolNameMismatch { .. }
+            | ConnectorError::DuplicateTool(_)
+            | ConnectorError::InputSchemaNotObject(_)
+            | ConnectorError::AnnotationsNotObject(_)
+            | ConnectorError::DefinitionHashMismatch(_) => ApiError::BadRequest(msg),
+            ConnectorError::AlreadyExists
+            | ConnectorError::IllegalTransition { .. }
+            | ConnectorError::StaleGeneration { .. }
+            | ConnectorError::NotAwaitingConsent
+            | ConnectorError::AliasMismatch { .. }
+            | ConnectorError::ToolAlreadyRegistered(_) => ApiError::Conflict(msg),
         }
     }
 }

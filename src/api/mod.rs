@@ -13,6 +13,7 @@ pub mod events;
 pub mod metrics;
 pub mod ops;
 pub mod profiles;
+pub mod tools;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,13 +77,14 @@ pub type SharedState = Arc<AppState>;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "AGP admin API", description = "Connectors, behavior profiles, agents, events and audit."),
+    info(title = "AGP admin API", description = "Connectors, the tool catalog, behavior profiles, agents, events and audit."),
     modifiers(&SecurityAddon),
     security(("admin_token" = [])),
     tags(
         (name = "profiles", description = "Behavior profiles: grants and suspension"),
         (name = "agents", description = "Agent identities and their keys"),
         (name = "connectors", description = "OAuth-protected MCP servers"),
+        (name = "tools", description = "The tool catalog: registered tools as governed entries"),
         (name = "events", description = "The raw event log"),
         (name = "audit", description = "Audit queries, chain verification, projection replay"),
     )
@@ -95,6 +97,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(profiles::routes())
         .merge(agents::routes())
         .merge(connectors::routes())
+        .merge(tools::routes())
         .merge(events::routes())
         .split_for_parts();
     // Paths are registered relative to /api/v1.

@@ -60,6 +60,9 @@ pub enum Command {
     /// OAuth-protected MCP servers.
     #[command(subcommand)]
     Connectors(commands::connectors::ConnectorsCommand),
+    /// The tool catalog: registered tools as governed entries.
+    #[command(subcommand)]
+    Tools(commands::tools::ToolsCommand),
     /// The raw event log.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
         Command::Agents(c) => commands::agents::run(&cli.global, c).await,
         Command::Connectors(c) => commands::connectors::run(&cli.global, c).await,
+        Command::Tools(c) => commands::tools::run(&cli.global, c).await,
         Command::Events(c) => commands::events::run(&cli.global, c).await,
         Command::Audit(c) => commands::audit::run(&cli.global, c).await,
     };

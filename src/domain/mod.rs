@@ -4,6 +4,7 @@
 //! Aggregates (cqrs-es [`cqrs_es::Aggregate`]s), one stream each (`<TYPE>-<id>`):
 //! - [`connector::Connector`] — the lifecycle of one OAuth-protected MCP server:
 //!   pending → active → reauth_required / expired / error → disconnected → removed, with reconnect;
+//!   and the tools it registers (`<alias>__<tool>`, pinned by a definition hash);
 //! - [`profile::Profile`] — a behavior profile: tool grants with reasons, suspension;
 //! - [`agent::Agent`] — an agent identity bound to a profile, with a hashed key.
 //!

@@ -281,6 +281,15 @@ impl Projection for ConnectorStatusView {
             self.by_id.insert(connector_id.clone(), view);
             return;
         }
+        if matches!(
+            event,
+            ConnectorEvent::ToolsRegistered { .. }
+                | ConnectorEvent::ToolOperationChanged { .. }
+                | ConnectorEvent::ToolsUnregistered { .. }
+        ) {
+            // Tools are the catalog's (`catalog.rs`); the connector's view does not change.
+            return;
+        }
         let Some(id) = self.by_stream.get(&record.stream).cloned() else {
             return;
         };
@@ -299,7 +308,11 @@ impl Projection for ConnectorStatusView {
         };
         v.updated_at = at;
         match event {
-            ConnectorEvent::Added { .. } | ConnectorEvent::Removed { .. } => {}
+            ConnectorEvent::Added { .. }
+            | ConnectorEvent::Removed { .. }
+            | ConnectorEvent::ToolsRegistered { .. }
+            | ConnectorEvent::ToolOperationChanged { .. }
+            | ConnectorEvent::ToolsUnregistered { .. } => {}
             ConnectorEvent::Discovered { metadata } => {
                 v.resource_metadata_url = metadata.resource_metadata_url.clone();
                 v.discovery_steps = metadata.steps.clone();

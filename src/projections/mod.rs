@@ -9,6 +9,7 @@
 //! Must not touch: the store's bytes (reads go through [`EventLog`]), the domain's rules.
 
 pub mod audit;
+pub mod catalog;
 pub mod connectors;
 pub mod grants;
 pub mod live;
@@ -17,11 +18,12 @@ pub mod rebuild;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::canonical::write_canonical;
 use crate::domain::{AgpEvent, DecodeError};
-use crate::store::record::write_canonical;
 use crate::store::{EventLog, RecordedEvent, StoreError};
 
 pub use audit::AuditLog;
+pub use catalog::ToolCatalog;
 pub use connectors::ConnectorStatusView;
 pub use grants::GrantsIndex;
 pub use live::LiveProjections;
@@ -58,6 +60,7 @@ pub struct ProjectionSet {
     /// Sequence of the last event folded (0 = none).
     pub checkpoint: u64,
     pub connectors: ConnectorStatusView,
+    pub catalog: ToolCatalog,
     pub grants: GrantsIndex,
     pub audit: AuditLog,
 }
@@ -89,6 +92,7 @@ impl ProjectionSet {
             });
         }
         self.connectors.apply(record, event);
+        self.catalog.apply(record, event);
         self.grants.apply(record, event);
         self.audit.apply(record, event);
         self.checkpoint = record.seq;
@@ -118,6 +122,7 @@ impl ProjectionSet {
     pub fn digests(&self) -> Vec<ProjectionDigest> {
         vec![
             digest::<ConnectorStatusView>(&self.connectors, self.checkpoint),
+            digest::<ToolCatalog>(&self.catalog, self.checkpoint),
             digest::<GrantsIndex>(&self.grants, self.checkpoint),
             digest::<AuditLog>(&self.audit, self.checkpoint),
         ]
@@ -127,6 +132,7 @@ impl ProjectionSet {
     pub fn state_of(&self, name: &str) -> Option<Value> {
         match name {
             ConnectorStatusView::NAME => Some(self.connectors.state()),
+            ToolCatalog::NAME => Some(self.catalog.state()),
             GrantsIndex::NAME => Some(self.grants.state()),
             AuditLog::NAME => Some(self.audit.state()),
             _ => None,

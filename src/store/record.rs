@@ -1,14 +1,16 @@
 //! The stored record and its canonical encoding: what the hash chain is computed over.
 //!
-//! Canonical encoding: JSON with object keys sorted bytewise at every depth, no whitespace,
-//! numbers and strings as serde_json writes them. It does not depend on serde_json's
-//! `preserve_order` feature, so the same record hashes the same in every build.
+//! Canonical encoding: the record's fields as one JSON object written by
+//! [`crate::canonical::write_canonical`] (keys sorted at every depth, no whitespace).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+/// Re-exported from [`crate::canonical`], where it lives now (the domain needs it too).
+pub use crate::canonical::write_canonical;
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -72,66 +74,9 @@ pub fn compute_hash(r: &RecordedEvent) -> String {
     hex::encode(Sha256::digest(canonical_bytes(r)))
 }
 
-/// Writes `v` as canonical JSON (keys sorted at every depth).
-pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String((*k).clone()), out);
-                out.push(b':');
-                if let Some(child) = map.get(*k) {
-                    write_canonical(child, out);
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_scalar(scalar, out),
-    }
-}
-
-fn write_scalar(v: &Value, out: &mut Vec<u8>) {
-    // Serializing a scalar Value into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, v).is_err() {
-        out.extend_from_slice(b"null");
-    }
-}
-
 /// Truncates a timestamp to the microsecond precision records carry.
 pub fn record_time(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::{SubsecRound, Timelike};
     let micros = t.nanosecond() / 1_000;
     t.trunc_subsecs(0) + chrono::Duration::microseconds(i64::from(micros))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let v = json!({"b": 1, "a": {"d": [3, {"z": 1, "y": 2}], "c": "x"}});
-        let mut out = Vec::new();
-        write_canonical(&v, &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"a":{"c":"x","d":[3,{"y":2,"z":1}]},"b":1}"#
-        );
-    }
 }

@@ -18,7 +18,7 @@ fn agp(args: &[&str]) -> Command {
 }
 
 /// Runs `agp --server <app> --output json <args>` with the admin token in the environment.
-async fn cli(app: &TestApp, args: &[&str]) -> Output {
+pub async fn cli(app: &TestApp, args: &[&str]) -> Output {
     let mut c = agp(&["--server", &app.base, "--output", "json"]);
     c.args(args).env("AGP_ADMIN_TOKEN", &app.token);
     tokio::task::spawn_blocking(move || c.output().unwrap())
@@ -26,7 +26,7 @@ async fn cli(app: &TestApp, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json_out(o: &Output) -> Value {
+pub fn json_out(o: &Output) -> Value {
     assert!(
         o.status.success(),
         "stderr: {}",

@@ -106,7 +106,7 @@ async fn replay_rebuilds_every_projection_and_matches_live() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["connectors", "grants", "audit"]);
+    assert_eq!(names, ["connectors", "catalog", "grants", "audit"]);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use agp::api::SharedState;
 use agp::app::{Application, Config};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -13,6 +14,9 @@ pub struct TestApp {
     pub token: String,
     pub http: reqwest::Client,
     pub dir: TempDir,
+    /// The server's state, for tests that run commands no endpoint offers yet (e.g. tool
+    /// registration, which arrives with discovery).
+    pub state: SharedState,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -25,6 +29,7 @@ pub async fn spawn_app_in(dir: TempDir) -> TestApp {
     let config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0", None).expect("config");
     let app = Application::build(config).await.expect("build");
     let port = app.port();
+    let state = app.state();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -38,6 +43,7 @@ pub async fn spawn_app_in(dir: TempDir) -> TestApp {
         token,
         http: reqwest::Client::new(),
         dir,
+        state,
         stop: Some(tx),
         handle: Some(handle),
     }
@@ -93,6 +99,8 @@ impl TestApp {
 
     /// Graceful shutdown; returns the data directory for a restart.
     pub async fn stop(mut self) -> TempDir {
+        // Let go of the state (it holds the log) so a restart can open the data directory.
+        drop(self.state);
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -91,6 +91,8 @@ async fn openapi_metrics_health_and_readiness() {
         "/api/v1/audit",
         "/api/v1/audit/replay",
         "/api/v1/connectors",
+        "/api/v1/tools",
+        "/api/v1/tools/{name}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }

@@ -11,3 +11,4 @@ mod cli;
 mod events;
 mod lifecycle;
 mod profiles;
+mod tools;

@@ -7,8 +7,8 @@
 use agp::domain::AgpEvent;
 use agp::domain::agent::{Agent, AgentCommand};
 use agp::domain::connector::{
-    Connector, ConnectorCommand, DiscoveredMetadata, Overrides, Registration, RevocationOutcome,
-    TokenAuthMethod,
+    Connector, ConnectorCommand, DiscoveredMetadata, Operation, Overrides, RegisteredTool,
+    Registration, RevocationOutcome, TokenAuthMethod,
 };
 use agp::domain::profile::{Profile, ProfileCommand};
 use chrono::DateTime;
@@ -130,7 +130,51 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
         1 => generation().prop_map(|generation| C::ShredCredentials { generation }),
         1 => prop::sample::select(vec!["notion", "slack", ""])
             .prop_map(|confirm| C::Remove { confirm: confirm.into() }),
+        3 => (
+            prop::sample::select(vec!["notion", "slack"]),
+            prop::collection::vec((prop::sample::select(vec!["search", "fetch", "x.y"]), operation()), 0..3),
+        )
+            .prop_map(|(alias, tools)| {
+                let alias = samples::name(alias);
+                let tools = tools
+                    .into_iter()
+                    .map(|(upstream, operation)| {
+                        RegisteredTool::new(
+                            &alias,
+                            upstream,
+                            None,
+                            "d",
+                            serde_json::json!({"type": "object"}),
+                            None,
+                            operation,
+                        )
+                        .expect("valid tool")
+                    })
+                    .collect();
+                C::RegisterTools { alias, tools }
+            }),
+        2 => (tool_names(), operation(), short_text()).prop_map(|(names, operation, reason)| {
+            C::ChangeToolOperation {
+                name: names.into_iter().next().unwrap_or_else(|| samples::tool("notion__search")),
+                operation,
+                reason,
+            }
+        }),
+        2 => (tool_names(), short_text())
+            .prop_map(|(names, reason)| C::UnregisterTools { names, reason }),
     ]
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![Just(Operation::Read), Just(Operation::Write)]
+}
+
+fn tool_names() -> impl Strategy<Value = Vec<agp::domain::ToolName>> {
+    prop::collection::vec(
+        prop::sample::select(vec!["notion__search", "notion__fetch", "slack__search"])
+            .prop_map(samples::tool),
+        0..3,
+    )
 }
 
 fn tools() -> impl Strategy<Value = Vec<agp::domain::ToolName>> {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use agp::domain::AgpEvent;
 use agp::domain::agent::{Agent, AgentCommand};
 use agp::domain::connector::{
-    Connector, ConnectorCommand, ConnectorStatus, Overrides, Registration, RevocationOutcome,
+    Connector, ConnectorCommand, ConnectorStatus, Operation, Overrides, RegisteredTool,
+    Registration, RevocationOutcome,
 };
 use agp::domain::profile::{Profile, ProfileCommand};
 use agp::domain::upcast::current_version;
@@ -59,6 +60,41 @@ async fn events_written_through_the_command_bus_match_their_schemas() {
     })
     .await
     .expect("complete consent");
+    let alias = samples::name("notion");
+    let tool = |upstream, operation| {
+        RegisteredTool::new(
+            &alias,
+            upstream,
+            None,
+            "d",
+            serde_json::json!({"type": "object"}),
+            None,
+            operation,
+        )
+        .expect("valid tool")
+    };
+    run(ConnectorCommand::RegisterTools {
+        alias: alias.clone(),
+        tools: vec![
+            tool("search", Operation::Read),
+            tool("create-page", Operation::Write),
+        ],
+    })
+    .await
+    .expect("register tools");
+    run(ConnectorCommand::ChangeToolOperation {
+        name: samples::tool("notion__search"),
+        operation: Operation::Write,
+        reason: "it edits".into(),
+    })
+    .await
+    .expect("change operation");
+    run(ConnectorCommand::UnregisterTools {
+        names: vec![samples::tool("notion__create-page")],
+        reason: "unused".into(),
+    })
+    .await
+    .expect("unregister");
     run(ConnectorCommand::Disconnect {
         reason: "admin".into(),
     })
@@ -136,7 +172,7 @@ async fn events_written_through_the_command_bus_match_their_schemas() {
     }
 
     let records = log.read_all(1, usize::MAX).expect("read");
-    assert_eq!(records.len(), 14);
+    assert_eq!(records.len(), 17);
     for r in &records {
         assert_eq!(r.schema_version, current_version(&r.event_type));
         assert!(r.hash_is_valid(), "hash of seq {}", r.seq);

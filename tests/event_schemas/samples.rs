@@ -3,11 +3,13 @@
 
 use agp::domain::agent::AgentEvent;
 use agp::domain::connector::{
-    ConnectorEvent, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
+    ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
+    RevocationOutcome, TokenAuthMethod,
 };
 use agp::domain::profile::ProfileEvent;
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
 
 /// Expands to `(fn(&Enum) -> &'static str, &[&str])`: an exhaustive `match` from each variant to
 /// its event type, and the list of those types. A new variant does not compile until it is
@@ -61,6 +63,9 @@ fn connector_variants() -> Variants<ConnectorEvent> {
         RevocationRecorded => "connector.revocation_recorded",
         CredentialsShredded => "connector.credentials_shredded",
         Removed => "connector.removed",
+        ToolsRegistered => "connector.tools_registered",
+        ToolOperationChanged => "connector.tool_operation_changed",
+        ToolsUnregistered => "connector.tools_unregistered",
     })
 }
 
@@ -266,6 +271,44 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
         E::CredentialsShredded { generation: 2 },
         E::Removed {
             name: name("notion"),
+        },
+        E::ToolsRegistered {
+            alias: name("notion"),
+            tools: vec![
+                RegisteredTool::new(
+                    &name("notion"),
+                    "notion-search",
+                    Some("Search Notion".into()),
+                    "Search pages and databases",
+                    json!({
+                        "type": "object",
+                        "properties": {"query": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}},
+                        "required": ["query"],
+                    }),
+                    Some(json!({"readOnlyHint": true, "openWorldHint": false})),
+                    Operation::Read,
+                )
+                .expect("valid tool"),
+                RegisteredTool::new(
+                    &name("notion"),
+                    "create.page_v2",
+                    None,
+                    "",
+                    json!({}),
+                    None,
+                    Operation::Write,
+                )
+                .expect("valid tool"),
+            ],
+        },
+        E::ToolOperationChanged {
+            name: tool("notion__notion-search"),
+            operation: Operation::Write,
+            reason: "it can also edit".into(),
+        },
+        E::ToolsUnregistered {
+            names: vec![tool("notion__notion-search"), tool("notion__create.page_v2")],
+            reason: "not needed".into(),
         },
     ]
 }

@@ -3,14 +3,15 @@
 
 use agp::domain::agent::AgentEvent;
 use agp::domain::connector::{
-    ConnectorEvent, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TOKEN_KINDS,
-    TokenAuthMethod,
+    ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
+    RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
 };
 use agp::domain::profile::ProfileEvent;
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, Utc};
 use proptest::option;
 use proptest::prelude::*;
+use serde_json::Value;
 
 /// Any text, control characters and non-ASCII included.
 fn text() -> impl Strategy<Value = String> {
@@ -42,6 +43,72 @@ fn tool_name() -> impl Strategy<Value = ToolName> {
 /// A non-empty set of distinct tools, as grants and revocations record them.
 fn tools() -> impl Strategy<Value = Vec<ToolName>> {
     prop::collection::btree_set(tool_name(), 1..5).prop_map(|s| s.into_iter().collect())
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![Just(Operation::Read), Just(Operation::Write)]
+}
+
+/// Any JSON value without floats (serde_json's default float parsing is not exact).
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        text().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(text(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn json_object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(text(), json_value(), 0..4)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+/// A tool as the rules let it through: named `<alias>__<upstream>`, hash matching.
+fn registered_tool(alias: ResourceName) -> impl Strategy<Value = RegisteredTool> {
+    (
+        "[A-Za-z0-9._-]{1,40}",
+        option::of(text()),
+        text(),
+        json_object(),
+        option::of(json_object()),
+        operation(),
+    )
+        .prop_map(
+            move |(upstream, title, description, schema, annotations, operation)| {
+                RegisteredTool::new(
+                    &alias,
+                    &upstream,
+                    title,
+                    &description,
+                    schema,
+                    annotations,
+                    operation,
+                )
+                .expect("alias__upstream is a valid tool name")
+            },
+        )
+}
+
+/// `connector.tools_registered`: distinct tools under one alias.
+fn tools_registered() -> impl Strategy<Value = ConnectorEvent> {
+    resource_name().prop_flat_map(|alias| {
+        prop::collection::vec(registered_tool(alias.clone()), 1..4).prop_map(move |mut tools| {
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            tools.dedup_by(|a, b| a.name == b.name);
+            ConnectorEvent::ToolsRegistered {
+                alias: alias.clone(),
+                tools,
+            }
+        })
+    })
 }
 
 fn key_hash() -> impl Strategy<Value = String> {
@@ -287,6 +354,15 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
             ),
         any_generation().prop_map(|generation| E::CredentialsShredded { generation }),
         resource_name().prop_map(|name| E::Removed { name }),
+        tools_registered(),
+        (tool_name(), operation(), non_blank()).prop_map(|(name, operation, reason)| {
+            E::ToolOperationChanged {
+                name,
+                operation,
+                reason,
+            }
+        }),
+        (tools(), non_blank()).prop_map(|(names, reason)| E::ToolsUnregistered { names, reason }),
     ]
 }
 
@@ -329,7 +405,7 @@ pub fn agent_event() -> impl Strategy<Value = AgentEvent> {
 
 pub fn any_event() -> impl Strategy<Value = AgpEvent> {
     prop_oneof![
-        14 => connector_event().prop_map(AgpEvent::Connector),
+        17 => connector_event().prop_map(AgpEvent::Connector),
         5 => profile_event().prop_map(AgpEvent::Profile),
         3 => agent_event().prop_map(AgpEvent::Agent),
     ]

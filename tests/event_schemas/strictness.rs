@@ -35,6 +35,43 @@ fn schemas_refuse_unknown_fields() {
         .expect("object")
         .remove("jwks_uri");
     assert_valid("connector.discovered", &d);
+    // A registered tool is closed too (its schema and annotations are upstream's, and open).
+    let (t, data) = sample_data()
+        .into_iter()
+        .find(|(t, _)| t == "connector.tools_registered")
+        .expect("a sample");
+    let mut d = data.clone();
+    d["tools"][0]["secret"] = json!("x");
+    assert_invalid(&t, &d, "an unknown field in a tool");
+    let mut d = data;
+    d["tools"][0]["input_schema"]["x-anything"] = json!({"deep": [1, null]});
+    d["tools"][0]["annotations"]["customHint"] = json!(true);
+    assert_valid(&t, &d);
+}
+
+#[test]
+fn registered_tools_refuse_null_optionals_and_missing_fields() {
+    let (t, data) = sample_data()
+        .into_iter()
+        .find(|(t, _)| t == "connector.tools_registered")
+        .expect("a sample");
+    for field in ["title", "annotations"] {
+        let mut d = data.clone();
+        d["tools"][0][field] = Value::Null;
+        assert_invalid(&t, &d, &format!("null {field}"));
+    }
+    for field in [
+        "name",
+        "upstream_name",
+        "description",
+        "input_schema",
+        "operation",
+        "definition_hash",
+    ] {
+        let mut d = data.clone();
+        d["tools"][0].as_object_mut().expect("object").remove(field);
+        assert_invalid(&t, &d, &format!("a tool without {field}"));
+    }
 }
 
 #[test]
@@ -238,6 +275,78 @@ fn bad_values() -> Vec<(&'static str, &'static str, Value, &'static str)> {
             "a 65-char key hash",
         ),
         ("agent.revoked", "/reason", json!(null), "a null reason"),
+        (
+            "connector.tools_registered",
+            "/tools",
+            json!([]),
+            "no tools",
+        ),
+        (
+            "connector.tools_registered",
+            "/alias",
+            json!("no__tion"),
+            "an alias with __",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/name",
+            json!("notion__a b"),
+            "a tool name with a space",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/upstream_name",
+            json!(""),
+            "an empty upstream name",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/input_schema",
+            json!([]),
+            "an input schema that is not an object",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/annotations",
+            json!("readOnly"),
+            "annotations that are not an object",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/operation",
+            json!("Read"),
+            "a non-snake_case operation",
+        ),
+        (
+            "connector.tools_registered",
+            "/tools/0/definition_hash",
+            json!("ABC"),
+            "a malformed definition hash",
+        ),
+        (
+            "connector.tool_operation_changed",
+            "/operation",
+            json!("delete"),
+            "an unknown operation",
+        ),
+        (
+            "connector.tool_operation_changed",
+            "/reason",
+            json!(" "),
+            "a blank reason",
+        ),
+        (
+            "connector.tools_unregistered",
+            "/names",
+            json!(["a__x", "a__x"]),
+            "a repeated tool",
+        ),
+        (
+            "connector.tools_unregistered",
+            "/names",
+            json!([]),
+            "no tools",
+        ),
     ]
 }
 

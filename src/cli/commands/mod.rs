@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod events;
 pub mod offline;
 pub mod profiles;
+pub mod tools;
 
 use anyhow::anyhow;
 

@@ -4,8 +4,12 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectorCommand, ConnectorEvent, Registration, TOKEN_KINDS};
-use crate::domain::ResourceName;
+use std::collections::BTreeMap;
+
+use super::{
+    ConnectorCommand, ConnectorError, ConnectorEvent, PinnedTool, Registration, TOKEN_KINDS,
+};
+use crate::domain::{ResourceName, ToolName};
 
 /// The derived connector status (`design.md`, "Events and state").
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,41 +55,11 @@ pub struct Connector {
     /// True while a consent flow for `generation` is outstanding.
     pub awaiting_consent: bool,
     pub has_refresh_token: bool,
-}
-
-/// Connector rule violations. Each says how it surfaces.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectorError {
-    /// HTTP 409.
-    #[error("connector already exists")]
-    AlreadyExists,
-    /// HTTP 404.
-    #[error("connector does not exist")]
-    NotFound,
-    /// HTTP 404: removed connectors are gone from operational state.
-    #[error("connector has been removed")]
-    Removed,
-    /// HTTP 409: e.g. a refresh for a connector that is not active.
-    #[error("cannot {action} a connector that is {status}")]
-    IllegalTransition {
-        action: &'static str,
-        status: &'static str,
-    },
-    /// HTTP 409: a callback, refresh or revocation for an older consent generation (S5).
-    #[error("stale generation {got}: the connector is at generation {current}")]
-    StaleGeneration { got: u64, current: u64 },
-    /// HTTP 409: a callback arrived but no consent flow is outstanding (S5).
-    #[error("connector is not awaiting consent")]
-    NotAwaitingConsent,
-    /// HTTP 400: `remove` needs the connector's name typed back.
-    #[error("confirmation {got:?} does not match the connector name")]
-    ConfirmationMismatch { got: String },
-    /// HTTP 400.
-    #[error("{0} must not be empty")]
-    Required(&'static str),
-    /// HTTP 400: a revocation names a token kind other than those in [`TOKEN_KINDS`].
-    #[error("unknown token kind {0:?}: expected refresh_token or access_token")]
-    UnknownTokenKind(String),
+    /// The alias every tool of this connector is registered under; fixed by the first
+    /// registration (one alias per connector).
+    pub tool_alias: Option<ResourceName>,
+    /// Registered tools by catalog name, with what the rules need of each.
+    pub tools: BTreeMap<ToolName, PinnedTool>,
 }
 
 impl Connector {
@@ -108,7 +82,7 @@ impl Connector {
     }
 
     /// Refuses a command that needs `allowed` statuses.
-    fn require(
+    pub(super) fn require(
         &self,
         action: &'static str,
         allowed: &[ConnectorStatus],
@@ -297,6 +271,17 @@ impl Connector {
                 }
                 ConnectorEvent::CredentialsShredded { generation }
             }
+            ConnectorCommand::RegisterTools { alias, tools } => {
+                return self.register_tools(alias, tools);
+            }
+            ConnectorCommand::ChangeToolOperation {
+                name,
+                operation,
+                reason,
+            } => return self.change_tool_operation(name, operation, reason),
+            ConnectorCommand::UnregisterTools { names, reason } => {
+                return self.unregister_tools(names, reason);
+            }
             ConnectorCommand::Remove { confirm } => {
                 let name = self.name.clone().ok_or(ConnectorError::NotFound)?;
                 if confirm != name.as_str() {
@@ -374,6 +359,9 @@ impl Aggregate for Connector {
                 self.awaiting_consent = false;
                 self.status = S::Removed;
             }
+            tools @ (ConnectorEvent::ToolsRegistered { .. }
+            | ConnectorEvent::ToolOperationChanged { .. }
+            | ConnectorEvent::ToolsUnregistered { .. }) => self.apply_tools(tools),
         }
     }
 }

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use super::events::{
     DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
 };
-use crate::domain::ResourceName;
+use super::tools::{Operation, ToolDefinition};
+use crate::domain::{ResourceName, ToolName};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectorCommand {
@@ -75,6 +76,22 @@ pub enum ConnectorCommand {
     },
     ShredCredentials {
         generation: u64,
+    },
+    /// Registers discovered tools under `alias` (only while active; one alias per connector).
+    RegisterTools {
+        alias: ResourceName,
+        tools: Vec<ToolDefinition>,
+    },
+    /// Changes a registered tool's operation fact; the same operation records nothing.
+    ChangeToolOperation {
+        name: ToolName,
+        operation: Operation,
+        reason: String,
+    },
+    /// Takes registered tools out of the catalog.
+    UnregisterTools {
+        names: Vec<ToolName>,
+        reason: String,
     },
     /// Needs the connector's name typed back as confirmation.
     Remove {

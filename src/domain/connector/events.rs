@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ResourceName;
+use super::ConnectorStatus;
+use super::tools::{Operation, RegisteredTool};
+use crate::domain::{ResourceName, ToolName};
 
 /// How AGP is (or will be) registered as an OAuth client at the provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,9 +181,28 @@ pub enum ConnectorEvent {
     /// The data keys of `generation` were destroyed (crypto-shredding, S13).
     #[serde(rename = "connector.credentials_shredded")]
     CredentialsShredded { generation: u64 },
-    /// The admin removed the connector. Terminal; the status view forgets it.
+    /// The admin removed the connector. Terminal; the status view and the catalog forget it.
     #[serde(rename = "connector.removed")]
     Removed { name: ResourceName },
+    /// Discovered tools entered the catalog under `alias`, each pinned by its definition hash.
+    #[serde(rename = "connector.tools_registered")]
+    ToolsRegistered {
+        alias: ResourceName,
+        tools: Vec<RegisteredTool>,
+    },
+    /// The admin changed a registered tool's operation fact.
+    #[serde(rename = "connector.tool_operation_changed")]
+    ToolOperationChanged {
+        name: ToolName,
+        operation: Operation,
+        reason: String,
+    },
+    /// Registered tools left the catalog.
+    #[serde(rename = "connector.tools_unregistered")]
+    ToolsUnregistered {
+        names: Vec<ToolName>,
+        reason: String,
+    },
 }
 
 impl ConnectorEvent {
@@ -200,7 +221,35 @@ impl ConnectorEvent {
         "connector.revocation_recorded",
         "connector.credentials_shredded",
         "connector.removed",
+        "connector.tools_registered",
+        "connector.tool_operation_changed",
+        "connector.tools_unregistered",
     ];
+
+    /// The status this event puts the connector in, or `None` when it leaves it unchanged. The
+    /// one place the lifecycle's status transitions are written down for projections.
+    pub fn status_after(&self) -> Option<ConnectorStatus> {
+        use ConnectorStatus as S;
+        match self {
+            ConnectorEvent::Added { .. } | ConnectorEvent::ConsentStarted { .. } => {
+                Some(S::Pending)
+            }
+            ConnectorEvent::ConsentFailed { .. } | ConnectorEvent::Failed { .. } => Some(S::Error),
+            ConnectorEvent::Authorized { .. } => Some(S::Active),
+            ConnectorEvent::ReauthRequired { .. } => Some(S::ReauthRequired),
+            ConnectorEvent::Expired { .. } => Some(S::Expired),
+            ConnectorEvent::Disconnected { .. } => Some(S::Disconnected),
+            ConnectorEvent::Removed { .. } => Some(S::Removed),
+            ConnectorEvent::Discovered { .. }
+            | ConnectorEvent::ClientRegistered { .. }
+            | ConnectorEvent::TokenRefreshed { .. }
+            | ConnectorEvent::RevocationRecorded { .. }
+            | ConnectorEvent::CredentialsShredded { .. }
+            | ConnectorEvent::ToolsRegistered { .. }
+            | ConnectorEvent::ToolOperationChanged { .. }
+            | ConnectorEvent::ToolsUnregistered { .. } => None,
+        }
+    }
 }
 
 impl DomainEvent for ConnectorEvent {
@@ -220,6 +269,9 @@ impl DomainEvent for ConnectorEvent {
             ConnectorEvent::RevocationRecorded { .. } => "connector.revocation_recorded",
             ConnectorEvent::CredentialsShredded { .. } => "connector.credentials_shredded",
             ConnectorEvent::Removed { .. } => "connector.removed",
+            ConnectorEvent::ToolsRegistered { .. } => "connector.tools_registered",
+            ConnectorEvent::ToolOperationChanged { .. } => "connector.tool_operation_changed",
+            ConnectorEvent::ToolsUnregistered { .. } => "connector.tools_unregistered",
         };
         t.to_string()
     }

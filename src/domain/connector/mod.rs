@@ -9,7 +9,7 @@
 //!  any state but removed ──remove──▶ removed (terminal; the log keeps it)
 //! ```
 //!
-//! The rules, each pinned by a given/when/then test in `tests.rs`:
+//! The rules, each pinned by a given/when/then test in `tests/`:
 //! - `add` only on a new stream (else `AlreadyExists`); every other command on a new stream is
 //!   `NotFound`, every command on a removed one is `Removed`.
 //! - `reconnect` (`StartConsent`) is allowed from every live status and bumps the consent
@@ -20,16 +20,27 @@
 //!   reauth_required or expired; `disconnect` from everything but disconnected.
 //! - revocation outcomes and shredding may name the current or an older generation (retries),
 //!   never a future one; `remove` needs the name typed back.
+//! - tools (`tools.rs`): registered only while active, under one alias per connector, named
+//!   `<alias>__<upstream>`, pinned by a definition hash; operation changes and unregistrations
+//!   need a reason and a registered tool. Disconnect keeps the tools (the catalog shows them
+//!   unavailable); remove takes them out of the catalog.
 //!
 //! Secrets never enter these events: tokens, client secrets, PKCE verifiers and registration
 //! access tokens live in the vault; events carry fingerprints and expiry times.
 
 mod aggregate;
 mod commands;
+mod error;
 mod events;
 #[cfg(test)]
 mod tests;
+mod tools;
 
-pub use aggregate::{Connector, ConnectorError, ConnectorStatus};
+pub use aggregate::{Connector, ConnectorStatus};
 pub use commands::ConnectorCommand;
+pub use error::ConnectorError;
 pub use events::*;
+pub use tools::{
+    ALIAS_SEPARATOR, MAX_TOOLS_PER_COMMAND, Operation, PinnedTool, RegisteredTool, ToolDefinition,
+    definition_hash,
+};

@@ -12,6 +12,8 @@ mod add;
 mod consent;
 mod teardown;
 mod tokens;
+mod tool_changes;
+mod tools;
 
 type ConnectorTest = TestFramework<Connector>;
 

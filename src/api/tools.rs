@@ -1,0 +1,100 @@
+//! `/api/v1/tools`: the tool catalog, read-only. Registering tools and changing their operation
+//! fact arrive with discovery; these endpoints serve the catalog the log already builds.
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiQuery, ErrorBody};
+use super::profiles::name;
+use super::{ApiError, ApiJson, SharedState};
+use crate::domain::ToolName;
+use crate::projections::catalog::{CatalogEntry, ToolStatus};
+
+pub fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tools))
+        .routes(routes!(show_tool))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only the tools of this connector (by name).
+    pub connector: Option<String>,
+    /// `active`, `unavailable` or `all` (default).
+    pub status: Option<String>,
+}
+
+/// Parses the `status` filter: `None` means every status.
+fn status_filter(raw: Option<&str>) -> Result<Option<ToolStatus>, ApiError> {
+    match raw.unwrap_or("all") {
+        "all" => Ok(None),
+        "active" => Ok(Some(ToolStatus::Active)),
+        "unavailable" => Ok(Some(ToolStatus::Unavailable)),
+        other => Err(ApiError::BadRequest(format!(
+            "status must be one of active, unavailable, all (got {other:?})"
+        ))),
+    }
+}
+
+/// List catalog entries sorted by name, optionally for one connector and one status.
+#[utoipa::path(get, path = "/tools", tag = "tools", params(ListQuery),
+    responses((status = 200, body = Vec<CatalogEntry>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "The connector filter names no connector")))]
+async fn list_tools(
+    State(state): State<SharedState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<ApiJson<Vec<CatalogEntry>>, ApiError> {
+    let status = status_filter(q.status.as_deref())?;
+    let connector = q
+        .connector
+        .as_deref()
+        .map(|c| name("connector", c))
+        .transpose()?;
+    let entries = state.projections.read(|p| {
+        let connector_id = match &connector {
+            Some(c) => match p.connectors.get(c.as_str()) {
+                Some(v) => Some(v.connector_id.clone()),
+                None => {
+                    return Err(ApiError::NotFound(format!(
+                        "connector {:?} does not exist",
+                        c.as_str()
+                    )));
+                }
+            },
+            None => None,
+        };
+        Ok(p.catalog
+            .entries()
+            .filter(|e| connector_id.as_ref().is_none_or(|id| e.connector_id == *id))
+            .filter(|e| status.is_none_or(|s| e.status == s))
+            .cloned()
+            .collect::<Vec<_>>())
+    })?;
+    Ok(ApiJson(entries))
+}
+
+/// Show one catalog entry: definition, operation fact, status, version, backend.
+#[utoipa::path(get, path = "/tools/{name}", tag = "tools",
+    params(("name" = String, Path, description = "Catalog tool name (`<alias>__<tool>`)")),
+    responses((status = 200, body = CatalogEntry), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn show_tool(
+    State(state): State<SharedState>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<CatalogEntry>, ApiError> {
+    let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
+    state
+        .projections
+        .read(|p| p.catalog.get(n.as_str()).cloned())
+        .map(ApiJson)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "tool {:?} is not in the catalog (list registered tools with GET /api/v1/tools)",
+                n.as_str()
+            ))
+        })
+}
