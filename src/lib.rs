@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod canonical;
 pub mod cli;
+pub mod connectors;
 pub mod domain;
 pub mod projections;
 pub mod proxy;

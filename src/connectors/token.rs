@@ -1,0 +1,343 @@
+//! The token endpoint client (RFC 6749 §4.1.3, §6): code exchange and refresh, with the
+//! response validation of S8 and the error classes S9 needs.
+//!
+//! Hand-written rather than through the `oauth2` crate's token requests: S9 needs the HTTP
+//! status to tell a permanent refusal (`invalid_grant` → reauth) from a transient one (5xx,
+//! 429, timeouts → retry with the token kept), and the exact same `resource`, `audience` and
+//! `redirect_uri` on every request (S7). `oauth2` still provides PKCE.
+//!
+//! Invariants: a response that fails validation yields an error and no [`TokenSet`]; tokens
+//! only ever live in [`SecretString`]s; no error carries a token.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::domain::connector::TokenAuthMethod;
+
+/// Largest token response read (S3).
+pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
+/// Longest access or refresh token accepted.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longest `expires_in` accepted as sane (one year).
+pub const MAX_EXPIRES_IN: u64 = 365 * 24 * 3600;
+
+/// How AGP authenticates to the token endpoint.
+pub struct ClientAuth {
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub method: TokenAuthMethod,
+}
+
+/// Parameters sent identically on every token request of a connector (S7).
+#[derive(Debug, Clone)]
+pub struct TokenEndpoint {
+    pub url: String,
+    pub redirect_uri: String,
+    pub resource: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// A validated token response.
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<Duration>,
+    /// The granted scopes, when the server says (else the requested ones apply).
+    pub scope: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"[REDACTED]")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[REDACTED]"))
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Why a token request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The server refused with an OAuth error. `permanent` for `invalid_grant`,
+    /// `invalid_client` and `unauthorized_client` (→ `reauth_required`, S9).
+    #[error("token endpoint refused: {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Rejected {
+        code: String,
+        description: Option<String>,
+        permanent: bool,
+    },
+    /// 5xx, 429 or a transport failure: retry later, keep the tokens (S9).
+    #[error("token endpoint unavailable: {0}")]
+    Transient(String),
+    /// The response is not a valid token response (S8): nothing is stored.
+    #[error("invalid token response: {0}")]
+    Invalid(String),
+}
+
+impl TokenError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TokenError::Rejected { permanent: true, .. })
+    }
+}
+
+/// Provider text, cleaned: control characters dropped, at most 300 characters.
+pub fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// `application/x-www-form-urlencoded` component encoding (RFC 6749 §2.3.1 for Basic auth too).
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn post_form(
+    http: &reqwest::Client,
+    endpoint: &TokenEndpoint,
+    auth: &ClientAuth,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<TokenSet, TokenError> {
+    if let Some(r) = &endpoint.resource {
+        form.push(("resource", r.clone()));
+    }
+    if let Some(a) = &endpoint.audience {
+        form.push(("audience", a.clone()));
+    }
+    let mut request = http
+        .post(&endpoint.url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    match (auth.method, &auth.client_secret) {
+        (TokenAuthMethod::ClientSecretBasic, Some(secret)) => {
+            let pair = format!(
+                "{}:{}",
+                form_encode(&auth.client_id),
+                form_encode(secret.expose_secret())
+            );
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Basic {}", STANDARD.encode(pair)),
+            );
+        }
+        (TokenAuthMethod::ClientSecretPost, Some(secret)) => {
+            form.push(("client_id", auth.client_id.clone()));
+            form.push(("client_secret", secret.expose_secret().to_string()));
+        }
+        _ => form.push(("client_id", auth.client_id.clone())),
+    }
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    let response = request
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transient(transport(e)))?;
+    let status = response.status();
+    let bytes = read_capped(response, MAX_TOKEN_RESPONSE).await?;
+    parse_response(status.as_u16(), &bytes)
+}
+
+fn transport(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else if e.is_redirect() {
+        "redirects are not followed".into()
+    } else {
+        // Without the URL: it may carry query parameters.
+        e.without_url().to_string()
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, TokenError> {
+    if response.content_length().is_some_and(|l| l > cap as u64) {
+        return Err(TokenError::Invalid(format!("response larger than {cap} bytes")));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TokenError::Transient(transport(e)))?
+    {
+        if out.len() + chunk.len() > cap {
+            return Err(TokenError::Invalid(format!("response larger than {cap} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Validates a token endpoint response (S8). Public for tests of the adversarial catalogue.
+pub fn parse_response(status: u16, body: &[u8]) -> Result<TokenSet, TokenError> {
+    if status == 429 || status >= 500 {
+        return Err(TokenError::Transient(format!("HTTP {status}")));
+    }
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|_| TokenError::Invalid(format!("HTTP {status} with a body that is not JSON")))?;
+    let Some(obj) = json.as_object() else {
+        return Err(TokenError::Invalid("the body is not a JSON object".into()));
+    };
+    if let Some(code) = obj.get("error") {
+        let code = clean(code.as_str().unwrap_or("invalid error field"));
+        let description = obj
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(clean);
+        let permanent = matches!(
+            code.as_str(),
+            "invalid_grant" | "invalid_client" | "unauthorized_client"
+        );
+        return Err(TokenError::Rejected {
+            code,
+            description,
+            permanent,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(TokenError::Invalid(format!(
+            "HTTP {status} without an OAuth error"
+        )));
+    }
+    let token = |field: &str| -> Result<Option<SecretString>, TokenError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_TOKEN_LEN => {
+                Ok(Some(SecretString::from(s.clone())))
+            }
+            Some(_) => Err(TokenError::Invalid(format!(
+                "{field} must be a non-empty string of at most {MAX_TOKEN_LEN} bytes"
+            ))),
+        }
+    };
+    let access_token =
+        token("access_token")?.ok_or_else(|| TokenError::Invalid("no access_token".into()))?;
+    let refresh_token = token("refresh_token")?;
+    match obj.get("token_type").and_then(Value::as_str) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(t) => {
+            return Err(TokenError::Invalid(format!(
+                "token_type {:?} is not Bearer",
+                clean(t)
+            )));
+        }
+        None => return Err(TokenError::Invalid("no token_type".into())),
+    }
+    let expires_in = match obj.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let secs = v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse::<u64>().ok()));
+            match secs {
+                Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(Duration::from_secs(s)),
+                _ => {
+                    return Err(TokenError::Invalid(format!(
+                        "expires_in must be between 1 and {MAX_EXPIRES_IN} seconds"
+                    )));
+                }
+            }
+        }
+    };
+    let scope = obj
+        .get("scope")
+        .and_then(Value::as_str)
+        .map(|s| s.split_whitespace().map(str::to_string).collect());
+    Ok(TokenSet {
+        access_token,
+        refresh_token,
+        expires_in,
+        scope,
+    })
+}
+
+/// Exchanges an authorization code (with its PKCE verifier) for tokens.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    endpoint: &TokenEndpoint,
+    auth: &ClientAuth,
+    code: &str,
+    pkce_verifier: &SecretString,
+) -> Result<TokenSet, TokenError> {
+    let form = vec![
+        ("grant_type", "authorization_code".to_string()),
+        ("code", code.to_string()),
+        ("redirect_uri", endpoint.redirect_uri.clone()),
+        ("code_verifier", pkce_verifier.expose_secret().to_string()),
+    ];
+    post_form(http, endpoint, auth, form).await
+}
+
+/// Uses a refresh token. A response without a new refresh token means: keep the old one (S9).
+pub async fn refresh(
+    http: &reqwest::Client,
+    endpoint: &TokenEndpoint,
+    auth: &ClientAuth,
+    refresh_token: &SecretString,
+) -> Result<TokenSet, TokenError> {
+    let form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", refresh_token.expose_secret().to_string()),
+    ];
+    post_form(http, endpoint, auth, form).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(status: u16, body: &str) -> TokenError {
+        parse_response(status, body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn the_adversarial_token_responses_store_nothing() {
+        for body in [
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"token_type":"Bearer"}"#,
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":99999999999}"#,
+            r#"{"access_token":"","token_type":"Bearer"}"#,
+            r#"{"access_token":5,"token_type":"Bearer"}"#,
+            r#"[1,2]"#,
+            "<html>hello</html>",
+        ] {
+            assert!(matches!(invalid(200, body), TokenError::Invalid(_)), "{body}");
+        }
+        assert!(matches!(invalid(302, r#"{"x":1}"#), TokenError::Invalid(_)));
+    }
+
+    #[test]
+    fn oauth_errors_are_classified() {
+        let e = invalid(200, r#"{"error":"invalid_grant","error_description":"gone <b>"}"#);
+        assert!(e.is_permanent(), "200 with an error is still an error");
+        assert!(invalid(400, r#"{"error":"invalid_client"}"#).is_permanent());
+        assert!(!invalid(400, r#"{"error":"invalid_request"}"#).is_permanent());
+        assert_eq!(invalid(503, "down"), TokenError::Transient("HTTP 503".into()));
+        assert_eq!(invalid(429, "{}"), TokenError::Transient("HTTP 429".into()));
+    }
+
+    #[test]
+    fn a_good_response_parses_and_debug_hides_tokens() {
+        let set = parse_response(
+            200,
+            br#"{"access_token":"canary-at","refresh_token":"canary-rt","token_type":"bearer","expires_in":"3600","scope":"a b"}"#,
+        )
+        .unwrap();
+        assert_eq!(set.expires_in, Some(Duration::from_secs(3600)));
+        assert_eq!(set.scope, Some(vec!["a".to_string(), "b".to_string()]));
+        let debug = format!("{set:?}");
+        assert!(!debug.contains("canary"), "{debug}");
+    }
+}
