@@ -167,7 +167,12 @@ const configuration = {
   features: {
     devInteractions: { enabled: true },
     dPoP: { enabled: false },
-    registration: { enabled: !opts['no-dcr'], initialAccessToken: false },
+    // Open registration (no initial access token). Client ids look like dcr-<hex>.
+    registration: {
+      enabled: !opts['no-dcr'],
+      initialAccessToken: false,
+      idFactory: () => `dcr-${randomBytes(12).toString('hex')}`,
+    },
     revocation: {
       enabled: true,
       // RFC 7009: a client may revoke its own tokens only.
@@ -221,8 +226,7 @@ app.use((req, res, next) => {
   const started = Date.now();
   const path = req.originalUrl.split('?')[0];
   res.on('finish', () => {
-    const client = res.locals.clientId ? ` client=${res.locals.clientId}` : '';
-    log(`${req.method} ${path} -> ${res.statusCode}${client} ${Date.now() - started}ms`);
+    log(`${req.method} ${path} -> ${res.statusCode} ${Date.now() - started}ms`);
   });
   next();
 });

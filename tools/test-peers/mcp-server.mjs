@@ -34,6 +34,7 @@ const SPEC = {
   'admin-port': { type: 'number', default: 0, arg: 'PORT', help: 'test admin API port on 127.0.0.1 (0 = any free port)' },
   'tools-file': { arg: 'FILE', help: 'JSON overrides for tool definitions at start, see README' },
   prm: { default: 'path', arg: 'path|root|both|none', help: 'where RFC 9728 metadata is served (default path)' },
+  'prm-resource': { arg: 'URL', help: 'adversarial: the `resource` the RFC 9728 document claims (default: the MCP URL)' },
   'no-resource-metadata-header': { type: 'boolean', help: 'omit resource_metadata from WWW-Authenticate' },
   'no-scope-check': { type: 'boolean', help: 'do not enforce mcp:read / mcp:write per tool' },
   'hostile-tools': { type: 'boolean', help: 'add leak_token and request_headers (for credential-scrub and passthrough tests)' },
@@ -263,7 +264,7 @@ app.disable('x-powered-by');
 
 let baseUrl; // set once listening
 let resourceUrl;
-let prmUrl;
+let prmUrl; // where the RFC 9728 document is actually served (per --prm), or undefined
 
 app.use((req, res, next) => {
   const started = Date.now();
@@ -280,7 +281,7 @@ function challenge(res, status, error, description) {
   const params = [];
   if (error) params.push(`error="${error}"`, `error_description="${description}"`);
   params.push(`scope="${SCOPES.join(' ')}"`);
-  if (!opts['no-resource-metadata-header']) params.push(`resource_metadata="${prmUrl}"`);
+  if (!opts['no-resource-metadata-header'] && prmUrl) params.push(`resource_metadata="${prmUrl}"`);
   parts.push(params.join(', '));
   res.set('WWW-Authenticate', parts.join(' '));
   res.status(status).json(error ? { error, error_description: description } : { error: 'invalid_token', error_description: description });
@@ -500,24 +501,28 @@ try {
   const port = await listen(server, opts.port);
   baseUrl = `http://127.0.0.1:${port}`;
   resourceUrl = `${baseUrl}${mcpPath}`;
-  prmUrl = getOAuthProtectedResourceMetadataUrl(new URL(resourceUrl));
+  const pathPrmUrl = getOAuthProtectedResourceMetadataUrl(new URL(resourceUrl));
+  const rootPrmUrl = `${baseUrl}/.well-known/oauth-protected-resource`;
   const prm = {
-    resource: resourceUrl,
+    resource: opts['prm-resource'] || resourceUrl,
     authorization_servers: [issuer],
     scopes_supported: SCOPES,
     bearer_methods_supported: ['header'],
     resource_name: 'AGP test MCP server',
   };
-  const prmPath = new URL(prmUrl).pathname;
+  const prmPath = new URL(pathPrmUrl).pathname;
   if (opts.prm === 'path' || opts.prm === 'both') app.use(prmPath, metadataHandler(prm));
-  if ((opts.prm === 'root' || opts.prm === 'both') && prmPath !== '/.well-known/oauth-protected-resource') {
+  if ((opts.prm === 'root' || opts.prm === 'both') && pathPrmUrl !== rootPrmUrl) {
     app.use('/.well-known/oauth-protected-resource', metadataHandler(prm));
   }
+  // The 401 challenge names the path-suffixed document, or the root one with --prm root.
+  if (opts.prm === 'path' || opts.prm === 'both') prmUrl = pathPrmUrl;
+  else if (opts.prm === 'root') prmUrl = rootPrmUrl;
   const adminPort = await listen(adminServer, opts['admin-port']);
   process.stdout.write(`${JSON.stringify({
     ready: true,
     url: resourceUrl,
-    resource_metadata: prmUrl,
+    resource_metadata: prmUrl ?? null,
     admin: `http://127.0.0.1:${adminPort}`,
     issuer,
     introspection_endpoint: asMeta.introspection_endpoint,

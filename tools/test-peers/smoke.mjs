@@ -379,6 +379,21 @@ async function main() {
     const echo = tools.find((t) => t.name === 'echo');
     check(echo.description.includes('ignore previous instructions'), 'tools/list shows the new description', echo.description);
     ok(`admin API changed echo's description; tools/list shows it (list_changed notification received: ${changed})`);
+    // Another principal presenting erin's session id is not let into that session.
+    const mallory = (await authorizeAndExchange({ asMeta, client, resource: mcpUrl, login: 'mallory' })).tokens.access_token;
+    const hijack = await fetch(mcpUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${mallory}`,
+        'mcp-session-id': transport.sessionId,
+        'mcp-protocol-version': '2025-06-18',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/list', params: {} }),
+    });
+    check(hijack.status === 404, "another subject using erin's session id gets 404", hijack.status);
+    ok("another subject presenting erin's Mcp-Session-Id -> 404 Session not found");
     await transport.terminateSession().catch(() => {});
     await mc.close();
   }
