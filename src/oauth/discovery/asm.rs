@@ -8,6 +8,9 @@ use serde::Deserialize;
 use url::Url;
 
 use super::prm::{well_known_inserted, well_known_root};
+use super::probe::{Probe, absolute_http};
+use super::{DiscoveryErrorKind, DiscoveryOptions, PkceSupport};
+use crate::oauth::text::clean;
 
 /// The parts of RFC 8414 / OIDC metadata AGP uses. Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +72,91 @@ pub fn metadata_candidates(issuer: &Url) -> Vec<(&'static str, Url)> {
         }
     }
     out
+}
+
+/// The issuer as a URL to probe: the override's parsed URL, else the PRM's string, which must
+/// be an absolute http(s) URL without query or fragment (RFC 8414 §2).
+pub(super) fn issuer_url(issuer: &str, overridden: Option<Url>) -> Result<Url, DiscoveryErrorKind> {
+    let invalid = |reason: String| DiscoveryErrorKind::InvalidIssuer {
+        issuer: clean(issuer, 200),
+        reason,
+    };
+    match overridden {
+        Some(u) => Ok(u),
+        None => match absolute_http(issuer) {
+            Ok(u) if u.query().is_none() => Ok(u),
+            Ok(_) => Err(invalid("has a query".into())),
+            Err(reason) => Err(invalid(reason)),
+        },
+    }
+}
+
+/// Fetch `issuer`'s metadata in probe order; use the first document whose `issuer` matches.
+/// With both endpoints pinned by the admin, finding none is not fatal.
+pub(super) async fn find(
+    probe: &mut Probe<'_>,
+    issuer: &str,
+    issuer_url: &Url,
+    endpoints_pinned: bool,
+) -> Result<Option<(Url, AuthorizationServerMetadata)>, DiscoveryErrorKind> {
+    let mut mismatch = None;
+    for (label, url) in metadata_candidates(issuer_url) {
+        let Some(doc) = probe
+            .fetch::<AuthorizationServerMetadata>(label, &url)
+            .await?
+        else {
+            continue;
+        };
+        if doc.issuer.as_deref() == Some(issuer) {
+            return Ok(Some((url, doc)));
+        }
+        let found = clean(doc.issuer.as_deref().unwrap_or("(none)"), 200);
+        probe.steps.push(format!(
+            "as-metadata not used: issuer {found:?} is not {issuer:?}"
+        ));
+        mismatch.get_or_insert(found);
+    }
+    if endpoints_pinned {
+        return Ok(None);
+    }
+    Err(match mismatch {
+        Some(found) => DiscoveryErrorKind::IssuerMismatch {
+            expected: clean(issuer, 200),
+            found,
+        },
+        None => DiscoveryErrorKind::NoAuthorizationServerMetadata {
+            issuer: clean(issuer, 200),
+        },
+    })
+}
+
+/// S256 must be advertised. The relaxation covers an absent or empty list, or no metadata;
+/// never a list that names other methods only.
+pub(super) fn pkce_support(
+    probe: &mut Probe<'_>,
+    md: Option<&AuthorizationServerMetadata>,
+    options: &DiscoveryOptions,
+) -> Result<PkceSupport, DiscoveryErrorKind> {
+    let methods = md.and_then(|m| m.code_challenge_methods_supported.as_deref());
+    match methods {
+        Some(list) if list.iter().any(|m| m == "S256") => Ok(PkceSupport::Advertised),
+        Some(list) if !list.is_empty() => Err(DiscoveryErrorKind::PkceS256NotSupported {
+            advertised: list.iter().take(8).map(|m| clean(m, 32)).collect(),
+        }),
+        _ if options.allow_missing_pkce_metadata => {
+            probe
+                .steps
+                .push("pkce: S256 not advertised; accepted by relaxation".into());
+            Ok(PkceSupport::AssumedByRelaxation)
+        }
+        other => Err(DiscoveryErrorKind::PkceMetadataMissing {
+            state: match (md, other) {
+                (None, _) => "unknown: no metadata",
+                (Some(_), None) => "absent",
+                (Some(_), Some(_)) => "empty",
+            },
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 use serde::Deserialize;
 use url::Url;
 
+use super::DiscoveryErrorKind;
+use super::probe::{Probe, absolute_http, probe_mcp};
+use crate::oauth::egress::redacted;
+use crate::oauth::text::clean;
+
 /// The parts of an RFC 9728 document AGP uses. Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct ProtectedResourceMetadata {
@@ -158,6 +163,77 @@ pub fn resource_matches(resource: &str, mcp: &Url) -> bool {
     let rp = r.path().trim_end_matches('/');
     let mp = mcp.path().trim_end_matches('/');
     mp == rp || mp.starts_with(&format!("{rp}/"))
+}
+
+/// What the PRM phase established.
+pub(super) struct PrmOutcome {
+    /// The 401's Bearer challenge, if any.
+    pub challenge: Option<BearerChallenge>,
+    /// The document that passed the `resource` check, and where it came from.
+    pub used: Option<(Url, ProtectedResourceMetadata)>,
+}
+
+/// The PRM phase: the MCP probe, then the header's URL, the path-suffixed and the root
+/// well-known locations; the first document found is checked. When the admin pinned the
+/// authorization server (`as_pinned`), a missing or mismatching PRM is recorded, not fatal.
+pub(super) async fn find(
+    probe: &mut Probe<'_>,
+    mcp: &Url,
+    as_pinned: bool,
+) -> Result<PrmOutcome, DiscoveryErrorKind> {
+    const NAME: &str = "oauth-protected-resource";
+    let challenge = probe_mcp(probe, mcp).await?;
+    let mut candidates: Vec<(&str, Url)> = Vec::new();
+    if let Some(rm) = challenge
+        .as_ref()
+        .and_then(|c| c.resource_metadata.as_deref())
+    {
+        match absolute_http(rm) {
+            Ok(url) => candidates.push(("prm (WWW-Authenticate)", url)),
+            Err(reason) => probe.steps.push(format!(
+                "WWW-Authenticate resource_metadata ignored: {reason}"
+            )),
+        }
+    }
+    candidates.extend(well_known_inserted(mcp, NAME).map(|u| ("prm", u)));
+    candidates.extend(well_known_root(mcp, NAME).map(|u| ("prm", u)));
+    let mut found = None;
+    for (label, url) in candidates {
+        if let Some(doc) = probe
+            .fetch::<ProtectedResourceMetadata>(label, &url)
+            .await?
+        {
+            found = Some((url, doc));
+            break;
+        }
+    }
+    let used = match found {
+        Some((url, doc)) => {
+            let resource = doc.resource.clone().unwrap_or_default();
+            if resource_matches(&resource, mcp) {
+                Some((url, doc))
+            } else if as_pinned {
+                probe.steps.push(format!(
+                    "prm not used: resource {:?} does not match",
+                    clean(&resource, 200)
+                ));
+                None
+            } else {
+                return Err(DiscoveryErrorKind::ResourceMismatch {
+                    found: clean(&resource, 200),
+                    expected: redacted(mcp),
+                });
+            }
+        }
+        None if as_pinned => {
+            probe
+                .steps
+                .push("prm: none found; authorization server pinned by override".into());
+            None
+        }
+        None => return Err(DiscoveryErrorKind::NoResourceMetadata),
+    };
+    Ok(PrmOutcome { challenge, used })
 }
 
 #[cfg(test)]
