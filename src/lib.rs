@@ -10,6 +10,8 @@
 //!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log.
+//! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
+//!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
 //! - [`proxy`] — the agents' MCP endpoint (next issues).
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
@@ -21,6 +23,7 @@ pub mod canonical;
 pub mod cli;
 pub mod connectors;
 pub mod domain;
+pub mod oauth;
 pub mod projections;
 pub mod proxy;
 pub mod store;
