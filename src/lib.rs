@@ -12,6 +12,9 @@
 //!   tool catalog, grants/visibility, audit log.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
 //! - [`proxy`] — the agents' MCP endpoint (next issues).
+//! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
+//!   per-grant data keys), its own sled database under `DATA_DIR/vault`, rotation and
+//!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API.
 
@@ -23,3 +26,4 @@ pub mod domain;
 pub mod projections;
 pub mod proxy;
 pub mod store;
+pub mod vault;
