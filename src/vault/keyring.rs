@@ -26,8 +26,8 @@ use super::storage::Db;
 const MASTER_ID: &str = "master";
 const CHECK_PLAINTEXT: &[u8] = b"agp vault master key check v1";
 
-/// A KEK's id: `k<n>`. Not secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A KEK's id: `k<n>` (also its `Debug` form). Not secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(u64);
 
 impl KeyId {
@@ -42,6 +42,12 @@ impl KeyId {
             return None;
         }
         digits.parse().ok().map(KeyId)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "k{}", self.0)
     }
 }
 

@@ -38,6 +38,8 @@ mod rotation;
 mod shred;
 mod slot;
 mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::fs::File;
