@@ -28,6 +28,8 @@ use super::layout::{self, CURRENT_FILE, CURRENT_TMP, DB_PREFIX, LOCK_FILE};
 
 /// sled's page cache for the vault: it holds a few hundred small records.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// 10 ms apart: up to 3 s for a just-dropped handle to let go of sled's file lock.
+const SLED_LOCK_ATTEMPTS: u32 = 300;
 
 /// An open vault database and what is needed to make its writes durable.
 pub(crate) struct Db {
@@ -105,12 +107,27 @@ pub(crate) fn read_current(dir: &Path) -> Result<Option<String>, VaultError> {
 
 pub(crate) fn open_db(dir: &Path, name: &str) -> Result<Db, VaultError> {
     let path = dir.join(name);
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(&path)
         // Every write flushes explicitly; a background flusher would only add work.
         .flush_every_ms(None)
-        .cache_capacity(CACHE_BYTES)
-        .open()?;
+        .cache_capacity(CACHE_BYTES);
+    // The vault's own `lock` file already excludes other processes, so a sled lock conflict
+    // here is this process's previous handle, which sled's I/O threads release a moment
+    // after it is dropped (a quick close-and-reopen). Wait for it, briefly.
+    let mut attempts = 0;
+    let db = loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                if attempts >= SLED_LOCK_ATTEMPTS {
+                    return Err(VaultError::InUse(path));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
     let data_file = File::open(path.join("db"))
         .map_err(VaultError::io(format!("opening {}/db", path.display())))?;
     Ok(Db {
