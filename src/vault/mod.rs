@@ -42,7 +42,8 @@ mod storage;
 mod tests;
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Permissions};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use parking_lot::RwLock;
@@ -74,6 +75,12 @@ pub fn vault_path(data_dir: &Path) -> PathBuf {
 /// `AGP_MASTER_KEY` or `DATA_DIR/master.key`. The returned source is for the start-up log.
 /// Any error means the server must refuse to start.
 pub fn open_for_data_dir(data_dir: &Path) -> Result<(Vault, MasterKeySource), VaultError> {
+    if !data_dir.exists() {
+        // Same mode as the server's own data-directory creation: nothing in it is for others.
+        std::fs::create_dir_all(data_dir)
+            .and_then(|()| std::fs::set_permissions(data_dir, Permissions::from_mode(0o700)))
+            .map_err(VaultError::io(format!("creating {}", data_dir.display())))?;
+    }
     let dir = vault_path(data_dir);
     // A missing key file is created only when there is no vault it could fail to open.
     let (master, source) = MasterKey::from_env_or_file(data_dir, !storage::exists(&dir))?;
@@ -98,10 +105,14 @@ struct State {
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vault")
-            .field("dir", &self.dir)
-            .field("keyring", &self.state.read().keyring)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Vault");
+        d.field("dir", &self.dir);
+        // `try_read`: formatting must never deadlock against a writer on this thread.
+        match self.state.try_read() {
+            Some(state) => d.field("keyring", &state.keyring),
+            None => d.field("keyring", &"<locked>"),
+        };
+        d.finish_non_exhaustive()
     }
 }
 

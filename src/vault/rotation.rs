@@ -45,7 +45,9 @@ impl Vault {
     /// Re-wraps up to `max` data keys still wrapped by an older KEK under the active one, then
     /// retires (deletes, and compacts away) every older KEK that no data key references.
     /// Returns how many data keys were re-wrapped. Call until [`status`](Self::status) shows
-    /// no pending re-wraps; `max` bounds how long the write lock is held.
+    /// no pending re-wraps; `max` bounds how long the write lock is held. A data key that does
+    /// not open stops the run with its typed error (fail closed: it needs investigating, not
+    /// skipping), leaving the rest as they were.
     pub fn rewrap_pending(&self, max: usize) -> Result<usize, VaultError> {
         let mut state = self.state.write();
         let active = state.keyring.active_id();

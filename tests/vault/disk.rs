@@ -113,10 +113,17 @@ fn master_key_file_is_created_0600_once_and_reused() {
     if env_key_is_set() {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let key_path = data.path().join(MASTER_KEY_FILE);
-    let (vault, source) = vault::open_for_data_dir(data.path()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("agp-data");
+    let key_path = data.join(MASTER_KEY_FILE);
+    let (vault, source) = vault::open_for_data_dir(&data).unwrap();
     assert_eq!(source, MasterKeySource::Created(key_path.clone()));
+    let data_mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(
+        data_mode & 0o777,
+        0o700,
+        "a data directory created here is private"
+    );
     let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let vault_mode = std::fs::metadata(vault.dir()).unwrap().permissions().mode();
@@ -127,7 +134,7 @@ fn master_key_file_is_created_0600_once_and_reused() {
     drop(vault);
 
     let text_before = std::fs::read_to_string(&key_path).unwrap();
-    let (vault, source) = vault::open_for_data_dir(data.path()).unwrap();
+    let (vault, source) = vault::open_for_data_dir(&data).unwrap();
     assert_eq!(source, MasterKeySource::File(key_path.clone()));
     assert_eq!(
         read(&vault, &Slot::client("c"), Field::ClientSecret),
