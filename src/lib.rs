@@ -14,6 +14,9 @@
 //!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
 //! - [`proxy`] — the agents' MCP endpoint (next issues).
+//! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
+//!   per-grant data keys), its own sled database under `DATA_DIR/vault`, rotation and
+//!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API.
 
@@ -27,3 +30,4 @@ pub mod oauth;
 pub mod projections;
 pub mod proxy;
 pub mod store;
+pub mod vault;
