@@ -1,5 +1,5 @@
-//! `/api/v1/connectors`: the connector status view. Adding, consent and the lifecycle commands
-//! arrive with the OAuth work; these read endpoints serve the view the log already builds.
+//! `/api/v1/connectors`: add (discovery, registration, consent URL), list, show, and the
+//! lifecycle: disconnect, reconnect, remove.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -7,15 +7,27 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use axum::Extension;
+use axum::http::StatusCode;
+use secrecy::SecretString;
+
+use super::auth::Caller;
 use super::error::{ApiQuery, ErrorBody};
-use super::profiles::name;
+use super::profiles::{name, text};
 use super::{ApiError, ApiJson, SharedState};
+use crate::connectors::service::add::{AddConnector, ClientChoice};
+use crate::connectors::service::{Consent, ServiceError, Teardown};
+use crate::domain::connector::{Overrides, TokenAuthMethod};
 use crate::projections::connectors::ConnectorView;
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
-        .routes(routes!(list_connectors))
+        .routes(routes!(list_connectors, add_connector))
         .routes(routes!(show_connector))
+        .routes(routes!(disconnect_connector))
+        .routes(routes!(reconnect_connector))
+        .routes(routes!(remove_connector))
+        .routes(routes!(refresh_connector))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,5 +98,348 @@ async fn show_connector(
         .projections
         .read(|p| p.connectors.get(n.as_str()).cloned())
         .ok_or_else(|| ApiError::NotFound(format!("connector {:?} does not exist", n.as_str())))?;
+    Ok(ApiJson(json(&state, view)))
+}
+
+/// `POST /connectors` body. Blank strings count as absent: a filled override is a true
+/// override, a blank one uses discovery.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddConnectorBody {
+    pub name: String,
+    pub mcp_server_url: String,
+    /// `dcr` (default) or `client`.
+    #[serde(default)]
+    pub registration: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Sealed in the vault; never returned.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// `client_secret_post`, `client_secret_basic` or `none`.
+    #[serde(default)]
+    pub token_auth_method: Option<String>,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// Comma, space or newline separated; or an array.
+    #[serde(default)]
+    pub scopes: Option<serde_json::Value>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub omit_resource: bool,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub registration_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+}
+
+/// A connector and the consent URL to open.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentJson {
+    #[serde(flatten)]
+    pub connector: ConnectorJson,
+    /// Open in a browser to authorize. Points at AGP, which binds the flow to that browser.
+    pub authorize_url: String,
+    pub authorize_url_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    /// The connector's name again.
+    pub confirm: String,
+}
+
+/// What disconnect or remove did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeardownJson {
+    /// The connector after the operation; absent once removed.
+    pub connector: Option<ConnectorJson>,
+    #[schema(value_type = Vec<Object>)]
+    pub revocation: Vec<crate::connectors::service::RevocationReport>,
+    /// True when the credential's data keys were destroyed.
+    pub shredded: bool,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => ApiError::BadRequest(m),
+            ServiceError::NotFound(m) => ApiError::NotFound(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Provider(m) => ApiError::BadGateway(m),
+            ServiceError::Unavailable(m) => ApiError::Unavailable(m),
+            ServiceError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+fn blank_is_none(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Scopes from a string (comma, space or newline separated) or an array; each must be a valid
+/// RFC 6749 scope token.
+fn parse_scopes(v: &Option<serde_json::Value>) -> Result<Option<Vec<String>>, ApiError> {
+    let raw: Vec<String> = match v {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s
+            .split([',', ' ', '\n', '\r', '\t'])
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::BadRequest("scopes: every item must be a string".into())
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "scopes must be a string or an array of strings".into(),
+            ));
+        }
+    };
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() > 100 {
+        return Err(ApiError::BadRequest("scopes: at most 100".into()));
+    }
+    for s in &raw {
+        let ok = s.len() <= 256
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "scopes: {s:?} is not a valid scope token"
+            )));
+        }
+    }
+    Ok(Some(raw))
+}
+
+fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
+    let name = name("name", &body.name)?;
+    let url = url::Url::parse(body.mcp_server_url.trim())
+        .map_err(|e| ApiError::BadRequest(format!("mcp_server_url: not an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(ApiError::BadRequest(
+            "mcp_server_url: must be an https URL with a host".into(),
+        ));
+    }
+    let client_id = blank_is_none(&body.client_id);
+    let secret = blank_is_none(&body.client_secret);
+    let client = match (body.registration.as_deref(), client_id) {
+        (Some("dcr"), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "registration dcr and client_id are exclusive: DCR obtains its own client id"
+                    .into(),
+            ));
+        }
+        (Some("client"), None) => {
+            return Err(ApiError::BadRequest(
+                "registration client needs client_id (the app you registered at the provider)"
+                    .into(),
+            ));
+        }
+        (Some(other), _) if other != "dcr" && other != "client" => {
+            return Err(ApiError::BadRequest(format!(
+                "registration must be dcr or client (got {other:?})"
+            )));
+        }
+        (_, None) => {
+            if secret.is_some() || body.token_auth_method.is_some() {
+                return Err(ApiError::BadRequest(
+                    "client_secret and token_auth_method need client_id".into(),
+                ));
+            }
+            ClientChoice::Dcr
+        }
+        (_, Some(client_id)) => {
+            let method = match body.token_auth_method.as_deref() {
+                Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
+                Some("client_secret_basic") => TokenAuthMethod::ClientSecretBasic,
+                Some("none") => TokenAuthMethod::None,
+                None if secret.is_some() => TokenAuthMethod::ClientSecretBasic,
+                None => TokenAuthMethod::None,
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "token_auth_method must be client_secret_post, client_secret_basic or none (got {other:?})"
+                    )));
+                }
+            };
+            if method != TokenAuthMethod::None && secret.is_none() {
+                return Err(ApiError::BadRequest(
+                    "client_secret is required with client_secret_post and client_secret_basic"
+                        .into(),
+                ));
+            }
+            ClientChoice::Registered {
+                client_id: text("client_id", &client_id)?,
+                client_secret: secret.map(SecretString::from),
+                method,
+            }
+        }
+    };
+    let client_name = match blank_is_none(&body.client_name) {
+        Some(n) => Some(text("client_name", &n)?),
+        None => None,
+    };
+    let overrides = Overrides {
+        audience: blank_is_none(&body.audience),
+        resource: blank_is_none(&body.resource),
+        omit_resource: body.omit_resource,
+        issuer: blank_is_none(&body.issuer),
+        authorization_endpoint: blank_is_none(&body.authorization_endpoint),
+        token_endpoint: blank_is_none(&body.token_endpoint),
+        registration_endpoint: blank_is_none(&body.registration_endpoint),
+        revocation_endpoint: blank_is_none(&body.revocation_endpoint),
+    };
+    if overrides.omit_resource && overrides.resource.is_some() {
+        return Err(ApiError::BadRequest(
+            "resource and omit_resource are exclusive".into(),
+        ));
+    }
+    Ok(AddConnector {
+        name,
+        mcp_server_url: url,
+        client,
+        client_name,
+        scopes: parse_scopes(&body.scopes)?,
+        overrides,
+    })
+}
+
+fn consent_json(state: &SharedState, c: Consent) -> ConsentJson {
+    ConsentJson {
+        connector: json(state, c.connector),
+        authorize_url: c.authorize_url,
+        authorize_url_expires_at: c.expires_at,
+    }
+}
+
+/// Add a connector: discovery, client registration (DCR or the given client), and the consent
+/// URL (`authorize_url`).
+#[utoipa::path(post, path = "/connectors", tag = "connectors", request_body = AddConnectorBody,
+    responses((status = 201, body = ConsentJson), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn add_connector(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<AddConnectorBody>,
+) -> Result<(StatusCode, ApiJson<ConsentJson>), ApiError> {
+    let req = parse_add(body)?;
+    let consent = state.connector_service.add(req, &caller.meta()).await;
+    state.metrics.command("connector", consent.is_ok());
+    Ok((StatusCode::CREATED, ApiJson(consent_json(&state, consent?))))
+}
+
+/// Start a fresh consent on an existing connector (also the fix for reauth_required/expired).
+#[utoipa::path(post, path = "/connectors/{name}/reconnect", tag = "connectors",
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = ConsentJson), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn reconnect_connector(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<ConsentJson>, ApiError> {
+    let n = name("connector name", &raw)?;
+    let consent = state
+        .connector_service
+        .reconnect(n.as_str(), &caller.meta())
+        .await;
+    state.metrics.command("connector", consent.is_ok());
+    Ok(ApiJson(consent_json(&state, consent?)))
+}
+
+fn teardown_json(state: &SharedState, t: Teardown) -> TeardownJson {
+    TeardownJson {
+        connector: t.connector.map(|v| json(state, v)),
+        revocation: t.revocation,
+        shredded: t.shredded,
+    }
+}
+
+/// Disconnect: serving stops at once, the credential is revoked at the provider and purged.
+#[utoipa::path(post, path = "/connectors/{name}/disconnect", tag = "connectors", request_body = DisconnectBody,
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = TeardownJson), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn disconnect_connector(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<DisconnectBody>,
+) -> Result<ApiJson<TeardownJson>, ApiError> {
+    let n = name("connector name", &raw)?;
+    let reason = match blank_is_none(&body.reason) {
+        Some(r) => text("reason", &r)?,
+        None => "disconnected by admin".into(),
+    };
+    let t = state
+        .connector_service
+        .disconnect(n.as_str(), reason, &caller.meta())
+        .await;
+    state.metrics.command("connector", t.is_ok());
+    Ok(ApiJson(teardown_json(&state, t?)))
+}
+
+/// Remove permanently (revoking first if needed). Needs `confirm` = the connector's name.
+#[utoipa::path(post, path = "/connectors/{name}/remove", tag = "connectors", request_body = RemoveBody,
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = TeardownJson), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_connector(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<RemoveBody>,
+) -> Result<ApiJson<TeardownJson>, ApiError> {
+    let n = name("connector name", &raw)?;
+    let t = state
+        .connector_service
+        .remove(n.as_str(), &body.confirm, &caller.meta())
+        .await;
+    state.metrics.command("connector", t.is_ok());
+    Ok(ApiJson(teardown_json(&state, t?)))
+}
+
+/// Refresh the connector's access token now (single-flight with every other refresh).
+#[utoipa::path(post, path = "/connectors/{name}/refresh", tag = "connectors",
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = ConnectorJson), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn refresh_connector(
+    State(state): State<SharedState>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<ConnectorJson>, ApiError> {
+    use crate::connectors::service::credential::CredentialError as C;
+    let n = name("connector name", &raw)?;
+    match state.connector_service.refresh(n.as_str(), true).await {
+        Ok(()) => {}
+        Err(e @ C::NotFound(_)) => return Err(ApiError::NotFound(e.to_string())),
+        Err(e @ C::NotActive { .. }) => return Err(ApiError::Conflict(e.to_string())),
+        Err(e @ C::Unavailable(_)) => return Err(ApiError::Unavailable(e.to_string())),
+        Err(e @ C::Internal(_)) => return Err(ApiError::Internal(e.to_string())),
+    }
+    let view = state.connector_service.view(n.as_str())?;
     Ok(ApiJson(json(&state, view)))
 }

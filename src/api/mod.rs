@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod connect;
 pub mod connectors;
 pub mod error;
 pub mod events;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub log: Arc<dyn EventLog>,
     pub projections: Arc<LiveProjections>,
     pub connectors: CommandBus<Connector>,
+    /// Connector operations with I/O: discovery, registration, consent, revocation.
+    pub connector_service: Arc<crate::connectors::service::ConnectorService>,
     pub profiles: CommandBus<Profile>,
     pub agents: CommandBus<Agent>,
     pub admin: auth::AdminAuth,
@@ -122,6 +125,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(ops::routes())
+        .merge(connect::routes())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

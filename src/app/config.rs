@@ -22,6 +22,11 @@ pub struct Config {
     /// The URL agents and browsers reach AGP at (no trailing slash). Consent redirects to
     /// `<public_url>/connect/callback`.
     pub public_url: String,
+    /// CIDRs outbound requests may reach besides public addresses (and over plain http), for
+    /// tests and internal deployments (S3). Empty by default.
+    pub egress_allow: Vec<String>,
+    /// How often the background refresher looks for access tokens about to expire.
+    pub refresh_every: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,8 @@ impl Config {
             data_dir,
             listen,
             public_url,
+            egress_allow: Vec::new(),
+            refresh_every: std::time::Duration::from_secs(5),
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct Application {
     listener: TcpListener,
     state: SharedState,
     port: u16,
+    refresh_every: std::time::Duration,
     pub admin_token_created: bool,
 }
 
@@ -51,6 +52,14 @@ impl Application {
                 config.data_dir.display()
             )
         })?;
+        let egress_policy = crate::oauth::egress::EgressPolicy::parse(&config.egress_allow)
+            .context("--egress-allow / AGP_EGRESS_ALLOW")?;
+        let egress = crate::oauth::egress::EgressClient::new(egress_policy, Default::default())
+            .context("building the outbound HTTP client")?;
+        let (vault, key_source) = crate::vault::open_for_data_dir(&config.data_dir)
+            .context("opening the vault (refusing to serve without the right master key)")?;
+        tracing::info!(source = %key_source, "vault unsealed");
+        let vault = Arc::new(vault);
         let log = open_log(&config.data_dir)?;
         let projections = LiveProjections::start(log.clone())
             .await
@@ -71,8 +80,16 @@ impl Application {
             config.public_url.clone()
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
+            log.clone(),
+            projections.clone(),
+            vault,
+            egress,
+            &public_url,
+        ));
         let state = Arc::new(AppState {
             connectors: CommandBus::new(log.clone(), ()),
+            connector_service,
             profiles: CommandBus::new(log.clone(), ()),
             agents: CommandBus::new(log.clone(), ()),
             log,
@@ -88,6 +105,7 @@ impl Application {
             listener,
             state,
             port,
+            refresh_every: config.refresh_every,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -112,6 +130,9 @@ impl Application {
             let _ = tcp.set_nodelay(true);
         });
         state.ready.store(true, Ordering::Release);
+        state
+            .connector_service
+            .spawn_refresher(self.refresh_every, state.shutdown.subscribe());
         let stop = state.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

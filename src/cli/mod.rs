@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "AGP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Let outbound requests reach this range (CIDR) besides public addresses, also over plain
+    /// http. Repeatable; env: comma-separated. Off by default; for tests and internal servers.
+    #[arg(long = "egress-allow", env = "AGP_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
 }
 
 /// Runs the parsed command line and returns the process exit code.

@@ -22,11 +22,12 @@ fn init_tracing(format: LogFormat) {
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
-    let config = Config::new(
+    let mut config = Config::new(
         global.data_dir.clone(),
         &args.listen,
         args.public_url.as_deref(),
     )?;
+    config.egress_allow = args.egress_allow.clone();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
     if app.admin_token_created {

@@ -115,10 +115,16 @@ impl FlowStore {
         B64.encode(mac.finalize().into_bytes())
     }
 
-    /// Registers a flow; returns its id (for the consent URL) and the signed `state`.
-    pub fn create(&self, flow: Flow) -> (String, String) {
+    /// A fresh flow id and its signed `state`, before the flow exists (the provider URL in the
+    /// flow needs the state). [`FlowStore::insert`] registers it.
+    pub fn reserve(&self) -> (String, String) {
         let flow_id = B64.encode(random::<16>().as_ref());
         let state = format!("v1.{flow_id}.{}", self.sign(&flow_id));
+        (flow_id, state)
+    }
+
+    /// Registers the flow under a reserved id.
+    pub fn insert(&self, flow_id: &str, flow: Flow) {
         let mut flows = self.flows.lock();
         let now = Instant::now();
         flows.retain(|_, e| now.duration_since(e.created) < self.ttl);
@@ -131,13 +137,19 @@ impl FlowStore {
             flows.remove(&oldest);
         }
         flows.insert(
-            flow_id.clone(),
+            flow_id.to_string(),
             Entry {
                 flow,
                 created: now,
                 browser: None,
             },
         );
+    }
+
+    /// Registers a flow; returns its id (for the consent URL) and the signed `state`.
+    pub fn create(&self, flow: Flow) -> (String, String) {
+        let (flow_id, state) = self.reserve();
+        self.insert(&flow_id, flow);
         (flow_id, state)
     }
 
@@ -161,7 +173,11 @@ impl FlowStore {
         }
     }
 
-    fn live<'a>(&self, flows: &'a mut HashMap<String, Entry>, flow_id: &str) -> Result<&'a mut Entry, FlowError> {
+    fn live<'a>(
+        &self,
+        flows: &'a mut HashMap<String, Entry>,
+        flow_id: &str,
+    ) -> Result<&'a mut Entry, FlowError> {
         let expired = match flows.get(flow_id) {
             None => return Err(FlowError::Unknown),
             Some(e) => e.created.elapsed() >= self.ttl,
@@ -188,7 +204,11 @@ impl FlowStore {
 
     /// Checks, without consuming, that `flow_id` is live and `cookie` is the browser bound to
     /// it; returns what the `iss` check needs: (expected issuer, whether `iss` is required).
-    pub fn check(&self, flow_id: &str, cookie: Option<&str>) -> Result<(Option<String>, bool), FlowError> {
+    pub fn check(
+        &self,
+        flow_id: &str,
+        cookie: Option<&str>,
+    ) -> Result<(Option<String>, bool), FlowError> {
         let mut flows = self.flows.lock();
         let entry = self.live(&mut flows, flow_id)?;
         let presented: Option<[u8; 32]> = cookie.map(|c| Sha256::digest(c.as_bytes()).into());
@@ -253,11 +273,26 @@ mod tests {
         let (id, state) = store.create(flow());
         assert_eq!(store.verify_state(&state), Ok(id.clone()));
         let other = FlowStore::default();
-        assert_eq!(other.verify_state(&state), Err(FlowError::BadState), "another key");
+        assert_eq!(
+            other.verify_state(&state),
+            Err(FlowError::BadState),
+            "another key"
+        );
         let tampered = state.replacen(&id, &B64.encode([7u8; 16]), 1);
         assert_eq!(store.verify_state(&tampered), Err(FlowError::BadState));
-        for garbage in ["", "v1", "v1..", "v2.a.b", &"x".repeat(5000), "v1.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-            assert_eq!(store.verify_state(garbage), Err(FlowError::BadState), "{garbage:?}");
+        for garbage in [
+            "",
+            "v1",
+            "v1..",
+            "v2.a.b",
+            &"x".repeat(5000),
+            "v1.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(
+                store.verify_state(garbage),
+                Err(FlowError::BadState),
+                "{garbage:?}"
+            );
         }
     }
 
@@ -265,15 +300,26 @@ mod tests {
     fn bound_browser_single_use_and_expiry() {
         let store = FlowStore::default();
         let (id, _) = store.create(flow());
-        assert_eq!(store.check(&id, Some("nope")), Err(FlowError::WrongBrowser), "unbound");
+        assert_eq!(
+            store.check(&id, Some("nope")),
+            Err(FlowError::WrongBrowser),
+            "unbound"
+        );
         let (cookie, url) = store.bind_browser(&id).unwrap();
         assert!(url.starts_with("https://as.example.com/authorize"));
         assert_eq!(store.bind_browser(&id), Err(FlowError::AlreadyBound));
-        assert_eq!(store.check(&id, Some("other")), Err(FlowError::WrongBrowser));
+        assert_eq!(
+            store.check(&id, Some("other")),
+            Err(FlowError::WrongBrowser)
+        );
         assert_eq!(store.check(&id, None), Err(FlowError::WrongBrowser));
         assert!(store.check(&id, Some(&cookie)).is_ok());
         assert_eq!(store.consume(&id).unwrap().generation, 1);
-        assert_eq!(store.consume(&id).err(), Some(FlowError::Unknown), "single use");
+        assert_eq!(
+            store.consume(&id).err(),
+            Some(FlowError::Unknown),
+            "single use"
+        );
 
         let short = FlowStore::new(Duration::from_millis(1));
         let (id, _) = short.create(flow());

@@ -4,4 +4,7 @@
 
 pub mod flows;
 pub mod pages;
+pub mod results;
+pub mod revoke;
+pub mod service;
 pub mod token;

@@ -41,7 +41,12 @@ pub fn render(outcome: &Outcome) -> String {
         } => {
             let account = account
                 .as_deref()
-                .map(|a| format!("<p>Authorized account: <strong>{}</strong></p>", untrusted(a)))
+                .map(|a| {
+                    format!(
+                        "<p>Authorized account: <strong>{}</strong></p>",
+                        untrusted(a)
+                    )
+                })
                 .unwrap_or_default();
             let scopes = if scopes.is_empty() {
                 String::new()

@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use url::Url;
 
 use crate::domain::connector::TokenAuthMethod;
+use crate::oauth::egress::{EgressClient, EgressError, read_capped};
 
 /// Largest token response read (S3).
 pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
@@ -54,7 +54,10 @@ impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSet")
             .field("access_token", &"[REDACTED]")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
             .finish()
@@ -82,7 +85,13 @@ pub enum TokenError {
 
 impl TokenError {
     pub fn is_permanent(&self) -> bool {
-        matches!(self, TokenError::Rejected { permanent: true, .. })
+        matches!(
+            self,
+            TokenError::Rejected {
+                permanent: true,
+                ..
+            }
+        )
     }
 }
 
@@ -97,7 +106,7 @@ fn form_encode(s: &str) -> String {
 }
 
 async fn post_form(
-    http: &reqwest::Client,
+    egress: &EgressClient,
     endpoint: &TokenEndpoint,
     auth: &ClientAuth,
     mut form: Vec<(&'static str, String)>,
@@ -108,20 +117,18 @@ async fn post_form(
     if let Some(a) = &endpoint.audience {
         form.push(("audience", a.clone()));
     }
-    let mut request = http
-        .post(&endpoint.url)
-        .header(reqwest::header::ACCEPT, "application/json");
+    let url = Url::parse(&endpoint.url)
+        .map_err(|e| TokenError::Invalid(format!("token endpoint is not a URL: {e}")))?;
+    let mut request = egress
+        .post(&url)
+        .map_err(|e| TokenError::Transient(e.to_string()))?
+        .header("accept", "application/json");
     match (auth.method, &auth.client_secret) {
         (TokenAuthMethod::ClientSecretBasic, Some(secret)) => {
-            let pair = format!(
-                "{}:{}",
-                form_encode(&auth.client_id),
-                form_encode(secret.expose_secret())
-            );
-            request = request.header(
-                reqwest::header::AUTHORIZATION,
-                format!("Basic {}", STANDARD.encode(pair)),
-            );
+            // RFC 6749 §2.3.1: form-encode both before Basic.
+            let user = form_encode(&auth.client_id);
+            let password = form_encode(secret.expose_secret());
+            request = request.basic_auth(&user, Some(&password));
         }
         (TokenAuthMethod::ClientSecretPost, Some(secret)) => {
             form.push(("client_id", auth.client_id.clone()));
@@ -129,52 +136,30 @@ async fn post_form(
         }
         _ => form.push(("client_id", auth.client_id.clone())),
     }
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-        .finish();
     let response = request
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
+        .form(
+            &form
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
         )
-        .body(body)
         .send()
         .await
-        .map_err(|e| TokenError::Transient(transport(e)))?;
-    let status = response.status();
-    let bytes = read_capped(response, MAX_TOKEN_RESPONSE).await?;
-    parse_response(status.as_u16(), &bytes)
-}
-
-fn transport(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else if e.is_redirect() {
-        "redirects are not followed".into()
-    } else {
-        // Without the URL: it may carry query parameters.
-        e.without_url().to_string()
-    }
-}
-
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, TokenError> {
-    if response.content_length().is_some_and(|l| l > cap as u64) {
-        return Err(TokenError::Invalid(format!("response larger than {cap} bytes")));
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+        .map_err(|e| match e {
+            EgressError::Redirect { .. } => TokenError::Invalid(e.to_string()),
+            EgressError::AddressRefused { .. } | EgressError::SchemeRefused { .. } => {
+                TokenError::Invalid(e.to_string())
+            }
+            other => TokenError::Transient(other.to_string()),
+        })?;
+    let status = response.status().as_u16();
+    let bytes = read_capped(response, MAX_TOKEN_RESPONSE)
         .await
-        .map_err(|e| TokenError::Transient(transport(e)))?
-    {
-        if out.len() + chunk.len() > cap {
-            return Err(TokenError::Invalid(format!("response larger than {cap} bytes")));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+        .map_err(|e| match e {
+            EgressError::TooLarge { .. } => TokenError::Invalid(e.to_string()),
+            other => TokenError::Transient(other.to_string()),
+        })?;
+    parse_response(status, &bytes)
 }
 
 /// Validates a token endpoint response (S8). Public for tests of the adversarial catalogue.
@@ -262,7 +247,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<TokenSet, TokenError> 
 
 /// Exchanges an authorization code (with its PKCE verifier) for tokens.
 pub async fn exchange_code(
-    http: &reqwest::Client,
+    egress: &EgressClient,
     endpoint: &TokenEndpoint,
     auth: &ClientAuth,
     code: &str,
@@ -274,12 +259,12 @@ pub async fn exchange_code(
         ("redirect_uri", endpoint.redirect_uri.clone()),
         ("code_verifier", pkce_verifier.expose_secret().to_string()),
     ];
-    post_form(http, endpoint, auth, form).await
+    post_form(egress, endpoint, auth, form).await
 }
 
 /// Uses a refresh token. A response without a new refresh token means: keep the old one (S9).
 pub async fn refresh(
-    http: &reqwest::Client,
+    egress: &EgressClient,
     endpoint: &TokenEndpoint,
     auth: &ClientAuth,
     refresh_token: &SecretString,
@@ -288,7 +273,7 @@ pub async fn refresh(
         ("grant_type", "refresh_token".to_string()),
         ("refresh_token", refresh_token.expose_secret().to_string()),
     ];
-    post_form(http, endpoint, auth, form).await
+    post_form(egress, endpoint, auth, form).await
 }
 
 #[cfg(test)]
@@ -313,18 +298,27 @@ mod tests {
             r#"[1,2]"#,
             "<html>hello</html>",
         ] {
-            assert!(matches!(invalid(200, body), TokenError::Invalid(_)), "{body}");
+            assert!(
+                matches!(invalid(200, body), TokenError::Invalid(_)),
+                "{body}"
+            );
         }
         assert!(matches!(invalid(302, r#"{"x":1}"#), TokenError::Invalid(_)));
     }
 
     #[test]
     fn oauth_errors_are_classified() {
-        let e = invalid(200, r#"{"error":"invalid_grant","error_description":"gone <b>"}"#);
+        let e = invalid(
+            200,
+            r#"{"error":"invalid_grant","error_description":"gone <b>"}"#,
+        );
         assert!(e.is_permanent(), "200 with an error is still an error");
         assert!(invalid(400, r#"{"error":"invalid_client"}"#).is_permanent());
         assert!(!invalid(400, r#"{"error":"invalid_request"}"#).is_permanent());
-        assert_eq!(invalid(503, "down"), TokenError::Transient("HTTP 503".into()));
+        assert_eq!(
+            invalid(503, "down"),
+            TokenError::Transient("HTTP 503".into())
+        );
         assert_eq!(invalid(429, "{}"), TokenError::Transient("HTTP 429".into()));
     }
 

@@ -60,6 +60,8 @@ pub struct ConnectorView {
     pub resource_metadata_url: Option<String>,
     pub discovery_steps: Vec<String>,
     pub client_id: Option<String>,
+    /// The issuer a DCR client was registered at: client credentials are bound to it.
+    pub client_issuer: Option<String>,
     pub token_auth_method: Option<String>,
     /// Whether a client secret is sealed in the vault (never the secret).
     pub client_secret_stored: bool,
@@ -178,6 +180,11 @@ impl ConnectorStatusView {
         self.by_name.get(name).and_then(|id| self.by_id.get(id))
     }
 
+    /// The admin's overrides of connector `id`, as added.
+    pub fn overrides(&self, id: &str) -> Option<&Overrides> {
+        self.overrides.get(id)
+    }
+
     pub fn get_by_id(&self, id: &str) -> Option<&ConnectorView> {
         self.by_id.get(id)
     }
@@ -248,6 +255,7 @@ impl Projection for ConnectorStatusView {
                 resource_metadata_url: None,
                 discovery_steps: Vec::new(),
                 client_id,
+                client_issuer: None,
                 token_auth_method: method,
                 client_secret_stored: secret,
                 scopes: scopes.clone().unwrap_or_default(),
@@ -319,12 +327,14 @@ impl Projection for ConnectorStatusView {
                 v.resolve(&overrides, metadata);
             }
             ConnectorEvent::ClientRegistered {
+                issuer,
                 client_id,
                 token_auth_method,
                 client_secret_stored,
                 ..
             } => {
                 v.client_id = Some(client_id.clone());
+                v.client_issuer = Some(issuer.clone()).filter(|i| !i.is_empty());
                 v.token_auth_method = Some(auth_method(*token_auth_method));
                 v.client_secret_stored = *client_secret_stored;
                 v.sources.insert("client_id".into(), Source::Registration);

@@ -10,7 +10,7 @@
 //!
 //! The vault is its own sled database under `DATA_DIR/vault/`, apart from the event log: the
 //! log is append-only and kept forever, while vault records are overwritten (refresh-token
-//! rotation) and destroyed (crypto-shredding, S13). See docs/decisions/0004-vault.md.
+//! rotation) and destroyed (crypto-shredding, S13). See docs/decisions/0005-vault.md.
 //!
 //! Invariants:
 //! - plaintext exists only in memory, in [`SecretString`]/[`Zeroizing`]; nothing secret is in

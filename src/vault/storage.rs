@@ -14,7 +14,7 @@
 //! open or compaction. The `lock` file is held for the vault's lifetime, so another process
 //! can never scrub a database this one is building.
 //!
-//! Limits (documented in docs/decisions/0004-vault.md): overwriting in place erases the bytes
+//! Limits (documented in docs/decisions/0005-vault.md): overwriting in place erases the bytes
 //! on ext4/xfs with ordinary disks; on copy-on-write file systems, SSD remapping, snapshots or
 //! backups, old blocks may survive. Those copies are still sealed by a KEK and the master key.
 

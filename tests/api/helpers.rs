@@ -26,7 +26,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_in(dir: TempDir) -> TestApp {
-    let config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0", None).expect("config");
+    spawn_app_with(dir, |_| {}).await
+}
+
+/// A test app whose configuration `adjust` may change first.
+pub async fn spawn_app_with(dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0", None).expect("config");
+    // Tests reach only loopback peers (S3): allowlist 127.0.0.1 alone.
+    config.egress_allow = vec!["127.0.0.1/32".to_string()];
+    adjust(&mut config);
     let app = Application::build(config).await.expect("build");
     let port = app.port();
     let state = app.state();

@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod peers;
 
 mod agents;
 mod bad_input;
 mod cli;
+mod connectors_e2e;
 mod events;
 mod lifecycle;
 mod profiles;

@@ -1,0 +1,313 @@
+//! Add and reconnect: discovery, client registration, and the start of a consent flow.
+
+use chrono::{DateTime, Utc};
+use oauth2::PkceCodeChallenge;
+use secrecy::SecretString;
+use url::Url;
+
+use super::{ConnectorService, ServiceError, fingerprint};
+use crate::connectors::flows::{FLOW_TTL, Flow};
+use crate::domain::ResourceName;
+use crate::domain::connector::{
+    ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod,
+};
+use crate::oauth::discovery::{Discovery, DiscoveryOptions, discover};
+use crate::oauth::registration::{RegistrationRequest, register};
+use crate::projections::connectors::ConnectorView;
+use crate::store::aggregate_store::CommandMeta;
+use crate::vault::{Field, Slot};
+
+/// How AGP becomes an OAuth client of the provider.
+pub enum ClientChoice {
+    Dcr,
+    Registered {
+        client_id: String,
+        client_secret: Option<SecretString>,
+        method: TokenAuthMethod,
+    },
+}
+
+/// A validated `connectors add` request.
+pub struct AddConnector {
+    pub name: ResourceName,
+    pub mcp_server_url: Url,
+    pub client: ClientChoice,
+    pub client_name: Option<String>,
+    /// The admin's scopes; `None` = what the server advertises.
+    pub scopes: Option<Vec<String>>,
+    pub overrides: Overrides,
+}
+
+/// A started consent: the connector as it now stands and the URL the admin opens.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    pub connector: ConnectorView,
+    /// AGP's consent URL (`<public>/connect/start/<flow>`): binds the flow to the browser that
+    /// opens it, then redirects to the provider.
+    pub authorize_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn discovery_error(e: crate::oauth::discovery::DiscoveryError) -> ServiceError {
+    use crate::oauth::discovery::DiscoveryErrorKind as K;
+    let last = e.steps.last().cloned().unwrap_or_default();
+    let msg = if last.is_empty() {
+        format!("discovery failed: {}", e.kind)
+    } else {
+        format!("discovery failed: {} (last step: {last})", e.kind)
+    };
+    match e.kind {
+        K::InvalidServerUrl { .. } | K::InvalidOverride { .. } => ServiceError::Invalid(msg),
+        _ => ServiceError::Provider(msg),
+    }
+}
+
+impl ConnectorService {
+    async fn discover(&self, url: &Url, overrides: &Overrides) -> Result<Discovery, ServiceError> {
+        let options = DiscoveryOptions {
+            allow_missing_pkce_metadata: self.allow_missing_pkce_metadata,
+        };
+        discover(&self.egress, url, overrides, &options)
+            .await
+            .map_err(discovery_error)
+    }
+
+    /// Registers AGP at the provider by DCR; seals the secrets under `connector_id`.
+    async fn register_dcr(
+        &self,
+        connector_id: &str,
+        discovery: &Discovery,
+        client_name: &str,
+    ) -> Result<ConnectorCommand, ServiceError> {
+        let Some(endpoint) = &discovery.registration_endpoint else {
+            return Err(ServiceError::Invalid(
+                "the provider does not support Dynamic Client Registration (it advertises no \
+                 registration endpoint): register an app at the provider with the redirect URI \
+                 shown by `agp connectors show`, then add the connector with \
+                 --client-id/--client-secret (and --token-auth-method)"
+                    .into(),
+            ));
+        };
+        let request = RegistrationRequest {
+            client_name: client_name.to_string(),
+            redirect_uri: Url::parse(&self.redirect_uri)
+                .map_err(|e| ServiceError::Internal(format!("redirect URI: {e}")))?,
+            // No `scope` at registration: providers validate it against their own list (which
+            // often omits the resource server's scopes) and the authorization request names
+            // the scopes anyway.
+            scope: None,
+        };
+        let registered = register(&self.egress, endpoint, &request)
+            .await
+            .map_err(|e| ServiceError::Provider(format!("client registration failed: {e}")))?;
+        let slot = Slot::client(connector_id);
+        let secret_stored = registered.client_secret.is_some();
+        if let Some(secret) = registered.client_secret {
+            self.seal(slot.clone(), Field::ClientSecret, secret).await?;
+        }
+        let rat_stored = registered.registration_access_token.is_some();
+        if let Some(rat) = registered.registration_access_token {
+            self.seal(slot, Field::RegistrationAccessToken, rat).await?;
+        }
+        Ok(ConnectorCommand::RecordClientRegistration {
+            issuer: discovery.issuer.clone().unwrap_or_default(),
+            client_id: registered.client_id,
+            token_auth_method: registered.token_endpoint_auth_method,
+            client_secret_stored: secret_stored,
+            registration_access_token_stored: rat_stored,
+        })
+    }
+
+    /// Adds a connector and starts its first consent.
+    pub async fn add(
+        &self,
+        req: AddConnector,
+        meta: &CommandMeta,
+    ) -> Result<Consent, ServiceError> {
+        let name = req.name.to_string();
+        let _claim = self.naming.lock().await;
+        if self.projections.read(|p| p.connectors.get(&name).is_some()) {
+            return Err(ServiceError::Conflict(format!(
+                "connector {name:?} already exists"
+            )));
+        }
+        let discovery = self.discover(&req.mcp_server_url, &req.overrides).await?;
+        let scopes = req
+            .scopes
+            .clone()
+            .unwrap_or_else(|| discovery.default_scopes());
+        let client_name = req
+            .client_name
+            .clone()
+            .unwrap_or_else(|| format!("AGP {name}"));
+        let connector_id = uuid::Uuid::now_v7().to_string();
+        let (registration, registered) = match req.client {
+            ClientChoice::Dcr => {
+                let cmd = self
+                    .register_dcr(&connector_id, &discovery, &client_name)
+                    .await?;
+                (Registration::Dcr, Some(cmd))
+            }
+            ClientChoice::Registered {
+                client_id,
+                client_secret,
+                method,
+            } => {
+                let stored = client_secret.is_some();
+                if let Some(secret) = client_secret {
+                    self.seal(Slot::client(&connector_id), Field::ClientSecret, secret)
+                        .await?;
+                }
+                (
+                    Registration::Client {
+                        client_id,
+                        token_auth_method: method,
+                        client_secret_stored: stored,
+                    },
+                    None,
+                )
+            }
+        };
+        let add = ConnectorCommand::Add {
+            connector_id: connector_id.clone(),
+            name: req.name.clone(),
+            mcp_server_url: req.mcp_server_url.to_string(),
+            client_name,
+            registration,
+            scopes: req.scopes.clone(),
+            overrides: req.overrides.clone(),
+        };
+        self.run(&connector_id, &name, add, meta).await?;
+        let metadata = DiscoveredMetadata::from(&discovery);
+        self.run(
+            &connector_id,
+            &name,
+            ConnectorCommand::RecordDiscovery { metadata },
+            meta,
+        )
+        .await?;
+        if let Some(cmd) = registered {
+            self.run(&connector_id, &name, cmd, meta).await?;
+        }
+        self.start_consent(&connector_id, &name, &discovery, scopes, meta)
+            .await
+    }
+
+    /// Starts a fresh consent on an existing connector: discovery again (endpoints may have
+    /// moved), a new registration if the issuer changed under DCR, then a new flow.
+    pub async fn reconnect(&self, name: &str, meta: &CommandMeta) -> Result<Consent, ServiceError> {
+        let view = self.view(name)?;
+        let overrides = self
+            .projections
+            .read(|p| p.connectors.overrides(&view.connector_id).cloned())
+            .unwrap_or_default();
+        let url = Url::parse(&view.mcp_server_url)
+            .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
+        let discovery = self.discover(&url, &overrides).await?;
+        let scopes = if view.scopes_overridden {
+            view.scopes.clone()
+        } else {
+            discovery.default_scopes()
+        };
+        let issuer_moved = view.client_issuer.is_some() && view.client_issuer != discovery.issuer;
+        if issuer_moved {
+            if view.registration_mode != "dcr" {
+                return Err(ServiceError::Conflict(format!(
+                    "connector {name:?}: the provider's issuer changed from {:?} to {:?}; the \
+                     registered client belongs to the old issuer — remove the connector and add \
+                     it again with a client registered at the new one",
+                    view.client_issuer.unwrap_or_default(),
+                    discovery.issuer.clone().unwrap_or_default()
+                )));
+            }
+            let cmd = self
+                .register_dcr(&view.connector_id, &discovery, &view.client_name)
+                .await?;
+            self.run(&view.connector_id, name, cmd, meta).await?;
+        }
+        let metadata = DiscoveredMetadata::from(&discovery);
+        self.run(
+            &view.connector_id,
+            name,
+            ConnectorCommand::RecordDiscovery { metadata },
+            meta,
+        )
+        .await?;
+        self.flows.cancel_connector(&view.connector_id);
+        self.start_consent(&view.connector_id, name, &discovery, scopes, meta)
+            .await
+    }
+
+    /// Appends `consent_started` (next generation) and registers the flow.
+    async fn start_consent(
+        &self,
+        connector_id: &str,
+        name: &str,
+        discovery: &Discovery,
+        scopes: Vec<String>,
+        meta: &CommandMeta,
+    ) -> Result<Consent, ServiceError> {
+        let view = self.view(name)?;
+        let client_id = view.client_id.clone().ok_or_else(|| {
+            ServiceError::Conflict(format!("connector {name:?} has no OAuth client yet"))
+        })?;
+        let (flow_id, state) = self.flows.reserve();
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut provider = discovery.authorization_endpoint.clone();
+        {
+            let mut q = provider.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &client_id)
+                .append_pair("redirect_uri", &self.redirect_uri)
+                .append_pair("state", &state)
+                .append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", "S256");
+            if !scopes.is_empty() {
+                q.append_pair("scope", &scopes.join(" "));
+            }
+            if let Some(r) = &discovery.resource {
+                q.append_pair("resource", r);
+            }
+            if let Some(a) = &view.audience {
+                q.append_pair("audience", a);
+            }
+        }
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(FLOW_TTL)
+                .unwrap_or_else(|_| chrono::Duration::minutes(10));
+        let committed = self
+            .run(
+                connector_id,
+                name,
+                ConnectorCommand::StartConsent {
+                    flow_id: fingerprint(&flow_id),
+                    requested_scopes: scopes.clone(),
+                    expires_at,
+                },
+                meta,
+            )
+            .await?;
+        self.flows.insert(
+            &flow_id,
+            Flow {
+                connector_id: connector_id.to_string(),
+                connector_name: name.to_string(),
+                generation: committed.aggregate.generation,
+                pkce_verifier: SecretString::from(verifier.secret().to_string()),
+                issuer: discovery.issuer.clone(),
+                iss_required: discovery.iss_parameter_supported,
+                authorize_url: provider.to_string(),
+                token_endpoint: discovery.token_endpoint.to_string(),
+                redirect_uri: self.redirect_uri.clone(),
+                resource: discovery.resource.clone(),
+                audience: view.audience.clone(),
+                scopes,
+            },
+        );
+        Ok(Consent {
+            connector: self.view(name)?,
+            authorize_url: format!("{}/connect/start/{flow_id}", self.public_url),
+            expires_at,
+        })
+    }
+}

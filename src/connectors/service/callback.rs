@@ -1,0 +1,223 @@
+//! The consent callback (S4–S7): state → browser → `iss` → consume → exchange → seal → active.
+//!
+//! Refusals before `consume` leave the flow usable (a forged or misdirected callback cannot
+//! burn the admin's real one); nothing reaches the token endpoint unless every check passed.
+
+use chrono::Utc;
+use secrecy::ExposeSecret;
+
+use super::{ConnectorService, fingerprint};
+use crate::connectors::flows::{COOKIE_PREFIX, Flow, FlowError};
+use crate::connectors::pages::Outcome;
+use crate::connectors::token::{self, ClientAuth, TokenEndpoint, TokenSet, clean};
+use crate::domain::connector::{ConnectorCommand, TokenAuthMethod};
+use crate::store::aggregate_store::CommandMeta;
+use crate::vault::{Field, Slot};
+
+/// The callback's query parameters.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct CallbackParams {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+fn refused(reason: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        connector: None,
+        reason: reason.into(),
+    }
+}
+
+fn method(s: Option<&str>) -> TokenAuthMethod {
+    match s {
+        Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
+        Some("none") => TokenAuthMethod::None,
+        _ => TokenAuthMethod::ClientSecretBasic,
+    }
+}
+
+impl ConnectorService {
+    /// Handles one callback. `cookie(name)` returns the named cookie of the request.
+    pub async fn callback(
+        &self,
+        p: CallbackParams,
+        cookie: impl Fn(&str) -> Option<String>,
+    ) -> Outcome {
+        let Some(state) = p.state.as_deref() else {
+            return refused("the callback has no state parameter");
+        };
+        let flow_id = match self.flows.verify_state(state) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!("consent callback refused: invalid state");
+                return refused(e.to_string());
+            }
+        };
+        let binding = cookie(&format!("{COOKIE_PREFIX}{flow_id}"));
+        let (issuer, iss_required) = match self.flows.check(&flow_id, binding.as_deref()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(reason = %e, "consent callback refused");
+                return refused(e.to_string());
+            }
+        };
+        // RFC 9207: checked before the flow is consumed.
+        match (&p.iss, &issuer) {
+            (None, _) if iss_required => {
+                tracing::warn!("consent callback refused: iss missing");
+                return refused(
+                    "the authorization server advertises `iss` in responses but this callback has none",
+                );
+            }
+            (Some(got), Some(expected)) if got != expected => {
+                tracing::warn!("consent callback refused: iss mismatch");
+                return refused(format!(
+                    "the callback names issuer {:?}, expected {:?}",
+                    clean(got),
+                    expected
+                ));
+            }
+            _ => {}
+        }
+        let flow = match self.flows.consume(&flow_id) {
+            Ok(f) => f,
+            Err(e) => return refused(e.to_string()),
+        };
+        let meta = CommandMeta::system();
+        let name = flow.connector_name.clone();
+        if let Some(error) = &p.error {
+            let reason = match &p.error_description {
+                Some(d) => format!("{}: {}", clean(error), clean(d)),
+                None => clean(error),
+            };
+            return self.fail(&flow, reason, &meta).await;
+        }
+        let Some(code) = p.code.as_deref().filter(|c| !c.is_empty()) else {
+            return self
+                .fail(&flow, "the callback has no code".into(), &meta)
+                .await;
+        };
+        let tokens = match self.exchange(&flow, code).await {
+            Ok(t) => t,
+            Err(reason) => return self.fail(&flow, reason, &meta).await,
+        };
+        match self.activate(&flow, tokens, &meta).await {
+            Ok(outcome) => outcome,
+            Err(reason) => Outcome::Failed {
+                connector: Some(name),
+                reason,
+            },
+        }
+    }
+
+    async fn fail(&self, flow: &Flow, reason: String, meta: &CommandMeta) -> Outcome {
+        let cmd = ConnectorCommand::FailConsent {
+            generation: flow.generation,
+            reason: reason.clone(),
+        };
+        if let Err(e) = self
+            .run(&flow.connector_id, &flow.connector_name, cmd, meta)
+            .await
+        {
+            tracing::warn!(connector = %flow.connector_name, error = %e, "could not record the failed consent");
+        }
+        Outcome::Failed {
+            connector: Some(flow.connector_name.clone()),
+            reason,
+        }
+    }
+
+    /// The client credentials of `connector_id` as the token endpoint wants them.
+    pub(crate) async fn client_auth(
+        &self,
+        connector_id: &str,
+        name: &str,
+    ) -> Result<ClientAuth, String> {
+        let view = self.view(name).map_err(|e| e.to_string())?;
+        let client_id = view
+            .client_id
+            .ok_or_else(|| "the connector has no OAuth client".to_string())?;
+        let client_secret = self
+            .secret(Slot::client(connector_id), Field::ClientSecret)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ClientAuth {
+            client_id,
+            client_secret,
+            method: method(view.token_auth_method.as_deref()),
+        })
+    }
+
+    async fn exchange(&self, flow: &Flow, code: &str) -> Result<TokenSet, String> {
+        let auth = self
+            .client_auth(&flow.connector_id, &flow.connector_name)
+            .await?;
+        let endpoint = TokenEndpoint {
+            url: flow.token_endpoint.clone(),
+            redirect_uri: flow.redirect_uri.clone(),
+            resource: flow.resource.clone(),
+            audience: flow.audience.clone(),
+        };
+        token::exchange_code(&self.egress, &endpoint, &auth, code, &flow.pkce_verifier)
+            .await
+            .map_err(|e| format!("code exchange failed: {e}"))
+    }
+
+    /// Seals the tokens, then records the connector active. If the connector moved on meanwhile
+    /// (disconnected, removed, reconnected), the tokens are destroyed instead.
+    async fn activate(
+        &self,
+        flow: &Flow,
+        tokens: TokenSet,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, String> {
+        let slot = Slot::consent(&flow.connector_id, flow.generation);
+        let fp = fingerprint(tokens.access_token.expose_secret());
+        let has_refresh = tokens.refresh_token.is_some();
+        let expires_at = tokens
+            .expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d);
+        let granted = tokens.scope.clone().unwrap_or_else(|| flow.scopes.clone());
+        self.seal(slot.clone(), Field::AccessToken, tokens.access_token)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(rt) = tokens.refresh_token {
+            self.seal(slot.clone(), Field::RefreshToken, rt)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let cmd = ConnectorCommand::CompleteConsent {
+            generation: flow.generation,
+            granted_scopes: granted.clone(),
+            account: None,
+            token_fingerprint: fp,
+            access_token_expires_at: expires_at,
+            has_refresh_token: has_refresh,
+        };
+        if let Err(e) = self
+            .run(&flow.connector_id, &flow.connector_name, cmd, meta)
+            .await
+        {
+            let vault = self.vault.clone();
+            let _ = tokio::task::spawn_blocking(move || vault.shred(&slot)).await;
+            return Err(format!(
+                "the connector changed while consent was in progress: {e}"
+            ));
+        }
+        Ok(Outcome::Authorized {
+            connector: flow.connector_name.clone(),
+            account: None,
+            scopes: granted,
+        })
+    }
+}
+
+impl From<FlowError> for Outcome {
+    fn from(e: FlowError) -> Self {
+        refused(e.to_string())
+    }
+}

@@ -1,0 +1,306 @@
+//! Runtime credentials and refresh (S9, S10): the proxy asks for a connector's access token;
+//! it is refreshed first when it is about to expire, one refresh per connector at a time, and
+//! every concurrent caller waits for that one.
+//!
+//! Order inside a refresh: new tokens are sealed (durable) before the event that records them,
+//! so a rotated refresh token is never lost; if the connector was disconnected meanwhile the
+//! event is refused and the fresh tokens are revoked and destroyed instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::{ConnectorService, ServiceError, fingerprint};
+use crate::connectors::revoke::revoke;
+use crate::connectors::token::{self, TokenEndpoint, TokenError};
+use crate::domain::connector::ConnectorCommand;
+use crate::projections::connectors::ConnectorView;
+use crate::store::aggregate_store::CommandMeta;
+use crate::vault::{Field, Slot};
+
+/// Refresh when the access token expires within this margin.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Transient refresh failures are retried this many times, with these pauses.
+const TRANSIENT_RETRIES: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+
+/// Why no credential could be had. The message is safe to show an agent: it names the state,
+/// nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The connector is not active; `status` says which state (`reauth_required`, …).
+    #[error("connector {name} is {status}")]
+    NotActive { name: String, status: String },
+    #[error("connector {0} does not exist")]
+    NotFound(String),
+    /// The provider is unavailable right now; the token is kept and the status unchanged.
+    #[error("connector {0} is temporarily unavailable (token refresh failed); try again later")]
+    Unavailable(String),
+    #[error("connector {0}: internal error")]
+    Internal(String),
+}
+
+/// One lock per connector: the single-flight of refreshes.
+#[derive(Default)]
+pub struct RefreshLocks(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RefreshLocks {
+    fn get(&self, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .entry(connector_id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// True when the access token expires within the margin: [`REFRESH_MARGIN`], or a third of
+/// the token's lifetime for short-lived tokens (so a 5-minute token is not refreshed on every
+/// call).
+fn needs_refresh(view: &ConnectorView) -> bool {
+    let Some(expires) = view.access_token_expires_at else {
+        return false;
+    };
+    let mut margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default();
+    if let Some(issued) = view.refreshed_at.or(view.authorized_at) {
+        let third = (expires - issued) / 3;
+        if third < margin {
+            margin = third;
+        }
+    }
+    expires - margin <= Utc::now()
+}
+
+impl ConnectorService {
+    /// The access token to inject for a call to connector `name`, refreshed first if needed.
+    pub async fn credential(&self, name: &str) -> Result<SecretString, CredentialError> {
+        let view = self
+            .view(name)
+            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        if view.status != "active" {
+            return Err(CredentialError::NotActive {
+                name: name.to_string(),
+                status: view.status,
+            });
+        }
+        if needs_refresh(&view) {
+            self.refresh(name, false).await?;
+        }
+        let view = self
+            .view(name)
+            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        if view.status != "active" {
+            return Err(CredentialError::NotActive {
+                name: name.to_string(),
+                status: view.status,
+            });
+        }
+        let slot = Slot::consent(&view.connector_id, view.generation);
+        self.secret(slot, Field::AccessToken)
+            .await
+            .map_err(|_| CredentialError::Internal(name.to_string()))?
+            .ok_or_else(|| CredentialError::NotActive {
+                name: name.to_string(),
+                status: "disconnected".into(),
+            })
+    }
+
+    /// Refreshes connector `name` (single-flight). With `force` it refreshes even when the
+    /// token is not about to expire (the proxy's "401 → refresh once → retry", and the admin's
+    /// `refresh`). Concurrent callers wait for the one refresh in flight and share its result.
+    pub async fn refresh(&self, name: &str, force: bool) -> Result<(), CredentialError> {
+        let before = self
+            .view(name)
+            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        let lock = self.refresh_locks.get(&before.connector_id);
+        let _guard = lock.lock().await;
+        // Someone else may have refreshed while we waited: then their result is ours.
+        let view = self
+            .view(name)
+            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        if view.status != "active" {
+            return Err(CredentialError::NotActive {
+                name: name.to_string(),
+                status: view.status,
+            });
+        }
+        let refreshed_meanwhile = view.token_fingerprint != before.token_fingerprint
+            || view.generation != before.generation;
+        if refreshed_meanwhile || (!force && !needs_refresh(&view)) {
+            return Ok(());
+        }
+        self.refresh_locked(&view).await
+    }
+
+    async fn refresh_locked(&self, view: &ConnectorView) -> Result<(), CredentialError> {
+        let name = view.name.clone();
+        let meta = CommandMeta::system();
+        let slot = Slot::consent(&view.connector_id, view.generation);
+        let internal = |_e: ServiceError| CredentialError::Internal(name.clone());
+        let Some(refresh_token) = self
+            .secret(slot.clone(), Field::RefreshToken)
+            .await
+            .map_err(internal)?
+        else {
+            // No refresh token: once the access token has expired, so has the connector.
+            let expired = view
+                .access_token_expires_at
+                .is_some_and(|t| t <= Utc::now());
+            if expired {
+                let cmd = ConnectorCommand::Expire {
+                    generation: view.generation,
+                };
+                let _ = self.run(&view.connector_id, &name, cmd, &meta).await;
+                return Err(CredentialError::NotActive {
+                    name,
+                    status: "expired".into(),
+                });
+            }
+            return Ok(());
+        };
+        let auth = self
+            .client_auth(&view.connector_id, &name)
+            .await
+            .map_err(|_| CredentialError::Internal(name.clone()))?;
+        let endpoint = TokenEndpoint {
+            url: view.token_endpoint.clone().unwrap_or_default(),
+            redirect_uri: self.redirect_uri.clone(),
+            resource: view.resource.clone(),
+            audience: view.audience.clone(),
+        };
+        let mut attempt = 0;
+        let tokens = loop {
+            self.refresh_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match token::refresh(&self.egress, &endpoint, &auth, &refresh_token).await {
+                Ok(t) => break t,
+                Err(e) if e.is_permanent() => {
+                    let cmd = ConnectorCommand::RequireReauth {
+                        generation: view.generation,
+                        reason: e.to_string(),
+                    };
+                    let _ = self.run(&view.connector_id, &name, cmd, &meta).await;
+                    return Err(CredentialError::NotActive {
+                        name,
+                        status: "reauth_required".into(),
+                    });
+                }
+                Err(
+                    e @ (TokenError::Transient(_)
+                    | TokenError::Invalid(_)
+                    | TokenError::Rejected { .. }),
+                ) => {
+                    tracing::warn!(connector = %name, error = %e, attempt, "token refresh failed");
+                    match TRANSIENT_RETRIES.get(attempt) {
+                        Some(pause) => {
+                            tokio::time::sleep(*pause).await;
+                            attempt += 1;
+                        }
+                        None => return Err(CredentialError::Unavailable(name)),
+                    }
+                }
+            }
+        };
+        let fp = fingerprint(tokens.access_token.expose_secret());
+        let rotated = tokens.refresh_token.is_some();
+        let expires_at = tokens
+            .expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d);
+        // Durable before use (S9): seal first, then record.
+        if let Some(rt) = tokens.refresh_token {
+            self.seal(slot.clone(), Field::RefreshToken, rt)
+                .await
+                .map_err(|_| CredentialError::Internal(name.clone()))?;
+        }
+        let access = tokens.access_token;
+        self.seal(slot.clone(), Field::AccessToken, access.clone())
+            .await
+            .map_err(|_| CredentialError::Internal(name.clone()))?;
+        let cmd = ConnectorCommand::RecordRefresh {
+            generation: view.generation,
+            token_fingerprint: fp,
+            access_token_expires_at: expires_at,
+            refresh_token_rotated: rotated,
+        };
+        if self
+            .run(&view.connector_id, &name, cmd, &meta)
+            .await
+            .is_err()
+        {
+            // Disconnected (or reconnected) while refreshing: discard and revoke (S10).
+            self.discard(view, &access).await;
+            return Err(CredentialError::NotActive {
+                name: name.clone(),
+                status: self
+                    .view(&name)
+                    .map(|v| v.status)
+                    .unwrap_or_else(|_| "removed".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Revokes and destroys tokens a late refresh produced for a connector that moved on.
+    async fn discard(&self, view: &ConnectorView, access: &SecretString) {
+        let slot = Slot::consent(&view.connector_id, view.generation);
+        let refresh = self
+            .secret(slot.clone(), Field::RefreshToken)
+            .await
+            .ok()
+            .flatten();
+        if let (Some(ep), Ok(auth)) = (
+            view.revocation_endpoint
+                .as_deref()
+                .and_then(|e| Url::parse(e).ok()),
+            self.client_auth(&view.connector_id, &view.name).await,
+        ) {
+            if let Some(rt) = &refresh {
+                let _ = revoke(&self.egress, &ep, &auth, rt, "refresh_token").await;
+            }
+            let _ = revoke(&self.egress, &ep, &auth, access, "access_token").await;
+        }
+        let vault = self.vault.clone();
+        let _ = tokio::task::spawn_blocking(move || vault.shred(&slot)).await;
+    }
+
+    /// Token requests made by refreshes since start (for tests and metrics).
+    pub fn refresh_requests(&self) -> u64 {
+        self.refresh_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The background refresher: every `every`, refreshes active connectors whose access token
+    /// is about to expire, and marks expired those that cannot be refreshed.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let due: Vec<String> = service.projections.read(|p| {
+                    p.connectors
+                        .list()
+                        .into_iter()
+                        .filter(|v| v.status == "active" && needs_refresh(v))
+                        .map(|v| v.name.clone())
+                        .collect()
+                });
+                for name in due {
+                    if let Err(e) = service.refresh(&name, false).await {
+                        tracing::info!(connector = %name, error = %e, "background refresh");
+                    }
+                }
+            }
+        });
+    }
+}

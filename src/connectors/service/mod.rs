@@ -1,0 +1,214 @@
+//! The connector service: add (discovery → registration → consent URL), consent callback,
+//! disconnect (stop → revoke → shred), reconnect and remove.
+//!
+//! Order of effects, and why:
+//! - `add` runs discovery and registration *before* appending anything, so a provider that
+//!   cannot be used leaves no half-made connector behind (and fails with a clear message).
+//! - Secrets go to the vault before the event that says they exist.
+//! - `disconnect` appends its event first: that is the linearization point after which nothing
+//!   is served. Revocation follows, then the data keys are destroyed once it settled (S10, S13).
+//!
+//! Every error message names what was wrong and never carries a secret (S12).
+
+pub mod add;
+mod callback;
+pub mod credential;
+mod teardown;
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::domain::connector::{Connector, ConnectorError};
+use crate::oauth::egress::EgressClient;
+use crate::projections::LiveProjections;
+use crate::projections::connectors::ConnectorView;
+use crate::store::aggregate_store::{CommandBus, CommandMeta, Committed};
+use crate::vault::Vault;
+
+use super::flows::FlowStore;
+use super::results::ResultStore;
+
+pub use add::{AddConnector, Consent};
+pub use callback::CallbackParams;
+pub use teardown::{RevocationReport, Teardown};
+
+/// How long a command waits for the projections to fold its events.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Failures of connector operations, each with the HTTP status it surfaces as.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// 400: the request is wrong (bad URL, bad override, missing client id…).
+    #[error("{0}")]
+    Invalid(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: illegal in the connector's current state, or a name taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// 502: the provider answered wrongly or could not be reached.
+    #[error("{0}")]
+    Provider(String),
+    /// 503: the log or projections are unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::vault::VaultError> for ServiceError {
+    fn from(e: crate::vault::VaultError) -> Self {
+        ServiceError::Internal(format!("vault: {e}"))
+    }
+}
+
+impl From<crate::projections::live::WaitError> for ServiceError {
+    fn from(e: crate::projections::live::WaitError) -> Self {
+        ServiceError::Unavailable(e.to_string())
+    }
+}
+
+/// Everything connector operations need.
+pub struct ConnectorService {
+    pub(crate) projections: Arc<LiveProjections>,
+    pub(crate) bus: CommandBus<Connector>,
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) egress: EgressClient,
+    pub flows: FlowStore,
+    pub results: ResultStore,
+    /// `<public_url>/connect/callback`, the one redirect URI of every connector.
+    pub(crate) redirect_uri: String,
+    pub(crate) public_url: String,
+    /// Serializes adds so connector names are unique.
+    naming: tokio::sync::Mutex<()>,
+    /// Accept authorization servers that do not advertise PKCE support (audited per connector).
+    pub(crate) allow_missing_pkce_metadata: bool,
+    /// Single-flight of token refreshes, per connector.
+    refresh_locks: credential::RefreshLocks,
+    /// Token requests made by refreshes (tests assert single-flight with it).
+    refresh_requests: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectorService {
+    pub fn new(
+        log: Arc<dyn crate::store::EventLog>,
+        projections: Arc<LiveProjections>,
+        vault: Arc<Vault>,
+        egress: EgressClient,
+        public_url: &str,
+    ) -> Self {
+        let public_url = public_url.trim_end_matches('/').to_string();
+        Self {
+            projections,
+            bus: CommandBus::new(log, ()),
+            vault,
+            egress,
+            flows: FlowStore::default(),
+            results: ResultStore::default(),
+            redirect_uri: format!("{public_url}/connect/callback"),
+            public_url,
+            naming: tokio::sync::Mutex::new(()),
+            allow_missing_pkce_metadata: false,
+            refresh_locks: credential::RefreshLocks::default(),
+            refresh_requests: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The vault (tests and operators' tools read sealed state through it).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// The connector named `name`, from the status view.
+    pub fn view(&self, name: &str) -> Result<ConnectorView, ServiceError> {
+        self.projections
+            .read(|p| p.connectors.get(name).cloned())
+            .ok_or_else(|| ServiceError::NotFound(format!("connector {name:?} does not exist")))
+    }
+
+    /// Runs one command and waits until the projections have folded its events.
+    pub(crate) async fn run(
+        &self,
+        connector_id: &str,
+        name: &str,
+        command: crate::domain::connector::ConnectorCommand,
+        meta: &CommandMeta,
+    ) -> Result<Committed<Connector>, ServiceError> {
+        let committed = self
+            .bus
+            .execute(connector_id, command, meta)
+            .await
+            .map_err(|e| command_error(name, e))?;
+        if let Some(a) = committed.appended {
+            self.projections.wait_for(a.last_seq, SETTLE).await?;
+        }
+        Ok(committed)
+    }
+
+    /// Reads a sealed secret on a blocking thread.
+    pub(crate) async fn secret(
+        &self,
+        slot: crate::vault::Slot,
+        field: crate::vault::Field,
+    ) -> Result<Option<SecretString>, ServiceError> {
+        let vault = self.vault.clone();
+        tokio::task::spawn_blocking(move || vault.open_secret(&slot, field))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(ServiceError::from)
+    }
+
+    /// Seals a secret on a blocking thread; returns once it is durable.
+    pub(crate) async fn seal(
+        &self,
+        slot: crate::vault::Slot,
+        field: crate::vault::Field,
+        secret: SecretString,
+    ) -> Result<(), ServiceError> {
+        let vault = self.vault.clone();
+        tokio::task::spawn_blocking(move || vault.seal(&slot, field, &secret))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(ServiceError::from)
+    }
+}
+
+/// Lifts a connector command failure into a service error naming the connector.
+pub(crate) fn command_error(
+    name: &str,
+    e: cqrs_es::AggregateError<ConnectorError>,
+) -> ServiceError {
+    use cqrs_es::AggregateError as A;
+    match e {
+        A::UserError(e) => {
+            let msg = format!("connector {name:?}: {e}");
+            match e {
+                ConnectorError::NotFound | ConnectorError::Removed => ServiceError::NotFound(msg),
+                ConnectorError::ConfirmationMismatch { .. } | ConnectorError::Required(_) => {
+                    ServiceError::Invalid(msg)
+                }
+                _ => ServiceError::Conflict(msg),
+            }
+        }
+        A::AggregateConflict => ServiceError::Conflict(format!(
+            "connector {name:?} was modified concurrently; retry"
+        )),
+        other => ServiceError::Unavailable(other.to_string()),
+    }
+}
+
+/// Short, non-reversible fingerprint of a secret for events and views (first 12 hex of SHA-256).
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+        .chars()
+        .take(12)
+        .collect()
+}

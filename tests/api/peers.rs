@@ -1,0 +1,163 @@
+//! The real third-party peers (`tools/test-peers`): an `oidc-provider` authorization server
+//! and an MCP server on the official TypeScript SDK, started per test on loopback, and a
+//! consent driver that walks the provider's real login and consent pages over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A started node peer; killed when dropped.
+pub struct Peer {
+    child: Child,
+    pub ready: Value,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/test-peers")
+}
+
+/// Starts `node tools/test-peers/<script> <args>` and waits for its JSON ready line.
+pub fn start(script: &str, args: &[&str]) -> Peer {
+    let dir = peers_dir();
+    assert!(
+        dir.join("node_modules").exists(),
+        "the test peers are not installed: run `npm ci --prefix tools/test-peers` (.ci/run does)"
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("AGP_PEER_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("node is installed");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{script} did not become ready"));
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script}: {line}"));
+    assert_eq!(ready["ready"], true, "{script}: {line}");
+    Peer { child, ready }
+}
+
+/// An authorization server and the MCP server it protects.
+pub struct Provider {
+    pub auth: Peer,
+    pub mcp: Peer,
+}
+
+impl Provider {
+    pub fn start(as_args: &[&str]) -> Provider {
+        let mut args = vec!["--port", "0"];
+        args.extend_from_slice(as_args);
+        let auth = start("as.mjs", &args);
+        let issuer = auth.ready["issuer"].as_str().unwrap().to_string();
+        let mcp = start("mcp-server.mjs", &["--port", "0", "--issuer", &issuer]);
+        Provider { auth, mcp }
+    }
+
+    pub fn issuer(&self) -> String {
+        self.auth.ready["issuer"].as_str().unwrap().to_string()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        self.mcp.ready["url"].as_str().unwrap().to_string()
+    }
+
+    /// RFC 7662 introspection with the resource server's credentials: is `token` active?
+    pub async fn introspect(&self, token: &str, hint: &str) -> bool {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{}/token/introspection", self.issuer()))
+            .basic_auth("mcp-resource-server", Some("secret"))
+            .form(&[("token", token), ("token_type_hint", hint)])
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["active"] == true
+    }
+}
+
+/// A browser: cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(base: &str, r: &reqwest::Response) -> String {
+    let loc = r.headers()["location"].to_str().unwrap();
+    url::Url::parse(base)
+        .unwrap()
+        .join(loc)
+        .unwrap()
+        .to_string()
+}
+
+/// Opens AGP's consent URL in `browser`, logs in as `login` and approves (or aborts) on the
+/// provider's real pages, follows the callback, and returns AGP's result as JSON.
+pub async fn consent(
+    browser: &reqwest::Client,
+    consent_url: &str,
+    login: &str,
+    approve: bool,
+) -> Value {
+    let mut url = consent_url.to_string();
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        let r = browser.get(&url).send().await.unwrap();
+        let status = r.status().as_u16();
+        steps.push(format!("GET {url} -> {status}"));
+        if (300..400).contains(&status) {
+            url = location(&url, &r);
+            continue;
+        }
+        if url.contains("/connect/result/") {
+            let r = browser
+                .get(&url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            return r.json().await.unwrap();
+        }
+        let html = r.text().await.unwrap();
+        assert_eq!(status, 200, "{steps:#?}\n{html}");
+        let form = if !approve {
+            // Deny: the provider's abort link.
+            url = format!("{url}/abort");
+            continue;
+        } else if html.contains("name=\"login\"") || html.contains("prompt\" value=\"login") {
+            vec![("prompt", "login"), ("login", login), ("password", "x")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let r = browser.post(&url).form(&form).send().await.unwrap();
+        steps.push(format!("POST {url} -> {}", r.status()));
+        assert!(r.status().is_redirection(), "{steps:#?}");
+        url = location(&url, &r);
+    }
+    panic!("consent did not finish: {steps:#?}");
+}
