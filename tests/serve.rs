@@ -149,3 +149,55 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--public-url"));
 }
+
+#[test]
+fn a_wrong_or_missing_master_key_refuses_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = "a".repeat(64);
+    let key_b = "b".repeat(64);
+    let run = |key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agp"));
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("AGP_DATA_DIR", dir.path())
+            .env_remove("AGP_MASTER_KEY");
+        if let Some(k) = key {
+            c.env("AGP_MASTER_KEY", k);
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // First start creates the vault under key A; stop it once ready.
+    let mut first = run(Some(&key_a));
+    let stdout = first.stdout.take().unwrap();
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.contains("AGP is ready") {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready);
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+
+    for (key, expect) in [(Some(key_b.as_str()), "master key"), (None, "master key")] {
+        let out = run(key).wait_with_output().unwrap();
+        assert!(!out.status.success(), "started with a wrong or missing key");
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(err.to_lowercase().contains(expect), "{err}");
+        assert!(!err.contains("AGP is ready"));
+        assert!(
+            !err.contains(&key_b) && !err.contains(&key_a),
+            "the key reached the output"
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod connectors;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod metrics;
 pub mod ops;
 pub mod profiles;
@@ -90,6 +91,7 @@ pub type SharedState = Arc<AppState>;
         (name = "tools", description = "The tool catalog: registered tools as governed entries"),
         (name = "events", description = "The raw event log"),
         (name = "audit", description = "Audit queries, chain verification, projection replay"),
+        (name = "keys", description = "The vault's key-encryption keys"),
     )
 )]
 struct ApiDoc;
@@ -102,6 +104,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(connectors::routes())
         .merge(tools::routes())
         .merge(events::routes())
+        .merge(keys::routes())
         .split_for_parts();
     // Paths are registered relative to /api/v1.
     let paths = std::mem::take(&mut openapi.paths.paths);

@@ -60,6 +60,8 @@ impl Application {
             .context("opening the vault (refusing to serve without the right master key)")?;
         tracing::info!(source = %key_source, "vault unsealed");
         let vault = Arc::new(vault);
+        // A rotation interrupted by a stop resumes here.
+        crate::api::keys::spawn_rewrap(vault.clone());
         let log = open_log(&config.data_dir)?;
         let projections = LiveProjections::start(log.clone())
             .await

@@ -66,6 +66,9 @@ pub enum Command {
     /// The raw event log.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
+    /// The vault's key-encryption keys: status, rotate.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Audit: query, tail, verify the hash chain, replay projections.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tools(c) => commands::tools::run(&cli.global, c).await,
         Command::Events(c) => commands::events::run(&cli.global, c).await,
         Command::Audit(c) => commands::audit::run(&cli.global, c).await,
+        Command::Keys(c) => commands::keys::run(&cli.global, c).await,
     };
     match result {
         Ok(code) => code,

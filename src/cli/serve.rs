@@ -22,6 +22,9 @@ fn init_tracing(format: LogFormat) {
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
+    // Installed before anything else so a SIGTERM at any point after start is a graceful stop.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let mut config = Config::new(
         global.data_dir.clone(),
         &args.listen,
@@ -42,26 +45,15 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir = %config.data_dir.display(),
         "AGP is ready"
     );
-    app.run_until(shutdown_signal())
+    app.run_until(shutdown_signal(term))
         .await
         .context("server stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
     }
 }

@@ -214,6 +214,39 @@ async fn registered_client_without_dcr_and_the_secret_never_leaves_the_vault() {
     assert_eq!(result["outcome"], "authorized", "{result}");
     assert_eq!(app.get("/connectors/slack").await.1["status"], "active");
 
+    // Key rotation: new seals use the new key, old data keys are re-wrapped in the background,
+    // and the sealed client secret and tokens still open.
+    let (s, keys) = app.post("/keys/rotate", json!({})).await;
+    assert_eq!(s, 200, "{keys}");
+    assert_eq!(keys["active_key_id"], "k2");
+    let mut pending = keys["pending_rewrap"].as_u64().unwrap();
+    for _ in 0..50 {
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        pending = app.get("/keys").await.1["pending_rewrap"].as_u64().unwrap();
+    }
+    assert_eq!(pending, 0, "re-wrap finished");
+    let (_, keys) = app.get("/keys").await;
+    assert_eq!(
+        keys["keys"].as_array().unwrap().len(),
+        1,
+        "the unused old key is retired: {keys}"
+    );
+    let (s, refreshed) = app.post("/connectors/slack/refresh", json!({})).await;
+    assert_eq!(
+        s, 200,
+        "refresh after rotation uses the re-wrapped client secret: {refreshed}"
+    );
+    assert!(
+        app.state
+            .connector_service
+            .credential("slack")
+            .await
+            .is_ok()
+    );
+
     // S12: the canary appears in no event, no response, and nowhere on disk unsealed.
     let (_, events) = app.get("/events?limit=10000").await;
     assert!(!events.to_string().contains(canary));

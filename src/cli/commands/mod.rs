@@ -4,6 +4,7 @@ pub mod agents;
 pub mod audit;
 pub mod connectors;
 pub mod events;
+pub mod keys;
 pub mod offline;
 pub mod profiles;
 pub mod tools;

@@ -117,6 +117,11 @@ impl ConnectorService {
         }
     }
 
+    /// A shared handle on the vault (key rotation runs beside the service).
+    pub fn vault_handle(&self) -> Arc<Vault> {
+        self.vault.clone()
+    }
+
     /// The vault (tests and operators' tools read sealed state through it).
     pub fn vault(&self) -> &Vault {
         &self.vault
