@@ -625,3 +625,103 @@ async fn destinations_outside_the_allowlist_are_never_contacted() {
     assert_eq!(app.get("/connectors").await.1, json!([]));
     assert_eq!(outside.total_hits(), 0, "never contacted");
 }
+
+#[tokio::test]
+async fn a_late_refresh_does_not_cost_the_revocation_of_the_disconnected_tokens() {
+    // As above, but the disconnect's revocation fails first: the old tokens stay sealed for
+    // the retry, and the late refresh must neither overwrite them nor let the retry "settle"
+    // without revoking them.
+    let mock = Mock::start().await;
+    let app = app().await;
+    let (at1, rt1) = connected(&app, &mock, "race").await;
+    let rt1 = rt1.unwrap();
+    mock.token([Reply::Held]);
+    let svc = app.state.connector_service.clone();
+    let refresh = tokio::spawn(async move { svc.refresh("race", true).await });
+    let started = Instant::now();
+    while mock.hits("token") < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mock.revoke([503, 503]);
+    let (s, t) = app.post("/connectors/race/disconnect", json!({})).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(outcomes(&t), ["failed", "failed"], "{t}");
+    mock.release();
+    let err = refresh.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "connector race is disconnected");
+    let (at2, rt2) = mock.issued().last().cloned().unwrap();
+    let late = mock.revoked();
+    assert!(
+        late.contains(&at2) && late.contains(rt2.as_ref().unwrap()),
+        "late tokens revoked: {late:?}"
+    );
+
+    let started = Instant::now();
+    loop {
+        let shown = status(&app, "race").await;
+        let revoked = shown["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "revoked")
+            .count();
+        if revoked == 2 && sealed(&app, "race") == (None, None) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not settled: {shown}\nrevoked at the provider: {:?}",
+            mock.revoked()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let revoked = mock.revoked();
+    let after_failures = &revoked[2..];
+    assert!(
+        after_failures.contains(&rt1) && after_failures.contains(&at1),
+        "the disconnected tokens were revoked in the end: {revoked:?}"
+    );
+    assert_no_leak(&app, "race", &[]).await;
+}
+
+#[tokio::test]
+async fn a_consent_that_completes_after_disconnect_is_discarded_and_revoked() {
+    let mock = Mock::start().await;
+    let app = app().await;
+    let url = add(&app, &mock, "cut").await;
+    mock.token([Reply::Held]);
+    let b = browser();
+    let callback = to_callback(&b, &url).await;
+    let opened = {
+        let b = b.clone();
+        tokio::spawn(async move { open_callback(&b, &callback).await })
+    };
+    let started = Instant::now();
+    while mock.hits("token") < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no exchange");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, t) = app.post("/connectors/cut/disconnect", json!({})).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(outcomes(&t), ["nothing_to_revoke", "nothing_to_revoke"]);
+    mock.release();
+    let result = result_json(&b, &opened.await.unwrap()).await;
+    assert_eq!(result["outcome"], "failed", "{result}");
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed while consent was in progress (it is now disconnected)"),
+        "{result}"
+    );
+    let (at, rt) = mock.issued().last().cloned().unwrap();
+    assert_eq!(
+        mock.revoked(),
+        [rt.unwrap(), at],
+        "the late tokens were revoked"
+    );
+    assert_eq!(sealed(&app, "cut"), (None, None));
+    assert_eq!(status(&app, "cut").await["status"], "disconnected");
+    assert_no_leak(&app, "cut", &[]).await;
+}
