@@ -3,8 +3,10 @@
 //! every concurrent caller waits for that one.
 //!
 //! Order inside a refresh: new tokens are sealed (durable) before the event that records them,
-//! so a rotated refresh token is never lost; if the connector was disconnected meanwhile the
-//! event is refused and the fresh tokens are revoked and destroyed instead.
+//! so a rotated refresh token is never lost. Sealing and recording happen under the
+//! connector's custody lock, after checking it is still active in the same generation; if it
+//! was disconnected or reconnected meanwhile, nothing is sealed (the slot keeps what the
+//! disconnect's revocation needs) and the fresh tokens are revoked instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
