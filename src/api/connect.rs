@@ -125,15 +125,21 @@ async fn callback(
             _ => {}
         }
     }
-    let flow_cookie = params
+    let flow_id = params
         .state
         .as_deref()
         .and_then(|s| s.split('.').nth(1))
-        .map(|f| format!("{COOKIE_PREFIX}{f}"));
+        .map(str::to_string);
     let outcome = state
         .connector_service
         .callback(params, |name| cookie(&headers, name))
         .await;
+    // The binding cookie goes once the flow is over. A callback refused before the flow was
+    // consumed (missing or foreign `iss`, a stray request) must not clear it, or the genuine
+    // callback that follows would be refused as coming from another browser (S5).
+    let flow_cookie = flow_id
+        .filter(|f| !state.connector_service.flows.is_live(f))
+        .map(|f| format!("{COOKIE_PREFIX}{f}"));
     let id = state.connector_service.results.put(outcome);
     // 303 to a clean URL: the code and state leave the address bar and history (S6).
     let mut response = StatusCode::SEE_OTHER.into_response();

@@ -27,6 +27,8 @@ pub struct Config {
     pub egress_allow: Vec<String>,
     /// How often the background refresher looks for access tokens about to expire.
     pub refresh_every: std::time::Duration,
+    /// Connect and total timeouts of every outbound request (S3). Defaults: 5 s and 20 s.
+    pub egress_timeouts: crate::oauth::egress::EgressTimeouts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ impl Config {
             public_url,
             egress_allow: Vec::new(),
             refresh_every: std::time::Duration::from_secs(5),
+            egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
         })
     }
 }

@@ -54,7 +54,7 @@ impl Application {
         })?;
         let egress_policy = crate::oauth::egress::EgressPolicy::parse(&config.egress_allow)
             .context("--egress-allow / AGP_EGRESS_ALLOW")?;
-        let egress = crate::oauth::egress::EgressClient::new(egress_policy, Default::default())
+        let egress = crate::oauth::egress::EgressClient::new(egress_policy, config.egress_timeouts)
             .context("building the outbound HTTP client")?;
         let (vault, key_source) = crate::vault::open_for_data_dir(&config.data_dir)
             .context("opening the vault (refusing to serve without the right master key)")?;

@@ -230,6 +230,14 @@ impl FlowStore {
             .ok_or(FlowError::Unknown)
     }
 
+    /// Whether `flow_id` names a flow that is still usable (not consumed, cancelled or expired).
+    pub fn is_live(&self, flow_id: &str) -> bool {
+        self.flows
+            .lock()
+            .get(flow_id)
+            .is_some_and(|e| e.created.elapsed() < self.ttl)
+    }
+
     /// Drops every flow of `connector_id` (disconnect, remove, a newer reconnect).
     pub fn cancel_connector(&self, connector_id: &str) {
         self.flows
@@ -314,7 +322,9 @@ mod tests {
         );
         assert_eq!(store.check(&id, None), Err(FlowError::WrongBrowser));
         assert!(store.check(&id, Some(&cookie)).is_ok());
+        assert!(store.is_live(&id));
         assert_eq!(store.consume(&id).unwrap().generation, 1);
+        assert!(!store.is_live(&id));
         assert_eq!(
             store.consume(&id).err(),
             Some(FlowError::Unknown),

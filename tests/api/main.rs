@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod mock_provider;
 mod peers;
 
 mod agents;
 mod bad_input;
 mod cli;
 mod connectors_e2e;
+mod connectors_mock;
 mod events;
 mod lifecycle;
 mod profiles;

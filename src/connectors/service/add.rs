@@ -275,8 +275,11 @@ impl ConnectorService {
         let expires_at = Utc::now()
             + chrono::Duration::from_std(FLOW_TTL)
                 .unwrap_or_else(|_| chrono::Duration::minutes(10));
-        let committed = self
-            .run(
+        let committed = {
+            // Under custody: a refresh finishing now sees the new generation and seals nothing.
+            let custody = self.custody.get(connector_id);
+            let _custody = custody.lock().await;
+            self.run(
                 connector_id,
                 name,
                 ConnectorCommand::StartConsent {
@@ -286,7 +289,8 @@ impl ConnectorService {
                 },
                 meta,
             )
-            .await?;
+            .await?
+        };
         self.flows.insert(
             &flow_id,
             Flow {

@@ -182,6 +182,33 @@ impl ConnectorService {
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| Utc::now() + d);
         let granted = tokens.scope.clone().unwrap_or_else(|| flow.scopes.clone());
+        // Under custody (see `ConnectorService::custody`): a disconnect or a newer reconnect
+        // either came first — then nothing is sealed and the fresh tokens are revoked — or
+        // comes after this consent is recorded and deals with what was sealed.
+        let custody = self.custody.get(&flow.connector_id);
+        let custody = custody.lock().await;
+        let current = self
+            .view(&flow.connector_name)
+            .ok()
+            .filter(|v| v.connector_id == flow.connector_id);
+        let awaiting = current.as_ref().is_some_and(|v| {
+            v.generation == flow.generation && v.awaiting_consent && v.status == "pending"
+        });
+        if !awaiting {
+            drop(custody);
+            let status = match &current {
+                Some(v) => {
+                    self.revoke_unsealed(v, &tokens.access_token, tokens.refresh_token.as_ref())
+                        .await;
+                    v.status.clone()
+                }
+                None => "removed".into(),
+            };
+            return Err(format!(
+                "the connector changed while consent was in progress (it is now {status}); the \
+                 tokens it produced were discarded"
+            ));
+        }
         self.seal(slot.clone(), Field::AccessToken, tokens.access_token)
             .await
             .map_err(|e| e.to_string())?;

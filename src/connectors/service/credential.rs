@@ -3,8 +3,10 @@
 //! every concurrent caller waits for that one.
 //!
 //! Order inside a refresh: new tokens are sealed (durable) before the event that records them,
-//! so a rotated refresh token is never lost; if the connector was disconnected meanwhile the
-//! event is refused and the fresh tokens are revoked and destroyed instead.
+//! so a rotated refresh token is never lost. Sealing and recording happen under the
+//! connector's custody lock, after checking it is still active in the same generation; if it
+//! was disconnected or reconnected meanwhile, nothing is sealed (the slot keeps what the
+//! disconnect's revocation needs) and the fresh tokens are revoked instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,12 +45,12 @@ pub enum CredentialError {
     Internal(String),
 }
 
-/// One lock per connector: the single-flight of refreshes.
+/// One async lock per connector (the single-flight of refreshes; the custody lock).
 #[derive(Default)]
-pub struct RefreshLocks(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct ConnectorLocks(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-impl RefreshLocks {
-    fn get(&self, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+impl ConnectorLocks {
+    pub(crate) fn get(&self, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.0
             .lock()
             .entry(connector_id.to_string())
@@ -204,6 +206,28 @@ impl ConnectorService {
                 }
             }
         };
+        // Seal and record under the custody lock, which `disconnect` and `reconnect` hold while
+        // they append their event: either they came first — then nothing is sealed (the slot
+        // keeps the tokens their revocation, or its retry, needs) and the fresh tokens are
+        // revoked — or they come after and deal with what was sealed (S10).
+        let custody = self.custody.get(&view.connector_id);
+        let custody = custody.lock().await;
+        let current = self.view(&name).ok();
+        let still_ours = current.as_ref().is_some_and(|c| {
+            c.connector_id == view.connector_id
+                && c.generation == view.generation
+                && c.status == "active"
+        });
+        if !still_ours {
+            drop(custody);
+            tracing::warn!(connector = %name, "a refresh completed after the connector moved on; revoking its tokens");
+            self.revoke_unsealed(view, &tokens.access_token, tokens.refresh_token.as_ref())
+                .await;
+            return Err(CredentialError::NotActive {
+                name,
+                status: current.map_or_else(|| "removed".into(), |c| c.status),
+            });
+        }
         let fp = fingerprint(tokens.access_token.expose_secret());
         let rotated = tokens.refresh_token.is_some();
         let expires_at = tokens
@@ -226,12 +250,11 @@ impl ConnectorService {
             access_token_expires_at: expires_at,
             refresh_token_rotated: rotated,
         };
-        if self
-            .run(&view.connector_id, &name, cmd, &meta)
-            .await
-            .is_err()
-        {
-            // Disconnected (or reconnected) while refreshing: discard and revoke (S10).
+        let recorded = self.run(&view.connector_id, &name, cmd, &meta).await;
+        drop(custody);
+        if recorded.is_err() {
+            // The refresh cannot be recorded (the check above makes a state race unlikely;
+            // the log may be unavailable): tokens nobody knows about are revoked (S10).
             self.discard(view, &access).await;
             return Err(CredentialError::NotActive {
                 name: name.clone(),
@@ -252,19 +275,41 @@ impl ConnectorService {
             .await
             .ok()
             .flatten();
-        if let (Some(ep), Ok(auth)) = (
-            view.revocation_endpoint
-                .as_deref()
-                .and_then(|e| Url::parse(e).ok()),
-            self.client_auth(&view.connector_id, &view.name).await,
-        ) {
-            if let Some(rt) = &refresh {
-                let _ = revoke(&self.egress, &ep, &auth, rt, "refresh_token").await;
-            }
-            let _ = revoke(&self.egress, &ep, &auth, access, "access_token").await;
-        }
+        self.revoke_unsealed(view, access, refresh.as_ref()).await;
         let vault = self.vault.clone();
         let _ = tokio::task::spawn_blocking(move || vault.shred(&slot)).await;
+    }
+
+    /// Revokes tokens that were never sealed (they arrived after the connector moved on), in
+    /// separate attempts, best effort: a failure is logged, nothing else holds these tokens.
+    pub(crate) async fn revoke_unsealed(
+        &self,
+        view: &ConnectorView,
+        access: &SecretString,
+        refresh: Option<&SecretString>,
+    ) {
+        let endpoint = view
+            .revocation_endpoint
+            .as_deref()
+            .and_then(|e| Url::parse(e).ok());
+        let (Some(ep), Ok(auth)) = (
+            endpoint,
+            self.client_auth(&view.connector_id, &view.name).await,
+        ) else {
+            tracing::warn!(connector = %view.name, "late tokens cannot be revoked (no revocation endpoint or client); they expire on their own");
+            return;
+        };
+        let tokens = refresh
+            .map(|rt| (rt, "refresh_token"))
+            .into_iter()
+            .chain([(access, "access_token")]);
+        for (token, kind) in tokens {
+            if let crate::connectors::revoke::Revoked::No(detail) =
+                revoke(&self.egress, &ep, &auth, token, kind).await
+            {
+                tracing::warn!(connector = %view.name, kind, %detail, "revoking a late token failed");
+            }
+        }
     }
 
     /// Token requests made by refreshes since start (for tests and metrics).

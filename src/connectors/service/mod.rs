@@ -87,7 +87,11 @@ pub struct ConnectorService {
     /// Accept authorization servers that do not advertise PKCE support (audited per connector).
     pub(crate) allow_missing_pkce_metadata: bool,
     /// Single-flight of token refreshes, per connector.
-    refresh_locks: credential::RefreshLocks,
+    refresh_locks: credential::ConnectorLocks,
+    /// Custody, per connector: held while fresh tokens are sealed and recorded, and while a
+    /// disconnect or a reconnect appends its event, so tokens are never sealed into a slot
+    /// whose connector already moved on (S10).
+    pub(crate) custody: credential::ConnectorLocks,
     /// Token requests made by refreshes (tests assert single-flight with it).
     refresh_requests: std::sync::atomic::AtomicU64,
 }
@@ -112,7 +116,8 @@ impl ConnectorService {
             public_url,
             naming: tokio::sync::Mutex::new(()),
             allow_missing_pkce_metadata: false,
-            refresh_locks: credential::RefreshLocks::default(),
+            refresh_locks: credential::ConnectorLocks::default(),
+            custody: credential::ConnectorLocks::default(),
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -47,13 +47,18 @@ impl ConnectorService {
         meta: &CommandMeta,
     ) -> Result<Teardown, ServiceError> {
         let view = self.view(name)?;
-        self.run(
-            &view.connector_id,
-            name,
-            ConnectorCommand::Disconnect { reason },
-            meta,
-        )
-        .await?;
+        {
+            // Under custody: a refresh or consent finishing now seals nothing after this event.
+            let custody = self.custody.get(&view.connector_id);
+            let _custody = custody.lock().await;
+            self.run(
+                &view.connector_id,
+                name,
+                ConnectorCommand::Disconnect { reason },
+                meta,
+            )
+            .await?;
+        }
         self.flows.cancel_connector(&view.connector_id);
         let (revocation, shredded) = self.revoke_and_shred(&view, meta).await?;
         Ok(Teardown {
