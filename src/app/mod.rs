@@ -132,9 +132,8 @@ impl Application {
             let _ = tcp.set_nodelay(true);
         });
         state.ready.store(true, Ordering::Release);
-        state
-            .connector_service
-            .spawn_refresher(self.refresh_every, state.shutdown.subscribe());
+        state.connector_service.spawn_refresher(self.refresh_every);
+        state.connector_service.resume_pending_revocations();
         let stop = state.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -144,7 +143,9 @@ impl Application {
                 stop.shutdown.send_replace(true);
             })
             .await;
-        // Stop folding, then close the log: every acknowledged event is already durable.
+        // Stop background work, stop folding, then close the log: every acknowledged event is
+        // already durable.
+        state.connector_service.stop();
         state.projections.stop().await;
         let closed = state.log.close().await;
         served.context("serving HTTP")?;

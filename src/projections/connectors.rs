@@ -84,6 +84,8 @@ pub struct ConnectorView {
     pub disconnected_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub revocations: Vec<RevocationView>,
+    /// True once the current generation's data keys were destroyed (crypto-shredded).
+    pub credentials_shredded: bool,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -275,6 +277,7 @@ impl Projection for ConnectorStatusView {
                 disconnected_at: None,
                 last_error: None,
                 revocations: Vec::new(),
+                credentials_shredded: false,
                 updated_at: at,
             };
             if view.client_id.is_some() {
@@ -345,6 +348,7 @@ impl Projection for ConnectorStatusView {
                 ..
             } => {
                 v.generation = *generation;
+                v.credentials_shredded = false;
                 v.awaiting_consent = true;
                 v.has_refresh_token = false;
                 v.token_fingerprint = None;
@@ -420,7 +424,11 @@ impl Projection for ConnectorStatusView {
                     at,
                 });
             }
-            ConnectorEvent::CredentialsShredded { .. } => {}
+            ConnectorEvent::CredentialsShredded { generation } => {
+                if *generation == v.generation {
+                    v.credentials_shredded = true;
+                }
+            }
         }
     }
 

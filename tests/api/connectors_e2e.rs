@@ -136,6 +136,27 @@ async fn dcr_add_consent_disconnect_reconnect_remove() {
     let at2 = at2.unwrap();
     assert!(provider.introspect(&at2, "access_token").await);
 
+    // Reconnecting an active connector revokes and destroys the old generation's tokens.
+    let (s, r) = app.post("/connectors/notion/reconnect", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["generation"], 3);
+    assert_eq!(r["status"], "pending");
+    assert!(
+        !provider.introspect(&at2, "access_token").await,
+        "old generation revoked"
+    );
+    let old = agp::vault::Slot::consent(r["connector_id"].as_str().unwrap(), 2);
+    assert!(
+        !app.state
+            .connector_service
+            .vault()
+            .has(&old, agp::vault::Field::AccessToken)
+            .unwrap()
+    );
+    let result = consent(&b, r["authorize_url"].as_str().unwrap(), "alice", true).await;
+    assert_eq!(result["outcome"], "authorized", "{result}");
+    let at2 = tokens(&app, "notion").0.unwrap();
+
     // Remove: refused without the matching confirmation, then revokes first and forgets it.
     let (s, b2) = app
         .post("/connectors/notion/remove", json!({"confirm": "slack"}))

@@ -725,3 +725,41 @@ async fn a_consent_that_completes_after_disconnect_is_discarded_and_revoked() {
     assert_eq!(status(&app, "cut").await["status"], "disconnected");
     assert_no_leak(&app, "cut", &[]).await;
 }
+
+#[tokio::test]
+async fn a_failed_revocation_resumes_after_a_restart() {
+    let mock = Mock::start().await;
+    let app = app().await;
+    let (_at, _rt) = connected(&app, &mock, "again").await;
+    let generation = status(&app, "again").await["generation"].as_u64().unwrap();
+    mock.revoke([503, 503]);
+    let (s, t) = app.post("/connectors/again/disconnect", json!({})).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["shredded"], false);
+    // Stop before the first retry; the provider recovers while AGP is down.
+    let dir = app.stop().await;
+    let app = crate::helpers::spawn_app_with(dir, |c| {
+        c.egress_allow = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    let started = Instant::now();
+    loop {
+        let shown = status(&app, "again").await;
+        if shown["credentials_shredded"] == true {
+            let outcomes: Vec<&str> = shown["revocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["outcome"].as_str().unwrap())
+                .collect();
+            assert_eq!(outcomes, ["revoked", "revoked"], "{shown}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not resumed: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sealed_gen(&app, "again", generation), (None, None));
+}

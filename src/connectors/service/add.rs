@@ -195,7 +195,11 @@ impl ConnectorService {
 
     /// Starts a fresh consent on an existing connector: discovery again (endpoints may have
     /// moved), a new registration if the issuer changed under DCR, then a new flow.
-    pub async fn reconnect(&self, name: &str, meta: &CommandMeta) -> Result<Consent, ServiceError> {
+    pub async fn reconnect(
+        self: &std::sync::Arc<Self>,
+        name: &str,
+        meta: &CommandMeta,
+    ) -> Result<Consent, ServiceError> {
         let view = self.view(name)?;
         let overrides = self
             .projections
@@ -234,8 +238,35 @@ impl ConnectorService {
         )
         .await?;
         self.flows.cancel_connector(&view.connector_id);
-        self.start_consent(&view.connector_id, name, &discovery, scopes, meta)
-            .await
+        let consent = self
+            .start_consent(&view.connector_id, name, &discovery, scopes, meta)
+            .await?;
+        // The previous generation is stale now (nothing can refresh or serve it): revoke its
+        // tokens at the provider and destroy them, as a disconnect would.
+        if self.holds_tokens(&view).await? {
+            self.revoke_and_shred(&view, meta).await?;
+        }
+        Ok(Consent {
+            connector: self.view(name)?,
+            ..consent
+        })
+    }
+
+    /// True when the vault still holds tokens of `view`'s current generation.
+    async fn holds_tokens(&self, view: &ConnectorView) -> Result<bool, ServiceError> {
+        if view.generation == 0 {
+            return Ok(false);
+        }
+        let slot = Slot::consent(&view.connector_id, view.generation);
+        let vault = self.vault.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::vault::VaultError>(
+                vault.has(&slot, Field::AccessToken)? || vault.has(&slot, Field::RefreshToken)?,
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::from)
     }
 
     /// Appends `consent_started` (next generation) and registers the flow.

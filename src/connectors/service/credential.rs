@@ -320,17 +320,13 @@ impl ConnectorService {
 
     /// The background refresher: every `every`, refreshes active connectors whose access token
     /// is about to expire, and marks expired those that cannot be refreshed.
-    pub fn spawn_refresher(
-        self: &Arc<Self>,
-        every: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) {
         let service = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = service.stopped() => return,
                 }
                 let due: Vec<String> = service.projections.read(|p| {
                     p.connectors

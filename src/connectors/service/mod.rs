@@ -92,6 +92,9 @@ pub struct ConnectorService {
     /// disconnect or a reconnect appends its event, so tokens are never sealed into a slot
     /// whose connector already moved on (S10).
     pub(crate) custody: credential::ConnectorLocks,
+    /// Flipped at shutdown: background work (retries, the refresher) ends and lets go of the
+    /// vault, so the data directory can be reopened.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Token requests made by refreshes (tests assert single-flight with it).
     refresh_requests: std::sync::atomic::AtomicU64,
 }
@@ -119,6 +122,20 @@ impl ConnectorService {
             refresh_locks: credential::ConnectorLocks::default(),
             custody: credential::ConnectorLocks::default(),
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
+            stopping: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Ends background work (revocation retries, the refresher).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`ConnectorService::stop`] was called.
+    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
         }
     }
 

@@ -114,7 +114,7 @@ impl ConnectorService {
     /// Revokes the refresh token and the access token of the connector's current generation in
     /// separate attempts and records each outcome; shreds the generation's keys if every
     /// outcome is final, else schedules retries.
-    async fn revoke_and_shred(
+    pub(super) async fn revoke_and_shred(
         self: &std::sync::Arc<Self>,
         view: &ConnectorView,
         meta: &CommandMeta,
@@ -201,13 +201,39 @@ impl ConnectorService {
         Ok(())
     }
 
+    /// At start: resumes the revocation retries a stop interrupted (disconnected connectors
+    /// whose current credential was neither revoked nor shredded).
+    pub fn resume_pending_revocations(self: &std::sync::Arc<Self>) {
+        let pending: Vec<ConnectorView> = self.projections.read(|p| {
+            p.connectors
+                .list()
+                .into_iter()
+                .filter(|v| {
+                    v.status == "disconnected"
+                        && !v.credentials_shredded
+                        && v.revocations.iter().any(|r| {
+                            r.generation == v.generation && r.outcome == RevocationOutcome::Failed
+                        })
+                })
+                .cloned()
+                .collect()
+        });
+        for view in pending {
+            tracing::info!(connector = %view.name, "resuming a failed revocation");
+            self.schedule_retry(view);
+        }
+    }
+
     /// Retries a failed revocation with backoff; shreds once it settles. Stops if the connector
     /// is removed or reconnected meanwhile.
     fn schedule_retry(self: &std::sync::Arc<Self>, view: ConnectorView) {
         let service = self.clone();
         tokio::spawn(async move {
             for delay in RETRY_DELAYS {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = service.stopped() => return,
+                }
                 let Ok(current) = service.view(&view.name) else {
                     return;
                 };
