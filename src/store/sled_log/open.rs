@@ -113,13 +113,29 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
             path.display()
         )));
     }
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         // Every group commit flushes explicitly; a background flusher would only add fsyncs.
         .flush_every_ms(None)
-        .cache_capacity(options.cache_bytes)
-        .open()
-        .map_err(|e| open_error(path, e))?;
+        .cache_capacity(options.cache_bytes);
+    // sled lets go of its file lock a moment after the last handle drops (its helper threads
+    // finish asynchronously), so a reopen right after a close in the same process can briefly
+    // see the lock held: retry for up to a second before calling the directory in use.
+    let mut attempts = 0;
+    let db = loop {
+        match config.open() {
+            Ok(db) => break db,
+            Err(e) => {
+                let err = open_error(path, e);
+                if matches!(err, StoreError::InUse(_)) && attempts < 20 {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                return Err(err);
+            }
+        }
+    };
     let mut streams = load_stream_heads(&db)?;
     let (tip, tail) = recover_tail(&db, &mut streams, &options)?;
     if !options.read_only
