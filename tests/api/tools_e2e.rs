@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::cli::{cli, json_out};
 use crate::helpers::{TestApp, error_message, spawn_app};
 use crate::peers::{Provider, browser, consent};
 
@@ -216,4 +217,60 @@ async fn discover_register_grant_and_change_operation() {
     assert_eq!(reg.as_array().unwrap().len(), 3, "{reg}");
     assert_eq!(by_name(&reg, "docs__create_page")["operation"], "write");
     assert_eq!(by_name(&reg, "docs__echo")["operation"], "read");
+
+    // The same through the CLI, on the second connector.
+    let found = json_out(&cli(&app, &["connectors", "discover-tools", "--name", "other"]).await);
+    assert_eq!(found.as_array().unwrap().len(), 5, "{found}");
+    assert_eq!(by_name(&found, "echo")["operation"], "read");
+    let reg = json_out(
+        &cli(
+            &app,
+            &[
+                "connectors",
+                "register-tools",
+                "--name",
+                "other",
+                "--alias",
+                "wiki",
+                "--tool",
+                "echo=write",
+                "--tool",
+                "whoami",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(by_name(&reg, "wiki__echo")["operation"], "write");
+    assert_eq!(by_name(&reg, "wiki__whoami")["operation"], "read");
+    let e = json_out(
+        &cli(
+            &app,
+            &[
+                "tools",
+                "set-operation",
+                "--name",
+                "wiki__echo",
+                "--operation",
+                "read",
+                "--reason",
+                "it only echoes",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(e["operation"], "read");
+    assert_eq!(e["version"], 2);
+    let bad = cli(
+        &app,
+        &[
+            "connectors",
+            "register-tools",
+            "--name",
+            "other",
+            "--tool",
+            "echo=maybe",
+        ],
+    )
+    .await;
+    assert!(!bad.status.success());
 }
