@@ -1,5 +1,5 @@
 //! `/api/v1/connectors`: add (discovery, registration, consent URL), list, show, and the
-//! lifecycle: disconnect, reconnect, remove.
+//! lifecycle: disconnect, reconnect, remove; tool discovery and registration.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,11 @@ use super::error::{ApiQuery, ErrorBody};
 use super::profiles::{name, text};
 use super::{ApiError, ApiJson, SharedState};
 use crate::connectors::service::add::{AddConnector, ClientChoice};
+use crate::connectors::service::tools::Selection;
 use crate::connectors::service::{Consent, ServiceError, Teardown};
-use crate::domain::connector::{Overrides, TokenAuthMethod};
+use crate::connectors::upstream::DiscoveredTool;
+use crate::domain::connector::{Operation, Overrides, TokenAuthMethod};
+use crate::projections::catalog::CatalogEntry;
 use crate::projections::connectors::ConnectorView;
 
 pub fn routes() -> OpenApiRouter<SharedState> {
@@ -28,6 +31,8 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(reconnect_connector))
         .routes(routes!(remove_connector))
         .routes(routes!(refresh_connector))
+        .routes(routes!(discover_tools))
+        .routes(routes!(register_tools))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -442,4 +447,95 @@ async fn refresh_connector(
     }
     let view = state.connector_service.view(n.as_str())?;
     Ok(ApiJson(json(&state, view)))
+}
+
+/// `POST /connectors/{name}/register-tools` body: `tools` or `all`, not both.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterToolsBody {
+    /// The catalog prefix (`<alias>__<tool>`); defaults to the registered alias, else the
+    /// connector's name. May not contain `__`.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Upstream tool names, each with an optional operation override.
+    #[serde(default)]
+    pub tools: Option<Vec<ToolChoice>>,
+    /// Every upstream tool not registered yet, with its classified operation.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolChoice {
+    /// The tool's name at the upstream server.
+    pub name: String,
+    /// `read` or `write`; defaults to the classified operation.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub operation: Option<Operation>,
+}
+
+/// List the connector's upstream tools (paginated `tools/list` to the end, capped and validated)
+/// with their pre-classified operation facts. The connector must be active.
+#[utoipa::path(post, path = "/connectors/{name}/discover-tools", tag = "connectors",
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = Vec<DiscoveredTool>), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The connector is not active (the message names its state)"),
+        (status = 502, body = ErrorBody, description = "Upstream failed or its listing broke a cap (the message names the tool)")))]
+async fn discover_tools(
+    State(state): State<SharedState>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<Vec<DiscoveredTool>>, ApiError> {
+    let n = name("connector name", &raw)?;
+    Ok(ApiJson(
+        state.connector_service.discover_tools(n.as_str()).await?,
+    ))
+}
+
+/// Register upstream tools into the catalog as `<alias>__<tool>`, pinned by the hash of their
+/// freshly listed definitions (S17). Answers the created catalog entries.
+#[utoipa::path(post, path = "/connectors/{name}/register-tools", tag = "connectors", request_body = RegisterToolsBody,
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 201, body = Vec<CatalogEntry>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such connector or upstream tool"),
+        (status = 409, body = ErrorBody, description = "Connector not active, name or alias taken by another connector, or already registered"),
+        (status = 502, body = ErrorBody)))]
+async fn register_tools(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<RegisterToolsBody>,
+) -> Result<(StatusCode, ApiJson<Vec<CatalogEntry>>), ApiError> {
+    let n = name("connector name", &raw)?;
+    let alias = match blank_is_none(&body.alias) {
+        Some(a) => Some(name("alias", &a)?),
+        None => None,
+    };
+    let selection = match (body.tools, body.all) {
+        (Some(_), true) => {
+            return Err(ApiError::BadRequest("tools and all are exclusive".into()));
+        }
+        (None, false) => {
+            return Err(ApiError::BadRequest(
+                "name the tools to register (tools) or set all".into(),
+            ));
+        }
+        (None, true) => Selection::All,
+        (Some(list), false) => {
+            if list.is_empty() || list.len() > crate::connectors::upstream::MAX_TOOLS {
+                return Err(ApiError::BadRequest(format!(
+                    "tools: between 1 and {} tools",
+                    crate::connectors::upstream::MAX_TOOLS
+                )));
+            }
+            Selection::Tools(list.into_iter().map(|t| (t.name, t.operation)).collect())
+        }
+    };
+    let r = state
+        .connector_service
+        .register_tools(n.as_str(), alias, selection, &caller.meta())
+        .await;
+    state.metrics.command("connector", r.is_ok());
+    Ok((StatusCode::CREATED, ApiJson(r?)))
 }

@@ -238,7 +238,24 @@ async fn grant_tools(
     let name = name("profile name", &raw)?;
     let tools = tools(&body.tools)?;
     let reason = text("reason", &body.reason)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "reason is required (it goes to the audit trail)".into(),
+        ));
+    }
     let id = profile_id(&state, &name)?;
+    // Only catalog tools can be granted.
+    if let Some(missing) = state.projections.read(|p| {
+        tools
+            .iter()
+            .find(|t| p.catalog.get(t.as_str()).is_none())
+            .cloned()
+    }) {
+        return Err(ApiError::NotFound(format!(
+            "tool {:?} is not in the catalog (register it first: agp connectors register-tools)",
+            missing.as_str()
+        )));
+    }
     let v = run(
         &state,
         &caller,

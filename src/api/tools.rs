@@ -1,22 +1,60 @@
-//! `/api/v1/tools`: the tool catalog, read-only. Registering tools and changing their operation
-//! fact arrive with discovery; these endpoints serve the catalog the log already builds.
+//! `/api/v1/tools`: the tool catalog — list, show, and changing a tool's operation fact.
+//! Registration lives with its connector (`/connectors/{name}/register-tools`).
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiQuery, ErrorBody};
-use super::profiles::name;
+use super::profiles::{name, text};
 use super::{ApiError, ApiJson, SharedState};
 use crate::domain::ToolName;
+use crate::domain::connector::Operation;
 use crate::projections::catalog::{CatalogEntry, ToolStatus};
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(list_tools))
         .routes(routes!(show_tool))
+        .routes(routes!(set_operation))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationBody {
+    /// `read` or `write`.
+    #[schema(value_type = String, example = "write")]
+    pub operation: Operation,
+    /// Why, for the audit trail.
+    pub reason: String,
+}
+
+/// Change a registered tool's operation fact (audited; the entry's version grows by one).
+#[utoipa::path(post, path = "/tools/{name}/operation", tag = "tools", request_body = OperationBody,
+    params(("name" = String, Path, description = "Catalog tool name (`<alias>__<tool>`)")),
+    responses((status = 200, body = CatalogEntry), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn set_operation(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<OperationBody>,
+) -> Result<ApiJson<CatalogEntry>, ApiError> {
+    let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
+    let reason = text("reason", &body.reason)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason is required".into()));
+    }
+    let r = state
+        .connector_service
+        .change_tool_operation(&n, body.operation, reason, &caller.meta())
+        .await;
+    state.metrics.command("connector", r.is_ok());
+    Ok(ApiJson(r?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

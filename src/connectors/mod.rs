@@ -8,3 +8,4 @@ pub mod results;
 pub mod revoke;
 pub mod service;
 pub mod token;
+pub mod upstream;

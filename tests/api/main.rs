@@ -16,3 +16,4 @@ mod events;
 mod lifecycle;
 mod profiles;
 mod tools;
+mod tools_e2e;

@@ -21,6 +21,20 @@ async fn create_list_show_suspend_resume_grant_revoke() {
     assert_eq!(s, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
 
+    // Only catalog tools can be granted.
+    let (s, b) = app
+        .post(
+            "/profiles/support/grants",
+            json!({"tools": ["notion__search"], "reason": "ticket triage"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        error_message(&b, "not_found").contains("notion__search"),
+        "{b}"
+    );
+    crate::tools::registered(&app, "c1", "notion", &["search", "fetch"]).await;
+
     let (s, p) = app
         .post(
             "/profiles/support/grants",

@@ -86,6 +86,24 @@ async fn active_connector(app: &TestApp, id: &str, name: &str) {
     .await;
 }
 
+/// Connector `name` (id `id`), active, with `upstream` tools registered under its name (all
+/// read): the catalog entries that grants need.
+pub async fn registered(app: &TestApp, id: &str, name: &str, upstream: &[&str]) {
+    active_connector(app, id, name).await;
+    run(
+        app,
+        id,
+        ConnectorCommand::RegisterTools {
+            alias: rname(name),
+            tools: upstream
+                .iter()
+                .map(|u| tool(name, u, Operation::Read))
+                .collect(),
+        },
+    )
+    .await;
+}
+
 /// `notion` active with `notion__search` (read) and `notion__create-page` (write); `slack`
 /// disconnected with `slack__post` (write).
 async fn seed(app: &TestApp) {

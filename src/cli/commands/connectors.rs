@@ -1,5 +1,5 @@
 //! `agp connectors …`: add (discovery, registration, consent URL), inspect, and the lifecycle:
-//! disconnect, reconnect, remove.
+//! disconnect, reconnect, remove; tool discovery and registration.
 
 use std::process::ExitCode;
 
@@ -140,6 +140,94 @@ pub enum ConnectorsCommand {
         #[arg(long)]
         name: String,
     },
+    /// List the connector's upstream tools with their pre-classified operation (read/write).
+    DiscoverTools {
+        #[arg(long)]
+        name: String,
+    },
+    /// Register upstream tools into the catalog as `<alias>__<tool>`.
+    RegisterTools {
+        #[arg(long)]
+        name: String,
+        /// Catalog prefix (default: the registered alias, else the connector name).
+        #[arg(long)]
+        alias: Option<String>,
+        /// An upstream tool, optionally with its operation: `search` or `delete_page=write`.
+        #[arg(long = "tool", required_unless_present = "all", conflicts_with = "all")]
+        tools: Vec<String>,
+        /// Every upstream tool not registered yet.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Parses `--tool T[=read|write]` into a register-tools item.
+fn tool_choice(raw: &str) -> anyhow::Result<Value> {
+    let (name, op) = match raw.rsplit_once('=') {
+        Some((n, op)) => (n, Some(op)),
+        None => (raw, None),
+    };
+    if name.is_empty() {
+        anyhow::bail!("--tool {raw:?}: the tool name is empty");
+    }
+    match op {
+        None => Ok(json!({"name": name})),
+        Some(op @ ("read" | "write")) => Ok(json!({"name": name, "operation": op})),
+        Some(other) => {
+            anyhow::bail!("--tool {raw:?}: operation must be read or write (got {other:?})")
+        }
+    }
+}
+
+/// At most this many characters of a description in the discover-tools table.
+const SNIPPET: usize = 60;
+
+fn snippet(t: &Value) -> String {
+    let text = t
+        .get("title")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| t.get("description").and_then(Value::as_str))
+        .unwrap_or("");
+    let first = text.lines().next().unwrap_or("");
+    if first.chars().count() > SNIPPET {
+        format!("{}…", first.chars().take(SNIPPET).collect::<String>())
+    } else {
+        first.to_string()
+    }
+}
+
+fn discover_table(v: &Value) -> comfy_table::Table {
+    output::table(
+        &[
+            "name",
+            "operation",
+            "from",
+            "registered",
+            "title / description",
+        ],
+        v,
+        |t| {
+            vec![
+                get(t, "name"),
+                get(t, "operation"),
+                get(t, "operation_source"),
+                get(t, "registered"),
+                snippet(t),
+            ]
+        },
+    )
+}
+
+fn registered_table(v: &Value) -> comfy_table::Table {
+    output::table(&["name", "operation", "version", "hash"], v, |t| {
+        vec![
+            get(t, "name"),
+            get(t, "operation"),
+            get(t, "version"),
+            get(t, "definition_hash").chars().take(12).collect(),
+        ]
+    })
 }
 
 fn list_table(v: &Value) -> comfy_table::Table {
@@ -231,6 +319,36 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
                 .await?;
             output::print(global.output, &v, list_table);
         }
+        ConnectorsCommand::DiscoverTools { name } => {
+            let path = format!(
+                "/connectors/{}/discover-tools",
+                path_name("connector", &name)?
+            );
+            let v = client.post(&path, &json!({})).await?;
+            output::print(global.output, &v, discover_table);
+        }
+        ConnectorsCommand::RegisterTools {
+            name,
+            alias,
+            tools,
+            all,
+        } => {
+            let path = format!(
+                "/connectors/{}/register-tools",
+                path_name("connector", &name)?
+            );
+            let body = if all {
+                json!({"alias": alias, "all": true})
+            } else {
+                let tools = tools
+                    .iter()
+                    .map(|t| tool_choice(t))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                json!({"alias": alias, "tools": tools})
+            };
+            let v = client.post(&path, &body).await?;
+            output::print(global.output, &v, registered_table);
+        }
         ConnectorsCommand::Show { name } => {
             let v = client
                 .get(&format!("/connectors/{}", path_name("connector", &name)?))
@@ -239,4 +357,33 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_choices_parse() {
+        assert_eq!(tool_choice("echo").expect("ok"), json!({"name": "echo"}));
+        assert_eq!(
+            tool_choice("delete_page=write").expect("ok"),
+            json!({"name": "delete_page", "operation": "write"})
+        );
+        assert!(tool_choice("x=maybe").is_err());
+        assert!(tool_choice("=read").is_err());
+    }
+
+    #[test]
+    fn snippets_are_short() {
+        assert_eq!(
+            snippet(&json!({"title": "Echo", "description": "d"})),
+            "Echo"
+        );
+        let long = "z".repeat(100);
+        assert_eq!(
+            snippet(&json!({"description": long})).chars().count(),
+            SNIPPET + 1
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! `agp tools list | show`: the tool catalog (registering tools arrives with discovery).
+//! `agp tools list | show | set-operation`: the tool catalog (registration is
+//! `agp connectors register-tools`).
 
 use std::process::ExitCode;
 
@@ -47,6 +48,23 @@ pub enum ToolsCommand {
         #[arg(long)]
         name: String,
     },
+    /// Change a registered tool's operation fact (audited).
+    SetOperation {
+        /// Catalog tool name (`<alias>__<tool>`).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        operation: OperationArg,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OperationArg {
+    Read,
+    Write,
 }
 
 /// The status cell: `unavailable (disconnected)` names why.
@@ -106,6 +124,25 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
             let n = ToolName::parse(&name)
                 .map_err(|e| anyhow!("--name {name:?} is not a valid tool name: {e}"))?;
             let v = client.get(&format!("/tools/{n}")).await?;
+            output::print(global.output, &v, output::fields);
+        }
+        ToolsCommand::SetOperation {
+            name,
+            operation,
+            reason,
+        } => {
+            let n = ToolName::parse(&name)
+                .map_err(|e| anyhow!("--name {name:?} is not a valid tool name: {e}"))?;
+            let op = match operation {
+                OperationArg::Read => "read",
+                OperationArg::Write => "write",
+            };
+            let v = client
+                .post(
+                    &format!("/tools/{n}/operation"),
+                    &serde_json::json!({"operation": op, "reason": reason}),
+                )
+                .await?;
             output::print(global.output, &v, output::fields);
         }
     }

@@ -1,5 +1,6 @@
 //! The connector service: add (discovery → registration → consent URL), consent callback,
-//! disconnect (stop → revoke → shred), reconnect and remove.
+//! disconnect (stop → revoke → shred), reconnect and remove; tool discovery and registration
+//! ([`tools`]).
 //!
 //! Order of effects, and why:
 //! - `add` runs discovery and registration *before* appending anything, so a provider that
@@ -14,6 +15,7 @@ pub mod add;
 mod callback;
 pub mod credential;
 mod teardown;
+pub mod tools;
 
 use std::sync::Arc;
 
@@ -84,6 +86,9 @@ pub struct ConnectorService {
     pub(crate) public_url: String,
     /// Serializes adds so connector names are unique.
     naming: tokio::sync::Mutex<()>,
+    /// Serializes tool registrations so catalog names and aliases stay unique across
+    /// connectors (the aggregate sees only its own connector).
+    registering: tokio::sync::Mutex<()>,
     /// Accept authorization servers that do not advertise PKCE support (audited per connector).
     pub(crate) allow_missing_pkce_metadata: bool,
     /// Single-flight of token refreshes, per connector.
@@ -118,6 +123,7 @@ impl ConnectorService {
             redirect_uri: format!("{public_url}/connect/callback"),
             public_url,
             naming: tokio::sync::Mutex::new(()),
+            registering: tokio::sync::Mutex::new(()),
             allow_missing_pkce_metadata: false,
             refresh_locks: credential::ConnectorLocks::default(),
             custody: credential::ConnectorLocks::default(),

@@ -5,7 +5,8 @@
 //! or allowlisted addresses; the plain-http one resolves only to allowlisted addresses. The URL
 //! check picks the client, so an http request to a name can never reach a public (or
 //! rebinding) address. IP literals never reach a resolver in reqwest, so [`EgressClient::check_url`]
-//! judges them itself. Callers get a [`GuardedRequest`], never a raw `reqwest::Client`.
+//! judges them itself. Callers get a [`GuardedRequest`]; the one exception is
+//! [`EgressClient::client_for`], which hands the MCP client the same guarded inner client.
 
 use std::future::Future;
 use std::io;
@@ -235,6 +236,16 @@ impl EgressClient {
         Ok(GuardedRequest {
             inner: client.request(method, url.clone()),
             host: host_of(url),
+        })
+    }
+
+    /// The guarded inner client for `url`, after [`check_url`](Self::check_url): for protocol
+    /// clients that take a `reqwest::Client` (rmcp's streamable-HTTP client). Same resolver
+    /// guard, no redirects, no proxy, timeouts, TCP_NODELAY; only `url`'s route is allowed.
+    pub fn client_for(&self, url: &Url) -> Result<reqwest::Client, EgressError> {
+        Ok(match self.check_url(url)? {
+            Route::Https => self.https.clone(),
+            Route::HttpAllowlisted => self.http.clone(),
         })
     }
 

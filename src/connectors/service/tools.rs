@@ -1,0 +1,238 @@
+//! Tool discovery and registration for a connector: list the upstream tools (through
+//! [`crate::connectors::upstream`]), register the chosen ones with the `RegisterTools` command,
+//! and change a registered tool's operation fact.
+//!
+//! Cross-connector rules the aggregate cannot see (it knows only its own connector) are checked
+//! here against the catalog, under one lock so two registrations cannot race past each other:
+//! a catalog name belongs to one connector; an alias belongs to one connector. Definition hashes
+//! are computed from the freshly listed definitions, never from what the client sent.
+
+use std::collections::BTreeMap;
+
+use super::{ConnectorService, ServiceError};
+use crate::connectors::service::credential::CredentialError;
+use crate::connectors::upstream::{self, DiscoveredTool};
+use crate::domain::connector::{ALIAS_SEPARATOR, ConnectorCommand, Operation, RegisteredTool};
+use crate::domain::{ResourceName, ToolName};
+use crate::projections::catalog::CatalogEntry;
+use crate::store::aggregate_store::CommandMeta;
+
+/// Which tools `register_tools` registers.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every upstream tool this connector has not registered yet, with its classified operation.
+    All,
+    /// These upstream names, each with an optional operation override.
+    Tools(Vec<(String, Option<Operation>)>),
+}
+
+impl ConnectorService {
+    /// The alias `name`'s tools are (or would be) registered under: the registered one, else
+    /// `requested`, else the connector's name. Refuses an alias containing `__` (S16).
+    fn tool_alias(
+        &self,
+        connector_id: &str,
+        name: &str,
+        requested: Option<ResourceName>,
+    ) -> Result<ResourceName, ServiceError> {
+        let registered = self.projections.read(|p| {
+            p.catalog
+                .entries()
+                .find(|e| e.connector_id == connector_id)
+                .map(|e| e.alias.clone())
+        });
+        let alias = match (requested, registered) {
+            (Some(a), _) => a,
+            (None, Some(r)) => ResourceName::parse(&r)
+                .map_err(|e| ServiceError::Internal(format!("registered alias {r:?}: {e}")))?,
+            (None, None) => ResourceName::parse(name)
+                .map_err(|e| ServiceError::Invalid(format!("alias: {e}")))?,
+        };
+        if alias.as_str().contains(ALIAS_SEPARATOR) {
+            return Err(ServiceError::Invalid(format!(
+                "alias {:?} may not contain {ALIAS_SEPARATOR:?} (it separates the alias from the tool name); choose another alias",
+                alias.as_str()
+            )));
+        }
+        Ok(alias)
+    }
+
+    /// Lists the upstream tools of the active connector `name` under `alias` and marks those
+    /// already registered.
+    async fn list_upstream(
+        &self,
+        name: &str,
+        alias: &ResourceName,
+    ) -> Result<Vec<DiscoveredTool>, ServiceError> {
+        let view = self.view(name)?;
+        if view.status != "active" {
+            return Err(ServiceError::Conflict(format!(
+                "connector {name:?} is {}; tools can be discovered only while it is active",
+                view.status
+            )));
+        }
+        let token = self.credential(name).await.map_err(|e| match e {
+            CredentialError::NotFound(_) => ServiceError::NotFound(e.to_string()),
+            CredentialError::NotActive { .. } => ServiceError::Conflict(e.to_string()),
+            CredentialError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            CredentialError::Internal(_) => ServiceError::Internal(e.to_string()),
+        })?;
+        let url = url::Url::parse(&view.mcp_server_url)
+            .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
+        let tools = upstream::list_tools(&self.egress, &url, &token)
+            .await
+            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        let mut rows = upstream::validate(alias, tools)
+            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        self.projections.read(|p| {
+            for r in &mut rows {
+                r.registered = p
+                    .catalog
+                    .get(&r.catalog_name)
+                    .is_some_and(|e| e.connector_id == view.connector_id);
+            }
+        });
+        Ok(rows)
+    }
+
+    /// `discover-tools`: every upstream tool with its pre-classified operation.
+    pub async fn discover_tools(&self, name: &str) -> Result<Vec<DiscoveredTool>, ServiceError> {
+        let view = self.view(name)?;
+        let alias = self.tool_alias(&view.connector_id, name, None)?;
+        self.list_upstream(name, &alias).await
+    }
+
+    /// `register-tools`: re-lists upstream and registers the selection; answers the catalog
+    /// entries it created.
+    pub async fn register_tools(
+        &self,
+        name: &str,
+        alias: Option<ResourceName>,
+        selection: Selection,
+        meta: &CommandMeta,
+    ) -> Result<Vec<CatalogEntry>, ServiceError> {
+        let view = self.view(name)?;
+        let alias = self.tool_alias(&view.connector_id, name, alias)?;
+        let listed = self.list_upstream(name, &alias).await?;
+        let by_name: BTreeMap<&str, &DiscoveredTool> =
+            listed.iter().map(|t| (t.name.as_str(), t)).collect();
+        let chosen: Vec<(&DiscoveredTool, Operation)> = match &selection {
+            Selection::All => listed
+                .iter()
+                .filter(|t| !t.registered)
+                .map(|t| (t, t.operation))
+                .collect(),
+            Selection::Tools(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (n, op) in list {
+                    let t = by_name.get(n.as_str()).ok_or_else(|| {
+                        ServiceError::NotFound(format!(
+                            "connector {name:?}: upstream has no tool {n:?} (see discover-tools)"
+                        ))
+                    })?;
+                    out.push((*t, op.unwrap_or(t.operation)));
+                }
+                out
+            }
+        };
+        if chosen.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "connector {name:?}: every upstream tool is already registered"
+            )));
+        }
+        let tools = chosen
+            .iter()
+            .map(|(t, op)| {
+                RegisteredTool::new(
+                    &alias,
+                    &t.name,
+                    t.title.clone(),
+                    &t.description,
+                    t.input_schema.clone(),
+                    t.annotations.clone(),
+                    *op,
+                )
+                .map_err(|e| ServiceError::Invalid(format!("tool {:?}: {e}", t.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<ToolName> = tools.iter().map(|t| t.name.clone()).collect();
+
+        // Cross-connector uniqueness, checked and committed under one lock.
+        let _guard = self.registering.lock().await;
+        self.projections.read(|p| {
+            if let Some(e) = p
+                .catalog
+                .entries()
+                .find(|e| e.alias == alias.as_str() && e.connector_id != view.connector_id)
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "alias {:?} is already used by connector {:?}; choose another with --alias",
+                    alias.as_str(),
+                    e.connector
+                )));
+            }
+            for n in &names {
+                if let Some(e) = p.catalog.get(n.as_str())
+                    && e.connector_id != view.connector_id
+                {
+                    return Err(ServiceError::Conflict(format!(
+                        "tool {:?} is already registered by connector {:?}",
+                        n.as_str(),
+                        e.connector
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+        self.run(
+            &view.connector_id,
+            name,
+            ConnectorCommand::RegisterTools {
+                alias: alias.clone(),
+                tools,
+            },
+            meta,
+        )
+        .await?;
+        Ok(self.projections.read(|p| {
+            names
+                .iter()
+                .filter_map(|n| p.catalog.get(n.as_str()).cloned())
+                .collect()
+        }))
+    }
+
+    /// Changes a registered tool's operation fact (audited with `reason`); answers the entry.
+    pub async fn change_tool_operation(
+        &self,
+        tool: &ToolName,
+        operation: Operation,
+        reason: String,
+        meta: &CommandMeta,
+    ) -> Result<CatalogEntry, ServiceError> {
+        let entry = self.catalog_entry(tool)?;
+        self.run(
+            &entry.connector_id,
+            &entry.connector,
+            ConnectorCommand::ChangeToolOperation {
+                name: tool.clone(),
+                operation,
+                reason,
+            },
+            meta,
+        )
+        .await?;
+        self.catalog_entry(tool)
+    }
+
+    fn catalog_entry(&self, tool: &ToolName) -> Result<CatalogEntry, ServiceError> {
+        self.projections
+            .read(|p| p.catalog.get(tool.as_str()).cloned())
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "tool {:?} is not in the catalog (list registered tools with GET /api/v1/tools)",
+                    tool.as_str()
+                ))
+            })
+    }
+}
