@@ -171,18 +171,24 @@ async fn suspend_profile(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> Result<ApiJson<ProfileView>, ApiError> {
-    let name = name("profile name", &raw)?;
+    with_reason(&state, &caller, &raw, &body, |reason| {
+        ProfileCommand::Suspend { reason }
+    })
+    .await
+}
+
+/// Runs the command `make` builds from a validated reason on the profile named `raw`.
+async fn with_reason(
+    state: &SharedState,
+    caller: &Caller,
+    raw: &str,
+    body: &ReasonBody,
+    make: impl FnOnce(String) -> ProfileCommand,
+) -> Result<ApiJson<ProfileView>, ApiError> {
+    let name = name("profile name", raw)?;
     let reason = text("reason", &body.reason)?;
-    let id = profile_id(&state, &name)?;
-    let v = run(
-        &state,
-        &caller,
-        &id,
-        &name,
-        ProfileCommand::Suspend { reason },
-    )
-    .await?;
-    Ok(ApiJson(v))
+    let id = profile_id(state, &name)?;
+    Ok(ApiJson(run(state, caller, &id, &name, make(reason)).await?))
 }
 
 /// Resume a suspended profile.
@@ -195,18 +201,10 @@ async fn resume_profile(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> Result<ApiJson<ProfileView>, ApiError> {
-    let name = name("profile name", &raw)?;
-    let reason = text("reason", &body.reason)?;
-    let id = profile_id(&state, &name)?;
-    let v = run(
-        &state,
-        &caller,
-        &id,
-        &name,
-        ProfileCommand::Resume { reason },
-    )
-    .await?;
-    Ok(ApiJson(v))
+    with_reason(&state, &caller, &raw, &body, |reason| {
+        ProfileCommand::Resume { reason }
+    })
+    .await
 }
 
 fn tools(raw: &[String]) -> Result<Vec<ToolName>, ApiError> {

@@ -97,14 +97,19 @@ fn show_table(v: &Value) -> comfy_table::Table {
 
 pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     let client = Client::new(global)?;
+    let client = &client;
+    let post =
+        |path: String, body: serde_json::Value| async move { client.post(&path, &body).await };
+    let at = |name: &str, verb: &str| -> anyhow::Result<String> {
+        Ok(format!("/profiles/{}/{verb}", path_name("profile", name)?))
+    };
     let (value, list) = match cmd {
         ProfilesCommand::Create { name, description } => (
-            client
-                .post(
-                    "/profiles",
-                    &json!({"name": name, "description": description}),
-                )
-                .await?,
+            post(
+                "/profiles".into(),
+                json!({"name": name, "description": description}),
+            )
+            .await?,
             false,
         ),
         ProfilesCommand::List => (client.get("/profiles").await?, true),
@@ -119,12 +124,11 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             tools,
             reason,
         } => (
-            client
-                .post(
-                    &format!("/profiles/{}/grants", path_name("profile", &name)?),
-                    &json!({"tools": tools, "reason": reason}),
-                )
-                .await?,
+            post(
+                at(&name, "grants")?,
+                json!({"tools": tools, "reason": reason}),
+            )
+            .await?,
             false,
         ),
         ProfilesCommand::Revoke {
@@ -132,30 +136,19 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             tools,
             reason,
         } => (
-            client
-                .post(
-                    &format!("/profiles/{}/revoke", path_name("profile", &name)?),
-                    &json!({"tools": tools, "reason": reason}),
-                )
-                .await?,
+            post(
+                at(&name, "revoke")?,
+                json!({"tools": tools, "reason": reason}),
+            )
+            .await?,
             false,
         ),
         ProfilesCommand::Suspend { name, reason } => (
-            client
-                .post(
-                    &format!("/profiles/{}/suspend", path_name("profile", &name)?),
-                    &json!({"reason": reason}),
-                )
-                .await?,
+            post(at(&name, "suspend")?, json!({"reason": reason})).await?,
             false,
         ),
         ProfilesCommand::Resume { name, reason } => (
-            client
-                .post(
-                    &format!("/profiles/{}/resume", path_name("profile", &name)?),
-                    &json!({"reason": reason}),
-                )
-                .await?,
+            post(at(&name, "resume")?, json!({"reason": reason})).await?,
             false,
         ),
     };
