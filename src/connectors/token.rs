@@ -95,9 +95,10 @@ impl TokenError {
     }
 }
 
-/// Provider text, cleaned: control characters dropped, at most 300 characters.
+/// Provider text, cleaned for messages and events: the shared [`crate::oauth::text::clean`]
+/// (control, bidi and zero-width characters removed), at most 300 characters.
 pub fn clean(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(300).collect()
+    crate::oauth::text::clean(s, 300)
 }
 
 /// `application/x-www-form-urlencoded` component encoding (RFC 6749 §2.3.1 for Basic auth too).
