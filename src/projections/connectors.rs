@@ -184,6 +184,11 @@ impl ConnectorStatusView {
         self.by_name.get(name).and_then(|id| self.by_id.get(id))
     }
 
+    /// The connector with id `connector_id`.
+    pub fn by_id(&self, connector_id: &str) -> Option<&ConnectorView> {
+        self.by_id.get(connector_id)
+    }
+
     /// The admin's overrides of connector `id`, as added.
     pub fn overrides(&self, id: &str) -> Option<&Overrides> {
         self.overrides.get(id)

@@ -96,6 +96,11 @@ impl GrantsIndex {
             .and_then(|id| self.agents.get(id))
     }
 
+    /// The agent with id `agent_id`.
+    pub fn agent_by_id(&self, agent_id: &str) -> Option<&AgentView> {
+        self.agents.get(agent_id)
+    }
+
     /// Agents sorted by name.
     pub fn agents(&self) -> Vec<&AgentView> {
         let mut all: Vec<&AgentView> = self.agents.values().collect();
