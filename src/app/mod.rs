@@ -82,6 +82,7 @@ impl Application {
             config.public_url.clone()
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let metrics = Metrics::new();
         let upstream_egress = egress
             .for_streams(config.proxy.call_timeout)
             .context("building the upstream MCP client")?;
@@ -98,6 +99,7 @@ impl Application {
             log.clone(),
             upstream_egress,
             config.proxy.clone(),
+            metrics.tool_calls.clone(),
         ));
         let mcp = crate::proxy::mount(proxy.clone(), &public_url);
         let state = Arc::new(AppState {
@@ -112,7 +114,7 @@ impl Application {
             log,
             projections,
             admin: AdminAuth::new(&token),
-            metrics: Metrics::new(),
+            metrics,
             naming: tokio::sync::Mutex::new(()),
             public_url,
             ready: AtomicBool::new(false),

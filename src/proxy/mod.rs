@@ -128,6 +128,7 @@ pub struct Proxy {
     pub pool: UpstreamPool,
     pub sessions: sessions::Sessions,
     pub config: ProxyConfig,
+    pub metrics: crate::api::metrics::CallMetrics,
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -258,6 +259,7 @@ impl Proxy {
         log: Arc<dyn EventLog>,
         upstream_egress: crate::oauth::egress::EgressClient,
         config: ProxyConfig,
+        metrics: crate::api::metrics::CallMetrics,
     ) -> Self {
         let limits = UpstreamLimits {
             max_response_bytes: config.max_result_bytes,
@@ -271,6 +273,7 @@ impl Proxy {
             pool: UpstreamPool::new(upstream_egress, limits),
             sessions: sessions::Sessions::default(),
             config,
+            metrics,
             permits: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -374,6 +377,7 @@ impl Proxy {
             connector_status: denial.connector_status.clone(),
             arguments_sha256,
         };
+        self.metrics.count("deny", denial.reason.as_str());
         if let Err(e) = self.recorder.append(call_id, &event).await {
             tracing::error!(%call_id, error = %e, "a call denial could not be recorded");
         }
@@ -474,6 +478,10 @@ impl Proxy {
                 (Err(error), outcome, 0, redactions)
             }
         };
+        self.metrics.count("allow", outcome.as_str());
+        self.metrics
+            .latency
+            .observe(arrived.elapsed().as_secs_f64());
         self.recorder.append_detached(
             call_id,
             CallEvent::Completed {

@@ -212,6 +212,24 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
 
     // One upstream session served every call of this agent.
     assert_eq!(app.state.proxy.pool.opened(), 1);
+
+    // Metrics count decisions and outcomes.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "agp_tool_calls_total{decision=\"allow\",outcome=\"ok\"} 2",
+        "agp_tool_calls_total{decision=\"deny\",outcome=\"unknown_tool\"} 3",
+        "agp_tool_calls_total{decision=\"deny\",outcome=\"not_granted\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
