@@ -146,12 +146,19 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
         .expect("search works");
     assert!(text_of(&r).contains("Runbook"), "{r}");
 
-    // Registered but not granted, and not registered at all: the same unknown-tool error.
+    // Registered but not granted, not registered, or not a valid name at all: the same
+    // unknown-tool error, found by exact lookup (never by splitting the name).
+    let long = "a".repeat(300);
     for name in [
         "notion__create_page",
         "notion__nope",
         "notion__echo__x",
         "NOTION__echo",
+        "notion__échо",
+        "",
+        "notion__echo\u{0}",
+        " notion__echo",
+        long.as_str(),
     ] {
         let e = agent
             .call(name, json!({"title": "x"}))
@@ -161,6 +168,10 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
             e["message"].as_str().unwrap().contains("unknown tool"),
             "{name}: {e}"
         );
+        assert!(
+            !e["message"].as_str().unwrap().contains(&long),
+            "echoed a bad name"
+        );
     }
 
     // The record: two started/completed pairs, four denials; no argument values anywhere.
@@ -168,7 +179,7 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
     let started = of_type(&all, "call.started");
     let completed = of_type(&all, "call.completed");
     let denied = of_type(&all, "call.denied");
-    assert_eq!((started.len(), completed.len(), denied.len()), (2, 2, 4));
+    assert_eq!((started.len(), completed.len(), denied.len()), (2, 2, 9));
     let s = &started[0]["data"];
     assert_eq!(s["agent"], "claude");
     assert_eq!(s["profile"], "support");
@@ -190,15 +201,15 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
         .iter()
         .map(|d| d["data"]["reason"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        reasons,
-        [
-            "not_granted",
-            "unknown_tool",
-            "unknown_tool",
-            "unknown_tool"
-        ]
+    assert_eq!(reasons[0], "not_granted");
+    assert!(
+        reasons[1..].iter().all(|r| *r == "unknown_tool"),
+        "{reasons:?}"
     );
+    // Invalid names are not copied into the record.
+    for d in &denied[4..] {
+        assert!(d["data"].get("tool").is_none(), "{d}");
+    }
     let dump = serde_json::to_string(&all).unwrap();
     assert!(
         !dump.contains("hello-7f3a"),
@@ -225,7 +236,7 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
         .unwrap();
     for line in [
         "agp_tool_calls_total{decision=\"allow\",outcome=\"ok\"} 2",
-        "agp_tool_calls_total{decision=\"deny\",outcome=\"unknown_tool\"} 3",
+        "agp_tool_calls_total{decision=\"deny\",outcome=\"unknown_tool\"} 8",
         "agp_tool_calls_total{decision=\"deny\",outcome=\"not_granted\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} not in {metrics}");
