@@ -582,6 +582,19 @@ async fn a_hanging_upstream_times_out_and_a_revoked_token_is_refreshed_once() {
     assert_eq!(text_of(&r), "after a 401");
     assert_eq!(app.state.connector_service.refresh_requests(), before + 1);
 
+    // Upstream forgets its sessions (a restart): the pooled session recovers, the call works.
+    let r = reqwest::Client::new()
+        .post(format!("{admin}/__test/sessions/drop"))
+        .send()
+        .await
+        .unwrap();
+    let dropped: Value = r.json().await.unwrap();
+    assert!(dropped["dropped"].as_u64().unwrap() >= 1, "{dropped}");
+    let r = agent
+        .call("notion__echo", json!({"text": "after a restart"}))
+        .expect("recovered");
+    assert_eq!(text_of(&r), "after a restart");
+
     // An oversized answer is not passed on.
     let e = agent
         .call("notion__big_result", json!({"bytes": 9 * 1024 * 1024}))
@@ -591,7 +604,7 @@ async fn a_hanging_upstream_times_out_and_a_revoked_token_is_refreshed_once() {
         "{e}"
     );
 
-    let all = await_events(&app, "call.completed", 4).await;
+    let all = await_events(&app, "call.completed", 5).await;
     let outcomes: Vec<(&str, &str, u64, bool)> = of_type(&all, "call.completed")
         .iter()
         .map(|c| {
