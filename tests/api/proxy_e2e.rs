@@ -675,3 +675,35 @@ async fn huge_and_deep_requests_are_refused() {
     // Nothing went upstream.
     assert!(of_type(&all, "call.started").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_agent_sessions_and_call_records_survive_a_restart() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    connect_and_register(&app, &provider, "notion", &["echo"]).await;
+    let key = agent_with(&app, "support", "claude", &["notion__echo"]).await;
+    let mut agent = Agent::connect(&mcp_url(&app), Some(&key), &[]).expect("connects");
+    for i in 0..5 {
+        agent
+            .call("notion__echo", json!({"text": format!("call {i}")}))
+            .expect("works");
+    }
+    await_events(&app, "call.completed", 5).await;
+
+    // The agent's session (and its open GET stream) does not hold the shutdown up.
+    let dir = tokio::time::timeout(Duration::from_secs(15), app.stop())
+        .await
+        .expect("graceful shutdown with a connected agent");
+    drop(agent);
+
+    let app = crate::helpers::spawn_app_in(dir).await;
+    let all = events(&app).await;
+    assert_eq!(of_type(&all, "call.started").len(), 5);
+    assert_eq!(of_type(&all, "call.completed").len(), 5);
+    // The projections rebuilt from the log (call records included) equal the live ones.
+    let (s, replay) = app.post("/audit/replay", json!({})).await;
+    assert_eq!(s, 200, "{replay}");
+    assert_eq!(replay["consistent"], true, "{replay}");
+    let (_, agents) = app.get("/agents/claude").await;
+    assert!(agents["last_call_at"].is_string(), "{agents}");
+}
