@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, LogFormat};
+use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// http. Repeatable; env: comma-separated. Off by default; for tests and internal servers.
     #[arg(long = "egress-allow", env = "AGP_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Vec<String>,
+    /// Seconds between re-listings of every active connector's upstream tools, which quarantine
+    /// registered tools whose definition changed (rug-pull detection). 0 turns it off.
+    #[arg(long, env = "AGP_RELIST_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_RELIST_EVERY_SECS)]
+    pub relist_every: u64,
 }
 
 /// Runs the parsed command line and returns the process exit code.

@@ -31,6 +31,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.public_url.as_deref(),
     )?;
     config.egress_allow = args.egress_allow.clone();
+    config.relist_every = std::time::Duration::from_secs(args.relist_every);
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
     if app.admin_token_created {

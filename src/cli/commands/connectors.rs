@@ -1,5 +1,5 @@
 //! `agp connectors …`: add (discovery, registration, consent URL), inspect, and the lifecycle:
-//! disconnect, reconnect, remove; tool discovery and registration.
+//! disconnect, reconnect, remove; tool discovery, registration and drift checks.
 
 use std::process::ExitCode;
 
@@ -159,6 +159,12 @@ pub enum ConnectorsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Re-list the upstream now: registered tools whose definition changed are quarantined
+    /// (with the diff) until `agp tools approve`; tools upstream stopped listing are reported.
+    CheckTools {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Parses `--tool T[=read|write]` into a register-tools item.
@@ -227,6 +233,41 @@ fn registered_table(v: &Value) -> comfy_table::Table {
             get(t, "version"),
             get(t, "definition_hash").chars().take(12).collect(),
         ]
+    })
+}
+
+/// The check-tools report as one row per registered tool: what the check found.
+fn check_table(v: &Value) -> comfy_table::Table {
+    let mut rows = Vec::new();
+    for t in v["quarantined"].as_array().into_iter().flatten() {
+        let fields: Vec<String> = t["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| get(c, "field"))
+            .collect();
+        let result = if t["recorded"] == true {
+            "quarantined now"
+        } else {
+            "quarantined"
+        };
+        rows.push(json!([get(t, "name"), result, fields.join(",")]));
+    }
+    for (key, result, note) in [
+        ("missing", "missing", "no longer listed upstream"),
+        (
+            "reverted",
+            "quarantined",
+            "upstream serves the pinned definition again",
+        ),
+        ("unchanged", "unchanged", ""),
+    ] {
+        for n in v[key].as_array().into_iter().flatten() {
+            rows.push(json!([output::cell(n), result, note]));
+        }
+    }
+    output::table(&["tool", "result", "changed"], &Value::Array(rows), |r| {
+        (0..3).map(|i| output::cell(&r[i])).collect()
     })
 }
 
@@ -348,6 +389,11 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
             };
             let v = client.post(&path, &body).await?;
             output::print(global.output, &v, registered_table);
+        }
+        ConnectorsCommand::CheckTools { name } => {
+            let path = format!("/connectors/{}/check-tools", path_name("connector", &name)?);
+            let v = client.post(&path, &json!({})).await?;
+            output::print(global.output, &v, check_table);
         }
         ConnectorsCommand::Show { name } => {
             let v = client
