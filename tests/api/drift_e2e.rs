@@ -196,7 +196,7 @@ async fn reverts_stay_quarantined_and_a_vanished_tool_cannot_be_approved() {
     let app = spawn_app().await;
     registered(&app, &provider).await;
     let (_, pinned) = app.get("/tools/notion__echo").await;
-    assert_eq!(pinned["annotations"], json!({"readOnlyHint": true}));
+    assert_eq!(pinned["annotations"]["readOnlyHint"], true, "{pinned}");
     provider
         .change_tool("echo", json!({"annotations": {"readOnlyHint": false}}))
         .await;
@@ -206,7 +206,7 @@ async fn reverts_stay_quarantined_and_a_vanished_tool_cannot_be_approved() {
         report["quarantined"][0]["changes"],
         json!([{
             "field": "annotations",
-            "before": {"readOnlyHint": true},
+            "before": pinned["annotations"],
             "after": {"readOnlyHint": false},
         }])
     );

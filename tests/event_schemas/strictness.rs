@@ -420,19 +420,24 @@ fn drift_events_refuse_malformed_changes_and_definitions() {
     };
     let q = sample("connector.tool_quarantined");
     assert_valid("connector.tool_quarantined", &q);
-    let bad: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("no changes", Box::new(|d| d["changes"] = json!([]))),
+    let spoiled = |spoil: &dyn Fn(&mut Value)| {
+        let mut d = q.clone();
+        spoil(&mut d);
+        d
+    };
+    for (why, d) in [
+        ("no changes", spoiled(&|d| d["changes"] = json!([]))),
         (
             "an unknown field",
-            Box::new(|d| d["changes"][0]["field"] = json!("name")),
+            spoiled(&|d| d["changes"][0]["field"] = json!("name")),
         ),
         (
             "a null after",
-            Box::new(|d| d["changes"][1]["after"] = Value::Null),
+            spoiled(&|d| d["changes"][1]["after"] = Value::Null),
         ),
         (
             "a description change without after",
-            Box::new(|d| {
+            spoiled(&|d| {
                 d["changes"][1]
                     .as_object_mut()
                     .expect("object")
@@ -441,16 +446,13 @@ fn drift_events_refuse_malformed_changes_and_definitions() {
         ),
         (
             "an extra key in a change",
-            Box::new(|d| d["changes"][0]["path"] = json!("/x")),
+            spoiled(&|d| d["changes"][0]["path"] = json!("/x")),
         ),
         (
             "a short hash",
-            Box::new(|d| d["observed_hash"] = json!("abc")),
+            spoiled(&|d| d["observed_hash"] = json!("abc")),
         ),
-    ];
-    for (why, spoil) in bad {
-        let mut d = q.clone();
-        spoil(&mut d);
+    ] {
         assert_invalid("connector.tool_quarantined", &d, why);
     }
     let a = sample("connector.tool_approved");
