@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::Projection;
 use crate::domain::AgpEvent;
+use crate::domain::call::CallEvent;
 use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
     RevocationOutcome, TokenAuthMethod,
@@ -80,6 +81,7 @@ pub struct ConnectorView {
     pub created_by: String,
     pub authorized_at: Option<DateTime<Utc>>,
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// When a proxied call through this connector last completed.
     pub last_used_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -211,8 +213,15 @@ impl Projection for ConnectorStatusView {
     const NAME: &'static str = "connectors";
 
     fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent) {
-        let AgpEvent::Connector(event) = event else {
-            return;
+        let event = match event {
+            AgpEvent::Connector(e) => e,
+            AgpEvent::Call(CallEvent::Completed { connector_id, .. }) => {
+                if let Some(v) = self.by_id.get_mut(connector_id) {
+                    v.last_used_at = Some(record.time);
+                }
+                return;
+            }
+            _ => return,
         };
         let at = record.time;
         if let ConnectorEvent::Added {
