@@ -421,6 +421,37 @@ mod tests {
     }
 
     #[test]
+    fn the_check_table_has_one_row_per_registered_tool() {
+        let report = json!({
+            "connector": "notion",
+            "checked": 4,
+            "quarantined": [{
+                "name": "notion__search", "recorded": true,
+                "changes": [{"field": "title"}, {"field": "description"}],
+            }],
+            "missing": ["notion__gone"],
+            "unchanged": ["notion__echo"],
+            "reverted": ["notion__back"],
+        });
+        let text = check_table(&report).to_string();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().take(3).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["notion__search", "quarantined", "now"],
+                vec!["notion__gone", "missing", "no"],
+                vec!["notion__back", "quarantined", "upstream"],
+                vec!["notion__echo", "unchanged"],
+            ]
+        );
+        assert!(text.contains("title,description"), "{text}");
+    }
+
+    #[test]
     fn snippets_are_short() {
         assert_eq!(
             snippet(&json!({"title": "Echo", "description": "d"})),
