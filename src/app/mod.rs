@@ -30,6 +30,7 @@ pub struct Application {
     state: SharedState,
     port: u16,
     refresh_every: std::time::Duration,
+    relist_every: std::time::Duration,
     pub admin_token_created: bool,
 }
 
@@ -125,6 +126,7 @@ impl Application {
             state,
             port,
             refresh_every: config.refresh_every,
+            relist_every: config.relist_every,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -150,6 +152,11 @@ impl Application {
         });
         state.ready.store(true, Ordering::Release);
         state.connector_service.spawn_refresher(self.refresh_every);
+        if !self.relist_every.is_zero() {
+            state
+                .connector_service
+                .spawn_drift_checker(self.relist_every);
+        }
         state.connector_service.resume_pending_revocations();
         crate::proxy::sessions::spawn_watch(
             state.proxy.clone(),
