@@ -158,6 +158,10 @@ impl Application {
                 .spawn_drift_checker(self.relist_every);
         }
         state.connector_service.resume_pending_revocations();
+        state
+            .proxy
+            .recorder
+            .spawn_flusher(state.shutdown.subscribe());
         crate::proxy::sessions::spawn_watch(
             state.proxy.clone(),
             state.mcp_sessions.clone(),
@@ -176,6 +180,8 @@ impl Application {
             .await;
         // Stop background work, stop folding, then close the log: every acknowledged event is
         // already durable.
+        // Call completions still waiting for a ride are written before the log closes.
+        state.proxy.recorder.flush().await;
         state.connector_service.stop();
         state.proxy.pool.clear();
         state.projections.stop().await;

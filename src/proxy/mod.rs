@@ -20,7 +20,8 @@
 //! *before* the request goes upstream, for a `read` tool concurrently with it; either way before
 //! the agent sees a result — the pooled upstream session is used (a 401 refreshes the credential
 //! once and retries; a failed session is replaced and a `read` retried once), the result is
-//! scrubbed and capped, `call.completed` is appended in the background and the result returned.
+//! scrubbed and capped, `call.completed` is queued (it is written with the agent's next record,
+//! or within 10 ms) and the result returned.
 //!
 //! Everything a call reads is in memory (projections, the pool): its only disk write is the
 //! call record; a disconnect is visible to the very next call because the admin API answers
@@ -482,9 +483,9 @@ impl Proxy {
         self.metrics
             .latency
             .observe(arrived.elapsed().as_secs_f64());
-        self.recorder.append_detached(
+        self.recorder.complete(
             call_id,
-            CallEvent::Completed {
+            &CallEvent::Completed {
                 call_id: call_id.to_string(),
                 agent_id: who.agent_id.clone(),
                 tool: target.tool.clone(),
@@ -776,7 +777,11 @@ pub fn mount(proxy: Arc<Proxy>, public_url: &str) -> Mounted {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut manager = LocalSessionManager::default();
+    // Answers are kept for a client resuming a dropped response stream; a few seconds is plenty
+    // (rmcp's default of 60 s holds every call's answer for a minute).
+    manager.session_config.completed_cache_ttl = Duration::from_secs(5);
+    let sessions = Arc::new(manager);
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(public_url))
         .with_max_request_body_bytes(proxy.config.max_request_bytes)
