@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use agp::domain::agent::AgentEvent;
 use agp::domain::connector::{
-    ConnectorEvent, DiscoveredMetadata, Operation, Overrides, Registration, RegisteredTool,
+    ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
     TokenAuthMethod,
 };
 use agp::domain::encode_event;
@@ -154,10 +154,18 @@ fn schema(rng: &mut Rng) -> Value {
             rng.pick(PHRASES)
         );
         let prop = match name {
-            "limit" => json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 25, "description": description}),
-            "include_archived" => json!({"type": "boolean", "default": false, "description": description}),
-            "labels" => json!({"type": "array", "items": {"type": "string"}, "maxItems": 20, "description": description}),
-            "sort" => json!({"type": "string", "enum": ["created", "updated", "title"], "description": description}),
+            "limit" => {
+                json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 25, "description": description})
+            }
+            "include_archived" => {
+                json!({"type": "boolean", "default": false, "description": description})
+            }
+            "labels" => {
+                json!({"type": "array", "items": {"type": "string"}, "maxItems": 20, "description": description})
+            }
+            "sort" => {
+                json!({"type": "string", "enum": ["created", "updated", "title"], "description": description})
+            }
             _ => json!({"type": "string", "maxLength": 2000, "description": description}),
         };
         if required.len() < 2 && rng.below(2) == 0 {
@@ -280,8 +288,12 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
                     scopes_supported: vec!["read".into(), "write".into()],
                     steps: vec![
                         format!("401: {url} → resource_metadata"),
-                        format!("prm: https://{host}/.well-known/oauth-protected-resource/mcp → 200"),
-                        format!("rfc8414: https://auth-{c}.bench.example/.well-known/oauth-authorization-server → 200"),
+                        format!(
+                            "prm: https://{host}/.well-known/oauth-protected-resource/mcp → 200"
+                        ),
+                        format!(
+                            "rfc8414: https://auth-{c}.bench.example/.well-known/oauth-authorization-server → 200"
+                        ),
                     ],
                 },
             },
@@ -395,21 +407,40 @@ async fn fill(events_dir: &Path, e: &Estate) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One start: seconds to ready, resident and peak memory (MiB) at ready.
+/// One start: seconds to ready; resident and peak memory (MiB) at ready; resident memory once
+/// idle for `settle`.
 struct Start {
     secs: f64,
     rss: f64,
     peak: f64,
+    settled: f64,
 }
 
-fn start(data_dir: &Path) -> anyhow::Result<(Agp, Start)> {
+fn start(data_dir: &Path, settle: Duration) -> anyhow::Result<(Agp, Start)> {
     let agp = Agp::start(data_dir, &[], Duration::from_secs(300))?;
-    let s = Start {
-        secs: agp.start_to_ready.as_secs_f64(),
-        rss: agp.rss_mib(),
-        peak: status_mib(agp.pid(), "VmHWM:"),
-    };
-    Ok((agp, s))
+    let (secs, rss, peak) = (
+        agp.start_to_ready.as_secs_f64(),
+        agp.rss_mib(),
+        status_mib(agp.pid(), "VmHWM:"),
+    );
+    std::thread::sleep(settle);
+    let settled = agp.rss_mib();
+    Ok((
+        agp,
+        Start {
+            secs,
+            rss,
+            peak,
+            settled,
+        },
+    ))
+}
+
+fn show(what: &str, s: &Start) -> String {
+    format!(
+        "{what:<14} ready {:>6.2} s   rss {:>6.0} MiB   peak {:>6.0} MiB   rss when idle {:>6.0} MiB",
+        s.secs, s.rss, s.peak, s.settled
+    )
 }
 
 /// The loaded state, through the REST API: every connector active, every tool in the catalog,
@@ -446,7 +477,11 @@ async fn check(agp: &Agp, e: &Estate) -> anyhow::Result<()> {
         len(&tools),
         e.connectors * e.tools
     );
-    let one = get(format!("/tools?connector={}", connector_name(e.connectors / 2))).await?;
+    let one = get(format!(
+        "/tools?connector={}",
+        connector_name(e.connectors / 2)
+    ))
+    .await?;
     ensure!(len(&one) == e.tools, "connector tools: {}", len(&one));
     let agents = get("/agents".into()).await?;
     ensure!(
@@ -457,10 +492,7 @@ async fn check(agp: &Agp, e: &Estate) -> anyhow::Result<()> {
     );
     let profile = get(format!("/profiles/profile-{:05}", e.profiles / 2)).await?;
     let grants = profile["grants"].as_object().map_or(0, |g| g.len()) as u64;
-    ensure!(
-        grants == e.grants_per_profile(),
-        "profile grants: {grants}"
-    );
+    ensure!(grants == e.grants_per_profile(), "profile grants: {grants}");
     eprintln!(
         "checked through the API: {} active connectors, {} active tools ({} for one connector), {} agents, {grants} grants on one profile",
         len(&connectors),
@@ -489,59 +521,45 @@ async fn main() -> anyhow::Result<()> {
         fill(&events_dir, &e).await.context("filling the log")?;
     }
 
+    let settle = Duration::from_secs(env_u64("AGP_BENCH_SETTLE_SECS", 2));
     let (mut empty, mut full) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let scratch = tempfile::tempdir()?;
-        let (agp, s) = start(scratch.path())?;
+        let (agp, s) = start(scratch.path(), settle)?;
         agp.stop()?;
-        eprintln!(
-            "round {}: empty data dir: ready in {:.2} s, rss {:.0} MiB (peak {:.0})",
-            round + 1,
-            s.secs,
-            s.rss,
-            s.peak
-        );
+        eprintln!("round {}: {}", round + 1, show("empty data dir", &s));
         empty.push(s);
-        let (agp, s) = start(&data_dir)?;
-        eprintln!(
-            "round {}: estate: ready in {:.2} s, rss {:.0} MiB (peak {:.0})",
-            round + 1,
-            s.secs,
-            s.rss,
-            s.peak
-        );
+        let (agp, s) = start(&data_dir, settle)?;
+        eprintln!("round {}: {}", round + 1, show("estate", &s));
         full.push(s);
         if round == 0 {
             check(&agp, &e).await?;
         }
         agp.stop()?;
     }
-    let m = |v: &[Start], f: fn(&Start) -> f64| median(v.iter().map(f).collect());
+    let m = |v: &[Start]| Start {
+        secs: median(v.iter().map(|s| s.secs).collect()),
+        rss: median(v.iter().map(|s| s.rss).collect()),
+        peak: median(v.iter().map(|s| s.peak).collect()),
+        settled: median(v.iter().map(|s| s.settled).collect()),
+    };
+    let (empty, full) = (m(&empty), m(&full));
     println!(
-        "memory report: {} connectors, {} registered tools, {} profiles × {} grants, {} agents ({} events); {rounds} rounds, medians",
+        "memory report: {} connectors, {} registered tools, {} profiles × {} grants, {} agents ({} events); {rounds} rounds, medians; idle = {} s after ready",
         e.connectors,
         e.connectors * e.tools,
         e.profiles,
-        e.grants,
+        e.grants_per_profile(),
         e.agents,
-        e.events()
+        e.events(),
+        settle.as_secs()
     );
+    println!("  {}", show("empty data dir", &empty));
+    println!("  {}", show("estate loaded", &full));
     println!(
-        "  empty data dir        ready {:>6.2} s   rss {:>6.0} MiB   peak {:>6.0} MiB",
-        m(&empty, |s| s.secs),
-        m(&empty, |s| s.rss),
-        m(&empty, |s| s.peak)
-    );
-    println!(
-        "  estate loaded         ready {:>6.2} s   rss {:>6.0} MiB   peak {:>6.0} MiB",
-        m(&full, |s| s.secs),
-        m(&full, |s| s.rss),
-        m(&full, |s| s.peak)
-    );
-    println!(
-        "  the estate costs      {:>+6.0} MiB resident over the empty baseline ({:.1} KiB per registered tool, all included)",
-        m(&full, |s| s.rss) - m(&empty, |s| s.rss),
-        (m(&full, |s| s.rss) - m(&empty, |s| s.rss)) * 1024.0 / (e.connectors * e.tools) as f64
+        "  the estate costs {:+.0} MiB resident at ready over the empty baseline ({:.1} KiB per registered tool, everything included)",
+        full.rss - empty.rss,
+        (full.rss - empty.rss) * 1024.0 / (e.connectors * e.tools) as f64
     );
     Ok(())
 }

@@ -289,7 +289,10 @@ async fn direct_token(issuer: &str, mcp_url: &str) -> anyhow::Result<String> {
     if let Some(e) = param("error") {
         bail!("authorization failed: {e}");
     }
-    ensure!(param("state").as_deref() == Some(state.as_str()), "state mismatch");
+    ensure!(
+        param("state").as_deref() == Some(state.as_str()),
+        "state mismatch"
+    );
     ensure!(param("iss").as_deref() == Some(issuer), "iss mismatch");
     let code = param("code").context("the callback has no code")?;
     let token = http
@@ -343,8 +346,7 @@ fn agp_cli(agp: &Agp, args: &[&str]) -> anyhow::Result<Value> {
         args.first().copied().unwrap_or_default(),
         out.status
     );
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("agp {}: not JSON", args.join(" ")))
+    serde_json::from_slice(&out.stdout).with_context(|| format!("agp {}: not JSON", args.join(" ")))
 }
 
 /// Adds connector `bench` for `mcp_url`, consents on the provider's pages through AGP's consent
@@ -410,7 +412,14 @@ async fn agp_setup(agp: &Agp, mcp_url: &str) -> anyhow::Result<String> {
     );
     agp_cli(
         agp,
-        &["connectors", "register-tools", "--name", "bench", "--tool", "echo"],
+        &[
+            "connectors",
+            "register-tools",
+            "--name",
+            "bench",
+            "--tool",
+            "echo",
+        ],
     )?;
     agp_cli(agp, &["profiles", "create", "--name", "bench"])?;
     agp_cli(
@@ -644,7 +653,12 @@ impl Session {
         Ok(s)
     }
 
-    fn request(&self, method: Method, body: Vec<u8>, session: bool) -> anyhow::Result<Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        method: Method,
+        body: Vec<u8>,
+        session: bool,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut b = Request::builder()
             .method(method)
             .uri(self.target.path.as_str())
@@ -706,7 +720,10 @@ impl Session {
         ensure!(!result.is_error, "tools/call: isError: {}", snippet(&body));
         match result.content.first() {
             Some(c) if c.kind == "text" && c.text.as_deref() == Some(text) => Ok(()),
-            _ => bail!("tools/call: content[0].text is not what was sent: {}", snippet(&body)),
+            _ => bail!(
+                "tools/call: content[0].text is not what was sent: {}",
+                snippet(&body)
+            ),
         }
     }
 
@@ -804,10 +821,7 @@ struct Processes {
 
 impl Processes {
     fn sample(&self) -> Vec<f64> {
-        self.pids
-            .iter()
-            .map(|&p| cpu_secs(p, self.ticks))
-            .collect()
+        self.pids.iter().map(|&p| cpu_secs(p, self.ticks)).collect()
     }
 }
 
@@ -862,7 +876,10 @@ async fn run(
     let cpu_before = procs.sample();
     let mut results = Vec::with_capacity(concurrency);
     while let Some(r) = set.join_next().await {
-        results.push(r.context("a worker panicked")??);
+        results.push(
+            r.context("a worker panicked")?
+                .with_context(|| format!("{} c={concurrency}", leg.as_str()))?,
+        );
     }
     let cpu_after = procs.sample();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
@@ -977,6 +994,13 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(p) = &proxied {
+        Session::open(p)
+            .await
+            .context("the proxied leg: opening an MCP session at AGP's /mcp (AGP_BENCH_LEGS=direct measures the direct leg alone)")?
+            .close()
+            .await;
+    }
     let target = |leg: Leg| match leg {
         Leg::Direct => Ok(&direct),
         Leg::Proxied => proxied
@@ -1068,9 +1092,8 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         if s.legs.len() == 2 {
             // Per-round differences and ratios (the legs of one round ran back to back).
             let (d, p) = (pick(Leg::Direct, c), pick(Leg::Proxied, c));
-            let per_round = |f: fn(&Run, &Run) -> f64| {
-                median(d.iter().zip(&p).map(|(d, p)| f(d, p)).collect())
-            };
+            let per_round =
+                |f: fn(&Run, &Run) -> f64| median(d.iter().zip(&p).map(|(d, p)| f(d, p)).collect());
             println!(
                 "  c={c:<3} added latency: p50 {:+.0} µs, p99 {:+.0} µs, p99.9 {:+.0} µs; throughput proxied/direct {:.1} %",
                 per_round(|d, p| p.p50 - d.p50),
@@ -1080,10 +1103,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
             );
         }
     }
-    let types: Vec<String> = appended
-        .iter()
-        .map(|(t, n)| format!("{t} ×{n}"))
-        .collect();
+    let types: Vec<String> = appended.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
     println!(
         "  AGP log: head {head_before} → {head_after} (+{}) during {proxied_calls} proxied calls (warm-up included){}{}",
         head_after - head_before,

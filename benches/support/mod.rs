@@ -121,12 +121,10 @@ impl Agp {
 
     /// The admin token `agp serve` created in its data directory.
     pub fn admin_token(&self) -> anyhow::Result<String> {
-        Ok(
-            std::fs::read_to_string(self.data_dir.join("admin.token"))
-                .context("reading admin.token")?
-                .trim()
-                .to_string(),
-        )
+        Ok(std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .context("reading admin.token")?
+            .trim()
+            .to_string())
     }
 
     /// SIGTERM (a graceful stop, closing the log cleanly) and wait.
