@@ -47,6 +47,13 @@ pub struct AppState {
     pub connectors: CommandBus<Connector>,
     /// Connector operations with I/O: discovery, registration, consent, revocation.
     pub connector_service: Arc<crate::connectors::service::ConnectorService>,
+    /// The agents' MCP endpoint.
+    pub proxy: Arc<crate::proxy::Proxy>,
+    pub mcp_sessions:
+        Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
+    pub mcp_cancel: tokio_util::sync::CancellationToken,
+    /// The `/mcp` router, taken once by [`router`].
+    pub mcp_router: parking_lot::Mutex<Option<Router>>,
     pub profiles: CommandBus<Profile>,
     pub agents: CommandBus<Agent>,
     pub admin: auth::AdminAuth,
@@ -125,11 +132,14 @@ pub fn router(state: SharedState) -> Router {
             }),
         )
         .fallback(ops::not_found);
+    let mcp = state.mcp_router.lock().take().unwrap_or_default();
     Router::new()
         .nest("/api/v1", v1)
         .merge(ops::routes())
         .merge(connect::routes())
         .fallback(ops::not_found)
+        .with_state(state.clone())
+        .merge(mcp)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -141,5 +151,4 @@ pub fn router(state: SharedState) -> Router {
                 axum::http::header::COOKIE,
             ]),
         )
-        .with_state(state)
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub refresh_every: std::time::Duration,
     /// Connect and total timeouts of every outbound request (S3). Defaults: 5 s and 20 s.
     pub egress_timeouts: crate::oauth::egress::EgressTimeouts,
+    /// The agents' MCP endpoint: timeouts and caps (S19).
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ impl Config {
             egress_allow: Vec::new(),
             refresh_every: std::time::Duration::from_secs(5),
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
+            proxy: crate::proxy::ProxyConfig::default(),
         })
     }
 }

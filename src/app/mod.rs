@@ -82,6 +82,9 @@ impl Application {
             config.public_url.clone()
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let upstream_egress = egress
+            .for_streams(config.proxy.call_timeout)
+            .context("building the upstream MCP client")?;
         let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
             log.clone(),
             projections.clone(),
@@ -89,9 +92,21 @@ impl Application {
             egress,
             &public_url,
         ));
+        let proxy = Arc::new(crate::proxy::Proxy::new(
+            projections.clone(),
+            connector_service.clone(),
+            log.clone(),
+            upstream_egress,
+            config.proxy.clone(),
+        ));
+        let mcp = crate::proxy::mount(proxy.clone(), &public_url);
         let state = Arc::new(AppState {
             connectors: CommandBus::new(log.clone(), ()),
             connector_service,
+            proxy,
+            mcp_sessions: mcp.sessions,
+            mcp_cancel: mcp.cancel,
+            mcp_router: parking_lot::Mutex::new(Some(mcp.router)),
             profiles: CommandBus::new(log.clone(), ()),
             agents: CommandBus::new(log.clone(), ()),
             log,
@@ -134,6 +149,11 @@ impl Application {
         state.ready.store(true, Ordering::Release);
         state.connector_service.spawn_refresher(self.refresh_every);
         state.connector_service.resume_pending_revocations();
+        crate::proxy::sessions::spawn_watch(
+            state.proxy.clone(),
+            state.mcp_sessions.clone(),
+            state.shutdown.subscribe(),
+        );
         let stop = state.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -141,11 +161,14 @@ impl Application {
                 tracing::info!("shutting down: no new connections; finishing in-flight requests");
                 stop.ready.store(false, Ordering::Release);
                 stop.shutdown.send_replace(true);
+                // Ends agents' MCP sessions and their open streams, so in-flight requests finish.
+                stop.mcp_cancel.cancel();
             })
             .await;
         // Stop background work, stop folding, then close the log: every acknowledged event is
         // already durable.
         state.connector_service.stop();
+        state.proxy.pool.clear();
         state.projections.stop().await;
         let closed = state.log.close().await;
         served.context("serving HTTP")?;

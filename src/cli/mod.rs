@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// http. Repeatable; env: comma-separated. Off by default; for tests and internal servers.
     #[arg(long = "egress-allow", env = "AGP_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Vec<String>,
+    /// Seconds an upstream MCP server has to answer a proxied `tools/call`.
+    #[arg(long, env = "AGP_CALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub call_timeout: u64,
+    /// Most `tools/call`s one agent may have in flight at once.
+    #[arg(long, env = "AGP_AGENT_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub agent_concurrency: u64,
 }
 
 /// Runs the parsed command line and returns the process exit code.

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::agent::AgentEvent;
+use super::call::CallEvent;
 use super::connector::ConnectorEvent;
 use super::profile::ProfileEvent;
 use super::upcast::upcast;
@@ -16,6 +17,8 @@ pub enum AgpEvent {
     Connector(ConnectorEvent),
     Profile(ProfileEvent),
     Agent(AgentEvent),
+    /// A proxied call's record (a fact, not an aggregate's decision).
+    Call(CallEvent),
 }
 
 /// A stored event that does not decode. Surfaces as HTTP 500 (the log is ours; a record that
@@ -41,6 +44,7 @@ pub fn all_event_types() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(ProfileEvent::TYPES)
         .chain(AgentEvent::TYPES)
+        .chain(CallEvent::TYPES)
         .copied()
 }
 
@@ -69,6 +73,10 @@ impl AgpEvent {
         } else if event_type.starts_with("agent.") {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Agent)
+                .map_err(malformed)
+        } else if event_type.starts_with("call.") {
+            decode_tagged(event_type, data)
+                .map(AgpEvent::Call)
                 .map_err(malformed)
         } else {
             Err(DecodeError::UnknownType(event_type.to_string()))

@@ -8,10 +8,13 @@
 //! - [`profile::Profile`] — a behavior profile: tool grants with reasons, suspension;
 //! - [`agent::Agent`] — an agent identity bound to a profile, with a hashed key.
 //!
+//! Call records ([`call::CallEvent`]) are facts the proxy appends per agent, not aggregates.
+//!
 //! Every event type has a JSON Schema in `event-schemas/<type>.v<N>.json`; [`AgpEvent`] decodes
 //! any stored event (after [`upcast`]) for the projections.
 
 pub mod agent;
+pub mod call;
 pub mod connector;
 pub mod event;
 pub mod names;

@@ -177,10 +177,17 @@ impl AuditLog {
             self.subjects.insert(record.stream.clone(), i);
             return i;
         }
-        match self.subjects.get(&record.stream) {
-            Some(&i) => i,
-            None => self.strings.intern(&record.stream),
+        if let Some(&i) = self.subjects.get(&record.stream) {
+            return i;
         }
+        // An agent's call records are about that agent.
+        if let AgpEvent::Call(call) = event
+            && let Some(&i) = self.subjects.get(&format!("agent-{}", call.agent_id()))
+        {
+            self.subjects.insert(record.stream.clone(), i);
+            return i;
+        }
+        self.strings.intern(&record.stream)
     }
 }
 

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::Projection;
 use crate::domain::AgpEvent;
+use crate::domain::call::CallEvent;
 use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
     RevocationOutcome, TokenAuthMethod,
@@ -80,6 +81,7 @@ pub struct ConnectorView {
     pub created_by: String,
     pub authorized_at: Option<DateTime<Utc>>,
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// When a proxied call through this connector last completed.
     pub last_used_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -182,6 +184,11 @@ impl ConnectorStatusView {
         self.by_name.get(name).and_then(|id| self.by_id.get(id))
     }
 
+    /// The connector with id `connector_id`.
+    pub fn by_id(&self, connector_id: &str) -> Option<&ConnectorView> {
+        self.by_id.get(connector_id)
+    }
+
     /// The admin's overrides of connector `id`, as added.
     pub fn overrides(&self, id: &str) -> Option<&Overrides> {
         self.overrides.get(id)
@@ -211,8 +218,15 @@ impl Projection for ConnectorStatusView {
     const NAME: &'static str = "connectors";
 
     fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent) {
-        let AgpEvent::Connector(event) = event else {
-            return;
+        let event = match event {
+            AgpEvent::Connector(e) => e,
+            AgpEvent::Call(CallEvent::Completed { connector_id, .. }) => {
+                if let Some(v) = self.by_id.get_mut(connector_id) {
+                    v.last_used_at = Some(record.time);
+                }
+                return;
+            }
+            _ => return,
         };
         let at = record.time;
         if let ConnectorEvent::Added {

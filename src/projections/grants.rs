@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::Projection;
 use crate::domain::AgpEvent;
 use crate::domain::agent::AgentEvent;
+use crate::domain::call::CallEvent;
 use crate::domain::profile::ProfileEvent;
 use crate::store::RecordedEvent;
 
@@ -50,6 +51,8 @@ pub struct AgentView {
     pub key_rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<String>,
+    /// When the agent last called a tool through the proxy (allowed or denied).
+    pub last_call_at: Option<DateTime<Utc>>,
 }
 
 /// Profiles and agents, by id, with name and key indexes.
@@ -91,6 +94,11 @@ impl GrantsIndex {
         self.agent_by_name
             .get(name)
             .and_then(|id| self.agents.get(id))
+    }
+
+    /// The agent with id `agent_id`.
+    pub fn agent_by_id(&self, agent_id: &str) -> Option<&AgentView> {
+        self.agents.get(agent_id)
     }
 
     /// Agents sorted by name.
@@ -195,6 +203,7 @@ impl GrantsIndex {
                     key_rotated_at: None,
                     revoked_at: None,
                     revoke_reason: None,
+                    last_call_at: None,
                 },
             );
             return;
@@ -235,7 +244,14 @@ impl Projection for GrantsIndex {
         match event {
             AgpEvent::Profile(e) => self.apply_profile(record, e),
             AgpEvent::Agent(e) => self.apply_agent(record, e),
-            AgpEvent::Connector(_) => {}
+            AgpEvent::Call(
+                CallEvent::Started { agent_id, .. } | CallEvent::Denied { agent_id, .. },
+            ) => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.last_call_at = Some(record.time);
+                }
+            }
+            AgpEvent::Connector(_) | AgpEvent::Call(_) => {}
         }
     }
 

@@ -63,6 +63,9 @@ pub struct ProjectionSet {
     pub catalog: ToolCatalog,
     pub grants: GrantsIndex,
     pub audit: AuditLog,
+    /// Sequence of the last event that can change what an agent sees (anything but a call
+    /// record): the proxy tells connected sessions `tools/list_changed` when it moves.
+    pub visibility_seq: u64,
 }
 
 /// How many events one read of the log returns during a rebuild or catch-up.
@@ -95,6 +98,9 @@ impl ProjectionSet {
         self.catalog.apply(record, event);
         self.grants.apply(record, event);
         self.audit.apply(record, event);
+        if !matches!(event, AgpEvent::Call(_)) {
+            self.visibility_seq = record.seq;
+        }
         self.checkpoint = record.seq;
         Ok(())
     }

@@ -1,1 +1,781 @@
-//! The agents' MCP endpoint: arrives with the tools issue.
+//! The agents' MCP endpoint, `<public-url>/mcp`: MCP streamable HTTP (rmcp) where agents list
+//! and call the tools their behavior profile grants, with AGP's credential injected upstream.
+//!
+//! Pieces:
+//! - [`auth`] — the HTTP door: the agent key (`Authorization: Bearer agp_…`, stored hashed),
+//!   the binding of MCP sessions to the agent that opened them (S15), and the headers that never
+//!   go further (S14);
+//! - [`handler`] — the rmcp `ServerHandler`: `tools/list` and `tools/call`;
+//! - [`sessions`] — connected sessions, told `notifications/tools/list_changed` when what their
+//!   agent sees changes;
+//! - [`pool`] — upstream sessions per (connector, agent), reused;
+//! - [`scrub`] — the credential is removed from upstream output (S18);
+//! - [`record`] — call records (`call.*`) on the agent's fact stream.
+//!
+//! A call, in order ([`Proxy::call`]): resolve the tool by exact name in the catalog (S16),
+//! check the profile (not suspended, grants it), the entry (not quarantined) and the connector
+//! (`active`), take one of the agent's concurrency permits (S19) — a refusal at any step is
+//! recorded as `call.denied` and answered with an MCP error naming the reason (and, for a
+//! connector, only its state). Then `call.started` is appended — for a `write` tool durably
+//! *before* the request goes upstream, for a `read` tool concurrently with it; either way before
+//! the agent sees a result — the pooled upstream session is used (a 401 refreshes the credential
+//! once and retries; a failed session is replaced and a `read` retried once), the result is
+//! scrubbed and capped, `call.completed` is appended in the background and the result returned.
+//!
+//! Everything a call reads is in memory (projections, the pool): its only disk write is the
+//! call record; a disconnect is visible to the very next call because the admin API answers
+//! only after the projections folded it.
+
+pub mod auth;
+pub mod handler;
+pub mod pool;
+pub mod record;
+pub mod scrub;
+pub mod sessions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, ErrorData, JsonObject,
+    Tool, ToolAnnotations,
+};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::connectors::service::ConnectorService;
+use crate::connectors::service::credential::{CredentialError, needs_refresh};
+use crate::domain::ToolName;
+use crate::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
+use crate::domain::connector::Operation;
+use crate::projections::catalog::{CatalogEntry, ToolStatus};
+use crate::projections::connectors::ConnectorView;
+use crate::projections::{LiveProjections, ProjectionSet};
+use crate::store::EventLog;
+
+use pool::{OpenError, Pooled, UpstreamLimits, UpstreamPool, auth_failure};
+use record::{CallRecorder, arguments_digest};
+
+/// MCP error codes the proxy answers with (JSON-RPC server-defined range), besides `-32602`
+/// (invalid params: an unknown tool, bad arguments).
+pub mod codes {
+    /// The tool's connector is not active; `data.connector_status` says which state.
+    pub const CONNECTOR_NOT_ACTIVE: i32 = -32001;
+    /// The tool is quarantined (its upstream definition changed; S17).
+    pub const QUARANTINED: i32 = -32002;
+    /// The agent's behavior profile is suspended.
+    pub const PROFILE_SUSPENDED: i32 = -32003;
+    /// The agent has too many calls in flight.
+    pub const TOO_MANY_CALLS: i32 = -32004;
+    /// Upstream did not answer in time.
+    pub const UPSTREAM_TIMEOUT: i32 = -32005;
+    /// Upstream could not be reached, refused the credential, or answered something unusable.
+    pub const UPSTREAM_UNAVAILABLE: i32 = -32006;
+    /// The call could not be recorded; nothing is returned without a record.
+    pub const NOT_RECORDED: i32 = -32007;
+    /// Upstream's answer is over the size cap.
+    pub const RESULT_TOO_LARGE: i32 = -32008;
+}
+
+/// The proxy's knobs (`agp serve` flags).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// An upstream `tools/call` must answer within this.
+    pub call_timeout: Duration,
+    /// Most calls one agent may have in flight (S19).
+    pub agent_concurrency: usize,
+    /// Most MCP sessions one agent may hold open.
+    pub sessions_per_agent: usize,
+    /// Largest request body an agent may send (S19).
+    pub max_request_bytes: usize,
+    /// Largest upstream answer passed on (S19).
+    pub max_result_bytes: usize,
+    /// Deepest JSON nesting accepted in arguments (S19).
+    pub max_argument_depth: usize,
+    /// Upstream sessions idle this long are closed.
+    pub upstream_idle: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(60),
+            agent_concurrency: 64,
+            sessions_per_agent: 64,
+            max_request_bytes: 1024 * 1024,
+            max_result_bytes: 8 * 1024 * 1024,
+            max_argument_depth: 64,
+            upstream_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The authenticated agent of a request (put into the request's extensions by [`auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    pub agent: String,
+    pub profile_id: String,
+}
+
+/// Everything the MCP endpoint needs.
+pub struct Proxy {
+    pub(crate) projections: Arc<LiveProjections>,
+    pub(crate) connectors: Arc<ConnectorService>,
+    pub(crate) recorder: CallRecorder,
+    pub pool: UpstreamPool,
+    pub sessions: sessions::Sessions,
+    pub config: ProxyConfig,
+    permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Why a call was refused before upstream, with what the record and the agent learn.
+struct Denial {
+    reason: DenyReason,
+    tool: Option<ToolName>,
+    entry: Option<(String, String, Operation)>,
+    connector_status: Option<String>,
+    profile: String,
+}
+
+/// What a call that passed the checks goes to.
+struct Target {
+    tool: ToolName,
+    upstream_name: String,
+    operation: Operation,
+    connector: ConnectorView,
+    profile: String,
+}
+
+/// How an upstream attempt failed.
+enum Failure {
+    Credential(CredentialError),
+    Open(OpenError),
+    Upstream(ErrorData),
+    Timeout,
+    Unavailable(String),
+    TooLarge(usize),
+    Unsupported,
+}
+
+/// Depth of a JSON value (a scalar is 1).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 1,
+    }
+}
+
+/// The MCP tool an agent is shown for a catalog entry: the catalog name, upstream's title,
+/// description, schema and annotations.
+pub fn tool_for(entry: &CatalogEntry) -> Tool {
+    let schema: JsonObject = serde_json::from_str(entry.input_schema.as_str()).unwrap_or_default();
+    let mut tool = Tool::new(entry.name.clone(), entry.description.clone(), schema);
+    tool.title = entry.title.clone();
+    tool.annotations = entry
+        .annotations
+        .as_ref()
+        .and_then(|a| serde_json::from_str::<ToolAnnotations>(a.as_str()).ok());
+    tool
+}
+
+/// The catalog entries an agent of `profile_id` is served: granted, active (not quarantined,
+/// connector active), in name order. None while the profile is suspended.
+pub fn visible_entries<'a>(p: &'a ProjectionSet, profile_id: &str) -> Vec<&'a CatalogEntry> {
+    let Some(profile) = p.grants.profile_by_id(profile_id) else {
+        return Vec::new();
+    };
+    if profile.suspended {
+        return Vec::new();
+    }
+    profile
+        .grants
+        .keys()
+        .filter_map(|name| p.catalog.get(name))
+        .filter(|e| e.status == ToolStatus::Active)
+        .collect()
+}
+
+fn mcp_error(code: i32, message: String, data: Value) -> ErrorData {
+    ErrorData::new(ErrorCode(code), message, Some(data))
+}
+
+impl Denial {
+    /// The MCP error the agent gets: the reason, and for a connector only its state.
+    fn to_error(&self, limit: usize) -> ErrorData {
+        let name = self
+            .tool
+            .as_ref()
+            .map_or_else(|| "(invalid name)".to_string(), |t| t.to_string());
+        let data = json!({"reason": self.reason.as_str()});
+        match self.reason {
+            // Unknown and not granted read the same: an agent learns nothing of tools it was
+            // not given.
+            DenyReason::UnknownTool | DenyReason::NotGranted => ErrorData::invalid_params(
+                format!("unknown tool: {name}"),
+                Some(json!({"reason": "unknown_tool"})),
+            ),
+            DenyReason::ProfileSuspended => mcp_error(
+                codes::PROFILE_SUSPENDED,
+                "this agent's behavior profile is suspended; no tool can be called".into(),
+                data,
+            ),
+            DenyReason::Quarantined => mcp_error(
+                codes::QUARANTINED,
+                format!(
+                    "tool {name} is quarantined: its upstream definition changed and waits for an administrator's approval"
+                ),
+                data,
+            ),
+            DenyReason::ConnectorNotActive => {
+                let status = self.connector_status.as_deref().unwrap_or("unavailable");
+                mcp_error(
+                    codes::CONNECTOR_NOT_ACTIVE,
+                    format!("tool {name} is unavailable: its connector is {status}"),
+                    json!({"reason": "connector_not_active", "connector_status": status}),
+                )
+            }
+            DenyReason::ConcurrencyLimit => mcp_error(
+                codes::TOO_MANY_CALLS,
+                format!("too many calls in flight for this agent (limit {limit}); retry later"),
+                data,
+            ),
+            DenyReason::InvalidArguments => ErrorData::invalid_params(
+                "arguments must be a JSON object within the proxy's limits".to_string(),
+                Some(data),
+            ),
+        }
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        projections: Arc<LiveProjections>,
+        connectors: Arc<ConnectorService>,
+        log: Arc<dyn EventLog>,
+        upstream_egress: crate::oauth::egress::EgressClient,
+        config: ProxyConfig,
+    ) -> Self {
+        let limits = UpstreamLimits {
+            max_response_bytes: config.max_result_bytes,
+            max_in_flight: config.agent_concurrency.max(1),
+            connect_timeout: config.call_timeout.min(Duration::from_secs(30)),
+        };
+        Self {
+            projections,
+            connectors,
+            recorder: CallRecorder::new(log),
+            pool: UpstreamPool::new(upstream_egress, limits),
+            sessions: sessions::Sessions::default(),
+            config,
+            permits: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tools `who` is served now.
+    pub fn list_tools(&self, who: &AgentIdentity) -> Vec<Tool> {
+        self.projections.read(|p| {
+            visible_entries(p, &who.profile_id)
+                .into_iter()
+                .map(tool_for)
+                .collect()
+        })
+    }
+
+    /// Looks the call up in the projections: the target, or why it is refused.
+    fn resolve(&self, who: &AgentIdentity, name: &str) -> Result<Target, Box<Denial>> {
+        self.projections.read(|p| {
+            let profile = p.grants.profile_by_id(&who.profile_id);
+            let profile_name = profile.map(|p| p.name.clone()).unwrap_or_default();
+            let tool = ToolName::parse(name).ok();
+            let deny = |reason, entry: Option<&CatalogEntry>, status: Option<String>| {
+                Box::new(Denial {
+                    reason,
+                    tool: tool.clone(),
+                    entry: entry
+                        .map(|e| (e.connector_id.clone(), e.connector.clone(), e.operation)),
+                    connector_status: status,
+                    profile: profile_name.clone(),
+                })
+            };
+            let Some(profile) = profile.filter(|p| !p.suspended) else {
+                return Err(deny(DenyReason::ProfileSuspended, None, None));
+            };
+            // Exact lookup (S16): the name is never split.
+            let Some((name, entry)) = tool
+                .as_ref()
+                .and_then(|t| p.catalog.get(t.as_str()).map(|e| (t.clone(), e)))
+            else {
+                return Err(deny(DenyReason::UnknownTool, None, None));
+            };
+            if !profile.grants.contains_key(&entry.name) {
+                return Err(deny(DenyReason::NotGranted, Some(entry), None));
+            }
+            let connector = p.connectors.by_id(&entry.connector_id);
+            let status = connector.map_or("disconnected", |c| c.status.as_str());
+            let (Some(connector), true) = (connector, status == "active") else {
+                return Err(deny(
+                    DenyReason::ConnectorNotActive,
+                    Some(entry),
+                    Some(status.to_string()),
+                ));
+            };
+            // With its connector active, an entry that is not active is quarantined (S17).
+            if entry.status != ToolStatus::Active {
+                return Err(deny(DenyReason::Quarantined, Some(entry), None));
+            }
+            Ok(Target {
+                tool: name,
+                upstream_name: entry.upstream_name.clone(),
+                operation: entry.operation,
+                connector: connector.clone(),
+                profile: profile_name.clone(),
+            })
+        })
+    }
+
+    fn permit(&self, agent_id: &str) -> Option<OwnedSemaphorePermit> {
+        let sem = self
+            .permits
+            .lock()
+            .entry(agent_id.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.agent_concurrency)))
+            .clone();
+        sem.try_acquire_owned().ok()
+    }
+
+    /// Records a refusal (durably) and turns it into the agent's error.
+    async fn refuse(
+        &self,
+        who: &AgentIdentity,
+        call_id: Uuid,
+        denial: Denial,
+        arguments_sha256: String,
+    ) -> ErrorData {
+        let (connector_id, connector, operation) = match &denial.entry {
+            Some((i, n, o)) => (Some(i.clone()), Some(n.clone()), Some(*o)),
+            None => (None, None, None),
+        };
+        let event = CallEvent::Denied {
+            call_id: call_id.to_string(),
+            agent_id: who.agent_id.clone(),
+            agent: who.agent.clone(),
+            profile_id: who.profile_id.clone(),
+            profile: denial.profile.clone(),
+            tool: denial.tool.clone(),
+            connector_id,
+            connector,
+            operation,
+            decision: Decision::Deny,
+            reason: denial.reason,
+            connector_status: denial.connector_status.clone(),
+            arguments_sha256,
+        };
+        if let Err(e) = self.recorder.append(call_id, &event).await {
+            tracing::error!(%call_id, error = %e, "a call denial could not be recorded");
+        }
+        denial.to_error(self.config.agent_concurrency)
+    }
+
+    /// `tools/call` for `who` (see the module doc for the order of things).
+    pub async fn call(
+        &self,
+        who: &AgentIdentity,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResult, ErrorData> {
+        let arrived = Instant::now();
+        let call_id = Uuid::now_v7();
+        let (arguments_sha256, arguments_bytes) = arguments_digest(params.arguments.as_ref());
+        let target = match self.resolve(who, &params.name) {
+            Ok(t) => t,
+            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+        };
+        let too_deep = params.arguments.as_ref().is_some_and(|a| {
+            a.values().map(depth).max().unwrap_or(0) >= self.config.max_argument_depth
+        });
+        let entry = Some((
+            target.connector.connector_id.clone(),
+            target.connector.name.clone(),
+            target.operation,
+        ));
+        if too_deep {
+            let denial = Denial {
+                reason: DenyReason::InvalidArguments,
+                tool: Some(target.tool.clone()),
+                entry,
+                connector_status: None,
+                profile: target.profile.clone(),
+            };
+            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+        }
+        let Some(_permit) = self.permit(&who.agent_id) else {
+            let denial = Denial {
+                reason: DenyReason::ConcurrencyLimit,
+                tool: Some(target.tool.clone()),
+                entry,
+                connector_status: None,
+                profile: target.profile.clone(),
+            };
+            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+        };
+
+        let started = CallEvent::Started {
+            call_id: call_id.to_string(),
+            agent_id: who.agent_id.clone(),
+            agent: who.agent.clone(),
+            profile_id: who.profile_id.clone(),
+            profile: target.profile.clone(),
+            tool: target.tool.clone(),
+            connector_id: target.connector.connector_id.clone(),
+            connector: target.connector.name.clone(),
+            operation: target.operation,
+            decision: Decision::Allow,
+            arguments_sha256,
+            arguments_bytes,
+        };
+        let recorder = self.recorder.clone();
+        let record = tokio::spawn(async move { recorder.append(call_id, &started).await });
+        let record = if target.operation == Operation::Write {
+            // A write is on the record before it reaches upstream.
+            let done = record.await;
+            if !matches!(done, Ok(Ok(_))) {
+                return Err(not_recorded(call_id));
+            }
+            None
+        } else {
+            Some(record)
+        };
+
+        let mut upstream = params;
+        upstream.name = target.upstream_name.clone().into();
+        let (result, attempts, refreshed) = self.forward(who, &target, upstream).await;
+
+        // Nothing reaches the agent unless the call is on the record.
+        if let Some(record) = record
+            && !matches!(record.await, Ok(Ok(_)))
+        {
+            return Err(not_recorded(call_id));
+        }
+        let latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (answer, outcome, result_bytes, redactions) = match result {
+            Ok((result, bytes, redactions)) => {
+                let outcome = if result.is_error == Some(true) {
+                    CallOutcome::ToolError
+                } else {
+                    CallOutcome::Ok
+                };
+                (Ok(result), outcome, bytes, redactions)
+            }
+            Err((failure, redactions)) => {
+                let (outcome, error) = failure_answer(&target, failure);
+                (Err(error), outcome, 0, redactions)
+            }
+        };
+        self.recorder.append_detached(
+            call_id,
+            CallEvent::Completed {
+                call_id: call_id.to_string(),
+                agent_id: who.agent_id.clone(),
+                tool: target.tool.clone(),
+                connector_id: target.connector.connector_id.clone(),
+                outcome,
+                latency_us,
+                result_bytes,
+                attempts,
+                refreshed,
+                redactions,
+            },
+        );
+        answer
+    }
+
+    /// An upstream session for `who` on the target's connector: the pooled one if it still
+    /// fits, else a fresh one with the current (possibly refreshed) credential.
+    async fn session(
+        &self,
+        who: &AgentIdentity,
+        view: &ConnectorView,
+    ) -> Result<Arc<Pooled>, Failure> {
+        if !needs_refresh(view)
+            && let Some(p) = self.pool.reusable(view, &who.agent_id)
+        {
+            return Ok(p);
+        }
+        let (token, current) = self
+            .connectors
+            .credential_with_view(&view.name)
+            .await
+            .map_err(Failure::Credential)?;
+        self.pool
+            .open(&current, &who.agent_id, token)
+            .await
+            .map_err(Failure::Open)
+    }
+
+    /// Calls upstream with one refresh-and-retry on a refused credential and one retry of a
+    /// failed session (reads only: a write may have reached upstream). Returns the scrubbed
+    /// result with its size and redaction count, the attempts made and whether a refresh
+    /// happened.
+    async fn forward(
+        &self,
+        who: &AgentIdentity,
+        target: &Target,
+        params: CallToolRequestParams,
+    ) -> (
+        Result<(CallToolResult, u64, u32), (Failure, u32)>,
+        u32,
+        bool,
+    ) {
+        let mut view = target.connector.clone();
+        let mut attempts = 0u32;
+        let mut refreshed = false;
+        loop {
+            let pooled = match self.session(who, &view).await {
+                Ok(p) => p,
+                Err(Failure::Open(OpenError::Unauthorized)) if !refreshed => {
+                    refreshed = true;
+                    match self.refresh(&view).await {
+                        Ok(v) => {
+                            view = v;
+                            continue;
+                        }
+                        Err(f) => return (Err((f, 0)), attempts, refreshed),
+                    }
+                }
+                Err(f) => return (Err((f, 0)), attempts, refreshed),
+            };
+            attempts += 1;
+            let sent = pooled.service.call_tool_once(params.clone());
+            let answer = tokio::time::timeout(self.config.call_timeout, sent).await;
+            let error = match answer {
+                Err(_) => return (Err((Failure::Timeout, 0)), attempts, refreshed),
+                Ok(Ok(CallToolResponse::Complete(result))) => {
+                    return (self.finish(&pooled, result), attempts, refreshed);
+                }
+                Ok(Ok(_)) => return (Err((Failure::Unsupported, 0)), attempts, refreshed),
+                Ok(Err(rmcp::ServiceError::McpError(mut e))) => {
+                    let n = scrub_error(&pooled, &mut e);
+                    return (Err((Failure::Upstream(e), n)), attempts, refreshed);
+                }
+                Ok(Err(e)) => e,
+            };
+            self.pool.evict(&view.connector_id, &who.agent_id, &pooled);
+            drop(pooled);
+            if attempts >= 2 {
+                return (
+                    Err((Failure::Unavailable(error.to_string()), 0)),
+                    attempts,
+                    refreshed,
+                );
+            }
+            match auth_failure(&error) {
+                Some(OpenError::Unauthorized) if !refreshed => {
+                    refreshed = true;
+                    match self.refresh(&view).await {
+                        Ok(v) => view = v,
+                        Err(f) => return (Err((f, 0)), attempts, refreshed),
+                    }
+                }
+                Some(other) => return (Err((Failure::Open(other), 0)), attempts, refreshed),
+                None if target.operation == Operation::Read => {}
+                None => {
+                    return (
+                        Err((Failure::Unavailable(error.to_string()), 0)),
+                        attempts,
+                        refreshed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forces a refresh of the connector's credential (single-flight) and returns its view.
+    async fn refresh(&self, view: &ConnectorView) -> Result<ConnectorView, Failure> {
+        self.connectors
+            .refresh(&view.name, true)
+            .await
+            .map_err(Failure::Credential)?;
+        self.connectors
+            .view(&view.name)
+            .map_err(|_| Failure::Credential(CredentialError::NotFound(view.name.clone())))
+    }
+
+    /// Caps and scrubs an upstream result.
+    fn finish(
+        &self,
+        pooled: &Pooled,
+        result: CallToolResult,
+    ) -> Result<(CallToolResult, u64, u32), (Failure, u32)> {
+        let bytes = serde_json::to_vec(&result).map_err(|_| (Failure::Unsupported, 0))?;
+        if bytes.len() > self.config.max_result_bytes {
+            return Err((Failure::TooLarge(bytes.len()), 0));
+        }
+        if !pooled.scrubber.finds(&bytes) {
+            return Ok((result, bytes.len() as u64, 0));
+        }
+        let mut value = serde_json::to_value(&result).map_err(|_| (Failure::Unsupported, 0))?;
+        let redactions = pooled.scrubber.scrub_value(&mut value);
+        let size = serde_json::to_vec(&value).map_or(0, |b| b.len() as u64);
+        let scrubbed: CallToolResult =
+            serde_json::from_value(value).map_err(|_| (Failure::Unsupported, redactions))?;
+        tracing::warn!(
+            redactions,
+            "upstream output carried the injected credential; removed"
+        );
+        Ok((scrubbed, size, redactions))
+    }
+}
+
+fn scrub_error(pooled: &Pooled, e: &mut ErrorData) -> u32 {
+    let mut message = e.message.to_string();
+    let mut n = pooled.scrubber.scrub_str(&mut message);
+    e.message = message.into();
+    if let Some(data) = e.data.as_mut() {
+        n += pooled.scrubber.scrub_value(data);
+    }
+    n
+}
+
+fn not_recorded(call_id: Uuid) -> ErrorData {
+    mcp_error(
+        codes::NOT_RECORDED,
+        "the call could not be recorded, so its result is withheld; retry later".into(),
+        json!({"reason": "not_recorded", "call_id": call_id.to_string()}),
+    )
+}
+
+/// The outcome to record and the error the agent gets for a failed upstream attempt. Upstream's
+/// own JSON-RPC errors pass through (scrubbed); everything else is the proxy's own words.
+fn failure_answer(target: &Target, failure: Failure) -> (CallOutcome, ErrorData) {
+    let tool = &target.tool;
+    match failure {
+        Failure::Upstream(e) => (CallOutcome::UpstreamError, e),
+        Failure::Timeout => (
+            CallOutcome::Timeout,
+            mcp_error(
+                codes::UPSTREAM_TIMEOUT,
+                format!("tool {tool}: the upstream server did not answer in time"),
+                json!({"reason": "timeout"}),
+            ),
+        ),
+        Failure::TooLarge(size) => (
+            CallOutcome::TooLarge,
+            mcp_error(
+                codes::RESULT_TOO_LARGE,
+                format!("tool {tool}: the upstream answer ({size} bytes) is over the proxy's cap"),
+                json!({"reason": "too_large"}),
+            ),
+        ),
+        Failure::Credential(CredentialError::NotActive { status, .. }) => (
+            CallOutcome::CredentialUnavailable,
+            mcp_error(
+                codes::CONNECTOR_NOT_ACTIVE,
+                format!("tool {tool} is unavailable: its connector is {status}"),
+                json!({"reason": "connector_not_active", "connector_status": status}),
+            ),
+        ),
+        Failure::Credential(_) => (
+            CallOutcome::CredentialUnavailable,
+            mcp_error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!("tool {tool} is temporarily unavailable; retry later"),
+                json!({"reason": "credential_unavailable"}),
+            ),
+        ),
+        Failure::Open(OpenError::Unauthorized | OpenError::Forbidden) => (
+            CallOutcome::Unauthorized,
+            mcp_error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!("tool {tool}: the upstream server refused AGP's credential"),
+                json!({"reason": "unauthorized"}),
+            ),
+        ),
+        Failure::Open(OpenError::Timeout(_)) => (
+            CallOutcome::Timeout,
+            mcp_error(
+                codes::UPSTREAM_TIMEOUT,
+                format!("tool {tool}: the upstream server did not answer in time"),
+                json!({"reason": "timeout"}),
+            ),
+        ),
+        Failure::Open(OpenError::Unavailable(detail)) | Failure::Unavailable(detail) => {
+            tracing::warn!(%tool, %detail, "upstream call failed");
+            (
+                CallOutcome::Unavailable,
+                mcp_error(
+                    codes::UPSTREAM_UNAVAILABLE,
+                    format!("tool {tool}: the upstream server is unavailable; retry later"),
+                    json!({"reason": "unavailable"}),
+                ),
+            )
+        }
+        Failure::Unsupported => (
+            CallOutcome::UpstreamError,
+            mcp_error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!(
+                    "tool {tool}: the upstream server answered something the proxy cannot pass on"
+                ),
+                json!({"reason": "unsupported_result"}),
+            ),
+        ),
+    }
+}
+
+/// The `/mcp` endpoint, mounted: its router (behind [`auth::door`]), rmcp's session manager
+/// and the token that ends every session at shutdown.
+pub struct Mounted {
+    pub router: axum::Router,
+    pub sessions: Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// `Host` values the endpoint answers to (rmcp's DNS-rebinding guard): the public URL's host,
+/// with and without its port, and loopback.
+fn allowed_hosts(public_url: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(u) = url::Url::parse(public_url)
+        && let Some(host) = u.host_str()
+    {
+        hosts.push(host.to_string());
+        if let Some(port) = u.port() {
+            hosts.push(format!("{host}:{port}"));
+        }
+    }
+    hosts
+}
+
+/// Mounts the MCP endpoint at `/mcp`.
+pub fn mount(proxy: Arc<Proxy>, public_url: &str) -> Mounted {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sessions = Arc::new(LocalSessionManager::default());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(public_url))
+        .with_max_request_body_bytes(proxy.config.max_request_bytes)
+        .with_cancellation_token(cancel.clone());
+    let for_sessions = proxy.clone();
+    let service = StreamableHttpService::new(
+        move || {
+            Ok(handler::McpHandler {
+                proxy: for_sessions.clone(),
+            })
+        },
+        sessions.clone(),
+        config,
+    );
+    let router = axum::Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(proxy, auth::door));
+    Mounted {
+        router,
+        sessions,
+        cancel,
+    }
+}

@@ -483,7 +483,11 @@ async fn a_failed_revocation_is_reported_retried_and_then_shredded() {
             .iter()
             .filter(|r| r["outcome"] == "revoked")
             .count();
-        if revoked == 2 && sealed_gen(&app, "rev", generation) == (None, None) {
+        // Settled: both revoked, the keys destroyed, and that recorded.
+        if revoked == 2
+            && sealed_gen(&app, "rev", generation) == (None, None)
+            && shown["credentials_shredded"] == true
+        {
             break;
         }
         assert!(

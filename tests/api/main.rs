@@ -15,5 +15,6 @@ mod connectors_mock;
 mod events;
 mod lifecycle;
 mod profiles;
+mod proxy_e2e;
 mod tools;
 mod tools_e2e;

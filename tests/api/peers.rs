@@ -161,3 +161,146 @@ pub async fn consent(
     }
     panic!("consent did not finish: {steps:#?}");
 }
+
+/// An agent: the official TypeScript SDK's MCP client (`tools/test-peers/agent.mjs`) connected
+/// to AGP's `/mcp`, driven line by line. Killed when dropped.
+pub struct Agent {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<Value>,
+    /// Unprompted lines (`{"event": …}`) seen while waiting for answers.
+    events: Vec<Value>,
+    next_id: u64,
+    pub session: Option<String>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// Connects with `key` (none when `None`) and extra `headers`; `Err` carries the client's
+    /// error when the connection is refused.
+    pub fn connect(url: &str, key: Option<&str>, headers: &[&str]) -> Result<Agent, Value> {
+        let dir = peers_dir();
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("agent.mjs")).args(["--url", url]);
+        if let Some(k) = key {
+            cmd.args(["--key", k]);
+        }
+        for h in headers {
+            cmd.args(["--header", h]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("AGP_PEER_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("node is installed");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        let ready = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("agent.mjs answered");
+        if ready["ready"] != true {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ready["error"].clone());
+        }
+        Ok(Agent {
+            child,
+            stdin,
+            lines,
+            events: Vec::new(),
+            next_id: 0,
+            session: ready["session"].as_str().map(str::to_string),
+        })
+    }
+
+    fn request(&mut self, mut cmd: Value) -> Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        cmd["id"] = id.into();
+        writeln!(self.stdin, "{cmd}").expect("agent stdin");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("agent did not answer {cmd}"));
+            if line["id"] == id {
+                return line;
+            }
+            if line.get("event").is_some() {
+                self.events.push(line);
+            }
+        }
+    }
+
+    /// `tools/list`: the tools' names, sorted, and the full list.
+    pub fn list(&mut self) -> (Vec<String>, Value) {
+        let r = self.request(serde_json::json!({"op": "list"}));
+        let tools = r["tools"].clone();
+        assert!(tools.is_array(), "tools/list failed: {r}");
+        let mut names: Vec<String> = tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        (names, tools)
+    }
+
+    /// `tools/call`: `Ok(result)` or `Err(error)` (`code`, `message`, `data`).
+    pub fn call(&mut self, name: &str, arguments: Value) -> Result<Value, Value> {
+        let r =
+            self.request(serde_json::json!({"op": "call", "name": name, "arguments": arguments}));
+        match r.get("result") {
+            Some(result) => Ok(result.clone()),
+            None => Err(r["error"].clone()),
+        }
+    }
+
+    /// Waits up to `timeout` for a `tools_list_changed` notification (consumes it).
+    pub fn list_changed(&mut self, timeout: Duration) -> bool {
+        if let Some(i) = self
+            .events
+            .iter()
+            .position(|e| e["event"] == "tools_list_changed")
+        {
+            self.events.remove(i);
+            return true;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line["event"] == "tools_list_changed" => return true,
+                Ok(line) => self.events.push(line),
+                Err(_) => return false,
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! the compile-checked list of variants they must cover.
 
 use agp::domain::agent::AgentEvent;
+use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
     ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
     RevocationOutcome, TokenAuthMethod,
@@ -32,6 +33,7 @@ pub fn type_of(e: &AgpEvent) -> &'static str {
         AgpEvent::Connector(e) => (connector_variants().0)(e),
         AgpEvent::Profile(e) => (profile_variants().0)(e),
         AgpEvent::Agent(e) => (agent_variants().0)(e),
+        AgpEvent::Call(e) => (call_variants().0)(e),
     }
 }
 
@@ -41,6 +43,7 @@ pub fn variant_types() -> Vec<&'static str> {
         connector_variants().1,
         profile_variants().1,
         agent_variants().1,
+        call_variants().1,
     ]
     .concat()
 }
@@ -84,6 +87,14 @@ fn agent_variants() -> Variants<AgentEvent> {
         Created => "agent.created",
         KeyRotated => "agent.key_rotated",
         Revoked => "agent.revoked",
+    })
+}
+
+fn call_variants() -> Variants<CallEvent> {
+    variants!(CallEvent {
+        Started => "call.started",
+        Completed => "call.completed",
+        Denied => "call.denied",
     })
 }
 
@@ -367,6 +378,70 @@ pub fn agent_events() -> Vec<AgentEvent> {
     ]
 }
 
+pub fn call_events() -> Vec<CallEvent> {
+    use CallEvent as E;
+    vec![
+        E::Started {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000001".into(),
+            agent_id: "a1".into(),
+            agent: "claude-desktop".into(),
+            profile_id: "p1".into(),
+            profile: "support".into(),
+            tool: tool("notion__search"),
+            connector_id: "c1".into(),
+            connector: "notion".into(),
+            operation: Operation::Read,
+            decision: Decision::Allow,
+            arguments_sha256: KEY_HASH.into(),
+            arguments_bytes: 17,
+        },
+        E::Completed {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000001".into(),
+            agent_id: "a1".into(),
+            tool: tool("notion__search"),
+            connector_id: "c1".into(),
+            outcome: CallOutcome::Ok,
+            latency_us: 1_834,
+            result_bytes: 212,
+            attempts: 2,
+            refreshed: true,
+            redactions: 0,
+        },
+        // Denied for an unknown, invalid name: nothing but the reason.
+        E::Denied {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000002".into(),
+            agent_id: "a1".into(),
+            agent: "claude-desktop".into(),
+            profile_id: "p1".into(),
+            profile: "support".into(),
+            tool: None,
+            connector_id: None,
+            connector: None,
+            operation: None,
+            decision: Decision::Deny,
+            reason: DenyReason::UnknownTool,
+            connector_status: None,
+            arguments_sha256: KEY_HASH.into(),
+        },
+        // Denied with every optional field.
+        E::Denied {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000003".into(),
+            agent_id: "a1".into(),
+            agent: "claude-desktop".into(),
+            profile_id: "p1".into(),
+            profile: "support".into(),
+            tool: Some(tool("notion__create_page")),
+            connector_id: Some("c1".into()),
+            connector: Some("notion".into()),
+            operation: Some(Operation::Write),
+            decision: Decision::Deny,
+            reason: DenyReason::ConnectorNotActive,
+            connector_status: Some("reauth_required".into()),
+            arguments_sha256: KEY_HASH.into(),
+        },
+    ]
+}
+
 /// Every hand-written sample.
 pub fn all_events() -> Vec<AgpEvent> {
     connector_events()
@@ -374,5 +449,6 @@ pub fn all_events() -> Vec<AgpEvent> {
         .map(AgpEvent::Connector)
         .chain(profile_events().into_iter().map(AgpEvent::Profile))
         .chain(agent_events().into_iter().map(AgpEvent::Agent))
+        .chain(call_events().into_iter().map(AgpEvent::Call))
         .collect()
 }

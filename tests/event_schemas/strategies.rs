@@ -2,6 +2,7 @@
 //! present and absent, names at the edges of their patterns.
 
 use agp::domain::agent::AgentEvent;
+use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
     ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
     RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
@@ -403,10 +404,162 @@ pub fn agent_event() -> impl Strategy<Value = AgentEvent> {
     ]
 }
 
+fn deny_reason() -> impl Strategy<Value = DenyReason> {
+    prop_oneof![
+        Just(DenyReason::ProfileSuspended),
+        Just(DenyReason::UnknownTool),
+        Just(DenyReason::NotGranted),
+        Just(DenyReason::Quarantined),
+        Just(DenyReason::ConnectorNotActive),
+        Just(DenyReason::ConcurrencyLimit),
+        Just(DenyReason::InvalidArguments),
+    ]
+}
+
+fn call_outcome() -> impl Strategy<Value = CallOutcome> {
+    prop_oneof![
+        Just(CallOutcome::Ok),
+        Just(CallOutcome::ToolError),
+        Just(CallOutcome::UpstreamError),
+        Just(CallOutcome::Unauthorized),
+        Just(CallOutcome::CredentialUnavailable),
+        Just(CallOutcome::Unavailable),
+        Just(CallOutcome::Timeout),
+        Just(CallOutcome::TooLarge),
+    ]
+}
+
+fn connector_state() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("pending"),
+        Just("reauth_required"),
+        Just("expired"),
+        Just("error"),
+        Just("disconnected"),
+    ]
+    .prop_map(str::to_string)
+}
+
+pub fn call_event() -> impl Strategy<Value = CallEvent> {
+    use CallEvent as E;
+    let who = || {
+        (
+            non_blank(),
+            non_blank(),
+            non_blank(),
+            non_blank(),
+            non_blank(),
+        )
+    };
+    prop_oneof![
+        (
+            who(),
+            tool_name(),
+            (non_blank(), non_blank()),
+            operation(),
+            key_hash(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(
+                    (call_id, agent_id, agent, profile_id, profile),
+                    tool,
+                    (connector_id, connector),
+                    operation,
+                    arguments_sha256,
+                    arguments_bytes,
+                )| E::Started {
+                    call_id,
+                    agent_id,
+                    agent,
+                    profile_id,
+                    profile,
+                    tool,
+                    connector_id,
+                    connector,
+                    operation,
+                    decision: Decision::Allow,
+                    arguments_sha256,
+                    arguments_bytes,
+                }
+            ),
+        (
+            (non_blank(), non_blank(), non_blank()),
+            tool_name(),
+            call_outcome(),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                0u32..=2,
+                any::<bool>(),
+                any::<u32>()
+            )
+        )
+            .prop_map(
+                |(
+                    (call_id, agent_id, connector_id),
+                    tool,
+                    outcome,
+                    (latency_us, result_bytes, attempts, refreshed, redactions),
+                )| E::Completed {
+                    call_id,
+                    agent_id,
+                    tool,
+                    connector_id,
+                    outcome,
+                    latency_us,
+                    result_bytes,
+                    attempts,
+                    refreshed,
+                    redactions,
+                }
+            ),
+        (
+            who(),
+            option::of(tool_name()),
+            option::of((non_blank(), non_blank(), operation())),
+            deny_reason(),
+            option::of(connector_state()),
+            key_hash()
+        )
+            .prop_map(
+                |(
+                    (call_id, agent_id, agent, profile_id, profile),
+                    tool,
+                    entry,
+                    reason,
+                    connector_status,
+                    arguments_sha256,
+                )| {
+                    let (connector_id, connector, operation) = match entry {
+                        Some((i, n, o)) => (Some(i), Some(n), Some(o)),
+                        None => (None, None, None),
+                    };
+                    E::Denied {
+                        call_id,
+                        agent_id,
+                        agent,
+                        profile_id,
+                        profile,
+                        tool,
+                        connector_id,
+                        connector,
+                        operation,
+                        decision: Decision::Deny,
+                        reason,
+                        connector_status,
+                        arguments_sha256,
+                    }
+                }
+            ),
+    ]
+}
+
 pub fn any_event() -> impl Strategy<Value = AgpEvent> {
     prop_oneof![
         17 => connector_event().prop_map(AgpEvent::Connector),
         5 => profile_event().prop_map(AgpEvent::Profile),
         3 => agent_event().prop_map(AgpEvent::Agent),
+        3 => call_event().prop_map(AgpEvent::Call),
     ]
 }

@@ -95,6 +95,8 @@ fn schemas_refuse_null_for_absent_optional_fields() {
         ("connector.authorized", "access_token_expires_at"),
         ("connector.token_refreshed", "access_token_expires_at"),
         ("connector.revocation_recorded", "detail"),
+        ("call.denied", "connector_status"),
+        ("call.denied", "tool"),
     ] {
         let (_, mut data) = sample_data()
             .into_iter()

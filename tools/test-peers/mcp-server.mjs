@@ -224,6 +224,25 @@ if (opts['hostile-tools']) {
       });
     },
   });
+  defineTool('sleep', {
+    scope: 'mcp:read',
+    title: 'Sleep',
+    description: 'Test only: waits `ms` milliseconds (an upstream that hangs), then returns "slept".',
+    inputSchema: { ms: z.number().int().min(0).max(600000) },
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    handler: async ({ ms }) => {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return text('slept');
+    },
+  });
+  defineTool('big_result', {
+    scope: 'mcp:read',
+    title: 'Big result',
+    description: 'Test only: returns a text of `bytes` bytes (an oversized answer).',
+    inputSchema: { bytes: z.number().int().min(0).max(64 * 1024 * 1024) },
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    handler: async ({ bytes }) => text('x'.repeat(bytes)),
+  });
   defineTool('request_headers', {
     scope: 'mcp:read',
     title: 'Request headers',
@@ -310,6 +329,10 @@ function challenge(res, status, error, description) {
   res.status(status).json(error ? { error, error_description: description } : { error: 'invalid_token', error_description: description });
 }
 
+// Test admin: `POST /__test/reject-tokens {"count": n}` makes the next n requests bearing an
+// otherwise valid token fail with 401 invalid_token, as if the provider had revoked it.
+let rejectValidTokens = 0;
+
 // Bearer auth: RFC 6750 header only, RFC 7662 introspection on every request (no cache unless
 // --introspection-cache-ms, so a revocation is visible immediately), audience must be exactly
 // this server's URL (RFC 8707). The `exp` check below still applies to a cached result.
@@ -342,6 +365,10 @@ async function bearerAuth(req, res, next) {
   else if (String(result.token_type).toLowerCase() !== 'bearer') failure = 'not an access token';
   else if (!auds.includes(resourceUrl)) failure = 'token was not issued for this resource';
   else if (typeof result.exp !== 'number' || result.exp * 1000 <= Date.now()) failure = 'token has expired';
+  if (!failure && rejectValidTokens > 0) {
+    rejectValidTokens -= 1;
+    failure = 'token was revoked';
+  }
   if (failure) {
     res.locals.auth = `rejected(${failure})`;
     challenge(res, 401, 'invalid_token', failure);
@@ -512,6 +539,15 @@ admin.post('/__test/tools', (req, res) => {
 });
 admin.get('/__test/pages', (_req, res) => res.json({ pages: [...pages.values()] }));
 admin.get('/__test/sessions', (_req, res) => res.json({ sessions: sessions.size }));
+admin.post('/__test/reject-tokens', (req, res) => {
+  const count = Number(req.body?.count ?? 1);
+  if (!Number.isInteger(count) || count < 0) {
+    res.status(400).json({ error: 'count must be a non-negative integer' });
+    return;
+  }
+  rejectValidTokens = count;
+  res.json({ reject_next: rejectValidTokens });
+});
 
 // --- start ------------------------------------------------------------------------------------
 function listen(srv, port) {

@@ -62,7 +62,7 @@ impl ConnectorLocks {
 /// True when the access token expires within the margin: [`REFRESH_MARGIN`], or a third of
 /// the token's lifetime for short-lived tokens (so a 5-minute token is not refreshed on every
 /// call).
-fn needs_refresh(view: &ConnectorView) -> bool {
+pub(crate) fn needs_refresh(view: &ConnectorView) -> bool {
     let Some(expires) = view.access_token_expires_at else {
         return false;
     };
@@ -79,6 +79,17 @@ fn needs_refresh(view: &ConnectorView) -> bool {
 impl ConnectorService {
     /// The access token to inject for a call to connector `name`, refreshed first if needed.
     pub async fn credential(&self, name: &str) -> Result<SecretString, CredentialError> {
+        self.credential_with_view(name)
+            .await
+            .map(|(token, _)| token)
+    }
+
+    /// [`ConnectorService::credential`], with the status view the token belongs to (its
+    /// generation and fingerprint), so a caller can tell later whether it is still current.
+    pub async fn credential_with_view(
+        &self,
+        name: &str,
+    ) -> Result<(SecretString, ConnectorView), CredentialError> {
         let view = self
             .view(name)
             .map_err(|_| CredentialError::NotFound(name.to_string()))?;
@@ -101,13 +112,15 @@ impl ConnectorService {
             });
         }
         let slot = Slot::consent(&view.connector_id, view.generation);
-        self.secret(slot, Field::AccessToken)
+        let token = self
+            .secret(slot, Field::AccessToken)
             .await
             .map_err(|_| CredentialError::Internal(name.to_string()))?
             .ok_or_else(|| CredentialError::NotActive {
                 name: name.to_string(),
                 status: "disconnected".into(),
-            })
+            })?;
+        Ok((token, view))
     }
 
     /// Refreshes connector `name` (single-flight). With `force` it refreshes even when the

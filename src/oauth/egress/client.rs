@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, RequestBuilder, Response, redirect};
@@ -121,6 +122,8 @@ impl Resolve for GuardResolver {
 #[derive(Clone)]
 pub struct EgressClient {
     policy: Arc<EgressPolicy>,
+    lookup: Arc<dyn Lookup>,
+    connect_timeout: Duration,
     https: reqwest::Client,
     http: reqwest::Client,
 }
@@ -145,9 +148,44 @@ impl EgressClient {
         timeouts: EgressTimeouts,
         lookup: Arc<dyn Lookup>,
     ) -> Result<Self, EgressError> {
-        let policy = Arc::new(policy);
+        Self::build(
+            Arc::new(policy),
+            lookup,
+            timeouts.connect,
+            Some(timeouts.total),
+            None,
+        )
+    }
+
+    /// The same guard for long-lived protocol traffic (upstream MCP sessions: SSE streams,
+    /// slow tool calls): no whole-request deadline, but a read that stalls for `read_timeout`
+    /// fails. Callers bound each call with their own timeout.
+    pub fn for_streams(&self, read_timeout: Duration) -> Result<Self, EgressError> {
+        Self::build(
+            self.policy.clone(),
+            self.lookup.clone(),
+            self.connect_timeout,
+            None,
+            Some(read_timeout),
+        )
+    }
+
+    fn build(
+        policy: Arc<EgressPolicy>,
+        lookup: Arc<dyn Lookup>,
+        connect: Duration,
+        total: Option<Duration>,
+        read: Option<Duration>,
+    ) -> Result<Self, EgressError> {
         let build = |route: Route| {
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder();
+            if let Some(total) = total {
+                builder = builder.timeout(total);
+            }
+            if let Some(read) = read {
+                builder = builder.read_timeout(read);
+            }
+            builder
                 .dns_resolver(GuardResolver {
                     policy: Arc::clone(&policy),
                     lookup: Arc::clone(&lookup),
@@ -156,8 +194,7 @@ impl EgressClient {
                 .redirect(redirect::Policy::none())
                 .referer(false)
                 .no_proxy()
-                .connect_timeout(timeouts.connect)
-                .timeout(timeouts.total)
+                .connect_timeout(connect)
                 .tcp_nodelay(true)
                 .user_agent(concat!("agp/", env!("CARGO_PKG_VERSION")))
                 .build()
@@ -170,6 +207,8 @@ impl EgressClient {
             https: build(Route::Https)?,
             http: build(Route::HttpAllowlisted)?,
             policy,
+            lookup,
+            connect_timeout: connect,
         })
     }
 
