@@ -13,8 +13,11 @@
 //! - `AGP_BENCH_AGENTS` (default 10,000) agents spread over the profiles.
 //!
 //! Each of `AGP_BENCH_ROUNDS` (default 3) rounds starts `agp serve` on an empty data directory,
-//! then on the estate, and reads its resident memory (`VmRSS`) and peak (`VmHWM`) from `/proc`
-//! when `/readyz` first answers 200, plus the time from spawn to ready. The first round then
+//! then on the estate, then on the estate again with `MIMALLOC_PURGE_DELAY=0` (freed memory goes
+//! back to the system at once: what the loaded state itself occupies, without the rebuild's
+//! garbage that mimalloc still holds), and reads its resident memory (`VmRSS`) and peak
+//! (`VmHWM`) from `/proc` when `/readyz` first answers 200 and again after
+//! `AGP_BENCH_SETTLE_SECS` (default 2) idle, plus the time from spawn to ready. The first round
 //! checks the loaded state through the REST API (active connectors, registered tools, agents,
 //! one profile's grants). Prints every round and the medians.
 
@@ -407,6 +410,10 @@ async fn fill(events_dir: &Path, e: &Estate) -> anyhow::Result<()> {
     Ok(())
 }
 
+const EMPTY: &str = "empty data dir";
+const FULL: &str = "estate loaded";
+const PURGED: &str = "estate, MIMALLOC_PURGE_DELAY=0";
+
 /// One start: seconds to ready; resident and peak memory (MiB) at ready; resident memory once
 /// idle for `settle`.
 struct Start {
@@ -416,8 +423,8 @@ struct Start {
     settled: f64,
 }
 
-fn start(data_dir: &Path, settle: Duration) -> anyhow::Result<(Agp, Start)> {
-    let agp = Agp::start(data_dir, &[], Duration::from_secs(300))?;
+fn start(data_dir: &Path, env: &[(&str, &str)], settle: Duration) -> anyhow::Result<(Agp, Start)> {
+    let agp = Agp::start(data_dir, &[], env, Duration::from_secs(300))?;
     let (secs, rss, peak) = (
         agp.start_to_ready.as_secs_f64(),
         agp.rss_mib(),
@@ -438,7 +445,7 @@ fn start(data_dir: &Path, settle: Duration) -> anyhow::Result<(Agp, Start)> {
 
 fn show(what: &str, s: &Start) -> String {
     format!(
-        "{what:<14} ready {:>6.2} s   rss {:>6.0} MiB   peak {:>6.0} MiB   rss when idle {:>6.0} MiB",
+        "{what:<30} ready {:>6.2} s   rss {:>6.0} MiB   peak {:>6.0} MiB   rss when idle {:>6.0} MiB",
         s.secs, s.rss, s.peak, s.settled
     )
 }
@@ -522,19 +529,27 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let settle = Duration::from_secs(env_u64("AGP_BENCH_SETTLE_SECS", 2));
-    let (mut empty, mut full) = (Vec::new(), Vec::new());
+    // mimalloc keeps pages freed by the start-up rebuild for a while; how many are still held at
+    // ready varies from start to start. MIMALLOC_PURGE_DELAY=0 returns them at once, which shows
+    // what the loaded state itself occupies.
+    let purge = [("MIMALLOC_PURGE_DELAY", "0")];
+    let (mut empty, mut full, mut purged) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let scratch = tempfile::tempdir()?;
-        let (agp, s) = start(scratch.path(), settle)?;
+        let (agp, s) = start(scratch.path(), &[], settle)?;
         agp.stop()?;
-        eprintln!("round {}: {}", round + 1, show("empty data dir", &s));
+        eprintln!("round {}: {}", round + 1, show(EMPTY, &s));
         empty.push(s);
-        let (agp, s) = start(&data_dir, settle)?;
-        eprintln!("round {}: {}", round + 1, show("estate", &s));
+        let (agp, s) = start(&data_dir, &[], settle)?;
+        eprintln!("round {}: {}", round + 1, show(FULL, &s));
         full.push(s);
         if round == 0 {
             check(&agp, &e).await?;
         }
+        agp.stop()?;
+        let (agp, s) = start(&data_dir, &purge, settle)?;
+        eprintln!("round {}: {}", round + 1, show(PURGED, &s));
+        purged.push(s);
         agp.stop()?;
     }
     let m = |v: &[Start]| Start {
@@ -543,7 +558,7 @@ async fn main() -> anyhow::Result<()> {
         peak: median(v.iter().map(|s| s.peak).collect()),
         settled: median(v.iter().map(|s| s.settled).collect()),
     };
-    let (empty, full) = (m(&empty), m(&full));
+    let (empty, full, purged) = (m(&empty), m(&full), m(&purged));
     println!(
         "memory report: {} connectors, {} registered tools, {} profiles × {} grants, {} agents ({} events); {rounds} rounds, medians; idle = {} s after ready",
         e.connectors,
@@ -554,12 +569,16 @@ async fn main() -> anyhow::Result<()> {
         e.events(),
         settle.as_secs()
     );
-    println!("  {}", show("empty data dir", &empty));
-    println!("  {}", show("estate loaded", &full));
+    println!("  {}", show(EMPTY, &empty));
+    println!("  {}", show(FULL, &full));
+    println!("  {}", show(PURGED, &purged));
+    let per_tool = |mib: f64| mib * 1024.0 / (e.connectors * e.tools) as f64;
     println!(
-        "  the estate costs {:+.0} MiB resident at ready over the empty baseline ({:.1} KiB per registered tool, everything included)",
+        "  the estate costs {:+.0} MiB resident at ready over the empty baseline ({:.1} KiB per registered tool, everything included); {:+.0} MiB ({:.1} KiB per tool) with freed pages returned",
         full.rss - empty.rss,
-        (full.rss - empty.rss) * 1024.0 / (e.connectors * e.tools) as f64
+        per_tool(full.rss - empty.rss),
+        purged.rss - empty.rss,
+        per_tool(purged.rss - empty.rss)
     );
     Ok(())
 }

@@ -982,6 +982,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let agp = Agp::start(
         data.path(),
         &["--egress-allow", "127.0.0.1/32"],
+        &[],
         Duration::from_secs(60),
     )?;
     let proxied = if s.legs.contains(&Leg::Proxied) {

@@ -70,8 +70,13 @@ pub struct Agp {
 
 impl Agp {
     /// Starts `agp serve --listen 127.0.0.1:<free port> --data-dir <data_dir> <extra>` with
-    /// `AGP_LOG=warn` and waits up to `timeout` for `/readyz` 200.
-    pub fn start(data_dir: &Path, extra: &[&str], timeout: Duration) -> anyhow::Result<Agp> {
+    /// `AGP_LOG=warn` and `env` and waits up to `timeout` for `/readyz` 200.
+    pub fn start(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Agp> {
         let port = free_port()?;
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_agp"))
@@ -81,6 +86,7 @@ impl Agp {
             .args(extra)
             .env("AGP_LOG", "warn")
             .env_remove("AGP_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
