@@ -578,8 +578,35 @@ fn find_response(content_type: &[u8], body: &[u8], id: u64) -> anyhow::Result<Rp
     Ok(r)
 }
 
+/// The response finder on both answer forms (the runs may only ever see one of them).
+fn check_parser() -> anyhow::Result<()> {
+    let ok = |r: RpcResponse| {
+        r.result
+            .and_then(|r| r.content.into_iter().next())
+            .and_then(|c| c.text)
+    };
+    let json = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"a"}]}}"#;
+    ensure!(ok(find_response(b"application/json", json, 7)?).as_deref() == Some("a"));
+    let sse = concat!(
+        "event: message\r\nid: 1\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\r\n\r\n",
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n",
+        "data: \"result\":{\"content\":[{\"type\":\"text\",\"text\":\"b\"}]}}\n\n",
+    );
+    ensure!(ok(find_response(b"text/event-stream", sse.as_bytes(), 7)?).as_deref() == Some("b"));
+    ensure!(find_response(b"text/event-stream", sse.as_bytes(), 8).is_err());
+    ensure!(find_response(b"application/json", json, 8).is_err());
+    Ok(())
+}
+
 fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}
+
+/// How a POST was answered.
+#[derive(Debug)]
+enum Answer {
+    Json,
+    EventStream,
 }
 
 /// One connection, one MCP session.
@@ -694,8 +721,8 @@ impl Session {
         self.send(req).await
     }
 
-    /// One `tools/call` of the echo tool with `text`, checked.
-    async fn call(&mut self, text: &str) -> anyhow::Result<()> {
+    /// One `tools/call` of the echo tool with `text`, checked; says how it was answered.
+    async fn call(&mut self, text: &str) -> anyhow::Result<Answer> {
         let id = self.next_id;
         self.next_id += 1;
         let body = format!(
@@ -718,8 +745,13 @@ impl Session {
         }
         let result = r.result.context("tools/call: neither result nor error")?;
         ensure!(!result.is_error, "tools/call: isError: {}", snippet(&body));
+        let answer = if ct.starts_with(b"text/event-stream") {
+            Answer::EventStream
+        } else {
+            Answer::Json
+        };
         match result.content.first() {
-            Some(c) if c.kind == "text" && c.text.as_deref() == Some(text) => Ok(()),
+            Some(c) if c.kind == "text" && c.text.as_deref() == Some(text) => Ok(answer),
             _ => bail!(
                 "tools/call: content[0].text is not what was sent: {}",
                 snippet(&body)
@@ -766,7 +798,7 @@ async fn worker(
         let text = format!("{prefix}-{n}-{i}");
         let t = Instant::now();
         match session.call(&text).await {
-            Ok(()) => latencies.push(t.elapsed().as_nanos() as u64),
+            Ok(_) => latencies.push(t.elapsed().as_nanos() as u64),
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -945,6 +977,7 @@ fn print_run(r: &Run, procs: &Processes) {
 // --- main -------------------------------------------------------------------------------------
 
 fn main() -> anyhow::Result<()> {
+    check_parser().context("the load generator's response parser")?;
     let settings = Settings::from_env()?;
     let rt = if settings.client_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -995,12 +1028,20 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    if let Some(p) = &proxied {
-        Session::open(p)
-            .await
-            .context("the proxied leg: opening an MCP session at AGP's /mcp (AGP_BENCH_LEGS=direct measures the direct leg alone)")?
-            .close()
-            .await;
+    // One checked call per leg before anything is measured; also shows how each side answers.
+    let mut answers = Vec::new();
+    for &leg in &s.legs {
+        let t = match leg {
+            Leg::Direct => &direct,
+            Leg::Proxied => proxied.as_ref().context("the proxied leg was not set up")?,
+        };
+        let mut session = Session::open(t).await.with_context(|| match leg {
+            Leg::Direct => "the direct leg: opening an MCP session at the upstream".to_string(),
+            Leg::Proxied => "the proxied leg: opening an MCP session at AGP's /mcp (AGP_BENCH_LEGS=direct measures the direct leg alone)".to_string(),
+        })?;
+        let answer = session.call("probe").await?;
+        session.close().await;
+        answers.push(format!("{} answers {answer:?}", leg.as_str()));
     }
     let target = |leg: Leg| match leg {
         Leg::Direct => Ok(&direct),
@@ -1009,11 +1050,12 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("the proxied leg was not set up")),
     };
     eprintln!(
-        "set-up {:.1} s: upstream {mcp_url} (introspection cache {} ms), AGP {}/mcp (ready {:.2} s after spawn)",
+        "set-up {:.1} s: upstream {mcp_url} (introspection cache {} ms), AGP {}/mcp (ready {:.2} s after spawn); tools/call: {}",
         t.elapsed().as_secs_f64(),
         s.cache_ms,
         agp.url(),
-        agp.start_to_ready.as_secs_f64()
+        agp.start_to_ready.as_secs_f64(),
+        answers.join(", ")
     );
     let procs = Processes {
         names: vec!["client", "agp", "upstream", "as"],
