@@ -1,5 +1,5 @@
 //! `/api/v1/connectors`: add (discovery, registration, consent URL), list, show, and the
-//! lifecycle: disconnect, reconnect, remove; tool discovery and registration.
+//! lifecycle: disconnect, reconnect, remove; tool discovery, registration and drift checks.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use super::error::{ApiQuery, ErrorBody};
 use super::profiles::{name, text};
 use super::{ApiError, ApiJson, SharedState};
 use crate::connectors::service::add::{AddConnector, ClientChoice};
+use crate::connectors::service::drift::DriftReport;
 use crate::connectors::service::tools::Selection;
 use crate::connectors::service::{Consent, ServiceError, Teardown};
 use crate::connectors::upstream::DiscoveredTool;
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(refresh_connector))
         .routes(routes!(discover_tools))
         .routes(routes!(register_tools))
+        .routes(routes!(check_tools))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -538,4 +540,33 @@ async fn register_tools(
         .await;
     state.metrics.command("connector", r.is_ok());
     Ok((StatusCode::CREATED, ApiJson(r?)))
+}
+
+/// `POST /connectors/{name}/check-tools` body: nothing to say yet (`{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckToolsBody {}
+
+/// Re-list the connector's upstream now and compare every registered tool with its pinned
+/// definition: changed tools are quarantined with the diff (S17), tools upstream stopped
+/// listing are reported as `missing`. The connector must be active.
+#[utoipa::path(post, path = "/connectors/{name}/check-tools", tag = "connectors", request_body = CheckToolsBody,
+    params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, body = DriftReport), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The connector is not active (the message names its state)"),
+        (status = 502, body = ErrorBody, description = "Upstream failed or its listing broke a cap")))]
+async fn check_tools(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(_body): ApiJson<CheckToolsBody>,
+) -> Result<ApiJson<DriftReport>, ApiError> {
+    let n = name("connector name", &raw)?;
+    let r = state
+        .connector_service
+        .check_tools(n.as_str(), &caller.meta())
+        .await;
+    state.metrics.command("connector", r.is_ok());
+    Ok(ApiJson(r?))
 }

@@ -221,7 +221,8 @@ impl DomainStatus for ConnectorError {
             | ConnectorError::StaleGeneration { .. }
             | ConnectorError::NotAwaitingConsent
             | ConnectorError::AliasMismatch { .. }
-            | ConnectorError::ToolAlreadyRegistered(_) => ApiError::Conflict(msg),
+            | ConnectorError::ToolAlreadyRegistered(_)
+            | ConnectorError::ToolNotQuarantined(_) => ApiError::Conflict(msg),
         }
     }
 }

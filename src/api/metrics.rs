@@ -24,6 +24,38 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// A proxied `tools/call`: `allow` with its outcome, or `deny` with its reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub decision: &'static str,
+    pub outcome: &'static str,
+}
+
+/// The proxy's metrics; it holds a clone (families share their values).
+#[derive(Clone)]
+pub struct CallMetrics {
+    pub calls: Family<CallLabels, Counter>,
+    /// Seconds from a call's arrival to upstream's answer (allowed calls).
+    pub latency: Histogram,
+}
+
+impl Default for CallMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+        }
+    }
+}
+
+impl CallMetrics {
+    pub fn count(&self, decision: &'static str, outcome: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels { decision, outcome })
+            .inc();
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
     pub aggregate: String,
@@ -37,6 +69,7 @@ pub struct Metrics {
     pub commands: Family<CommandLabels, Counter>,
     pub log_head: Gauge<u64, AtomicU64>,
     pub projection_checkpoint: Gauge<u64, AtomicU64>,
+    pub tool_calls: CallMetrics,
 }
 
 impl Default for Metrics {
@@ -74,8 +107,20 @@ impl Metrics {
             "Sequence of the last event folded into the projections",
             projection_checkpoint.clone(),
         );
+        let tool_calls = CallMetrics::default();
+        registry.register(
+            "tool_calls",
+            "Proxied tools/call requests by decision and outcome (or denial reason)",
+            tool_calls.calls.clone(),
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Proxied tools/call latency, arrival to upstream's answer",
+            tool_calls.latency.clone(),
+        );
         Self {
             registry,
+            tool_calls,
             http_requests,
             http_duration,
             commands,

@@ -1,5 +1,6 @@
-//! `/api/v1/tools`: the tool catalog — list, show, and changing a tool's operation fact.
-//! Registration lives with its connector (`/connectors/{name}/register-tools`).
+//! `/api/v1/tools`: the tool catalog — list, show, changing a tool's operation fact, and
+//! approving a quarantined tool (S17). Registration and drift checks live with their connector
+//! (`/connectors/{name}/register-tools`, `/connectors/{name}/check-tools`).
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -21,6 +22,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(list_tools))
         .routes(routes!(show_tool))
         .routes(routes!(set_operation))
+        .routes(routes!(approve_tool))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,12 +59,54 @@ async fn set_operation(
     Ok(ApiJson(r?))
 }
 
+/// `POST /tools/{name}/approve` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Why, for the audit trail; default `approved`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Approve a quarantined tool: AGP re-lists its upstream and pins the definition upstream
+/// serves now (never one from the request); the entry is active again and its version grows by
+/// one. Audited as `connector.tool_approved`.
+#[utoipa::path(post, path = "/tools/{name}/approve", tag = "tools", request_body = ApproveBody,
+    params(("name" = String, Path, description = "Catalog tool name (`<alias>__<tool>`)")),
+    responses((status = 200, body = CatalogEntry), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Not quarantined, connector not active, or upstream no longer lists the tool"),
+        (status = 502, body = ErrorBody)))]
+async fn approve_tool(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> Result<ApiJson<CatalogEntry>, ApiError> {
+    let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
+    let reason = match body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) => text("reason", r)?,
+        None => "approved".into(),
+    };
+    let r = state
+        .connector_service
+        .approve_tool(&n, reason, &caller.meta())
+        .await;
+    state.metrics.command("connector", r.is_ok());
+    Ok(ApiJson(r?))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only the tools of this connector (by name).
     pub connector: Option<String>,
-    /// `active`, `unavailable` or `all` (default).
+    /// `active`, `unavailable`, `quarantined` or `all` (default).
     pub status: Option<String>,
 }
 
@@ -72,8 +116,9 @@ fn status_filter(raw: Option<&str>) -> Result<Option<ToolStatus>, ApiError> {
         "all" => Ok(None),
         "active" => Ok(Some(ToolStatus::Active)),
         "unavailable" => Ok(Some(ToolStatus::Unavailable)),
+        "quarantined" => Ok(Some(ToolStatus::Quarantined)),
         other => Err(ApiError::BadRequest(format!(
-            "status must be one of active, unavailable, all (got {other:?})"
+            "status must be one of active, unavailable, quarantined, all (got {other:?})"
         ))),
     }
 }

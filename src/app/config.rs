@@ -7,6 +7,8 @@ use std::path::PathBuf;
 /// Embedded defaults.
 pub const DEFAULT_DATA_DIR: &str = "./agp-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How often registered tools are re-listed upstream to detect drift (S17), in seconds.
+pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -27,6 +29,10 @@ pub struct Config {
     pub egress_allow: Vec<String>,
     /// How often the background refresher looks for access tokens about to expire.
     pub refresh_every: std::time::Duration,
+    /// How often the background drift check re-lists every active connector's upstream and
+    /// quarantines registered tools whose definition changed (S17). Zero turns the periodic
+    /// check off (checks after a reconnect and on demand still run).
+    pub relist_every: std::time::Duration,
     /// Connect and total timeouts of every outbound request (S3). Defaults: 5 s and 20 s.
     pub egress_timeouts: crate::oauth::egress::EgressTimeouts,
     /// The agents' MCP endpoint: timeouts and caps (S19).
@@ -69,6 +75,7 @@ impl Config {
             public_url,
             egress_allow: Vec::new(),
             refresh_every: std::time::Duration::from_secs(5),
+            relist_every: std::time::Duration::from_secs(DEFAULT_RELIST_EVERY_SECS),
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),
         })

@@ -30,6 +30,7 @@ pub struct Application {
     state: SharedState,
     port: u16,
     refresh_every: std::time::Duration,
+    relist_every: std::time::Duration,
     pub admin_token_created: bool,
 }
 
@@ -82,6 +83,7 @@ impl Application {
             config.public_url.clone()
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let metrics = Metrics::new();
         let upstream_egress = egress
             .for_streams(config.proxy.call_timeout)
             .context("building the upstream MCP client")?;
@@ -98,6 +100,7 @@ impl Application {
             log.clone(),
             upstream_egress,
             config.proxy.clone(),
+            metrics.tool_calls.clone(),
         ));
         let mcp = crate::proxy::mount(proxy.clone(), &public_url);
         let state = Arc::new(AppState {
@@ -112,7 +115,7 @@ impl Application {
             log,
             projections,
             admin: AdminAuth::new(&token),
-            metrics: Metrics::new(),
+            metrics,
             naming: tokio::sync::Mutex::new(()),
             public_url,
             ready: AtomicBool::new(false),
@@ -123,6 +126,7 @@ impl Application {
             state,
             port,
             refresh_every: config.refresh_every,
+            relist_every: config.relist_every,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -148,6 +152,11 @@ impl Application {
         });
         state.ready.store(true, Ordering::Release);
         state.connector_service.spawn_refresher(self.refresh_every);
+        if !self.relist_every.is_zero() {
+            state
+                .connector_service
+                .spawn_drift_checker(self.relist_every);
+        }
         state.connector_service.resume_pending_revocations();
         crate::proxy::sessions::spawn_watch(
             state.proxy.clone(),

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, LogFormat};
+use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Most `tools/call`s one agent may have in flight at once.
     #[arg(long, env = "AGP_AGENT_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub agent_concurrency: u64,
+    /// Seconds between re-listings of every active connector's upstream tools, which quarantine
+    /// registered tools whose definition changed (rug-pull detection). 0 turns it off.
+    #[arg(long, env = "AGP_RELIST_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_RELIST_EVERY_SECS)]
+    pub relist_every: u64,
 }
 
 /// Runs the parsed command line and returns the process exit code.

@@ -33,6 +33,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.egress_allow = args.egress_allow.clone();
     config.proxy.call_timeout = std::time::Duration::from_secs(args.call_timeout);
     config.proxy.agent_concurrency = usize::try_from(args.agent_concurrency).unwrap_or(usize::MAX);
+    config.relist_every = std::time::Duration::from_secs(args.relist_every);
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
     if app.admin_token_created {

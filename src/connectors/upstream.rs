@@ -23,7 +23,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::canonical::to_canonical_string;
-use crate::domain::connector::{ALIAS_SEPARATOR, Operation, definition_hash};
+use crate::domain::connector::{ALIAS_SEPARATOR, Definition, Operation, definition_hash};
 use crate::domain::{ResourceName, ToolName};
 use crate::oauth::egress::EgressClient;
 
@@ -226,21 +226,15 @@ pub fn validate(
         if name.is_empty() || ToolName::parse(&catalog).is_err() {
             return Err(ListingError::BadName { name, catalog });
         }
-        let input_schema = Value::Object((*t.input_schema).clone());
-        let annotations = t
-            .annotations
-            .as_ref()
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| ListingError::Upstream(format!("tool {name:?}: {e}")))?
-            .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()));
+        let Definition {
+            title,
+            description,
+            input_schema,
+            annotations,
+        } = definition_of(&t)?;
         if annotations.as_ref().is_some_and(|a| !a.is_object()) {
             return Err(ListingError::BadSchema(name));
         }
-        let title = t
-            .title
-            .clone()
-            .or_else(|| t.annotations.as_ref().and_then(|a| a.title.clone()));
         let (operation, operation_source) = classify(&name, &description, t.annotations.as_ref());
         let definition_hash = definition_hash(
             &name,
@@ -263,6 +257,28 @@ pub fn validate(
         });
     }
     Ok(out)
+}
+
+/// The hashed fields of an upstream tool, as registration pins them and drift checks compare
+/// them: a missing description is empty, `title` falls back to the annotations' title, and
+/// empty annotations count as absent. Checks no cap (see [`validate`]).
+pub fn definition_of(t: &Tool) -> Result<Definition, ListingError> {
+    let annotations = t
+        .annotations
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ListingError::Upstream(format!("tool {:?}: {e}", t.name)))?
+        .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()));
+    Ok(Definition {
+        title: t
+            .title
+            .clone()
+            .or_else(|| t.annotations.as_ref().and_then(|a| a.title.clone())),
+        description: t.description.as_deref().unwrap_or("").to_string(),
+        input_schema: Value::Object((*t.input_schema).clone()),
+        annotations,
+    })
 }
 
 /// Connects to `url` with `token` and lists every tool, following the cursor to the end within

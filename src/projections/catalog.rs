@@ -2,9 +2,11 @@
 //! list/show` and the console's Tools view display, and what the proxy will resolve names in.
 //!
 //! Folds connector events only: `connector.added` (name, backend URL), the status transitions
-//! (via [`ConnectorEvent::status_after`]), the three tool events, and `connector.removed`,
-//! which takes the connector's tools out of the catalog (the log keeps them). Disconnecting keeps
-//! the entries; they show `unavailable` with the connector's status until it is active again.
+//! (via [`ConnectorEvent::status_after`]), the tool events, and `connector.removed`, which
+//! takes the connector's tools out of the catalog (the log keeps them). Disconnecting keeps the
+//! entries; they show `unavailable` with the connector's status until it is active again.
+//! A quarantined entry (S17) shows `quarantined` whatever its connector's status, with the
+//! diff upstream drifted by, until an approval pins a new definition.
 //!
 //! Invariants:
 //! - entries are keyed by catalog name in a `BTreeMap`, so `state()` and listings are ordered
@@ -14,8 +16,9 @@
 //!   see other connectors, so a second connector registering the same name is ignored here
 //!   (and will be refused at the API, which checks the catalog, when registration gets its
 //!   endpoint);
-//! - `version` starts at 1 and grows by one with every change to the entry itself (today: its
-//!   operation fact); status follows the connector and is not a change to the entry;
+//! - `version` starts at 1 and grows by one with every change to the entry itself (its
+//!   operation fact, an approved definition); status follows the connector and the quarantine
+//!   and is not a change to the entry;
 //! - schemas and annotations are kept as canonical JSON text behind an `Arc` ([`CanonicalJson`]):
 //!   a fraction of a `serde_json::Value`'s size, cheap to clone out of the read lock.
 
@@ -31,7 +34,9 @@ use utoipa::ToSchema;
 use super::Projection;
 use crate::canonical::to_canonical_string;
 use crate::domain::AgpEvent;
-use crate::domain::connector::{ConnectorEvent, ConnectorStatus, Operation, RegisteredTool};
+use crate::domain::connector::{
+    ConnectorEvent, ConnectorStatus, FieldChange, Operation, RegisteredTool,
+};
 use crate::store::RecordedEvent;
 
 /// A JSON document stored as its canonical text; serializes back as the JSON it holds.
@@ -67,14 +72,17 @@ impl Serialize for CanonicalJson {
     }
 }
 
-/// Whether agents can be served the tool right now.
+/// Whether agents can be served the tool right now: only `active` tools are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolStatus {
-    /// The connector is active.
+    /// The connector is active and the pinned definition is in force.
     Active,
     /// The connector is not active (see `connector_status`); calls fail closed.
     Unavailable,
+    /// Upstream changed the tool's definition (see `quarantine`); hidden and calls denied until
+    /// an admin approves (S17). Wins over `unavailable`.
+    Quarantined,
 }
 
 impl ToolStatus {
@@ -82,8 +90,22 @@ impl ToolStatus {
         match self {
             ToolStatus::Active => "active",
             ToolStatus::Unavailable => "unavailable",
+            ToolStatus::Quarantined => "quarantined",
         }
     }
+}
+
+/// Why an entry is quarantined: what upstream serves instead of the pinned definition.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Quarantine {
+    /// Hex SHA-256 of the definition upstream served when the drift was (last) recorded.
+    pub observed_hash: String,
+    /// When the drift was (last) recorded: the time of its `connector.tool_quarantined` record.
+    pub detected_at: DateTime<Utc>,
+    /// The changed fields (`title`, `description`, `input_schema`, `annotations`), each with
+    /// its pinned value (`before`) and upstream's (`after`); a side is absent when the field is.
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<FieldChange>,
 }
 
 /// One governed registry entry.
@@ -110,15 +132,18 @@ pub struct CatalogEntry {
     #[schema(value_type = String, example = "read")]
     pub operation: Operation,
     pub status: ToolStatus,
-    /// The connector's status when `status` is `unavailable` (`pending`, `reauth_required`,
-    /// `expired`, `error`, `disconnected`); absent when active.
+    /// The connector's status when it is not active (`pending`, `reauth_required`, `expired`,
+    /// `error`, `disconnected`); absent when active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connector_status: Option<String>,
-    /// 1 at registration; +1 on every change to the entry (an operation change).
+    /// Present while the entry is quarantined (`status` is then `quarantined`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<Quarantine>,
+    /// 1 at registration; +1 on every change to the entry (an operation change, an approval).
     pub version: u64,
     /// The upstream MCP server URL calls go to.
     pub backend_url: String,
-    /// Hex SHA-256 of the canonical definition, pinned at registration (S17).
+    /// Hex SHA-256 of the canonical definition, pinned at registration or approval (S17).
     pub definition_hash: String,
     pub registered_at: DateTime<Utc>,
     pub registered_by: String,
@@ -126,14 +151,16 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
+    /// Derives `status` and `connector_status` from the connector's status and the quarantine.
     fn set_connector_status(&mut self, s: ConnectorStatus) {
-        if s == ConnectorStatus::Active {
-            self.status = ToolStatus::Active;
-            self.connector_status = None;
+        self.connector_status = (s != ConnectorStatus::Active).then(|| s.as_str().to_string());
+        self.status = if self.quarantine.is_some() {
+            ToolStatus::Quarantined
+        } else if s == ConnectorStatus::Active {
+            ToolStatus::Active
         } else {
-            self.status = ToolStatus::Unavailable;
-            self.connector_status = Some(s.as_str().to_string());
-        }
+            ToolStatus::Unavailable
+        };
     }
 }
 
@@ -196,6 +223,7 @@ impl ToolCatalog {
                 operation: t.operation,
                 status: ToolStatus::Unavailable,
                 connector_status: None,
+                quarantine: None,
                 version: 1,
                 backend_url: facts.mcp_server_url.clone(),
                 definition_hash: t.definition_hash.clone(),
@@ -211,11 +239,21 @@ impl ToolCatalog {
 
     /// The entry `name` if the connector of `stream` owns it.
     fn owned_mut(&mut self, stream: &str, name: &str) -> Option<&mut CatalogEntry> {
+        self.owned_with_status(stream, name).map(|(e, _)| e)
+    }
+
+    /// The entry `name` if the connector of `stream` owns it, with that connector's status.
+    fn owned_with_status(
+        &mut self,
+        stream: &str,
+        name: &str,
+    ) -> Option<(&mut CatalogEntry, ConnectorStatus)> {
         let facts = self.connectors.get(stream)?;
         if !facts.tools.contains(name) {
             return None;
         }
-        self.entries.get_mut(name)
+        let status = facts.status;
+        self.entries.get_mut(name).map(|e| (e, status))
     }
 
     fn set_status(&mut self, stream: &str, status: ConnectorStatus) {
@@ -285,6 +323,42 @@ impl Projection for ToolCatalog {
                             self.entries.remove(n.as_str());
                         }
                     }
+                }
+            }
+            ConnectorEvent::ToolQuarantined {
+                name,
+                observed_hash,
+                changes,
+                ..
+            } => {
+                if let Some((e, status)) = self.owned_with_status(&record.stream, name.as_str()) {
+                    e.quarantine = Some(Quarantine {
+                        observed_hash: observed_hash.clone(),
+                        detected_at: record.time,
+                        changes: changes.clone(),
+                    });
+                    e.set_connector_status(status);
+                }
+            }
+            ConnectorEvent::ToolApproved {
+                name,
+                title,
+                description,
+                input_schema,
+                annotations,
+                definition_hash,
+                ..
+            } => {
+                if let Some((e, status)) = self.owned_with_status(&record.stream, name.as_str()) {
+                    e.title = title.clone();
+                    e.description = description.clone();
+                    e.input_schema = CanonicalJson::new(input_schema);
+                    e.annotations = annotations.as_ref().map(CanonicalJson::new);
+                    e.definition_hash = definition_hash.clone();
+                    e.quarantine = None;
+                    e.version += 1;
+                    e.updated_at = record.time;
+                    e.set_connector_status(status);
                 }
             }
             ConnectorEvent::Removed { .. } => self.remove_connector(&record.stream),

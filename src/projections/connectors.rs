@@ -311,6 +311,8 @@ impl Projection for ConnectorStatusView {
             ConnectorEvent::ToolsRegistered { .. }
                 | ConnectorEvent::ToolOperationChanged { .. }
                 | ConnectorEvent::ToolsUnregistered { .. }
+                | ConnectorEvent::ToolQuarantined { .. }
+                | ConnectorEvent::ToolApproved { .. }
         ) {
             // Tools are the catalog's (`catalog.rs`); the connector's view does not change.
             return;
@@ -337,7 +339,9 @@ impl Projection for ConnectorStatusView {
             | ConnectorEvent::Removed { .. }
             | ConnectorEvent::ToolsRegistered { .. }
             | ConnectorEvent::ToolOperationChanged { .. }
-            | ConnectorEvent::ToolsUnregistered { .. } => {}
+            | ConnectorEvent::ToolsUnregistered { .. }
+            | ConnectorEvent::ToolQuarantined { .. }
+            | ConnectorEvent::ToolApproved { .. } => {}
             ConnectorEvent::Discovered { metadata } => {
                 v.resource_metadata_url = metadata.resource_metadata_url.clone();
                 v.discovery_steps = metadata.steps.clone();

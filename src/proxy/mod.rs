@@ -128,6 +128,7 @@ pub struct Proxy {
     pub pool: UpstreamPool,
     pub sessions: sessions::Sessions,
     pub config: ProxyConfig,
+    pub metrics: crate::api::metrics::CallMetrics,
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -258,6 +259,7 @@ impl Proxy {
         log: Arc<dyn EventLog>,
         upstream_egress: crate::oauth::egress::EgressClient,
         config: ProxyConfig,
+        metrics: crate::api::metrics::CallMetrics,
     ) -> Self {
         let limits = UpstreamLimits {
             max_response_bytes: config.max_result_bytes,
@@ -271,6 +273,7 @@ impl Proxy {
             pool: UpstreamPool::new(upstream_egress, limits),
             sessions: sessions::Sessions::default(),
             config,
+            metrics,
             permits: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -374,6 +377,7 @@ impl Proxy {
             connector_status: denial.connector_status.clone(),
             arguments_sha256,
         };
+        self.metrics.count("deny", denial.reason.as_str());
         if let Err(e) = self.recorder.append(call_id, &event).await {
             tracing::error!(%call_id, error = %e, "a call denial could not be recorded");
         }
@@ -474,6 +478,10 @@ impl Proxy {
                 (Err(error), outcome, 0, redactions)
             }
         };
+        self.metrics.count("allow", outcome.as_str());
+        self.metrics
+            .latency
+            .observe(arrived.elapsed().as_secs_f64());
         self.recorder.append_detached(
             call_id,
             CallEvent::Completed {
@@ -494,11 +502,12 @@ impl Proxy {
 
     /// An upstream session for `who` on the target's connector: the pooled one if it still
     /// fits, else a fresh one with the current (possibly refreshed) credential.
+    /// On failure, also the view whose credential was tried.
     async fn session(
         &self,
         who: &AgentIdentity,
         view: &ConnectorView,
-    ) -> Result<Arc<Pooled>, Failure> {
+    ) -> Result<Arc<Pooled>, (Failure, ConnectorView)> {
         if !needs_refresh(view)
             && let Some(p) = self.pool.reusable(view, &who.agent_id)
         {
@@ -508,11 +517,11 @@ impl Proxy {
             .connectors
             .credential_with_view(&view.name)
             .await
-            .map_err(Failure::Credential)?;
-        self.pool
-            .open(&current, &who.agent_id, token)
-            .await
-            .map_err(Failure::Open)
+            .map_err(|e| (Failure::Credential(e), view.clone()))?;
+        match self.pool.open(&current, &who.agent_id, token).await {
+            Ok(p) => Ok(p),
+            Err(e) => Err((Failure::Open(e), current)),
+        }
     }
 
     /// Calls upstream with one refresh-and-retry on a refused credential and one retry of a
@@ -535,9 +544,9 @@ impl Proxy {
         loop {
             let pooled = match self.session(who, &view).await {
                 Ok(p) => p,
-                Err(Failure::Open(OpenError::Unauthorized)) if !refreshed => {
+                Err((Failure::Open(OpenError::Unauthorized), tried)) if !refreshed => {
                     refreshed = true;
-                    match self.refresh(&view).await {
+                    match self.refresh(&tried).await {
                         Ok(v) => {
                             view = v;
                             continue;
@@ -545,7 +554,7 @@ impl Proxy {
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }
                 }
-                Err(f) => return (Err((f, 0)), attempts, refreshed),
+                Err((f, _)) => return (Err((f, 0)), attempts, refreshed),
             };
             attempts += 1;
             let sent = pooled.service.call_tool_once(params.clone());
@@ -563,6 +572,10 @@ impl Proxy {
                 Ok(Err(e)) => e,
             };
             self.pool.evict(&view.connector_id, &who.agent_id, &pooled);
+            // The credential that was refused is the one the session was opened with.
+            let mut tried = view.clone();
+            tried.generation = pooled.generation;
+            tried.token_fingerprint = pooled.fingerprint.clone();
             drop(pooled);
             if attempts >= 2 {
                 return (
@@ -574,7 +587,7 @@ impl Proxy {
             match auth_failure(&error) {
                 Some(OpenError::Unauthorized) if !refreshed => {
                     refreshed = true;
-                    match self.refresh(&view).await {
+                    match self.refresh(&tried).await {
                         Ok(v) => view = v,
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }
@@ -592,15 +605,23 @@ impl Proxy {
         }
     }
 
-    /// Forces a refresh of the connector's credential (single-flight) and returns its view.
+    /// After upstream refused the credential of `view`: forces a refresh (single-flight) unless
+    /// the credential already changed since, and returns the connector's current view.
     async fn refresh(&self, view: &ConnectorView) -> Result<ConnectorView, Failure> {
-        self.connectors
-            .refresh(&view.name, true)
-            .await
-            .map_err(Failure::Credential)?;
-        self.connectors
-            .view(&view.name)
-            .map_err(|_| Failure::Credential(CredentialError::NotFound(view.name.clone())))
+        let current = || {
+            self.connectors
+                .view(&view.name)
+                .map_err(|_| Failure::Credential(CredentialError::NotFound(view.name.clone())))
+        };
+        let now = current()?;
+        if now.generation == view.generation && now.token_fingerprint == view.token_fingerprint {
+            self.connectors
+                .refresh(&view.name, true)
+                .await
+                .map_err(Failure::Credential)?;
+            return current();
+        }
+        Ok(now)
     }
 
     /// Caps and scrubs an upstream result.

@@ -20,6 +20,8 @@ fn post_endpoints() -> Vec<(&'static str, Value)> {
         ),
         ("/agents", json!({"name": "fresh", "profile": "p"})),
         ("/agents/a/revoke", json!({"reason": "r"})),
+        ("/connectors/c/check-tools", json!({})),
+        ("/tools/c__t/approve", json!({"reason": "r"})),
     ]
 }
 

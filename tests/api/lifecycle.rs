@@ -93,6 +93,8 @@ async fn openapi_metrics_health_and_readiness() {
         "/api/v1/connectors",
         "/api/v1/tools",
         "/api/v1/tools/{name}",
+        "/api/v1/tools/{name}/approve",
+        "/api/v1/connectors/{name}/check-tools",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }

@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod connectors_e2e;
 mod connectors_mock;
+mod drift_e2e;
 mod events;
 mod lifecycle;
 mod profiles;

@@ -83,6 +83,19 @@ impl Provider {
         self.mcp.ready["url"].as_str().unwrap().to_string()
     }
 
+    /// Changes upstream tool `tool` live through the MCP server's test admin API
+    /// (`POST /__test/tools/{name}`: `description`, `title`, `annotations`, `enabled`).
+    pub async fn change_tool(&self, tool: &str, change: Value) {
+        let admin = self.mcp.ready["admin"].as_str().unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{admin}/__test/tools/{tool}"))
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "changing {tool}: {}", r.status());
+    }
+
     /// RFC 7662 introspection with the resource server's credentials: is `token` active?
     pub async fn introspect(&self, token: &str, hint: &str) -> bool {
         let http = reqwest::Client::new();

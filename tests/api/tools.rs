@@ -209,7 +209,9 @@ async fn bad_filters_and_unknown_tools_get_clear_errors() {
     seed(&app).await;
     let (s, body) = app.get("/tools?status=broken").await;
     assert_eq!(s, 400);
-    assert!(error_message(&body, "invalid_request").contains("active, unavailable, all"));
+    assert!(
+        error_message(&body, "invalid_request").contains("active, unavailable, quarantined, all")
+    );
     let (s, body) = app.get("/tools?connector=Notion").await;
     assert_eq!(s, 400);
     assert!(error_message(&body, "invalid_request").contains("connector"));

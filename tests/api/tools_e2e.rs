@@ -9,7 +9,7 @@ use crate::helpers::{TestApp, error_message, spawn_app};
 use crate::peers::{Provider, browser, consent};
 
 /// Adds connector `name` on `provider` by DCR and consents as alice: it is active.
-async fn active(app: &TestApp, provider: &Provider, name: &str) {
+pub async fn active(app: &TestApp, provider: &Provider, name: &str) {
     let (s, added) = app
         .post(
             "/connectors",
@@ -27,7 +27,7 @@ async fn active(app: &TestApp, provider: &Provider, name: &str) {
     assert_eq!(result["outcome"], "authorized", "{result}");
 }
 
-fn by_name<'a>(rows: &'a Value, name: &str) -> &'a Value {
+pub fn by_name<'a>(rows: &'a Value, name: &str) -> &'a Value {
     rows.as_array()
         .unwrap()
         .iter()

@@ -7,8 +7,8 @@
 use agp::domain::AgpEvent;
 use agp::domain::agent::{Agent, AgentCommand};
 use agp::domain::connector::{
-    Connector, ConnectorCommand, DiscoveredMetadata, Operation, Overrides, RegisteredTool,
-    Registration, RevocationOutcome, TokenAuthMethod,
+    Connector, ConnectorCommand, Definition, DiscoveredMetadata, ObservedTool, Operation,
+    Overrides, RegisteredTool, Registration, RevocationOutcome, TokenAuthMethod,
 };
 use agp::domain::profile::{Profile, ProfileCommand};
 use chrono::DateTime;
@@ -162,7 +162,52 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
         }),
         2 => (tool_names(), short_text())
             .prop_map(|(names, reason)| C::UnregisterTools { names, reason }),
+        3 => prop::collection::vec((tool_names(), definition()), 0..3).prop_map(|tools| {
+            C::QuarantineTools {
+                tools: tools
+                    .into_iter()
+                    .filter_map(|(names, definition)| {
+                        names.into_iter().next().map(|name| ObservedTool { name, definition })
+                    })
+                    .collect(),
+            }
+        }),
+        2 => (tool_names(), definition(), short_text()).prop_map(|(names, definition, reason)| {
+            C::ApproveTool {
+                name: names.into_iter().next().unwrap_or_else(|| samples::tool("notion__search")),
+                definition,
+                reason,
+            }
+        }),
     ]
+}
+
+/// Definitions near the ones `RegisterTools` records (description `d`, schema
+/// `{"type":"object"}`), so quarantines, no-ops and approvals all happen; some with shapes
+/// approval refuses.
+fn definition() -> impl Strategy<Value = Definition> {
+    use serde_json::json;
+    (
+        prop::option::of(Just("T".to_string())),
+        prop::sample::select(vec!["d", "e"]),
+        prop::sample::select(vec![
+            json!({"type": "object"}),
+            json!({"type": "object", "required": ["q"]}),
+            json!("not an object"),
+        ]),
+        prop::option::of(prop::sample::select(vec![
+            json!({"readOnlyHint": true}),
+            json!([1]),
+        ])),
+    )
+        .prop_map(
+            |(title, description, input_schema, annotations)| Definition {
+                title,
+                description: description.into(),
+                input_schema,
+                annotations,
+            },
+        )
 }
 
 fn operation() -> impl Strategy<Value = Operation> {

@@ -4,8 +4,8 @@
 use agp::domain::agent::AgentEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
-    ConnectorEvent, DiscoveredMetadata, Operation, Overrides, RegisteredTool, Registration,
-    RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
+    ConnectorEvent, Definition, DiscoveredMetadata, Operation, Overrides, RegisteredTool,
+    Registration, RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
 };
 use agp::domain::profile::ProfileEvent;
 use agp::domain::{AgpEvent, ResourceName, ToolName};
@@ -110,6 +110,74 @@ fn tools_registered() -> impl Strategy<Value = ConnectorEvent> {
             }
         })
     })
+}
+
+/// A definition as the rules let one through approval: object schema and annotations.
+fn definition() -> impl Strategy<Value = Definition> {
+    (
+        option::of(text()),
+        text(),
+        json_object(),
+        option::of(json_object()),
+    )
+        .prop_map(
+            |(title, description, input_schema, annotations)| Definition {
+                title,
+                description,
+                input_schema,
+                annotations,
+            },
+        )
+}
+
+/// `connector.tool_quarantined`: the domain's diff of two different definitions (the observed
+/// one possibly bounded: any JSON where the pinned one had an object).
+fn tool_quarantined() -> impl Strategy<Value = ConnectorEvent> {
+    let observed = (
+        definition(),
+        option::of(json_value().prop_filter("not null", |v| !v.is_null())),
+    )
+        .prop_map(|(mut d, bounded)| {
+            if let Some(v) = bounded {
+                d.input_schema = v;
+            }
+            d
+        });
+    (tool_name(), "[a-z]{1,8}", definition(), observed).prop_filter_map(
+        "definitions differ",
+        |(name, upstream, pinned, observed)| {
+            let changes = pinned.changes(&observed);
+            (!changes.is_empty()).then(|| ConnectorEvent::ToolQuarantined {
+                name,
+                pinned_hash: pinned.hash(&upstream),
+                observed_hash: observed.hash(&upstream),
+                changes,
+            })
+        },
+    )
+}
+
+/// `connector.tool_approved` pinning an arbitrary valid definition.
+fn tool_approved() -> impl Strategy<Value = ConnectorEvent> {
+    (
+        tool_name(),
+        "[a-z]{1,8}",
+        non_blank(),
+        key_hash(),
+        definition(),
+    )
+        .prop_map(
+            |(name, upstream, reason, previous_hash, d)| ConnectorEvent::ToolApproved {
+                name,
+                reason,
+                previous_hash,
+                definition_hash: d.hash(&upstream),
+                title: d.title,
+                description: d.description,
+                input_schema: d.input_schema,
+                annotations: d.annotations,
+            },
+        )
 }
 
 fn key_hash() -> impl Strategy<Value = String> {
@@ -364,6 +432,8 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
             }
         }),
         (tools(), non_blank()).prop_map(|(names, reason)| E::ToolsUnregistered { names, reason }),
+        tool_quarantined(),
+        tool_approved(),
     ]
 }
 
@@ -557,7 +627,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
 
 pub fn any_event() -> impl Strategy<Value = AgpEvent> {
     prop_oneof![
-        17 => connector_event().prop_map(AgpEvent::Connector),
+        19 => connector_event().prop_map(AgpEvent::Connector),
         5 => profile_event().prop_map(AgpEvent::Profile),
         3 => agent_event().prop_map(AgpEvent::Agent),
         3 => call_event().prop_map(AgpEvent::Call),

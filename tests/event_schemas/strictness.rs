@@ -410,3 +410,67 @@ fn decode_refuses_unknown_types_and_versions() {
         Err(DecodeError::Malformed { .. })
     ));
 }
+
+#[test]
+fn drift_events_refuse_malformed_changes_and_definitions() {
+    let sample = |t: &str| {
+        sample_data()
+            .into_iter()
+            .find(|(ty, _)| ty == t)
+            .expect("a sample")
+            .1
+    };
+    let q = sample("connector.tool_quarantined");
+    assert_valid("connector.tool_quarantined", &q);
+    let spoiled = |spoil: &dyn Fn(&mut Value)| {
+        let mut d = q.clone();
+        spoil(&mut d);
+        d
+    };
+    for (why, d) in [
+        ("no changes", spoiled(&|d| d["changes"] = json!([]))),
+        (
+            "an unknown field",
+            spoiled(&|d| d["changes"][0]["field"] = json!("name")),
+        ),
+        (
+            "a null after",
+            spoiled(&|d| d["changes"][1]["after"] = Value::Null),
+        ),
+        (
+            "a description change without after",
+            spoiled(&|d| {
+                d["changes"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("after");
+            }),
+        ),
+        (
+            "an extra key in a change",
+            spoiled(&|d| d["changes"][0]["path"] = json!("/x")),
+        ),
+        (
+            "a short hash",
+            spoiled(&|d| d["observed_hash"] = json!("abc")),
+        ),
+    ] {
+        assert_invalid("connector.tool_quarantined", &d, why);
+    }
+    let a = sample("connector.tool_approved");
+    for (pointer, value, why) in [
+        ("/input_schema", json!("x"), "a non-object schema"),
+        ("/annotations", json!([1]), "non-object annotations"),
+        ("/title", Value::Null, "a null title"),
+        ("/reason", json!(" "), "a blank reason"),
+        (
+            "/definition_hash",
+            json!("A".repeat(64)),
+            "an uppercase hash",
+        ),
+    ] {
+        let mut d = a.clone();
+        *d.pointer_mut(pointer).expect("field") = value;
+        assert_invalid("connector.tool_approved", &d, why);
+    }
+}

@@ -539,6 +539,14 @@ admin.post('/__test/tools', (req, res) => {
 });
 admin.get('/__test/pages', (_req, res) => res.json({ pages: [...pages.values()] }));
 admin.get('/__test/sessions', (_req, res) => res.json({ sessions: sessions.size }));
+admin.post('/__test/sessions/drop', async (_req, res) => {
+  const dropped = sessions.size;
+  for (const [id, s] of sessions) {
+    sessions.delete(id);
+    await s.transport.close().catch(() => {});
+  }
+  res.json({ dropped });
+});
 admin.post('/__test/reject-tokens', (req, res) => {
   const count = Number(req.body?.count ?? 1);
   if (!Number.isInteger(count) || count < 0) {

@@ -1,5 +1,5 @@
 //! `agp connectors …`: add (discovery, registration, consent URL), inspect, and the lifecycle:
-//! disconnect, reconnect, remove; tool discovery and registration.
+//! disconnect, reconnect, remove; tool discovery, registration and drift checks.
 
 use std::process::ExitCode;
 
@@ -159,6 +159,12 @@ pub enum ConnectorsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Re-list the upstream now: registered tools whose definition changed are quarantined
+    /// (with the diff) until `agp tools approve`; tools upstream stopped listing are reported.
+    CheckTools {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Parses `--tool T[=read|write]` into a register-tools item.
@@ -227,6 +233,41 @@ fn registered_table(v: &Value) -> comfy_table::Table {
             get(t, "version"),
             get(t, "definition_hash").chars().take(12).collect(),
         ]
+    })
+}
+
+/// The check-tools report as one row per registered tool: what the check found.
+fn check_table(v: &Value) -> comfy_table::Table {
+    let mut rows = Vec::new();
+    for t in v["quarantined"].as_array().into_iter().flatten() {
+        let fields: Vec<String> = t["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| get(c, "field"))
+            .collect();
+        let result = if t["recorded"] == true {
+            "quarantined now"
+        } else {
+            "quarantined"
+        };
+        rows.push(json!([get(t, "name"), result, fields.join(",")]));
+    }
+    for (key, result, note) in [
+        ("missing", "missing", "no longer listed upstream"),
+        (
+            "reverted",
+            "quarantined",
+            "upstream serves the pinned definition again",
+        ),
+        ("unchanged", "unchanged", ""),
+    ] {
+        for n in v[key].as_array().into_iter().flatten() {
+            rows.push(json!([output::cell(n), result, note]));
+        }
+    }
+    output::table(&["tool", "result", "changed"], &Value::Array(rows), |r| {
+        (0..3).map(|i| output::cell(&r[i])).collect()
     })
 }
 
@@ -349,6 +390,11 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
             let v = client.post(&path, &body).await?;
             output::print(global.output, &v, registered_table);
         }
+        ConnectorsCommand::CheckTools { name } => {
+            let path = format!("/connectors/{}/check-tools", path_name("connector", &name)?);
+            let v = client.post(&path, &json!({})).await?;
+            output::print(global.output, &v, check_table);
+        }
         ConnectorsCommand::Show { name } => {
             let v = client
                 .get(&format!("/connectors/{}", path_name("connector", &name)?))
@@ -372,6 +418,37 @@ mod tests {
         );
         assert!(tool_choice("x=maybe").is_err());
         assert!(tool_choice("=read").is_err());
+    }
+
+    #[test]
+    fn the_check_table_has_one_row_per_registered_tool() {
+        let report = json!({
+            "connector": "notion",
+            "checked": 4,
+            "quarantined": [{
+                "name": "notion__search", "recorded": true,
+                "changes": [{"field": "title"}, {"field": "description"}],
+            }],
+            "missing": ["notion__gone"],
+            "unchanged": ["notion__echo"],
+            "reverted": ["notion__back"],
+        });
+        let text = check_table(&report).to_string();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().take(3).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["notion__search", "quarantined", "now"],
+                vec!["notion__gone", "missing", "no"],
+                vec!["notion__back", "quarantined", "upstream"],
+                vec!["notion__echo", "unchanged"],
+            ]
+        );
+        assert!(text.contains("title,description"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `agp tools list | show | set-operation`: the tool catalog (registration is
-//! `agp connectors register-tools`).
+//! `agp tools list | show | set-operation | approve`: the tool catalog (registration and drift
+//! checks are `agp connectors register-tools | check-tools`).
 
 use std::process::ExitCode;
 
@@ -19,6 +19,8 @@ pub enum StatusFilter {
     Active,
     /// Tools whose connector is not active (calls fail closed).
     Unavailable,
+    /// Tools whose upstream definition changed; hidden until approved.
+    Quarantined,
     All,
 }
 
@@ -27,6 +29,7 @@ impl StatusFilter {
         match self {
             StatusFilter::Active => "active",
             StatusFilter::Unavailable => "unavailable",
+            StatusFilter::Quarantined => "quarantined",
             StatusFilter::All => "all",
         }
     }
@@ -58,6 +61,15 @@ pub enum ToolsCommand {
         /// Why, for the audit trail.
         #[arg(long)]
         reason: String,
+    },
+    /// Approve a quarantined tool: AGP re-lists its upstream and pins the definition served
+    /// now (audited); the tool is active again.
+    Approve {
+        /// Catalog tool name (`<alias>__<tool>`).
+        name: String,
+        /// Why, for the audit trail (default: `approved`).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -141,6 +153,17 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
                 .post(
                     &format!("/tools/{n}/operation"),
                     &serde_json::json!({"operation": op, "reason": reason}),
+                )
+                .await?;
+            output::print(global.output, &v, output::fields);
+        }
+        ToolsCommand::Approve { name, reason } => {
+            let n = ToolName::parse(&name)
+                .map_err(|e| anyhow!("{name:?} is not a valid tool name: {e}"))?;
+            let v = client
+                .post(
+                    &format!("/tools/{n}/approve"),
+                    &serde_json::json!({"reason": reason}),
                 )
                 .await?;
             output::print(global.output, &v, output::fields);

@@ -40,9 +40,11 @@ fn method(s: Option<&str>) -> TokenAuthMethod {
 }
 
 impl ConnectorService {
-    /// Handles one callback. `cookie(name)` returns the named cookie of the request.
+    /// Handles one callback. `cookie(name)` returns the named cookie of the request. When the
+    /// consent re-activates a connector with registered tools (a reconnect), a drift check of
+    /// its tools runs in the background right after (S17).
     pub async fn callback(
-        &self,
+        self: &std::sync::Arc<Self>,
         p: CallbackParams,
         cookie: impl Fn(&str) -> Option<String>,
     ) -> Outcome {
@@ -105,7 +107,12 @@ impl ConnectorService {
             Err(reason) => return self.fail(&flow, reason, &meta).await,
         };
         match self.activate(&flow, tokens, &meta).await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                if self.has_tools(&name) {
+                    self.spawn_drift_check(name);
+                }
+                outcome
+            }
             Err(reason) => Outcome::Failed {
                 connector: Some(name),
                 reason,

@@ -1,6 +1,6 @@
 //! The connector service: add (discovery → registration → consent URL), consent callback,
 //! disconnect (stop → revoke → shred), reconnect and remove; tool discovery and registration
-//! ([`tools`]).
+//! ([`tools`]); rug-pull detection and approval ([`drift`]).
 //!
 //! Order of effects, and why:
 //! - `add` runs discovery and registration *before* appending anything, so a provider that
@@ -14,6 +14,7 @@
 pub mod add;
 mod callback;
 pub mod credential;
+pub mod drift;
 mod teardown;
 pub mod tools;
 
@@ -97,6 +98,9 @@ pub struct ConnectorService {
     /// disconnect or a reconnect appends its event, so tokens are never sealed into a slot
     /// whose connector already moved on (S10).
     pub(crate) custody: credential::ConnectorLocks,
+    /// Per connector: drift checks and approvals run one at a time, so a periodic check and an
+    /// admin's approval never interleave their listings and commands.
+    drift_locks: credential::ConnectorLocks,
     /// Flipped at shutdown: background work (retries, the refresher) ends and lets go of the
     /// vault, so the data directory can be reopened.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -127,12 +131,13 @@ impl ConnectorService {
             allow_missing_pkce_metadata: false,
             refresh_locks: credential::ConnectorLocks::default(),
             custody: credential::ConnectorLocks::default(),
+            drift_locks: credential::ConnectorLocks::default(),
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
         }
     }
 
-    /// Ends background work (revocation retries, the refresher).
+    /// Ends background work (revocation retries, the refresher, drift checks).
     pub fn stop(&self) {
         self.stopping.send_replace(true);
     }

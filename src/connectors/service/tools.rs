@@ -15,7 +15,9 @@ use crate::connectors::upstream::{self, DiscoveredTool};
 use crate::domain::connector::{ALIAS_SEPARATOR, ConnectorCommand, Operation, RegisteredTool};
 use crate::domain::{ResourceName, ToolName};
 use crate::projections::catalog::CatalogEntry;
+use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
+use rmcp::model::Tool;
 
 /// Which tools `register_tools` registers.
 #[derive(Debug, Clone)]
@@ -29,7 +31,7 @@ pub enum Selection {
 impl ConnectorService {
     /// The alias `name`'s tools are (or would be) registered under: the registered one, else
     /// `requested`, else the connector's name. Refuses an alias containing `__` (S16).
-    fn tool_alias(
+    pub(super) fn tool_alias(
         &self,
         connector_id: &str,
         name: &str,
@@ -57,17 +59,16 @@ impl ConnectorService {
         Ok(alias)
     }
 
-    /// Lists the upstream tools of the active connector `name` under `alias` and marks those
-    /// already registered.
-    async fn list_upstream(
+    /// Every tool the upstream of the active connector `name` lists (paginated to the end,
+    /// within the caps of [`upstream::list_tools`]), not validated yet, with the connector's view.
+    pub(super) async fn upstream_tools(
         &self,
         name: &str,
-        alias: &ResourceName,
-    ) -> Result<Vec<DiscoveredTool>, ServiceError> {
+    ) -> Result<(ConnectorView, Vec<Tool>), ServiceError> {
         let view = self.view(name)?;
         if view.status != "active" {
             return Err(ServiceError::Conflict(format!(
-                "connector {name:?} is {}; tools can be discovered only while it is active",
+                "connector {name:?} is {}; its upstream tools can be listed only while it is active",
                 view.status
             )));
         }
@@ -82,6 +83,17 @@ impl ConnectorService {
         let tools = upstream::list_tools(&self.egress, &url, &token)
             .await
             .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        Ok((view, tools))
+    }
+
+    /// Lists the upstream tools of the active connector `name` under `alias` and marks those
+    /// already registered.
+    async fn list_upstream(
+        &self,
+        name: &str,
+        alias: &ResourceName,
+    ) -> Result<Vec<DiscoveredTool>, ServiceError> {
+        let (view, tools) = self.upstream_tools(name).await?;
         let mut rows = upstream::validate(alias, tools)
             .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
         self.projections.read(|p| {
@@ -225,7 +237,7 @@ impl ConnectorService {
         self.catalog_entry(tool)
     }
 
-    fn catalog_entry(&self, tool: &ToolName) -> Result<CatalogEntry, ServiceError> {
+    pub(super) fn catalog_entry(&self, tool: &ToolName) -> Result<CatalogEntry, ServiceError> {
         self.projections
             .read(|p| p.catalog.get(tool.as_str()).cloned())
             .ok_or_else(|| {

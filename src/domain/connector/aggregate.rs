@@ -282,6 +282,12 @@ impl Connector {
             ConnectorCommand::UnregisterTools { names, reason } => {
                 return self.unregister_tools(names, reason);
             }
+            ConnectorCommand::QuarantineTools { tools } => return self.quarantine_tools(tools),
+            ConnectorCommand::ApproveTool {
+                name,
+                definition,
+                reason,
+            } => return self.approve_tool(name, definition, reason),
             ConnectorCommand::Remove { confirm } => {
                 let name = self.name.clone().ok_or(ConnectorError::NotFound)?;
                 if confirm != name.as_str() {
@@ -361,7 +367,9 @@ impl Aggregate for Connector {
             }
             tools @ (ConnectorEvent::ToolsRegistered { .. }
             | ConnectorEvent::ToolOperationChanged { .. }
-            | ConnectorEvent::ToolsUnregistered { .. }) => self.apply_tools(tools),
+            | ConnectorEvent::ToolsUnregistered { .. }
+            | ConnectorEvent::ToolQuarantined { .. }
+            | ConnectorEvent::ToolApproved { .. }) => self.apply_tools(tools),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::drift::{Definition, ObservedTool};
 use super::events::{
     DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
 };
@@ -91,6 +92,18 @@ pub enum ConnectorCommand {
     /// Takes registered tools out of the catalog.
     UnregisterTools {
         names: Vec<ToolName>,
+        reason: String,
+    },
+    /// Quarantines the registered tools whose observed upstream definition differs from the
+    /// pinned one (and from the one each is already quarantined at); records nothing for the
+    /// others. One command per drift check of the connector.
+    QuarantineTools {
+        tools: Vec<ObservedTool>,
+    },
+    /// Approves a quarantined tool: pins `definition`, what upstream serves now.
+    ApproveTool {
+        name: ToolName,
+        definition: Definition,
         reason: String,
     },
     /// Needs the connector's name typed back as confirmation.

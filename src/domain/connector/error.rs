@@ -65,6 +65,9 @@ pub enum ConnectorError {
     /// HTTP 404: the tool is not registered on this connector.
     #[error("tool {0} is not registered on this connector")]
     ToolNotRegistered(ToolName),
+    /// HTTP 409: approval is for quarantined tools only (S17).
+    #[error("tool {0} is not quarantined; only a quarantined tool can be approved")]
+    ToolNotQuarantined(ToolName),
     /// HTTP 400: a tool's input schema must be a JSON object.
     #[error("tool {0}: input_schema must be a JSON object")]
     InputSchemaNotObject(ToolName),

@@ -6,6 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::ConnectorStatus;
+use super::drift::FieldChange;
 use super::tools::{Operation, RegisteredTool};
 use crate::domain::{ResourceName, ToolName};
 
@@ -203,6 +204,33 @@ pub enum ConnectorEvent {
         names: Vec<ToolName>,
         reason: String,
     },
+    /// Upstream serves a registered tool with a definition other than the pinned one (S17): the
+    /// tool is quarantined (hidden, calls denied) until approved. `changes` is the diff against
+    /// the pinned definition. Recorded again when upstream changes it once more.
+    #[serde(rename = "connector.tool_quarantined")]
+    ToolQuarantined {
+        name: ToolName,
+        pinned_hash: String,
+        observed_hash: String,
+        changes: Vec<FieldChange>,
+    },
+    /// The admin approved a quarantined tool: the definition upstream served at approval is
+    /// pinned and the tool is back in service.
+    #[serde(rename = "connector.tool_approved")]
+    ToolApproved {
+        name: ToolName,
+        reason: String,
+        /// The hash pinned until this approval.
+        previous_hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        description: String,
+        input_schema: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        annotations: Option<serde_json::Value>,
+        /// Hex SHA-256 of the newly pinned definition.
+        definition_hash: String,
+    },
 }
 
 impl ConnectorEvent {
@@ -224,6 +252,8 @@ impl ConnectorEvent {
         "connector.tools_registered",
         "connector.tool_operation_changed",
         "connector.tools_unregistered",
+        "connector.tool_quarantined",
+        "connector.tool_approved",
     ];
 
     /// The status this event puts the connector in, or `None` when it leaves it unchanged. The
@@ -247,7 +277,9 @@ impl ConnectorEvent {
             | ConnectorEvent::CredentialsShredded { .. }
             | ConnectorEvent::ToolsRegistered { .. }
             | ConnectorEvent::ToolOperationChanged { .. }
-            | ConnectorEvent::ToolsUnregistered { .. } => None,
+            | ConnectorEvent::ToolsUnregistered { .. }
+            | ConnectorEvent::ToolQuarantined { .. }
+            | ConnectorEvent::ToolApproved { .. } => None,
         }
     }
 }
@@ -272,6 +304,8 @@ impl DomainEvent for ConnectorEvent {
             ConnectorEvent::ToolsRegistered { .. } => "connector.tools_registered",
             ConnectorEvent::ToolOperationChanged { .. } => "connector.tool_operation_changed",
             ConnectorEvent::ToolsUnregistered { .. } => "connector.tools_unregistered",
+            ConnectorEvent::ToolQuarantined { .. } => "connector.tool_quarantined",
+            ConnectorEvent::ToolApproved { .. } => "connector.tool_approved",
         };
         t.to_string()
     }

@@ -24,12 +24,16 @@
 //!   `<alias>__<upstream>`, pinned by a definition hash; operation changes and unregistrations
 //!   need a reason and a registered tool. Disconnect keeps the tools (the catalog shows them
 //!   unavailable); remove takes them out of the catalog.
+//! - drift (`drift.rs`, S17): a registered tool whose upstream definition no longer matches its
+//!   pinned hash is quarantined, with the diff, until approved; approval pins what upstream
+//!   serves now. Neither changes the connector's status.
 //!
 //! Secrets never enter these events: tokens, client secrets, PKCE verifiers and registration
 //! access tokens live in the vault; events carry fingerprints and expiry times.
 
 mod aggregate;
 mod commands;
+mod drift;
 mod error;
 mod events;
 #[cfg(test)]
@@ -38,6 +42,7 @@ mod tools;
 
 pub use aggregate::{Connector, ConnectorStatus};
 pub use commands::ConnectorCommand;
+pub use drift::{Definition, DefinitionField, FieldChange, ObservedTool};
 pub use error::ConnectorError;
 pub use events::*;
 pub use tools::{

@@ -1,6 +1,6 @@
 //! Tools a connector brings into the catalog: their recorded shape ([`RegisteredTool`]), the
 //! definition hash that pins them (S17), and the rules of `RegisterTools`,
-//! `ChangeToolOperation` and `UnregisterTools`.
+//! `ChangeToolOperation` and `UnregisterTools` (quarantine and approval are in `drift.rs`).
 //!
 //! Invariants the rules keep (each pinned by a test in `tests/tools.rs`):
 //! - a tool's `name` is exactly `<alias>__<upstream_name>` and a valid [`ToolName`] (S16);
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::drift::Definition;
 use super::{Connector, ConnectorError, ConnectorEvent, ConnectorStatus};
 use crate::canonical::write_canonical;
 use crate::domain::{ResourceName, ToolName};
@@ -142,14 +143,32 @@ pub fn definition_hash(
 }
 
 /// What the aggregate remembers of a registered tool: enough to refuse duplicates, skip no-op
-/// operation changes and, later, detect upstream drift.
+/// operation changes, and diff an upstream definition against the pinned one (`drift.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedTool {
+    pub upstream_name: String,
     pub operation: Operation,
+    /// The definition in force: the registered one, or the last approved one.
+    pub definition: Definition,
     pub definition_hash: String,
+    /// While quarantined: the hash of the definition upstream served when it was last
+    /// quarantined. `None` while the pinned definition is in force.
+    pub quarantined: Option<String>,
 }
 
-fn require_reason(reason: &str) -> Result<(), ConnectorError> {
+impl RegisteredTool {
+    /// The hashed fields of this tool's definition.
+    pub fn definition(&self) -> Definition {
+        Definition {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            input_schema: self.input_schema.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
+pub(super) fn require_reason(reason: &str) -> Result<(), ConnectorError> {
     if reason.trim().is_empty() {
         Err(ConnectorError::ReasonRequired)
     } else {
@@ -157,7 +176,7 @@ fn require_reason(reason: &str) -> Result<(), ConnectorError> {
     }
 }
 
-fn check_count(count: usize) -> Result<(), ConnectorError> {
+pub(super) fn check_count(count: usize) -> Result<(), ConnectorError> {
     if count == 0 {
         return Err(ConnectorError::NoTools);
     }
@@ -276,11 +295,15 @@ impl Connector {
             ConnectorEvent::ToolsRegistered { alias, tools } => {
                 self.tool_alias = Some(alias);
                 for t in tools {
+                    let definition = t.definition();
                     self.tools.insert(
                         t.name,
                         PinnedTool {
+                            upstream_name: t.upstream_name,
                             operation: t.operation,
+                            definition,
                             definition_hash: t.definition_hash,
+                            quarantined: None,
                         },
                     );
                 }
@@ -295,6 +318,35 @@ impl Connector {
             ConnectorEvent::ToolsUnregistered { names, .. } => {
                 for n in &names {
                     self.tools.remove(n);
+                }
+            }
+            ConnectorEvent::ToolQuarantined {
+                name,
+                observed_hash,
+                ..
+            } => {
+                if let Some(p) = self.tools.get_mut(&name) {
+                    p.quarantined = Some(observed_hash);
+                }
+            }
+            ConnectorEvent::ToolApproved {
+                name,
+                title,
+                description,
+                input_schema,
+                annotations,
+                definition_hash,
+                ..
+            } => {
+                if let Some(p) = self.tools.get_mut(&name) {
+                    p.definition = Definition {
+                        title,
+                        description,
+                        input_schema,
+                        annotations,
+                    };
+                    p.definition_hash = definition_hash;
+                    p.quarantined = None;
                 }
             }
             _ => {}

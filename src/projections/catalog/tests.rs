@@ -1,12 +1,12 @@
 //! The catalog folded from records: registration, operation changes, unregistration, the
-//! connector's status, removal, and determinism.
+//! connector's status, removal, quarantine and approval, and determinism.
 
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::connector::{Overrides, Registration};
+use crate::domain::connector::{Definition, Overrides, Registration};
 use crate::domain::{ResourceName, ToolName, encode_event};
 use crate::projections::ProjectionSet;
 
@@ -380,5 +380,166 @@ fn canonical_json_equality_ignores_key_order() {
     assert_eq!(
         CanonicalJson::new(&a).as_str(),
         r#"{"a":[{"c":3,"d":2}],"b":1}"#
+    );
+}
+
+// ---- quarantine and approval (S17) ------------------------------------------------------------
+
+fn quarantined(name: &str, description: &str) -> ConnectorEvent {
+    let pinned = tool("notion", "search", Operation::Read);
+    let observed = Definition {
+        description: description.into(),
+        ..pinned.definition()
+    };
+    ConnectorEvent::ToolQuarantined {
+        name: tname(name),
+        pinned_hash: pinned.definition_hash.clone(),
+        observed_hash: observed.hash("search"),
+        changes: pinned.definition().changes(&observed),
+    }
+}
+
+fn approved(name: &str, description: &str) -> ConnectorEvent {
+    let d = Definition {
+        description: description.into(),
+        input_schema: json!({"type": "object"}),
+        annotations: None,
+        ..tool("notion", "search", Operation::Read).definition()
+    };
+    ConnectorEvent::ToolApproved {
+        name: tname(name),
+        reason: "reviewed".into(),
+        previous_hash: tool("notion", "search", Operation::Read).definition_hash,
+        title: d.title.clone(),
+        description: d.description.clone(),
+        input_schema: d.input_schema.clone(),
+        annotations: d.annotations.clone(),
+        definition_hash: d.hash("search"),
+    }
+}
+
+#[test]
+fn a_quarantined_entry_shows_quarantined_with_the_diff() {
+    let mut log = notion();
+    log.push("c1", quarantined("notion__search", "evil"));
+    let e = log.entry("notion__search");
+    assert_eq!(e.status, ToolStatus::Quarantined);
+    assert_eq!(e.connector_status, None);
+    assert_eq!(e.version, 1, "a quarantine is not a change to the entry");
+    assert_eq!(e.description, "does things", "the pinned definition stays");
+    let q = e.quarantine.as_ref().expect("quarantine");
+    assert_eq!(q.detected_at, log.records[3].time);
+    let v = serde_json::to_value(e).expect("serializes");
+    assert_eq!(v["status"], "quarantined");
+    assert_eq!(
+        v["quarantine"]["changes"],
+        json!([{"field": "description", "before": "does things", "after": "evil"}])
+    );
+    assert_eq!(
+        v["quarantine"]["observed_hash"],
+        Definition {
+            description: "evil".into(),
+            ..tool("notion", "search", Operation::Read).definition()
+        }
+        .hash("search")
+    );
+    // The other tool is untouched, and shows no quarantine field at all.
+    let other = serde_json::to_value(log.entry("notion__create-page")).expect("serializes");
+    assert_eq!(other["status"], "active");
+    assert!(other.get("quarantine").is_none());
+    // A second drift replaces the diff and the time.
+    log.push("c1", quarantined("notion__search", "eviler"));
+    let q = log
+        .entry("notion__search")
+        .quarantine
+        .clone()
+        .expect("quarantine");
+    assert_eq!(q.changes[0].after, Some(json!("eviler")));
+    assert_eq!(q.detected_at, log.records[4].time);
+}
+
+#[test]
+fn quarantine_wins_over_the_connector_status_which_is_still_reported() {
+    let mut log = notion();
+    log.push("c1", quarantined("notion__search", "evil")).push(
+        "c1",
+        ConnectorEvent::Disconnected {
+            generation: 1,
+            reason: "admin".into(),
+        },
+    );
+    let e = log.entry("notion__search");
+    assert_eq!(e.status, ToolStatus::Quarantined);
+    assert_eq!(e.connector_status.as_deref(), Some("disconnected"));
+    assert_eq!(
+        log.entry("notion__create-page").status,
+        ToolStatus::Unavailable
+    );
+    log.push("c1", authorized());
+    let e = log.entry("notion__search");
+    assert_eq!(e.status, ToolStatus::Quarantined);
+    assert_eq!(e.connector_status, None);
+}
+
+#[test]
+fn an_approval_pins_the_new_definition_and_bumps_the_version() {
+    let mut log = notion();
+    log.push("c1", quarantined("notion__search", "evil"))
+        .push("c1", approved("notion__search", "benign"));
+    let e = log.entry("notion__search");
+    assert_eq!(e.status, ToolStatus::Active);
+    assert_eq!(e.quarantine, None);
+    assert_eq!(e.version, 2);
+    assert_eq!(e.updated_at, log.records[4].time);
+    assert_eq!(e.description, "benign");
+    assert_eq!(e.input_schema.as_str(), r#"{"type":"object"}"#);
+    assert_eq!(e.annotations, None);
+    assert_eq!(e.title.as_deref(), Some("search!"));
+    assert_eq!(e.operation, Operation::Read);
+    let ConnectorEvent::ToolApproved {
+        definition_hash, ..
+    } = approved("notion__search", "benign")
+    else {
+        unreachable!()
+    };
+    assert_eq!(e.definition_hash, definition_hash);
+    let v = serde_json::to_value(e).expect("serializes");
+    assert!(v.get("quarantine").is_none());
+}
+
+#[test]
+fn drift_events_for_tools_the_stream_does_not_own_change_nothing() {
+    let mut log = notion();
+    log.push("c2", added("c2", "slack"))
+        .push("c2", authorized());
+    let before = log.catalog().state();
+    log.push("c2", quarantined("notion__search", "evil"))
+        .push("c2", approved("notion__search", "benign"));
+    assert_eq!(log.catalog().state(), before);
+}
+
+#[test]
+fn a_rebuild_with_quarantines_and_approvals_equals_the_live_state() {
+    let mut log = notion();
+    log.push("c1", quarantined("notion__search", "evil"))
+        .push("c1", quarantined("notion__create-page", "evil too"))
+        .push("c1", approved("notion__search", "benign"))
+        .push(
+            "c1",
+            ConnectorEvent::Disconnected {
+                generation: 1,
+                reason: "x".into(),
+            },
+        );
+    let state = log.catalog().state();
+    let rebuilt = log.rebuilt();
+    assert_eq!(rebuilt.catalog.state(), state);
+    assert_eq!(rebuilt.digests(), log.set.digests());
+    assert_eq!(state["notion__search"]["version"], 2);
+    assert_eq!(state["notion__search"]["status"], "unavailable");
+    assert_eq!(state["notion__create-page"]["status"], "quarantined");
+    assert_eq!(
+        state["notion__create-page"]["connector_status"],
+        "disconnected"
     );
 }

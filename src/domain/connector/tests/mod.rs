@@ -10,6 +10,7 @@ use crate::domain::ResourceName;
 
 mod add;
 mod consent;
+mod drift;
 mod teardown;
 mod tokens;
 mod tool_changes;
