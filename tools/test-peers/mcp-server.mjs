@@ -10,7 +10,7 @@
 //   {"ready":true,"url":"http://127.0.0.1:PORT/mcp","admin":"http://127.0.0.1:ADMIN_PORT", ...}
 // Request log on stderr (method, path, auth outcome; never a token). See README.md.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import process from 'node:process';
@@ -38,6 +38,7 @@ const SPEC = {
   'no-resource-metadata-header': { type: 'boolean', help: 'omit resource_metadata from WWW-Authenticate' },
   'no-scope-check': { type: 'boolean', help: 'do not enforce mcp:read / mcp:write per tool' },
   'hostile-tools': { type: 'boolean', help: 'add leak_token and request_headers (for credential-scrub and passthrough tests)' },
+  'introspection-cache-ms': { type: 'number', default: 0, arg: 'MS', help: 'cache active introspection results this long (default 0: introspect every request)' },
 };
 
 let opts;
@@ -92,7 +93,7 @@ try {
 }
 
 // --- token validation by RFC 7662 introspection ----------------------------------------------
-async function introspect(token) {
+async function introspectAtAs(token) {
   const res = await fetch(asMeta.introspection_endpoint, {
     method: 'POST',
     headers: {
@@ -105,6 +106,28 @@ async function introspect(token) {
   });
   if (!res.ok) throw new Error(`introspection answered ${res.status}`);
   return res.json();
+}
+
+// Opt-in cache (--introspection-cache-ms N, for benchmarks): an *active* result is reused for N
+// ms, keyed by the SHA-256 of the token (the token itself is never kept as a key). Inactive
+// results and failures are never cached. Default 0: introspect on every request, so a
+// revocation is seen at once.
+const cacheMs = opts['introspection-cache-ms'];
+const introspectionCache = new Map(); // sha256(token) hex -> { result, until }
+async function introspect(token) {
+  if (!cacheMs) return introspectAtAs(token);
+  const key = createHash('sha256').update(token).digest('hex');
+  const now = Date.now();
+  const hit = introspectionCache.get(key);
+  if (hit && hit.until > now) return hit.result;
+  const result = await introspectAtAs(token);
+  if (result.active === true) {
+    if (introspectionCache.size >= 10000) introspectionCache.clear();
+    introspectionCache.set(key, { result, until: now + cacheMs });
+  } else {
+    introspectionCache.delete(key);
+  }
+  return result;
 }
 
 // --- the page store behind the tools ---------------------------------------------------------
@@ -310,8 +333,9 @@ function challenge(res, status, error, description) {
 // otherwise valid token fail with 401 invalid_token, as if the provider had revoked it.
 let rejectValidTokens = 0;
 
-// Bearer auth: RFC 6750 header only, RFC 7662 introspection on every request (no cache, so a
-// revocation is visible immediately), audience must be exactly this server's URL (RFC 8707).
+// Bearer auth: RFC 6750 header only, RFC 7662 introspection on every request (no cache unless
+// --introspection-cache-ms, so a revocation is visible immediately), audience must be exactly
+// this server's URL (RFC 8707). The `exp` check below still applies to a cached result.
 async function bearerAuth(req, res, next) {
   const header = req.headers.authorization;
   if (!header) {
@@ -570,6 +594,7 @@ try {
     admin: `http://127.0.0.1:${adminPort}`,
     issuer,
     introspection_endpoint: asMeta.introspection_endpoint,
+    introspection_cache_ms: cacheMs,
   })}\n`);
 } catch (err) {
   log(`listen failed: ${err.message}`);
