@@ -132,6 +132,9 @@ impl LiveProjections {
     }
 }
 
+/// Gaps of at most this many events are folded on the tail task itself.
+const INLINE_CATCH_UP: u64 = 64;
+
 async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
     let mut head = log.subscribe();
     let mut stop = live.stop.subscribe();
@@ -140,15 +143,22 @@ async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
             return;
         }
         let target = *head.borrow_and_update();
-        if target > live.checkpoint() {
-            let l = live.clone();
-            let lg = log.clone();
-            let result = tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await;
-            let err = match result {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
+        let behind = target.saturating_sub(live.checkpoint());
+        if behind > 0 {
+            // A few fresh events are in sled's cache and fold in microseconds: do it here rather
+            // than pay a hand-off to the blocking pool (a thread wake per append under load).
+            // Larger gaps go to the blocking pool so a worker is never held for long.
+            let result = if behind <= INLINE_CATCH_UP {
+                live.catch_up(log.as_ref()).map_err(|e| e.to_string())
+            } else {
+                let l = live.clone();
+                let lg = log.clone();
+                match tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             };
+            let err = result.err();
             if let Some(e) = err {
                 tracing::error!(error = %e, "projection tail stopped");
                 *live.failure.write() = Some(e);

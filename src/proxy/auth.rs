@@ -119,6 +119,15 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
         }
         Some(Ok(_)) | None => {}
     }
+    let mut req = req;
+    if req.method() == Method::POST
+        && let Some(Ok(id)) = &session
+    {
+        req = match super::direct::route(&proxy, &who, id, req).await {
+            super::direct::Route::Answered(response) => return response,
+            super::direct::Route::Pass(req) => req,
+        };
+    }
     let agent_id = who.agent_id.clone();
     let closing = req.method() == Method::DELETE;
     req.extensions_mut().insert(who);

@@ -6,6 +6,8 @@
 //!   the binding of MCP sessions to the agent that opened them (S15), and the headers that never
 //!   go further (S14);
 //! - [`handler`] — the rmcp `ServerHandler`: `tools/list` and `tools/call`;
+//! - [`direct`] — the hot path: a `tools/call` on an established session answered as JSON by
+//!   the door itself, without rmcp's session hand-offs;
 //! - [`sessions`] — connected sessions, told `notifications/tools/list_changed` when what their
 //!   agent sees changes;
 //! - [`pool`] — upstream sessions per (connector, agent), reused;
@@ -28,19 +30,20 @@
 //! only after the projections folded it.
 
 pub mod auth;
+pub mod direct;
 pub mod handler;
 pub mod pool;
 pub mod record;
 pub mod scrub;
 pub mod sessions;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, ErrorData, JsonObject,
-    Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResult, ErrorCode, ErrorData, JsonObject, Tool, ToolAnnotations,
 };
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -56,8 +59,9 @@ use crate::projections::connectors::ConnectorView;
 use crate::projections::{LiveProjections, ProjectionSet};
 use crate::store::EventLog;
 
-use pool::{OpenError, Pooled, UpstreamLimits, UpstreamPool, auth_failure};
+use pool::{OpenError, Pooled, UpstreamLimits, UpstreamPool};
 use record::{CallRecorder, arguments_digest};
+use upstream::UpstreamError;
 
 /// MCP error codes the proxy answers with (JSON-RPC server-defined range), besides `-32602`
 /// (invalid params: an unknown tool, bad arguments).
@@ -130,6 +134,10 @@ pub struct Proxy {
     pub sessions: sessions::Sessions,
     pub config: ProxyConfig,
     pub metrics: crate::api::metrics::CallMetrics,
+    /// rmcp's session manager, once mounted (the direct path asks it whether a session lives).
+    pub(crate) rmcp_sessions: std::sync::OnceLock<
+        Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
+    >,
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -264,7 +272,6 @@ impl Proxy {
     ) -> Self {
         let limits = UpstreamLimits {
             max_response_bytes: config.max_result_bytes,
-            max_in_flight: config.agent_concurrency.max(1),
             connect_timeout: config.call_timeout.min(Duration::from_secs(30)),
         };
         Self {
@@ -275,6 +282,7 @@ impl Proxy {
             sessions: sessions::Sessions::default(),
             config,
             metrics,
+            rmcp_sessions: std::sync::OnceLock::new(),
             permits: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -558,17 +566,17 @@ impl Proxy {
                 Err((f, _)) => return (Err((f, 0)), attempts, refreshed),
             };
             attempts += 1;
-            let sent = pooled.service.call_tool_once(params.clone());
+            let sent = pooled.service.call_tool(&params);
             let answer = tokio::time::timeout(self.config.call_timeout, sent).await;
             let error = match answer {
                 Err(_) => return (Err((Failure::Timeout, 0)), attempts, refreshed),
-                Ok(Ok(CallToolResponse::Complete(result))) => {
-                    return (self.finish(&pooled, result), attempts, refreshed);
-                }
-                Ok(Ok(_)) => return (Err((Failure::Unsupported, 0)), attempts, refreshed),
-                Ok(Err(rmcp::ServiceError::McpError(mut e))) => {
+                Ok(Ok(result)) => return (self.finish(&pooled, result), attempts, refreshed),
+                Ok(Err(UpstreamError::Rpc(mut e))) => {
                     let n = scrub_error(&pooled, &mut e);
                     return (Err((Failure::Upstream(e), n)), attempts, refreshed);
+                }
+                Ok(Err(UpstreamError::TooLarge(max))) => {
+                    return (Err((Failure::TooLarge(max), 0)), attempts, refreshed);
                 }
                 Ok(Err(e)) => e,
             };
@@ -578,26 +586,30 @@ impl Proxy {
             tried.generation = pooled.generation;
             tried.token_fingerprint = pooled.fingerprint.clone();
             drop(pooled);
-            if attempts >= 2 {
-                return (
-                    Err((Failure::Unavailable(error.to_string()), 0)),
-                    attempts,
-                    refreshed,
-                );
-            }
-            match auth_failure(&error) {
-                Some(OpenError::Unauthorized) if !refreshed => {
+            match error {
+                UpstreamError::Unauthorized if !refreshed && attempts < 2 => {
                     refreshed = true;
                     match self.refresh(&tried).await {
                         Ok(v) => view = v,
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }
                 }
-                Some(other) => return (Err((Failure::Open(other), 0)), attempts, refreshed),
-                None if target.operation == Operation::Read => {}
-                None => {
+                UpstreamError::Unauthorized => {
+                    let f = Failure::Open(OpenError::Unauthorized);
+                    return (Err((f, 0)), attempts, refreshed);
+                }
+                UpstreamError::Forbidden => {
+                    let f = Failure::Open(OpenError::Forbidden);
+                    return (Err((f, 0)), attempts, refreshed);
+                }
+                // A failed session is replaced; a read is sent again once (a write may have
+                // reached upstream: not retried).
+                other if target.operation == Operation::Read && attempts < 2 => {
+                    tracing::debug!(error = %other, "upstream session failed; retrying once");
+                }
+                other => {
                     return (
-                        Err((Failure::Unavailable(error.to_string()), 0)),
+                        Err((Failure::Unavailable(other.to_string()), 0)),
                         attempts,
                         refreshed,
                     );
@@ -782,6 +794,7 @@ pub fn mount(proxy: Arc<Proxy>, public_url: &str) -> Mounted {
     // (rmcp's default of 60 s holds every call's answer for a minute).
     manager.session_config.completed_cache_ttl = Duration::from_secs(5);
     let sessions = Arc::new(manager);
+    let _ = proxy.rmcp_sessions.set(sessions.clone());
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(public_url))
         .with_max_request_body_bytes(proxy.config.max_request_bytes)

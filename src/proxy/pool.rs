@@ -1,11 +1,11 @@
 //! Upstream MCP sessions, pooled and reused.
 //!
-//! One rmcp client session per (connector, agent): an upstream session belongs to one agent
+//! One upstream session ([`UpstreamSession`]) per (connector, agent): an upstream session belongs to one agent
 //! (S15) — whatever state an upstream keeps per session is never shared between agents — and is
 //! reused for every call that agent makes through that connector. All sessions share the
 //! egress client's connection pool.
 //!
-//! A session carries the credential it was opened with (rmcp sends it on every request) and the
+//! A session carries the credential it was opened with (sent on every request) and the
 //! [`Scrubber`] for it. It is reused while the connector's status view still shows the same
 //! generation and token fingerprint and the token is not about to expire; otherwise the next
 //! call asks the connector service for the credential (which refreshes through its single-flight
@@ -13,38 +13,32 @@
 //! closed by [`UpstreamPool::sweep`].
 //!
 //! Upstream traffic goes through the egress guard (S3) with the proxy's caps (S19): a response
-//! size cap enforced while reading, a concurrency cap per session, and timeouts.
+//! size cap enforced while reading, and timeouts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
-use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ServiceError as McpServiceError, ServiceExt};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::scrub::Scrubber;
+use super::upstream::{UpstreamError, UpstreamSession};
 use crate::oauth::egress::EgressClient;
 use crate::projections::connectors::ConnectorView;
 
 /// Limits of upstream traffic.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamLimits {
-    /// Largest upstream message (JSON body or SSE event) read; larger ones fail the call.
+    /// Largest upstream answer read; larger ones fail the call.
     pub max_response_bytes: usize,
-    /// Most requests in flight on one upstream session.
-    pub max_in_flight: usize,
     /// Opening a session (connect + initialize) must finish within this.
     pub connect_timeout: Duration,
 }
 
 /// One open upstream session.
 pub struct Pooled {
-    pub service: RunningService<RoleClient, ClientConfig>,
+    pub service: UpstreamSession,
     pub generation: u64,
     pub fingerprint: Option<String>,
     pub scrubber: Scrubber,
@@ -67,7 +61,6 @@ impl Pooled {
     /// Whether this session may serve a call for `view` now.
     fn fits(&self, view: &ConnectorView) -> bool {
         !self.service.is_closed()
-            && !self.service.is_transport_closed()
             && self.generation == view.generation
             && self.fingerprint == view.token_fingerprint
     }
@@ -98,23 +91,6 @@ pub struct UpstreamPool {
     /// One opener per key at a time: concurrent first calls share one session.
     opening: parking_lot::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     opened: AtomicU64,
-}
-
-fn client_info() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("agp", env!("CARGO_PKG_VERSION")),
-    )
-}
-
-/// Whether an rmcp failure is upstream refusing the credential, and how.
-pub fn auth_failure(e: &McpServiceError) -> Option<OpenError> {
-    let challenge = e.auth_challenge()?;
-    if challenge.contains("insufficient_scope") {
-        Some(OpenError::Forbidden)
-    } else {
-        Some(OpenError::Unauthorized)
-    }
 }
 
 impl UpstreamPool {
@@ -183,22 +159,12 @@ impl UpstreamPool {
             .egress
             .client_for(&url)
             .map_err(|e| OpenError::Unavailable(format!("egress refused: {e}")))?;
-        let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-            .auth_header(token.expose_secret().to_string());
-        config.max_json_response_size = self.limits.max_response_bytes;
-        config.max_sse_event_size = self.limits.max_response_bytes;
-        config.max_concurrent_requests = self.limits.max_in_flight;
-        let transport = StreamableHttpClientTransport::with_client(client, config);
-        let connect = client_info().serve(transport);
-        let service = match tokio::time::timeout(self.limits.connect_timeout, connect).await {
+        let open = UpstreamSession::open(client, url, &token, self.limits.max_response_bytes);
+        let service = match tokio::time::timeout(self.limits.connect_timeout, open).await {
             Err(_) => return Err(OpenError::Timeout(self.limits.connect_timeout)),
-            Ok(Err(e)) => {
-                return Err(match e.auth_challenge() {
-                    Some(c) if c.contains("insufficient_scope") => OpenError::Forbidden,
-                    Some(_) => OpenError::Unauthorized,
-                    None => OpenError::Unavailable(format!("initialize failed: {e}")),
-                });
-            }
+            Ok(Err(UpstreamError::Unauthorized)) => return Err(OpenError::Unauthorized),
+            Ok(Err(UpstreamError::Forbidden)) => return Err(OpenError::Forbidden),
+            Ok(Err(e)) => return Err(OpenError::Unavailable(format!("initialize failed: {e}"))),
             Ok(Ok(s)) => s,
         };
         let pooled = Arc::new(Pooled {
@@ -215,7 +181,7 @@ impl UpstreamPool {
     }
 
     /// Closes sessions idle for `idle` or longer, and those `still_valid` rejects (their
-    /// connector moved on). Dropping the last handle ends the session (rmcp deletes it upstream).
+    /// connector moved on). Dropping the last handle ends the session (an HTTP DELETE upstream).
     pub fn sweep(&self, idle: Duration, still_valid: impl Fn(&str, &Pooled) -> bool) -> usize {
         let mut sessions = self.sessions.lock();
         let before = sessions.len();

@@ -1,0 +1,119 @@
+//! The hot path: a `tools/call` POST on an established session is answered right here, as an
+//! `application/json` response, instead of through rmcp's session worker.
+//!
+//! rmcp routes each request of a stateful session through its session task, the service task
+//! and back, and answers with an SSE stream; for one call in flight those hand-offs cost more
+//! than everything else the proxy does. The spec lets a server answer a POSTed request with a
+//! single JSON object, and a `tools/call` needs nothing of the session but its owner, which
+//! [`super::auth::door`] has already checked (S15). So: one JSON-RPC request (not a batch), method
+//! `tools/call`, on a session rmcp knows → [`super::Proxy::call`] → JSON. Everything else —
+//! `initialize`, `tools/list`, notifications, the GET stream, DELETE — goes to rmcp unchanged.
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::common::server_side_http::SessionId;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde_json::{Value, json};
+
+use super::{AgentIdentity, Proxy};
+
+/// What the door does with a request after looking at it.
+pub enum Route {
+    /// Answered here.
+    Answered(Response),
+    /// Not a direct call: the request (body restored) goes on to rmcp.
+    Pass(Request),
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The JSON-RPC `id` and params of a single `tools/call` request, if `body` is one.
+fn as_tools_call(body: &[u8]) -> Option<(Value, Value)> {
+    // Cheap test first: most other traffic is not a call.
+    if !body.windows(10).any(|w| w == b"tools/call") {
+        return None;
+    }
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    if obj.get("jsonrpc")? != "2.0" || obj.get("method")? != "tools/call" {
+        return None;
+    }
+    let id = obj.remove("id")?;
+    if !(id.is_string() || id.is_i64() || id.is_u64()) {
+        return None;
+    }
+    Some((id, obj.remove("params").unwrap_or(Value::Null)))
+}
+
+/// Answers `req` here when it is a `tools/call` on live session `session` of `who`.
+pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Request) -> Route {
+    let (parts, body) = req.into_parts();
+    let limit = proxy.config.max_request_bytes;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Route::Answered(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": {"code": "payload_too_large",
+                    "message": format!("request bodies are limited to {limit} bytes")}}),
+            ));
+        }
+    };
+    let Some((id, params)) = as_tools_call(&bytes) else {
+        return Route::Pass(Request::from_parts(parts, Body::from(bytes)));
+    };
+    let live = match proxy.rmcp_sessions.get() {
+        Some(m) => m
+            .has_session(&SessionId::from(session))
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !live {
+        // Let rmcp answer (404 for an expired session), as for any other request.
+        return Route::Pass(Request::from_parts(parts, Body::from(bytes)));
+    }
+    let answer = match serde_json::from_value::<CallToolRequestParams>(params) {
+        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
+            "message": format!("invalid tools/call params: {e}")}}),
+        Ok(params) => match proxy.call(who, params).await {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        },
+    };
+    Route::Answered(json_response(StatusCode::OK, &answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_tools_call_requests_are_taken() {
+        let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__b"}}"#;
+        let (id, params) = as_tools_call(call).expect("a call");
+        assert_eq!(id, json!(7));
+        assert_eq!(params["name"], "a__b");
+        for other in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#[..],
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}]"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"tools/call"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"notifications/cancelled","params":{"reason":"tools/call"}}"#,
+            b"tools/call not json",
+        ] {
+            assert!(as_tools_call(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+    }
+}
