@@ -215,50 +215,59 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-/// Each stream's head: its last `s` entry at or below `tip`, found by seeking from one stream
-/// to the next (O(streams), not O(events)). Writable, an entry past `tip` is damage and fails
-/// the open; read-only, it is what an unfinished append left and is skipped.
+/// Each stream's head: its last `s` entry at or below `tip`, found by seeking backwards from
+/// one stream to the one before it (one seek per stream: O(streams), not O(events)).
+/// Writable, an entry past `tip` is damage and fails the open; read-only, it is what an
+/// unfinished append left and is skipped.
 fn load_stream_heads(
     db: &sled::Db,
     tip: u64,
     read_only: bool,
 ) -> Result<HashMap<String, StreamHead>, StoreError> {
     let mut streams = HashMap::new();
-    let mut from = vec![keys::STREAM];
-    let end = [keys::STREAM + 1];
-    while let Some(kv) = db.range(from.as_slice()..&end[..]).next() {
-        let (key, _) = kv?;
-        let (name, _) = keys::parse_stream_entry(&key)
-            .ok_or_else(|| StoreError::Backend(format!("malformed stream index key {key:?}")))?;
+    let begin = [keys::STREAM];
+    let mut end = vec![keys::STREAM + 1];
+    while let Some(kv) = db.range(&begin[..]..end.as_slice()).next_back() {
+        let (key, value) = kv?;
+        let (name, head) = parse_head(&key, &value)?;
         let name = name.to_string();
-        let next = keys::stream_end(&name);
-        for kv in db.range(keys::stream_prefix(&name)..next.clone()).rev() {
-            let (key, value) = kv?;
-            let parsed = keys::parse_stream_entry(&key)
-                .zip(keys::parse_stream_value(&value))
-                .map(|((_, version), (seq, _))| StreamHead { version, seq });
-            let Some(head) = parsed else {
-                return Err(StoreError::Backend(format!(
-                    "malformed stream index entry {key:?}"
-                )));
-            };
-            if head.seq <= tip {
-                streams.insert(name, head);
-                break;
+        let prefix = keys::stream_prefix(&name);
+        let head = if head.seq <= tip {
+            Some(head)
+        } else if read_only {
+            let mut below = None;
+            for kv in db.range(prefix.as_slice()..&key[..]).rev() {
+                let (key, value) = kv?;
+                let (_, head) = parse_head(&key, &value)?;
+                if head.seq <= tip {
+                    below = Some(head);
+                    break;
+                }
             }
-            if !read_only {
-                return Err(StoreError::Corrupt {
-                    seq: head.seq,
-                    reason: format!(
-                        "stream {name} version {} points past the log's last record {tip}",
-                        head.version
-                    ),
-                });
-            }
+            below
+        } else {
+            return Err(StoreError::Corrupt {
+                seq: head.seq,
+                reason: format!(
+                    "stream {name} version {} points past the log's last record {tip}",
+                    head.version
+                ),
+            });
+        };
+        if let Some(head) = head {
+            streams.insert(name, head);
         }
-        from = next;
+        end = prefix;
     }
     Ok(streams)
+}
+
+/// The stream and position an `s` entry records.
+fn parse_head<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, StreamHead), StoreError> {
+    keys::parse_stream_entry(key)
+        .zip(keys::parse_stream_value(value))
+        .map(|((name, version), (seq, _))| (name, StreamHead { version, seq }))
+        .ok_or_else(|| StoreError::Backend(format!("malformed stream index entry {key:?}")))
 }
 
 /// Removes the `h` stream-head keys older versions kept (heads now come from `s`).
