@@ -1,5 +1,6 @@
 //! Integration tests of the event log: conformance of both backends, reopen, tail and middle
-//! corruption, poisoning after a failed flush, and durability under `kill -9`.
+//! corruption, an append a crash left unfinished, poisoning after a failed flush, and
+//! durability under `kill -9`.
 //!
 //! One test binary; each area is a module under `tests/store/` (a crate root looks for
 //! modules beside itself, hence the `#[path]`s).
@@ -17,3 +18,5 @@ mod crash;
 mod poison;
 #[path = "store/reopen.rs"]
 mod reopen;
+#[path = "store/unfinished.rs"]
+mod unfinished;

@@ -1,7 +1,8 @@
 //! Durability under `kill -9`: a child process (this test binary, re-executed with
 //! [`CHILD_DIR_ENV`] set and a filter selecting [`kill_child_entry`]) appends from several
-//! tasks and prints one `ACK` line per acknowledged event; the parent SIGKILLs it at a random
-//! moment, reopens the log and checks it with [`check_after_crash`]. Repeated in one data
+//! tasks and prints one `ACK` line per acknowledged event (and a `SENT` line with the ids of
+//! every append before it is sent); the parent SIGKILLs it at a random moment, reopens the log
+//! and checks it with [`check_after_crash`] and [`all_or_nothing`]. Repeated in one data
 //! directory, so the log keeps growing.
 //!
 //! [`kill_loop`] is the reusable driver: its hook runs on every reopened log, so projections
@@ -92,9 +93,40 @@ pub fn check_after_crash(
     Ok(())
 }
 
+/// The ids of one append the child sent, from its `SENT` line.
+fn parse_sent(line: &str) -> Option<Vec<Uuid>> {
+    let ids = line.strip_prefix("SENT ")?;
+    ids.split(',').map(|id| id.parse().ok()).collect()
+}
+
+/// Every append the child sent is in the log whole or not at all (`kill -9` may land between
+/// any two of the writes one append makes).
+pub fn all_or_nothing(log: &dyn EventLog, sent: &[Vec<Uuid>], from: u64) -> Result<(), String> {
+    let mut stored = std::collections::HashSet::new();
+    let mut next = from.max(1);
+    loop {
+        let chunk = log
+            .read_all(next, 4096)
+            .map_err(|e| format!("reading from seq {next}: {e}"))?;
+        let Some(last) = chunk.last() else { break };
+        next = last.seq + 1;
+        stored.extend(chunk.iter().map(|r| r.id));
+    }
+    for ids in sent {
+        let present = ids.iter().filter(|id| stored.contains(*id)).count();
+        if present != 0 && present != ids.len() {
+            return Err(format!(
+                "append of {} events is in the log partly ({present} of them): {ids:?}",
+                ids.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the child once: waits for READY, lets it append for `delay`, SIGKILLs it, returns
-/// the events it acknowledged.
-fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
+/// the events it acknowledged and the ids of every append it sent.
+fn run_child(dir: &Path, delay: Duration) -> (Vec<Ack>, Vec<Vec<Uuid>>) {
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
@@ -107,6 +139,7 @@ fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut acks = Vec::new();
+        let mut sent = Vec::new();
         let mut ready = Some(ready_tx);
         // A line cut by the kill is dropped: its event is durable but we cannot know which.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -116,9 +149,11 @@ fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
                 }
             } else if let Some(ack) = Ack::parse(&line) {
                 acks.push(ack);
+            } else if let Some(ids) = parse_sent(&line) {
+                sent.push(ids);
             }
         }
-        acks
+        (acks, sent)
     });
     let ready = ready_rx.recv_timeout(Duration::from_secs(60));
     if ready.is_ok() {
@@ -126,9 +161,9 @@ fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
     }
     child.kill().expect("SIGKILL child");
     let status = child.wait().expect("wait child");
-    let acks = reader.join().expect("reader thread");
+    let (acks, sent) = reader.join().expect("reader thread");
     assert!(ready.is_ok(), "child never became ready ({status})");
-    acks
+    (acks, sent)
 }
 
 /// Every this many iterations (and on the last) the chain is verified from genesis; in
@@ -145,27 +180,38 @@ pub fn kill_loop(
     let mut rng = rand::rng();
     let mut total = 0;
     let mut chain = ChainVerifier::new();
+    // The head the previous child started from: appends it sent lie past it.
+    let mut head_before = 0;
+    let (mut unwound, mut unwinding_opens) = (0, 0);
     for i in 0..iterations {
         if i % FULL_VERIFY_EVERY == 0 || i + 1 == iterations {
             chain = ChainVerifier::new();
         }
         let delay = Duration::from_millis(rng.random_range(5..=60));
-        let acks = run_child(dir, delay);
+        let (acks, sent) = run_child(dir, delay);
         total += acks.len();
         let (log, report) = SledLog::open(dir, SledOptions::default()).expect("reopen after kill");
         assert!(
             report.tail.is_empty(),
             "iteration {i}: a kill left a bad tail: {report:?}"
         );
-        if let Err(e) = check_after_crash(&log, &acks, &mut chain) {
+        unwound += report.unwound;
+        unwinding_opens += usize::from(report.unwound > 0);
+        if let Err(e) = check_after_crash(&log, &acks, &mut chain)
+            .and_then(|()| all_or_nothing(&log, &sent, head_before + 1))
+        {
             panic!(
                 "iteration {i} (killed after {delay:?}, {} acks): {e}",
                 acks.len()
             );
         }
+        head_before = log.head();
         after_reopen(&log, i);
         drop(log);
     }
+    eprintln!(
+        "kill -9 loop: {unwinding_opens} reopens unwound an unfinished append ({unwound} records)"
+    );
     total
 }
 
@@ -229,6 +275,13 @@ fn kill_child_entry() {
     rt.block_on(child_main(dir));
 }
 
+fn print_sent(b: &agp::store::AppendBatch) {
+    let ids: Vec<String> = b.events.iter().map(|e| e.id.to_string()).collect();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "SENT {}", ids.join(","));
+    let _ = out.flush();
+}
+
 fn print_acks(b: &agp::store::AppendBatch, a: &agp::store::Appended) {
     let mut out = std::io::stdout().lock();
     for (i, e) in b.events.iter().enumerate() {
@@ -271,6 +324,7 @@ async fn child_main(dir: PathBuf) {
                     ("agent-crash-facts".to_string(), ExpectedVersion::Any)
                 };
                 let b = domain_batch(&stream, expected, size, n);
+                print_sent(&b);
                 match log.append(b.clone()).await {
                     Ok(a) => print_acks(&b, &a),
                     Err(StoreError::Conflict { .. }) => {}

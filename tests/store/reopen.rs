@@ -1,6 +1,7 @@
 //! Data survives close and reopen; the chain continues; the directory lock is explained.
 
 use agp::store::conformance::batch;
+use agp::store::sled_log::keys;
 use agp::store::{EventLog, ExpectedVersion, SledLog, SledOptions, StoreError, verify_chain};
 
 use super::helpers::{close, open, record, write_events};
@@ -73,4 +74,41 @@ fn read_only_open_of_a_missing_log_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = SledLog::open_read_only(dir.path().join("nothing-here"));
     assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+}
+
+/// A log written before commit marks (8-byte `i` values, one `h` head key per stream) opens
+/// whole: nothing is unwound, heads and retries work, and the stale `h` keys are removed.
+#[tokio::test]
+async fn a_log_in_the_earlier_layout_opens_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    let written = write_events(&log, 12, 3).await;
+    let head_hash = log.head_hash();
+    close(log).await;
+    {
+        // Rewrite it into the earlier layout.
+        let db = sled::open(dir.path()).expect("sled open");
+        for kv in db.scan_prefix([keys::ID]) {
+            let (key, value) = kv.expect("id entry");
+            let (seq, _) = keys::parse_id_value(&value).expect("id value");
+            db.insert(key, &seq.to_be_bytes()[..]).expect("insert");
+        }
+        for s in 0..3u64 {
+            let mut key = vec![keys::LEGACY_HEAD];
+            key.extend_from_slice(format!("st-{s}").as_bytes());
+            db.insert(key, &[0u8; 16][..]).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+
+    let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
+    assert_eq!((report.head, report.streams, report.unwound), (12, 3, 0));
+    assert_eq!(log.head_hash(), head_hash);
+    assert_eq!(log.stream_version("st-2").expect("version"), Some(4));
+    let (b, original) = &written[11];
+    let retry = log.append(b.clone()).await.expect("retry");
+    assert!(retry.deduplicated && retry.first_seq == original.first_seq);
+    close(log).await;
+    let db = sled::open(dir.path()).expect("sled open");
+    assert_eq!(db.scan_prefix([keys::LEGACY_HEAD]).count(), 0);
 }

@@ -1,16 +1,20 @@
-//! The on-disk key layout of [`SledLog`](super::SledLog): one sled tree, key prefixes, so one
-//! `sled::Batch` writes everything an append changes atomically.
+//! The on-disk key layout of [`SledLog`](super::SledLog): one sled tree, key prefixes.
 //!
 //! | key | value |
 //! |---|---|
 //! | `e` seq (u64 BE) | the record: JSON of `RecordedEvent` |
 //! | `s` stream 0x00 version (u64 BE) | seq (u64 BE) ‖ event id (16 bytes) |
-//! | `i` event id (16 bytes) | seq (u64 BE) |
-//! | `h` stream | stream head: version (u64 BE) ‖ seq (u64 BE) |
+//! | `i` event id (16 bytes) | seq (u64 BE) ‖ last seq of its append (u64 BE) |
 //!
 //! Big-endian integers sort numerically, so range scans follow sequence/version order.
 //! The `s` value carries the event id so a corrupt tail record can be unwound (its `i` entry
-//! removed) without decoding it; `h` makes open O(streams) instead of O(events).
+//! removed) without decoding it. A stream's head is its last `s` entry (found with one seek
+//! per stream at open). The `i` value's second half marks where the event's append ends: an
+//! append is written key by key (`e` records, then `s` entries, then `i` entries), and its
+//! last record's `i` entry is its commit mark (see the writer and open modules).
+//!
+//! Logs written before the commit mark existed have 8-byte `i` values (append written as one
+//! atomic `sled::Batch`) and `h` stream-head keys, which open removes.
 //! Quarantined tail records live in the separate tree [`QUARANTINE_TREE`].
 
 use uuid::Uuid;
@@ -18,7 +22,8 @@ use uuid::Uuid;
 pub const EVENT: u8 = b'e';
 pub const STREAM: u8 = b's';
 pub const ID: u8 = b'i';
-pub const HEAD: u8 = b'h';
+/// Stream-head keys of logs written before heads were derived from `s`; removed at open.
+pub const LEGACY_HEAD: u8 = b'h';
 
 /// Tree holding corrupt tail records removed at open (evidence, never read by the log).
 pub const QUARANTINE_TREE: &str = "quarantine";
@@ -76,25 +81,40 @@ pub fn id(id: Uuid) -> [u8; 17] {
     k
 }
 
-/// `h` + stream.
-pub fn head(stream: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(stream.len() + 1);
-    k.push(HEAD);
-    k.extend_from_slice(stream.as_bytes());
-    k
-}
-
-/// Value of an `h` entry.
-pub fn head_value(version: u64, seq: u64) -> [u8; 16] {
+/// Value of an `i` entry: the event's seq and the last seq of the append that holds it.
+pub fn id_value(seq: u64, append_last: u64) -> [u8; 16] {
     let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&version.to_be_bytes());
-    v[8..].copy_from_slice(&seq.to_be_bytes());
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v[8..].copy_from_slice(&append_last.to_be_bytes());
     v
 }
 
-/// Decodes an `h` value into (version, seq).
-pub fn parse_head_value(v: &[u8]) -> Option<(u64, u64)> {
-    Some((be_u64(v.get(..8)?)?, be_u64(v.get(8..16)?)?))
+/// Decodes an `i` value into (seq, last seq of its append); the second is `None` in a value
+/// written before commit marks existed (its append was atomic).
+pub fn parse_id_value(v: &[u8]) -> Option<(u64, Option<u64>)> {
+    match v.len() {
+        8 => Some((be_u64(v)?, None)),
+        16 => Some((be_u64(&v[..8])?, Some(be_u64(&v[8..])?))),
+        _ => None,
+    }
+}
+
+/// The first key past every `s` entry of `stream`.
+pub fn stream_end(stream: &str) -> Vec<u8> {
+    let mut k = stream_prefix(stream);
+    // The prefix ends in 0x00; 0x01 sorts after every entry of this stream.
+    k.pop();
+    k.push(1);
+    k
+}
+
+/// The stream name of an `s` key, and its version.
+pub fn parse_stream_entry(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = key.strip_prefix(&[STREAM])?;
+    let split = rest.len().checked_sub(9)?;
+    let (name, tail) = rest.split_at(split);
+    let version = tail.strip_prefix(&[0])?;
+    Some((std::str::from_utf8(name).ok()?, be_u64(version)?))
 }
 
 /// A big-endian u64 from exactly 8 bytes.
@@ -113,9 +133,18 @@ mod tests {
         assert!(stream_entry("a", 9) < stream_entry("a", 10));
         // Every entry of "a" sorts before any entry of "a-b" ('\0' < '-').
         assert!(stream_entry("a", u64::MAX) < stream_entry("a-b", 1));
+        assert!(stream_entry("a", u64::MAX) < stream_end("a"));
+        assert!(stream_end("a") < stream_entry("a-b", 1));
+        assert_eq!(
+            parse_stream_entry(&stream_entry("a\u{1}b", 7)),
+            Some(("a\u{1}b", 7))
+        );
+        assert_eq!(parse_stream_entry(b"s\0\0\0\0"), None);
         let id = Uuid::new_v4();
         assert_eq!(parse_stream_value(&stream_value(7, id)), Some((7, id)));
-        assert_eq!(parse_head_value(&head_value(3, 99)), Some((3, 99)));
+        assert_eq!(parse_id_value(&id_value(7, 9)), Some((7, Some(9))));
+        assert_eq!(parse_id_value(&7u64.to_be_bytes()), Some((7, None)));
+        assert_eq!(parse_id_value(&[1, 2, 3]), None);
         assert_eq!(be_u64(&[1, 2, 3]), None);
     }
 }

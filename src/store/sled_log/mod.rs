@@ -2,17 +2,19 @@
 //!
 //! Owns one sled database directory (layout in [`keys`]). Appends go through one writer
 //! thread ([`writer`]) that group-commits: it drains every queued request, checks expected
-//! versions, seals the records, writes ONE `sled::Batch` for the whole group, flushes, and only
-//! then publishes the new head and answers the waiters. Reads go straight to sled and never wait
+//! versions, seals the records, writes the whole group's keys (in an order that makes each
+//! append's last write its commit mark), flushes ONCE, and only then publishes the new head and
+//! answers the waiters. Reads go straight to sled and never wait
 //! for the writer; they stop at the durable head, so a reader never sees an event that is not
 //! yet acknowledged.
 //!
 //! Invariants: `head`, `head_hash` and the stream map change only after a successful flush, in
-//! that order (head last, then the watch channel); after a failed apply or flush the log is
+//! that order (head last, then the watch channel); after a failed write or flush the log is
 //! poisoned and accepts no append until it is reopened.
 //!
-//! Opening ([`open`]) checks only the tail record(s) and loads one key per stream, so a log of
-//! a million events opens in well under a second; the full chain is checked by
+//! Opening ([`open`]) checks only the tail record(s), unwinds an append a crash left unfinished
+//! and seeks to each stream's last index entry, so a log of a million events opens in well
+//! under a second; the full chain is checked by
 //! [`verify_chain`](crate::store::verify::verify_chain).
 
 pub mod keys;
@@ -188,10 +190,7 @@ impl EventLog for SledLog {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let head = self.head();
         let start = keys::stream_entry(stream, from_version.max(1));
-        let mut end = keys::stream_prefix(stream);
-        // The prefix ends in 0x00; 0x01 is the first key past every entry of this stream.
-        end.pop();
-        end.push(1);
+        let end = keys::stream_end(stream);
         let mut out = Vec::new();
         for kv in self.db.range(start..end) {
             let (key, value) = kv?;

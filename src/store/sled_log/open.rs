@@ -1,11 +1,15 @@
-//! Opening a [`SledLog`]: lock the directory, load the stream heads (`h` keys, O(streams)),
-//! check the tail record(s), repair or refuse a corrupt tail, start the writer.
+//! Opening a [`SledLog`]: lock the directory, check the tail record(s), unwind an append a
+//! crash left unfinished, repair or refuse a corrupt tail, load the stream heads (the last `s`
+//! entry of each stream: two seeks per stream), start the writer.
 //!
 //! Only the tail is checked here (decode, seq, hash, link to the previous record's stored
-//! hash): a sled batch is atomic, so a crash cannot tear a middle record, and decoding a
-//! million records at every start would cost seconds. Middle records are the auditor's job
-//! ([`verify_chain`](crate::store::verify::verify_chain)). A removed tail record is always
-//! copied to the quarantine tree and reported: nothing is dropped silently.
+//! hash): one sled insert is atomic and sled recovers a prefix of the writer's inserts, so a
+//! crash can only leave the last append unfinished (its commit mark missing, see `keys`), never
+//! tear a middle record; decoding a million records at every start would cost seconds. Middle
+//! records are the auditor's job ([`verify_chain`](crate::store::verify::verify_chain)). An
+//! unfinished append was never acknowledged and is removed whole (logged and counted in
+//! [`OpenReport::unwound`]); a corrupt tail record is always copied to the quarantine tree and
+//! reported: nothing is dropped silently.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -101,6 +105,9 @@ pub struct OpenReport {
     pub streams: usize,
     /// Bad tail records, newest first; empty on a clean open.
     pub tail: Vec<TailIssue>,
+    /// Records of an append that a crash left unfinished (never acknowledged): removed at open,
+    /// or, read-only, left in place past the reported head.
+    pub unwound: u64,
     pub read_only: bool,
     pub elapsed: Duration,
 }
@@ -136,24 +143,17 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
             }
         }
     };
-    let mut streams = load_stream_heads(&db)?;
-    let (tip, tail) = recover_tail(&db, &mut streams, &options)?;
-    if !options.read_only
-        && let Some((name, h)) = streams.iter().find(|(_, h)| h.seq > tip.seq)
-    {
-        return Err(StoreError::Corrupt {
-            seq: h.seq,
-            reason: format!(
-                "stream {name} head points past the log's last record {}",
-                tip.seq
-            ),
-        });
+    let (tip, tail, unwound) = recover_tail(&db, &options)?;
+    let streams = load_stream_heads(&db, tip.seq, options.read_only)?;
+    if !options.read_only {
+        remove_legacy_heads(&db)?;
     }
     let report = OpenReport {
         head: tip.seq,
         head_hash: tip.hash.clone(),
         streams: streams.len(),
         tail,
+        unwound,
         read_only: options.read_only,
         elapsed: started.elapsed(),
     };
@@ -187,6 +187,7 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         head = report.head,
         streams = report.streams,
         repaired = report.tail.len(),
+        unwound = report.unwound,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "event log opened"
     );
@@ -214,38 +215,112 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-fn load_stream_heads(db: &sled::Db) -> Result<HashMap<String, StreamHead>, StoreError> {
+/// Each stream's head: its last `s` entry at or below `tip`, found by seeking backwards from
+/// one stream to the one before it (one seek per stream: O(streams), not O(events)).
+/// Writable, an entry past `tip` is damage and fails the open; read-only, it is what an
+/// unfinished append left and is skipped.
+fn load_stream_heads(
+    db: &sled::Db,
+    tip: u64,
+    read_only: bool,
+) -> Result<HashMap<String, StreamHead>, StoreError> {
     let mut streams = HashMap::new();
-    for kv in db.scan_prefix([keys::HEAD]) {
-        let (k, v) = kv?;
-        let name = std::str::from_utf8(&k[1..])
-            .map_err(|_| StoreError::Backend(format!("stream head key is not UTF-8: {k:?}")))?;
-        let (version, seq) = keys::parse_head_value(&v)
-            .ok_or_else(|| StoreError::Backend(format!("malformed stream head for {name}")))?;
-        streams.insert(name.to_string(), StreamHead { version, seq });
+    let begin = [keys::STREAM];
+    let mut end = vec![keys::STREAM + 1];
+    while let Some(kv) = db.range(&begin[..]..end.as_slice()).next_back() {
+        let (key, value) = kv?;
+        let (name, head) = parse_head(&key, &value)?;
+        let name = name.to_string();
+        let prefix = keys::stream_prefix(&name);
+        let head = if head.seq <= tip {
+            Some(head)
+        } else if read_only {
+            let mut below = None;
+            for kv in db.range(prefix.as_slice()..&key[..]).rev() {
+                let (key, value) = kv?;
+                let (_, head) = parse_head(&key, &value)?;
+                if head.seq <= tip {
+                    below = Some(head);
+                    break;
+                }
+            }
+            below
+        } else {
+            return Err(StoreError::Corrupt {
+                seq: head.seq,
+                reason: format!(
+                    "stream {name} version {} points past the log's last record {tip}",
+                    head.version
+                ),
+            });
+        };
+        if let Some(head) = head {
+            streams.insert(name, head);
+        }
+        end = prefix;
     }
     Ok(streams)
 }
 
-/// Finds the last good record, repairing or reporting bad ones after it.
+/// The stream and position an `s` entry records.
+fn parse_head<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, StreamHead), StoreError> {
+    keys::parse_stream_entry(key)
+        .zip(keys::parse_stream_value(value))
+        .map(|((name, version), (seq, _))| (name, StreamHead { version, seq }))
+        .ok_or_else(|| StoreError::Backend(format!("malformed stream index entry {key:?}")))
+}
+
+/// Removes the `h` stream-head keys older versions kept (heads now come from `s`).
+fn remove_legacy_heads(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for kv in db.scan_prefix([keys::LEGACY_HEAD]) {
+        let (key, _) = kv?;
+        batch.remove(key);
+        any = true;
+    }
+    if any {
+        db.apply_batch(batch)?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+/// Finds the last good record, unwinding an unfinished append and repairing or reporting bad
+/// records after it. Returns the tip, the bad records, and how many records were unwound.
 fn recover_tail(
     db: &sled::Db,
-    streams: &mut HashMap<String, StreamHead>,
     options: &SledOptions,
-) -> Result<(Tip, Vec<TailIssue>), StoreError> {
+) -> Result<(Tip, Vec<TailIssue>, u64), StoreError> {
     let mut issues = Vec::new();
+    let mut unwound = 0u64;
+    // Read-only, an unfinished append stays on disk: records above `limit` are ignored.
+    let mut limit = u64::MAX;
     loop {
         let last = db
-            .range(keys::event(0)..=keys::event(u64::MAX))
+            .range(keys::event(0)..=keys::event(limit))
             .next_back()
             .transpose()?;
         let Some((key, value)) = last else {
-            return Ok((Tip::genesis(), issues));
+            return Ok((Tip::genesis(), issues, unwound));
         };
         let seq = keys::event_seq(&key)
             .ok_or_else(|| StoreError::Backend(format!("malformed event key {key:?}")))?;
         let reason = match check_tail(db, seq, &value)? {
-            Ok(hash) => return Ok((Tip { seq, hash }, issues)),
+            Ok(record) => {
+                let hash = record.hash.clone();
+                let unfinished = unfinished_append(db, record)?;
+                let Some(first) = unfinished.first().map(|r| r.seq) else {
+                    return Ok((Tip { seq, hash }, issues, unwound));
+                };
+                unwound += unfinished.len() as u64;
+                if options.read_only {
+                    limit = first - 1;
+                } else {
+                    unwind(db, &unfinished)?;
+                }
+                continue;
+            }
             Err(reason) => reason,
         };
         if options.read_only {
@@ -257,7 +332,7 @@ fn recover_tail(
             // The previous record's stored hash is the best head hash there is; the auditor's
             // verify_chain reports the bad record itself.
             let hash = stored_hash(db, seq - 1)?.unwrap_or_else(|| GENESIS_HASH.to_string());
-            return Ok((Tip { seq, hash }, issues));
+            return Ok((Tip { seq, hash }, issues, unwound));
         }
         if options.tail == TailPolicy::Refuse {
             return Err(StoreError::Corrupt {
@@ -275,7 +350,7 @@ fn recover_tail(
             });
         }
         tracing::warn!(seq, %reason, "corrupt tail record: quarantining and removing it");
-        quarantine_and_remove(db, streams, seq, &value, &reason)?;
+        quarantine_and_remove(db, seq, &value, &reason)?;
         issues.push(TailIssue {
             seq,
             reason,
@@ -284,8 +359,12 @@ fn recover_tail(
     }
 }
 
-/// `Ok(Ok(hash))` when the record at `seq` is sound, `Ok(Err(reason))` when it is not.
-fn check_tail(db: &sled::Db, seq: u64, bytes: &[u8]) -> Result<Result<String, String>, StoreError> {
+/// `Ok(Ok(record))` when the record at `seq` is sound, `Ok(Err(reason))` when it is not.
+fn check_tail(
+    db: &sled::Db,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Result<RecordedEvent, String>, StoreError> {
     let r: RecordedEvent = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("record does not decode: {e}"))),
@@ -314,7 +393,80 @@ fn check_tail(db: &sled::Db, seq: u64, bytes: &[u8]) -> Result<Result<String, St
             seq - 1
         )));
     }
-    Ok(Ok(r.hash))
+    Ok(Ok(r))
+}
+
+/// The `i` entry of `id`: (seq, last seq of its append if recorded).
+fn id_entry(db: &sled::Db, id: uuid::Uuid) -> Result<Option<(u64, Option<u64>)>, StoreError> {
+    Ok(db.get(keys::id(id))?.and_then(|v| keys::parse_id_value(&v)))
+}
+
+/// The records of the unfinished append that ends at `last`, first to last; empty when
+/// `last`'s commit mark (its own `i` entry) is there. Walking back, a record belongs to the
+/// unfinished append while it is of the same stream with the preceding version and its `i`
+/// entry is missing or names an append reaching `last`; a record whose entry names an append
+/// that ended earlier is the previous, finished append.
+fn unfinished_append(db: &sled::Db, last: RecordedEvent) -> Result<Vec<RecordedEvent>, StoreError> {
+    if matches!(id_entry(db, last.id)?, Some((seq, _)) if seq == last.seq) {
+        return Ok(Vec::new());
+    }
+    let mut records = vec![last];
+    loop {
+        let newest = &records[records.len() - 1];
+        let (seq, version, stream) = (newest.seq, newest.version, newest.stream.clone());
+        let end = records[0].seq;
+        if seq <= 1 || version <= 1 {
+            break;
+        }
+        // A missing or undecodable record here is middle damage, for verify_chain to name.
+        let Some(bytes) = db.get(keys::event(seq - 1))? else {
+            break;
+        };
+        let Ok(prev) = serde_json::from_slice::<RecordedEvent>(&bytes) else {
+            break;
+        };
+        if prev.seq != seq - 1 || prev.stream != stream || prev.version != version - 1 {
+            break;
+        }
+        match id_entry(db, prev.id)? {
+            Some((s, Some(append_last))) if s == prev.seq && append_last < end => break,
+            Some((s, None)) if s == prev.seq => break,
+            _ => records.push(prev),
+        }
+    }
+    records.reverse();
+    Ok(records)
+}
+
+/// Removes an unfinished append (records, stream entries, id entries) in one batch and
+/// flushes: it was never acknowledged, and keeping part of it would break all-or-nothing.
+fn unwind(db: &sled::Db, records: &[RecordedEvent]) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for r in records {
+        batch.remove(&keys::event(r.seq));
+        let entry = keys::stream_entry(&r.stream, r.version);
+        if db
+            .get(&entry)?
+            .and_then(|v| keys::parse_stream_value(&v))
+            .is_some_and(|(seq, _)| seq == r.seq)
+        {
+            batch.remove(entry);
+        }
+        if matches!(id_entry(db, r.id)?, Some((seq, _)) if seq == r.seq) {
+            batch.remove(&keys::id(r.id));
+        }
+    }
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        tracing::warn!(
+            first_seq = first.seq,
+            last_seq = last.seq,
+            stream = %first.stream,
+            "removing an append a crash left unfinished (it was never acknowledged)"
+        );
+    }
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
 }
 
 /// The `hash` field stored in record `seq`, if the record exists and that field decodes.
@@ -330,10 +482,10 @@ fn stored_hash(db: &sled::Db, seq: u64) -> Result<Option<String>, StoreError> {
 }
 
 /// Copies record `seq` to the quarantine tree, then removes it and its index entries in one
-/// batch and flushes. Its stream is found through the `h` keys (the record may not decode).
+/// batch and flushes. Its stream is the one whose last index entry points at it (the record
+/// may not decode).
 fn quarantine_and_remove(
     db: &sled::Db,
-    streams: &mut HashMap<String, StreamHead>,
     seq: u64,
     bytes: &[u8],
     reason: &str,
@@ -352,52 +504,21 @@ fn quarantine_and_remove(
 
     let mut batch = sled::Batch::default();
     batch.remove(&keys::event(seq));
-    let owner = streams
-        .iter()
-        .find(|(_, h)| h.seq == seq)
-        .map(|(name, h)| (name.clone(), *h));
-    match owner {
+    let streams = load_stream_heads(db, u64::MAX, true)?;
+    match streams.iter().find(|(_, h)| h.seq == seq) {
         Some((name, h)) => {
-            let entry = keys::stream_entry(&name, h.version);
+            let entry = keys::stream_entry(name, h.version);
             if let Some(v) = db.get(&entry)?
                 && let Some((_, id)) = keys::parse_stream_value(&v)
+                && matches!(id_entry(db, id)?, Some((s, _)) if s == seq)
             {
-                let id_key = keys::id(id);
-                let points_here = db
-                    .get(id_key)?
-                    .and_then(|s| keys::be_u64(&s))
-                    .is_some_and(|s| s == seq);
-                if points_here {
-                    batch.remove(&id_key);
-                }
+                batch.remove(&keys::id(id));
             }
             batch.remove(entry);
-            if h.version > 1 {
-                let prev_seq = db
-                    .get(keys::stream_entry(&name, h.version - 1))?
-                    .and_then(|v| keys::parse_stream_value(&v))
-                    .map(|(s, _)| s)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        seq,
-                        reason: format!(
-                            "stream {name} index has no entry for version {}",
-                            h.version - 1
-                        ),
-                    })?;
-                let head = StreamHead {
-                    version: h.version - 1,
-                    seq: prev_seq,
-                };
-                batch.insert(keys::head(&name), &keys::head_value(head.version, head.seq));
-                streams.insert(name, head);
-            } else {
-                batch.remove(keys::head(&name));
-                streams.remove(&name);
-            }
         }
         None => tracing::warn!(
             seq,
-            "no stream head points at the bad record; removing it alone"
+            "no stream index entry points at the bad record; removing it alone"
         ),
     }
     db.apply_batch(batch)?;
