@@ -10,22 +10,7 @@ use serde_json::Value;
 /// Writes `v` as canonical JSON (keys sorted at every depth).
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(k, out);
-                out.push(b':');
-                if let Some(child) = map.get(*k) {
-                    write_canonical(child, out);
-                }
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -38,6 +23,24 @@ pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
         }
         scalar => write_scalar(scalar, out),
     }
+}
+
+/// Writes the object `map` as canonical JSON (without wrapping it in a `Value` first).
+pub fn write_canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(k, out);
+        out.push(b':');
+        if let Some(child) = map.get(*k) {
+            write_canonical(child, out);
+        }
+    }
+    out.push(b'}');
 }
 
 /// `v` as a canonical JSON string.

@@ -18,19 +18,18 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use super::{AgentIdentity, Proxy};
+use crate::api::error::error_response;
 
 /// Keys are `agp_` + 64 hex characters; anything much longer is not worth hashing.
 const MAX_KEY_LEN: usize = 256;
 const SESSION_HEADER: &str = "mcp-session-id";
 
 fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = axum::Json(json!({"error": {"code": code, "message": message}}));
-    let mut response = (status, body).into_response();
+    let mut response = error_response(status, code, message);
     if status == StatusCode::UNAUTHORIZED {
         let challenge = format!(
             "Bearer realm=\"agp\", error=\"invalid_token\", error_description=\"{message}\""

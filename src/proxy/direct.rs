@@ -19,6 +19,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 
 use super::{AgentIdentity, Proxy};
+use crate::api::error::error_response;
 
 /// What the door does with a request after looking at it.
 pub enum Route {
@@ -28,8 +29,8 @@ pub enum Route {
     Pass(Request),
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+fn json_response(body: &Value) -> Response {
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -62,10 +63,10 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
     let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return Route::Answered(json_response(
+            return Route::Answered(error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"error": {"code": "payload_too_large",
-                    "message": format!("request bodies are limited to {limit} bytes")}}),
+                "payload_too_large",
+                &format!("request bodies are limited to {limit} bytes"),
             ));
         }
     };
@@ -91,7 +92,7 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
             Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
         },
     };
-    Route::Answered(json_response(StatusCode::OK, &answer))
+    Route::Answered(json_response(&answer))
 }
 
 #[cfg(test)]

@@ -109,15 +109,6 @@ impl UpstreamPool {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// Sessions open now.
-    pub fn len(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The pooled session for `agent_id` on `view`'s connector, if it still fits.
     pub fn reusable(&self, view: &ConnectorView, agent_id: &str) -> Option<Arc<Pooled>> {
         let key = (view.connector_id.clone(), agent_id.to_string());
@@ -195,14 +186,6 @@ impl UpstreamPool {
             .lock()
             .retain(|k, gate| live.contains(k) || Arc::strong_count(gate) > 1);
         closed
-    }
-
-    /// Closes every session of `connector_id` (a disconnect).
-    pub fn close_connector(&self, connector_id: &str) -> usize {
-        let mut sessions = self.sessions.lock();
-        let before = sessions.len();
-        sessions.retain(|(c, _), _| c != connector_id);
-        before - sessions.len()
     }
 
     /// Closes every session.

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::canonical::write_canonical;
+use crate::canonical::write_canonical_object;
 use crate::domain::call::CallEvent;
 use crate::domain::encode_event;
 use crate::store::{AppendBatch, Appended, EventLog, ExpectedVersion, NewEvent, StoreError};
@@ -36,7 +36,7 @@ pub struct CallRecorder {
 pub fn arguments_digest(arguments: Option<&serde_json::Map<String, Value>>) -> (String, u64) {
     let mut out = Vec::with_capacity(256);
     match arguments {
-        Some(map) => write_canonical(&Value::Object(map.clone()), &mut out),
+        Some(map) => write_canonical_object(map, &mut out),
         None => out.extend_from_slice(b"{}"),
     }
     (hex::encode(Sha256::digest(&out)), out.len() as u64)
@@ -114,11 +114,6 @@ impl CallRecorder {
             }
         });
         futures::future::join_all(writes).await;
-    }
-
-    /// Completions waiting to be written (tests and metrics).
-    pub fn waiting(&self) -> usize {
-        self.pending.lock().values().map(Vec::len).sum()
     }
 
     /// Runs the flusher until `stop` turns true (then flushes once more).

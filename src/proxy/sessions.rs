@@ -88,14 +88,6 @@ impl Sessions {
         self.inner.lock().remove(id);
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn ids(&self) -> Vec<String> {
         self.inner.lock().keys().cloned().collect()
     }
@@ -138,25 +130,18 @@ fn plan(proxy: &Proxy) -> Vec<(String, Action)> {
 
 /// Closes upstream sessions that are idle or whose connector moved on.
 fn sweep_upstream(proxy: &Proxy) {
-    let valid: HashMap<String, (u64, Option<String>)> = proxy.projections.read(|p| {
+    let valid: HashMap<String, u64> = proxy.projections.read(|p| {
         p.connectors
             .list()
             .into_iter()
             .filter(|c| c.status == "active")
-            .map(|c| {
-                (
-                    c.connector_id.clone(),
-                    (c.generation, c.token_fingerprint.clone()),
-                )
-            })
+            .map(|c| (c.connector_id.clone(), c.generation))
             .collect()
     });
     let closed = proxy
         .pool
         .sweep(proxy.config.upstream_idle, |connector_id, pooled| {
-            valid
-                .get(connector_id)
-                .is_some_and(|(g, _)| *g == pooled.generation)
+            valid.get(connector_id) == Some(&pooled.generation)
         });
     if closed > 0 {
         tracing::debug!(closed, "closed upstream sessions");

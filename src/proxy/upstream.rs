@@ -37,6 +37,9 @@ pub enum UpstreamError {
     /// The request was answered with a JSON-RPC error.
     #[error("upstream answered with an error")]
     Rpc(ErrorData),
+    /// 404 on a live session: upstream no longer knows it (a restart).
+    #[error("upstream no longer knows the session")]
+    Expired,
     /// Over the size cap.
     #[error("upstream's answer is over {0} bytes")]
     TooLarge(usize),
@@ -254,9 +257,7 @@ impl UpstreamSession {
         match status {
             StatusCode::UNAUTHORIZED => return Err(UpstreamError::Unauthorized),
             StatusCode::FORBIDDEN => return Err(UpstreamError::Forbidden),
-            StatusCode::NOT_FOUND if session_id.is_some() => {
-                return Err(UpstreamError::Failed(EXPIRED.into()));
-            }
+            StatusCode::NOT_FOUND if session_id.is_some() => return Err(UpstreamError::Expired),
             s if !s.is_success() => {
                 return Err(UpstreamError::Failed(format!(
                     "upstream answered HTTP {}",
@@ -290,7 +291,7 @@ impl UpstreamSession {
         params: &CallToolRequestParams,
     ) -> Result<CallToolResult, UpstreamError> {
         match self.call_once(params).await {
-            Err(UpstreamError::Failed(m)) if m == EXPIRED => {
+            Err(UpstreamError::Expired) => {
                 let _one = self.reinit.lock().await;
                 self.initialize().await?;
                 self.call_once(params).await
@@ -350,9 +351,6 @@ impl Drop for UpstreamSession {
         self.close();
     }
 }
-
-/// The marker of a 404 on a live session (upstream forgot it).
-const EXPIRED: &str = "upstream no longer knows the session";
 
 #[cfg(test)]
 mod tests {

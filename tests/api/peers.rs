@@ -67,11 +67,18 @@ pub struct Provider {
 
 impl Provider {
     pub fn start(as_args: &[&str]) -> Provider {
+        Self::start_with(as_args, &[])
+    }
+
+    /// [`Provider::start`] with extra MCP server options (e.g. `--hostile-tools`).
+    pub fn start_with(as_args: &[&str], mcp_args: &[&str]) -> Provider {
         let mut args = vec!["--port", "0"];
         args.extend_from_slice(as_args);
         let auth = start("as.mjs", &args);
         let issuer = auth.ready["issuer"].as_str().unwrap().to_string();
-        let mcp = start("mcp-server.mjs", &["--port", "0", "--issuer", &issuer]);
+        let mut args = vec!["--port", "0", "--issuer", &issuer];
+        args.extend_from_slice(mcp_args);
+        let mcp = start("mcp-server.mjs", &args);
         Provider { auth, mcp }
     }
 

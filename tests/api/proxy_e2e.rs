@@ -8,24 +8,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use crate::peers::{Agent, Provider, browser, consent};
+use crate::tools_e2e::active;
 
 /// Connector `name` on `provider`, consented, with `tools` registered under the default alias.
 async fn connect_and_register(app: &TestApp, provider: &Provider, name: &str, tools: &[&str]) {
-    let (s, added) = app
-        .post(
-            "/connectors",
-            json!({"name": name, "mcp_server_url": provider.mcp_url()}),
-        )
-        .await;
-    assert_eq!(s, 201, "{added}");
-    let result = consent(
-        &browser(),
-        added["authorize_url"].as_str().unwrap(),
-        "alice",
-        true,
-    )
-    .await;
-    assert_eq!(result["outcome"], "authorized", "{result}");
+    active(app, provider, name).await;
     let tools: Vec<Value> = tools.iter().map(|t| json!({"name": t})).collect();
     let (s, reg) = app
         .post(
@@ -462,13 +449,7 @@ async fn a_session_belongs_to_the_agent_that_opened_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_headers_never_reach_upstream_and_the_credential_is_scrubbed() {
-    let auth = crate::peers::start("as.mjs", &["--port", "0"]);
-    let issuer = auth.ready["issuer"].as_str().unwrap().to_string();
-    let mcp = crate::peers::start(
-        "mcp-server.mjs",
-        &["--port", "0", "--issuer", &issuer, "--hostile-tools"],
-    );
-    let provider = Provider { auth, mcp };
+    let provider = Provider::start_with(&[], &["--hostile-tools"]);
     let app = spawn_app().await;
     connect_and_register(
         &app,
@@ -536,14 +517,8 @@ async fn agent_headers_never_reach_upstream_and_the_credential_is_scrubbed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_upstream_times_out_and_a_revoked_token_is_refreshed_once() {
-    let auth = crate::peers::start("as.mjs", &["--port", "0"]);
-    let issuer = auth.ready["issuer"].as_str().unwrap().to_string();
-    let mcp = crate::peers::start(
-        "mcp-server.mjs",
-        &["--port", "0", "--issuer", &issuer, "--hostile-tools"],
-    );
-    let admin = mcp.ready["admin"].as_str().unwrap().to_string();
-    let provider = Provider { auth, mcp };
+    let provider = Provider::start_with(&[], &["--hostile-tools"]);
+    let admin = provider.mcp.ready["admin"].as_str().unwrap().to_string();
     let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {
         c.proxy.call_timeout = Duration::from_secs(1);
     })

@@ -84,33 +84,31 @@ impl ConnectorService {
             .map(|(token, _)| token)
     }
 
+    /// Connector `name`'s status view, if it is active.
+    fn active_view(&self, name: &str) -> Result<ConnectorView, CredentialError> {
+        let view = self
+            .view(name)
+            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        if view.status != "active" {
+            return Err(CredentialError::NotActive {
+                name: name.to_string(),
+                status: view.status,
+            });
+        }
+        Ok(view)
+    }
+
     /// [`ConnectorService::credential`], with the status view the token belongs to (its
     /// generation and fingerprint), so a caller can tell later whether it is still current.
     pub async fn credential_with_view(
         &self,
         name: &str,
     ) -> Result<(SecretString, ConnectorView), CredentialError> {
-        let view = self
-            .view(name)
-            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
-        if view.status != "active" {
-            return Err(CredentialError::NotActive {
-                name: name.to_string(),
-                status: view.status,
-            });
-        }
+        let view = self.active_view(name)?;
         if needs_refresh(&view) {
             self.refresh(name, false).await?;
         }
-        let view = self
-            .view(name)
-            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
-        if view.status != "active" {
-            return Err(CredentialError::NotActive {
-                name: name.to_string(),
-                status: view.status,
-            });
-        }
+        let view = self.active_view(name)?;
         let slot = Slot::consent(&view.connector_id, view.generation);
         let token = self
             .secret(slot, Field::AccessToken)
@@ -133,15 +131,7 @@ impl ConnectorService {
         let lock = self.refresh_locks.get(&before.connector_id);
         let _guard = lock.lock().await;
         // Someone else may have refreshed while we waited: then their result is ours.
-        let view = self
-            .view(name)
-            .map_err(|_| CredentialError::NotFound(name.to_string()))?;
-        if view.status != "active" {
-            return Err(CredentialError::NotActive {
-                name: name.to_string(),
-                status: view.status,
-            });
-        }
+        let view = self.active_view(name)?;
         let refreshed_meanwhile = view.token_fingerprint != before.token_fingerprint
             || view.generation != before.generation;
         if refreshed_meanwhile || (!force && !needs_refresh(&view)) {
