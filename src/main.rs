@@ -7,7 +7,13 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    agp::cli::run(agp::cli::Cli::parse()).await
+fn main() -> std::process::ExitCode {
+    let cli = agp::cli::Cli::parse();
+    match agp::cli::runtime(&cli) {
+        Ok(runtime) => runtime.block_on(agp::cli::run(cli)),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

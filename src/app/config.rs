@@ -10,6 +10,21 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often registered tools are re-listed upstream to detect drift (S17), in seconds.
 pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
 
+/// Async worker threads `agp serve` runs by default: one per core but one, at least one.
+///
+/// The event log's writer is a thread of its own that is busy whenever calls are (every proxied
+/// call is a durable record), so the remaining core is left to it. A worker per core on top of
+/// it oversubscribes the machine, and tasks then hop between workers that take turns with the
+/// writer: on the 2-core reference machine one worker gave a lower added latency per proxied
+/// call (p50 +202 µs against +272 µs) and a higher throughput at 64 concurrent calls (93% of
+/// direct against 79%) in the same `tools/bench-proxy` run; see decision 0007.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,

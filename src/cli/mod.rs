@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat};
+use crate::app::config::{
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat, default_worker_threads,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +101,25 @@ pub struct ServeArgs {
     /// registered tools whose definition changed (rug-pull detection). 0 turns it off.
     #[arg(long, env = "AGP_RELIST_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_RELIST_EVERY_SECS)]
     pub relist_every: u64,
+    /// Async worker threads (default: one per core but one, at least one; the event log's
+    /// writer has a thread of its own).
+    #[arg(long, env = "AGP_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub worker_threads: Option<u64>,
+}
+
+/// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless
+/// `--worker-threads` says otherwise; admin commands get tokio's defaults.
+pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Serve(args) = &cli.command {
+        let workers = args
+            .worker_threads
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or_else(default_worker_threads);
+        builder.worker_threads(workers);
+    }
+    builder.build()
 }
 
 /// Runs the parsed command line and returns the process exit code.

@@ -46,6 +46,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         port = app.port(),
         public_url = %app.state().public_url,
         data_dir = %config.data_dir.display(),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "AGP is ready"
     );
     app.run_until(shutdown_signal(term))
