@@ -1,8 +1,14 @@
-//! Live projections: rebuilt from the log at start, then kept current by tailing it.
+//! Live projections: rebuilt from the log at start, then kept current.
 //!
-//! One task owns folding; readers take a short read lock. Appends never wait for projections
-//! (they go to the log), and the API waits for projections only to give read-your-writes:
-//! [`LiveProjections::wait_for`] returns once the checkpoint has reached a command's events.
+//! Where the log supports it ([`EventLog::observe`]), its writer folds each commit right after
+//! it is durable and before the appends are acknowledged: no task wakes for it, nothing is read
+//! back, and an append's own effects are visible when it returns. A task catches up from the
+//! log whenever a commit does not follow the checkpoint (events appended while the projections
+//! were being rebuilt), and does all the folding for logs that cannot be observed.
+//!
+//! Readers take a short read lock. Appends never wait for a tail task, and the API waits for
+//! projections only to give read-your-writes: [`LiveProjections::wait_for`] returns once the
+//! checkpoint has reached a command's events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::{ProjectionError, ProjectionSet, READ_BATCH};
-use crate::store::EventLog;
+use crate::store::{EventLog, RecordedEvent};
 
 /// Why waiting for projections failed. HTTP 503.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,11 @@ pub struct LiveProjections {
     checkpoint: watch::Sender<u64>,
     /// Set when folding failed; the server reports not-ready and refuses to serve stale reads.
     failure: RwLock<Option<String>>,
+    /// `visibility_seq` of the folded state: changes only with events that can change what an
+    /// agent sees (not with call records), for watchers that act on those alone.
+    visibility: watch::Sender<u64>,
+    /// Set by the commit observer when a commit does not follow the checkpoint.
+    behind: tokio::sync::Notify,
     /// Tells the tail task to stop (it holds the log; the log's files stay locked until it ends).
     stop: watch::Sender<bool>,
     tail: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -47,17 +58,78 @@ impl LiveProjections {
                     ProjectionError::Store(crate::store::StoreError::Backend(e.to_string()))
                 })??;
         let (checkpoint, _) = watch::channel(set.checkpoint);
+        let (visibility, _) = watch::channel(set.visibility_seq);
         let (stop, _) = watch::channel(false);
         let live = Arc::new(Self {
             set: RwLock::new(set),
             checkpoint,
+            visibility,
+            behind: tokio::sync::Notify::new(),
             failure: RwLock::new(None),
             stop,
             tail: parking_lot::Mutex::new(None),
         });
-        let handle = tokio::spawn(tail(live.clone(), log));
+        let weak = Arc::downgrade(&live);
+        let observed = log.observe(Some(Arc::new(move |records: &[Arc<RecordedEvent>]| {
+            if let Some(live) = weak.upgrade() {
+                live.on_commit(records);
+            }
+        })));
+        let handle = if observed {
+            // Whatever was committed between the rebuild and the observer is caught up here.
+            live.behind.notify_one();
+            tokio::spawn(catch_up_when_behind(live.clone(), log))
+        } else {
+            tokio::spawn(tail(live.clone(), log))
+        };
         *live.tail.lock() = Some(handle);
         Ok(live)
+    }
+
+    /// The commit observer: folds a commit that follows the checkpoint, on the writer's thread.
+    /// Records already folded (by a catch-up that read them first) are skipped; a gap is left
+    /// to the catch-up task.
+    fn on_commit(&self, records: &[Arc<RecordedEvent>]) {
+        if self.failure.read().is_some() {
+            return;
+        }
+        let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut set = self.set.write();
+            let folded = set.checkpoint;
+            for record in records.iter().filter(|r| r.seq > folded) {
+                if record.seq != set.checkpoint + 1 {
+                    return Ok(false);
+                }
+                set.apply(record)?;
+            }
+            Ok::<_, ProjectionError>(true)
+        }));
+        match folded {
+            Ok(Ok(true)) => self.publish(),
+            Ok(Ok(false)) => {
+                self.publish();
+                self.behind.notify_one();
+            }
+            Ok(Err(e)) => self.fail(e.to_string()),
+            Err(_) => self.fail("folding a commit panicked".into()),
+        }
+    }
+
+    /// Tells waiters what the folded state has reached.
+    fn publish(&self) {
+        let (reached, visible) = {
+            let set = self.set.read();
+            (set.checkpoint, set.visibility_seq)
+        };
+        self.checkpoint
+            .send_if_modified(|c| std::mem::replace(c, reached) != reached);
+        self.visibility
+            .send_if_modified(|v| std::mem::replace(v, visible) != visible);
+    }
+
+    fn fail(&self, error: String) {
+        tracing::error!(error = %error, "projections stopped folding");
+        *self.failure.write() = Some(error);
     }
 
     /// Stops tailing and waits for the tail task to end (it releases its handle on the log).
@@ -85,6 +157,11 @@ impl LiveProjections {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.checkpoint.subscribe()
+    }
+
+    /// Watches `visibility_seq`: changes only when what some agent may see can have changed.
+    pub fn subscribe_visibility(&self) -> watch::Receiver<u64> {
+        self.visibility.subscribe()
     }
 
     pub fn failure(&self) -> Option<String> {
@@ -115,19 +192,19 @@ impl LiveProjections {
     fn catch_up(&self, log: &dyn EventLog) -> Result<u64, ProjectionError> {
         loop {
             let from = self.set.read().checkpoint + 1;
-            let batch = log.read_all(from, READ_BATCH)?;
+            let batch = log.read_tail(from, READ_BATCH)?;
             if batch.is_empty() {
                 return Ok(from - 1);
             }
             // Fold into a copy-free write section, one batch at a time, so readers wait at most
-            // one batch.
+            // one batch. The commit observer may have folded some of them meanwhile.
             let mut set = self.set.write();
-            for record in &batch {
+            let folded = set.checkpoint;
+            for record in batch.iter().filter(|r| r.seq > folded) {
                 set.apply(record)?;
             }
-            let reached = set.checkpoint;
             drop(set);
-            self.checkpoint.send_replace(reached);
+            self.publish();
         }
     }
 }
@@ -135,6 +212,37 @@ impl LiveProjections {
 /// Gaps of at most this many events are folded on the tail task itself.
 const INLINE_CATCH_UP: u64 = 64;
 
+/// With a commit observer: catches up from the log each time a commit did not follow the
+/// checkpoint, until stopped; then removes the observer.
+async fn catch_up_when_behind(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
+    let mut stop = live.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = live.behind.notified() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if live.failure().is_some() {
+            break;
+        }
+        let l = live.clone();
+        let lg = log.clone();
+        let caught_up = tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await;
+        match caught_up {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                live.fail(e.to_string());
+                break;
+            }
+            Err(e) => {
+                live.fail(e.to_string());
+                break;
+            }
+        }
+    }
+    log.observe(None);
+}
+
+/// Without a commit observer: folds whatever the log's head watch announces, until stopped.
 async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
     let mut head = log.subscribe();
     let mut stop = live.stop.subscribe();
@@ -145,9 +253,9 @@ async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
         let target = *head.borrow_and_update();
         let behind = target.saturating_sub(live.checkpoint());
         if behind > 0 {
-            // A few fresh events are in sled's cache and fold in microseconds: do it here rather
-            // than pay a hand-off to the blocking pool (a thread wake per append under load).
-            // Larger gaps go to the blocking pool so a worker is never held for long.
+            // A few fresh events fold in microseconds: do it here rather than pay a hand-off to
+            // the blocking pool (a thread wake per append under load). Larger gaps go to the
+            // blocking pool so a worker is never held for long.
             let result = if behind <= INLINE_CATCH_UP {
                 live.catch_up(log.as_ref()).map_err(|e| e.to_string())
             } else {
@@ -158,10 +266,8 @@ async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
                     Err(e) => Err(e.to_string()),
                 }
             };
-            let err = result.err();
-            if let Some(e) = err {
-                tracing::error!(error = %e, "projection tail stopped");
-                *live.failure.write() = Some(e);
+            if let Err(e) = result {
+                live.fail(e);
                 return;
             }
             continue;

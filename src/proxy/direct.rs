@@ -60,15 +60,31 @@ fn as_tools_call(body: &[u8]) -> Option<(Value, Value)> {
 pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Request) -> Route {
     let (parts, body) = req.into_parts();
     let limit = proxy.config.max_request_bytes;
+    let too_large = || {
+        let mut answer = error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request bodies are limited to {limit} bytes"),
+        );
+        // The rest of the body is never read, so the connection cannot carry another request.
+        answer.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Route::Answered(answer)
+    };
+    // A declared length over the cap is refused before any of the body is read.
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
     let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => {
-            return Route::Answered(error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("request bodies are limited to {limit} bytes"),
-            ));
-        }
+        Err(_) => return too_large(),
     };
     let Some((id, params)) = as_tools_call(&bytes) else {
         return Route::Pass(Request::from_parts(parts, Body::from(bytes)));

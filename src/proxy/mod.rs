@@ -449,12 +449,11 @@ impl Proxy {
             arguments_sha256,
             arguments_bytes,
         };
-        let recorder = self.recorder.clone();
-        let record = tokio::spawn(async move { recorder.append(call_id, &started).await });
+        // Queued now; a read's record is written while upstream works and awaited after.
+        let record = self.recorder.submit(call_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
-            let done = record.await;
-            if !matches!(done, Ok(Ok(_))) {
+            if record.await.is_err() {
                 return Err(not_recorded(call_id));
             }
             None
@@ -468,7 +467,7 @@ impl Proxy {
 
         // Nothing reaches the agent unless the call is on the record.
         if let Some(record) = record
-            && !matches!(record.await, Ok(Ok(_)))
+            && record.await.is_err()
         {
             return Err(not_recorded(call_id));
         }

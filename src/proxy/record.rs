@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -54,6 +55,15 @@ fn new_event(call_id: Uuid, event: &CallEvent) -> Result<NewEvent, StoreError> {
     })
 }
 
+/// One append of `events` to the agent's call stream.
+fn batch_for(agent_id: &str, events: Vec<NewEvent>) -> AppendBatch {
+    AppendBatch {
+        stream: CallEvent::stream_for(agent_id),
+        expected: ExpectedVersion::Any,
+        events,
+    }
+}
+
 impl CallRecorder {
     pub fn new(log: Arc<dyn EventLog>) -> Self {
         Self {
@@ -63,23 +73,31 @@ impl CallRecorder {
         }
     }
 
-    /// Appends `event` for call `call_id` (its correlation id), together with the agent's
-    /// completions still waiting, and returns once all are durable.
-    pub async fn append(&self, call_id: Uuid, event: &CallEvent) -> Result<Appended, StoreError> {
-        let record = new_event(call_id, event)?;
+    /// Queues `event` for call `call_id` (its correlation id), together with the agent's
+    /// completions still waiting. The future resolves once all are durable; the append happens
+    /// whether or not it is awaited, and awaiting it late costs no wake-up meanwhile.
+    pub fn submit(
+        &self,
+        call_id: Uuid,
+        event: &CallEvent,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let record = match new_event(call_id, event) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let agent_id = event.agent_id();
         let mut events = self.pending.lock().remove(agent_id).unwrap_or_default();
         events.push(record);
-        self.write(agent_id, events).await
+        self.log.submit(batch_for(agent_id, events))
+    }
+
+    /// Appends `event` like [`submit`](Self::submit) and waits for it.
+    pub async fn append(&self, call_id: Uuid, event: &CallEvent) -> Result<Appended, StoreError> {
+        self.submit(call_id, event).await
     }
 
     async fn write(&self, agent_id: &str, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
-        let batch = AppendBatch {
-            stream: CallEvent::stream_for(agent_id),
-            expected: ExpectedVersion::Any,
-            events,
-        };
-        self.log.append(batch).await
+        self.log.append(batch_for(agent_id, events)).await
     }
 
     /// Queues a completion: it is written with the agent's next record, or by the flusher

@@ -155,7 +155,7 @@ pub fn spawn_watch(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut checkpoint = proxy.projections.subscribe();
+        let mut checkpoint = proxy.projections.subscribe_visibility();
         let mut last = proxy.projections.read(|p| p.visibility_seq);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

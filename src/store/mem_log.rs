@@ -129,6 +129,17 @@ impl EventLog for MemLog {
         self.append_locked(&mut st, batch)
     }
 
+    fn submit(
+        &self,
+        batch: AppendBatch,
+    ) -> futures::future::BoxFuture<'_, Result<Appended, StoreError>> {
+        let result = {
+            let mut st = self.state.lock();
+            self.append_locked(&mut st, batch)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
     fn read_stream(
         &self,
         stream: &str,

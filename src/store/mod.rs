@@ -25,7 +25,10 @@ pub mod record;
 pub mod sled_log;
 pub mod verify;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -117,12 +120,35 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// Called with each durable commit's records; see [`EventLog::observe`].
+pub type CommitObserver = Arc<dyn Fn(&[Arc<RecordedEvent>]) + Send + Sync>;
+
 /// The append-only, hash-chained event log. Every backend passes [`conformance`].
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends one batch atomically and returns once it is durable. Concurrent appends share
     /// one flush (group commit).
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StoreError>;
+
+    /// Queues `batch` now and returns a future for its outcome, which need not be polled until
+    /// the caller wants the answer: the append happens whether or not the future is ever
+    /// awaited. Unlike `append`, whose future does nothing until polled, a caller can overlap
+    /// the durable write with other work and pay no wake-up for the acknowledgement while it is
+    /// busy. `SledLog` and `MemLog` do so (the conformance suite checks it); the default only
+    /// appends when the future is first polled.
+    fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        self.append(batch)
+    }
+
+    /// Has `observer` called after every durable commit, on the committing thread, with the
+    /// committed records in sequence order, before the appends are acknowledged; `None`
+    /// removes it. The observer must be quick and must not block or append. Returns false if
+    /// the backend cannot, or already has an observer (followers then tail
+    /// [`subscribe`](Self::subscribe)).
+    fn observe(&self, observer: Option<CommitObserver>) -> bool {
+        let _ = observer;
+        false
+    }
 
     /// Events of one stream with `version >= from_version`, in version order.
     fn read_stream(
@@ -133,6 +159,22 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Up to `limit` events with `seq >= from_seq`, in sequence order.
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What [`read_all`](Self::read_all) returns, for followers of the head (the live
+    /// projections). A backend may answer from memory with the events this process committed
+    /// last, which saves reading back and decoding what it has just written. Never use it to
+    /// verify the log: its answer need not come from storage.
+    fn read_tail(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        Ok(self
+            .read_all(from_seq, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
 
     /// Current version of a stream, `None` if it has no events.
     fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;

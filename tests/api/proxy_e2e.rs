@@ -616,21 +616,43 @@ async fn huge_and_deep_requests_are_refused() {
     let key = agent_with(&app, "support", "claude", &["notion__echo"]).await;
     let url = mcp_url(&app);
     let session = initialize(&url, &key).await;
-    let http = reqwest::Client::new();
-    let post = |body: String| {
-        http.post(&url)
-            .bearer_auth(&key)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-06-18")
-            .body(body)
-    };
-    // 2 MiB of arguments: over the 1 MiB cap, refused before the handler.
+    // 2 MiB of arguments: over the 1 MiB cap, refused from the declared length before the
+    // body is read. Over a raw connection, because the server may close it without reading the
+    // rest, and an HTTP client still writing its body then reports a broken pipe instead of
+    // the answer.
     let big = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": "notion__echo", "arguments": {"text": "x".repeat(2 * 1024 * 1024)}}});
-    let r = post(big.to_string()).send().await.unwrap();
-    assert_eq!(r.status(), 413);
+        "params": {"name": "notion__echo", "arguments": {"text": "x".repeat(2 * 1024 * 1024)}}})
+    .to_string();
+    let addr = app
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
+         accept: application/json, text/event-stream\r\ncontent-type: application/json\r\n\
+         mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n\
+         content-length: {}\r\n\r\n",
+        addr,
+        big.len()
+    );
+    let status = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        conn.write_all(head.as_bytes()).await.expect("head");
+        conn.write_all(&big.as_bytes()[..64 * 1024])
+            .await
+            .expect("first part of the body");
+        let mut answer = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
+            .await
+            .expect("an answer without the rest of the body")
+            .expect("read");
+        String::from_utf8_lossy(&answer[..n]).to_string()
+    };
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
 
     // Deeply nested arguments: an invalid-params error, recorded as a denial.
     let mut deep = json!("leaf");

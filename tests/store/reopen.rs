@@ -112,3 +112,55 @@ async fn a_log_in_the_earlier_layout_opens_whole() {
     let db = sled::open(dir.path()).expect("sled open");
     assert_eq!(db.scan_prefix([keys::LEGACY_HEAD]).count(), 0);
 }
+
+/// `read_tail` answers the latest events from memory and older ones from sled, and after a
+/// reopen (nothing in memory) from sled: always exactly what `read_all` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reads_equal_storage_reads_inside_and_outside_the_memory_window() {
+    use agp::store::sled_log::RECENT_EVENTS;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(open(dir.path()));
+    let total = RECENT_EVENTS as u64 + 300;
+    // Concurrent writers, so groups of several appends land in memory together.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move { write_events(log.as_ref(), total / 4, 1 + w).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert_eq!(log.head(), total);
+    let same = |log: &SledLog, from: u64, limit: usize| {
+        let tail: Vec<_> = log
+            .read_tail(from, limit)
+            .expect("read_tail")
+            .iter()
+            .map(|r| (**r).clone())
+            .collect();
+        let all = log.read_all(from, limit).expect("read_all");
+        assert_eq!(tail, all, "read_tail({from}, {limit})");
+        tail.len()
+    };
+    let oldest_kept = total - RECENT_EVENTS as u64 + 1;
+    for (from, limit) in [
+        (1, 10),                  // long gone from memory
+        (oldest_kept - 5, 10),    // straddles the window's start
+        (oldest_kept, 64),        // the window's first events
+        (total - 3, 64),          // the newest, cut at the head
+        (total + 1, 64),          // past the head
+        (1, total as usize + 10), // everything
+    ] {
+        same(&log, from, limit);
+    }
+    assert_eq!(same(&log, 1, total as usize + 10), total as usize);
+    let log = std::sync::Arc::try_unwrap(log).unwrap_or_else(|_| panic!("log still shared"));
+    close(log).await;
+
+    let log = open(dir.path());
+    assert_eq!(same(&log, total - 3, 64), 4);
+    assert_eq!(same(&log, 1, 100), 100);
+    close(log).await;
+}

@@ -22,7 +22,7 @@ use uuid::Uuid;
 pub use concurrent::{many_streams_concurrently, one_stream_contended};
 pub use sequential::{
     close, concurrent_retries, expected_versions, hash_chain, idempotent_retry, invalid_requests,
-    numbering, reads, subscribe,
+    numbering, reads, submit, subscribe,
 };
 
 use super::{AppendBatch, EventLog, ExpectedVersion, NewEvent, StoreError};
@@ -106,7 +106,7 @@ where
     Fut: Future<Output = Arc<dyn EventLog>>,
 {
     type Check = fn(Arc<dyn EventLog>) -> futures::future::BoxFuture<'static, Outcome>;
-    let checks: [(&'static str, Check); 11] = [
+    let checks: [(&'static str, Check); 12] = [
         ("numbering", |l| Box::pin(numbering(l))),
         ("expected_versions", |l| Box::pin(expected_versions(l))),
         ("idempotent_retry", |l| Box::pin(idempotent_retry(l))),
@@ -122,6 +122,7 @@ where
             Box::pin(many_streams_concurrently(l))
         }),
         ("concurrent_retries", |l| Box::pin(concurrent_retries(l))),
+        ("submit", |l| Box::pin(submit(l))),
     ];
     for (name, check) in checks {
         let log = make().await;

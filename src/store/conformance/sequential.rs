@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Ctx, Outcome, batch, ensure};
 use crate::store::verify::verify_chain;
-use crate::store::{EventLog, ExpectedVersion, GENESIS_HASH, StoreError};
+use crate::store::{EventLog, ExpectedVersion, GENESIS_HASH, RecordedEvent, StoreError};
 
 /// Sequences and versions start at 1 and have no holes.
 pub async fn numbering(log: Arc<dyn EventLog>) -> Outcome {
@@ -298,6 +298,28 @@ pub async fn reads(log: Arc<dyn EventLog>) -> Outcome {
         log.read_all(1, 0).ctx(C)?.is_empty(),
         "limit 0 not empty"
     );
+    for (from, limit) in [
+        (0, 5),
+        (1, 5),
+        (4, 3),
+        (11, 10),
+        (12, 1),
+        (13, 10),
+        (1, 0),
+        (1, 100),
+    ] {
+        let tail: Vec<RecordedEvent> = log
+            .read_tail(from, limit)
+            .ctx(C)?
+            .iter()
+            .map(|r| (**r).clone())
+            .collect();
+        ensure!(
+            C,
+            tail == log.read_all(from, limit).ctx(C)?,
+            "read_tail({from}, {limit}) differs from read_all"
+        );
+    }
     Ok(())
 }
 
@@ -400,6 +422,37 @@ pub async fn concurrent_retries(log: Arc<dyn EventLog>) -> Outcome {
         C,
         n == log.head() && n == (0..20u64).map(|r| 1 + r % 3).sum::<u64>(),
         "{n} records"
+    );
+    Ok(())
+}
+
+/// A submitted append happens at once, even if its future is never polled, and one that is
+/// awaited later answers like `append`.
+pub async fn submit(log: Arc<dyn EventLog>) -> Outcome {
+    const C: &str = "submit";
+    drop(log.submit(batch("s", ExpectedVersion::NoStream, 2)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.head() < 2 {
+        ensure!(
+            C,
+            tokio::time::Instant::now() < deadline,
+            "a submitted append whose future was dropped never happened (head {})",
+            log.head()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let later = log.submit(batch("s", ExpectedVersion::Exact(2), 1));
+    let conflict = log.submit(batch("s", ExpectedVersion::NoStream, 1));
+    let appended = later.await.ctx(C)?;
+    ensure!(
+        C,
+        (appended.first_seq, appended.first_version) == (3, 3),
+        "awaited late: {appended:?}"
+    );
+    ensure!(
+        C,
+        matches!(conflict.await, Err(StoreError::Conflict { .. })),
+        "a conflicting submit did not report the conflict"
     );
     Ok(())
 }

@@ -12,6 +12,10 @@
 //! that order (head last, then the watch channel); after a failed write or flush the log is
 //! poisoned and accepts no append until it is reopened.
 //!
+//! The writer keeps the last [`RECENT_EVENTS`] records it committed in memory, so the live
+//! projections follow the head ([`EventLog::read_tail`]) without reading back and decoding
+//! what was just written; `read_all` always reads sled.
+//!
 //! Opening ([`open`]) checks only the tail record(s), unwinds an append a crash left unfinished
 //! and seeks to each stream's last index entry, so a log of a million events opens in well
 //! under a second; the full chain is checked by
@@ -21,19 +25,20 @@ pub mod keys;
 mod open;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use parking_lot::RwLock;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use open::{OpenReport, SledOptions, TailAction, TailIssue, TailPolicy};
 
 use super::append::validate;
-use super::{AppendBatch, Appended, EventLog, RecordedEvent, StoreError};
+use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
 
 /// The stream's current version and the seq of its last event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +60,36 @@ pub(crate) struct Shared {
     poisoned: AtomicBool,
     /// Fault injection: the next group's flush reports an error.
     fail_next_flush: AtomicBool,
+    /// The last records the writer committed, contiguous in seq, at most [`RECENT_EVENTS`].
+    recent: Mutex<VecDeque<Arc<RecordedEvent>>>,
+    /// Called by the writer after each commit ([`EventLog::observe`]).
+    observer: RwLock<Option<CommitObserver>>,
+}
+
+/// How many of its latest committed records the log keeps in memory for [`EventLog::read_tail`].
+pub const RECENT_EVENTS: usize = 1024;
+
+impl Shared {
+    /// Keeps `records` (just made durable, following the ones kept) as the most recent.
+    fn remember(&self, records: &[Arc<RecordedEvent>]) {
+        let mut recent = self.recent.lock();
+        recent.extend(records.iter().cloned());
+        let excess = recent.len().saturating_sub(RECENT_EVENTS);
+        recent.drain(..excess);
+    }
+
+    /// The records `from..=to` if all of them are still kept in memory.
+    fn recall(&self, from: u64, to: u64) -> Option<Vec<Arc<RecordedEvent>>> {
+        let recent = self.recent.lock();
+        let first = recent.front()?.seq;
+        let last = recent.back()?.seq;
+        if from < first || to > last || from > to {
+            return None;
+        }
+        let start = usize::try_from(from - first).ok()?;
+        let len = usize::try_from(to - from + 1).ok()?;
+        Some(recent.range(start..start + len).cloned().collect())
+    }
 }
 
 /// Messages to the writer thread.
@@ -166,21 +201,46 @@ impl SledLog {
 #[async_trait]
 impl EventLog for SledLog {
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StoreError> {
+        self.submit(batch).await
+    }
+
+    fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let refused = |e: StoreError| -> BoxFuture<'_, _> { Box::pin(std::future::ready(Err(e))) };
         let Some(tx) = &self.tx else {
-            return Err(StoreError::Closed);
+            return refused(StoreError::Closed);
         };
         if self.shared.closing.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
+            return refused(StoreError::Closed);
         }
         if self.is_poisoned() {
-            return Err(StoreError::Poisoned);
+            return refused(StoreError::Poisoned);
         }
-        validate(&batch)?;
+        if let Err(e) = validate(&batch) {
+            return refused(e);
+        }
         let (reply, answer) = oneshot::channel();
-        tx.send(Msg::Append { batch, reply })
-            .await
-            .map_err(|_| self.stopped_error())?;
-        answer.await.map_err(|_| self.stopped_error())?
+        let queued = match tx.try_send(Msg::Append { batch, reply }) {
+            Ok(()) => None,
+            // The queue is full: wait for room when first polled.
+            Err(mpsc::error::TrySendError::Full(msg)) => Some(msg),
+            Err(mpsc::error::TrySendError::Closed(_)) => return refused(self.stopped_error()),
+        };
+        Box::pin(async move {
+            if let Some(msg) = queued {
+                tx.send(msg).await.map_err(|_| self.stopped_error())?;
+            }
+            answer.await.map_err(|_| self.stopped_error())?
+        })
+    }
+
+    fn observe(&self, observer: Option<CommitObserver>) -> bool {
+        let mut slot = self.shared.observer.write();
+        if observer.is_some() && slot.is_some() {
+            // One observer at a time; a second follower tails the head watch instead.
+            return false;
+        }
+        *slot = observer;
+        true
     }
 
     fn read_stream(
@@ -230,6 +290,27 @@ impl EventLog for SledLog {
             }
         }
         Ok(out)
+    }
+
+    fn read_tail(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let head = self.head();
+        let from = from_seq.max(1);
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = from.saturating_add(limit as u64 - 1).min(head);
+        if let Some(records) = self.shared.recall(from, end) {
+            return Ok(records);
+        }
+        Ok(self
+            .read_all(from, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {

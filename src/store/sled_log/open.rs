@@ -166,6 +166,8 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         closing: AtomicBool::new(false),
         poisoned: AtomicBool::new(false),
         fail_next_flush: AtomicBool::new(false),
+        recent: Default::default(),
+        observer: Default::default(),
     });
     let (tx, writer) = if options.read_only {
         (None, None)

@@ -168,11 +168,22 @@ impl Writer {
             }
             return;
         }
+        let committed: Vec<Arc<RecordedEvent>> = group.records.into_iter().map(Arc::new).collect();
+        self.shared.remember(&committed);
         self.shared.streams.write().extend(group.streams);
         *self.shared.head_hash.write() = group.tip.hash.clone();
         self.shared.head.store(group.tip.seq, Ordering::Release);
         self.shared.head_tx.send_replace(group.tip.seq);
         self.tip = group.tip;
+        let observer = self.shared.observer.read().clone();
+        if let Some(observe) = observer {
+            // The writer must outlive any observer bug: a panic is reported, never propagated.
+            let observed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&committed)));
+            if observed.is_err() {
+                tracing::error!(first_seq = group.first_seq, "a commit observer panicked");
+            }
+        }
         for (reply, appended) in group.waiting {
             let _ = reply.send(Ok(appended));
         }
