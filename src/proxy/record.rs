@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -18,6 +18,9 @@ use crate::store::{AppendBatch, Appended, EventLog, ExpectedVersion, NewEvent, S
 /// written on its own.
 pub const COMPLETION_DELAY: Duration = Duration::from_millis(10);
 
+/// An agent's completions waiting for a ride, and when the oldest of them was queued.
+type Waiting = (Instant, Vec<NewEvent>);
+
 /// Appends call records. Cheap to clone.
 ///
 /// `call.completed` records are not written on their own right away: they wait (at most
@@ -28,7 +31,8 @@ pub const COMPLETION_DELAY: Duration = Duration::from_millis(10);
 pub struct CallRecorder {
     log: Arc<dyn EventLog>,
     /// Completions not yet written, per agent, oldest first.
-    pending: Arc<parking_lot::Mutex<HashMap<String, Vec<NewEvent>>>>,
+    /// Per agent: when its oldest waiting completion was queued, and the completions.
+    pending: Arc<parking_lot::Mutex<HashMap<String, Waiting>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -86,7 +90,12 @@ impl CallRecorder {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let agent_id = event.agent_id();
-        let mut events = self.pending.lock().remove(agent_id).unwrap_or_default();
+        let mut events = self
+            .pending
+            .lock()
+            .remove(agent_id)
+            .map(|(_, waiting)| waiting)
+            .unwrap_or_default();
         events.push(record);
         self.log.submit(batch_for(agent_id, events))
     }
@@ -114,7 +123,8 @@ impl CallRecorder {
         let was_empty = pending.is_empty();
         pending
             .entry(event.agent_id().to_string())
-            .or_default()
+            .or_insert_with(|| (Instant::now(), Vec::new()))
+            .1
             .push(record);
         drop(pending);
         if was_empty {
@@ -124,8 +134,25 @@ impl CallRecorder {
 
     /// Writes every waiting completion now (each agent's in one batch, agents concurrently).
     pub async fn flush(&self) {
-        let waiting: Vec<(String, Vec<NewEvent>)> = self.pending.lock().drain().collect();
-        let writes = waiting.into_iter().map(|(agent_id, events)| async move {
+        self.flush_waiting(Duration::ZERO).await;
+    }
+
+    /// Writes the completions of every agent whose oldest one has waited at least `age`.
+    async fn flush_waiting(&self, age: Duration) {
+        let now = Instant::now();
+        let due: Vec<(String, Vec<NewEvent>)> = {
+            let mut pending = self.pending.lock();
+            let agents: Vec<String> = pending
+                .iter()
+                .filter(|(_, (since, _))| now.saturating_duration_since(*since) >= age)
+                .map(|(agent, _)| agent.clone())
+                .collect();
+            agents
+                .into_iter()
+                .filter_map(|agent| pending.remove(&agent).map(|(_, events)| (agent, events)))
+                .collect()
+        };
+        let writes = due.into_iter().map(|(agent_id, events)| async move {
             let n = events.len();
             if let Err(e) = self.write(&agent_id, events).await {
                 tracing::error!(agent = %agent_id, lost = n, error = %e, "call completions could not be written");
@@ -134,17 +161,34 @@ impl CallRecorder {
         futures::future::join_all(writes).await;
     }
 
-    /// Runs the flusher until `stop` turns true (then flushes once more).
+    /// When the oldest waiting completion is due, if any is waiting.
+    fn next_due(&self) -> Option<Instant> {
+        let pending = self.pending.lock();
+        pending
+            .values()
+            .map(|(since, _)| *since)
+            .min()
+            .map(|oldest| oldest + COMPLETION_DELAY)
+    }
+
+    /// Runs the flusher until `stop` turns true (then flushes once more). It writes only
+    /// completions that waited [`COMPLETION_DELAY`]: an agent that keeps calling carries its
+    /// completions in its own appends, and the flusher never adds a flush of its own.
     pub fn spawn_flusher(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let recorder = self.clone();
         tokio::spawn(async move {
-            loop {
+            'idle: loop {
                 tokio::select! {
                     _ = recorder.wake.notified() => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = stop.wait_for(|s| *s) => break 'idle,
                 }
-                tokio::time::sleep(COMPLETION_DELAY).await;
-                recorder.flush().await;
+                while let Some(due) = recorder.next_due() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due.into()) => {}
+                        _ = stop.wait_for(|s| *s) => break 'idle,
+                    }
+                    recorder.flush_waiting(COMPLETION_DELAY).await;
+                }
             }
             recorder.flush().await;
         });
