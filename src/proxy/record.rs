@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -184,7 +186,7 @@ impl CallRecorder {
                 }
                 while let Some(due) = recorder.next_due() {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => {}
+                        _ = tokio::time::sleep_until(due) => {}
                         _ = stop.wait_for(|s| *s) => break 'idle,
                     }
                     recorder.flush_waiting(COMPLETION_DELAY).await;
@@ -199,6 +201,64 @@ impl CallRecorder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn completed(agent: &str) -> CallEvent {
+        CallEvent::Completed {
+            call_id: Uuid::now_v7().to_string(),
+            agent_id: agent.into(),
+            tool: crate::domain::ToolName::parse("notion__echo").expect("name"),
+            connector_id: "c1".into(),
+            outcome: crate::domain::call::CallOutcome::Ok,
+            latency_us: 1,
+            result_bytes: 1,
+            attempts: 1,
+            refreshed: false,
+            redactions: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completions_ride_with_the_next_record_or_are_written_when_due() {
+        let log = Arc::new(crate::store::MemLog::new());
+        let recorder = CallRecorder::new(log.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        recorder.spawn_flusher(stopped);
+
+        // A completion followed by the agent's next record within the delay: one append.
+        recorder.complete(Uuid::now_v7(), &completed("a1"));
+        tokio::time::sleep(COMPLETION_DELAY / 2).await;
+        assert_eq!(log.head(), 0, "written before it was due");
+        let next = recorder
+            .append(Uuid::now_v7(), &completed("a1"))
+            .await
+            .expect("append");
+        assert_eq!((next.first_seq, next.last_seq), (1, 2));
+        // Another completion queued just before the flusher's timer fires is not due then.
+        tokio::time::sleep(COMPLETION_DELAY * 3 / 10).await;
+        recorder.complete(Uuid::now_v7(), &completed("a1"));
+        tokio::time::sleep(COMPLETION_DELAY * 4 / 10).await;
+        assert_eq!(log.head(), 2, "written before it was due");
+        tokio::time::sleep(COMPLETION_DELAY).await;
+        assert_eq!(log.head(), 3);
+
+        // A completion with no next record is written once it has waited the delay.
+        recorder.complete(Uuid::now_v7(), &completed("a2"));
+        tokio::time::sleep(COMPLETION_DELAY / 2).await;
+        assert_eq!(log.head(), 3);
+        tokio::time::sleep(COMPLETION_DELAY).await;
+        assert_eq!(log.head(), 4);
+
+        // Stopping writes what is still waiting.
+        recorder.complete(Uuid::now_v7(), &completed("a3"));
+        stop.send_replace(true);
+        for _ in 0..100 {
+            if log.head() == 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.head(), 5);
+    }
 
     #[test]
     fn argument_digests_are_canonical_and_absent_means_empty() {
