@@ -17,7 +17,7 @@ pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
 /// it oversubscribes the machine, and tasks then hop between workers that take turns with the
 /// writer: on the 2-core reference machine one worker gave a lower added latency per proxied
 /// call (p50 +202 µs against +272 µs) and a higher throughput at 64 concurrent calls (93% of
-/// direct against 79%) in the same `tools/bench-proxy` run; see decision 0007.
+/// direct against 79%) in the same `tools/bench-proxy` run; see decision 0008.
 pub fn default_worker_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -105,10 +105,11 @@ impl LiveProjections {
             Ok::<_, ProjectionError>(true)
         }));
         match folded {
-            Ok(Ok(true)) => self.publish(),
-            Ok(Ok(false)) => {
+            Ok(Ok(contiguous)) => {
                 self.publish();
-                self.behind.notify_one();
+                if !contiguous {
+                    self.behind.notify_one();
+                }
             }
             Ok(Err(e)) => self.fail(e.to_string()),
             Err(_) => self.fail("folding a commit panicked".into()),
@@ -224,22 +225,24 @@ async fn catch_up_when_behind(live: Arc<LiveProjections>, log: Arc<dyn EventLog>
         if live.failure().is_some() {
             break;
         }
-        let l = live.clone();
-        let lg = log.clone();
-        let caught_up = tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await;
-        match caught_up {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                live.fail(e.to_string());
-                break;
-            }
-            Err(e) => {
-                live.fail(e.to_string());
-                break;
-            }
+        if let Err(e) = catch_up_blocking(&live, &log).await {
+            live.fail(e);
+            break;
         }
     }
     log.observe(None);
+}
+
+/// [`LiveProjections::catch_up`] on the blocking pool, so a worker is never held for long.
+async fn catch_up_blocking(
+    live: &Arc<LiveProjections>,
+    log: &Arc<dyn EventLog>,
+) -> Result<u64, String> {
+    let (l, lg) = (live.clone(), log.clone());
+    match tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Without a commit observer: folds whatever the log's head watch announces, until stopped.
@@ -259,12 +262,7 @@ async fn tail(live: Arc<LiveProjections>, log: Arc<dyn EventLog>) {
             let result = if behind <= INLINE_CATCH_UP {
                 live.catch_up(log.as_ref()).map_err(|e| e.to_string())
             } else {
-                let l = live.clone();
-                let lg = log.clone();
-                match tokio::task::spawn_blocking(move || l.catch_up(lg.as_ref())).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                catch_up_blocking(&live, &log).await
             };
             if let Err(e) = result {
                 live.fail(e);

@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::canonical::write_canonical_object;
@@ -32,8 +31,7 @@ type Waiting = (Instant, Vec<NewEvent>);
 #[derive(Clone)]
 pub struct CallRecorder {
     log: Arc<dyn EventLog>,
-    /// Completions not yet written, per agent, oldest first.
-    /// Per agent: when its oldest waiting completion was queued, and the completions.
+    /// Completions not yet written, per agent (oldest first), and when the oldest was queued.
     pending: Arc<parking_lot::Mutex<HashMap<String, Waiting>>>,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -142,18 +140,12 @@ impl CallRecorder {
     /// Writes the completions of every agent whose oldest one has waited at least `age`.
     async fn flush_waiting(&self, age: Duration) {
         let now = Instant::now();
-        let due: Vec<(String, Vec<NewEvent>)> = {
-            let mut pending = self.pending.lock();
-            let agents: Vec<String> = pending
-                .iter()
-                .filter(|(_, (since, _))| now.saturating_duration_since(*since) >= age)
-                .map(|(agent, _)| agent.clone())
-                .collect();
-            agents
-                .into_iter()
-                .filter_map(|agent| pending.remove(&agent).map(|(_, events)| (agent, events)))
-                .collect()
-        };
+        let due: Vec<(String, Vec<NewEvent>)> = self
+            .pending
+            .lock()
+            .extract_if(|_, (since, _)| now.saturating_duration_since(*since) >= age)
+            .map(|(agent, (_, events))| (agent, events))
+            .collect();
         let writes = due.into_iter().map(|(agent_id, events)| async move {
             let n = events.len();
             if let Err(e) = self.write(&agent_id, events).await {

@@ -155,13 +155,13 @@ pub fn spawn_watch(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut checkpoint = proxy.projections.subscribe_visibility();
+        let mut visibility = proxy.projections.subscribe_visibility();
         let mut last = proxy.projections.read(|p| p.visibility_seq);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ticked = tokio::select! {
-                changed = checkpoint.changed() => if changed.is_err() { return } else { false },
+                changed = visibility.changed() => if changed.is_err() { return } else { false },
                 _ = tick.tick() => true,
                 _ = stop.wait_for(|s| *s) => return,
             };

@@ -125,8 +125,7 @@ impl MemLog {
 #[async_trait]
 impl EventLog for MemLog {
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StoreError> {
-        let mut st = self.state.lock();
-        self.append_locked(&mut st, batch)
+        self.submit(batch).await
     }
 
     fn submit(

@@ -165,6 +165,17 @@ impl SledLog {
         self.shared.poisoned.load(Ordering::SeqCst)
     }
 
+    /// The seqs `from..=end` a read of `limit` events from `from_seq` covers, up to the
+    /// durable head; `None` when there is nothing to read.
+    fn span(&self, from_seq: u64, limit: usize) -> Option<(u64, u64)> {
+        let head = self.head();
+        let from = from_seq.max(1);
+        if from > head || limit == 0 {
+            return None;
+        }
+        Some((from, from.saturating_add(limit as u64 - 1).min(head)))
+    }
+
     fn stopped_error(&self) -> StoreError {
         if self.is_poisoned() {
             StoreError::Poisoned
@@ -266,12 +277,9 @@ impl EventLog for SledLog {
     }
 
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let head = self.head();
-        let from = from_seq.max(1);
-        if from > head || limit == 0 {
+        let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
-        }
-        let end = from.saturating_add(limit as u64 - 1).min(head);
+        };
         let mut out = Vec::with_capacity((end - from + 1) as usize);
         // Point gets, not a range scan: seqs up to the head are contiguous, and sled 0.34's
         // iterator re-materialises the leaf node on every step (measured ~3x slower).
@@ -297,12 +305,9 @@ impl EventLog for SledLog {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        let head = self.head();
-        let from = from_seq.max(1);
-        if from > head || limit == 0 {
+        let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
-        }
-        let end = from.saturating_add(limit as u64 - 1).min(head);
+        };
         if let Some(records) = self.shared.recall(from, end) {
             return Ok(records);
         }
