@@ -48,6 +48,7 @@ fn serve_with_env_config_json_logs_and_sigterm() {
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         if v["message"] == "AGP is ready" {
             assert_eq!(v["public_url"], "https://agp.example.com");
+            assert_eq!(v["huge_pages"], false, "{line}");
             break v["port"].as_u64().unwrap();
         }
     };
@@ -63,6 +64,12 @@ fn serve_with_env_config_json_logs_and_sigterm() {
                 && l.contains(token_path.to_str().unwrap())),
         "first start says where the token is: {lines:#?}"
     );
+
+    // Transparent huge pages are off for the process (decision 0009), where the kernel says.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    if let Some(thp) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert!(thp.ends_with('0'), "{thp}");
+    }
 
     // A real request through the running server.
     let rt = tokio::runtime::Builder::new_current_thread()

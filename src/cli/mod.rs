@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// writer has a thread of its own).
     #[arg(long, env = "AGP_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub worker_threads: Option<u64>,
+    /// Let the kernel back AGP's memory with transparent huge pages. Off by default: faulting in
+    /// a fresh 2 MiB page (zeroing it) stalled the event log's writer, and every call waits
+    /// for its record.
+    #[arg(long, env = "AGP_HUGE_PAGES")]
+    pub huge_pages: bool,
 }
 
 /// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless

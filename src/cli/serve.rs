@@ -34,6 +34,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.proxy.call_timeout = std::time::Duration::from_secs(args.call_timeout);
     config.proxy.agent_concurrency = usize::try_from(args.agent_concurrency).unwrap_or(usize::MAX);
     config.relist_every = std::time::Duration::from_secs(args.relist_every);
+    let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
     if app.admin_token_created {
@@ -47,12 +48,37 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url = %app.state().public_url,
         data_dir = %config.data_dir.display(),
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        huge_pages,
         "AGP is ready"
     );
     app.run_until(shutdown_signal(term))
         .await
         .context("server stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the kernel from backing this process's memory with transparent huge pages, for every
+/// page it faults in from now on. False if it could not (then the system's setting applies).
+///
+/// The allocator asks for huge pages on its arenas, so where the system grants them on request
+/// (THP `madvise`, a common default) the first touch of fresh memory zeroes 2 MiB at once. The
+/// event log's writer allocates as it commits, and such a fault inside a commit delays every
+/// call waiting for that record: on the reference machine the added p99 per proxied call fell
+/// from +1,379 µs to +937 µs without them (decision 0009).
+#[cfg(target_os = "linux")]
+fn refuse_huge_pages() -> bool {
+    match rustix::thread::disable_transparent_huge_pages(true) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not turn transparent huge pages off for AGP");
+            false
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_huge_pages() -> bool {
+    false
 }
 
 async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {

@@ -53,9 +53,44 @@ pub(super) fn spawn(
     };
     std::thread::Builder::new()
         .name("agp-log-writer".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || {
+            batch_scheduling();
+            writer.run(rx)
+        })
         .map_err(|e| StoreError::Backend(format!("starting the log writer thread: {e}")))
 }
+
+/// Puts the calling thread under `SCHED_BATCH`, at its current nice value.
+///
+/// The writer is woken by every append, and a woken thread may preempt the one that woke it:
+/// on a busy machine the writer then ran its whole commit (~100 µs) on the core of the request
+/// that had just queued a call record, before that request had even been sent upstream. Under
+/// `SCHED_BATCH` a wake-up never preempts; the writer gets the same share of CPU time and runs
+/// on a free core or at the next scheduling tick (decision 0009). Where that cannot be set,
+/// the writer runs as before.
+#[cfg(target_os = "linux")]
+pub(crate) fn batch_scheduling() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    let Ok(nice) = rustix::process::getpriority_process(None) else {
+        return;
+    };
+    // The crate sets a nice value along with the policy: the one this thread already has.
+    let same_nice = (0..=ThreadPriorityValue::MAX.into())
+        .filter_map(|p: u8| ThreadPriorityValue::try_from(p).ok())
+        .map(ThreadPriority::Crossplatform)
+        .find(|p| p.to_posix(policy).ok() == Some(nice));
+    let set = same_nice.map(|p| set_thread_priority_and_policy(thread_native_id(), p, policy));
+    if !matches!(set, Some(Ok(()))) {
+        tracing::debug!(nice, "the log writer keeps the default scheduling policy");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn batch_scheduling() {}
 
 struct Writer {
     db: sled::Db,
@@ -302,6 +337,36 @@ impl Writer {
         match self.db.get(keys::event(seq))? {
             Some(bytes) => SledLog::decode(seq, &bytes).map(Some),
             None => Ok(None),
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+    };
+
+    /// The writer's thread ends up under `SCHED_BATCH` with the nice value it had, also when
+    /// that is not 0 (an operator running `nice agp serve`).
+    #[test]
+    fn the_writer_thread_is_batch_scheduled_at_its_own_nice_value() {
+        for raise in [0, 5] {
+            let (policy, before, after) = std::thread::spawn(move || {
+                let nice = rustix::process::getpriority_process(None).expect("nice");
+                rustix::process::setpriority_process(None, nice + raise).expect("renice");
+                let before = rustix::process::getpriority_process(None).expect("nice");
+                super::batch_scheduling();
+                let after = rustix::process::getpriority_process(None).expect("nice");
+                (thread_schedule_policy().expect("policy"), before, after)
+            })
+            .join()
+            .expect("thread");
+            assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch)
+            );
+            assert_eq!(before, after, "the nice value is kept");
         }
     }
 }
