@@ -69,7 +69,7 @@ pub(super) fn spawn(
 /// on a free core or at the next scheduling tick (decision 0009). Where that cannot be set,
 /// the writer runs as before.
 #[cfg(target_os = "linux")]
-pub(crate) fn batch_scheduling() {
+fn batch_scheduling() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
         set_thread_priority_and_policy, thread_native_id,
@@ -90,7 +90,7 @@ pub(crate) fn batch_scheduling() {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn batch_scheduling() {}
+fn batch_scheduling() {}
 
 struct Writer {
     db: sled::Db,
