@@ -37,6 +37,12 @@ pub struct CallMetrics {
     pub calls: Family<CallLabels, Counter>,
     /// Seconds from a call's arrival to upstream's answer (allowed calls).
     pub latency: Histogram,
+    /// Seconds upstream took to answer (allowed calls, retries and refreshes included). What
+    /// `latency` adds to this is AGP's own share.
+    pub upstream: Histogram,
+    /// Seconds an allowed call waited for its durable record: a write before going upstream, a
+    /// read after upstream answered (its record is written meanwhile).
+    pub record_wait: Histogram,
 }
 
 impl Default for CallMetrics {
@@ -44,6 +50,8 @@ impl Default for CallMetrics {
         Self {
             calls: Family::default(),
             latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            upstream: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            record_wait: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
         }
     }
 }
@@ -117,6 +125,17 @@ impl Metrics {
             "tool_call_duration_seconds",
             "Proxied tools/call latency, arrival to upstream's answer",
             tool_calls.latency.clone(),
+        );
+        registry.register(
+            "tool_call_upstream_seconds",
+            "Proxied tools/call: upstream's answer time, retries and refreshes included",
+            tool_calls.upstream.clone(),
+        );
+        registry.register(
+            "tool_call_record_wait_seconds",
+            "Proxied tools/call: time waited for the durable call record (writes before going \
+             upstream, reads after upstream answered)",
+            tool_calls.record_wait.clone(),
         );
         Self {
             registry,

@@ -453,9 +453,13 @@ impl Proxy {
         let record = self.recorder.submit(call_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
+            let waiting = Instant::now();
             if record.await.is_err() {
                 return Err(not_recorded(call_id));
             }
+            self.metrics
+                .record_wait
+                .observe(waiting.elapsed().as_secs_f64());
             None
         } else {
             Some(record)
@@ -463,13 +467,19 @@ impl Proxy {
 
         let mut upstream = params;
         upstream.name = target.upstream_name.clone().into();
+        let sent = Instant::now();
         let (result, attempts, refreshed) = self.forward(who, &target, upstream).await;
+        self.metrics.upstream.observe(sent.elapsed().as_secs_f64());
 
         // Nothing reaches the agent unless the call is on the record.
-        if let Some(record) = record
-            && record.await.is_err()
-        {
-            return Err(not_recorded(call_id));
+        if let Some(record) = record {
+            let waiting = Instant::now();
+            if record.await.is_err() {
+                return Err(not_recorded(call_id));
+            }
+            self.metrics
+                .record_wait
+                .observe(waiting.elapsed().as_secs_f64());
         }
         let latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (answer, outcome, result_bytes, redactions) = match result {

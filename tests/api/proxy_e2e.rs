@@ -225,9 +225,28 @@ async fn an_agent_sees_and_calls_exactly_its_granted_tools() {
         "agp_tool_calls_total{decision=\"allow\",outcome=\"ok\"} 2",
         "agp_tool_calls_total{decision=\"deny\",outcome=\"unknown_tool\"} 8",
         "agp_tool_calls_total{decision=\"deny\",outcome=\"not_granted\"} 1",
+        // Only allowed calls are timed, each once: upstream's share and the record wait.
+        "agp_tool_call_duration_seconds_count 2",
+        "agp_tool_call_upstream_seconds_count 2",
+        "agp_tool_call_record_wait_seconds_count 2",
     ] {
         assert!(metrics.contains(line), "{line} not in {metrics}");
     }
+    // Upstream's share is inside the call's whole time; the difference is AGP's own.
+    let sum = |name: &str| -> f64 {
+        let prefix = format!("{name}_sum ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{name}_sum not in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (whole, upstream) = (
+        sum("agp_tool_call_duration_seconds"),
+        sum("agp_tool_call_upstream_seconds"),
+    );
+    assert!(0.0 < upstream && upstream <= whole, "{upstream} vs {whole}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
