@@ -45,12 +45,18 @@ pub struct CallMetrics {
     pub record_wait: Histogram,
 }
 
+/// 100 µs to ~13 s, doubling.
+fn call_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_1, 2.0, 18)
+}
+
 impl Default for CallMetrics {
     fn default() -> Self {
         Self {
             calls: Family::default(),
-            latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
-            upstream: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            // The same buckets for both, so AGP's share can be read off the difference.
+            latency: Histogram::new(call_buckets()),
+            upstream: Histogram::new(call_buckets()),
             record_wait: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
         }
     }

@@ -57,7 +57,7 @@ use crate::domain::connector::Operation;
 use crate::projections::catalog::{CatalogEntry, ToolStatus};
 use crate::projections::connectors::ConnectorView;
 use crate::projections::{LiveProjections, ProjectionSet};
-use crate::store::EventLog;
+use crate::store::{Appended, EventLog, StoreError};
 
 use pool::{OpenError, Pooled, UpstreamLimits, UpstreamPool};
 use record::{CallRecorder, arguments_digest};
@@ -453,13 +453,7 @@ impl Proxy {
         let record = self.recorder.submit(call_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
-            let waiting = Instant::now();
-            if record.await.is_err() {
-                return Err(not_recorded(call_id));
-            }
-            self.metrics
-                .record_wait
-                .observe(waiting.elapsed().as_secs_f64());
+            self.recorded(call_id, record).await?;
             None
         } else {
             Some(record)
@@ -473,13 +467,7 @@ impl Proxy {
 
         // Nothing reaches the agent unless the call is on the record.
         if let Some(record) = record {
-            let waiting = Instant::now();
-            if record.await.is_err() {
-                return Err(not_recorded(call_id));
-            }
-            self.metrics
-                .record_wait
-                .observe(waiting.elapsed().as_secs_f64());
+            self.recorded(call_id, record).await?;
         }
         let latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (answer, outcome, result_bytes, redactions) = match result {
@@ -516,6 +504,21 @@ impl Proxy {
             },
         );
         answer
+    }
+
+    /// Waits for call `call_id`'s durable record and times the wait; if the record failed, the
+    /// error the agent gets instead of the result.
+    async fn recorded(
+        &self,
+        call_id: Uuid,
+        record: impl Future<Output = Result<Appended, StoreError>>,
+    ) -> Result<(), ErrorData> {
+        let waiting = Instant::now();
+        record.await.map_err(|_| not_recorded(call_id))?;
+        self.metrics
+            .record_wait
+            .observe(waiting.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// An upstream session for `who` on the target's connector: the pooled one if it still
