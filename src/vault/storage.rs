@@ -30,6 +30,8 @@ use super::layout::{self, CURRENT_FILE, CURRENT_TMP, DB_PREFIX, LOCK_FILE};
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// 10 ms apart: up to 3 s for a just-dropped handle to let go of sled's file lock.
 const SLED_LOCK_ATTEMPTS: u32 = 300;
+/// 10 ms apart: up to 1 s for a just-closed vault's own lock to be let go (see [`lock`]).
+const DIR_LOCK_ATTEMPTS: u32 = 100;
 
 /// An open vault database and what is needed to make its writes durable.
 pub(crate) struct Db {
@@ -64,11 +66,24 @@ pub(crate) fn lock(dir: &Path) -> Result<File, VaultError> {
         .write(true)
         .open(&path)
         .map_err(VaultError::io(format!("opening {}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(VaultError::InUse(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(VaultError::io(format!("locking {}", path.display()))(e))
+    // The lock belongs to the open file, and a child this process is forking shares it until
+    // the child execs: a vault closed in that window stays locked for a moment after its
+    // handle is gone (seen when a test spawned a process while another reopened its vault).
+    // So a held lock is retried briefly before the directory is called in use.
+    let mut attempts = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) => {
+                attempts += 1;
+                if attempts >= DIR_LOCK_ATTEMPTS {
+                    return Err(VaultError::InUse(dir.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(VaultError::io(format!("locking {}", path.display()))(e));
+            }
         }
     }
 }
