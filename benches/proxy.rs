@@ -24,11 +24,18 @@
 //!
 //! Rounds (`AGP_BENCH_ROUNDS`, default 3), after a warm-up of each leg
 //! (`AGP_BENCH_WARMUP_SECS`, default 3): for each concurrency in `AGP_BENCH_CONCURRENCY`
-//! (default `1,64`), a direct and a proxied run of `AGP_BENCH_SECS` (default 10) seconds each,
-//! alternating which leg goes first. Prints every run, then medians: p50/p99/p99.9 per leg, the
-//! added latency (proxied − direct, per round, median), throughput per leg and proxied/direct;
-//! the CPU each process used; and how much AGP's log grew during the proxied runs (the durable
-//! call record). `AGP_BENCH_LEGS=direct` measures only the direct leg (for a build without the
+//! (default `1,64`), a direct and a proxied run of `AGP_BENCH_SECS` (default 10) seconds each.
+//! The two runs take turns in slices of `AGP_BENCH_SLICE_MS` (default 1000; each slice on fresh
+//! MCP sessions), alternating which leg goes first, and each run pools its slices: both legs
+//! thus meet the same moments of a shared machine, where two back-to-back 10 s runs did not
+//! (decision 0010; `AGP_BENCH_SLICE_MS=10000` runs the legs back to back). Prints every run,
+//! then medians: p50/p99/p99.9 per leg, the added latency (proxied − direct, per round,
+//! median), throughput per leg and proxied/direct; the CPU each process used; the upstream's
+//! young-generation garbage collections per leg (`GET /__test/gc` of the test MCP server: how
+//! often one lands in a call, and how long it pauses it); and how much AGP's log grew during the
+//! proxied runs (the durable call record). `AGP_BENCH_UPSTREAM_SEMI_SPACE_MB` starts the upstream
+//! with that young generation (`node --max-semi-space-size`), which moves its collections out of
+//! the p99. `AGP_BENCH_LEGS=direct` measures only the direct leg (for a build without the
 //! proxy). `AGP_BENCH_CLIENT_THREADS` (default 1): the load generator's runtime threads.
 //! `AGP_PEER_LOGS=1` shows the peers' request logs.
 
@@ -65,12 +72,16 @@ const PROTOCOL_VERSION: &str = "2025-06-18";
 
 struct Settings {
     secs: u64,
+    /// Each leg's `secs` per round are run in slices of this many ms, the legs taking turns.
+    slice_ms: u64,
     warmup_secs: u64,
     rounds: u64,
     concurrency: Vec<usize>,
     legs: Vec<Leg>,
     cache_ms: u64,
     client_threads: usize,
+    /// The upstream's young generation (`--max-semi-space-size`, MiB); node's default if unset.
+    upstream_semi_space_mb: Option<u64>,
 }
 
 impl Settings {
@@ -93,12 +104,18 @@ impl Settings {
         };
         Ok(Settings {
             secs: env_u64("AGP_BENCH_SECS", 10).max(1),
+            slice_ms: env_u64("AGP_BENCH_SLICE_MS", 1000).max(100),
             warmup_secs: env_u64("AGP_BENCH_WARMUP_SECS", 3),
             rounds: env_u64("AGP_BENCH_ROUNDS", 3).max(1),
             concurrency,
             legs,
             cache_ms: env_u64("AGP_BENCH_INTROSPECTION_CACHE_MS", 5000),
             client_threads: env_u64("AGP_BENCH_CLIENT_THREADS", 1).max(1) as usize,
+            upstream_semi_space_mb: std::env::var("AGP_BENCH_UPSTREAM_SEMI_SPACE_MB")
+                .ok()
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .context("AGP_BENCH_UPSTREAM_SEMI_SPACE_MB: a size in MiB, e.g. 64")?,
         })
     }
 }
@@ -132,12 +149,18 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str, args: &[&str]) -> anyhow::Result<Peer> {
+        Peer::start_with(&[], script, args)
+    }
+
+    /// Like [`start`](Self::start), with flags for node itself.
+    fn start_with(node_flags: &[String], script: &str, args: &[&str]) -> anyhow::Result<Peer> {
         let dir = peers_dir();
         ensure!(
             dir.join("node_modules").exists(),
             "the test peers are not installed: run `npm ci --prefix tools/test-peers`"
         );
         let mut child = Command::new("node")
+            .args(node_flags)
             .arg(dir.join(script))
             .args(args)
             .stdout(Stdio::piped())
@@ -781,14 +804,14 @@ async fn worker(
     target: Target,
     n: usize,
     prefix: Arc<str>,
-    secs: u64,
+    length: Duration,
     barrier: Arc<tokio::sync::Barrier>,
 ) -> anyhow::Result<WorkerResult> {
     let session = Session::open(&target).await;
     barrier.wait().await;
     let mut session = session?;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(secs);
+    let deadline = started + length;
     let mut latencies = Vec::with_capacity(16_384);
     let mut errors = 0;
     let mut first_error = None;
@@ -849,6 +872,8 @@ struct Processes {
     names: Vec<&'static str>,
     pids: Vec<u32>,
     ticks: f64,
+    /// The upstream's test admin API (its garbage collections).
+    upstream_admin: String,
 }
 
 impl Processes {
@@ -857,7 +882,72 @@ impl Processes {
     }
 }
 
-/// One measured run of one leg at one concurrency.
+/// One slice of a run: every call's latency (ns), the wall time, and each process's CPU seconds.
+struct Slice {
+    latencies: Vec<u64>,
+    secs: f64,
+    cpu_secs: Vec<f64>,
+    upstream_gc: GcCounts,
+}
+
+/// The upstream's requests served and young-generation collections (`GET /__test/gc` of the
+/// test MCP server), or their growth over a slice.
+#[derive(Debug, Clone, Copy, Default)]
+struct GcCounts {
+    requests: f64,
+    minor: f64,
+    minor_pause_ms: f64,
+}
+
+impl GcCounts {
+    async fn sample(admin: &str) -> anyhow::Result<GcCounts> {
+        let v: Value = reqwest::get(format!("{admin}/__test/gc"))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let field = |name: &str| {
+            v[name]
+                .as_f64()
+                .with_context(|| format!("/__test/gc has no {name}"))
+        };
+        Ok(GcCounts {
+            requests: field("requests")?,
+            minor: field("minor")?,
+            minor_pause_ms: field("minorPauseMs")?,
+        })
+    }
+
+    fn since(self, before: GcCounts) -> GcCounts {
+        GcCounts {
+            requests: self.requests - before.requests,
+            minor: self.minor - before.minor,
+            minor_pause_ms: self.minor_pause_ms - before.minor_pause_ms,
+        }
+    }
+
+    /// "1 young GC per N requests, M ms each".
+    fn describe(&self) -> String {
+        if self.minor == 0.0 {
+            return format!("no young GC in {:.0} requests", self.requests);
+        }
+        format!(
+            "1 young GC per {:.0} requests, {:.2} ms each",
+            self.requests / self.minor,
+            self.minor_pause_ms / self.minor
+        )
+    }
+
+    fn add(self, other: GcCounts) -> GcCounts {
+        GcCounts {
+            requests: self.requests + other.requests,
+            minor: self.minor + other.minor,
+            minor_pause_ms: self.minor_pause_ms + other.minor_pause_ms,
+        }
+    }
+}
+
+/// One measured run of one leg at one concurrency: its slices pooled.
 struct Run {
     leg: Leg,
     concurrency: usize,
@@ -868,11 +958,36 @@ struct Run {
     p999: f64,
     /// CPU used per process during the run, in cores (1.0 = one core busy all the time).
     cores: Vec<f64>,
+    upstream_gc: GcCounts,
 }
 
 impl Run {
     fn throughput(&self) -> f64 {
         self.calls as f64 / self.secs
+    }
+
+    fn from_slices(leg: Leg, concurrency: usize, slices: Vec<Slice>) -> Run {
+        let secs: f64 = slices.iter().map(|s| s.secs).sum();
+        let processes = slices.first().map_or(0, |s| s.cpu_secs.len());
+        let cores = (0..processes)
+            .map(|i| slices.iter().map(|s| s.cpu_secs[i]).sum::<f64>() / secs)
+            .collect();
+        let upstream_gc = slices
+            .iter()
+            .fold(GcCounts::default(), |sum, s| sum.add(s.upstream_gc));
+        let mut all: Vec<u64> = slices.into_iter().flat_map(|s| s.latencies).collect();
+        all.sort_unstable();
+        Run {
+            leg,
+            concurrency,
+            calls: all.len() as u64,
+            secs,
+            p50: quantile_us(&all, 0.50),
+            p99: quantile_us(&all, 0.99),
+            p999: quantile_us(&all, 0.999),
+            cores,
+            upstream_gc,
+        }
     }
 }
 
@@ -885,13 +1000,15 @@ fn quantile_us(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1_000.0
 }
 
-async fn run(
+/// `concurrency` workers, each on an MCP session of its own, calling for `length`.
+async fn run_slice(
     target: &Target,
     leg: Leg,
     concurrency: usize,
-    secs: u64,
+    length: Duration,
     procs: &Processes,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Slice> {
+    let gc_before = GcCounts::sample(&procs.upstream_admin).await?;
     let prefix: Arc<str> = random_b64(6)?.into();
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut set = tokio::task::JoinSet::new();
@@ -900,7 +1017,7 @@ async fn run(
             target.clone(),
             n,
             prefix.clone(),
-            secs,
+            length,
             barrier.clone(),
         ));
     }
@@ -914,6 +1031,9 @@ async fn run(
         );
     }
     let cpu_after = procs.sample();
+    let upstream_gc = GcCounts::sample(&procs.upstream_admin)
+        .await?
+        .since(gc_before);
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     if errors > 0 {
         let first = results
@@ -935,22 +1055,15 @@ async fn run(
         .map(|r| r.ended)
         .max()
         .context("no workers")?;
-    let wall = ended.duration_since(started).as_secs_f64();
-    let mut all: Vec<u64> = results.into_iter().flat_map(|r| r.latencies).collect();
-    all.sort_unstable();
-    Ok(Run {
-        leg,
-        concurrency,
-        calls: all.len() as u64,
-        secs: wall,
-        p50: quantile_us(&all, 0.50),
-        p99: quantile_us(&all, 0.99),
-        p999: quantile_us(&all, 0.999),
-        cores: cpu_before
+    Ok(Slice {
+        latencies: results.into_iter().flat_map(|r| r.latencies).collect(),
+        secs: ended.duration_since(started).as_secs_f64(),
+        cpu_secs: cpu_before
             .iter()
             .zip(&cpu_after)
-            .map(|(b, a)| (a - b) / wall)
+            .map(|(b, a)| a - b)
             .collect(),
+        upstream_gc,
     })
 }
 
@@ -962,7 +1075,7 @@ fn print_run(r: &Run, procs: &Processes) {
         .map(|(n, c)| format!("{n} {:.0}%", c * 100.0))
         .collect();
     eprintln!(
-        "  {:<7} c={:<3} {:>7} calls {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  cpu: {}",
+        "  {:<7} c={:<3} {:>7} calls {:>8.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  cpu: {}; upstream: {}",
         r.leg.as_str(),
         r.concurrency,
         r.calls,
@@ -970,7 +1083,8 @@ fn print_run(r: &Run, procs: &Processes) {
         r.p50,
         r.p99,
         r.p999,
-        cpu.join(", ")
+        cpu.join(", "),
+        r.upstream_gc.describe()
     );
 }
 
@@ -997,7 +1111,13 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let auth = Peer::start("as.mjs", &["--port", "0", "--access-ttl", "86400"])?;
     let issuer = auth.field("issuer")?;
     let cache = s.cache_ms.to_string();
-    let mcp = Peer::start(
+    let node_flags: Vec<String> = s
+        .upstream_semi_space_mb
+        .map(|mb| format!("--max-semi-space-size={mb}"))
+        .into_iter()
+        .collect();
+    let mcp = Peer::start_with(
+        &node_flags,
         "mcp-server.mjs",
         &[
             "--port",
@@ -1061,6 +1181,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         names: vec!["client", "agp", "upstream", "as"],
         pids: vec![std::process::id(), agp.pid(), mcp.pid(), auth.pid()],
         ticks: clock_ticks(),
+        upstream_admin: mcp.field("admin")?,
     };
 
     let head_before = log_head(&agp).await?;
@@ -1069,7 +1190,9 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         eprintln!("warm-up ({} s per leg):", s.warmup_secs);
         let c = s.concurrency.iter().copied().max().unwrap_or(1);
         for &leg in &s.legs {
-            let r = run(target(leg)?, leg, c, s.warmup_secs, &procs).await?;
+            let length = Duration::from_secs(s.warmup_secs);
+            let slice = run_slice(target(leg)?, leg, c, length, &procs).await?;
+            let r = Run::from_slices(leg, c, vec![slice]);
             if leg == Leg::Proxied {
                 proxied_calls += r.calls;
             }
@@ -1080,12 +1203,24 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     for round in 0..s.rounds {
         eprintln!("round {}:", round + 1);
         for &c in &s.concurrency {
-            let mut legs = s.legs.clone();
-            if round % 2 == 1 {
-                legs.reverse();
+            // The legs take turns slice by slice, so both meet the same moments of the
+            // machine; which goes first alternates.
+            let slices = (s.secs * 1000).div_ceil(s.slice_ms);
+            let mut taken: BTreeMap<Leg, Vec<Slice>> = BTreeMap::new();
+            for k in 0..slices {
+                let mut legs = s.legs.clone();
+                if (round + k) % 2 == 1 {
+                    legs.reverse();
+                }
+                for leg in legs {
+                    let left = s.secs * 1000 - k * s.slice_ms;
+                    let length = Duration::from_millis(s.slice_ms.min(left));
+                    let slice = run_slice(target(leg)?, leg, c, length, &procs).await?;
+                    taken.entry(leg).or_default().push(slice);
+                }
             }
-            for leg in legs {
-                let r = run(target(leg)?, leg, c, s.secs, &procs).await?;
+            for (leg, slices) in taken {
+                let r = Run::from_slices(leg, c, slices);
                 if leg == Leg::Proxied {
                     proxied_calls += r.calls;
                 }
@@ -1098,8 +1233,16 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let appended = appended_types(&agp, head_before).await?;
 
     println!(
-        "proxy benchmark: tools/call echo, {} rounds of {} s per leg and concurrency, medians; upstream introspection cache {} ms; load generator on {} thread(s)",
-        s.rounds, s.secs, s.cache_ms, s.client_threads
+        "proxy benchmark: tools/call echo, {} rounds of {} s per leg and concurrency in turns of {} ms, medians; upstream introspection cache {} ms, young generation {}; load generator on {} thread(s)",
+        s.rounds,
+        s.secs,
+        s.slice_ms,
+        s.cache_ms,
+        s.upstream_semi_space_mb.map_or_else(
+            || "node's default".to_string(),
+            |mb| format!("{mb} MiB semi-spaces")
+        ),
+        s.client_threads
     );
     let pick = |leg: Leg, c: usize| -> Vec<&Run> {
         runs.iter()
@@ -1122,18 +1265,22 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            let gc = rs
+                .iter()
+                .fold(GcCounts::default(), |sum, r| sum.add(r.upstream_gc));
             println!(
-                "  c={c:<3} {:<7} {:>8.0} calls/s   p50 {:>7.0} µs   p99 {:>7.0} µs   p99.9 {:>7.0} µs   cpu {}",
+                "  c={c:<3} {:<7} {:>8.0} calls/s   p50 {:>7.0} µs   p99 {:>7.0} µs   p99.9 {:>7.0} µs   cpu {}; upstream: {}",
                 leg.as_str(),
                 m(Run::throughput),
                 m(|r| r.p50),
                 m(|r| r.p99),
                 m(|r| r.p999),
-                cpu.join(", ")
+                cpu.join(", "),
+                gc.describe()
             );
         }
         if s.legs.len() == 2 {
-            // Per-round differences and ratios (the legs of one round ran back to back).
+            // Per-round differences and ratios (the legs of one round took turns).
             let (d, p) = (pick(Leg::Direct, c), pick(Leg::Proxied, c));
             let per_round =
                 |f: fn(&Run, &Run) -> f64| median(d.iter().zip(&p).map(|(d, p)| f(d, p)).collect());

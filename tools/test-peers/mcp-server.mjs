@@ -13,6 +13,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks';
 import process from 'node:process';
 
 import express from 'express';
@@ -454,6 +455,28 @@ async function handleMcp(req, res) {
   }
 }
 
+// This process's garbage collections and MCP requests, for benchmarks (`GET /__test/gc`): a
+// young-generation collection pauses whatever request is in flight, so how often one happens
+// per request sets where this server's own latency tail lies.
+const gc = { requests: 0, minor: 0, minorPauseMs: 0, major: 0, majorPauseMs: 0, maxPauseMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = entry.detail?.kind;
+    if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) {
+      gc.minor += 1;
+      gc.minorPauseMs += entry.duration;
+    } else {
+      gc.major += 1;
+      gc.majorPauseMs += entry.duration;
+    }
+    gc.maxPauseMs = Math.max(gc.maxPauseMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+app.use(mcpPath, (_req, _res, next) => {
+  gc.requests += 1;
+  next();
+});
+
 app.post(mcpPath, bearerAuth, scopeCheck, handleMcp);
 app.get(mcpPath, bearerAuth, scopeCheck, handleMcp);
 app.delete(mcpPath, bearerAuth, scopeCheck, handleMcp);
@@ -539,6 +562,7 @@ admin.post('/__test/tools', (req, res) => {
 });
 admin.get('/__test/pages', (_req, res) => res.json({ pages: [...pages.values()] }));
 admin.get('/__test/sessions', (_req, res) => res.json({ sessions: sessions.size }));
+admin.get('/__test/gc', (_req, res) => res.json(gc));
 admin.post('/__test/sessions/drop', async (_req, res) => {
   const dropped = sessions.size;
   for (const [id, s] of sessions) {

@@ -398,6 +398,18 @@ async function main() {
     await mc.close();
   }
 
+  // ---------------------------------------------------------------- admin API: GC counters
+  {
+    const before = await (await fetch(`${mcp.ready.admin}/__test/gc`)).json();
+    await rawMcp(mcpUrl, 'not-a-token');
+    const after = await (await fetch(`${mcp.ready.admin}/__test/gc`)).json();
+    for (const field of ['requests', 'minor', 'minorPauseMs', 'major', 'majorPauseMs', 'maxPauseMs']) {
+      check(Number.isFinite(after[field]) && after[field] >= 0, `/__test/gc ${field} is a count`, after);
+    }
+    check(after.requests === before.requests + 1, '/__test/gc counts each MCP request', { before, after });
+    ok(`/__test/gc: ${after.requests} MCP requests, ${after.minor} young-generation collections (${after.minorPauseMs.toFixed(1)} ms)`);
+  }
+
   // ---------------------------------------------------------------- a second AS: no DCR, static client, no rotation
   {
     const as2 = await start('as.mjs', ['--port', '0', '--no-dcr', '--no-rotate', '--static-client', 'agp-static:static-secret:client_secret_post', '--redirect-uri', REDIRECT_URI]);
