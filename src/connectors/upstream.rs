@@ -281,12 +281,33 @@ pub fn definition_of(t: &Tool) -> Result<Definition, ListingError> {
     })
 }
 
-/// Connects to `url` with `token` and lists every tool, following the cursor to the end within
-/// the caps ([`MAX_TOOLS`], [`MAX_PAGES`], [`LIST_TIMEOUT`]).
+/// Which of an upstream's tools a listing keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep<'a> {
+    /// Every tool; more than [`MAX_TOOLS`] refuses the listing (discovery, S16).
+    All,
+    /// Only the tools with these upstream names (a drift check or an approval, S17). The other
+    /// tools are read past and dropped page by page, so an upstream that grew beyond
+    /// [`MAX_TOOLS`] is still checked; the kept ones (duplicates included) may not exceed it.
+    Named(&'a std::collections::HashSet<String>),
+}
+
+impl Keep<'_> {
+    fn keeps(&self, tool: &Tool) -> bool {
+        match self {
+            Keep::All => true,
+            Keep::Named(names) => names.contains(tool.name.as_ref()),
+        }
+    }
+}
+
+/// Connects to `url` with `token` and lists the tools `keep` asks for, following the cursor to
+/// the end within the caps ([`MAX_TOOLS`], [`MAX_PAGES`], [`LIST_TIMEOUT`]).
 pub async fn list_tools(
     egress: &EgressClient,
     url: &url::Url,
     token: &SecretString,
+    keep: Keep<'_>,
 ) -> Result<Vec<Tool>, ListingError> {
     let client = egress
         .client_for(url)
@@ -299,7 +320,7 @@ pub async fn list_tools(
             .serve(transport)
             .await
             .map_err(|e| ListingError::Upstream(format!("initialize failed: {e}")))?;
-        let result = page_through(&service).await;
+        let result = page_through(&service, keep).await;
         let _ = service.cancel().await;
         result
     };
@@ -315,6 +336,7 @@ pub async fn list_tools(
 
 async fn page_through(
     service: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    keep: Keep<'_>,
 ) -> Result<Vec<Tool>, ListingError> {
     let mut tools = Vec::new();
     let mut cursor: Option<String> = None;
@@ -327,7 +349,7 @@ async fn page_through(
             .list_tools(params)
             .await
             .map_err(|e| ListingError::Upstream(format!("tools/list failed: {e}")))?;
-        tools.extend(page.tools);
+        tools.extend(page.tools.into_iter().filter(|t| keep.keeps(t)));
         if tools.len() > MAX_TOOLS {
             return Err(ListingError::TooManyTools);
         }

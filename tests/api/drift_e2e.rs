@@ -251,6 +251,55 @@ async fn reverts_stay_quarantined_and_a_vanished_tool_cannot_be_approved() {
 }
 
 #[tokio::test]
+async fn an_upstream_grown_past_the_discovery_cap_is_still_checked_and_approved() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    registered(&app, &provider).await;
+
+    // Upstream grows past what discovery accepts (S16): discovery refuses, saying why.
+    provider.add_tools("bulk_", 1000).await;
+    let (s, b) = app
+        .post("/connectors/notion/discover-tools", json!({}))
+        .await;
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        error_message(&b, "provider_error").contains("more than 1000 tools"),
+        "{b}"
+    );
+
+    // The registered tools are still checked: the rest of the listing cannot hide a rug pull.
+    provider
+        .change_tool("search_pages", json!({"description": PULLED}))
+        .await;
+    let (s, report) = app.post("/connectors/notion/check-tools", json!({})).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["checked"], 3, "{report}");
+    assert_eq!(
+        report["quarantined"][0]["name"], "notion__search_pages",
+        "{report}"
+    );
+    assert_eq!(
+        report["unchanged"],
+        json!(["notion__echo", "notion__whoami"]),
+        "{report}"
+    );
+    let (_, e) = app.get("/tools/notion__search_pages").await;
+    assert_eq!(e["status"], "quarantined", "{e}");
+
+    // And an approval pins what upstream serves now.
+    let (s, e) = app
+        .post(
+            "/tools/notion__search_pages/approve",
+            json!({"reason": "reviewed the new description"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["status"], "active", "{e}");
+    assert_eq!(e["description"], PULLED, "{e}");
+    assert_eq!(e["version"], 2, "{e}");
+}
+
+#[tokio::test]
 async fn the_periodic_check_quarantines_without_being_asked() {
     let provider = Provider::start(&[]);
     let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {

@@ -103,6 +103,25 @@ impl Provider {
         assert!(r.status().is_success(), "changing {tool}: {}", r.status());
     }
 
+    /// Adds `count` read tools named `{prefix}{i}` upstream through the MCP server's test admin
+    /// API (`POST /__test/tools`), 50 at a time.
+    pub async fn add_tools(&self, prefix: &str, count: usize) {
+        let admin = self.mcp.ready["admin"].as_str().unwrap();
+        let http = reqwest::Client::new();
+        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+        for chunk in names.chunks(50) {
+            let adds = chunk.iter().map(|name| {
+                http.post(format!("{admin}/__test/tools"))
+                    .json(&serde_json::json!({"name": name}))
+                    .send()
+            });
+            for r in futures::future::join_all(adds).await {
+                let r = r.unwrap();
+                assert!(r.status().is_success(), "adding a tool: {}", r.status());
+            }
+        }
+    }
+
     /// RFC 7662 introspection with the resource server's credentials: is `token` active?
     pub async fn introspect(&self, token: &str, hint: &str) -> bool {
         let http = reqwest::Client::new();

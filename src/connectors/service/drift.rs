@@ -11,14 +11,17 @@
 //!
 //! What a check does not do: quarantine tools upstream stopped listing (they are reported as
 //! `missing` and logged; calling them fails upstream anyway), or look at tools nobody
-//! registered (new upstream tools are never granted automatically). A listing that cannot be
-//! had at all (upstream down, over the tool or page caps) fails the check with an error and
-//! quarantines nothing.
+//! registered (new upstream tools are never granted automatically). A check and an approval
+//! keep only the registered tools while paging through the listing ([`Keep::Named`]), so an
+//! upstream that grew past discovery's tool cap is still checked. A listing that cannot be had
+//! at all (upstream down, over the page cap or the time limit) fails the check with an error
+//! and quarantines nothing.
 //!
 //! Validation here is per tool, not per listing: one oversized or malformed tool elsewhere in
 //! the listing cannot hide a registered tool's drift. An observed definition over the caps is
 //! bounded ([`bounded`]) before it is recorded, so a quarantine event stays small.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +32,7 @@ use utoipa::ToSchema;
 
 use super::{ConnectorService, ServiceError};
 use crate::canonical::to_canonical_string;
-use crate::connectors::upstream::{self, MAX_DEFINITION_BYTES, MAX_DESCRIPTION_BYTES};
+use crate::connectors::upstream::{self, Keep, MAX_DEFINITION_BYTES, MAX_DESCRIPTION_BYTES};
 use crate::domain::connector::{ConnectorCommand, Definition, FieldChange, ObservedTool};
 use crate::domain::{ResourceName, ToolName};
 use crate::projections::catalog::CatalogEntry;
@@ -164,7 +167,9 @@ impl ConnectorService {
         if registered.is_empty() {
             return Ok(report);
         }
-        let (_, listed) = self.upstream_tools(name).await?;
+        // Only the registered tools are kept: the rest of a large listing cannot hide them.
+        let names: HashSet<String> = registered.iter().map(|e| e.upstream_name.clone()).collect();
+        let (_, listed) = self.upstream_tools(name, Keep::Named(&names)).await?;
         let mut observed = Vec::new();
         // (name, observed hash, already quarantined at it)
         let mut drifted: Vec<(String, String, bool)> = Vec::new();
@@ -254,7 +259,10 @@ impl ConnectorService {
         }
         let lock = self.drift_locks.get(&entry.connector_id);
         let _one_at_a_time = lock.lock().await;
-        let (_, listed) = self.upstream_tools(&entry.connector).await?;
+        let names = HashSet::from([entry.upstream_name.clone()]);
+        let (_, listed) = self
+            .upstream_tools(&entry.connector, Keep::Named(&names))
+            .await?;
         let mut found = listed.into_iter().filter(|t| t.name == entry.upstream_name);
         let (Some(t), None) = (found.next(), found.next()) else {
             return Err(ServiceError::Conflict(format!(

@@ -59,11 +59,13 @@ impl ConnectorService {
         Ok(alias)
     }
 
-    /// Every tool the upstream of the active connector `name` lists (paginated to the end,
-    /// within the caps of [`upstream::list_tools`]), not validated yet, with the connector's view.
+    /// The tools the upstream of the active connector `name` lists that `keep` asks for
+    /// (paginated to the end, within the caps of [`upstream::list_tools`]), not validated yet,
+    /// with the connector's view.
     pub(super) async fn upstream_tools(
         &self,
         name: &str,
+        keep: upstream::Keep<'_>,
     ) -> Result<(ConnectorView, Vec<Tool>), ServiceError> {
         let view = self.view(name)?;
         if view.status != "active" {
@@ -80,7 +82,7 @@ impl ConnectorService {
         })?;
         let url = url::Url::parse(&view.mcp_server_url)
             .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
-        let tools = upstream::list_tools(&self.egress, &url, &token)
+        let tools = upstream::list_tools(&self.egress, &url, &token, keep)
             .await
             .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
         Ok((view, tools))
@@ -93,7 +95,7 @@ impl ConnectorService {
         name: &str,
         alias: &ResourceName,
     ) -> Result<Vec<DiscoveredTool>, ServiceError> {
-        let (view, tools) = self.upstream_tools(name).await?;
+        let (view, tools) = self.upstream_tools(name, upstream::Keep::All).await?;
         let mut rows = upstream::validate(alias, tools)
             .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
         self.projections.read(|p| {
