@@ -70,22 +70,30 @@ pub(crate) fn lock(dir: &Path) -> Result<File, VaultError> {
     // the child execs: a vault closed in that window stays locked for a moment after its
     // handle is gone (seen when a test spawned a process while another reopened its vault).
     // So a held lock is retried briefly before the directory is called in use.
-    let mut attempts = 0;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) => {
-                attempts += 1;
-                if attempts >= DIR_LOCK_ATTEMPTS {
-                    return Err(VaultError::InUse(dir.to_path_buf()));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(VaultError::io(format!("locking {}", path.display()))(e));
-            }
+    while_held(dir, DIR_LOCK_ATTEMPTS, || match file.try_lock() {
+        Ok(()) => Ok(Some(())),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(VaultError::io(format!("locking {}", path.display()))(e))
         }
+    })?;
+    Ok(file)
+}
+
+/// Runs `attempt` until it gets what it is after, 10 ms apart: `Ok(None)` means a lock is still
+/// held. After `attempts` tries, `dir` is in use.
+fn while_held<T>(
+    dir: &Path,
+    attempts: u32,
+    mut attempt: impl FnMut() -> Result<Option<T>, VaultError>,
+) -> Result<T, VaultError> {
+    for _ in 1..attempts {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    attempt()?.ok_or_else(|| VaultError::InUse(dir.to_path_buf()))
 }
 
 /// Whether a vault was ever published in `dir`.
@@ -130,19 +138,10 @@ pub(crate) fn open_db(dir: &Path, name: &str) -> Result<Db, VaultError> {
     // The vault's own `lock` file already excludes other processes, so a sled lock conflict
     // here is this process's previous handle, which sled's I/O threads release a moment
     // after it is dropped (a quick close-and-reopen). Wait for it, briefly.
-    let mut attempts = 0;
-    let db = loop {
-        match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                attempts += 1;
-                if attempts >= SLED_LOCK_ATTEMPTS {
-                    return Err(VaultError::InUse(path));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => break other?,
-        }
-    };
+    let db = while_held(&path, SLED_LOCK_ATTEMPTS, || match config.open() {
+        Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => Ok(None),
+        other => Ok(Some(other?)),
+    })?;
     let data_file = File::open(path.join("db"))
         .map_err(VaultError::io(format!("opening {}/db", path.display())))?;
     Ok(Db {
