@@ -229,8 +229,8 @@ fn new_event<E: serde::Serialize>(e: &E) -> anyhow::Result<NewEvent> {
     let (event_type, data) = encode_event(e)?;
     Ok(NewEvent {
         id: Uuid::now_v7(),
+        schema_version: agp::domain::upcast::current_version(&event_type),
         event_type,
-        schema_version: 1,
         actor: ADMIN.to_string(),
         correlation_id: Uuid::now_v7(),
         data,
@@ -289,6 +289,11 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
                     registration_endpoint: Some(format!("{issuer}/register")),
                     revocation_endpoint: Some(format!("{issuer}/revoke")),
                     scopes_supported: vec!["read".into(), "write".into()],
+                    token_endpoint_auth_methods_supported: Some(vec![
+                        "client_secret_basic".into(),
+                        "client_secret_post".into(),
+                    ]),
+                    revocation_endpoint_auth_methods_supported: None,
                     steps: vec![
                         format!("401: {url} → resource_metadata"),
                         format!(
@@ -304,6 +309,9 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
                 issuer: issuer.clone(),
                 client_id: format!("dcr-{}", &hex_hash(&id)[..24]),
                 token_auth_method: TokenAuthMethod::ClientSecretBasic,
+                token_auth_method_reason: "the server's token_endpoint_auth_methods_supported \
+                    is [client_secret_basic, client_secret_post]; AGP prefers client_secret_basic"
+                    .into(),
                 client_secret_stored: true,
                 registration_access_token_stored: true,
             },

@@ -46,8 +46,8 @@ fn new_event<E: serde::Serialize>(e: &E, actor: &str) -> anyhow::Result<NewEvent
     let (event_type, data) = encode_event(e)?;
     Ok(NewEvent {
         id: Uuid::now_v7(),
+        schema_version: agp::domain::upcast::current_version(&event_type),
         event_type,
-        schema_version: 1,
         actor: actor.to_string(),
         correlation_id: Uuid::now_v7(),
         data,

@@ -101,12 +101,23 @@ async fn connector_view_follows_the_lifecycle() {
         issuer: "https://as.example.com".into(),
         client_id: "dcr-client-1".into(),
         token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        token_auth_method_reason: "the server lists no token_endpoint_auth_methods_supported"
+            .into(),
         client_secret_stored: true,
         registration_access_token_stored: true,
     })
     .await
     .unwrap();
     assert_eq!(v.client_id.as_deref(), Some("dcr-client-1"));
+    assert_eq!(
+        v.token_auth_method_reason.as_deref(),
+        Some("the server lists no token_endpoint_auth_methods_supported")
+    );
+    // No revocation list discovered: RFC 8414's default for the revocation endpoint.
+    assert_eq!(
+        v.revocation_auth_method.as_deref(),
+        Some("client_secret_basic")
+    );
     assert!(v.client_secret_stored);
 
     let v = run(ConnectorCommand::StartConsent {

@@ -285,19 +285,19 @@ fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
             ClientChoice::Dcr
         }
         (_, Some(client_id)) => {
+            // Without a method, the service chooses one from the server's metadata.
             let method = match body.token_auth_method.as_deref() {
-                Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
-                Some("client_secret_basic") => TokenAuthMethod::ClientSecretBasic,
-                Some("none") => TokenAuthMethod::None,
-                None if secret.is_some() => TokenAuthMethod::ClientSecretBasic,
-                None => TokenAuthMethod::None,
+                Some("client_secret_post") => Some(TokenAuthMethod::ClientSecretPost),
+                Some("client_secret_basic") => Some(TokenAuthMethod::ClientSecretBasic),
+                Some("none") => Some(TokenAuthMethod::None),
+                None => None,
                 Some(other) => {
                     return Err(ApiError::BadRequest(format!(
                         "token_auth_method must be client_secret_post, client_secret_basic or none (got {other:?})"
                     )));
                 }
             };
-            if method != TokenAuthMethod::None && secret.is_none() {
+            if method.is_some_and(|m| m != TokenAuthMethod::None) && secret.is_none() {
                 return Err(ApiError::BadRequest(
                     "client_secret is required with client_secret_post and client_secret_basic"
                         .into(),

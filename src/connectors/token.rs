@@ -16,7 +16,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::domain::connector::TokenAuthMethod;
-use crate::oauth::egress::{EgressClient, EgressError, read_capped};
+use crate::oauth::egress::{EgressClient, EgressError, GuardedRequest, read_capped};
 
 /// Largest token response read (S3).
 pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
@@ -30,6 +30,9 @@ pub struct ClientAuth {
     pub client_id: String,
     pub client_secret: Option<SecretString>,
     pub method: TokenAuthMethod,
+    /// Revocation only: when `method` is refused (400/401), retry once presenting the secret
+    /// both ways (`client_auth::revocation_retry_with_both`).
+    pub retry_with_both: bool,
 }
 
 /// Parameters sent identically on every token request of a connector (S7).
@@ -106,6 +109,56 @@ fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Adds the client's authentication to a token or revocation request. `client_id` is in the
+/// form body whatever the method: RFC 6749 §2.3.1 and §3.2.1 allow it beside Basic
+/// credentials, and some servers (the Python MCP SDK's) require it there.
+pub(crate) fn authenticate(
+    request: GuardedRequest,
+    form: &mut Vec<(&'static str, String)>,
+    auth: &ClientAuth,
+) -> GuardedRequest {
+    present(
+        request,
+        form,
+        auth,
+        auth.method == TokenAuthMethod::ClientSecretBasic,
+        auth.method == TokenAuthMethod::ClientSecretPost,
+    )
+}
+
+/// [`authenticate`] with the secret in the Basic header and in the body at once: only the
+/// revocation retry sends this (see [`ClientAuth::retry_with_both`]).
+pub(crate) fn authenticate_both(
+    request: GuardedRequest,
+    form: &mut Vec<(&'static str, String)>,
+    auth: &ClientAuth,
+) -> GuardedRequest {
+    present(request, form, auth, true, true)
+}
+
+fn present(
+    mut request: GuardedRequest,
+    form: &mut Vec<(&'static str, String)>,
+    auth: &ClientAuth,
+    basic: bool,
+    body: bool,
+) -> GuardedRequest {
+    form.push(("client_id", auth.client_id.clone()));
+    let Some(secret) = &auth.client_secret else {
+        return request;
+    };
+    if basic {
+        // RFC 6749 §2.3.1: form-encode both before Basic.
+        let user = form_encode(&auth.client_id);
+        let password = form_encode(secret.expose_secret());
+        request = request.basic_auth(&user, Some(&password));
+    }
+    if body {
+        form.push(("client_secret", secret.expose_secret().to_string()));
+    }
+    request
+}
+
 async fn post_form(
     egress: &EgressClient,
     endpoint: &TokenEndpoint,
@@ -124,19 +177,7 @@ async fn post_form(
         .post(&url)
         .map_err(|e| TokenError::Transient(e.to_string()))?
         .header("accept", "application/json");
-    match (auth.method, &auth.client_secret) {
-        (TokenAuthMethod::ClientSecretBasic, Some(secret)) => {
-            // RFC 6749 §2.3.1: form-encode both before Basic.
-            let user = form_encode(&auth.client_id);
-            let password = form_encode(secret.expose_secret());
-            request = request.basic_auth(&user, Some(&password));
-        }
-        (TokenAuthMethod::ClientSecretPost, Some(secret)) => {
-            form.push(("client_id", auth.client_id.clone()));
-            form.push(("client_secret", secret.expose_secret().to_string()));
-        }
-        _ => form.push(("client_id", auth.client_id.clone())),
-    }
+    request = authenticate(request, &mut form, auth);
     let response = request
         .form(
             &form

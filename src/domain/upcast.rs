@@ -1,14 +1,24 @@
 //! Explicit upcasting: old schema versions of an event become the current one here, and only
-//! here. Old schemas stay in `event-schemas/`; every event type is at version 1 today.
+//! here. Old schemas stay in `event-schemas/`; each step below names what changed.
+//!
+//! An upcast never invents a fact: a field a newer version requires is filled with a sentence
+//! saying what AGP did when the old event was written.
 
 use serde_json::Value;
 use std::borrow::Cow;
 
+use super::connector::client_auth::{REASON_BEFORE_V2_CLIENT, REASON_BEFORE_V2_DCR};
 use super::event::DecodeError;
 
 /// The schema version new events of `event_type` are written at.
-pub fn current_version(_event_type: &str) -> u32 {
-    1
+pub fn current_version(event_type: &str) -> u32 {
+    match event_type {
+        // v2: the token endpoint auth method carries its reason (issue 11).
+        "connector.added" | "connector.client_registered" => 2,
+        // v2: the server's token and revocation endpoint auth method lists.
+        "connector.discovered" => 2,
+        _ => 1,
+    }
 }
 
 /// Brings `data` written at `version` up to [`current_version`].
@@ -17,12 +27,113 @@ pub fn upcast<'a>(
     version: u32,
     data: &'a Value,
 ) -> Result<Cow<'a, Value>, DecodeError> {
-    if version == current_version(event_type) {
+    let current = current_version(event_type);
+    if version == current {
         return Ok(Cow::Borrowed(data));
     }
-    // No older versions exist yet. When `X.v2` arrives, add its `v1 → v2` step here.
-    Err(DecodeError::UnknownVersion {
+    if version == 0 || version > current {
+        return Err(unknown(event_type, version));
+    }
+    let mut data = data.clone();
+    for from in version..current {
+        step(event_type, from, &mut data)?;
+    }
+    Ok(Cow::Owned(data))
+}
+
+fn unknown(event_type: &str, version: u32) -> DecodeError {
+    DecodeError::UnknownVersion {
         event_type: event_type.to_string(),
         version,
-    })
+    }
+}
+
+/// One `v<from> → v<from + 1>` step.
+fn step(event_type: &str, from: u32, data: &mut Value) -> Result<(), DecodeError> {
+    match (event_type, from) {
+        ("connector.added", 1) => {
+            let registration = data.get_mut("registration").and_then(Value::as_object_mut);
+            if let Some(r) = registration.filter(|r| r.get("mode") == Some(&"client".into())) {
+                r.entry("token_auth_method_reason")
+                    .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
+            }
+        }
+        ("connector.client_registered", 1) => {
+            if let Some(d) = data.as_object_mut() {
+                d.entry("token_auth_method_reason")
+                    .or_insert_with(|| REASON_BEFORE_V2_DCR.into());
+            }
+        }
+        // v2 only adds optional lists: a v1 record simply has none.
+        ("connector.discovered", 1) => {}
+        _ => return Err(unknown(event_type, from)),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AgpEvent;
+    use crate::domain::connector::{ConnectorEvent, Registration, TokenAuthMethod};
+    use serde_json::json;
+
+    #[test]
+    fn a_v1_client_registration_reads_with_what_agp_did_then() {
+        let v1 = json!({"issuer": "https://as", "client_id": "c1",
+            "token_auth_method": "client_secret_basic", "client_secret_stored": true,
+            "registration_access_token_stored": false});
+        let e = AgpEvent::decode("connector.client_registered", 1, &v1).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::ClientRegistered {
+            token_auth_method,
+            token_auth_method_reason,
+            ..
+        }) = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(token_auth_method, TokenAuthMethod::ClientSecretBasic);
+        assert_eq!(token_auth_method_reason, REASON_BEFORE_V2_DCR);
+    }
+
+    #[test]
+    fn a_v1_added_connector_reads_and_dcr_ones_are_unchanged() {
+        let v1 = json!({"connector_id": "id", "name": "notion", "mcp_server_url": "https://m/mcp",
+            "client_name": "AGP notion", "registration": {"mode": "client", "client_id": "c",
+            "token_auth_method": "client_secret_post", "client_secret_stored": true},
+            "overrides": {"omit_resource": false}});
+        let e = AgpEvent::decode("connector.added", 1, &v1).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::Added { registration, .. }) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            registration,
+            Registration::Client {
+                client_id: "c".into(),
+                token_auth_method: TokenAuthMethod::ClientSecretPost,
+                token_auth_method_reason: REASON_BEFORE_V2_CLIENT.into(),
+                client_secret_stored: true,
+            }
+        );
+        let mut dcr = v1.clone();
+        dcr["registration"] = json!({"mode": "dcr"});
+        assert!(AgpEvent::decode("connector.added", 1, &dcr).is_ok());
+        let v1_discovered = json!({"metadata": {"scopes_supported": [], "steps": []}});
+        assert!(AgpEvent::decode("connector.discovered", 1, &v1_discovered).is_ok());
+    }
+
+    #[test]
+    fn versions_from_the_future_or_zero_are_refused() {
+        let data = json!({});
+        for (t, v) in [
+            ("connector.added", 3),
+            ("connector.added", 0),
+            ("agent.created", 2),
+        ] {
+            assert!(
+                matches!(upcast(t, v, &data), Err(DecodeError::UnknownVersion { .. })),
+                "{t} v{v}"
+            );
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Dynamic client registration (RFC 7591) as a confidential web client.
 //!
 //! Owns the registration request AGP sends and the validation of the provider's answer.
-//! Invariants: the request is always `client_secret_basic`, `authorization_code` +
-//! `refresh_token`, `response_types: ["code"]`, `application_type: "web"`, one redirect URI;
+//! Invariants: the request asks for the caller's token endpoint auth method (chosen from the
+//! server's metadata, `domain::connector::client_auth`), `authorization_code` + `refresh_token`, `response_types: ["code"]`, `application_type: "web"`, one redirect URI;
 //! a response is accepted only with a non-empty `client_id`, a supported auth method, a secret
 //! when that method needs one, and our redirect URI among any it lists. Secrets leave this
 //! module only as `SecretString`; errors carry the provider's `error`/`error_description`
@@ -29,6 +29,8 @@ pub struct RegistrationRequest {
     pub redirect_uri: Url,
     /// Space-separated scopes, when the admin or discovery chose some.
     pub scope: Option<String>,
+    /// The `token_endpoint_auth_method` to ask for.
+    pub token_endpoint_auth_method: TokenAuthMethod,
 }
 
 /// What the provider issued. Secrets go to the vault; the rest into `ClientRegistered`.
@@ -131,7 +133,7 @@ pub async fn register(
         redirect_uris: [req.redirect_uri.as_str()],
         grant_types: ["authorization_code", "refresh_token"],
         response_types: ["code"],
-        token_endpoint_auth_method: "client_secret_basic",
+        token_endpoint_auth_method: req.token_endpoint_auth_method.as_str(),
         application_type: "web",
         scope: req.scope.as_deref(),
     };

@@ -13,7 +13,7 @@ use crate::domain::AgpEvent;
 use crate::domain::call::CallEvent;
 use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
-    RevocationOutcome, TokenAuthMethod,
+    RevocationOutcome, TokenAuthMethod, client_auth,
 };
 use crate::store::RecordedEvent;
 
@@ -63,7 +63,18 @@ pub struct ConnectorView {
     pub client_id: Option<String>,
     /// The issuer a DCR client was registered at: client credentials are bound to it.
     pub client_issuer: Option<String>,
+    /// How AGP authenticates at the token endpoint: `client_secret_basic`,
+    /// `client_secret_post` or `none`.
     pub token_auth_method: Option<String>,
+    /// Why that method: the admin's choice, or what the server's metadata allowed.
+    pub token_auth_method_reason: Option<String>,
+    /// How AGP authenticates at the revocation endpoint, from the server's
+    /// `revocation_endpoint_auth_methods_supported` (`client_id` is always in the body too).
+    pub revocation_auth_method: Option<String>,
+    pub revocation_auth_method_reason: Option<String>,
+    /// The server's lists, as discovered (absent: the server lists none).
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
     /// Whether a client secret is sealed in the vault (never the secret).
     pub client_secret_stored: bool,
     /// Scopes AGP asks for: the admin's `--scopes`, else those the server advertises.
@@ -154,6 +165,12 @@ impl ConnectorView {
             pick(s, "resource", &overrides.resource, &discovered.resource)
         };
         self.audience = pick(s, "audience", &overrides.audience, &None);
+        self.token_endpoint_auth_methods_supported =
+            discovered.token_endpoint_auth_methods_supported.clone();
+        self.revocation_endpoint_auth_methods_supported = discovered
+            .revocation_endpoint_auth_methods_supported
+            .clone();
+        self.choose_revocation_auth();
         if !self.scopes_overridden {
             self.scopes = discovered.scopes_supported.clone();
         }
@@ -161,12 +178,32 @@ impl ConnectorView {
 }
 
 fn auth_method(m: TokenAuthMethod) -> String {
-    match m {
-        TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
-        TokenAuthMethod::ClientSecretPost => "client_secret_post",
-        TokenAuthMethod::None => "none",
+    m.as_str().to_string()
+}
+
+/// The inverse of [`auth_method`]; an unknown spelling (none is ever recorded) reads as Basic.
+pub fn parse_auth_method(s: Option<&str>) -> TokenAuthMethod {
+    match s {
+        Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
+        Some("none") => TokenAuthMethod::None,
+        _ => TokenAuthMethod::ClientSecretBasic,
     }
-    .to_string()
+}
+
+impl ConnectorView {
+    /// The revocation endpoint's method follows from the token endpoint's and the server's
+    /// revocation list; recomputed whenever either changes.
+    fn choose_revocation_auth(&mut self) {
+        let Some(method) = self.token_auth_method.as_deref() else {
+            return;
+        };
+        let choice = client_auth::for_revocation(
+            self.revocation_endpoint_auth_methods_supported.as_deref(),
+            parse_auth_method(Some(method)),
+        );
+        self.revocation_auth_method = Some(auth_method(choice.method));
+        self.revocation_auth_method_reason = Some(choice.reason);
+    }
 }
 
 /// Connectors by id, plus a name index. The overrides of each connector are kept to resolve
@@ -239,16 +276,18 @@ impl Projection for ConnectorStatusView {
             overrides,
         } = event
         {
-            let (mode, client_id, method, secret) = match registration {
-                Registration::Dcr => ("dcr", None, None, false),
+            let (mode, client_id, method, reason, secret) = match registration {
+                Registration::Dcr => ("dcr", None, None, None, false),
                 Registration::Client {
                     client_id,
                     token_auth_method,
+                    token_auth_method_reason,
                     client_secret_stored,
                 } => (
                     "client",
                     Some(client_id.clone()),
                     Some(auth_method(*token_auth_method)),
+                    Some(token_auth_method_reason.clone()),
                     *client_secret_stored,
                 ),
             };
@@ -273,6 +312,11 @@ impl Projection for ConnectorStatusView {
                 client_id,
                 client_issuer: None,
                 token_auth_method: method,
+                token_auth_method_reason: reason,
+                revocation_auth_method: None,
+                revocation_auth_method_reason: None,
+                token_endpoint_auth_methods_supported: None,
+                revocation_endpoint_auth_methods_supported: None,
                 client_secret_stored: secret,
                 scopes: scopes.clone().unwrap_or_default(),
                 scopes_overridden: scopes.is_some(),
@@ -351,12 +395,15 @@ impl Projection for ConnectorStatusView {
                 issuer,
                 client_id,
                 token_auth_method,
+                token_auth_method_reason,
                 client_secret_stored,
                 ..
             } => {
                 v.client_id = Some(client_id.clone());
                 v.client_issuer = Some(issuer.clone()).filter(|i| !i.is_empty());
                 v.token_auth_method = Some(auth_method(*token_auth_method));
+                v.token_auth_method_reason = Some(token_auth_method_reason.clone());
+                v.choose_revocation_auth();
                 v.client_secret_stored = *client_secret_stored;
                 v.sources.insert("client_id".into(), Source::Registration);
             }

@@ -13,7 +13,7 @@ async fn add(app: &TestApp, body: Value) -> (u16, Value) {
 }
 
 /// The sealed tokens of the connector's current generation, read from the server's vault.
-fn tokens(app: &TestApp, name: &str) -> (Option<String>, Option<String>) {
+pub fn tokens(app: &TestApp, name: &str) -> (Option<String>, Option<String>) {
     use secrecy::ExposeSecret;
     let svc = &app.state.connector_service;
     let view = svc.view(name).unwrap();

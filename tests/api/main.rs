@@ -17,5 +17,6 @@ mod events;
 mod lifecycle;
 mod profiles;
 mod proxy_e2e;
+mod sdk_auth_e2e;
 mod tools;
 mod tools_e2e;

@@ -1,5 +1,6 @@
 //! The real third-party peers (`tools/test-peers`): an `oidc-provider` authorization server
-//! and an MCP server on the official TypeScript SDK, started per test on loopback, and a
+//! and an MCP server on the official TypeScript SDK, MCP servers behind the official
+//! TypeScript and Python SDKs' own authorization servers, started per test on loopback, and a
 //! consent driver that walks the provider's real login and consent pages over HTTP.
 
 use std::io::{BufRead, BufReader};
@@ -33,9 +34,14 @@ pub fn start(script: &str, args: &[&str]) -> Peer {
         dir.join("node_modules").exists(),
         "the test peers are not installed: run `npm ci --prefix tools/test-peers` (.ci/run does)"
     );
-    let mut child = Command::new("node")
-        .arg(dir.join(script))
-        .args(args)
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join(script)).args(args);
+    spawn(cmd, script)
+}
+
+/// Runs `cmd` (a peer) and waits for its JSON ready line on stdout.
+fn spawn(mut cmd: Command, label: &str) -> Peer {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("AGP_PEER_LOGS").is_some() {
             Stdio::inherit()
@@ -43,7 +49,7 @@ pub fn start(script: &str, args: &[&str]) -> Peer {
             Stdio::null()
         })
         .spawn()
-        .expect("node is installed");
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -53,10 +59,93 @@ pub fn start(script: &str, args: &[&str]) -> Peer {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{script} did not become ready"));
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script}: {line}"));
-    assert_eq!(ready["ready"], true, "{script}: {line}");
+        .unwrap_or_else(|_| panic!("{label} did not become ready"));
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{label}: {line}"));
+    assert_eq!(ready["ready"], true, "{label}: {line}");
     Peer { child, ready }
+}
+
+/// Which official MCP SDK's built-in authorization server an [`SdkServer`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// `sdk-server.mjs`: `mcpAuthRouter` of `@modelcontextprotocol/sdk` (npm).
+    TypeScript,
+    /// `sdk_server.py`: the auth routes of `mcp` (PyPI), in `tools/test-peers/.venv`.
+    Python,
+}
+
+/// An MCP server whose authorization server is its SDK's own, in one process: issuer, token,
+/// registration and revocation endpoints beside `/mcp`. Consent is automatic (no pages).
+pub struct SdkServer {
+    pub peer: Peer,
+}
+
+impl SdkServer {
+    pub fn start(sdk: Sdk, args: &[&str]) -> SdkServer {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        let peer = match sdk {
+            Sdk::TypeScript => start("sdk-server.mjs", &all),
+            Sdk::Python => {
+                let dir = peers_dir();
+                let python = dir.join(".venv/bin/python");
+                assert!(
+                    python.exists(),
+                    "the Python test peer is not installed: run `tools/test` (it creates \
+                     tools/test-peers/.venv from requirements.txt; .ci/run does)"
+                );
+                let mut cmd = Command::new(python);
+                cmd.arg(dir.join("sdk_server.py")).args(&all);
+                spawn(cmd, "sdk_server.py")
+            }
+        };
+        SdkServer { peer }
+    }
+
+    pub fn issuer(&self) -> String {
+        self.peer.ready["issuer"].as_str().unwrap().to_string()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        self.peer.ready["url"].as_str().unwrap().to_string()
+    }
+
+    /// The SDK's RFC 8414 metadata document, as it served it at start.
+    pub fn metadata(&self) -> &Value {
+        &self.peer.ready["metadata"]
+    }
+
+    fn admin(&self) -> String {
+        self.peer.ready["admin"].as_str().unwrap().to_string()
+    }
+
+    /// Is `token` (access or refresh) still active at the provider?
+    pub async fn active(&self, token: &str) -> bool {
+        let v: Value = reqwest::Client::new()
+            .post(format!("{}/__test/introspect", self.admin()))
+            .json(&serde_json::json!({"token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["active"] == true
+    }
+
+    /// How every token and revocation request so far authenticated: `endpoint`, `grant_type`,
+    /// `basic`, `client_id_in_body`, `client_secret_in_body`, `status`.
+    pub async fn requests(&self) -> Vec<Value> {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/__test/requests", self.admin()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().clone()
+    }
 }
 
 /// An authorization server and the MCP server it protects.

@@ -68,6 +68,7 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
             short_text().prop_map(|client_id| Registration::Client {
                 client_id,
                 token_auth_method: TokenAuthMethod::ClientSecretPost,
+                token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
                 client_secret_stored: true,
             }),
         ],
@@ -89,6 +90,7 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
             issuer: "https://auth.example.com".into(),
             client_id,
             token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            token_auth_method_reason: "RFC 8414 default".into(),
             client_secret_stored: true,
             registration_access_token_stored: false,
         }),

@@ -138,6 +138,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             registration: Registration::Client {
                 client_id: "client-123".into(),
                 token_auth_method: TokenAuthMethod::ClientSecretPost,
+                token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
                 client_secret_stored: true,
             },
             scopes: Some(strings(&["read:records", "write:records"])),
@@ -160,6 +161,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             registration: Registration::Client {
                 client_id: "public-client".into(),
                 token_auth_method: TokenAuthMethod::None,
+                token_auth_method_reason: "the client has no secret: a public client".into(),
                 client_secret_stored: false,
             },
             scopes: Some(vec![]),
@@ -183,6 +185,11 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
                 registration_endpoint: Some("https://mcp.notion.com/register".into()),
                 revocation_endpoint: Some("https://mcp.notion.com/revoke".into()),
                 scopes_supported: strings(&["read", "write"]),
+                token_endpoint_auth_methods_supported: Some(strings(&[
+                    "client_secret_post",
+                    "none",
+                ])),
+                revocation_endpoint_auth_methods_supported: Some(strings(&["client_secret_post"])),
                 steps: strings(&[
                     "prm: https://mcp.notion.com/.well-known/oauth-protected-resource/mcp → 200",
                     "as: https://mcp.notion.com/.well-known/oauth-authorization-server → 200",
@@ -192,7 +199,10 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
         E::ClientRegistered {
             issuer: "https://mcp.notion.com".into(),
             client_id: "dcr-abc".into(),
-            token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            token_auth_method: TokenAuthMethod::ClientSecretPost,
+            token_auth_method_reason: "the server's token_endpoint_auth_methods_supported is \
+                [client_secret_post, none]; client_secret_basic is not among them"
+                .into(),
             client_secret_stored: true,
             registration_access_token_stored: true,
         },

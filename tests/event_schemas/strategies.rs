@@ -195,12 +195,13 @@ fn token_auth_method() -> impl Strategy<Value = TokenAuthMethod> {
 fn registration() -> impl Strategy<Value = Registration> {
     prop_oneof![
         Just(Registration::Dcr),
-        (text(), token_auth_method(), any::<bool>()).prop_filter_map(
+        (text(), token_auth_method(), non_blank(), any::<bool>()).prop_filter_map(
             "client id required",
-            |(client_id, token_auth_method, client_secret_stored)| {
+            |(client_id, token_auth_method, token_auth_method_reason, client_secret_stored)| {
                 (!client_id.is_empty()).then_some(Registration::Client {
                     client_id,
                     token_auth_method,
+                    token_auth_method_reason,
                     client_secret_stored,
                 })
             }
@@ -251,13 +252,18 @@ fn metadata() -> impl Strategy<Value = DiscoveredMetadata> {
             option::of(text()),
         ),
         (option::of(text()), option::of(text()), option::of(text())),
-        (texts(), texts()),
+        (texts(), texts(), auth_methods(), auth_methods()),
     )
         .prop_map(
             |(
                 (resource_metadata_url, resource, issuer, authorization_endpoint),
                 (token_endpoint, registration_endpoint, revocation_endpoint),
-                (scopes_supported, steps),
+                (
+                    scopes_supported,
+                    steps,
+                    token_endpoint_auth_methods_supported,
+                    revocation_endpoint_auth_methods_supported,
+                ),
             )| DiscoveredMetadata {
                 resource_metadata_url,
                 resource,
@@ -267,9 +273,16 @@ fn metadata() -> impl Strategy<Value = DiscoveredMetadata> {
                 registration_endpoint,
                 revocation_endpoint,
                 scopes_supported,
+                token_endpoint_auth_methods_supported,
+                revocation_endpoint_auth_methods_supported,
                 steps,
             },
         )
+}
+
+/// An AS metadata list of auth methods as recorded: absent, or 1–16 non-empty names.
+fn auth_methods() -> impl Strategy<Value = Option<Vec<String>>> {
+    option::of(prop::collection::vec(non_blank(), 1..4))
 }
 
 fn outcome() -> impl Strategy<Value = RevocationOutcome> {
@@ -326,7 +339,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
             text(),
             text().prop_filter("client id required", |s| !s.is_empty()),
             token_auth_method(),
-            any::<bool>(),
+            (any::<bool>(), non_blank()),
             any::<bool>()
         )
             .prop_map(
@@ -334,12 +347,13 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
                     issuer,
                     client_id,
                     token_auth_method,
-                    client_secret_stored,
+                    (client_secret_stored, token_auth_method_reason),
                     registration_access_token_stored,
                 )| E::ClientRegistered {
                     issuer,
                     client_id,
                     token_auth_method,
+                    token_auth_method_reason,
                     client_secret_stored,
                     registration_access_token_stored,
                 }

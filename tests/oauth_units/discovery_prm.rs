@@ -40,9 +40,10 @@ async fn discovers_via_www_authenticate() {
     assert_eq!(d.pkce, PkceSupport::Advertised);
     assert!(d.iss_parameter_supported);
     assert_eq!(
-        d.token_endpoint_auth_methods_supported,
-        ["client_secret_basic", "none"]
+        d.token_endpoint_auth_methods_supported.as_deref(),
+        Some(&["client_secret_basic".to_string(), "none".to_string()][..])
     );
+    assert_eq!(d.revocation_endpoint_auth_methods_supported, None);
     // The initialize probe is a JSON-RPC POST.
     let first = &s.log()[0];
     assert_eq!(first.content_type.as_deref(), Some("application/json"));

@@ -16,7 +16,30 @@ fn request(scope: Option<&str>) -> RegistrationRequest {
         client_name: "AGP notion".into(),
         redirect_uri: Url::parse(CALLBACK).unwrap(),
         scope: scope.map(str::to_string),
+        token_endpoint_auth_method: TokenAuthMethod::ClientSecretBasic,
     }
+}
+
+#[tokio::test]
+async fn the_request_asks_for_the_chosen_method() {
+    let s = FakeServer::start().await;
+    s.route(
+        "POST /register",
+        issued(json!({"token_endpoint_auth_method": "client_secret_post"})),
+    );
+    let req = RegistrationRequest {
+        token_endpoint_auth_method: TokenAuthMethod::ClientSecretPost,
+        ..request(None)
+    };
+    let reg = register(&client(), &s.url("/register"), &req)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&s.log()[0].body).unwrap();
+    assert_eq!(body["token_endpoint_auth_method"], "client_secret_post");
+    assert_eq!(
+        reg.token_endpoint_auth_method,
+        TokenAuthMethod::ClientSecretPost
+    );
 }
 
 async fn answer(

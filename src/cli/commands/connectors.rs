@@ -30,9 +30,13 @@ impl StatusFilter {
     }
 }
 
+/// Spelled as OAuth spells them (RFC 7591), as the product page prints them
+/// (`--token-auth-method client_secret_post`); the kebab-case forms are accepted too.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AuthMethod {
+    #[value(name = "client_secret_post", alias = "client-secret-post")]
     ClientSecretPost,
+    #[value(name = "client_secret_basic", alias = "client-secret-basic")]
     ClientSecretBasic,
     None,
 }
@@ -126,7 +130,8 @@ pub enum ConnectorsCommand {
     Remove {
         #[arg(long)]
         name: String,
-        /// The connector's name again, to confirm.
+        /// The connector's name again, to confirm. Without it, a terminal asks for the name;
+        /// a script's command line naming the connector is its confirmation.
         #[arg(long)]
         confirm: Option<String>,
     },
@@ -345,10 +350,9 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
         }
         ConnectorsCommand::Remove { name, confirm } => {
             let name = path_name("connector", &name)?;
-            let Some(confirm) = confirm else {
-                anyhow::bail!(
-                    "removing is permanent: pass --confirm {name} to remove connector {name:?}"
-                );
+            let confirm = match confirm {
+                Some(c) => c,
+                None => confirm_interactively(&name)?,
             };
             let path = format!("/connectors/{name}/remove");
             let v = client.post(&path, &json!({"confirm": confirm})).await?;
@@ -403,6 +407,20 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `remove` without `--confirm`: on a terminal, the admin types the name (as the console asks);
+/// elsewhere the name on the command line stands as the confirmation.
+fn confirm_interactively(name: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(name.to_string());
+    }
+    eprint!("Removing {name:?} is permanent. Type the connector's name to confirm: ");
+    std::io::stderr().flush()?;
+    let mut typed = String::new();
+    std::io::stdin().lock().read_line(&mut typed)?;
+    Ok(typed.trim().to_string())
 }
 
 #[cfg(test)]

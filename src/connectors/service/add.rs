@@ -9,7 +9,7 @@ use super::{ConnectorService, ServiceError, fingerprint};
 use crate::connectors::flows::{FLOW_TTL, Flow};
 use crate::domain::ResourceName;
 use crate::domain::connector::{
-    ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod,
+    ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod, client_auth,
 };
 use crate::oauth::discovery::{Discovery, DiscoveryOptions, discover};
 use crate::oauth::registration::{RegistrationRequest, register};
@@ -23,7 +23,8 @@ pub enum ClientChoice {
     Registered {
         client_id: String,
         client_secret: Option<SecretString>,
-        method: TokenAuthMethod,
+        /// The admin's `--token-auth-method`; `None` = chosen from the server's metadata.
+        method: Option<TokenAuthMethod>,
     },
 }
 
@@ -88,7 +89,12 @@ impl ConnectorService {
                     .into(),
             ));
         };
+        let asked = client_auth::for_registration(
+            discovery.token_endpoint_auth_methods_supported.as_deref(),
+        )
+        .map_err(|e| ServiceError::Provider(format!("client registration impossible: {e}")))?;
         let request = RegistrationRequest {
+            token_endpoint_auth_method: asked.method,
             client_name: client_name.to_string(),
             redirect_uri: Url::parse(&self.redirect_uri)
                 .map_err(|e| ServiceError::Internal(format!("redirect URI: {e}")))?,
@@ -100,6 +106,16 @@ impl ConnectorService {
         let registered = register(&self.egress, endpoint, &request)
             .await
             .map_err(|e| ServiceError::Provider(format!("client registration failed: {e}")))?;
+        let token_auth_method_reason = if registered.token_endpoint_auth_method == asked.method {
+            asked.reason
+        } else {
+            format!(
+                "asked for {} ({}); the provider registered {}",
+                asked.method.as_str(),
+                asked.reason,
+                registered.token_endpoint_auth_method.as_str()
+            )
+        };
         let slot = Slot::client(connector_id);
         let secret_stored = registered.client_secret.is_some();
         if let Some(secret) = registered.client_secret {
@@ -113,6 +129,7 @@ impl ConnectorService {
             issuer: discovery.issuer.clone().unwrap_or_default(),
             client_id: registered.client_id,
             token_auth_method: registered.token_endpoint_auth_method,
+            token_auth_method_reason,
             client_secret_stored: secret_stored,
             registration_access_token_stored: rat_stored,
         })
@@ -154,6 +171,17 @@ impl ConnectorService {
                 method,
             } => {
                 let stored = client_secret.is_some();
+                let choice = client_auth::for_registered_client(
+                    method,
+                    discovery.token_endpoint_auth_methods_supported.as_deref(),
+                    stored,
+                )
+                .map_err(|e| {
+                    ServiceError::Invalid(format!(
+                        "{e}: give the method the provider configured for this client with \
+                         --token-auth-method"
+                    ))
+                })?;
                 if let Some(secret) = client_secret {
                     self.seal(Slot::client(&connector_id), Field::ClientSecret, secret)
                         .await?;
@@ -161,7 +189,8 @@ impl ConnectorService {
                 (
                     Registration::Client {
                         client_id,
-                        token_auth_method: method,
+                        token_auth_method: choice.method,
+                        token_auth_method_reason: choice.reason,
                         client_secret_stored: stored,
                     },
                     None,

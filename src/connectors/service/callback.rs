@@ -10,7 +10,8 @@ use super::{ConnectorService, fingerprint};
 use crate::connectors::flows::{COOKIE_PREFIX, Flow, FlowError};
 use crate::connectors::pages::Outcome;
 use crate::connectors::token::{self, ClientAuth, TokenEndpoint, TokenSet, clean};
-use crate::domain::connector::{ConnectorCommand, TokenAuthMethod};
+use crate::domain::connector::{ConnectorCommand, client_auth};
+use crate::projections::connectors::parse_auth_method;
 use crate::store::aggregate_store::CommandMeta;
 use crate::vault::{Field, Slot};
 
@@ -31,12 +32,11 @@ fn refused(reason: impl Into<String>) -> Outcome {
     }
 }
 
-fn method(s: Option<&str>) -> TokenAuthMethod {
-    match s {
-        Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
-        Some("none") => TokenAuthMethod::None,
-        _ => TokenAuthMethod::ClientSecretBasic,
-    }
+/// Which of the provider's endpoints a [`ClientAuth`] is for: each has its own method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthAt {
+    Token,
+    Revocation,
 }
 
 impl ConnectorService {
@@ -142,6 +142,7 @@ impl ConnectorService {
         &self,
         connector_id: &str,
         name: &str,
+        at: AuthAt,
     ) -> Result<ClientAuth, String> {
         let view = self.view(name).map_err(|e| e.to_string())?;
         let client_id = view
@@ -151,16 +152,32 @@ impl ConnectorService {
             .secret(Slot::client(connector_id), Field::ClientSecret)
             .await
             .map_err(|e| e.to_string())?;
+        let token_method = parse_auth_method(view.token_auth_method.as_deref());
+        let (method, retry_with_both) = match at {
+            AuthAt::Token => (token_method, false),
+            AuthAt::Revocation => {
+                let method = view
+                    .revocation_auth_method
+                    .as_deref()
+                    .map_or(token_method, |m| parse_auth_method(Some(m)));
+                let listed = view.revocation_endpoint_auth_methods_supported.as_deref();
+                (
+                    method,
+                    client_auth::revocation_retry_with_both(listed, method),
+                )
+            }
+        };
         Ok(ClientAuth {
             client_id,
             client_secret,
-            method: method(view.token_auth_method.as_deref()),
+            method,
+            retry_with_both,
         })
     }
 
     async fn exchange(&self, flow: &Flow, code: &str) -> Result<TokenSet, String> {
         let auth = self
-            .client_auth(&flow.connector_id, &flow.connector_name)
+            .client_auth(&flow.connector_id, &flow.connector_name, AuthAt::Token)
             .await?;
         let endpoint = TokenEndpoint {
             url: flow.token_endpoint.clone(),

@@ -16,6 +16,7 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use super::callback::AuthAt;
 use super::{ConnectorService, ServiceError, fingerprint};
 use crate::connectors::revoke::revoke;
 use crate::connectors::token::{self, TokenEndpoint, TokenError};
@@ -167,7 +168,7 @@ impl ConnectorService {
             return Ok(());
         };
         let auth = self
-            .client_auth(&view.connector_id, &name)
+            .client_auth(&view.connector_id, &name, AuthAt::Token)
             .await
             .map_err(|_| CredentialError::Internal(name.clone()))?;
         let endpoint = TokenEndpoint {
@@ -297,7 +298,8 @@ impl ConnectorService {
             .and_then(|e| Url::parse(e).ok());
         let (Some(ep), Ok(auth)) = (
             endpoint,
-            self.client_auth(&view.connector_id, &view.name).await,
+            self.client_auth(&view.connector_id, &view.name, AuthAt::Revocation)
+                .await,
         ) else {
             tracing::warn!(connector = %view.name, "late tokens cannot be revoked (no revocation endpoint or client); they expire on their own");
             return;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::callback::AuthAt;
 use super::{ConnectorService, ServiceError};
 use crate::connectors::revoke::{Revoked, revoke};
 use crate::domain::connector::{ConnectorCommand, RevocationOutcome};
@@ -142,11 +143,11 @@ impl ConnectorService {
                 ),
                 (Some(t), Some(ep)) => {
                     let auth = self
-                        .client_auth(&view.connector_id, &view.name)
+                        .client_auth(&view.connector_id, &view.name, AuthAt::Revocation)
                         .await
                         .map_err(ServiceError::Internal)?;
                     match revoke(&self.egress, ep, &auth, t, kind).await {
-                        Revoked::Yes => (RevocationOutcome::Revoked, None),
+                        Revoked::Yes(note) => (RevocationOutcome::Revoked, note),
                         Revoked::No(d) => (RevocationOutcome::Failed, Some(d)),
                     }
                 }
@@ -267,7 +268,7 @@ impl ConnectorService {
             return Ok(true);
         };
         let auth = self
-            .client_auth(&view.connector_id, &view.name)
+            .client_auth(&view.connector_id, &view.name, AuthAt::Revocation)
             .await
             .map_err(ServiceError::Internal)?;
         let mut all = true;
@@ -280,7 +281,7 @@ impl ConnectorService {
             };
             let (outcome, detail) = match revoke(&self.egress, &endpoint, &auth, &token, kind).await
             {
-                Revoked::Yes => (RevocationOutcome::Revoked, None),
+                Revoked::Yes(note) => (RevocationOutcome::Revoked, note),
                 Revoked::No(d) => {
                     all = false;
                     (RevocationOutcome::Failed, Some(d))

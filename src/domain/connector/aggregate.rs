@@ -138,6 +138,7 @@ impl Connector {
                 issuer,
                 client_id,
                 token_auth_method,
+                token_auth_method_reason,
                 client_secret_stored,
                 registration_access_token_stored,
             } => {
@@ -148,6 +149,7 @@ impl Connector {
                     issuer,
                     client_id,
                     token_auth_method,
+                    token_auth_method_reason,
                     client_secret_stored,
                     registration_access_token_stored,
                 }

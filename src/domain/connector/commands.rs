@@ -28,6 +28,7 @@ pub enum ConnectorCommand {
         issuer: String,
         client_id: String,
         token_auth_method: TokenAuthMethod,
+        token_auth_method_reason: String,
         client_secret_stored: bool,
         registration_access_token_stored: bool,
     },

@@ -20,6 +20,8 @@ pub enum Registration {
     Client {
         client_id: String,
         token_auth_method: TokenAuthMethod,
+        /// Why this method: the admin's choice, or what the server's metadata allowed.
+        token_auth_method_reason: String,
         client_secret_stored: bool,
     },
 }
@@ -76,6 +78,12 @@ pub struct DiscoveredMetadata {
     pub revocation_endpoint: Option<String>,
     #[serde(default)]
     pub scopes_supported: Vec<String>,
+    /// The AS metadata's `token_endpoint_auth_methods_supported`; absent when it lists none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The AS metadata's `revocation_endpoint_auth_methods_supported`; absent when it lists none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
     /// One line per discovery step, e.g. `prm: https://…/.well-known/oauth-protected-resource/mcp → 200`.
     #[serde(default)]
     pub steps: Vec<String>,
@@ -121,6 +129,8 @@ pub enum ConnectorEvent {
         issuer: String,
         client_id: String,
         token_auth_method: TokenAuthMethod,
+        /// Why this method (what the server's metadata allowed, or what the provider settled on).
+        token_auth_method_reason: String,
         client_secret_stored: bool,
         registration_access_token_stored: bool,
     },

@@ -32,6 +32,7 @@
 //! access tokens live in the vault; events carry fingerprints and expiry times.
 
 mod aggregate;
+pub mod client_auth;
 mod commands;
 mod drift;
 mod error;

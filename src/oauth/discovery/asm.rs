@@ -30,8 +30,12 @@ pub(super) struct AuthorizationServerMetadata {
     /// `None` when absent: distinguished from `[]` only for the error message.
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// `None` when absent: RFC 8414's default (`client_secret_basic`) applies.
     #[serde(default)]
-    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// `None` when absent: RFC 8414's default (`client_secret_basic`) applies.
+    #[serde(default)]
+    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
     /// RFC 9207.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,

@@ -71,7 +71,10 @@ pub struct Discovery {
     /// The AS metadata document that was used, if any.
     pub as_metadata_url: Option<Url>,
     pub as_scopes_supported: Vec<String>,
-    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// `None` when the metadata lists none (or there is no metadata).
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// `None` when the metadata lists none (or there is no metadata).
+    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
     pub pkce: PkceSupport,
     /// RFC 9207: the callback must carry `iss` when this is true.
     pub iss_parameter_supported: bool,
@@ -99,6 +102,10 @@ impl From<&Discovery> for DiscoveredMetadata {
             registration_endpoint: d.registration_endpoint.as_ref().map(Url::to_string),
             revocation_endpoint: d.revocation_endpoint.as_ref().map(Url::to_string),
             scopes_supported: d.scopes_supported.clone(),
+            token_endpoint_auth_methods_supported: d.token_endpoint_auth_methods_supported.clone(),
+            revocation_endpoint_auth_methods_supported: d
+                .revocation_endpoint_auth_methods_supported
+                .clone(),
             steps: d.steps.clone(),
         }
     }
@@ -252,14 +259,27 @@ async fn run(
         as_metadata_url: metadata.as_ref().map(|(u, _)| u.clone()),
         as_scopes_supported: md.map(|m| m.scopes_supported.clone()).unwrap_or_default(),
         token_endpoint_auth_methods_supported: md
-            .map(|m| m.token_endpoint_auth_methods_supported.clone())
-            .unwrap_or_default(),
+            .and_then(|m| auth_methods(m.token_endpoint_auth_methods_supported.as_deref())),
+        revocation_endpoint_auth_methods_supported: md
+            .and_then(|m| auth_methods(m.revocation_endpoint_auth_methods_supported.as_deref())),
         pkce,
         iss_parameter_supported: md
             .and_then(|m| m.authorization_response_iss_parameter_supported)
             .unwrap_or(false),
         steps: Vec::new(),
     })
+}
+
+/// A metadata list of authentication methods as recorded: cleaned, at most 16 entries of 64
+/// characters; `None` when absent or empty (RFC 8414's default applies then).
+fn auth_methods(list: Option<&[String]>) -> Option<Vec<String>> {
+    let list: Vec<String> = list?
+        .iter()
+        .take(16)
+        .map(|m| crate::oauth::text::clean(m, 64))
+        .filter(|m| !m.is_empty())
+        .collect();
+    (!list.is_empty()).then_some(list)
 }
 
 /// The MCP URL as an RFC 8707 resource: no fragment, and no trailing slash on a bare origin.

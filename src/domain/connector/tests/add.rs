@@ -19,6 +19,7 @@ async fn add_with_registered_client_and_overrides_records_them() {
     let registration = Registration::Client {
         client_id: "slack-app".into(),
         token_auth_method: TokenAuthMethod::ClientSecretPost,
+        token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
         client_secret_stored: true,
     };
     let overrides = Overrides {
@@ -66,6 +67,7 @@ async fn add_with_registered_client_without_client_id_is_refused() {
     let registration = Registration::Client {
         client_id: String::new(),
         token_auth_method: TokenAuthMethod::ClientSecretPost,
+        token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
         client_secret_stored: true,
     };
     framework()
@@ -134,6 +136,7 @@ async fn client_registration_is_recorded() {
             issuer: "https://auth.example.com".into(),
             client_id: "dcr-client".into(),
             token_auth_method: TokenAuthMethod::ClientSecretBasic,
+            token_auth_method_reason: "RFC 8414 default".into(),
             client_secret_stored: true,
             registration_access_token_stored: false,
         }]);

@@ -138,6 +138,7 @@ fn client_registration_cmd(client_id: &str) -> ConnectorCommand {
         issuer: "https://auth.example.com".into(),
         client_id: client_id.into(),
         token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        token_auth_method_reason: "RFC 8414 default".into(),
         client_secret_stored: true,
         registration_access_token_stored: false,
     }
