@@ -359,6 +359,7 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
                 profile_id: format!("p{p}"),
                 name: ResourceName::parse(&format!("profile-{p:05}"))?,
                 description: "bench profile".into(),
+                policy: agp::domain::profile::Policy::for_new_profile(),
             })?,
             new_event(&ProfileEvent::ToolsGranted {
                 tools: granted,

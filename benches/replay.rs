@@ -71,6 +71,7 @@ fn plan(total: u64) -> anyhow::Result<Vec<AppendBatch>> {
             profile_id: format!("p{p}"),
             name: ResourceName::parse(&format!("profile-{p}"))?,
             description: "bench profile".into(),
+            policy: agp::domain::profile::Policy::for_new_profile(),
         };
         batches.push(AppendBatch {
             stream: format!("profile-p{p}"),

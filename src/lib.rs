@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod app;
+pub mod approvals;
 pub mod canonical;
 pub mod cli;
 pub mod connectors;

@@ -118,6 +118,7 @@ fn encode(e: &AgpEvent) -> (String, Value) {
         AgpEvent::Connector(e) => encode_event(e),
         AgpEvent::Profile(e) => encode_event(e),
         AgpEvent::Agent(e) => encode_event(e),
+        AgpEvent::Approval(e) => encode_event(e),
         AgpEvent::Call(e) => encode_event(e),
     };
     encoded.expect("events serialize")
@@ -209,6 +210,7 @@ fn hand_written_samples_cover_every_variant() {
             AgpEvent::Connector(e) => e.event_type(),
             AgpEvent::Profile(e) => e.event_type(),
             AgpEvent::Agent(e) => e.event_type(),
+            AgpEvent::Approval(e) => e.event_type(),
             AgpEvent::Call(e) => e.event_type(),
         };
         assert_eq!(event_type, samples::type_of(&e));

@@ -181,7 +181,9 @@ impl DomainStatus for ProfileError {
         let msg = format!("{what}: {self}");
         match self {
             ProfileError::NotFound => ApiError::NotFound(msg),
-            ProfileError::ReasonRequired | ProfileError::NoTools => ApiError::BadRequest(msg),
+            ProfileError::ReasonRequired
+            | ProfileError::NoTools
+            | ProfileError::EmptyPolicyChange => ApiError::BadRequest(msg),
             _ => ApiError::Conflict(msg),
         }
     }

@@ -43,6 +43,8 @@ pub struct CallMetrics {
     /// Seconds an allowed call waited for its durable record: a write before going upstream, a
     /// read after upstream answered (its record is written meanwhile).
     pub record_wait: Histogram,
+    /// Seconds from a person's approval of a held call to the call going upstream.
+    pub approval_to_upstream: Histogram,
 }
 
 /// 100 µs to ~13 s, doubling.
@@ -58,6 +60,7 @@ impl Default for CallMetrics {
             latency: Histogram::new(call_buckets()),
             upstream: Histogram::new(call_buckets()),
             record_wait: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
+            approval_to_upstream: Histogram::new(call_buckets()),
         }
     }
 }
@@ -142,6 +145,11 @@ impl Metrics {
             "Proxied tools/call: time waited for the durable call record (writes before going \
              upstream, reads after upstream answered)",
             tool_calls.record_wait.clone(),
+        );
+        registry.register(
+            "tool_call_approval_to_upstream_seconds",
+            "Held tools/call: time from a person's approval to the call going upstream",
+            tool_calls.approval_to_upstream.clone(),
         );
         Self {
             registry,

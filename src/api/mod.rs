@@ -6,6 +6,7 @@
 //! answer from the projections. Every error is `{"error": {"code", "message"}}`.
 
 pub mod agents;
+pub mod approvals;
 pub mod auth;
 pub mod connect;
 pub mod connectors;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 pub mod profiles;
 pub mod tools;
 
@@ -107,6 +109,8 @@ struct ApiDoc;
 pub fn router(state: SharedState) -> Router {
     let (v1, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(profiles::routes())
+        .merge(policy::routes())
+        .merge(approvals::routes())
         .merge(agents::routes())
         .merge(connectors::routes())
         .merge(tools::routes())

@@ -74,7 +74,7 @@ pub fn name(field: &str, s: &str) -> Result<ResourceName, ApiError> {
     ResourceName::parse(s).map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))
 }
 
-fn profile_id(state: &SharedState, name: &ResourceName) -> Result<String, ApiError> {
+pub(super) fn profile_id(state: &SharedState, name: &ResourceName) -> Result<String, ApiError> {
     state
         .projections
         .read(|p| {
@@ -92,7 +92,7 @@ fn view(state: &SharedState, id: &str) -> Result<ProfileView, ApiError> {
         .ok_or_else(|| ApiError::Internal(format!("profile {id} missing from projection")))
 }
 
-async fn run(
+pub(super) async fn run(
     state: &SharedState,
     caller: &Caller,
     id: &str,

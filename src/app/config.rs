@@ -52,6 +52,8 @@ pub struct Config {
     pub egress_timeouts: crate::oauth::egress::EgressTimeouts,
     /// The agents' MCP endpoint: timeouts and caps (S19).
     pub proxy: crate::proxy::ProxyConfig,
+    /// Held calls: wait, lifetime, webhook.
+    pub approvals: crate::approvals::ApprovalConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ impl Config {
             relist_every: std::time::Duration::from_secs(DEFAULT_RELIST_EVERY_SECS),
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),
+            approvals: crate::approvals::ApprovalConfig::default(),
         })
     }
 }

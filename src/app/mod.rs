@@ -87,6 +87,14 @@ impl Application {
         let upstream_egress = egress
             .for_streams(config.proxy.call_timeout)
             .context("building the upstream MCP client")?;
+        let approvals = Arc::new(crate::approvals::ApprovalService::new(
+            log.clone(),
+            projections.clone(),
+            vault.clone(),
+            egress.clone(),
+            &public_url,
+            config.approvals.clone(),
+        ));
         let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
             log.clone(),
             projections.clone(),
@@ -101,6 +109,7 @@ impl Application {
             upstream_egress,
             config.proxy.clone(),
             metrics.tool_calls.clone(),
+            approvals,
         ));
         let mcp = crate::proxy::mount(proxy.clone(), &public_url);
         let state = Arc::new(AppState {
@@ -158,6 +167,10 @@ impl Application {
                 .spawn_drift_checker(self.relist_every);
         }
         state.connector_service.resume_pending_revocations();
+        state
+            .proxy
+            .approvals
+            .spawn_sweeper(state.shutdown.subscribe());
         state
             .proxy
             .recorder

@@ -62,6 +62,15 @@ impl Client {
         self.send(req).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body);
+        self.send(req).await
+    }
+
     /// A streaming GET (NDJSON); the caller reads chunks.
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let req = self.http.get(self.url(path)).bearer_auth(&self.token);

@@ -59,6 +59,9 @@ pub enum Command {
     /// Agent identities and their keys.
     #[command(subcommand)]
     Agents(commands::agents::AgentsCommand),
+    /// Calls held by a profile's policy, waiting for a person: list, show, approve, deny.
+    #[command(subcommand)]
+    Approvals(commands::approvals::ApprovalsCommand),
     /// OAuth-protected MCP servers.
     #[command(subcommand)]
     Connectors(commands::connectors::ConnectorsCommand),
@@ -94,6 +97,17 @@ pub struct ServeArgs {
     /// Seconds an upstream MCP server has to answer a proxied `tools/call`.
     #[arg(long, env = "AGP_CALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub call_timeout: u64,
+    /// Seconds a call held for approval waits for a person's decision before the agent gets
+    /// an error carrying the approval's id (an identical retry goes through once approved).
+    #[arg(long, env = "AGP_APPROVAL_WAIT", value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub approval_wait: u64,
+    /// Seconds an approval request lives: past it, pending or unused approvals expire.
+    #[arg(long, env = "AGP_APPROVAL_TTL", value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub approval_ttl: u64,
+    /// Where new approval requests are POSTed as JSON (never with argument values), through
+    /// the egress guard.
+    #[arg(long, env = "AGP_APPROVAL_WEBHOOK", value_name = "URL")]
+    pub approval_webhook: Option<url::Url>,
     /// Most `tools/call`s one agent may have in flight at once.
     #[arg(long, env = "AGP_AGENT_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub agent_concurrency: u64,
@@ -132,6 +146,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
+        Command::Approvals(c) => commands::approvals::run(&cli.global, c).await,
         Command::Agents(c) => commands::agents::run(&cli.global, c).await,
         Command::Connectors(c) => commands::connectors::run(&cli.global, c).await,
         Command::Tools(c) => commands::tools::run(&cli.global, c).await,

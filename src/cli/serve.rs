@@ -34,6 +34,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.proxy.call_timeout = std::time::Duration::from_secs(args.call_timeout);
     config.proxy.agent_concurrency = usize::try_from(args.agent_concurrency).unwrap_or(usize::MAX);
     config.relist_every = std::time::Duration::from_secs(args.relist_every);
+    config.approvals.wait = std::time::Duration::from_secs(args.approval_wait);
+    config.approvals.ttl = std::time::Duration::from_secs(args.approval_ttl);
+    config.approvals.webhook = args.approval_webhook.clone();
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);

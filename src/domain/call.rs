@@ -12,6 +12,10 @@
 //!
 //! A call refused before reaching upstream leaves one `call.denied` with the reason.
 //!
+//! A call the policy held carries its `approval_id` on every record: `call.started` and
+//! `call.completed` when an approval let it through, `call.denied` when its approval was
+//! denied or still pending at the end of the wait.
+//!
 //! Nothing an agent or an upstream sends is copied into these records except the tool name,
 //! and only when it is a valid catalog name: error texts are the proxy's own.
 
@@ -46,6 +50,15 @@ pub enum DenyReason {
     ConcurrencyLimit,
     /// The arguments are not a JSON object within the proxy's limits (S19).
     InvalidArguments,
+    /// The profile's policy denies this call (by the tool's own rule or its operation's).
+    PolicyDenied,
+    /// The agent is over its profile's calls-per-minute limit.
+    RateLimited,
+    /// The policy held the call and a person denied it (`approval_id` says which approval).
+    ApprovalDenied,
+    /// The policy held the call and no one decided within the wait; the agent may retry the
+    /// identical call once the approval is approved.
+    ApprovalPending,
 }
 
 impl DenyReason {
@@ -58,6 +71,10 @@ impl DenyReason {
             DenyReason::ConnectorNotActive => "connector_not_active",
             DenyReason::ConcurrencyLimit => "concurrency_limit",
             DenyReason::InvalidArguments => "invalid_arguments",
+            DenyReason::PolicyDenied => "policy_denied",
+            DenyReason::RateLimited => "rate_limited",
+            DenyReason::ApprovalDenied => "approval_denied",
+            DenyReason::ApprovalPending => "approval_pending",
         }
     }
 }
@@ -118,6 +135,9 @@ pub enum CallEvent {
         /// Hex SHA-256 of the arguments' canonical JSON.
         arguments_sha256: String,
         arguments_bytes: u64,
+        /// The approval that let a held call through.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval_id: Option<String>,
     },
     #[serde(rename = "call.completed")]
     Completed {
@@ -136,6 +156,9 @@ pub enum CallEvent {
         refreshed: bool,
         /// Occurrences of the credential removed from the result (S18).
         redactions: u32,
+        /// The approval that let a held call through.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval_id: Option<String>,
     },
     #[serde(rename = "call.denied")]
     Denied {
@@ -160,6 +183,9 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connector_status: Option<String>,
         arguments_sha256: String,
+        /// For a held call: its approval (denied, or still pending when the wait ended).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval_id: Option<String>,
     },
 }
 
@@ -218,12 +244,13 @@ mod tests {
             attempts: 2,
             refreshed: true,
             redactions: 0,
+            approval_id: Some("ap1".into()),
         };
         let (t, data) = encode_event(&e).expect("encodes");
         assert_eq!(t, e.type_name());
         assert_eq!(data["outcome"], "tool_error");
         assert_eq!(
-            AgpEvent::decode(&t, 1, &data).expect("decodes"),
+            AgpEvent::decode(&t, 2, &data).expect("decodes"),
             AgpEvent::Call(e)
         );
     }

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::agent::AgentEvent;
+use super::approval::ApprovalEvent;
 use super::call::CallEvent;
 use super::connector::ConnectorEvent;
 use super::profile::ProfileEvent;
@@ -17,6 +18,7 @@ pub enum AgpEvent {
     Connector(ConnectorEvent),
     Profile(ProfileEvent),
     Agent(AgentEvent),
+    Approval(ApprovalEvent),
     /// A proxied call's record (a fact, not an aggregate's decision).
     Call(CallEvent),
 }
@@ -44,6 +46,7 @@ pub fn all_event_types() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(ProfileEvent::TYPES)
         .chain(AgentEvent::TYPES)
+        .chain(ApprovalEvent::TYPES)
         .chain(CallEvent::TYPES)
         .copied()
 }
@@ -73,6 +76,10 @@ impl AgpEvent {
         } else if event_type.starts_with("agent.") {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Agent)
+                .map_err(malformed)
+        } else if event_type.starts_with("approval.") {
+            decode_tagged(event_type, data)
+                .map(AgpEvent::Approval)
                 .map_err(malformed)
         } else if event_type.starts_with("call.") {
             decode_tagged(event_type, data)

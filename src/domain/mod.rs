@@ -6,7 +6,9 @@
 //!   pending → active → reauth_required / expired / error → disconnected → removed, with reconnect;
 //!   and the tools it registers (`<alias>__<tool>`, pinned by a definition hash);
 //! - [`profile::Profile`] — a behavior profile: tool grants with reasons, suspension;
-//! - [`agent::Agent`] — an agent identity bound to a profile, with a hashed key.
+//! - [`agent::Agent`] — an agent identity bound to a profile, with a hashed key;
+//! - [`approval::Approval`] — a call a profile's policy held for a person: pending → approved
+//!   (used by exactly one call) / denied / expired.
 //!
 //! Call records ([`call::CallEvent`]) are facts the proxy appends per agent, not aggregates.
 //!
@@ -14,6 +16,7 @@
 //! any stored event (after [`upcast`]) for the projections.
 
 pub mod agent;
+pub mod approval;
 pub mod call;
 pub mod connector;
 pub mod event;

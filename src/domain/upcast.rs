@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use super::connector::client_auth::{REASON_BEFORE_V2_CLIENT, REASON_BEFORE_V2_DCR};
 use super::event::DecodeError;
+use super::profile::Policy;
 
 /// The schema version new events of `event_type` are written at.
 pub fn current_version(event_type: &str) -> u32 {
@@ -17,6 +18,10 @@ pub fn current_version(event_type: &str) -> u32 {
         "connector.added" | "connector.client_registered" => 2,
         // v2: the server's token and revocation endpoint auth method lists.
         "connector.discovered" => 2,
+        // v2: the profile's policy (issue 12).
+        "profile.created" => 2,
+        // v2: `approval_id` on held calls; new denial reasons (policy, rate limit, approvals).
+        "call.started" | "call.completed" | "call.denied" => 2,
         _ => 1,
     }
 }
@@ -66,6 +71,16 @@ fn step(event_type: &str, from: u32, data: &mut Value) -> Result<(), DecodeError
         }
         // v2 only adds optional lists: a v1 record simply has none.
         ("connector.discovered", 1) => {}
+        // v2 only adds an optional field and reasons v1 never wrote.
+        ("call.started" | "call.completed" | "call.denied", 1) => {}
+        // Before policies existed every granted call flowed: a v1 profile keeps exactly that.
+        ("profile.created", 1) => {
+            if let Some(d) = data.as_object_mut() {
+                let before = serde_json::to_value(Policy::before_policies())
+                    .map_err(|_| unknown(event_type, from))?;
+                d.entry("policy").or_insert(before);
+            }
+        }
         _ => return Err(unknown(event_type, from)),
     }
     Ok(())
@@ -120,6 +135,17 @@ mod tests {
         assert!(AgpEvent::decode("connector.added", 1, &dcr).is_ok());
         let v1_discovered = json!({"metadata": {"scopes_supported": [], "steps": []}});
         assert!(AgpEvent::decode("connector.discovered", 1, &v1_discovered).is_ok());
+    }
+
+    #[test]
+    fn a_profile_from_before_policies_keeps_letting_everything_flow() {
+        let v1 = json!({"profile_id": "p1", "name": "support", "description": ""});
+        let e = AgpEvent::decode("profile.created", 1, &v1).unwrap();
+        let AgpEvent::Profile(crate::domain::profile::ProfileEvent::Created { policy, .. }) = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(policy, Policy::before_policies());
     }
 
     #[test]

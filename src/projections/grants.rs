@@ -12,7 +12,7 @@ use super::Projection;
 use crate::domain::AgpEvent;
 use crate::domain::agent::AgentEvent;
 use crate::domain::call::CallEvent;
-use crate::domain::profile::ProfileEvent;
+use crate::domain::profile::{Policy, ProfileEvent};
 use crate::store::RecordedEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -32,6 +32,14 @@ pub struct ProfileView {
     pub suspension_reason: Option<String>,
     /// Granted tool → why, when, by whom.
     pub grants: BTreeMap<String, GrantView>,
+    /// What happens to each call: `{"read", "write", "tools": {"A__T": rule},
+    /// "max_calls_per_minute"}`, each rule `allow`, `hold` or `deny`.
+    #[schema(value_type = Object)]
+    pub policy: Policy,
+    /// When and by whom the policy last changed, and why (`None`: as created).
+    pub policy_changed_at: Option<DateTime<Utc>>,
+    pub policy_changed_by: Option<String>,
+    pub policy_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub updated_at: DateTime<Utc>,
@@ -121,6 +129,7 @@ impl GrantsIndex {
             profile_id,
             name,
             description,
+            policy,
         } = event
         {
             self.profile_by_name
@@ -134,6 +143,10 @@ impl GrantsIndex {
                     suspended: false,
                     suspension_reason: None,
                     grants: BTreeMap::new(),
+                    policy: policy.clone(),
+                    policy_changed_at: None,
+                    policy_changed_by: None,
+                    policy_reason: None,
                     created_at: at,
                     created_by: record.actor.clone(),
                     updated_at: at,
@@ -171,6 +184,12 @@ impl GrantsIndex {
             ProfileEvent::Resumed { reason } => {
                 p.suspended = false;
                 p.suspension_reason = Some(reason.clone());
+            }
+            ProfileEvent::PolicyChanged { policy, reason } => {
+                p.policy = policy.clone();
+                p.policy_changed_at = Some(at);
+                p.policy_changed_by = Some(record.actor.clone());
+                p.policy_reason = Some(reason.clone());
             }
         }
     }
@@ -251,7 +270,7 @@ impl Projection for GrantsIndex {
                     a.last_call_at = Some(record.time);
                 }
             }
-            AgpEvent::Connector(_) | AgpEvent::Call(_) => {}
+            AgpEvent::Connector(_) | AgpEvent::Call(_) | AgpEvent::Approval(_) => {}
         }
     }
 

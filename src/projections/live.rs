@@ -40,6 +40,8 @@ pub struct LiveProjections {
     /// `visibility_seq` of the folded state: changes only with events that can change what an
     /// agent sees (not with call records), for watchers that act on those alone.
     visibility: watch::Sender<u64>,
+    /// `approvals_seq` of the folded state: calls waiting for a person's decision watch it.
+    approvals: watch::Sender<u64>,
     /// Set by the commit observer when a commit does not follow the checkpoint.
     behind: tokio::sync::Notify,
     /// Tells the tail task to stop (it holds the log; the log's files stay locked until it ends).
@@ -59,11 +61,13 @@ impl LiveProjections {
                 })??;
         let (checkpoint, _) = watch::channel(set.checkpoint);
         let (visibility, _) = watch::channel(set.visibility_seq);
+        let (approvals, _) = watch::channel(set.approvals_seq);
         let (stop, _) = watch::channel(false);
         let live = Arc::new(Self {
             set: RwLock::new(set),
             checkpoint,
             visibility,
+            approvals,
             behind: tokio::sync::Notify::new(),
             failure: RwLock::new(None),
             stop,
@@ -118,10 +122,12 @@ impl LiveProjections {
 
     /// Tells waiters what the folded state has reached.
     fn publish(&self) {
-        let (reached, visible) = {
+        let (reached, visible, approvals) = {
             let set = self.set.read();
-            (set.checkpoint, set.visibility_seq)
+            (set.checkpoint, set.visibility_seq, set.approvals_seq)
         };
+        self.approvals
+            .send_if_modified(|a| std::mem::replace(a, approvals) != approvals);
         self.checkpoint
             .send_if_modified(|c| std::mem::replace(c, reached) != reached);
         self.visibility
@@ -163,6 +169,11 @@ impl LiveProjections {
     /// Watches `visibility_seq`: changes only when what some agent may see can have changed.
     pub fn subscribe_visibility(&self) -> watch::Receiver<u64> {
         self.visibility.subscribe()
+    }
+
+    /// Watches `approvals_seq`: changes with every approval event.
+    pub fn subscribe_approvals(&self) -> watch::Receiver<u64> {
+        self.approvals.subscribe()
     }
 
     pub fn failure(&self) -> Option<String> {

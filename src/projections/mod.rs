@@ -8,6 +8,7 @@
 //!
 //! Must not touch: the store's bytes (reads go through [`EventLog`]), the domain's rules.
 
+pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod connectors;
@@ -22,6 +23,7 @@ use crate::canonical::write_canonical;
 use crate::domain::{AgpEvent, DecodeError};
 use crate::store::{EventLog, RecordedEvent, StoreError};
 
+pub use approvals::ApprovalsView;
 pub use audit::AuditLog;
 pub use catalog::ToolCatalog;
 pub use connectors::ConnectorStatusView;
@@ -63,9 +65,13 @@ pub struct ProjectionSet {
     pub catalog: ToolCatalog,
     pub grants: GrantsIndex,
     pub audit: AuditLog,
+    pub approvals: ApprovalsView,
     /// Sequence of the last event that can change what an agent sees (anything but a call
-    /// record): the proxy tells connected sessions `tools/list_changed` when it moves.
+    /// record or an approval): the proxy tells connected sessions `tools/list_changed` when it
+    /// moves.
     pub visibility_seq: u64,
+    /// Sequence of the last approval event: calls waiting for a decision watch it.
+    pub approvals_seq: u64,
 }
 
 /// How many events one read of the log returns during a rebuild or catch-up.
@@ -98,8 +104,11 @@ impl ProjectionSet {
         self.catalog.apply(record, event);
         self.grants.apply(record, event);
         self.audit.apply(record, event);
-        if !matches!(event, AgpEvent::Call(_)) {
-            self.visibility_seq = record.seq;
+        self.approvals.apply(record, event);
+        match event {
+            AgpEvent::Call(_) => {}
+            AgpEvent::Approval(_) => self.approvals_seq = record.seq,
+            _ => self.visibility_seq = record.seq,
         }
         self.checkpoint = record.seq;
         Ok(())
@@ -131,6 +140,7 @@ impl ProjectionSet {
             digest::<ToolCatalog>(&self.catalog, self.checkpoint),
             digest::<GrantsIndex>(&self.grants, self.checkpoint),
             digest::<AuditLog>(&self.audit, self.checkpoint),
+            digest::<ApprovalsView>(&self.approvals, self.checkpoint),
         ]
     }
 
@@ -141,6 +151,7 @@ impl ProjectionSet {
             ToolCatalog::NAME => Some(self.catalog.state()),
             GrantsIndex::NAME => Some(self.grants.state()),
             AuditLog::NAME => Some(self.audit.state()),
+            ApprovalsView::NAME => Some(self.approvals.state()),
             _ => None,
         }
     }

@@ -53,6 +53,16 @@ fn as_tools_call(body: &[u8]) -> Option<(Value, Value)> {
     if !(id.is_string() || id.is_i64() || id.is_u64()) {
         return None;
     }
+    // A client that asked for progress gets rmcp's SSE answer, which can carry
+    // `notifications/progress` while a held call waits for a person.
+    if obj
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("progressToken"))
+        .is_some()
+    {
+        return None;
+    }
     Some((id, obj.remove("params").unwrap_or(Value::Null)))
 }
 
@@ -103,7 +113,7 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
     let answer = match serde_json::from_value::<CallToolRequestParams>(params) {
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
             "message": format!("invalid tools/call params: {e}")}}),
-        Ok(params) => match proxy.call(who, params).await {
+        Ok(params) => match proxy.call(who, params, None).await {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
         },
@@ -128,6 +138,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#,
             br#"{"jsonrpc":"1.0","id":1,"method":"tools/call"}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"notifications/cancelled","params":{"reason":"tools/call"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__b","_meta":{"progressToken":7}}}"#,
             b"tools/call not json",
         ] {
             assert!(as_tools_call(other).is_none(), "{}", String::from_utf8_lossy(other));

@@ -62,8 +62,15 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let who = identity(&context.extensions)?;
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| super::govern::Progress {
+                peer: context.peer.clone(),
+                token,
+            });
         self.proxy
-            .call(&who, request)
+            .call(&who, request, progress.as_ref())
             .await
             .map(CallToolResponse::Complete)
     }

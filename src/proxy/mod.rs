@@ -31,6 +31,7 @@
 
 pub mod auth;
 pub mod direct;
+pub mod govern;
 pub mod handler;
 pub mod pool;
 pub mod record;
@@ -54,6 +55,7 @@ use crate::connectors::service::credential::{CredentialError, needs_refresh};
 use crate::domain::ToolName;
 use crate::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use crate::domain::connector::Operation;
+use crate::domain::profile::Rule;
 use crate::projections::catalog::{CatalogEntry, ToolStatus};
 use crate::projections::connectors::ConnectorView;
 use crate::projections::{LiveProjections, ProjectionSet};
@@ -82,6 +84,14 @@ pub mod codes {
     pub const NOT_RECORDED: i32 = -32007;
     /// Upstream's answer is over the size cap.
     pub const RESULT_TOO_LARGE: i32 = -32008;
+    /// The profile's policy denies the call.
+    pub const POLICY_DENIED: i32 = -32009;
+    /// The agent is over its profile's calls-per-minute limit.
+    pub const RATE_LIMITED: i32 = -32010;
+    /// The call was held and a person denied it; the message carries their reason.
+    pub const APPROVAL_DENIED: i32 = -32011;
+    /// The call was held and is still waiting for a decision; `data.approval_id` names it.
+    pub const APPROVAL_PENDING: i32 = -32012;
 }
 
 /// The proxy's knobs (`agp serve` flags).
@@ -130,6 +140,9 @@ pub struct Proxy {
     pub(crate) projections: Arc<LiveProjections>,
     pub(crate) connectors: Arc<ConnectorService>,
     pub(crate) recorder: CallRecorder,
+    /// Held calls wait for a person through this.
+    pub approvals: Arc<crate::approvals::ApprovalService>,
+    rate_limits: govern::RateLimits,
     pub pool: UpstreamPool,
     pub sessions: sessions::Sessions,
     pub config: ProxyConfig,
@@ -148,15 +161,21 @@ struct Denial {
     entry: Option<(String, String, Operation)>,
     connector_status: Option<String>,
     profile: String,
+    /// For a held call: its approval.
+    approval_id: Option<String>,
+    /// The approver's reason (denied), or when the approval expires (pending).
+    detail: Option<String>,
 }
 
-/// What a call that passed the checks goes to.
+/// What a call that passed the checks goes to, and what the policy says of it.
 struct Target {
     tool: ToolName,
     upstream_name: String,
     operation: Operation,
     connector: ConnectorView,
     profile: String,
+    rule: Rule,
+    max_calls_per_minute: u32,
 }
 
 /// How an upstream attempt failed.
@@ -221,6 +240,9 @@ impl Denial {
             .as_ref()
             .map_or_else(|| "(invalid name)".to_string(), |t| t.to_string());
         let data = json!({"reason": self.reason.as_str()});
+        if let Some(e) = govern::policy_error(self, &name) {
+            return e;
+        }
         match self.reason {
             // Unknown and not granted read the same: an agent learns nothing of tools it was
             // not given.
@@ -257,6 +279,11 @@ impl Denial {
                 "arguments must be a JSON object within the proxy's limits".to_string(),
                 Some(data),
             ),
+            // Answered by `govern::policy_error` above.
+            DenyReason::PolicyDenied
+            | DenyReason::RateLimited
+            | DenyReason::ApprovalDenied
+            | DenyReason::ApprovalPending => ErrorData::internal_error("unreachable", None),
         }
     }
 }
@@ -269,6 +296,7 @@ impl Proxy {
         upstream_egress: crate::oauth::egress::EgressClient,
         config: ProxyConfig,
         metrics: crate::api::metrics::CallMetrics,
+        approvals: Arc<crate::approvals::ApprovalService>,
     ) -> Self {
         let limits = UpstreamLimits {
             max_response_bytes: config.max_result_bytes,
@@ -278,6 +306,8 @@ impl Proxy {
             projections,
             connectors,
             recorder: CallRecorder::new(log),
+            approvals,
+            rate_limits: govern::RateLimits::default(),
             pool: UpstreamPool::new(upstream_egress, limits),
             sessions: sessions::Sessions::default(),
             config,
@@ -311,6 +341,8 @@ impl Proxy {
                         .map(|e| (e.connector_id.clone(), e.connector.clone(), e.operation)),
                     connector_status: status,
                     profile: profile_name.clone(),
+                    approval_id: None,
+                    detail: None,
                 })
             };
             let Some(profile) = profile.filter(|p| !p.suspended) else {
@@ -339,12 +371,15 @@ impl Proxy {
             if entry.status != ToolStatus::Active {
                 return Err(deny(DenyReason::Quarantined, Some(entry), None));
             }
+            let verdict = profile.policy.decide(&name, entry.operation);
             Ok(Target {
                 tool: name,
                 upstream_name: entry.upstream_name.clone(),
                 operation: entry.operation,
                 connector: connector.clone(),
                 profile: profile_name.clone(),
+                rule: verdict.rule,
+                max_calls_per_minute: profile.policy.max_calls_per_minute,
             })
         })
     }
@@ -385,6 +420,7 @@ impl Proxy {
             reason: denial.reason,
             connector_status: denial.connector_status.clone(),
             arguments_sha256,
+            approval_id: denial.approval_id.clone(),
         };
         self.metrics.count("deny", denial.reason.as_str());
         if let Err(e) = self.recorder.append(call_id, &event).await {
@@ -398,6 +434,7 @@ impl Proxy {
         &self,
         who: &AgentIdentity,
         params: CallToolRequestParams,
+        progress: Option<&govern::Progress>,
     ) -> Result<CallToolResult, ErrorData> {
         let arrived = Instant::now();
         let call_id = Uuid::now_v7();
@@ -421,8 +458,45 @@ impl Proxy {
                 entry,
                 connector_status: None,
                 profile: target.profile.clone(),
+                approval_id: None,
+                detail: None,
             };
             return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+        }
+        // Policy: deny, rate limit, or hold for a person (no permit is held while waiting).
+        let held = crate::approvals::HeldArguments {
+            values: params.arguments.as_ref(),
+            sha256: &arguments_sha256,
+        };
+        let approval_id = match self.govern(who, &target, call_id, held, progress).await {
+            Ok(a) => a,
+            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+        };
+        // A held call was let through: it must still be servable now (a kill switch may have
+        // fired while it waited).
+        let target = match (&approval_id, self.resolve(who, &params.name)) {
+            (None, _) => target,
+            (Some(id), Ok(now)) if now.rule == Rule::Deny => {
+                let mut denial = Denial {
+                    reason: DenyReason::PolicyDenied,
+                    tool: Some(now.tool.clone()),
+                    entry: entry.clone(),
+                    connector_status: None,
+                    profile: now.profile.clone(),
+                    approval_id: Some(id.clone()),
+                    detail: None,
+                };
+                denial.approval_id = Some(id.clone());
+                return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+            }
+            (Some(_), Ok(now)) => now,
+            (Some(id), Err(mut denial)) => {
+                denial.approval_id = Some(id.clone());
+                return Err(self.refuse(who, call_id, *denial, arguments_sha256).await);
+            }
+        };
+        if let Some(id) = &approval_id {
+            self.observe_approval_to_upstream(id);
         }
         let Some(_permit) = self.permit(&who.agent_id) else {
             let denial = Denial {
@@ -431,6 +505,8 @@ impl Proxy {
                 entry,
                 connector_status: None,
                 profile: target.profile.clone(),
+                approval_id,
+                detail: None,
             };
             return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
         };
@@ -448,6 +524,7 @@ impl Proxy {
             decision: Decision::Allow,
             arguments_sha256,
             arguments_bytes,
+            approval_id: approval_id.clone(),
         };
         // Queued now; a read's record is written while upstream works and awaited after.
         let record = self.recorder.submit(call_id, &started);
@@ -501,9 +578,22 @@ impl Proxy {
                 attempts,
                 refreshed,
                 redactions,
+                approval_id,
             },
         );
         answer
+    }
+
+    /// Observes how long after its approval a held call goes upstream.
+    fn observe_approval_to_upstream(&self, approval_id: &str) {
+        let decided = self
+            .projections
+            .read(|p| p.approvals.get(approval_id).and_then(|a| a.decided_at));
+        if let Some(at) = decided
+            && let Ok(d) = (chrono::Utc::now() - at).to_std()
+        {
+            self.metrics.approval_to_upstream.observe(d.as_secs_f64());
+        }
     }
 
     /// Waits for call `call_id`'s durable record and times the wait; if the record failed, the

@@ -51,8 +51,8 @@ fn new_event(call_id: Uuid, event: &CallEvent) -> Result<NewEvent, StoreError> {
     let (event_type, data) = encode_event(event).map_err(|e| StoreError::Backend(e.to_string()))?;
     Ok(NewEvent {
         id: Uuid::now_v7(),
+        schema_version: crate::domain::upcast::current_version(&event_type),
         event_type,
-        schema_version: 1,
         actor: format!("agent:{}", event.agent_id()),
         correlation_id: call_id,
         data,
@@ -206,6 +206,7 @@ mod tests {
             attempts: 1,
             refreshed: false,
             redactions: 0,
+            approval_id: None,
         }
     }
 

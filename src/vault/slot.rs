@@ -50,6 +50,15 @@ impl Slot {
         }
     }
 
+    /// The slot of an approval's held arguments: its own data key, so shredding it touches no
+    /// connector's.
+    pub fn approval(approval_id: &str) -> Self {
+        Self {
+            connector_id: format!("approval-{approval_id}"),
+            generation: 1,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), VaultError> {
         validate_connector_id(&self.connector_id)
     }
@@ -90,16 +99,20 @@ pub enum Field {
     RefreshToken,
     /// The PKCE verifier of a consent flow in progress.
     PkceVerifier,
+    /// The argument values of a call held for approval (slot [`Slot::approval`]), shown to
+    /// approvers and shredded once the approval is decided or expires.
+    ToolArguments,
 }
 
 impl Field {
     /// Every field, for scans and tests.
-    pub const ALL: [Field; 5] = [
+    pub const ALL: [Field; 6] = [
         Field::ClientSecret,
         Field::RegistrationAccessToken,
         Field::AccessToken,
         Field::RefreshToken,
         Field::PkceVerifier,
+        Field::ToolArguments,
     ];
 
     /// The stable name used on disk and in associated data.
@@ -110,6 +123,7 @@ impl Field {
             Field::AccessToken => "access_token",
             Field::RefreshToken => "refresh_token",
             Field::PkceVerifier => "pkce_verifier",
+            Field::ToolArguments => "tool_arguments",
         }
     }
 

@@ -93,6 +93,20 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// PUT JSON to `/api/v1{path}` with the admin token: (status, JSON body).
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.url(&format!("/api/v1{path}")))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The log head, read through the API.
     pub async fn head(&self) -> u64 {
         let (_, v) = self.http_json("/readyz").await;

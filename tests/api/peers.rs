@@ -411,6 +411,23 @@ impl Agent {
         }
     }
 
+    /// `tools/call` with a `progressToken`: the answer and how many progress notifications
+    /// arrived before it.
+    pub fn call_with_progress(
+        &mut self,
+        name: &str,
+        arguments: Value,
+    ) -> (Result<Value, Value>, u64) {
+        let r = self.request(
+            serde_json::json!({"op": "call", "name": name, "arguments": arguments, "progress": true}),
+        );
+        let n = r["progress"].as_u64().unwrap_or(0);
+        match r.get("result") {
+            Some(result) => (Ok(result.clone()), n),
+            None => (Err(r["error"].clone()), n),
+        }
+    }
+
     /// Waits up to `timeout` for a `tools_list_changed` notification (consumes it).
     pub fn list_changed(&mut self, timeout: Duration) -> bool {
         if let Some(i) = self

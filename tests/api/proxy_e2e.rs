@@ -255,6 +255,14 @@ async fn grant_changes_are_pushed_and_a_disconnect_fails_closed_at_once() {
     let app = spawn_app().await;
     connect_and_register(&app, &provider, "notion", &["echo", "create_page"]).await;
     let key = agent_with(&app, "support", "claude", &["notion__echo"]).await;
+    // Writes hold for a person by default; this test is about grants, so they flow.
+    let (s, b) = app
+        .put(
+            "/profiles/support/policy",
+            json!({"write": "allow", "reason": "grant test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
     let mut agent = Agent::connect(&mcp_url(&app), Some(&key), &[]).expect("connects");
     assert_eq!(agent.list().0, ["notion__echo"]);
 

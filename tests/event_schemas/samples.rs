@@ -2,12 +2,13 @@
 //! the compile-checked list of variants they must cover.
 
 use agp::domain::agent::AgentEvent;
+use agp::domain::approval::ApprovalEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
     ConnectorEvent, Definition, DefinitionField, DiscoveredMetadata, FieldChange, Operation,
     Overrides, RegisteredTool, Registration, RevocationOutcome, TokenAuthMethod,
 };
-use agp::domain::profile::ProfileEvent;
+use agp::domain::profile::{Policy, ProfileEvent, Rule};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -33,6 +34,7 @@ pub fn type_of(e: &AgpEvent) -> &'static str {
         AgpEvent::Connector(e) => (connector_variants().0)(e),
         AgpEvent::Profile(e) => (profile_variants().0)(e),
         AgpEvent::Agent(e) => (agent_variants().0)(e),
+        AgpEvent::Approval(e) => (approval_variants().0)(e),
         AgpEvent::Call(e) => (call_variants().0)(e),
     }
 }
@@ -43,6 +45,7 @@ pub fn variant_types() -> Vec<&'static str> {
         connector_variants().1,
         profile_variants().1,
         agent_variants().1,
+        approval_variants().1,
         call_variants().1,
     ]
     .concat()
@@ -81,6 +84,17 @@ fn profile_variants() -> Variants<ProfileEvent> {
         ToolsRevoked => "profile.tools_revoked",
         Suspended => "profile.suspended",
         Resumed => "profile.resumed",
+        PolicyChanged => "profile.policy_changed",
+    })
+}
+
+fn approval_variants() -> Variants<ApprovalEvent> {
+    variants!(ApprovalEvent {
+        Requested => "approval.requested",
+        Approved => "approval.approved",
+        Denied => "approval.denied",
+        Used => "approval.used",
+        Expired => "approval.expired",
     })
 }
 
@@ -413,11 +427,13 @@ pub fn profile_events() -> Vec<ProfileEvent> {
             profile_id: "p1".into(),
             name: name("support-bot"),
             description: String::new(),
+            policy: Policy::for_new_profile(),
         },
         E::Created {
             profile_id: "p2".into(),
             name: name("9lives"),
             description: "Answers support tickets".into(),
+            policy: Policy::before_policies(),
         },
         E::ToolsGranted {
             tools: vec![tool("notion__notion-search")],
@@ -436,6 +452,19 @@ pub fn profile_events() -> Vec<ProfileEvent> {
         },
         E::Resumed {
             reason: "incident closed".into(),
+        },
+        E::PolicyChanged {
+            policy: Policy {
+                read: Rule::Allow,
+                write: Rule::Deny,
+                tools: [
+                    (tool("notion__notion-search"), Rule::Hold),
+                    (tool("gh__repo.list_v2"), Rule::Allow),
+                ]
+                .into(),
+                max_calls_per_minute: 120,
+            },
+            reason: "writes go through the change board".into(),
         },
     ]
 }
@@ -476,6 +505,7 @@ pub fn call_events() -> Vec<CallEvent> {
             decision: Decision::Allow,
             arguments_sha256: KEY_HASH.into(),
             arguments_bytes: 17,
+            approval_id: None,
         },
         E::Completed {
             call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000001".into(),
@@ -488,6 +518,7 @@ pub fn call_events() -> Vec<CallEvent> {
             attempts: 2,
             refreshed: true,
             redactions: 0,
+            approval_id: Some("0193f1c2-7a1b-7c3d-8e4f-0000000000a1".into()),
         },
         // Denied for an unknown, invalid name: nothing but the reason.
         E::Denied {
@@ -504,6 +535,7 @@ pub fn call_events() -> Vec<CallEvent> {
             reason: DenyReason::UnknownTool,
             connector_status: None,
             arguments_sha256: KEY_HASH.into(),
+            approval_id: None,
         },
         // Denied with every optional field.
         E::Denied {
@@ -520,7 +552,56 @@ pub fn call_events() -> Vec<CallEvent> {
             reason: DenyReason::ConnectorNotActive,
             connector_status: Some("reauth_required".into()),
             arguments_sha256: KEY_HASH.into(),
+            approval_id: None,
         },
+        // A held call a person denied.
+        E::Denied {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000004".into(),
+            agent_id: "a1".into(),
+            agent: "claude-desktop".into(),
+            profile_id: "p1".into(),
+            profile: "support".into(),
+            tool: Some(tool("notion__create_page")),
+            connector_id: Some("c1".into()),
+            connector: Some("notion".into()),
+            operation: Some(Operation::Write),
+            decision: Decision::Deny,
+            reason: DenyReason::ApprovalDenied,
+            connector_status: None,
+            arguments_sha256: KEY_HASH.into(),
+            approval_id: Some("0193f1c2-7a1b-7c3d-8e4f-0000000000a2".into()),
+        },
+    ]
+}
+
+pub fn approval_events() -> Vec<ApprovalEvent> {
+    use ApprovalEvent as E;
+    vec![
+        E::Requested {
+            approval_id: "0193f1c2-7a1b-7c3d-8e4f-0000000000a1".into(),
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000005".into(),
+            agent_id: "a1".into(),
+            agent: "claude-desktop".into(),
+            profile_id: "p1".into(),
+            profile: "support".into(),
+            tool: tool("notion__create_page"),
+            connector_id: "c1".into(),
+            connector: "notion".into(),
+            operation: Operation::Write,
+            arguments_sha256: KEY_HASH.into(),
+            arguments_stored: true,
+            expires_at: Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap(),
+        },
+        E::Approved {
+            reason: "customer asked for it".into(),
+        },
+        E::Denied {
+            reason: "wrong workspace".into(),
+        },
+        E::Used {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000006".into(),
+        },
+        E::Expired {},
     ]
 }
 
@@ -531,6 +612,7 @@ pub fn all_events() -> Vec<AgpEvent> {
         .map(AgpEvent::Connector)
         .chain(profile_events().into_iter().map(AgpEvent::Profile))
         .chain(agent_events().into_iter().map(AgpEvent::Agent))
+        .chain(approval_events().into_iter().map(AgpEvent::Approval))
         .chain(call_events().into_iter().map(AgpEvent::Call))
         .collect()
 }

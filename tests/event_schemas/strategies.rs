@@ -2,12 +2,13 @@
 //! present and absent, names at the edges of their patterns.
 
 use agp::domain::agent::AgentEvent;
+use agp::domain::approval::ApprovalEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
     ConnectorEvent, Definition, DiscoveredMetadata, Operation, Overrides, RegisteredTool,
     Registration, RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
 };
-use agp::domain::profile::ProfileEvent;
+use agp::domain::profile::{Policy, ProfileEvent, Rule};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, Utc};
 use proptest::option;
@@ -454,18 +455,41 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
 pub fn profile_event() -> impl Strategy<Value = ProfileEvent> {
     use ProfileEvent as E;
     prop_oneof![
-        (text(), resource_name(), text()).prop_map(|(profile_id, name, description)| {
-            E::Created {
-                profile_id,
-                name,
-                description,
+        (text(), resource_name(), text(), policy()).prop_map(
+            |(profile_id, name, description, policy)| {
+                E::Created {
+                    profile_id,
+                    name,
+                    description,
+                    policy,
+                }
             }
-        }),
+        ),
+        (policy(), non_blank()).prop_map(|(policy, reason)| E::PolicyChanged { policy, reason }),
         (tools(), non_blank()).prop_map(|(tools, reason)| E::ToolsGranted { tools, reason }),
         (tools(), non_blank()).prop_map(|(tools, reason)| E::ToolsRevoked { tools, reason }),
         non_blank().prop_map(|reason| E::Suspended { reason }),
         non_blank().prop_map(|reason| E::Resumed { reason }),
     ]
+}
+
+fn rule() -> impl Strategy<Value = Rule> {
+    prop::sample::select(vec![Rule::Allow, Rule::Hold, Rule::Deny])
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        rule(),
+        rule(),
+        prop::collection::btree_map(tool_name(), rule(), 0..3),
+        any::<u32>(),
+    )
+        .prop_map(|(read, write, tools, max_calls_per_minute)| Policy {
+            read,
+            write,
+            tools,
+            max_calls_per_minute,
+        })
 }
 
 pub fn agent_event() -> impl Strategy<Value = AgentEvent> {
@@ -497,6 +521,10 @@ fn deny_reason() -> impl Strategy<Value = DenyReason> {
         Just(DenyReason::ConnectorNotActive),
         Just(DenyReason::ConcurrencyLimit),
         Just(DenyReason::InvalidArguments),
+        Just(DenyReason::PolicyDenied),
+        Just(DenyReason::RateLimited),
+        Just(DenyReason::ApprovalDenied),
+        Just(DenyReason::ApprovalPending),
     ]
 }
 
@@ -542,7 +570,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
             (non_blank(), non_blank()),
             operation(),
             key_hash(),
-            any::<u64>()
+            (any::<u64>(), option::of(non_blank()))
         )
             .prop_map(
                 |(
@@ -551,7 +579,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                     (connector_id, connector),
                     operation,
                     arguments_sha256,
-                    arguments_bytes,
+                    (arguments_bytes, approval_id),
                 )| E::Started {
                     call_id,
                     agent_id,
@@ -565,10 +593,16 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                     decision: Decision::Allow,
                     arguments_sha256,
                     arguments_bytes,
+                    approval_id,
                 }
             ),
         (
-            (non_blank(), non_blank(), non_blank()),
+            (
+                non_blank(),
+                non_blank(),
+                non_blank(),
+                option::of(non_blank())
+            ),
             tool_name(),
             call_outcome(),
             (
@@ -581,7 +615,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
         )
             .prop_map(
                 |(
-                    (call_id, agent_id, connector_id),
+                    (call_id, agent_id, connector_id, approval_id),
                     tool,
                     outcome,
                     (latency_us, result_bytes, attempts, refreshed, redactions),
@@ -596,6 +630,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                     attempts,
                     refreshed,
                     redactions,
+                    approval_id,
                 }
             ),
         (
@@ -604,7 +639,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
             option::of((non_blank(), non_blank(), operation())),
             deny_reason(),
             option::of(connector_state()),
-            key_hash()
+            (key_hash(), option::of(non_blank()))
         )
             .prop_map(
                 |(
@@ -613,7 +648,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                     entry,
                     reason,
                     connector_status,
-                    arguments_sha256,
+                    (arguments_sha256, approval_id),
                 )| {
                     let (connector_id, connector, operation) = match entry {
                         Some((i, n, o)) => (Some(i), Some(n), Some(o)),
@@ -633,9 +668,48 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                         reason,
                         connector_status,
                         arguments_sha256,
+                        approval_id,
                     }
                 }
             ),
+    ]
+}
+
+pub fn approval_event() -> impl Strategy<Value = ApprovalEvent> {
+    use ApprovalEvent as E;
+    prop_oneof![
+        (
+            (non_blank(), non_blank(), non_blank(), non_blank()),
+            (non_blank(), non_blank(), tool_name()),
+            (non_blank(), non_blank(), operation()),
+            (key_hash(), any::<bool>(), time())
+        )
+            .prop_map(
+                |(
+                    (approval_id, call_id, agent_id, agent),
+                    (profile_id, profile, tool),
+                    (connector_id, connector, operation),
+                    (arguments_sha256, arguments_stored, expires_at),
+                )| E::Requested {
+                    approval_id,
+                    call_id,
+                    agent_id,
+                    agent,
+                    profile_id,
+                    profile,
+                    tool,
+                    connector_id,
+                    connector,
+                    operation,
+                    arguments_sha256,
+                    arguments_stored,
+                    expires_at,
+                }
+            ),
+        non_blank().prop_map(|reason| E::Approved { reason }),
+        non_blank().prop_map(|reason| E::Denied { reason }),
+        non_blank().prop_map(|call_id| E::Used { call_id }),
+        Just(E::Expired {}),
     ]
 }
 
@@ -644,6 +718,7 @@ pub fn any_event() -> impl Strategy<Value = AgpEvent> {
         19 => connector_event().prop_map(AgpEvent::Connector),
         5 => profile_event().prop_map(AgpEvent::Profile),
         3 => agent_event().prop_map(AgpEvent::Agent),
+        3 => approval_event().prop_map(AgpEvent::Approval),
         3 => call_event().prop_map(AgpEvent::Call),
     ]
 }

@@ -353,6 +353,7 @@ fn domain_batch(stream: &str, expected: ExpectedVersion, size: u64, n: u64) -> A
                 profile_id: name.to_string(),
                 name: ResourceName::parse(name).expect("profile name"),
                 description: String::new(),
+                policy: agp::domain::profile::Policy::for_new_profile(),
             })
         } else {
             encode_event(&match i % 4 {
@@ -375,8 +376,8 @@ fn domain_batch(stream: &str, expected: ExpectedVersion, size: u64, n: u64) -> A
         .expect("encode");
         NewEvent {
             id: Uuid::now_v7(),
+            schema_version: agp::domain::upcast::current_version(&event_type),
             event_type,
-            schema_version: 1,
             actor: "system".into(),
             correlation_id: Uuid::now_v7(),
             data,

@@ -86,8 +86,16 @@ for await (const line of rl) {
       const r = await client.listTools();
       out({ id, tools: r.tools });
     } else if (cmd.op === 'call') {
-      const r = await client.callTool({ name: cmd.name, arguments: cmd.arguments ?? {} });
-      out({ id, result: r });
+      // `progress: true` sends a progressToken and counts the server's progress notifications
+      // (a call held for approval reports while it waits).
+      const progress = [];
+      const options = cmd.progress ? { onprogress: (p) => progress.push(p), resetTimeoutOnProgress: true } : {};
+      try {
+        const r = await client.callTool({ name: cmd.name, arguments: cmd.arguments ?? {} }, undefined, options);
+        out({ id, result: r, progress: progress.length });
+      } catch (err) {
+        out({ id, error: errorOf(err), progress: progress.length });
+      }
     } else if (cmd.op === 'close') {
       await transport.terminateSession().catch(() => {});
       await client.close();

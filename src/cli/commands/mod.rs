@@ -1,6 +1,7 @@
 //! One module per noun; each verb builds a request, prints the answer.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod connectors;
 pub mod events;

@@ -59,6 +59,41 @@ pub enum ProfilesCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Change a profile's policy: what happens to each call (allow, hold for a person's
+    /// approval, or deny), by operation fact and per tool. Only the parts given change.
+    Policy {
+        #[arg(long)]
+        name: String,
+        /// The rule for `read` tools.
+        #[arg(long, value_parser = ["allow", "hold", "deny"])]
+        read: Option<String>,
+        /// The rule for `write` tools.
+        #[arg(long, value_parser = ["allow", "hold", "deny"])]
+        write: Option<String>,
+        /// A per-tool rule, `A__T=allow|hold|deny`; beats the operation rule. Repeatable.
+        #[arg(long = "tool", value_name = "A__T=RULE")]
+        tools: Vec<String>,
+        /// Remove a tool's own rule. Repeatable.
+        #[arg(long = "clear-tool", value_name = "A__T")]
+        clear_tools: Vec<String>,
+        /// Calls one agent may make per minute (0 = no limit).
+        #[arg(long)]
+        max_calls_per_minute: Option<u32>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `--tool A__T=rule` pairs as the API's `tools` object.
+fn tool_rules(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for p in pairs {
+        let Some((tool, rule)) = p.split_once('=') else {
+            anyhow::bail!("--tool {p:?}: expected A__T=allow|hold|deny");
+        };
+        out.insert(tool.to_string(), Value::String(rule.to_string()));
+    }
+    Ok(out)
 }
 
 fn list_table(v: &Value) -> comfy_table::Table {
@@ -81,6 +116,9 @@ fn show_table(v: &Value) -> comfy_table::Table {
         "description": v.get("description"),
         "suspended": v.get("suspended"),
         "suspension_reason": v.get("suspension_reason"),
+        "policy read": v.pointer("/policy/read"),
+        "policy write": v.pointer("/policy/write"),
+        "max calls per minute": v.pointer("/policy/max_calls_per_minute"),
         "created_at": v.get("created_at"),
         "created_by": v.get("created_by"),
     }));
@@ -91,6 +129,17 @@ fn show_table(v: &Value) -> comfy_table::Table {
         .flatten()
     {
         t.add_row(vec![format!("grant {tool}"), get(g, "reason")]);
+    }
+    for (tool, rule) in v
+        .pointer("/policy/tools")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        t.add_row(vec![
+            format!("policy {tool}"),
+            rule.as_str().unwrap_or("").to_string(),
+        ]);
     }
     t
 }
@@ -151,6 +200,27 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             post(at(&name, "resume")?, json!({"reason": reason})).await?,
             false,
         ),
+        ProfilesCommand::Policy {
+            name,
+            read,
+            write,
+            tools,
+            clear_tools,
+            max_calls_per_minute,
+            reason,
+        } => {
+            let mut body = json!({"tools": tool_rules(&tools)?, "clear_tools": clear_tools,
+                                  "reason": reason});
+            for (k, v) in [("read", read), ("write", write)] {
+                if let Some(v) = v {
+                    body[k] = Value::String(v);
+                }
+            }
+            if let Some(n) = max_calls_per_minute {
+                body["max_calls_per_minute"] = n.into();
+            }
+            (client.put(&at(&name, "policy")?, &body).await?, false)
+        }
     };
     if list {
         output::print(global.output, &value, list_table);

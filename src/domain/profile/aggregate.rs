@@ -6,7 +6,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
-use super::{ProfileCommand, ProfileEvent};
+use super::{Policy, ProfileCommand, ProfileEvent};
 use crate::domain::{ResourceName, ToolName};
 
 /// A behavior profile as its events built it.
@@ -17,6 +17,7 @@ pub struct Profile {
     /// Granted tool → the reason it was granted.
     pub grants: BTreeMap<ToolName, String>,
     pub suspended: bool,
+    pub policy: Policy,
 }
 
 /// Profile rule violations. All surface as HTTP 409 except where noted.
@@ -41,6 +42,12 @@ pub enum ProfileError {
     AlreadySuspended,
     #[error("profile is not suspended")]
     NotSuspended,
+    /// HTTP 400.
+    #[error("the policy change names nothing to change")]
+    EmptyPolicyChange,
+    /// HTTP 409.
+    #[error("tool {0} has no rule of its own in this policy")]
+    NoToolRule(String),
 }
 
 fn require_reason(reason: &str) -> Result<(), ProfileError> {
@@ -78,6 +85,7 @@ impl Aggregate for Profile {
                     profile_id,
                     name,
                     description,
+                    policy: Policy::for_new_profile(),
                 };
                 sink.write(event, self).await;
             }
@@ -137,6 +145,23 @@ impl Aggregate for Profile {
                 }
                 sink.write(ProfileEvent::Resumed { reason }, self).await;
             }
+            ProfileCommand::SetPolicy { change, reason } => {
+                require_reason(&reason)?;
+                if change.is_empty() {
+                    return Err(ProfileError::EmptyPolicyChange);
+                }
+                if let Some(t) = change.clear_tools.iter().find(|t| {
+                    !self.policy.tools.contains_key(*t) && !change.set_tools.contains_key(*t)
+                }) {
+                    return Err(ProfileError::NoToolRule(t.to_string()));
+                }
+                let policy = change.apply_to(&self.policy);
+                // A change to what the policy already says records nothing.
+                if policy != self.policy {
+                    sink.write(ProfileEvent::PolicyChanged { policy, reason }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -144,10 +169,14 @@ impl Aggregate for Profile {
     fn apply(&mut self, event: Self::Event) {
         match event {
             ProfileEvent::Created {
-                profile_id, name, ..
+                profile_id,
+                name,
+                policy,
+                ..
             } => {
                 self.profile_id = Some(profile_id);
                 self.name = Some(name);
+                self.policy = policy;
             }
             ProfileEvent::ToolsGranted { tools, reason } => {
                 for t in tools {
@@ -161,6 +190,7 @@ impl Aggregate for Profile {
             }
             ProfileEvent::Suspended { .. } => self.suspended = true,
             ProfileEvent::Resumed { .. } => self.suspended = false,
+            ProfileEvent::PolicyChanged { policy, .. } => self.policy = policy,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Profile commands.
 
+use super::PolicyChange;
 use crate::domain::{ResourceName, ToolName};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,11 @@ pub enum ProfileCommand {
         reason: String,
     },
     Resume {
+        reason: String,
+    },
+    /// Changes the policy; an empty change, or one that changes nothing, records nothing.
+    SetPolicy {
+        change: PolicyChange,
         reason: String,
     },
 }

@@ -3,17 +3,21 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::Policy;
 use crate::domain::{ResourceName, ToolName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ProfileEvent {
+    /// v2 adds `policy`: what the profile starts with. A v1 record reads with
+    /// [`Policy::before_policies`] (everything flowed then), by its upcast.
     #[serde(rename = "profile.created")]
     Created {
         profile_id: String,
         name: ResourceName,
         #[serde(default)]
         description: String,
+        policy: Policy,
     },
     /// Tools newly granted (already-granted tools are not repeated).
     #[serde(rename = "profile.tools_granted")]
@@ -30,6 +34,9 @@ pub enum ProfileEvent {
     Suspended { reason: String },
     #[serde(rename = "profile.resumed")]
     Resumed { reason: String },
+    /// The policy changed; `policy` is the whole policy now.
+    #[serde(rename = "profile.policy_changed")]
+    PolicyChanged { policy: Policy, reason: String },
 }
 
 impl ProfileEvent {
@@ -39,6 +46,7 @@ impl ProfileEvent {
         "profile.tools_revoked",
         "profile.suspended",
         "profile.resumed",
+        "profile.policy_changed",
     ];
 }
 
@@ -50,6 +58,7 @@ impl DomainEvent for ProfileEvent {
             ProfileEvent::ToolsRevoked { .. } => "profile.tools_revoked",
             ProfileEvent::Suspended { .. } => "profile.suspended",
             ProfileEvent::Resumed { .. } => "profile.resumed",
+            ProfileEvent::PolicyChanged { .. } => "profile.policy_changed",
         };
         t.to_string()
     }

@@ -34,6 +34,7 @@ fn created() -> ProfileEvent {
         profile_id: "p1".into(),
         name: ResourceName::parse("support-bot").expect("valid name"),
         description: "Answers support tickets".into(),
+        policy: Policy::for_new_profile(),
     }
 }
 
@@ -368,7 +369,116 @@ fn arb_command() -> impl Strategy<Value = ProfileCommand> {
             .prop_map(|(tools, reason)| ProfileCommand::Revoke { tools, reason }),
         1 => arb_reason().prop_map(|reason| ProfileCommand::Suspend { reason }),
         1 => arb_reason().prop_map(|reason| ProfileCommand::Resume { reason }),
+        2 => (arb_tools(), any::<bool>(), 0u32..3, arb_reason()).prop_map(
+            |(tools, clear, n, reason)| {
+                let rule = [Rule::Allow, Rule::Hold, Rule::Deny][n as usize];
+                let change = if clear {
+                    PolicyChange { clear_tools: tools, ..Default::default() }
+                } else {
+                    PolicyChange {
+                        write: Some(rule),
+                        set_tools: tools.into_iter().map(|t| (t, rule)).collect(),
+                        max_calls_per_minute: Some(n),
+                        ..Default::default()
+                    }
+                };
+                ProfileCommand::SetPolicy { change, reason }
+            }
+        ),
     ]
+}
+
+fn set_policy(change: PolicyChange, reason: &str) -> ProfileCommand {
+    ProfileCommand::SetPolicy {
+        change,
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_new_profile_lets_reads_flow_and_holds_writes() {
+    framework()
+        .given_no_previous_events()
+        .when_async(create_cmd())
+        .await
+        .then_expect_events(vec![created()]);
+    assert_eq!(
+        Policy::for_new_profile(),
+        Policy {
+            read: Rule::Allow,
+            write: Rule::Hold,
+            tools: Default::default(),
+            max_calls_per_minute: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_policy_change_records_the_whole_policy_with_its_reason() {
+    let change = PolicyChange {
+        write: Some(Rule::Deny),
+        set_tools: [(tool("notion__search"), Rule::Hold)].into(),
+        max_calls_per_minute: Some(60),
+        ..Default::default()
+    };
+    let mut expected = Policy::for_new_profile();
+    expected.write = Rule::Deny;
+    expected.tools.insert(tool("notion__search"), Rule::Hold);
+    expected.max_calls_per_minute = 60;
+    framework()
+        .given(vec![created()])
+        .when_async(set_policy(change, "tighten"))
+        .await
+        .then_expect_events(vec![ProfileEvent::PolicyChanged {
+            policy: expected,
+            reason: "tighten".into(),
+        }]);
+}
+
+#[tokio::test]
+async fn a_policy_change_needs_a_reason_something_to_change_and_an_existing_rule_to_clear() {
+    let deny_writes = PolicyChange {
+        write: Some(Rule::Deny),
+        ..Default::default()
+    };
+    framework()
+        .given(vec![created()])
+        .when_async(set_policy(deny_writes.clone(), " "))
+        .await
+        .then_expect_error(ProfileError::ReasonRequired);
+    framework()
+        .given(vec![created()])
+        .when_async(set_policy(PolicyChange::default(), "r"))
+        .await
+        .then_expect_error(ProfileError::EmptyPolicyChange);
+    let clear = PolicyChange {
+        clear_tools: vec![tool("notion__search")],
+        ..Default::default()
+    };
+    framework()
+        .given(vec![created()])
+        .when_async(set_policy(clear, "r"))
+        .await
+        .then_expect_error(ProfileError::NoToolRule("notion__search".into()));
+    framework()
+        .given_no_previous_events()
+        .when_async(set_policy(deny_writes, "r"))
+        .await
+        .then_expect_error(ProfileError::NotFound);
+}
+
+#[tokio::test]
+async fn a_change_to_what_the_policy_already_says_records_nothing() {
+    let same = PolicyChange {
+        read: Some(Rule::Allow),
+        write: Some(Rule::Hold),
+        ..Default::default()
+    };
+    framework()
+        .given(vec![created()])
+        .when_async(set_policy(same, "no-op"))
+        .await
+        .then_expect_events(vec![]);
 }
 
 /// Runs one command on `live` as the command bus does, returning the emitted events.

@@ -34,8 +34,8 @@ impl Log {
             stream: format!("connector-{connector}"),
             version: seq,
             id: Uuid::nil(),
+            schema_version: crate::domain::upcast::current_version(&event_type),
             event_type,
-            schema_version: 1,
             time: Utc
                 .timestamp_opt(1_793_500_000 + seq as i64, 0)
                 .single()
@@ -368,7 +368,10 @@ fn the_state_is_stable_and_a_rebuild_equals_the_live_state() {
     assert_eq!(state["slack__post"]["connector_status"], "pending");
     assert_eq!(state["notion__search"]["version"], 2);
     let digest_names: Vec<String> = log.set.digests().into_iter().map(|d| d.name).collect();
-    assert_eq!(digest_names, ["connectors", "catalog", "grants", "audit"]);
+    assert_eq!(
+        digest_names,
+        ["connectors", "catalog", "grants", "audit", "approvals"]
+    );
     assert_eq!(log.set.state_of("catalog"), Some(state));
 }
 
