@@ -8,6 +8,7 @@ mod mock_provider;
 mod peers;
 
 mod agents;
+mod audit_queries;
 mod bad_input;
 mod cli;
 mod connectors_e2e;

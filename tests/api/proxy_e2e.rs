@@ -11,7 +11,7 @@ use crate::peers::{Agent, Provider, browser, consent};
 use crate::tools_e2e::active;
 
 /// Connector `name` on `provider`, consented, with `tools` registered under the default alias.
-async fn connect_and_register(app: &TestApp, provider: &Provider, name: &str, tools: &[&str]) {
+pub async fn connect_and_register(app: &TestApp, provider: &Provider, name: &str, tools: &[&str]) {
     active(app, provider, name).await;
     let tools: Vec<Value> = tools.iter().map(|t| json!({"name": t})).collect();
     let (s, reg) = app
@@ -24,7 +24,7 @@ async fn connect_and_register(app: &TestApp, provider: &Provider, name: &str, to
 }
 
 /// Profile `profile` granting `tools`, and agent `agent` bound to it: the agent's key.
-async fn agent_with(app: &TestApp, profile: &str, agent: &str, tools: &[&str]) -> String {
+pub async fn agent_with(app: &TestApp, profile: &str, agent: &str, tools: &[&str]) -> String {
     let (s, b) = app.post("/profiles", json!({"name": profile})).await;
     assert_eq!(s, 201, "{b}");
     if !tools.is_empty() {
@@ -37,7 +37,7 @@ async fn agent_with(app: &TestApp, profile: &str, agent: &str, tools: &[&str]) -
     a["key"].as_str().unwrap().to_string()
 }
 
-async fn grant(app: &TestApp, profile: &str, tools: &[&str]) {
+pub async fn grant(app: &TestApp, profile: &str, tools: &[&str]) {
     let (s, b) = app
         .post(
             &format!("/profiles/{profile}/grants"),
@@ -47,23 +47,23 @@ async fn grant(app: &TestApp, profile: &str, tools: &[&str]) {
     assert_eq!(s, 200, "{b}");
 }
 
-fn mcp_url(app: &TestApp) -> String {
+pub fn mcp_url(app: &TestApp) -> String {
     app.url("/mcp")
 }
 
 /// Every event of the log, as exported.
-async fn events(app: &TestApp) -> Vec<Value> {
+pub async fn events(app: &TestApp) -> Vec<Value> {
     let (s, page) = app.get("/events?limit=10000").await;
     assert_eq!(s, 200, "{page}");
     page.as_array().unwrap().clone()
 }
 
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == t).collect()
 }
 
 /// Waits until the log holds `n` events of type `t` (records written in the background).
-async fn await_events(app: &TestApp, t: &str, n: usize) -> Vec<Value> {
+pub async fn await_events(app: &TestApp, t: &str, n: usize) -> Vec<Value> {
     for _ in 0..100 {
         let all = events(app).await;
         if of_type(&all, t).len() >= n {
@@ -74,7 +74,7 @@ async fn await_events(app: &TestApp, t: &str, n: usize) -> Vec<Value> {
     panic!("fewer than {n} {t} events");
 }
 
-fn text_of(result: &Value) -> String {
+pub fn text_of(result: &Value) -> String {
     result["content"][0]["text"]
         .as_str()
         .unwrap_or("")
