@@ -21,3 +21,4 @@ mod proxy_e2e;
 mod sdk_auth_e2e;
 mod tools;
 mod tools_e2e;
+mod unregister;
