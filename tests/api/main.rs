@@ -15,6 +15,7 @@ mod connectors_e2e;
 mod connectors_mock;
 mod drift_e2e;
 mod events;
+mod kill_switches;
 mod lifecycle;
 mod profiles;
 mod proxy_e2e;
