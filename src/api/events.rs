@@ -257,7 +257,7 @@ impl AuditParams {
         }
         if self.limit == Some(0) {
             return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and {}",
+                "limit must be at least 1 (a page holds at most {})",
                 AuditLog::MAX_LIMIT
             )));
         }

@@ -242,6 +242,23 @@ async fn auditors_find_what_concerns_an_agent_profile_tool_or_connector() {
     let (s, b) = app.get("/audit?cursor=%21%21").await;
     assert_eq!(s, 400);
     assert!(error_message(&b, "invalid_request").contains("x-next-cursor"));
+    let (_, asc_next) = page("order=asc&limit=1".into()).await;
+    let (s, b) = app
+        .get(&format!("/audit?order=desc&cursor={}", asc_next.unwrap()))
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        error_message(&b, "invalid_request").contains("order=asc"),
+        "{b}"
+    );
+    let (s, b) = app.get("/audit?limit=0").await;
+    assert_eq!(s, 400);
+    assert!(error_message(&b, "invalid_request").starts_with("limit must be at least 1"));
+    let (s, b) = app
+        .get("/audit?since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z")
+        .await;
+    assert_eq!(s, 400);
+    assert!(error_message(&b, "invalid_request").contains("is after until"));
 
     // The OpenAPI document names the new parameters and the header.
     let (_, doc) = app.http_json("/api/v1/openapi.json").await;
