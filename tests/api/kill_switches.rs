@@ -165,7 +165,7 @@ struct RawSession {
 
 impl RawSession {
     async fn open(url: &str, key: &str) -> RawSession {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder().timeout(HANG).build().unwrap();
         let r = http
             .post(url)
             .bearer_auth(key)
