@@ -7,6 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,7 +17,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, ApiJson, SharedState};
-use crate::projections::audit::{AuditEntry, AuditQuery};
+use crate::projections::AuditLog;
+use crate::projections::audit::{AuditEntry, AuditQuery, Cursor, Order};
 use crate::projections::{ProjectionDigest, ProjectionSet};
 use crate::store::RecordedEvent;
 use crate::store::verify::{VerifyReport, verify_chain};
@@ -137,15 +139,28 @@ fn ndjson(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
         .into_response()
 }
 
-/// Audit entries matching the filters, newest first unless `order=asc`.
+/// The response header naming the next page of `GET /audit` (absent on the last page).
+pub const NEXT_CURSOR: &str = "x-next-cursor";
+
+/// Audit entries matching the filters, newest first unless `order=asc`, one page at a time:
+/// pass the `x-next-cursor` header of a page as `cursor` (with the same filters) for the next.
 #[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Vec<AuditEntry>, headers(("x-next-cursor" = String,
+        description = "Opaque cursor of the next page; absent when nothing more matches"))),
+        (status = 400, body = ErrorBody)))]
 async fn query_audit(
     State(state): State<SharedState>,
     ApiQuery(q): ApiQuery<AuditParams>,
-) -> Result<ApiJson<Vec<AuditEntry>>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = q.into_query()?;
-    Ok(ApiJson(state.projections.read(|p| p.audit.query(&q))))
+    let page = state.projections.read(|p| p.audit.query(&q));
+    let mut response = ApiJson(page.entries).into_response();
+    if let Some(next) = page.next {
+        let value = header::HeaderValue::from_str(&next.encode())
+            .map_err(|e| ApiError::Internal(format!("cursor header: {e}")))?;
+        response.headers_mut().insert(NEXT_CURSOR, value);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -159,32 +174,109 @@ pub struct AuditParams {
     pub event_type: Option<String>,
     /// `connector:<name>`, `profile:<name>` or `agent:<name>`.
     pub subject: Option<String>,
+    /// Events concerning this agent: its own `agent.*` events and its call records.
+    pub agent: Option<String>,
+    /// Events concerning this profile: its `profile.*` events, agents bound to it, its agents'
+    /// call records.
+    pub profile: Option<String>,
+    /// Events concerning this catalog tool (`<alias>__<tool>`): its registration, operation
+    /// changes, quarantine, approval and unregistration, grants and revocations, call records.
+    pub tool: Option<String>,
+    /// Events concerning this connector: its `connector.*` events and call records of its tools.
+    pub connector: Option<String>,
+    /// Events of this approval: `approval.*` events and records carrying its `approval_id`.
+    pub approval: Option<String>,
+    /// Only entries at or after this RFC 3339 time (e.g. `2025-01-31T09:00:00Z`).
+    pub since: Option<String>,
+    /// Only entries before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Only entries with `seq >= from`.
     pub from: Option<u64>,
+    /// Only entries with `seq <= to`.
     pub to: Option<u64>,
-    /// Default 100, at most 10,000.
+    /// Default 100, at least 1, at most 10,000.
     pub limit: Option<usize>,
-    /// `desc` (default) or `asc`.
+    /// `desc` (default) or `asc`; with a cursor, default the cursor's order.
     pub order: Option<String>,
+    /// The `x-next-cursor` header of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Parses an RFC 3339 time parameter, naming it when it is not one.
+fn timestamp(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{name} must be an RFC 3339 timestamp such as 2025-01-31T09:00:00Z or \
+                     2025-01-31T10:00:00+01:00 (encode + as %2B in a URL); got {s:?}: {e}"
+                ))
+            })
+    })
+    .transpose()
 }
 
 impl AuditParams {
     fn into_query(self) -> Result<AuditQuery, ApiError> {
-        if let Some(o) = &self.order
-            && o != "asc"
-            && o != "desc"
+        let order = match self.order.as_deref() {
+            None => None,
+            Some("asc") => Some(Order::Asc),
+            Some("desc") => Some(Order::Desc),
+            Some(o) => {
+                return Err(ApiError::BadRequest(format!(
+                    "order must be asc or desc (got {o:?})"
+                )));
+            }
+        };
+        let cursor = self
+            .cursor
+            .as_deref()
+            .map(Cursor::parse)
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if let (Some(c), Some(o)) = (cursor, order)
+            && c.order != o
         {
             return Err(ApiError::BadRequest(format!(
-                "order must be asc or desc (got {o:?})"
+                "the cursor continues an order={} query; it cannot page order={}",
+                c.order.as_str(),
+                o.as_str()
+            )));
+        }
+        let since = timestamp("since", self.since.as_deref())?;
+        let until = timestamp("until", self.until.as_deref())?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s > u
+        {
+            return Err(ApiError::BadRequest(format!(
+                "since ({}) is after until ({})",
+                s.to_rfc3339(),
+                u.to_rfc3339()
+            )));
+        }
+        if self.limit == Some(0) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be at least 1 (a page holds at most {})",
+                AuditLog::MAX_LIMIT
             )));
         }
         Ok(AuditQuery {
             actor: self.actor,
             event_type: self.event_type,
             subject: self.subject,
+            agent: self.agent,
+            profile: self.profile,
+            tool: self.tool,
+            connector: self.connector,
+            approval: self.approval,
+            since,
+            until,
             from: self.from,
             to: self.to,
             limit: self.limit,
-            order: self.order,
+            order,
+            cursor,
         })
     }
 }
@@ -219,10 +311,10 @@ async fn tail_audit(
             let query = AuditQuery {
                 from: Some(next),
                 limit: Some(1000),
-                order: Some("asc".into()),
+                order: Some(Order::Asc),
                 ..AuditQuery::default()
             };
-            let entries = state.projections.read(|p| p.audit.query(&query));
+            let entries = state.projections.read(|p| p.audit.query(&query).entries);
             if !entries.is_empty() {
                 let mut chunk = Vec::new();
                 for e in &entries {

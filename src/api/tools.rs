@@ -1,10 +1,10 @@
-//! `/api/v1/tools`: the tool catalog — list, show, changing a tool's operation fact, and
-//! approving a quarantined tool (S17). Registration and drift checks live with their connector
+//! `/api/v1/tools`: the tool catalog — list, show, changing a tool's operation fact,
+//! approving a quarantined tool (S17), and unregistering a tool (a kill switch). Registration and drift checks live with their connector
 //! (`/connectors/{name}/register-tools`, `/connectors/{name}/check-tools`).
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(show_tool))
         .routes(routes!(set_operation))
         .routes(routes!(approve_tool))
+        .routes(routes!(unregister_tool))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -99,6 +100,60 @@ async fn approve_tool(
         .await;
     state.metrics.command("connector", r.is_ok());
     Ok(ApiJson(r?))
+}
+
+/// `POST /tools/{name}/unregister` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnregisterBody {
+    /// Why, for the audit trail (required).
+    pub reason: String,
+}
+
+/// The catalog entry `unregister` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnregisteredTool {
+    /// Catalog name (`<alias>__<tool>`).
+    pub name: String,
+    /// The connector the tool belonged to.
+    pub connector: String,
+    /// The reason recorded in `connector.tools_unregistered`.
+    pub reason: String,
+}
+
+/// Unregister a tool — a kill switch: it leaves the catalog and every agent's `tools/list` at
+/// once (connected agents get `notifications/tools/list_changed`), and its next call is
+/// refused as an unknown tool. Profiles keep their grant of it, which applies again if the
+/// tool is registered again. Audited as `connector.tools_unregistered`.
+#[utoipa::path(post, path = "/tools/{name}/unregister", tag = "tools", request_body = UnregisterBody,
+    params(("name" = String, Path, description = "Catalog tool name (`<alias>__<tool>`)")),
+    responses((status = 200, body = UnregisteredTool),
+        (status = 400, body = ErrorBody, description = "Bad tool name, or no reason"),
+        (status = 404, body = ErrorBody, description = "The tool is not in the catalog")))]
+async fn unregister_tool(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<UnregisterBody>,
+) -> Result<ApiJson<UnregisteredTool>, ApiError> {
+    let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
+    let reason = text("reason", &body.reason)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "reason is required: say why the tool is unregistered, for the audit trail".into(),
+        ));
+    }
+    let r = state
+        .connector_service
+        .unregister_tool(&n, reason.clone(), &caller.meta())
+        .await;
+    state.metrics.command("connector", r.is_ok());
+    let entry = r?;
+    Ok(ApiJson(UnregisteredTool {
+        name: entry.name,
+        connector: entry.connector,
+        reason,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -53,6 +53,29 @@ impl Client {
         self.send(req).await
     }
 
+    /// A GET that also answers the response header `header` (e.g. a paging cursor).
+    pub async fn get_with_header(
+        &self,
+        path: &str,
+        header: &str,
+    ) -> anyhow::Result<(Value, Option<String>)> {
+        let req = self.http.get(self.url(path)).bearer_auth(&self.token);
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let value = resp
+            .headers()
+            .get(header)
+            .map(|v| {
+                v.to_str().map(str::to_string).with_context(|| {
+                    format!(
+                        "AGP at {} sent a {header} header that is not text",
+                        self.base
+                    )
+                })
+            })
+            .transpose()?;
+        Ok((self.body(resp).await?, value))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let req = self
             .http
@@ -85,6 +108,11 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.body(resp).await
+    }
+
+    /// The JSON body of a successful response, or the API error as one line.
+    async fn body(&self, resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
         let body = resp
             .bytes()

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
-fn agp(args: &[&str]) -> Command {
+pub fn agp(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agp"));
     c.args(args)
         .env_remove("AGP_URL")

@@ -94,6 +94,7 @@ async fn openapi_metrics_health_and_readiness() {
         "/api/v1/tools",
         "/api/v1/tools/{name}",
         "/api/v1/tools/{name}/approve",
+        "/api/v1/tools/{name}/unregister",
         "/api/v1/connectors/{name}/check-tools",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");

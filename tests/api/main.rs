@@ -8,15 +8,18 @@ mod mock_provider;
 mod peers;
 
 mod agents;
+mod audit_queries;
 mod bad_input;
 mod cli;
 mod connectors_e2e;
 mod connectors_mock;
 mod drift_e2e;
 mod events;
+mod kill_switches;
 mod lifecycle;
 mod profiles;
 mod proxy_e2e;
 mod sdk_auth_e2e;
 mod tools;
 mod tools_e2e;
+mod unregister;

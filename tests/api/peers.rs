@@ -428,6 +428,37 @@ impl Agent {
         }
     }
 
+    /// Sends a `tools/call` without waiting for its answer, so several can be in flight;
+    /// returns its id, which [`Agent::next_answer`] names.
+    pub fn send_call(&mut self, name: &str, arguments: Value) -> u64 {
+        use std::io::Write;
+        self.next_id += 1;
+        let cmd = serde_json::json!({"id": self.next_id, "op": "call", "name": name,
+            "arguments": arguments});
+        writeln!(self.stdin, "{cmd}").expect("agent stdin");
+        self.next_id
+    }
+
+    /// The next answer to a call sent with [`Agent::send_call`]: its id and `Ok(result)` or
+    /// `Err(error)`; `None` when none comes within `timeout`. Notifications seen meanwhile are
+    /// kept for [`Agent::list_changed`].
+    pub fn next_answer(&mut self, timeout: Duration) -> Option<(u64, Result<Value, Value>)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Some(id) = line["id"].as_u64() {
+                return Some(match line.get("result") {
+                    Some(result) => (id, Ok(result.clone())),
+                    None => (id, Err(line["error"].clone())),
+                });
+            }
+            if line.get("event").is_some() {
+                self.events.push(line);
+            }
+        }
+    }
+
     /// Waits up to `timeout` for a `tools_list_changed` notification (consumes it).
     pub fn list_changed(&mut self, timeout: Duration) -> bool {
         if let Some(i) = self

@@ -47,7 +47,7 @@ pub async fn grant(app: &TestApp, profile: &str, tools: &[&str]) {
     assert_eq!(s, 200, "{b}");
 }
 
-fn mcp_url(app: &TestApp) -> String {
+pub fn mcp_url(app: &TestApp) -> String {
     app.url("/mcp")
 }
 
@@ -63,7 +63,7 @@ pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
 }
 
 /// Waits until the log holds `n` events of type `t` (records written in the background).
-async fn await_events(app: &TestApp, t: &str, n: usize) -> Vec<Value> {
+pub async fn await_events(app: &TestApp, t: &str, n: usize) -> Vec<Value> {
     for _ in 0..100 {
         let all = events(app).await;
         if of_type(&all, t).len() >= n {

@@ -7,7 +7,8 @@
 //
 // stdout, first line: {"ready":true,"session":"<Mcp-Session-Id>","server":{…}}
 //                 or: {"ready":false,"error":{"message":…,"code":…}}  (then exits 1)
-// stdin commands, one JSON object per line, each answered by one line with the same "id":
+// stdin commands, one JSON object per line, each answered by one line with the same "id"
+// (commands run concurrently; answers come in the order they finish):
 //   {"id":1,"op":"list"}                                  -> {"id":1,"tools":[…]}
 //   {"id":2,"op":"call","name":"x","arguments":{…}}       -> {"id":2,"result":{…}}
 //                                                         or {"id":2,"error":{"code","message","data"}}
@@ -70,16 +71,9 @@ try {
 }
 out({ ready: true, session: transport.sessionId ?? null, server: client.getServerVersion() ?? null });
 
-const rl = readline.createInterface({ input: process.stdin });
-for await (const line of rl) {
-  if (!line.trim()) continue;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    out({ error: { message: `bad command: ${err.message}` } });
-    continue;
-  }
+// Commands run concurrently, so several calls can be in flight at once (tests race kill
+// switches against them); each answer carries its command's id, in the order they finish.
+const handle = async (cmd) => {
   const { id } = cmd;
   try {
     if (cmd.op === 'list') {
@@ -107,5 +101,18 @@ for await (const line of rl) {
   } catch (err) {
     out({ id, error: errorOf(err) });
   }
+};
+
+const rl = readline.createInterface({ input: process.stdin });
+for await (const line of rl) {
+  if (!line.trim()) continue;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (err) {
+    out({ error: { message: `bad command: ${err.message}` } });
+    continue;
+  }
+  handle(cmd);
 }
 await client.close().catch(() => {});

@@ -4,10 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::offline::{self, Source};
+use crate::api::events::NEXT_CURSOR;
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
 use crate::cli::{Global, Output};
@@ -15,23 +16,9 @@ use crate::store::verify::verify_chain;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Query the audit log (newest first).
+    /// Query the audit log (newest first), a page at a time.
     #[command(alias = "query")]
-    List {
-        /// Exact actor, e.g. `admin:1a2b3c4d` or `system`.
-        #[arg(long)]
-        actor: Option<String>,
-        /// Event type, or a prefix ending in `.` (e.g. `connector.`).
-        #[arg(long = "type")]
-        event_type: Option<String>,
-        /// `connector:<name>`, `profile:<name>` or `agent:<name>`.
-        #[arg(long)]
-        subject: Option<String>,
-        #[arg(long)]
-        from: Option<u64>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
+    List(Box<ListArgs>),
     /// Print the latest audit entries, and with --follow keep printing new ones.
     Tail {
         #[arg(long)]
@@ -44,6 +31,93 @@ pub enum AuditCommand {
     Verify,
     /// Rebuild every projection from the log and compare it with the live one.
     Replay,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Exact actor, e.g. `admin:1a2b3c4d` or `system`.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Event type, or a prefix ending in `.` (e.g. `connector.`).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// `connector:<name>`, `profile:<name>` or `agent:<name>`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Events concerning this agent: its own events and its call records.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Events concerning this profile: its events, agents bound to it, its agents' calls.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Events concerning this tool (`<alias>__<tool>`): catalog changes, grants, calls.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Events concerning this connector: its events and the calls of its tools.
+    #[arg(long)]
+    connector: Option<String>,
+    /// Events of this approval (by id).
+    #[arg(long)]
+    approval: Option<String>,
+    /// Only entries at or after this RFC 3339 time, e.g. `2025-01-31T09:00:00Z`.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only entries with at least this sequence.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Only entries with at most this sequence.
+    #[arg(long)]
+    to: Option<u64>,
+    /// Newest first (default) or oldest first; a cursor keeps its query's order.
+    #[arg(long, value_enum)]
+    order: Option<OrderArg>,
+    /// Entries per page (at most 10,000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Continue with the next page: the `next: --cursor C` a previous page printed.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OrderArg {
+    Asc,
+    Desc,
+}
+
+impl ListArgs {
+    /// The `GET /audit` query string.
+    fn query(self) -> String {
+        query_string(&[
+            ("actor", self.actor),
+            ("type", self.event_type),
+            ("subject", self.subject),
+            ("agent", self.agent),
+            ("profile", self.profile),
+            ("tool", self.tool),
+            ("connector", self.connector),
+            ("approval", self.approval),
+            ("since", self.since),
+            ("until", self.until),
+            ("from", self.from.map(|f| f.to_string())),
+            ("to", self.to.map(|t| t.to_string())),
+            (
+                "order",
+                self.order.map(|o| {
+                    match o {
+                        OrderArg::Asc => "asc",
+                        OrderArg::Desc => "desc",
+                    }
+                    .to_string()
+                }),
+            ),
+            ("limit", Some(self.limit.to_string())),
+            ("cursor", self.cursor),
+        ])
+    }
 }
 
 fn entries_table(v: &Value) -> comfy_table::Table {
@@ -81,22 +155,19 @@ fn encode(s: &str) -> String {
 
 pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::List {
-            actor,
-            event_type,
-            subject,
-            from,
-            limit,
-        } => {
-            let q = query_string(&[
-                ("actor", actor),
-                ("type", event_type),
-                ("subject", subject),
-                ("from", from.map(|f| f.to_string())),
-                ("limit", Some(limit.to_string())),
-            ]);
-            let v = Client::new(global)?.get(&format!("/audit?{q}")).await?;
+        AuditCommand::List(args) => {
+            let path = format!("/audit?{}", args.query());
+            let (v, next) = Client::new(global)?
+                .get_with_header(&path, NEXT_CURSOR)
+                .await?;
             output::print(global.output, &v, entries_table);
+            if let Some(next) = next {
+                // With --output json, stdout stays one JSON array: the cursor goes to stderr.
+                match global.output {
+                    Output::Json => eprintln!("next: --cursor {next}"),
+                    Output::Table => println!("next: --cursor {next}"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Tail { follow, from } => tail(global, follow, from).await,
@@ -194,4 +265,57 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: AuditCommand,
+    }
+
+    fn list_query(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(["agp", "list"].iter().chain(args)).expect("parses");
+        match cli.cmd {
+            AuditCommand::List(a) => a.query(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_flags_become_query_parameters_of_the_same_names() {
+        assert_eq!(list_query(&[]), "limit=100");
+        assert_eq!(
+            list_query(&[
+                "--agent",
+                "claude",
+                "--profile",
+                "support",
+                "--tool",
+                "notion__echo",
+                "--connector",
+                "notion",
+                "--approval",
+                "ap-1",
+                "--since",
+                "2025-01-31T10:00:00+01:00",
+                "--until",
+                "2025-02-01T00:00:00Z",
+                "--order",
+                "asc",
+                "--limit",
+                "5",
+                "--cursor",
+                "YTEy",
+            ]),
+            "agent=claude&profile=support&tool=notion__echo&connector=notion&approval=ap-1&\
+             since=2025-01-31T10%3A00%3A00%2B01%3A00&until=2025-02-01T00%3A00%3A00Z&order=asc&\
+             limit=5&cursor=YTEy"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! `agp tools list | show | set-operation | approve`: the tool catalog (registration and drift
+//! `agp tools list | show | set-operation | approve | unregister`: the tool catalog (registration and drift
 //! checks are `agp connectors register-tools | check-tools`).
 
 use std::process::ExitCode;
@@ -70,6 +70,17 @@ pub enum ToolsCommand {
         /// Why, for the audit trail (default: `approved`).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Unregister a tool — a kill switch: it leaves the catalog and every agent's tool list at
+    /// once, and its next call is refused. Profiles keep their grant of it, which applies again
+    /// if the tool is registered again (audited).
+    Unregister {
+        /// Catalog tool name (`<alias>__<tool>`).
+        #[arg(long)]
+        name: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -163,6 +174,17 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
             let v = client
                 .post(
                     &format!("/tools/{n}/approve"),
+                    &serde_json::json!({"reason": reason}),
+                )
+                .await?;
+            output::print(global.output, &v, output::fields);
+        }
+        ToolsCommand::Unregister { name, reason } => {
+            let n = ToolName::parse(&name)
+                .map_err(|e| anyhow!("--name {name:?} is not a valid tool name: {e}"))?;
+            let v = client
+                .post(
+                    &format!("/tools/{n}/unregister"),
                     &serde_json::json!({"reason": reason}),
                 )
                 .await?;

@@ -228,10 +228,12 @@ pub(crate) fn command_error(
         A::UserError(e) => {
             let msg = format!("connector {name:?}: {e}");
             match e {
-                ConnectorError::NotFound | ConnectorError::Removed => ServiceError::NotFound(msg),
-                ConnectorError::ConfirmationMismatch { .. } | ConnectorError::Required(_) => {
-                    ServiceError::Invalid(msg)
-                }
+                ConnectorError::NotFound
+                | ConnectorError::Removed
+                | ConnectorError::ToolNotRegistered(_) => ServiceError::NotFound(msg),
+                ConnectorError::ConfirmationMismatch { .. }
+                | ConnectorError::Required(_)
+                | ConnectorError::ReasonRequired => ServiceError::Invalid(msg),
                 _ => ServiceError::Conflict(msg),
             }
         }

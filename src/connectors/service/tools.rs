@@ -1,6 +1,6 @@
 //! Tool discovery and registration for a connector: list the upstream tools (through
 //! [`crate::connectors::upstream`]), register the chosen ones with the `RegisterTools` command,
-//! and change a registered tool's operation fact.
+//! change a registered tool's operation fact, and unregister a tool (a kill switch).
 //!
 //! Cross-connector rules the aggregate cannot see (it knows only its own connector) are checked
 //! here against the catalog, under one lock so two registrations cannot race past each other:
@@ -18,6 +18,10 @@ use crate::projections::catalog::CatalogEntry;
 use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 use rmcp::model::Tool;
+
+/// How often `unregister_tool` retries a command that lost a race with another command on the
+/// same connector (each retry re-reads the connector, so it cannot loop on a stale state).
+const UNREGISTER_RETRIES: u32 = 3;
 
 /// Which tools `register_tools` registers.
 #[derive(Debug, Clone)]
@@ -237,6 +241,48 @@ impl ConnectorService {
         )
         .await?;
         self.catalog_entry(tool)
+    }
+
+    /// Unregisters a catalog tool — a kill switch: once this returns, the projections the
+    /// proxy reads no longer hold the tool, so its next call is refused as an unknown tool and
+    /// connected agents are told their list changed. Grants of it stay on their profiles (and
+    /// apply again if the tool is registered again). Answers the entry as it was.
+    ///
+    /// It takes none of the connector's locks: a drift check holding one may wait on upstream,
+    /// and a kill switch must not. A concurrent command on the same connector is retried instead.
+    #[tracing::instrument(skip_all, fields(tool = tool.as_str()))]
+    pub async fn unregister_tool(
+        &self,
+        tool: &ToolName,
+        reason: String,
+        meta: &CommandMeta,
+    ) -> Result<CatalogEntry, ServiceError> {
+        if reason.trim().is_empty() {
+            return Err(ServiceError::Invalid(
+                "reason is required: say why the tool is unregistered, for the audit trail".into(),
+            ));
+        }
+        let entry = self.catalog_entry(tool)?;
+        let mut conflicts = 0;
+        let committed = loop {
+            let command = ConnectorCommand::UnregisterTools {
+                names: vec![tool.clone()],
+                reason: reason.clone(),
+            };
+            match self.bus.execute(&entry.connector_id, command, meta).await {
+                Err(cqrs_es::AggregateError::AggregateConflict)
+                    if conflicts < UNREGISTER_RETRIES =>
+                {
+                    conflicts += 1;
+                }
+                other => break other.map_err(|e| super::command_error(&entry.connector, e))?,
+            }
+        };
+        if let Some(a) = committed.appended {
+            self.projections.wait_for(a.last_seq, super::SETTLE).await?;
+        }
+        tracing::info!(connector = %entry.connector, "tool unregistered");
+        Ok(entry)
     }
 
     pub(super) fn catalog_entry(&self, tool: &ToolName) -> Result<CatalogEntry, ServiceError> {

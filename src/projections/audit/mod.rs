@@ -1,6 +1,12 @@
 //! The audit log: who did what to which subject, when — one compact entry per event, queryable
-//! by actor, event type, subject and sequence range. Entries hold interned ids (≈32 bytes each),
-//! so a million events cost tens of megabytes; the full event comes from the log on demand.
+//! by actor, event type, subject, the agents/profiles/tools/connectors/approvals it concerns
+//! ([`tags`]), time window and sequence range, a page at a time ([`query`]).
+//!
+//! Entries hold interned ids (32 bytes each, a test pins it), so a million events cost tens of
+//! megabytes; the full event comes from the log on demand.
+
+mod query;
+mod tags;
 
 use std::collections::HashMap;
 
@@ -16,35 +22,8 @@ use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
 use crate::store::RecordedEvent;
 
-/// Interned strings: index ↔ string, in first-seen order (deterministic under replay).
-#[derive(Debug, Default, Clone)]
-struct Interner {
-    strings: Vec<String>,
-    index: HashMap<String, u32>,
-}
-
-impl Interner {
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        self.strings.push(s.to_string());
-        self.index.insert(s.to_string(), i);
-        i
-    }
-
-    fn get(&self, i: u32) -> &str {
-        self.strings
-            .get(i as usize)
-            .map(String::as_str)
-            .unwrap_or("")
-    }
-
-    fn find(&self, s: &str) -> Option<u32> {
-        self.index.get(s).copied()
-    }
-}
+pub use query::{AuditPage, AuditQuery, Cursor, CursorError, Order};
+use tags::{Interner, Tagger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -53,6 +32,8 @@ struct Entry {
     actor: u32,
     event_type: u32,
     subject: u32,
+    /// Interned tag set: what the event concerns besides its subject (0: nothing).
+    tags: u32,
 }
 
 /// One audit entry as the API returns it.
@@ -67,30 +48,13 @@ pub struct AuditEntry {
     pub subject: String,
 }
 
-/// Filters for [`AuditLog::query`]. Empty filters match everything.
-#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
-pub struct AuditQuery {
-    pub actor: Option<String>,
-    /// Exact type, or a prefix ending in `.` (e.g. `connector.`).
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    pub subject: Option<String>,
-    /// Only entries with `seq >= from`.
-    pub from: Option<u64>,
-    /// Only entries with `seq <= to`.
-    pub to: Option<u64>,
-    /// At most this many (default 100, at most 10,000).
-    pub limit: Option<usize>,
-    /// Newest first (default) or oldest first.
-    pub order: Option<String>,
-}
-
 #[derive(Debug, Default, Clone)]
 pub struct AuditLog {
     entries: Vec<Entry>,
     strings: Interner,
     /// Stream → interned subject label.
     subjects: HashMap<String, u32>,
+    tagger: Tagger,
 }
 
 impl AuditLog {
@@ -115,50 +79,17 @@ impl AuditLog {
         }
     }
 
-    /// Entries matching `q`, newest first unless `q.order == "asc"`.
-    pub fn query(&self, q: &AuditQuery) -> Vec<AuditEntry> {
-        let limit = q.limit.unwrap_or(Self::DEFAULT_LIMIT).min(Self::MAX_LIMIT);
-        // A filter naming a string never seen matches nothing.
-        let actor = match &q.actor {
-            Some(a) => match self.strings.find(a) {
-                Some(i) => Some(i),
-                None => return Vec::new(),
-            },
-            None => None,
-        };
-        let subject = match &q.subject {
-            Some(s) => match self.strings.find(s) {
-                Some(i) => Some(i),
-                None => return Vec::new(),
-            },
-            None => None,
-        };
-        let type_filter = q.event_type.as_deref();
-        let from = q.from.unwrap_or(0);
-        let to = q.to.unwrap_or(u64::MAX);
-        // Entries are in seq order: bound the scan with binary searches.
-        let lo = self.entries.partition_point(|e| e.seq < from);
-        let hi = self.entries.partition_point(|e| e.seq <= to);
-        let window = self.entries.get(lo..hi).unwrap_or(&[]);
-        let matches = |e: &&Entry| {
-            actor.is_none_or(|a| e.actor == a)
-                && subject.is_none_or(|s| e.subject == s)
-                && type_filter.is_none_or(|t| {
-                    let et = self.strings.get(e.event_type);
-                    if t.ends_with('.') {
-                        et.starts_with(t)
-                    } else {
-                        et == t
-                    }
-                })
-        };
-        let ascending = q.order.as_deref() == Some("asc");
-        let picked: Vec<&Entry> = if ascending {
-            window.iter().filter(matches).take(limit).collect()
-        } else {
-            window.iter().rev().filter(matches).take(limit).collect()
-        };
-        picked.into_iter().map(|e| self.render(e)).collect()
+    /// The entry's tag strings, sorted (for `state()`: ids differ between folds, strings not).
+    fn tags_of(&self, e: &Entry) -> Vec<&str> {
+        let mut tags: Vec<&str> = self
+            .tagger
+            .sets
+            .get(e.tags)
+            .iter()
+            .map(|&t| self.strings.get(t))
+            .collect();
+        tags.sort_unstable();
+        tags
     }
 
     fn subject_label(&mut self, record: &RecordedEvent, event: &AgpEvent) -> u32 {
@@ -202,6 +133,7 @@ impl Projection for AuditLog {
             actor: self.strings.intern(&record.actor),
             event_type: self.strings.intern(&record.event_type),
             subject,
+            tags: self.tagger.tag(&mut self.strings, record, event),
         };
         self.entries.push(entry);
     }
@@ -216,10 +148,14 @@ impl Projection for AuditLog {
                     e.time_micros,
                     self.strings.get(e.actor),
                     self.strings.get(e.event_type),
-                    self.strings.get(e.subject)
+                    self.strings.get(e.subject),
+                    self.tags_of(e)
                 ])
             })
             .collect();
         Value::Array(entries)
     }
 }
+
+#[cfg(test)]
+mod tests;
