@@ -286,6 +286,17 @@ async fn registered_client_without_dcr_and_the_secret_never_leaves_the_vault() {
     }
 }
 
+/// Every file under `dir` whose bytes contain `needle` (a sled file may be mid-write: unreadable
+/// files are skipped).
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {

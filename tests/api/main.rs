@@ -8,6 +8,7 @@ mod mock_provider;
 mod peers;
 
 mod agents;
+mod approvals_e2e;
 mod audit_queries;
 mod bad_input;
 mod cli;

@@ -411,20 +411,29 @@ impl Agent {
         }
     }
 
-    /// `tools/call` with a `progressToken`: the answer and how many progress notifications
-    /// arrived before it.
-    pub fn call_with_progress(
-        &mut self,
-        name: &str,
-        arguments: Value,
-    ) -> (Result<Value, Value>, u64) {
-        let r = self.request(
-            serde_json::json!({"op": "call", "name": name, "arguments": arguments, "progress": true}),
-        );
-        let n = r["progress"].as_u64().unwrap_or(0);
-        match r.get("result") {
-            Some(result) => (Ok(result.clone()), n),
-            None => (Err(r["error"].clone()), n),
+    /// Sends a `tools/call` carrying a `progressToken`, without waiting; its answer (from
+    /// [`Agent::next_raw_answer`]) counts the progress notifications received in `progress`.
+    pub fn send_call_with_progress(&mut self, name: &str, arguments: Value) -> u64 {
+        use std::io::Write;
+        self.next_id += 1;
+        let cmd = serde_json::json!({"id": self.next_id, "op": "call", "name": name,
+            "arguments": arguments, "progress": true});
+        writeln!(self.stdin, "{cmd}").expect("agent stdin");
+        self.next_id
+    }
+
+    /// The next answer line as the agent printed it (`id`, `result` or `error`, `progress`).
+    pub fn next_raw_answer(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if line.get("id").is_some() {
+                return Some(line);
+            }
+            if line.get("event").is_some() {
+                self.events.push(line);
+            }
         }
     }
 

@@ -303,7 +303,13 @@ impl Tagger {
         {
             let mut own = Vec::new();
             own.extend(named(&mut self.agents, strings, agent_id, "agent", agent));
-            own.extend(named(&mut self.profiles, strings, profile_id, "profile", profile));
+            own.extend(named(
+                &mut self.profiles,
+                strings,
+                profile_id,
+                "profile",
+                profile,
+            ));
             own.push(self.tool(strings, tool.as_str()));
             own.extend(named(
                 &mut self.connectors,
