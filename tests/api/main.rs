@@ -9,6 +9,7 @@ mod peers;
 
 mod agents;
 mod approvals_e2e;
+mod approvals_restart;
 mod audit_queries;
 mod bad_input;
 mod cli;

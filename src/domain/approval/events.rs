@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ToolName;
 use crate::domain::connector::Operation;
 
+// `approval.requested` makes the enum large; an event is short-lived (folded once), and the
+// request is the one every approval has, so boxing would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ApprovalEvent {
