@@ -82,6 +82,8 @@ struct Settings {
     client_threads: usize,
     /// The upstream's young generation (`--max-semi-space-size`, MiB); node's default if unset.
     upstream_semi_space_mb: Option<u64>,
+    /// Held calls approved after the runs, to time approval → upstream (0: none).
+    approvals: u64,
 }
 
 impl Settings {
@@ -110,6 +112,7 @@ impl Settings {
             concurrency,
             legs,
             cache_ms: env_u64("AGP_BENCH_INTROSPECTION_CACHE_MS", 5000),
+            approvals: env_u64("AGP_BENCH_APPROVALS", 20),
             client_threads: env_u64("AGP_BENCH_CLIENT_THREADS", 1).max(1) as usize,
             upstream_semi_space_mb: std::env::var("AGP_BENCH_UPSTREAM_SEMI_SPACE_MB")
                 .ok()
@@ -1305,6 +1308,108 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         agp.rss_mib(),
         status_mib(agp.pid(), "VmHWM:")
     );
+    if let Some(target) = proxied.as_ref().filter(|_| s.approvals > 0) {
+        approval_latency(&agp, target, s.approvals).await?;
+    }
     agp.stop()?;
+    Ok(())
+}
+
+/// Issue 12: how long after a person's approval a held call goes upstream. `bench__echo` is held
+/// by a per-tool rule; each call waits in its own session until the bench approves it through
+/// the REST API. Reports AGP's own measure (`agp_tool_call_approval_to_upstream_seconds`: the
+/// approval event's time to the call leaving for upstream) and the client's (the approve
+/// request sent → the call's answer, which adds the approve round trip and upstream's answer).
+async fn approval_latency(agp: &Agp, target: &Target, n: u64) -> anyhow::Result<()> {
+    agp_cli(
+        agp,
+        &[
+            "profiles",
+            "policy",
+            "--name",
+            "bench",
+            "--tool",
+            "bench__echo=hold",
+            "--reason",
+            "bench",
+        ],
+    )?;
+    let (http, token) = (reqwest::Client::new(), agp.admin_token()?);
+    let api = |path: &str| format!("{}/api/v1{path}", agp.url());
+    let mut client_ns = Vec::new();
+    for i in 0..n {
+        let mut session = Session::open(target).await?;
+        let call = tokio::spawn(async move {
+            let answer = session.call(&format!("held-{i}")).await;
+            (answer, Instant::now())
+        });
+        let id = loop {
+            let pending: Value = http
+                .get(api("/approvals?status=pending"))
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if let Some(id) = pending[0]["id"].as_str() {
+                break id.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let sent = Instant::now();
+        let approved = http
+            .post(api(&format!("/approvals/{id}/approve")))
+            .bearer_auth(&token)
+            .json(&json!({"reason": "bench"}))
+            .send()
+            .await?;
+        ensure!(
+            approved.status() == 200,
+            "approve answered {}",
+            approved.status()
+        );
+        let (answer, done) = call.await?;
+        answer.context("the held call after its approval")?;
+        client_ns.push(done.duration_since(sent).as_nanos() as u64);
+    }
+    agp_cli(
+        agp,
+        &[
+            "profiles",
+            "policy",
+            "--name",
+            "bench",
+            "--clear-tool",
+            "bench__echo",
+            "--reason",
+            "bench",
+        ],
+    )?;
+    let metrics = reqwest::get(format!("{}/metrics", agp.url()))
+        .await?
+        .text()
+        .await?;
+    let metric = |suffix: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "agp_tool_call_approval_to_upstream_seconds_{suffix}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (sum, count) = (metric("sum"), metric("count"));
+    client_ns.sort_unstable();
+    println!(
+        "approvals: {n} held calls approved through the REST API; approval → upstream (AGP's \
+         histogram) mean {:.0} µs over {count} calls; approve request sent → the agent's answer \
+         p50 {:.0} µs, max {:.0} µs",
+        1e6 * sum / count,
+        quantile_us(&client_ns, 0.5),
+        quantile_us(&client_ns, 1.0),
+    );
     Ok(())
 }

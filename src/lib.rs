@@ -5,15 +5,19 @@
 //! Dependencies point one way: `domain ← store ← projections ← api, proxy ← app`.
 //!
 //! - [`canonical`] — canonical JSON (sorted keys): the leaf every layer hashes with.
-//! - [`domain`] — aggregates (connector, profile, agent), commands, events, errors. Pure.
+//! - [`domain`] — aggregates (connector, profile with its policy, agent, approval), commands,
+//!   events, errors. Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
 //!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
-//!   tool catalog, grants/visibility, audit log.
+//!   tool catalog, grants/visibility, audit log, approvals.
+//! - [`approvals`] — the approvals service: a held call's request, wait and decision, expiry
+//!   and shredding of the sealed arguments, the webhook.
 //! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
 //!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
-//! - [`proxy`] — the agents' MCP endpoint (next issues).
+//! - [`proxy`] — the agents' MCP endpoint: tools/list and tools/call, policy enforcement,
+//!   upstream sessions, scrubbing, call records.
 //! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
 //!   per-grant data keys), its own sled database under `DATA_DIR/vault`, rotation and
 //!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.

@@ -5,7 +5,7 @@
 //! used) for an agent's call by (agent, tool, argument hash): an identical retry waits on the
 //! pending one or goes through on the approved one instead of asking again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,8 @@ pub struct ApprovalsView {
     by_id: BTreeMap<String, ApprovalView>,
     /// [`call_key`] → the newest open approval for it.
     open: HashMap<String, String>,
+    /// Every open approval (the sweeper's worklist).
+    open_ids: BTreeSet<String>,
 }
 
 impl ApprovalsView {
@@ -116,10 +118,12 @@ impl ApprovalsView {
             .collect()
     }
 
-    /// Open approvals whose lifetime ended by `now`: the sweeper expires them.
+    /// Open approvals whose lifetime ended by `now`: the sweeper expires them. Only the open
+    /// ones are looked at, so a long history costs the sweeper nothing.
     pub fn due(&self, now: DateTime<Utc>) -> Vec<&ApprovalView> {
-        self.by_id
-            .values()
+        self.open_ids
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
             .filter(|a| a.is_open() && a.expires_at <= now)
             .collect()
     }
@@ -133,6 +137,7 @@ impl ApprovalsView {
     }
 
     fn close(&mut self, id: &str) {
+        self.open_ids.remove(id);
         let Some(a) = self.by_id.get(id) else { return };
         let key = call_key(&a.agent_id, &a.tool, &a.arguments_sha256);
         if self.open.get(&key).is_some_and(|open| open == id) {
@@ -192,6 +197,7 @@ impl Projection for ApprovalsView {
                 call_key(agent_id, tool.as_str(), arguments_sha256),
                 approval_id.clone(),
             );
+            self.open_ids.insert(approval_id.clone());
             self.by_id.insert(approval_id.clone(), view);
             return;
         }
@@ -237,6 +243,126 @@ impl Projection for ApprovalsView {
                 v
             }).collect::<Vec<_>>(),
             "open": open,
+            "open_ids": self.open_ids,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::connector::Operation;
+    use crate::domain::{ToolName, encode_event};
+    use crate::projections::ProjectionSet;
+
+    const HASH: &str = "ab";
+
+    fn record(set: &ProjectionSet, id: &str, actor: &str, e: &ApprovalEvent) -> RecordedEvent {
+        let (event_type, data) = encode_event(e).expect("encodes");
+        let seq = set.checkpoint + 1;
+        RecordedEvent {
+            seq,
+            stream: format!("approval-{id}"),
+            version: seq,
+            id: Uuid::nil(),
+            schema_version: 1,
+            event_type,
+            time: Utc.timestamp_opt(1_800_000_000 + seq as i64, 0).unwrap(),
+            actor: actor.into(),
+            correlation_id: Uuid::nil(),
+            data,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn push(set: &mut ProjectionSet, id: &str, e: ApprovalEvent) {
+        let r = record(set, id, "admin:1", &e);
+        set.apply(&r).expect("folds");
+    }
+
+    fn requested(id: &str, expires: i64) -> ApprovalEvent {
+        ApprovalEvent::Requested {
+            approval_id: id.into(),
+            call_id: format!("call-{id}"),
+            agent_id: "a1".into(),
+            agent: "bot".into(),
+            profile_id: "p1".into(),
+            profile: "ops".into(),
+            tool: ToolName::parse("n__create").unwrap(),
+            connector_id: "c1".into(),
+            connector: "n".into(),
+            operation: Operation::Write,
+            arguments_sha256: HASH.into(),
+            arguments_stored: true,
+            expires_at: Utc.timestamp_opt(expires, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_identical_call_finds_the_open_approval_until_it_is_used_and_only_open_ones_expire() {
+        let mut set = ProjectionSet::default();
+        push(&mut set, "x1", requested("x1", 1_800_000_100));
+        let a = &set.approvals;
+        assert_eq!(a.open_for("a1", "n__create", HASH).unwrap().id, "x1");
+        assert!(
+            a.open_for("a2", "n__create", HASH).is_none(),
+            "another agent"
+        );
+        assert!(
+            a.open_for("a1", "n__create", "cd").is_none(),
+            "other arguments"
+        );
+        assert!(a.get("x1").unwrap().holds_arguments());
+        push(
+            &mut set,
+            "x1",
+            ApprovalEvent::Approved {
+                reason: "ok".into(),
+            },
+        );
+        let v = set.approvals.get("x1").unwrap();
+        assert_eq!(
+            (v.status.as_str(), v.decided_by.as_deref()),
+            ("approved", Some("admin:1"))
+        );
+        assert!(!v.holds_arguments(), "shredded once decided");
+        assert!(
+            set.approvals.open_for("a1", "n__create", HASH).is_some(),
+            "approved, unused"
+        );
+        push(
+            &mut set,
+            "x1",
+            ApprovalEvent::Used {
+                call_id: "c9".into(),
+            },
+        );
+        assert!(set.approvals.open_for("a1", "n__create", HASH).is_none());
+
+        push(&mut set, "x2", requested("x2", 1_800_000_050));
+        push(&mut set, "x3", requested("x3", 1_800_000_500));
+        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let due: Vec<&str> = set
+            .approvals
+            .due(t(1_800_000_100))
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(due, ["x2"], "used and unexpired ones are not due");
+        push(&mut set, "x2", ApprovalEvent::Expired {});
+        assert!(set.approvals.due(t(1_800_000_100)).is_empty());
+        assert_eq!(set.approvals.list(Some(ApprovalStatus::Expired)).len(), 1);
+        let newest: Vec<&str> = set
+            .approvals
+            .list(None)
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(newest, ["x3", "x2", "x1"]);
+        assert_eq!(set.approvals_seq, set.checkpoint);
     }
 }

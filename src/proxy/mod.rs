@@ -12,11 +12,15 @@
 //!   agent sees changes;
 //! - [`pool`] — upstream sessions per (connector, agent), reused;
 //! - [`scrub`] — the credential is removed from upstream output (S18);
-//! - [`record`] — call records (`call.*`) on the agent's fact stream.
+//! - [`record`] — call records (`call.*`) on the agent's fact stream;
+//! - [`govern`] — the profile's policy enforced: deny, the per-agent rate limit, and holding a
+//!   call for a person's approval (with MCP progress while it waits).
 //!
 //! A call, in order ([`Proxy::call`]): resolve the tool by exact name in the catalog (S16),
 //! check the profile (not suspended, grants it), the entry (not quarantined) and the connector
-//! (`active`), take one of the agent's concurrency permits (S19) — a refusal at any step is
+//! (`active`), apply the profile's policy (deny, rate limit, or hold until a person approves;
+//! an approved held call is resolved again, so a kill switch fired while it waited still
+//! holds), take one of the agent's concurrency permits (S19) — a refusal at any step is
 //! recorded as `call.denied` and answered with an MCP error naming the reason (and, for a
 //! connector, only its state). Then `call.started` is appended — for a `write` tool durably
 //! *before* the request goes upstream, for a `read` tool concurrently with it; either way before

@@ -460,3 +460,42 @@ async fn bad_policy_and_approval_input_is_refused_and_records_nothing() {
     assert_eq!(shown["policy"]["read"], "hold");
     assert_eq!(shown["policy_reason"], "lock down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecided_approval_expires_at_the_end_of_its_lifetime_and_its_arguments_are_shredded() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {
+        c.approvals.wait = Duration::from_millis(500);
+        c.approvals.ttl = Duration::from_secs(2);
+        c.approvals.sweep_every = Duration::from_millis(100);
+    })
+    .await;
+    connect_and_register(&app, &provider, "notion", &["create_page"]).await;
+    let key = agent_with(&app, "writers", "bot", &["notion__create_page"]).await;
+    let mut agent = Agent::connect(&app.url("/mcp"), Some(&key), &[]).expect("connects");
+    let e = off(move || agent.call("notion__create_page", json!({"title": CANARY})))
+        .await
+        .expect_err("pending");
+    let id = e["data"]["approval_id"].as_str().unwrap().to_string();
+    let slot = agp::vault::Slot::approval(&id);
+    let vault = app.state.connector_service.vault();
+    assert!(vault.has(&slot, agp::vault::Field::ToolArguments).unwrap());
+    let expired = approvals(&app, "expired", 1).await;
+    assert_eq!(expired[0]["id"], id.as_str());
+    assert!(expired[0]["arguments"].is_null());
+    assert!(
+        !vault.has(&slot, agp::vault::Field::ToolArguments).unwrap(),
+        "shredded"
+    );
+    let (s, b) = app
+        .post(
+            &format!("/approvals/{id}/approve"),
+            json!({"reason": "too late"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        error_message(&b, "conflict").contains("already expired"),
+        "{b}"
+    );
+}
