@@ -16,6 +16,8 @@
 //! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
 //!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth.
+//! - [`console`] — the admin console at `/console`: server-rendered pages over the same
+//!   services as the API, with sessions, CSRF and a strict CSP.
 //! - [`proxy`] — the agents' MCP endpoint: tools/list and tools/call, policy enforcement,
 //!   upstream sessions, scrubbing, call records.
 //! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
@@ -30,6 +32,7 @@ pub mod approvals;
 pub mod canonical;
 pub mod cli;
 pub mod connectors;
+pub mod console;
 pub mod domain;
 pub mod oauth;
 pub mod projections;

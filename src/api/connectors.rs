@@ -55,7 +55,7 @@ pub struct ConnectorJson {
     pub filter: String,
 }
 
-fn json(state: &SharedState, view: ConnectorView) -> ConnectorJson {
+pub fn json(state: &SharedState, view: ConnectorView) -> ConnectorJson {
     ConnectorJson {
         redirect_uri: format!(
             "{}/connect/callback",
@@ -247,7 +247,7 @@ fn parse_scopes(v: &Option<serde_json::Value>) -> Result<Option<Vec<String>>, Ap
     Ok(Some(raw))
 }
 
-fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
+pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
     let name = name("name", &body.name)?;
     let url = url::Url::parse(body.mcp_server_url.trim())
         .map_err(|e| ApiError::BadRequest(format!("mcp_server_url: not an absolute URL ({e})")))?;

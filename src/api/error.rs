@@ -87,16 +87,26 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     (status, Json(body)).into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.parts();
-        let message = match &self {
+impl ApiError {
+    /// The status and the message a client is shown (an internal error's detail is logged, not
+    /// shown): the console renders the same words the REST API answers.
+    pub fn shown(&self) -> (StatusCode, String) {
+        let (status, _) = self.parts();
+        let message = match self {
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 "internal error; see the server log".to_string()
             }
             other => other.to_string(),
         };
+        (status, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (_, code) = self.parts();
+        let (status, message) = self.shown();
         error_response(status, code, &message)
     }
 }

@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod auth;
 pub mod connect;
 pub mod connectors;
+pub mod console_link;
 pub mod error;
 pub mod events;
 pub mod keys;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Flips to true when the server starts shutting down; long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Console sessions and one-time sign-in links.
+    pub console: crate::console::Sessions,
 }
 
 impl AppState {
@@ -111,6 +114,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(profiles::routes())
         .merge(policy::routes())
         .merge(approvals::routes())
+        .merge(console_link::routes())
         .merge(agents::routes())
         .merge(connectors::routes())
         .merge(tools::routes())
@@ -141,6 +145,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/api/v1", v1)
         .merge(ops::routes())
         .merge(connect::routes())
+        .merge(crate::console::routes())
         .fallback(ops::not_found)
         .with_state(state.clone())
         .merge(mcp)

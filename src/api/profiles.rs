@@ -233,15 +233,29 @@ async fn grant_tools(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<ToolsBody>,
 ) -> Result<ApiJson<ProfileView>, ApiError> {
-    let name = name("profile name", &raw)?;
-    let tools = tools(&body.tools)?;
-    let reason = text("reason", &body.reason)?;
+    Ok(ApiJson(
+        grant(&state, &caller, &raw, &body.tools, &body.reason).await?,
+    ))
+}
+
+/// Grants catalog tools to profile `raw` with `reason`: the REST API's and the console's one
+/// path for it.
+pub async fn grant(
+    state: &SharedState,
+    caller: &Caller,
+    raw: &str,
+    raw_tools: &[String],
+    reason: &str,
+) -> Result<ProfileView, ApiError> {
+    let name = name("profile name", raw)?;
+    let tools = tools(raw_tools)?;
+    let reason = text("reason", reason)?;
     if reason.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "reason is required (it goes to the audit trail)".into(),
         ));
     }
-    let id = profile_id(&state, &name)?;
+    let id = profile_id(state, &name)?;
     // Only catalog tools can be granted.
     if let Some(missing) = state.projections.read(|p| {
         tools
@@ -254,15 +268,14 @@ async fn grant_tools(
             missing.as_str()
         )));
     }
-    let v = run(
-        &state,
-        &caller,
+    run(
+        state,
+        caller,
         &id,
         &name,
         ProfileCommand::Grant { tools, reason },
     )
-    .await?;
-    Ok(ApiJson(v))
+    .await
 }
 
 /// Revoke granted tools from a profile, with a reason.

@@ -129,6 +129,7 @@ impl Application {
             public_url,
             ready: AtomicBool::new(false),
             shutdown,
+            console: crate::console::Sessions::default(),
         });
         Ok(Self {
             listener,

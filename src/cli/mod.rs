@@ -77,6 +77,8 @@ pub enum Command {
     /// Audit: query, tail, verify the hash chain, replay projections.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
+    /// Print a one-time link that signs a browser in to the console (valid 5 minutes).
+    ConsoleLink,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +149,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
         Command::Approvals(c) => commands::approvals::run(&cli.global, c).await,
+        Command::ConsoleLink => console_link(&cli.global).await,
         Command::Agents(c) => commands::agents::run(&cli.global, c).await,
         Command::Connectors(c) => commands::connectors::run(&cli.global, c).await,
         Command::Tools(c) => commands::tools::run(&cli.global, c).await,
@@ -161,4 +164,15 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `agp console-link`: the one-time sign-in URL (JSON with `--output json`).
+async fn console_link(global: &Global) -> anyhow::Result<ExitCode> {
+    let client = client::Client::new(global)?;
+    let v = client.post("/console/link", &serde_json::json!({})).await?;
+    match global.output {
+        Output::Json => println!("{v}"),
+        Output::Table => println!("{}", v["url"].as_str().unwrap_or_default()),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -237,7 +237,18 @@ async fn run(mut c: Command) -> Output {
 
 /// Rewrites record `seq`'s data in place, as an attacker with file access would.
 fn tamper(events_dir: &Path, seq: u64) {
-    let db = sled::open(events_dir).unwrap();
+    // A node peer being spawned by another test shares the lock's open file until it execs.
+    let mut attempts = 0;
+    let db = loop {
+        match sled::open(events_dir) {
+            Ok(db) => break db,
+            Err(e) if attempts < 300 && e.to_string().contains("lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("sled open: {e}"),
+        }
+    };
     let mut key = vec![b'e'];
     key.extend_from_slice(&seq.to_be_bytes());
     let bytes = db.get(&key).unwrap().expect("record exists");

@@ -15,6 +15,7 @@ mod bad_input;
 mod cli;
 mod connectors_e2e;
 mod connectors_mock;
+mod console_e2e;
 mod drift_e2e;
 mod events;
 mod kill_switches;

@@ -26,7 +26,7 @@ async fn written_log(dir: &Path) -> RecordedEvent {
 
 /// Rewrites record `seq`'s bytes with `f`, through sled itself.
 fn tamper(dir: &Path, seq: u64, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
-    let db = sled::open(dir).expect("sled open");
+    let db = crate::helpers::raw(dir);
     let bytes = db
         .get(keys::event(seq))
         .expect("get")
@@ -93,7 +93,7 @@ async fn bad_tail_is_quarantined_or_refused(damage: fn(Vec<u8>) -> Vec<u8>) {
     close(log).await;
 
     // The evidence is kept.
-    let db = sled::open(dir.path()).expect("sled open");
+    let db = crate::helpers::raw(dir.path());
     let q = db.open_tree(keys::QUARANTINE_TREE).expect("tree");
     let entries: Vec<_> = q.iter().map(|kv| kv.expect("entry").1).collect();
     assert_eq!(entries.len(), 1);
@@ -167,7 +167,7 @@ async fn deleted_middle_record_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     written_log(dir.path()).await;
     {
-        let db = sled::open(dir.path()).expect("sled open");
+        let db = crate::helpers::raw(dir.path());
         db.remove(keys::event(9)).expect("remove");
         db.flush().expect("flush");
     }

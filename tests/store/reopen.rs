@@ -87,7 +87,7 @@ async fn a_log_in_the_earlier_layout_opens_whole() {
     close(log).await;
     {
         // Rewrite it into the earlier layout.
-        let db = sled::open(dir.path()).expect("sled open");
+        let db = crate::helpers::raw(dir.path());
         for kv in db.scan_prefix([keys::ID]) {
             let (key, value) = kv.expect("id entry");
             let (seq, _) = keys::parse_id_value(&value).expect("id value");
@@ -109,7 +109,7 @@ async fn a_log_in_the_earlier_layout_opens_whole() {
     let retry = log.append(b.clone()).await.expect("retry");
     assert!(retry.deduplicated && retry.first_seq == original.first_seq);
     close(log).await;
-    let db = sled::open(dir.path()).expect("sled open");
+    let db = crate::helpers::raw(dir.path());
     assert_eq!(db.scan_prefix([keys::LEGACY_HEAD]).count(), 0);
 }
 

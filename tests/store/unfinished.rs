@@ -48,7 +48,7 @@ enum Crash {
 
 /// Removes what a crash at `crash` would not have written.
 fn crash(dir: &Path, records: &[RecordedEvent], crash: Crash) {
-    let db = sled::open(dir).expect("sled open");
+    let db = crate::helpers::raw(dir);
     for (i, r) in records.iter().enumerate() {
         let (record, entry, id) = match crash {
             Crash::BeforeCommitMark => (true, true, i + 1 < records.len()),
