@@ -115,7 +115,7 @@ async fn run(
 /// Create an agent bound to a profile. The response carries the key, once.
 #[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgent,
     responses((status = 201, body = AgentWithKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_agent(
+pub(crate) async fn create_agent(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateAgent>,
@@ -189,7 +189,7 @@ async fn show_agent(
 #[utoipa::path(post, path = "/agents/{name}/revoke", tag = "agents", request_body = RevokeAgent,
     params(("name" = String, Path, description = "Agent name")),
     responses((status = 200, body = AgentJson), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn revoke_agent(
+pub(crate) async fn revoke_agent(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
@@ -229,7 +229,7 @@ async fn revoke_agent(
 #[utoipa::path(post, path = "/agents/{name}/rotate-key", tag = "agents",
     params(("name" = String, Path, description = "Agent name")),
     responses((status = 200, body = AgentWithKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn rotate_key(
+pub(crate) async fn rotate_key(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,

@@ -49,7 +49,9 @@ pub fn verify_json(r: &VerifyReport) -> serde_json::Value {
 /// Recompute the whole hash chain; reports the first bad event.
 #[utoipa::path(get, path = "/audit/verify", tag = "audit",
     responses((status = 200, description = "valid, head, head_hash, checked, streams, first_bad_seq, reason", body = Object)))]
-async fn verify(State(state): State<SharedState>) -> Result<ApiJson<serde_json::Value>, ApiError> {
+pub(crate) async fn verify(
+    State(state): State<SharedState>,
+) -> Result<ApiJson<serde_json::Value>, ApiError> {
     let log = state.log.clone();
     let report = tokio::task::spawn_blocking(move || verify_chain(log.as_ref()))
         .await
@@ -363,7 +365,9 @@ pub struct ReplayItem {
 /// Rebuild every projection from event 1 in memory and compare with the live ones.
 #[utoipa::path(post, path = "/audit/replay", tag = "audit",
     responses((status = 200, body = ReplayReport)))]
-async fn replay(State(state): State<SharedState>) -> Result<ApiJson<ReplayReport>, ApiError> {
+pub(crate) async fn replay(
+    State(state): State<SharedState>,
+) -> Result<ApiJson<ReplayReport>, ApiError> {
     let live = state.projections.snapshot();
     let log = state.log.clone();
     let report = tokio::task::spawn_blocking(move || {

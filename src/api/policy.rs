@@ -96,7 +96,7 @@ fn change(body: &PolicyBody) -> Result<PolicyChange, ApiError> {
     params(("name" = String, Path, description = "Profile name")),
     responses((status = 200, body = ProfileView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn set_policy(
+pub(crate) async fn set_policy(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,

@@ -165,7 +165,7 @@ async fn show_profile(
 #[utoipa::path(post, path = "/profiles/{name}/suspend", tag = "profiles", request_body = ReasonBody,
     params(("name" = String, Path, description = "Profile name")),
     responses((status = 200, body = ProfileView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn suspend_profile(
+pub(crate) async fn suspend_profile(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
@@ -195,7 +195,7 @@ async fn with_reason(
 #[utoipa::path(post, path = "/profiles/{name}/resume", tag = "profiles", request_body = ReasonBody,
     params(("name" = String, Path, description = "Profile name")),
     responses((status = 200, body = ProfileView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn resume_profile(
+pub(crate) async fn resume_profile(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,

@@ -78,7 +78,7 @@ pub struct ApproveBody {
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not quarantined, connector not active, or upstream no longer lists the tool"),
         (status = 502, body = ErrorBody)))]
-async fn approve_tool(
+pub(crate) async fn approve_tool(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
@@ -130,7 +130,7 @@ pub struct UnregisteredTool {
     responses((status = 200, body = UnregisteredTool),
         (status = 400, body = ErrorBody, description = "Bad tool name, or no reason"),
         (status = 404, body = ErrorBody, description = "The tool is not in the catalog")))]
-async fn unregister_tool(
+pub(crate) async fn unregister_tool(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,

@@ -10,10 +10,13 @@
 //! - [`layout`] — the page shell, security headers (strict CSP, no framing), assets;
 //! - [`connectors`] — the connectors pages: cards, add, details, lifecycle;
 //! - [`tools_page`] — "Discover tools" → register → grant;
-//! - [`approvals_page`] — the approvals inbox: held calls with their arguments, approve/deny.
+//! - [`approvals_page`] — the approvals inbox: held calls with their arguments, approve/deny;
+//! - [`governance`] — tools (approve, unregister), profiles (policy, suspend/resume), agents
+//!   (create, rotate, revoke), audit (filters, verify, replay).
 
 pub mod approvals_page;
 pub mod connectors;
+pub mod governance;
 pub mod layout;
 pub mod session;
 pub mod tools_page;
@@ -43,6 +46,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/assets/console.js", get(layout::js))
         .merge(connectors::routes())
         .merge(approvals_page::routes())
+        .merge(governance::routes())
         .layer(axum::middleware::from_fn(layout::headers))
 }
 

@@ -138,6 +138,15 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
         inbox["answer"]["result"]["content"][0]["text"], "from the inbox",
         "{inbox}"
     );
+    let gov = step("governance");
+    assert_eq!(gov["tools_left"], json!(["notion__echo"]), "{gov}");
+    assert_eq!(gov["suspended"], "suspended", "{gov}");
+    assert_eq!(gov["first_key_prefix"], "agp_", "{gov}");
+    assert_eq!(gov["rotated_differs"], true, "{gov}");
+    assert_eq!(gov["bot2_status"], "revoked", "{gov}");
+    assert!(gov["audit_rows"].as_u64().unwrap() > 5, "{gov}");
+    assert_eq!(gov["verified_valid"], true, "{gov}");
+    assert_eq!(gov["replay_consistent"], true, "{gov}");
     let life = step("lifecycle");
     assert_eq!(life["after_disconnect"], "disconnected", "{life}");
     assert_eq!(life["reconnected"], "active", "{life}");
@@ -167,6 +176,9 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
     );
     let (_, profile) = app.get("/profiles/support").await;
     assert!(profile["grants"]["notion__echo"].is_object(), "{profile}");
+    assert_eq!(profile["policy"]["write"], "deny", "{profile}");
+    assert_eq!(profile["suspended"], false, "resumed: {profile}");
+    assert_eq!(profile["policy_reason"], "lock writes");
     assert_eq!(app.get("/connectors/notion").await.0, 404, "removed");
     let (_, approved) = app.get("/approvals?status=approved").await;
     assert_eq!(approved[0]["reason"], "looks right");

@@ -158,6 +158,59 @@ try {
   step('approved-from-inbox', { arguments: shownArguments, answer });
   await shot('10-approvals-decided');
 
+  // The rest of governance: unregister a tool, a profile's policy and suspension, agents, audit.
+  await page.goto(`${origin}/console/tools`);
+  await shot('11a-tools');
+  const row = page.locator('tr[data-tool="notion__create_page"]');
+  await row.getByLabel('Unregister reason').fill('not needed');
+  await row.getByRole('button', { name: 'Unregister' }).click();
+  await page.waitForLoadState('load');
+  const toolsLeft = await page.locator('tr[data-tool]').evaluateAll((rows) => rows.map((r) => r.dataset.tool));
+  await page.goto(`${origin}/console/profiles`);
+  const profileCard = page.locator(`article[data-profile="${opts.profile}"]`);
+  await profileCard.locator('select[name=write]').selectOption('deny');
+  await profileCard.getByLabel('Policy reason').fill('lock writes');
+  await profileCard.getByRole('button', { name: 'Save policy' }).click();
+  await page.waitForLoadState('load');
+  await profileCard.getByLabel('Suspend reason').fill('incident');
+  await profileCard.getByRole('button', { name: 'Suspend' }).click();
+  await page.waitForLoadState('load');
+  const suspended = await profileCard.locator('.chip').first().textContent();
+  await shot('11b-profiles');
+  await profileCard.getByLabel('Resume reason').fill('all clear');
+  await profileCard.getByRole('button', { name: 'Resume' }).click();
+  await page.waitForLoadState('load');
+  await page.goto(`${origin}/console/agents`);
+  await page.getByLabel('Agent name').fill('bot2');
+  await page.getByLabel('Agent profile').selectOption(opts.profile);
+  await page.getByRole('button', { name: 'Create agent' }).click();
+  const firstKey = (await page.locator('[data-key]').textContent()).trim();
+  await shot('11c-agents');
+  const agentRow = page.locator('tr[data-agent="bot2"]');
+  await agentRow.getByRole('button', { name: 'Rotate key' }).click();
+  const rotatedKey = (await page.locator('[data-key]').textContent()).trim();
+  await page.locator('tr[data-agent="bot2"]').getByLabel('Revoke reason').fill('done');
+  await page.locator('tr[data-agent="bot2"]').getByRole('button', { name: 'Revoke' }).click();
+  await page.waitForLoadState('load');
+  const bot2Status = await page.locator('tr[data-agent="bot2"] .chip').textContent();
+  await page.goto(`${origin}/console/audit?connector=notion`);
+  const auditRows = await page.locator('table.grid tr').count();
+  await page.getByRole('button', { name: 'Verify chain' }).click();
+  const verified = await page.getByRole('status', { name: 'Chain verification result' }).textContent();
+  await shot('11d-audit');
+  await page.getByRole('button', { name: 'Replay projections' }).click();
+  const replayed = await page.getByRole('status', { name: 'Replay result' }).textContent();
+  step('governance', {
+    tools_left: toolsLeft,
+    suspended: suspended.trim(),
+    first_key_prefix: firstKey.slice(0, 4),
+    rotated_differs: rotatedKey !== firstKey && rotatedKey.startsWith('agp_'),
+    bot2_status: bot2Status.trim(),
+    audit_rows: auditRows,
+    verified_valid: /"valid": true/.test(verified),
+    replay_consistent: /"consistent": true/.test(replayed),
+  });
+
   // Lifecycle: disconnect, reconnect (consent again), remove with the typed name.
   await page.goto(`${origin}/console/connectors/notion`);
   await page.getByLabel('Reason').fill('offboarding test');
