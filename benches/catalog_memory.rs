@@ -519,6 +519,65 @@ async fn check(agp: &Agp, e: &Estate) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 13: how long the console's pages take on the estate, seen from a client on loopback
+/// (an upper bound of the server-side render), against `/healthz` in the same run.
+async fn console_timing(agp: &Agp) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let link: Value = http
+        .post(format!("{}/api/v1/console/link", agp.url()))
+        .bearer_auth(agp.admin_token()?)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let signed = http
+        .get(link["url"].as_str().context("no link")?)
+        .send()
+        .await?;
+    let cookie = signed
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_string();
+    const N: usize = 15;
+    for path in [
+        "/healthz",
+        "/console/connectors",
+        "/console/tools",
+        "/console/profiles",
+        "/console/agents",
+        "/console/approvals",
+        "/console/audit",
+    ] {
+        let mut ms = Vec::with_capacity(N);
+        let mut bytes = 0;
+        for _ in 0..N {
+            let t = std::time::Instant::now();
+            let r = http
+                .get(format!("{}{path}", agp.url()))
+                .header("cookie", &cookie)
+                .send()
+                .await?
+                .error_for_status()?;
+            bytes = r.bytes().await?.len();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "  console {path:<22} p50 {:7.2} ms  max {:7.2} ms  ({} KiB)",
+            ms[N / 2],
+            ms[N - 1],
+            bytes / 1024
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let e = Estate::from_env();
@@ -554,6 +613,7 @@ async fn main() -> anyhow::Result<()> {
         full.push(s);
         if round == 0 {
             check(&agp, &e).await?;
+            console_timing(&agp).await?;
         }
         agp.stop()?;
         let (agp, s) = start(&data_dir, &purge, settle)?;
