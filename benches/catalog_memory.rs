@@ -326,6 +326,7 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
                 generation: 1,
                 granted_scopes: vec!["read".into(), "write".into()],
                 account: None,
+                account_source: None,
                 token_fingerprint: hex_hash(&format!("token-{id}"))[..16].to_string(),
                 access_token_expires_at: None,
                 has_refresh_token: true,

@@ -136,6 +136,7 @@ async fn connector_view_follows_the_lifecycle() {
         generation: 1,
         granted_scopes: vec!["read".into()],
         account: Some("ops@example.com".into()),
+        account_source: Some(agp::domain::connector::AccountSource::Userinfo),
         token_fingerprint: "fp1".into(),
         access_token_expires_at: Some(at),
         has_refresh_token: true,
@@ -145,6 +146,7 @@ async fn connector_view_follows_the_lifecycle() {
     assert_eq!(v.status, "active");
     assert_eq!(v.filter_group(), "active");
     assert_eq!(v.account.as_deref(), Some("ops@example.com"));
+    assert_eq!(v.account_source.as_deref(), Some("userinfo"));
     assert!(v.authorized_at.is_some());
 
     let v = run(ConnectorCommand::RequireReauth {

@@ -62,6 +62,8 @@ pub struct Flow {
     pub iss_required: bool,
     pub authorize_url: String,
     pub token_endpoint: String,
+    /// The OIDC userinfo endpoint from the metadata, for the account (`connectors::account`).
+    pub userinfo_endpoint: Option<String>,
     pub redirect_uri: String,
     pub resource: Option<String>,
     pub audience: Option<String>,
@@ -268,6 +270,7 @@ mod tests {
             iss_required: true,
             authorize_url: "https://as.example.com/authorize?x=1".into(),
             token_endpoint: "https://as.example.com/token".into(),
+            userinfo_endpoint: None,
             redirect_uri: "https://agp.example.com/connect/callback".into(),
             resource: None,
             audience: None,

@@ -2,6 +2,7 @@
 //! (discovery, registration, token exchange, refresh, revocation), the vault and the connector
 //! aggregate. The aggregate decides; this module does the I/O around its decisions.
 
+pub mod account;
 pub mod flows;
 pub mod pages;
 pub mod results;

@@ -51,6 +51,11 @@ pub struct TokenSet {
     pub expires_in: Option<Duration>,
     /// The granted scopes, when the server says (else the requested ones apply).
     pub scope: Option<Vec<String>>,
+    /// The OIDC ID token, when the server issued one: read for the account at consent, never
+    /// stored (see `connectors::account`). Not validated here: a bad one only means no account.
+    pub id_token: Option<SecretString>,
+    /// A provider-specific account field of the response, raw (`account::provider`).
+    pub account_field: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -63,6 +68,11 @@ impl std::fmt::Debug for TokenSet {
             )
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "account_field",
+                &self.account_field.as_ref().map(|_| "[personal]"),
+            )
             .finish()
     }
 }
@@ -279,11 +289,19 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<TokenSet, TokenError> 
         .get("scope")
         .and_then(Value::as_str)
         .map(|s| s.split_whitespace().map(str::to_string).collect());
+    // Any string: an unusable ID token costs the account, never the consent.
+    let id_token = obj
+        .get("id_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(|t| SecretString::from(t.to_string()));
     Ok(TokenSet {
         access_token,
         refresh_token,
         expires_in,
         scope,
+        id_token,
+        account_field: crate::connectors::account::provider::account_field(obj),
     })
 }
 
@@ -368,9 +386,11 @@ mod tests {
     fn a_good_response_parses_and_debug_hides_tokens() {
         let set = parse_response(
             200,
-            br#"{"access_token":"canary-at","refresh_token":"canary-rt","token_type":"bearer","expires_in":"3600","scope":"a b"}"#,
+            br#"{"access_token":"canary-at","refresh_token":"canary-rt","token_type":"bearer","expires_in":"3600","scope":"a b","id_token":"canary-id","team":{"name":"canary-team"}}"#,
         )
         .unwrap();
+        assert!(set.id_token.is_some());
+        assert_eq!(set.account_field.as_deref(), Some("canary-team"));
         assert_eq!(set.expires_in, Some(Duration::from_secs(3600)));
         assert_eq!(set.scope, Some(vec!["a".to_string(), "b".to_string()]));
         let debug = format!("{set:?}");

@@ -18,6 +18,8 @@ pub fn current_version(event_type: &str) -> u32 {
         "connector.added" | "connector.client_registered" => 2,
         // v2: the server's token and revocation endpoint auth method lists.
         "connector.discovered" => 2,
+        // v2: where the authorized account came from (`account_source`).
+        "connector.authorized" => 2,
         // v2: the profile's policy (issue 12).
         "profile.created" => 2,
         // v2: `approval_id` on held calls; new denial reasons (policy, rate limit, approvals).
@@ -71,6 +73,9 @@ fn step(event_type: &str, from: u32, data: &mut Value) -> Result<(), DecodeError
         }
         // v2 only adds optional lists: a v1 record simply has none.
         ("connector.discovered", 1) => {}
+        // v2 only adds the optional `account_source`: AGP never recorded an account before it,
+        // and a v1 record that has one reads without a source rather than with an invented one.
+        ("connector.authorized", 1) => {}
         // v2 only adds an optional field and reasons v1 never wrote.
         ("call.started" | "call.completed" | "call.denied", 1) => {}
         // Before policies existed every granted call flowed: a v1 profile keeps exactly that.
@@ -135,6 +140,19 @@ mod tests {
         assert!(AgpEvent::decode("connector.added", 1, &dcr).is_ok());
         let v1_discovered = json!({"metadata": {"scopes_supported": [], "steps": []}});
         assert!(AgpEvent::decode("connector.discovered", 1, &v1_discovered).is_ok());
+        let v1_authorized = json!({"generation": 1, "granted_scopes": ["read"],
+            "account": "ops@example.com", "token_fingerprint": "fp", "has_refresh_token": false});
+        let e = AgpEvent::decode("connector.authorized", 1, &v1_authorized).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::Authorized {
+            account,
+            account_source,
+            ..
+        }) = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(account.as_deref(), Some("ops@example.com"));
+        assert_eq!(account_source, None, "no invented source");
     }
 
     #[test]

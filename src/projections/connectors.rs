@@ -82,7 +82,11 @@ pub struct ConnectorView {
     /// True when `scopes` came from the admin, not discovery.
     pub scopes_overridden: bool,
     pub granted_scopes: Vec<String>,
+    /// Who (or which workspace) consented, as the provider said; `None` when it did not say.
     pub account: Option<String>,
+    /// Where `account` came from: `id_token`, `userinfo` or `token_response`. A token-response
+    /// field may name a workspace rather than a person.
+    pub account_source: Option<String>,
     pub generation: u64,
     pub awaiting_consent: bool,
     pub has_refresh_token: bool,
@@ -322,6 +326,7 @@ impl Projection for ConnectorStatusView {
                 scopes_overridden: scopes.is_some(),
                 granted_scopes: Vec::new(),
                 account: None,
+                account_source: None,
                 generation: 0,
                 awaiting_consent: false,
                 has_refresh_token: false,
@@ -432,6 +437,7 @@ impl Projection for ConnectorStatusView {
             ConnectorEvent::Authorized {
                 granted_scopes,
                 account,
+                account_source,
                 token_fingerprint,
                 access_token_expires_at,
                 has_refresh_token,
@@ -440,6 +446,7 @@ impl Projection for ConnectorStatusView {
                 v.awaiting_consent = false;
                 v.granted_scopes = granted_scopes.clone();
                 v.account = account.clone();
+                v.account_source = account_source.map(|s| s.as_str().to_string());
                 v.token_fingerprint = Some(token_fingerprint.clone());
                 v.access_token_expires_at = *access_token_expires_at;
                 v.has_refresh_token = *has_refresh_token;

@@ -13,6 +13,7 @@ mod approvals_restart;
 mod audit_queries;
 mod bad_input;
 mod cli;
+mod connector_account;
 mod connectors_e2e;
 mod connectors_mock;
 mod console_e2e;

@@ -53,6 +53,8 @@ pub struct Knobs {
     pub revocation_endpoint: bool,
     /// The authorization server the PRM names; `None` = this mock.
     pub authorization_server: Option<String>,
+    /// `/userinfo`'s answer (status, JSON body); `None`: no `userinfo_endpoint` advertised.
+    pub userinfo: Option<(u16, Value)>,
 }
 
 #[derive(Default)]
@@ -64,6 +66,8 @@ pub struct Recorded {
     issued: Vec<(String, Option<String>)>,
     /// Every token presented at `/revoke`.
     revoked: Vec<String>,
+    /// Every `Authorization` header presented at `/userinfo`.
+    userinfo_auth: Vec<String>,
 }
 
 pub struct MockState {
@@ -102,6 +106,7 @@ impl Mock {
                 iss: Iss::Correct,
                 revocation_endpoint: true,
                 authorization_server: None,
+                userinfo: None,
             }),
             rec: Mutex::new(Recorded::default()),
             release: tokio::sync::Notify::new(),
@@ -114,6 +119,7 @@ impl Mock {
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .route("/revoke", post(revoke))
+            .route("/userinfo", get(userinfo))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -145,7 +151,7 @@ impl Mock {
     }
 
     /// Requests seen by `endpoint` (`mcp`, `prm`, `metadata`, `register`, `authorize`,
-    /// `token`, `revoke`).
+    /// `token`, `revoke`, `userinfo`).
     pub fn hits(&self, endpoint: &str) -> usize {
         self.state
             .rec
@@ -166,6 +172,11 @@ impl Mock {
 
     pub fn revoked(&self) -> Vec<String> {
         self.state.rec.lock().revoked.clone()
+    }
+
+    /// The `Authorization` headers `/userinfo` saw.
+    pub fn userinfo_auth(&self) -> Vec<String> {
+        self.state.rec.lock().userinfo_auth.clone()
     }
 }
 
@@ -217,7 +228,27 @@ async fn as_metadata(State(s): State<Arc<MockState>>) -> Json<Value> {
     if k.revocation_endpoint {
         doc["revocation_endpoint"] = json!(format!("{b}/revoke"));
     }
+    if k.userinfo.is_some() {
+        doc["userinfo_endpoint"] = json!(format!("{b}/userinfo"));
+    }
     Json(doc)
+}
+
+async fn userinfo(State(s): State<Arc<MockState>>, headers: header::HeaderMap) -> Response {
+    {
+        let mut rec = s.rec.lock();
+        *rec.hits.entry("userinfo").or_default() += 1;
+        let auth = headers.get(header::AUTHORIZATION);
+        rec.userinfo_auth
+            .push(auth.and_then(|v| v.to_str().ok()).unwrap_or("").to_string());
+    }
+    let (status, body) = s
+        .knobs
+        .lock()
+        .userinfo
+        .clone()
+        .unwrap_or((404, Value::Null));
+    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
 }
 
 async fn register(State(s): State<Arc<MockState>>, Json(req): Json<Value>) -> Response {

@@ -78,6 +78,7 @@ async fn active_connector(app: &TestApp, id: &str, name: &str) {
             generation: 1,
             granted_scopes: vec!["read".into()],
             account: None,
+            account_source: None,
             token_fingerprint: "fp".into(),
             access_token_expires_at: None,
             has_refresh_token: true,

@@ -105,6 +105,7 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
             generation,
             granted_scopes: vec!["read".into()],
             account: None,
+            account_source: None,
             token_fingerprint: "fp".into(),
             access_token_expires_at: Some(time),
             has_refresh_token: rt,

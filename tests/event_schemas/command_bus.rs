@@ -54,6 +54,7 @@ async fn events_written_through_the_command_bus_match_their_schemas() {
         generation: 1,
         granted_scopes: vec!["read".into()],
         account: None,
+        account_source: None,
         token_fingerprint: "fp".into(),
         access_token_expires_at: Some(at(2)),
         has_refresh_token: true,

@@ -5,8 +5,8 @@ use agp::domain::agent::AgentEvent;
 use agp::domain::approval::ApprovalEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
-    ConnectorEvent, Definition, DefinitionField, DiscoveredMetadata, FieldChange, Operation,
-    Overrides, RegisteredTool, Registration, RevocationOutcome, TokenAuthMethod,
+    AccountSource, ConnectorEvent, Definition, DefinitionField, DiscoveredMetadata, FieldChange,
+    Operation, Overrides, RegisteredTool, Registration, RevocationOutcome, TokenAuthMethod,
 };
 use agp::domain::profile::{Policy, ProfileEvent, Rule};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
@@ -240,6 +240,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             generation: 1,
             granted_scopes: strings(&["read"]),
             account: None,
+            account_source: None,
             token_fingerprint: "sha256:aa11".into(),
             access_token_expires_at: None,
             has_refresh_token: false,
@@ -248,6 +249,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             generation: 2,
             granted_scopes: strings(&["read", "write"]),
             account: Some("ops@example.com".into()),
+            account_source: Some(AccountSource::IdToken),
             token_fingerprint: "sha256:aa12".into(),
             access_token_expires_at: Some(at(1_793_503_600, 500_000)),
             has_refresh_token: true,

@@ -5,8 +5,8 @@ use agp::domain::agent::AgentEvent;
 use agp::domain::approval::ApprovalEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
-    ConnectorEvent, Definition, DiscoveredMetadata, Operation, Overrides, RegisteredTool,
-    Registration, RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
+    AccountSource, ConnectorEvent, Definition, DiscoveredMetadata, Operation, Overrides,
+    RegisteredTool, Registration, RevocationOutcome, TOKEN_KINDS, TokenAuthMethod,
 };
 use agp::domain::profile::{Policy, ProfileEvent, Rule};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
@@ -193,6 +193,19 @@ fn token_auth_method() -> impl Strategy<Value = TokenAuthMethod> {
     ]
 }
 
+/// An account and where it came from: a source only ever comes with an account.
+fn account() -> impl Strategy<Value = (Option<String>, Option<AccountSource>)> {
+    let source = prop_oneof![
+        Just(AccountSource::IdToken),
+        Just(AccountSource::Userinfo),
+        Just(AccountSource::TokenResponse),
+    ];
+    option::of((text(), source)).prop_map(|a| match a {
+        Some((account, source)) => (Some(account), Some(source)),
+        None => (None, None),
+    })
+}
+
 fn registration() -> impl Strategy<Value = Registration> {
     prop_oneof![
         Just(Registration::Dcr),
@@ -372,7 +385,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
         (
             started_generation(),
             texts(),
-            option::of(text()),
+            account(),
             text(),
             option::of(time()),
             any::<bool>()
@@ -381,7 +394,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
                 |(
                     generation,
                     granted_scopes,
-                    account,
+                    (account, account_source),
                     token_fingerprint,
                     access_token_expires_at,
                     has_refresh_token,
@@ -389,6 +402,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
                     generation,
                     granted_scopes,
                     account,
+                    account_source,
                     token_fingerprint,
                     access_token_expires_at,
                     has_refresh_token,

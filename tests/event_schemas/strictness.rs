@@ -92,6 +92,7 @@ fn schemas_refuse_null_for_absent_optional_fields() {
     for (event_type, field) in [
         ("connector.added", "scopes"),
         ("connector.authorized", "account"),
+        ("connector.authorized", "account_source"),
         ("connector.authorized", "access_token_expires_at"),
         ("connector.token_refreshed", "access_token_expires_at"),
         ("connector.revocation_recorded", "detail"),
@@ -147,6 +148,12 @@ fn bad_values() -> Vec<(&'static str, &'static str, Value, &'static str)> {
             "/registration/mode",
             json!("manual"),
             "an unknown mode",
+        ),
+        (
+            "connector.authorized",
+            "/account_source",
+            json!("ldap"),
+            "an unknown account source",
         ),
         (
             "connector.added",

@@ -208,3 +208,30 @@ async fn pinned_endpoints_without_metadata_need_the_relaxation() {
         Some(format!("{}/mcp", s.base).as_str())
     );
 }
+
+/// `userinfo_endpoint` is read for the connector's account only: absent or unusable, it is
+/// `None` and discovery goes on.
+#[tokio::test]
+async fn the_userinfo_endpoint_is_kept_when_usable() {
+    let s = provider().await;
+    assert_eq!(ok(&s).await.userinfo_endpoint, None, "absent");
+    for (advertised, want) in [
+        (
+            json!(format!("{}/me", s.base)),
+            Some(format!("{}/me", s.base)),
+        ),
+        (json!("not a url"), None),
+        (json!("ftp://as.example/me"), None),
+        (json!(42), None),
+    ] {
+        let mut doc = as_metadata(&s.base, &s.base);
+        doc["userinfo_endpoint"] = advertised.clone();
+        s.route(AS_ROOT, Canned::json(200, doc));
+        let d = ok(&s).await;
+        assert_eq!(
+            d.userinfo_endpoint.map(|u| u.to_string()),
+            want,
+            "{advertised}"
+        );
+    }
+}

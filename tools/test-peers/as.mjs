@@ -123,14 +123,31 @@ const configuration = {
   clients,
   jwks: { keys: [signingJwk] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
-  // Any login is accepted by the devInteractions login form; it becomes the subject.
+  // Any login is accepted by the devInteractions login form; it becomes the subject, and the
+  // account's profile derives from it (login "alice": email alice@example.com, name
+  // "Test User alice"), so tests can predict what an ID token or userinfo says.
   async findAccount(_ctx, sub) {
     return {
       accountId: sub,
       async claims() {
-        return { sub };
+        return {
+          sub,
+          email: `${sub}@example.com`,
+          email_verified: true,
+          name: `Test User ${sub}`,
+          preferred_username: sub,
+        };
       },
     };
+  },
+  // The standard OIDC scopes with their claims: `openid email profile` in an authorization
+  // request yields an ID token carrying them. (With a resource indicator the access token has
+  // an audience, which oidc-provider refuses at userinfo, so it puts the scope claims in the
+  // ID token itself.)
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username'],
   },
   // Authorization code flow only (no implicit / hybrid).
   responseTypes: ['code'],

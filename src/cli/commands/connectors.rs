@@ -292,6 +292,40 @@ fn list_table(v: &Value) -> comfy_table::Table {
     )
 }
 
+/// `show` as key/value rows: the connector card's headline first (name, status, the account
+/// with where it came from, granted scopes), then every other field.
+fn show_table(v: &Value) -> comfy_table::Table {
+    const HEAD: [&str; 5] = [
+        "name",
+        "status",
+        "account",
+        "account_source",
+        "granted_scopes",
+    ];
+    let source = match v["account_source"].as_str() {
+        Some("id_token") => " (from the ID token)",
+        Some("userinfo") => " (from userinfo)",
+        Some("token_response") => " (from the token response)",
+        _ => "",
+    };
+    let account = v["account"]
+        .as_str()
+        .map(|a| format!("{a}{source}"))
+        .unwrap_or_default();
+    // The field table of nothing: an empty table in the same style.
+    let mut t = output::fields(&Value::Null);
+    t.add_row(vec!["name".to_string(), get(v, "name")]);
+    t.add_row(vec!["status".to_string(), get(v, "status")]);
+    t.add_row(vec!["account".to_string(), account]);
+    t.add_row(vec!["granted_scopes".to_string(), get(v, "granted_scopes")]);
+    for (k, field) in v.as_object().into_iter().flatten() {
+        if !HEAD.contains(&k.as_str()) {
+            t.add_row(vec![k.clone(), output::cell(field)]);
+        }
+    }
+    t
+}
+
 fn add_body(a: &AddArgs) -> Value {
     json!({
         "name": a.name,
@@ -403,7 +437,7 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
             let v = client
                 .get(&format!("/connectors/{}", path_name("connector", &name)?))
                 .await?;
-            output::print(global.output, &v, output::fields);
+            output::print(global.output, &v, show_table);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -467,6 +501,28 @@ mod tests {
             ]
         );
         assert!(text.contains("title,description"), "{text}");
+    }
+
+    #[test]
+    fn show_leads_with_the_account_and_where_it_came_from() {
+        let v = json!({"name": "notion", "status": "active", "account": "ada@example.com",
+            "account_source": "id_token", "granted_scopes": ["read"], "issuer": "https://as"});
+        let text = show_table(&v).to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert_eq!(
+            lines[2], "account         ada@example.com (from the ID token)",
+            "{text}"
+        );
+        assert!(
+            lines[3].ends_with("read") && lines[4].starts_with("issuer"),
+            "{text}"
+        );
+        assert!(!text.contains("account_source"), "{text}");
+        let pending = show_table(&json!({"name": "n", "status": "pending", "account": null}));
+        assert_eq!(
+            pending.to_string().lines().nth(2).map(str::trim),
+            Some("account")
+        );
     }
 
     #[test]

@@ -362,6 +362,7 @@ impl ConnectorService {
                 iss_required: discovery.iss_parameter_supported,
                 authorize_url: provider.to_string(),
                 token_endpoint: discovery.token_endpoint.to_string(),
+                userinfo_endpoint: discovery.userinfo_endpoint.as_ref().map(Url::to_string),
                 redirect_uri: self.redirect_uri.clone(),
                 resource: discovery.resource.clone(),
                 audience: view.audience.clone(),

@@ -1,4 +1,5 @@
-//! The consent callback (S4–S7): state → browser → `iss` → consume → exchange → seal → active.
+//! The consent callback (S4–S7): state → browser → `iss` → consume → exchange → account → seal
+//! → active.
 //!
 //! Refusals before `consume` leave the flow usable (a forged or misdirected callback cannot
 //! burn the admin's real one); nothing reaches the token endpoint unless every check passed.
@@ -7,6 +8,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 
 use super::{ConnectorService, fingerprint};
+use crate::connectors::account::{self, Account};
 use crate::connectors::flows::{COOKIE_PREFIX, Flow, FlowError};
 use crate::connectors::pages::Outcome;
 use crate::connectors::token::{self, ClientAuth, TokenEndpoint, TokenSet, clean};
@@ -106,7 +108,8 @@ impl ConnectorService {
             Ok(t) => t,
             Err(reason) => return self.fail(&flow, reason, &meta).await,
         };
-        match self.activate(&flow, tokens, &meta).await {
+        let account = self.identify(&flow, &tokens).await;
+        match self.activate(&flow, tokens, account, &meta).await {
             Ok(outcome) => {
                 if self.has_tools(&name) {
                     self.spawn_drift_check(name);
@@ -190,12 +193,33 @@ impl ConnectorService {
             .map_err(|e| format!("code exchange failed: {e}"))
     }
 
+    /// Who consented, as the provider says (`connectors::account`). Before custody is taken:
+    /// it may make a request. Logs the source, never the account (personal data) or a token.
+    #[tracing::instrument(skip_all, fields(connector = %flow.connector_name))]
+    async fn identify(&self, flow: &Flow, tokens: &TokenSet) -> Option<Account> {
+        let client_id = self.view(&flow.connector_name).ok()?.client_id?;
+        let sources = account::Sources {
+            issuer: flow.issuer.as_deref(),
+            client_id: &client_id,
+            id_token: tokens.id_token.as_ref(),
+            userinfo_endpoint: flow.userinfo_endpoint.as_deref(),
+            access_token: &tokens.access_token,
+            refresh_token: tokens.refresh_token.as_ref(),
+            token_response: tokens.account_field.as_deref(),
+        };
+        let found = account::identify(&self.egress, &sources).await;
+        let source = found.as_ref().map_or("none", |a| a.source.as_str());
+        tracing::info!(account_source = source, "authorized account identified");
+        found
+    }
+
     /// Seals the tokens, then records the connector active. If the connector moved on meanwhile
     /// (disconnected, removed, reconnected), the tokens are destroyed instead.
     async fn activate(
         &self,
         flow: &Flow,
         tokens: TokenSet,
+        account: Option<Account>,
         meta: &CommandMeta,
     ) -> Result<Outcome, String> {
         let slot = Slot::consent(&flow.connector_id, flow.generation);
@@ -244,7 +268,8 @@ impl ConnectorService {
         let cmd = ConnectorCommand::CompleteConsent {
             generation: flow.generation,
             granted_scopes: granted.clone(),
-            account: None,
+            account: account.as_ref().map(|a| a.name.clone()),
+            account_source: account.as_ref().map(|a| a.source),
             token_fingerprint: fp,
             access_token_expires_at: expires_at,
             has_refresh_token: has_refresh,
@@ -261,7 +286,7 @@ impl ConnectorService {
         }
         Ok(Outcome::Authorized {
             connector: flow.connector_name.clone(),
-            account: None,
+            account: account.map(|a| a.name),
             scopes: granted,
         })
     }

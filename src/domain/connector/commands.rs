@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::drift::{Definition, ObservedTool};
 use super::events::{
-    DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
+    AccountSource, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
 };
 use super::tools::{Operation, ToolDefinition};
 use crate::domain::{ResourceName, ToolName};
@@ -46,6 +46,7 @@ pub enum ConnectorCommand {
         generation: u64,
         granted_scopes: Vec<String>,
         account: Option<String>,
+        account_source: Option<AccountSource>,
         token_fingerprint: String,
         access_token_expires_at: Option<DateTime<Utc>>,
         has_refresh_token: bool,

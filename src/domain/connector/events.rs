@@ -26,6 +26,36 @@ pub enum Registration {
     },
 }
 
+/// Where a connector's authorized account came from, in the order the callback tries them.
+/// The sources differ in meaning: an ID token or userinfo names the person who consented; a
+/// token-response field may name a workspace (Slack's `team.name`).
+///
+/// ```
+/// use agp::domain::connector::AccountSource;
+/// assert_eq!(serde_json::to_value(AccountSource::IdToken).unwrap(), "id_token");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountSource {
+    /// The ID token of the token response (OIDC): its `email`, `name`, `preferred_username`
+    /// or `sub`.
+    IdToken,
+    /// The OIDC userinfo endpoint, called once with the new access token.
+    Userinfo,
+    /// A provider-specific field of the token response (`user.login`, `team.name`, …).
+    TokenResponse,
+}
+
+impl AccountSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountSource::IdToken => "id_token",
+            AccountSource::Userinfo => "userinfo",
+            AccountSource::TokenResponse => "token_response",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAuthMethod {
@@ -151,8 +181,13 @@ pub enum ConnectorEvent {
     Authorized {
         generation: u64,
         granted_scopes: Vec<String>,
+        /// Who (or which workspace) consented, as the provider names them: personal data, not
+        /// a secret. Cleaned of control characters and at most 200 characters.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         account: Option<String>,
+        /// Where `account` came from (v2); absent when there is no account, and on v1 records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_source: Option<AccountSource>,
         token_fingerprint: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         access_token_expires_at: Option<DateTime<Utc>>,

@@ -25,6 +25,10 @@ pub(super) struct AuthorizationServerMetadata {
     pub registration_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// OIDC Discovery; read for the connector's account at consent only. Any JSON value: a
+    /// malformed one must not cost the connector, so it is checked where it is used.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<serde_json::Value>,
     #[serde(default)]
     pub scopes_supported: Vec<String>,
     /// `None` when absent: distinguished from `[]` only for the error message.

@@ -62,6 +62,10 @@ pub struct Discovery {
     pub token_endpoint: Url,
     pub registration_endpoint: Option<Url>,
     pub revocation_endpoint: Option<Url>,
+    /// The OIDC userinfo endpoint, when the metadata names a usable one. Only the consent
+    /// callback uses it (for the account), so it is not part of the recorded metadata: the
+    /// consent flow carries it.
+    pub userinfo_endpoint: Option<Url>,
     /// The PRM's `scopes_supported` (what the MCP server advertises).
     pub scopes_supported: Vec<String>,
     /// The `scope` of the 401 challenge, which the MCP spec prefers over `scopes_supported`.
@@ -222,6 +226,12 @@ async fn run(
         md.and_then(|m| m.revocation_endpoint.as_ref()),
     )?;
 
+    // An unusable userinfo endpoint costs the account label only, never the connector.
+    let userinfo_endpoint = md
+        .and_then(|m| m.userinfo_endpoint.as_ref())
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| absolute_http(s).ok());
+
     // 5. PKCE.
     let pkce = asm::pkce_support(probe, md, options)?;
 
@@ -251,6 +261,7 @@ async fn run(
         token_endpoint,
         registration_endpoint,
         revocation_endpoint,
+        userinfo_endpoint,
         scopes_supported: prm_doc
             .map(|d| d.scopes_supported.clone())
             .unwrap_or_default(),

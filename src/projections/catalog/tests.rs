@@ -86,6 +86,7 @@ fn authorized() -> ConnectorEvent {
         generation: 1,
         granted_scopes: vec![],
         account: None,
+        account_source: None,
         token_fingerprint: "fp".into(),
         access_token_expires_at: None,
         has_refresh_token: true,
