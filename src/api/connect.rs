@@ -59,8 +59,18 @@ fn cookie_attrs(state: &SharedState) -> &'static str {
     }
 }
 
-async fn start(State(state): State<SharedState>, Path(flow): Path<String>) -> Response {
-    match state.connector_service.flows.bind_browser(&flow) {
+async fn start(
+    State(state): State<SharedState>,
+    Path(flow): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let console_session =
+        crate::console::session::cookie(&headers).map(|id| crate::console::session::digest(&id));
+    match state
+        .connector_service
+        .flows
+        .bind_browser(&flow, console_session)
+    {
         Ok((cookie, provider_url)) => {
             let set_cookie = format!(
                 "{COOKIE_PREFIX}{flow}={cookie}; Max-Age={}{}",
@@ -81,6 +91,7 @@ async fn start(State(state): State<SharedState>, Path(flow): Path<String>) -> Re
         Err(e) => {
             let status = match e {
                 FlowError::AlreadyBound => StatusCode::CONFLICT,
+                FlowError::WrongSession => StatusCode::FORBIDDEN,
                 FlowError::Expired => StatusCode::GONE,
                 _ => StatusCode::NOT_FOUND,
             };

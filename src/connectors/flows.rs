@@ -47,6 +47,9 @@ pub enum FlowError {
     /// The callback arrived in a browser other than the one that opened the consent link.
     #[error("this callback did not come from the browser that opened the consent link")]
     WrongBrowser,
+    /// The consent was started from a console session and the link was opened outside it.
+    #[error("this consent link belongs to the console session that started it; open it from there")]
+    WrongSession,
 }
 
 /// Everything the callback needs to finish a flow; secrets only as [`SecretString`].
@@ -75,6 +78,9 @@ struct Entry {
     created: Instant,
     /// SHA-256 of the binding cookie, once a browser opened the consent link.
     browser: Option<[u8; 32]>,
+    /// For a consent started from the console: the SHA-256 of that console session's id; only
+    /// a browser carrying that session may open the link.
+    owner: Option<[u8; 32]>,
 }
 
 /// The in-memory flow table (single process; a restart invalidates open flows, which is safe:
@@ -144,6 +150,7 @@ impl FlowStore {
                 flow,
                 created: now,
                 browser: None,
+                owner: None,
             },
         );
     }
@@ -193,15 +200,38 @@ impl FlowStore {
 
     /// Binds the flow to the browser opening the consent link: returns the cookie value to set
     /// and the provider URL to redirect to. A second browser is refused.
-    pub fn bind_browser(&self, flow_id: &str) -> Result<(String, String), FlowError> {
+    pub fn bind_browser(
+        &self,
+        flow_id: &str,
+        console_session: Option<[u8; 32]>,
+    ) -> Result<(String, String), FlowError> {
         let mut flows = self.flows.lock();
         let entry = self.live(&mut flows, flow_id)?;
+        if let Some(owner) = entry.owner {
+            let same = console_session.is_some_and(|s| bool::from(s.ct_eq(&owner)));
+            if !same {
+                return Err(FlowError::WrongSession);
+            }
+        }
         if entry.browser.is_some() {
             return Err(FlowError::AlreadyBound);
         }
         let cookie = B64.encode(random::<32>().as_ref());
         entry.browser = Some(Sha256::digest(cookie.as_bytes()).into());
         Ok((cookie, entry.flow.authorize_url.clone()))
+    }
+
+    /// Restricts flow `flow_id` to the console session whose id hashes to `owner` (set by the
+    /// console right after it started the consent, before the link is shown to anyone).
+    pub fn restrict(&self, flow_id: &str, owner: [u8; 32]) -> bool {
+        let mut flows = self.flows.lock();
+        match flows.get_mut(flow_id) {
+            Some(entry) => {
+                entry.owner = Some(owner);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Checks, without consuming, that `flow_id` is live and `cookie` is the browser bound to
@@ -308,6 +338,20 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_restricted_to_a_console_session_opens_only_in_it() {
+        let store = FlowStore::default();
+        let (id, _) = store.create(flow());
+        assert!(store.restrict(&id, [7; 32]));
+        assert_eq!(store.bind_browser(&id, None), Err(FlowError::WrongSession));
+        assert_eq!(
+            store.bind_browser(&id, Some([8; 32])),
+            Err(FlowError::WrongSession)
+        );
+        assert!(store.bind_browser(&id, Some([7; 32])).is_ok());
+        assert!(!store.restrict("no-such-flow", [7; 32]));
+    }
+
+    #[test]
     fn bound_browser_single_use_and_expiry() {
         let store = FlowStore::default();
         let (id, _) = store.create(flow());
@@ -316,9 +360,9 @@ mod tests {
             Err(FlowError::WrongBrowser),
             "unbound"
         );
-        let (cookie, url) = store.bind_browser(&id).unwrap();
+        let (cookie, url) = store.bind_browser(&id, None).unwrap();
         assert!(url.starts_with("https://as.example.com/authorize"));
-        assert_eq!(store.bind_browser(&id), Err(FlowError::AlreadyBound));
+        assert_eq!(store.bind_browser(&id, None), Err(FlowError::AlreadyBound));
         assert_eq!(
             store.check(&id, Some("other")),
             Err(FlowError::WrongBrowser)
@@ -337,7 +381,7 @@ mod tests {
         let short = FlowStore::new(Duration::from_millis(1));
         let (id, _) = short.create(flow());
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(short.bind_browser(&id), Err(FlowError::Expired));
+        assert_eq!(short.bind_browser(&id, None), Err(FlowError::Expired));
         assert_eq!(short.consume(&id).err(), Some(FlowError::Unknown));
     }
 
@@ -346,7 +390,7 @@ mod tests {
         let store = FlowStore::default();
         let (id, _) = store.create(flow());
         store.cancel_connector("c1");
-        assert_eq!(store.bind_browser(&id), Err(FlowError::Unknown));
+        assert_eq!(store.bind_browser(&id, None), Err(FlowError::Unknown));
         assert!(store.is_empty());
     }
 }

@@ -213,13 +213,21 @@ async fn new(signed: Signed) -> Response {
     .into_response()
 }
 
-/// The answer to a started consent: JSON for the script, a page with the link otherwise.
+/// The answer to a started consent: JSON for the script, a page with the link otherwise. The
+/// flow is first restricted to this console session (not whoever opens the link first).
 fn consent_answer(
+    state: &SharedState,
     signed: &Signed,
     headers: &HeaderMap,
     name: &str,
     authorize_url: &str,
 ) -> Response {
+    if let Some(flow) = authorize_url.rsplit('/').next() {
+        state
+            .connector_service
+            .flows
+            .restrict(flow, signed.session_hash);
+    }
     let next = format!("/console/connectors?added={name}");
     if wants_json(headers) {
         return Json(json!({"authorize_url": authorize_url, "next": next})).into_response();
@@ -295,7 +303,7 @@ async fn add(
     };
     state.metrics.command("connector", started.is_ok());
     match started {
-        Ok(c) => consent_answer(&signed, &headers, &name, &c.authorize_url),
+        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url),
         Err(e) => {
             let (_, message) = e.shown();
             let form = add_form(&signed, &keep, Some(&message));
@@ -469,7 +477,7 @@ async fn reconnect(
         .await;
     state.metrics.command("connector", started.is_ok());
     match started {
-        Ok(c) => consent_answer(&signed, &headers, &name, &c.authorize_url),
+        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url),
         Err(e) => refused(&signed, &headers, &ApiError::from(e), None),
     }
 }

@@ -57,7 +57,8 @@ fn random_token() -> Option<String> {
     Some(hex::encode(bytes))
 }
 
-fn digest(s: &str) -> [u8; 32] {
+/// SHA-256 of a session id or link code (what the server keeps).
+pub fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 

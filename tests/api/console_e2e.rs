@@ -297,6 +297,42 @@ async fn console_changes_need_a_session_its_csrf_token_and_the_console_s_origin(
     assert!(!html.contains("<script>alert(1)</script>"), "unescaped");
     assert!(html.contains("&lt;script&gt;"), "{html}");
 
+    // A consent started from the console opens only in that console session.
+    let provider = Provider::start(&[]);
+    let mcp = provider.mcp_url();
+    let add = [
+        ("name", "bound"),
+        ("mcp_server_url", mcp.as_str()),
+        ("csrf", csrf.as_str()),
+    ];
+    let r = http
+        .post(app.url("/console/connectors"))
+        .header("cookie", &session)
+        .header("accept", "application/json")
+        .form(&add)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let started: Value = r.json().await.unwrap();
+    let consent_url = started["authorize_url"].as_str().unwrap().to_string();
+    let elsewhere = http.get(&consent_url).send().await.unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 403, "another browser");
+    assert!(
+        elsewhere
+            .text()
+            .await
+            .unwrap()
+            .contains("console session that started it")
+    );
+    let here = http
+        .get(&consent_url)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(here.status().as_u16(), 302, "the admin's own session");
+
     // Sign out ends the session.
     let r = http
         .post(app.url("/console/sign-out"))
