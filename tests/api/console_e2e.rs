@@ -96,6 +96,10 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
     let active = step("connector-active");
     assert_eq!(active["status"], "active", "{active}");
     assert_eq!(active["scopes"], "mcp:read mcp:write", "{active}");
+    assert_eq!(
+        active["account"], "alice@example.com",
+        "from the ID token: {active}"
+    );
     assert!(
         active["consent"].as_str().unwrap().contains("notion"),
         "{active}"

@@ -66,7 +66,9 @@ async function consent(popup) {
       await popup.waitForTimeout(200);
     }
   }
-  throw new Error(`consent did not finish at ${popup.url()}`);
+  await shot('99-consent-stuck', popup).catch(() => {});
+  const text = (await popup.textContent('body').catch(() => '')).trim().slice(0, 300);
+  throw new Error(`consent did not finish at ${popup.url()}: ${text}`);
 }
 
 async function cardStatus(name) {
@@ -83,6 +85,8 @@ try {
   await page.getByRole('link', { name: 'Add connector' }).first().click();
   await page.getByLabel('Name', { exact: true }).fill('notion');
   await page.getByLabel('MCP server URL').fill(opts['mcp-url']);
+  // `openid email profile` beside the server's scopes: the card then names the account.
+  await page.getByLabel('Scopes').fill('openid email profile mcp:read mcp:write');
   await shot('02-add-connector');
   const [popup] = await Promise.all([
     context.waitForEvent('page'),
@@ -241,6 +245,7 @@ try {
     cards_left: await page.locator('article[data-connector]').count(),
   });
   await shot('13-removed');
+
   report.csp_errors = cspErrors;
   report.ok = true;
 } catch (err) {
