@@ -30,7 +30,11 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
         std::path::Path::new(&chromium).exists(),
         "no Chromium at {chromium}: install Debian's chromium (.ci/run does) or set AGP_CHROMIUM"
     );
-    let provider = Provider::start(&[]);
+    // A pre-registered client too (native, loopback: any port of AGP's callback is accepted).
+    let provider = Provider::start(&[
+        "--static-client",
+        "console-app:console-secret:client_secret_post",
+    ]);
     let app = spawn_app().await;
     assert_eq!(
         app.post("/profiles", json!({"name": "support"})).await.0,
@@ -63,6 +67,10 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
         a["key"].as_str().unwrap().to_string(),
         "--shots".into(),
         screenshots().display().to_string(),
+        "--client-id".into(),
+        "console-app".into(),
+        "--client-secret".into(),
+        "console-secret".into(),
     ];
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -156,6 +164,12 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
     assert_eq!(life["reconnected"], "active", "{life}");
     assert_eq!(life["remove_disabled_until_typed"], true);
     assert_eq!(life["cards_left"], 0);
+    let registered_client = step("registered-client");
+    assert_eq!(registered_client["status"], "active", "{registered_client}");
+    let (_, internal) = app.get("/connectors/internal").await;
+    assert_eq!(internal["registration_mode"], "client");
+    assert_eq!(internal["client_id"], "console-app");
+    assert_eq!(internal["token_auth_method"], "client_secret_post");
     assert_eq!(report["csp_errors"], json!([]), "the pages break the CSP");
 
     // The server agrees with what the browser showed.

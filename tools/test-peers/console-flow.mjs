@@ -31,6 +31,8 @@ const SPEC = {
   'agent-key': { arg: 'KEY', help: 'an agent of that profile (its calls of read tools hold)' },
   shots: { arg: 'DIR', help: 'where screenshots go' },
   login: { default: 'alice', arg: 'NAME', help: 'login at the provider' },
+  'client-id': { arg: 'ID', help: 'a client registered at the provider (client_secret_post)' },
+  'client-secret': { arg: 'SECRET', help: 'its secret' },
 };
 const opts = parseArgs(process.argv.slice(2), SPEC);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -246,6 +248,26 @@ try {
   });
   await shot('13-removed');
 
+  // A registered client instead of DCR (the form's other registration).
+  await page.goto(`${origin}/console/connectors/new`);
+  await page.getByLabel('Name', { exact: true }).fill('internal');
+  await page.getByLabel('MCP server URL').fill(opts['mcp-url']);
+  await page.getByLabel('Registered client').check();
+  await page.getByLabel('Client ID').fill(opts['client-id']);
+  await page.getByLabel('Client secret').fill(opts['client-secret']);
+  await page.getByLabel('Token auth method').selectOption('client_secret_post');
+  await shot('14-registered-client');
+  const [regPopup] = await Promise.all([
+    context.waitForEvent('page'),
+    page.getByRole('button', { name: 'Add & authorize' }).click(),
+  ]);
+  const regConsent = await consent(regPopup);
+  await regPopup.close();
+  await page.waitForURL(/\/console\/connectors\?added=internal/);
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await page.waitForFunction(() => document.querySelector('article[data-connector="internal"] [data-status]')?.dataset.status === 'active', null, { timeout: 15000 });
+  step('registered-client', { consent: regConsent, status: await cardStatus('internal') });
+  await shot('15-registered-client-active');
   report.csp_errors = cspErrors;
   report.ok = true;
 } catch (err) {
