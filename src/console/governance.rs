@@ -184,7 +184,15 @@ async fn profiles(State(state): State<SharedState>, signed: Signed) -> Response 
                         label { "Max calls per minute"
                             input type="number" min="0" name="max_calls_per_minute" value=(p.policy.max_calls_per_minute);
                         }
-                        @for (t, r) in &p.policy.tools { div.mono { (t.as_str()) ": " (r.as_str()) } }
+                        @for (t, r) in &p.policy.tools {
+                            label.inline.mono {
+                                input type="checkbox" name="clear_tool" value=(t.as_str());
+                                "Clear " (t.as_str()) ": " (r.as_str())
+                            }
+                        }
+                        label { "Tool rule"
+                            input type="text" name="tool_rule" placeholder="alias__tool=allow|hold|deny";
+                        }
                         input type="text" name="reason" placeholder="reason" aria-label="Policy reason" required;
                         p { button type="submit" { "Save policy" } }
                     }
@@ -255,11 +263,27 @@ async fn profile_action(
                     }
                 },
             };
+            let mut tools = std::collections::BTreeMap::new();
+            if let Some(rule) = Some(field(&f, "tool_rule").trim()).filter(|r| !r.is_empty()) {
+                let Some((tool, r)) = rule.split_once('=') else {
+                    return error(
+                        &signed,
+                        StatusCode::BAD_REQUEST,
+                        "a tool rule reads alias__tool=allow, hold or deny",
+                    );
+                };
+                tools.insert(tool.trim().to_string(), r.trim().to_string());
+            }
+            let clear_tools = f
+                .iter()
+                .filter(|(k, _)| k == "clear_tool")
+                .map(|(_, v)| v.clone())
+                .collect();
             let body = crate::api::policy::PolicyBody {
                 read: Some(field(&f, "read").to_string()).filter(|s| !s.is_empty()),
                 write: Some(field(&f, "write").to_string()).filter(|s| !s.is_empty()),
-                tools: Default::default(),
-                clear_tools: Vec::new(),
+                tools,
+                clear_tools,
                 max_calls_per_minute: max,
                 reason,
             };

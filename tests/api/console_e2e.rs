@@ -195,6 +195,11 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
     let (_, profile) = app.get("/profiles/support").await;
     assert!(profile["grants"]["notion__echo"].is_object(), "{profile}");
     assert_eq!(profile["policy"]["write"], "deny", "{profile}");
+    assert_eq!(
+        profile["policy"]["tools"],
+        json!({"notion__echo": "allow"}),
+        "{profile}"
+    );
     assert_eq!(profile["suspended"], false, "resumed: {profile}");
     assert_eq!(profile["policy_reason"], "lock writes");
     assert_eq!(app.get("/connectors/notion").await.0, 404, "removed");

@@ -175,6 +175,7 @@ try {
   await page.goto(`${origin}/console/profiles`);
   const profileCard = page.locator(`article[data-profile="${opts.profile}"]`);
   await profileCard.locator('select[name=write]').selectOption('deny');
+  await profileCard.getByLabel('Tool rule').fill('notion__echo=allow');
   await profileCard.getByLabel('Policy reason').fill('lock writes');
   await profileCard.getByRole('button', { name: 'Save policy' }).click();
   await page.waitForLoadState('load');
