@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 
 use super::connectors::{field, fields};
-use super::layout::{csrf, error, page, when};
+use super::layout::{api_error, csrf, error, page, when};
 use super::{Signed, guard};
 use crate::api::SharedState;
 use crate::domain::approval::ApprovalStatus;
@@ -135,10 +135,7 @@ async fn decide(
         "deny" => false,
         _ => return error(&signed, axum::http::StatusCode::NOT_FOUND, "no such action"),
     };
-    let meta = crate::store::aggregate_store::CommandMeta {
-        actor: signed.actor.clone(),
-        correlation_id: uuid::Uuid::now_v7(),
-    };
+    let meta = signed.caller(&headers).meta();
     let done = state
         .proxy
         .approvals
@@ -147,9 +144,6 @@ async fn decide(
     state.metrics.command("approval", done.is_ok());
     match done {
         Ok(_) => Redirect::to("/console/approvals").into_response(),
-        Err(e) => {
-            let (status, message) = crate::api::ApiError::from(e).shown();
-            error(&signed, status, &message)
-        }
+        Err(e) => api_error(&signed, &crate::api::ApiError::from(e)),
     }
 }

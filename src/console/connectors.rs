@@ -296,7 +296,7 @@ async fn add(
     let started = match parse_add(request) {
         Ok(req) => state
             .connector_service
-            .add(req, &meta(&signed, &headers))
+            .add(req, &signed.caller(&headers).meta())
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
@@ -309,18 +309,6 @@ async fn add(
             let form = add_form(&signed, &keep, Some(&message));
             refused(&signed, &headers, &e, Some(form))
         }
-    }
-}
-
-fn meta(signed: &Signed, headers: &HeaderMap) -> crate::store::aggregate_store::CommandMeta {
-    let correlation_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| uuid::Uuid::parse_str(v).ok())
-        .unwrap_or_else(uuid::Uuid::now_v7);
-    crate::store::aggregate_store::CommandMeta {
-        actor: signed.actor.clone(),
-        correlation_id,
     }
 }
 
@@ -451,7 +439,7 @@ async fn disconnect(
     let reason = opt(&f, "reason").unwrap_or_else(|| "disconnected by admin".into());
     let done = state
         .connector_service
-        .disconnect(&name, reason, &meta(&signed, &headers))
+        .disconnect(&name, reason, &signed.caller(&headers).meta())
         .await;
     state.metrics.command("connector", done.is_ok());
     match done {
@@ -473,7 +461,7 @@ async fn reconnect(
     }
     let started = state
         .connector_service
-        .reconnect(&name, &meta(&signed, &headers))
+        .reconnect(&name, &signed.caller(&headers).meta())
         .await;
     state.metrics.command("connector", started.is_ok());
     match started {
@@ -495,7 +483,7 @@ async fn remove(
     }
     let done = state
         .connector_service
-        .remove(&name, field(&f, "confirm"), &meta(&signed, &headers))
+        .remove(&name, field(&f, "confirm"), &signed.caller(&headers).meta())
         .await;
     state.metrics.command("connector", done.is_ok());
     match done {

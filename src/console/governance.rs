@@ -16,9 +16,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::connectors::{field, fields};
-use super::layout::{csrf, error, page, when};
+use super::layout::{api_error, csrf, error, page, when};
 use super::{Signed, guard};
-use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiJson, SharedState};
 use crate::projections::catalog::ToolStatus;
 
@@ -33,18 +32,6 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/audit", get(audit).post(audit_check))
 }
 
-fn caller(signed: &Signed) -> Extension<Caller> {
-    Extension(Caller {
-        actor: signed.actor.clone(),
-        correlation_id: uuid::Uuid::now_v7(),
-    })
-}
-
-fn fail(signed: &Signed, e: &ApiError) -> Response {
-    let (status, message) = e.shown();
-    error(signed, status, &message)
-}
-
 /// Runs an API handler's future; on success goes to `back`.
 async fn then_back<T>(
     signed: &Signed,
@@ -53,7 +40,7 @@ async fn then_back<T>(
 ) -> Response {
     match done.await {
         Ok(_) => Redirect::to(back).into_response(),
-        Err(e) => fail(signed, &e),
+        Err(e) => api_error(signed, &e),
     }
 }
 
@@ -128,7 +115,7 @@ async fn tool_action(
             };
             let done = crate::api::tools::approve_tool(
                 State(state),
-                caller(&signed),
+                Extension(signed.caller(&headers)),
                 Path(name),
                 ApiJson(body),
             );
@@ -138,7 +125,7 @@ async fn tool_action(
             let body = crate::api::tools::UnregisterBody { reason };
             let done = crate::api::tools::unregister_tool(
                 State(state),
-                caller(&signed),
+                Extension(signed.caller(&headers)),
                 Path(name),
                 ApiJson(body),
             );
@@ -228,7 +215,7 @@ async fn profile_action(
                 then_back(&signed, back, async {
                     crate::api::profiles::suspend_profile(
                         State(state),
-                        caller(&signed),
+                        Extension(signed.caller(&headers)),
                         Path(name),
                         body,
                     )
@@ -239,7 +226,7 @@ async fn profile_action(
                 then_back(&signed, back, async {
                     crate::api::profiles::resume_profile(
                         State(state),
-                        caller(&signed),
+                        Extension(signed.caller(&headers)),
                         Path(name),
                         body,
                     )
@@ -289,7 +276,7 @@ async fn profile_action(
             };
             let done = crate::api::policy::set_policy(
                 State(state),
-                caller(&signed),
+                Extension(signed.caller(&headers)),
                 Path(name),
                 ApiJson(body),
             );
@@ -375,15 +362,19 @@ async fn create_agent(
         name: field(&f, "name").trim().to_string(),
         profile: field(&f, "profile").to_string(),
     };
-    match crate::api::agents::create_agent(State(state.clone()), caller(&signed), ApiJson(body))
-        .await
+    match crate::api::agents::create_agent(
+        State(state.clone()),
+        Extension(signed.caller(&headers)),
+        ApiJson(body),
+    )
+    .await
     {
         Ok((_, ApiJson(created))) => agents_page(
             &state,
             &signed,
             Some((&created.agent.view.name, &created.key)),
         ),
-        Err(e) => fail(&signed, &e),
+        Err(e) => api_error(&signed, &e),
     }
 }
 
@@ -400,22 +391,26 @@ async fn agent_action(
     }
     match verb.as_str() {
         "rotate" => {
-            match crate::api::agents::rotate_key(State(state.clone()), caller(&signed), Path(name))
-                .await
+            match crate::api::agents::rotate_key(
+                State(state.clone()),
+                Extension(signed.caller(&headers)),
+                Path(name),
+            )
+            .await
             {
                 Ok(ApiJson(rotated)) => agents_page(
                     &state,
                     &signed,
                     Some((&rotated.agent.view.name, &rotated.key)),
                 ),
-                Err(e) => fail(&signed, &e),
+                Err(e) => api_error(&signed, &e),
             }
         }
         "revoke" => {
             let reason = serde_json::json!({"reason": field(&f, "reason")}).to_string();
             let done = crate::api::agents::revoke_agent(
                 State(state),
-                caller(&signed),
+                Extension(signed.caller(&headers)),
                 Path(name),
                 Ok(Bytes::from(reason)),
             );
@@ -528,6 +523,6 @@ async fn audit_check(
     };
     match result {
         Ok(r) => audit_page(&state, &signed, &AuditFilter::default(), Some(r)),
-        Err(e) => fail(&signed, &e),
+        Err(e) => api_error(&signed, &e),
     }
 }

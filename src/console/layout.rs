@@ -128,6 +128,12 @@ pub fn error(signed: &Signed, status: StatusCode, message: &str) -> Response {
     (status, page(signed, "", "Error", body)).into_response()
 }
 
+/// The error page for a refusal of the REST API's (its status and its words).
+pub fn api_error(signed: &Signed, e: &crate::api::ApiError) -> Response {
+    let (status, message) = e.shown();
+    error(signed, status, &message)
+}
+
 /// The CSRF field every state-changing form carries.
 pub fn csrf(signed: &Signed) -> Markup {
     html! { input type="hidden" name="csrf" value=(signed.csrf); }

@@ -118,14 +118,7 @@ impl Sessions {
 
 /// The session cookie's value in `headers`.
 pub fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+    crate::api::connect::cookie(headers, COOKIE)
 }
 
 /// `Set-Cookie` for a new session (or, with `None`, one that clears it).
@@ -155,6 +148,20 @@ impl FromRequestParts<SharedState> for Signed {
 }
 
 impl Signed {
+    /// The admin as the REST API's handlers know a caller: this session's actor, and the
+    /// request's `X-Request-Id` as correlation id when it is a UUID (as the API takes it).
+    pub fn caller(&self, headers: &HeaderMap) -> crate::api::auth::Caller {
+        let correlation_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| uuid::Uuid::parse_str(v).ok())
+            .unwrap_or_else(uuid::Uuid::now_v7);
+        crate::api::auth::Caller {
+            actor: self.actor.clone(),
+            correlation_id,
+        }
+    }
+
     /// Whether `presented` is this session's CSRF token.
     pub fn csrf_ok(&self, presented: &str) -> bool {
         bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes()))

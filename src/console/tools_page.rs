@@ -9,25 +9,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
 use super::connectors::{field, fields};
-use super::layout::{csrf, error, page};
+use super::layout::{api_error, csrf, error, page};
 use super::{Signed, guard};
-use crate::api::auth::Caller;
-use crate::api::{ApiError, SharedState};
+use crate::api::SharedState;
 use crate::connectors::service::tools::Selection;
 use crate::domain::ResourceName;
 use crate::domain::connector::Operation;
-
-fn caller(signed: &Signed) -> Caller {
-    Caller {
-        actor: signed.actor.clone(),
-        correlation_id: uuid::Uuid::now_v7(),
-    }
-}
-
-fn fail(signed: &Signed, e: ApiError) -> Response {
-    let (status, message) = e.shown();
-    error(signed, status, &message)
-}
 
 /// `GET …/tools`: discovery, as a form.
 pub async fn tools(
@@ -37,7 +24,7 @@ pub async fn tools(
 ) -> Response {
     let found = match state.connector_service.discover_tools(&name).await {
         Ok(t) => t,
-        Err(e) => return fail(&signed, e.into()),
+        Err(e) => return api_error(&signed, &e.into()),
     };
     let body = html! {
         h1 { "Discover tools · " (name) }
@@ -120,7 +107,7 @@ pub async fn register(
             }
         },
     };
-    let meta = caller(&signed).meta();
+    let meta = signed.caller(&headers).meta();
     let registered = state
         .connector_service
         .register_tools(&name, alias, Selection::Tools(chosen), &meta)
@@ -128,7 +115,7 @@ pub async fn register(
     state.metrics.command("connector", registered.is_ok());
     let registered = match registered {
         Ok(r) => r,
-        Err(e) => return fail(&signed, e.into()),
+        Err(e) => return api_error(&signed, &e.into()),
     };
     let profiles: Vec<String> = state
         .projections
@@ -177,7 +164,7 @@ pub async fn grant(
         .collect();
     let done = crate::api::profiles::grant(
         &state,
-        &caller(&signed),
+        &signed.caller(&headers),
         field(&f, "profile"),
         &tools,
         field(&f, "reason"),
@@ -185,6 +172,6 @@ pub async fn grant(
     .await;
     match done {
         Ok(_) => Redirect::to(&format!("/console/connectors/{name}")).into_response(),
-        Err(e) => fail(&signed, e),
+        Err(e) => api_error(&signed, &e),
     }
 }
