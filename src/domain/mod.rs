@@ -25,4 +25,14 @@ pub mod profile;
 pub mod upcast;
 
 pub use event::{AgpEvent, DecodeError, encode_event};
+
+/// `Ok` when `reason` says something (not only white space), else `missing`: every audited
+/// command of every aggregate needs one.
+pub(crate) fn require_reason<E>(reason: &str, missing: E) -> Result<(), E> {
+    if reason.trim().is_empty() {
+        Err(missing)
+    } else {
+        Ok(())
+    }
+}
 pub use names::{NameError, ResourceName, ToolName};

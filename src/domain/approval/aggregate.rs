@@ -1,5 +1,6 @@
 //! One approval request and its rules.
 
+use crate::domain::require_reason;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -113,14 +114,6 @@ pub struct Approval {
     pub used_by: Option<String>,
 }
 
-fn require_reason(reason: &str) -> Result<(), ApprovalError> {
-    if reason.trim().is_empty() {
-        Err(ApprovalError::ReasonRequired)
-    } else {
-        Ok(())
-    }
-}
-
 impl Approval {
     fn expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
@@ -180,12 +173,12 @@ impl Aggregate for Approval {
             }
             _ if !exists => return Err(ApprovalError::NotFound),
             ApprovalCommand::Approve { reason, now } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ApprovalError::ReasonRequired)?;
                 self.decidable(now)?;
                 ApprovalEvent::Approved { reason }
             }
             ApprovalCommand::Deny { reason, now } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ApprovalError::ReasonRequired)?;
                 self.decidable(now)?;
                 ApprovalEvent::Denied { reason }
             }

@@ -18,10 +18,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::tools::{PinnedTool, check_count, definition_hash, require_reason};
+use super::tools::{PinnedTool, check_count, definition_hash};
 use super::{Connector, ConnectorError, ConnectorEvent, ConnectorStatus};
 use crate::canonical::to_canonical_string;
 use crate::domain::ToolName;
+use crate::domain::require_reason;
 
 /// The hashed fields of a tool's definition, as upstream serves it (the upstream name is the
 /// tool's identity, fixed at registration, and not part of it here).
@@ -178,7 +179,7 @@ impl Connector {
         definition: Definition,
         reason: String,
     ) -> Result<Vec<ConnectorEvent>, ConnectorError> {
-        require_reason(&reason)?;
+        require_reason(&reason, ConnectorError::ReasonRequired)?;
         let pinned = self.pinned(&name)?;
         if pinned.quarantined.is_none() {
             return Err(ConnectorError::ToolNotQuarantined(name));

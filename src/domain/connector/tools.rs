@@ -12,6 +12,7 @@
 //! - tools are registered only while the connector is active (discovery needs an authorized
 //!   session); operation changes and unregistration need a reason and a registered tool.
 
+use crate::domain::require_reason;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -168,14 +169,6 @@ impl RegisteredTool {
     }
 }
 
-pub(super) fn require_reason(reason: &str) -> Result<(), ConnectorError> {
-    if reason.trim().is_empty() {
-        Err(ConnectorError::ReasonRequired)
-    } else {
-        Ok(())
-    }
-}
-
 pub(super) fn check_count(count: usize) -> Result<(), ConnectorError> {
     if count == 0 {
         return Err(ConnectorError::NoTools);
@@ -255,7 +248,7 @@ impl Connector {
         operation: Operation,
         reason: String,
     ) -> Result<Vec<ConnectorEvent>, ConnectorError> {
-        require_reason(&reason)?;
+        require_reason(&reason, ConnectorError::ReasonRequired)?;
         let pinned = self
             .tools
             .get(&name)
@@ -275,7 +268,7 @@ impl Connector {
         names: Vec<ToolName>,
         reason: String,
     ) -> Result<Vec<ConnectorEvent>, ConnectorError> {
-        require_reason(&reason)?;
+        require_reason(&reason, ConnectorError::ReasonRequired)?;
         check_count(names.len())?;
         let mut seen = std::collections::BTreeSet::new();
         for n in &names {

@@ -1,5 +1,6 @@
 //! Profile state and its rules.
 
+use crate::domain::require_reason;
 use std::collections::BTreeMap;
 
 use cqrs_es::Aggregate;
@@ -50,14 +51,6 @@ pub enum ProfileError {
     NoToolRule(String),
 }
 
-fn require_reason(reason: &str) -> Result<(), ProfileError> {
-    if reason.trim().is_empty() {
-        Err(ProfileError::ReasonRequired)
-    } else {
-        Ok(())
-    }
-}
-
 impl Aggregate for Profile {
     const TYPE: &'static str = "profile";
     type Command = ProfileCommand;
@@ -91,7 +84,7 @@ impl Aggregate for Profile {
             }
             _ if !exists => return Err(ProfileError::NotFound),
             ProfileCommand::Grant { tools, reason } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ProfileError::ReasonRequired)?;
                 if tools.is_empty() {
                     return Err(ProfileError::NoTools);
                 }
@@ -108,7 +101,7 @@ impl Aggregate for Profile {
                 }
             }
             ProfileCommand::Revoke { tools, reason } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ProfileError::ReasonRequired)?;
                 if tools.is_empty() {
                     return Err(ProfileError::NoTools);
                 }
@@ -132,21 +125,21 @@ impl Aggregate for Profile {
                 .await;
             }
             ProfileCommand::Suspend { reason } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ProfileError::ReasonRequired)?;
                 if self.suspended {
                     return Err(ProfileError::AlreadySuspended);
                 }
                 sink.write(ProfileEvent::Suspended { reason }, self).await;
             }
             ProfileCommand::Resume { reason } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ProfileError::ReasonRequired)?;
                 if !self.suspended {
                     return Err(ProfileError::NotSuspended);
                 }
                 sink.write(ProfileEvent::Resumed { reason }, self).await;
             }
             ProfileCommand::SetPolicy { change, reason } => {
-                require_reason(&reason)?;
+                require_reason(&reason, ProfileError::ReasonRequired)?;
                 if change.is_empty() {
                     return Err(ProfileError::EmptyPolicyChange);
                 }
