@@ -41,9 +41,17 @@ pub fn upcast<'a>(
     if version == 0 || version > current {
         return Err(unknown(event_type, version));
     }
+    let rewrites = (version..current)
+        .map(|from| step(event_type, from))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Most steps only add what an older record simply lacks: those decode the stored data as
+    // it is, with no copy (replay reads every old call record through here).
+    if rewrites.iter().all(Option::is_none) {
+        return Ok(Cow::Borrowed(data));
+    }
     let mut data = data.clone();
-    for from in version..current {
-        step(event_type, from, &mut data)?;
+    for rewrite in rewrites.into_iter().flatten() {
+        rewrite(&mut data);
     }
     Ok(Cow::Owned(data))
 }
@@ -55,40 +63,44 @@ fn unknown(event_type: &str, version: u32) -> DecodeError {
     }
 }
 
-/// One `v<from> → v<from + 1>` step.
-fn step(event_type: &str, from: u32, data: &mut Value) -> Result<(), DecodeError> {
-    match (event_type, from) {
-        ("connector.added", 1) => {
+/// What one `v<from> → v<from + 1>` step does to the data: `None` when the newer version only
+/// adds optional fields (or enum values) an older record simply does not have.
+type Rewrite = fn(&mut Value);
+
+fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
+    Ok(match (event_type, from) {
+        ("connector.added", 1) => Some(|data| {
             let registration = data.get_mut("registration").and_then(Value::as_object_mut);
             if let Some(r) = registration.filter(|r| r.get("mode") == Some(&"client".into())) {
                 r.entry("token_auth_method_reason")
                     .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
             }
-        }
-        ("connector.client_registered", 1) => {
+        }),
+        ("connector.client_registered", 1) => Some(|data| {
             if let Some(d) = data.as_object_mut() {
                 d.entry("token_auth_method_reason")
                     .or_insert_with(|| REASON_BEFORE_V2_DCR.into());
             }
-        }
+        }),
         // v2 only adds optional lists: a v1 record simply has none.
-        ("connector.discovered", 1) => {}
+        ("connector.discovered", 1) => None,
         // v2 only adds the optional `account_source`: AGP never recorded an account before it,
         // and a v1 record that has one reads without a source rather than with an invented one.
-        ("connector.authorized", 1) => {}
+        ("connector.authorized", 1) => None,
         // v2 only adds an optional field and reasons v1 never wrote.
-        ("call.started" | "call.completed" | "call.denied", 1) => {}
+        ("call.started" | "call.completed" | "call.denied", 1) => None,
         // Before policies existed every granted call flowed: a v1 profile keeps exactly that.
-        ("profile.created", 1) => {
-            if let Some(d) = data.as_object_mut() {
-                let before = serde_json::to_value(Policy::before_policies())
-                    .map_err(|_| unknown(event_type, from))?;
+        ("profile.created", 1) => Some(|data| {
+            // A plain struct of enums and a map with string keys: serializing it cannot fail.
+            if let (Some(d), Ok(before)) = (
+                data.as_object_mut(),
+                serde_json::to_value(Policy::before_policies()),
+            ) {
                 d.entry("policy").or_insert(before);
             }
-        }
+        }),
         _ => return Err(unknown(event_type, from)),
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -164,6 +176,20 @@ mod tests {
             panic!("{e:?}")
         };
         assert_eq!(policy, Policy::before_policies());
+    }
+
+    #[test]
+    fn steps_that_only_add_optional_fields_copy_nothing() {
+        let v1 = json!({"call_id": "c"});
+        assert!(matches!(
+            upcast("call.started", 1, &v1),
+            Ok(Cow::Borrowed(_))
+        ));
+        let client = json!({"issuer": "i"});
+        assert!(matches!(
+            upcast("connector.client_registered", 1, &client),
+            Ok(Cow::Owned(_))
+        ));
     }
 
     #[test]
