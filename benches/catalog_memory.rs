@@ -552,6 +552,10 @@ async fn console_timing(agp: &Agp) -> anyhow::Result<()> {
         "/console/tools",
         "/console/profiles",
         "/console/agents",
+        // A page deep in the catalog, a filter that scans all of it, the last page of agents.
+        "/console/tools?after=conn-00900__",
+        "/console/tools?q=zzz-matches-nothing",
+        "/console/agents?after=agent-09900",
         "/console/approvals",
         "/console/audit",
     ] {
@@ -570,7 +574,7 @@ async fn console_timing(agp: &Agp) -> anyhow::Result<()> {
         }
         ms.sort_by(f64::total_cmp);
         println!(
-            "  console {path:<22} p50 {:7.2} ms  max {:7.2} ms  ({} KiB)",
+            "  console {path:<38} p50 {:7.2} ms  max {:7.2} ms  ({} KiB)",
             ms[N / 2],
             ms[N - 1],
             bytes / 1024

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::connectors::{field, fields};
 use super::layout::{api_error, csrf, error, page, when};
+use super::pager::{Page, Pager};
 use super::{Signed, guard};
 use crate::api::{ApiError, ApiJson, SharedState};
 use crate::projections::catalog::ToolStatus;
@@ -54,13 +55,44 @@ fn reason_form(signed: &Signed, action: &str, button: &str, danger: bool) -> Mar
     }
 }
 
-async fn tools(State(state): State<SharedState>, signed: Signed) -> Response {
-    let entries = state
-        .projections
-        .read(|p| p.catalog.entries().take(2000).cloned().collect::<Vec<_>>());
+/// Rows per page of the tools and agents tables, and cards per page of profiles.
+const TOOLS_PER_PAGE: usize = 200;
+const AGENTS_PER_PAGE: usize = 200;
+const PROFILES_PER_PAGE: usize = 50;
+
+async fn tools(
+    State(state): State<SharedState>,
+    signed: Signed,
+    Query(pager): Query<Pager>,
+) -> Response {
+    let (
+        total,
+        Page {
+            items: entries,
+            next,
+        },
+    ) = state.projections.read(|p| {
+        let page = pager.page(
+            p.catalog.entries_after(pager.after.as_deref()),
+            |e| e.name.as_str(),
+            |e| pager.matches([e.name.as_str(), e.connector.as_str()]),
+            TOOLS_PER_PAGE,
+        );
+        let items = page.items.into_iter().cloned().collect::<Vec<_>>();
+        (
+            p.catalog.len(),
+            Page {
+                items,
+                next: page.next,
+            },
+        )
+    });
     let body = html! {
         h1 { "Tools" }
-        p.lead { "The catalog: every registered tool as a governed entry, pinned by its definition." }
+        p.lead { "The catalog: every registered tool as a governed entry, pinned by its definition. "
+            (total) " in all." }
+        (pager.nav("/console/tools", "tools", entries.len(), next.as_deref()))
+        @if entries.is_empty() { div.empty { "No tools match." } }
         table.grid {
             tr { th { "Tool" } th { "Connector" } th { "Operation" } th { "Status" } th { "Version" } th { "" } }
             @for e in &entries {
@@ -135,10 +167,29 @@ async fn tool_action(
     }
 }
 
-async fn profiles(State(state): State<SharedState>, signed: Signed) -> Response {
-    let all: Vec<_> = state
-        .projections
-        .read(|p| p.grants.profiles().into_iter().cloned().collect());
+async fn profiles(
+    State(state): State<SharedState>,
+    signed: Signed,
+    Query(pager): Query<Pager>,
+) -> Response {
+    let (total, Page { items: all, next }) = state.projections.read(|p| {
+        let sorted = p.grants.profiles();
+        let total = sorted.len();
+        let page = pager.page(
+            sorted,
+            |p| p.name.as_str(),
+            |p| pager.matches([p.name.as_str()]),
+            PROFILES_PER_PAGE,
+        );
+        let items = page.items.into_iter().cloned().collect::<Vec<_>>();
+        (
+            total,
+            Page {
+                items,
+                next: page.next,
+            },
+        )
+    });
     let rule = |name: &'static str, current: &str| {
         html! {
             label { (name) " "
@@ -151,7 +202,11 @@ async fn profiles(State(state): State<SharedState>, signed: Signed) -> Response 
     let body = html! {
         h1 { "Profiles" }
         p.lead { "What each set of agents may use, and what happens to their calls." }
-        @if all.is_empty() { div.empty { "No profiles yet: agp profiles create --name NAME." } }
+        @if total == 0 { div.empty { "No profiles yet: agp profiles create --name NAME." } }
+        @else {
+            (pager.nav("/console/profiles", "profiles", all.len(), next.as_deref()))
+            @if all.is_empty() { div.empty { "No profiles match." } }
+        }
         div.cards {
             @for p in &all {
                 article.card aria-label=(p.name) data-profile=(p.name) {
@@ -286,22 +341,40 @@ async fn profile_action(
     }
 }
 
-fn agents_page(state: &SharedState, signed: &Signed, key: Option<(&str, &str)>) -> Response {
-    let (all, profiles): (Vec<_>, Vec<String>) = state.projections.read(|p| {
-        (
+fn agents_page(
+    state: &SharedState,
+    signed: &Signed,
+    pager: &Pager,
+    key: Option<(&str, &str)>,
+) -> Response {
+    let (total, Page { items: all, next }, profiles) = state.projections.read(|p| {
+        let profile_of = |a: &crate::projections::grants::AgentView| {
             p.grants
-                .agents()
-                .into_iter()
-                .map(|a| {
-                    let profile = p
-                        .grants
-                        .profile_by_id(&a.profile_id)
-                        .map(|p| p.name.clone())
-                        .unwrap_or_default();
-                    (a.clone(), profile)
-                })
-                .collect(),
-            p.grants.profiles().iter().map(|p| p.name.clone()).collect(),
+                .profile_by_id(&a.profile_id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        };
+        let sorted = p.grants.agents();
+        let total = sorted.len();
+        let page = pager.page(
+            sorted,
+            |a| a.name.as_str(),
+            |a| pager.matches([a.name.as_str()]),
+            AGENTS_PER_PAGE,
+        );
+        let items = page
+            .items
+            .into_iter()
+            .map(|a| (a.clone(), profile_of(a)))
+            .collect::<Vec<_>>();
+        let profiles: Vec<String> = p.grants.profiles().iter().map(|p| p.name.clone()).collect();
+        (
+            total,
+            Page {
+                items,
+                next: page.next,
+            },
+            profiles,
         )
     });
     let body = html! {
@@ -321,7 +394,8 @@ fn agents_page(state: &SharedState, signed: &Signed, key: Option<(&str, &str)>) 
             }
             p { button.primary type="submit" { "Create agent" } }
         }
-        h2 { "All agents" }
+        h2 { "All agents (" (total) ")" }
+        (pager.nav("/console/agents", "agents", all.len(), next.as_deref()))
         table.grid {
             tr { th { "Agent" } th { "Profile" } th { "Status" } th { "Key" } th { "Last call" } th { "" } }
             @for (a, profile) in &all {
@@ -344,8 +418,12 @@ fn agents_page(state: &SharedState, signed: &Signed, key: Option<(&str, &str)>) 
     page(signed, "/console/agents", "Agents", body).into_response()
 }
 
-async fn agents(State(state): State<SharedState>, signed: Signed) -> Response {
-    agents_page(&state, &signed, None)
+async fn agents(
+    State(state): State<SharedState>,
+    signed: Signed,
+    Query(pager): Query<Pager>,
+) -> Response {
+    agents_page(&state, &signed, &pager, None)
 }
 
 async fn create_agent(
@@ -369,11 +447,15 @@ async fn create_agent(
     )
     .await
     {
-        Ok((_, ApiJson(created))) => agents_page(
-            &state,
-            &signed,
-            Some((&created.agent.view.name, &created.key)),
-        ),
+        Ok((_, ApiJson(created))) => {
+            let name = &created.agent.view.name;
+            agents_page(
+                &state,
+                &signed,
+                &Pager::only(name),
+                Some((name, &created.key)),
+            )
+        }
         Err(e) => api_error(&signed, &e),
     }
 }
@@ -398,11 +480,15 @@ async fn agent_action(
             )
             .await
             {
-                Ok(ApiJson(rotated)) => agents_page(
-                    &state,
-                    &signed,
-                    Some((&rotated.agent.view.name, &rotated.key)),
-                ),
+                Ok(ApiJson(rotated)) => {
+                    let name = &rotated.agent.view.name;
+                    agents_page(
+                        &state,
+                        &signed,
+                        &Pager::only(name),
+                        Some((name, &rotated.key)),
+                    )
+                }
                 Err(e) => api_error(&signed, &e),
             }
         }

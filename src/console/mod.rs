@@ -18,6 +18,7 @@ pub mod approvals_page;
 pub mod connectors;
 pub mod governance;
 pub mod layout;
+pub mod pager;
 pub mod session;
 pub mod tools_page;
 

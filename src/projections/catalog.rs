@@ -192,6 +192,13 @@ impl ToolCatalog {
         self.entries.values()
     }
 
+    /// The entries named after `after` (all of them without it), sorted by name.
+    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &CatalogEntry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        self.entries.range((from, Unbounded)).map(|(_, e)| e)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

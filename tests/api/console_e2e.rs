@@ -152,6 +152,11 @@ async fn an_admin_runs_a_connector_s_whole_life_from_the_console() {
     );
     let gov = step("governance");
     assert_eq!(gov["tools_left"], json!(["notion__echo"]), "{gov}");
+    assert_eq!(
+        gov["tools_filtered"],
+        json!(["notion__create_page"]),
+        "{gov}"
+    );
     assert_eq!(gov["suspended"], "suspended", "{gov}");
     assert_eq!(gov["first_key_prefix"], "agp_", "{gov}");
     assert_eq!(gov["rotated_differs"], true, "{gov}");

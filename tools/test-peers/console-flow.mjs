@@ -167,6 +167,11 @@ try {
   // The rest of governance: unregister a tool, a profile's policy and suspension, agents, audit.
   await page.goto(`${origin}/console/tools`);
   await shot('11a-tools');
+  // The filter narrows the catalog to matching names (case-insensitive).
+  await page.getByLabel('Filter tools').fill('CREATE');
+  await page.getByRole('button', { name: 'Filter', exact: true }).click();
+  await page.waitForLoadState('load');
+  const toolsFiltered = await page.locator('tr[data-tool]').evaluateAll((rows) => rows.map((r) => r.dataset.tool));
   const row = page.locator('tr[data-tool="notion__create_page"]');
   await row.getByLabel('Unregister reason').fill('not needed');
   await row.getByRole('button', { name: 'Unregister' }).click();
@@ -209,6 +214,7 @@ try {
   const replayed = await page.getByRole('status', { name: 'Replay result' }).textContent();
   step('governance', {
     tools_left: toolsLeft,
+    tools_filtered: toolsFiltered,
     suspended: suspended.trim(),
     first_key_prefix: firstKey.slice(0, 4),
     rotated_differs: rotatedKey !== firstKey && rotatedKey.startsWith('agp_'),
