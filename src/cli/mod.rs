@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Seconds an upstream MCP server has to answer a proxied `tools/call`.
     #[arg(long, env = "AGP_CALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub call_timeout: u64,
+    /// Seconds an agent's MCP session may go without any request (and none in progress)
+    /// before it is closed; the agent then initializes a new one.
+    #[arg(long, env = "AGP_MCP_SESSION_IDLE", value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub mcp_session_idle: u64,
     /// Seconds a call held for approval waits for a person's decision before the agent gets
     /// an error carrying the approval's id (an identical retry goes through once approved).
     #[arg(long, env = "AGP_APPROVAL_WAIT", value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]

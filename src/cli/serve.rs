@@ -32,6 +32,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     config.egress_allow = args.egress_allow.clone();
     config.proxy.call_timeout = std::time::Duration::from_secs(args.call_timeout);
+    config.proxy.session_idle = std::time::Duration::from_secs(args.mcp_session_idle);
     config.proxy.agent_concurrency = usize::try_from(args.agent_concurrency).unwrap_or(usize::MAX);
     config.relist_every = std::time::Duration::from_secs(args.relist_every);
     config.approvals.wait = std::time::Duration::from_secs(args.approval_wait);

@@ -21,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
+use super::sessions::{Activity, Sessions};
 use super::{AgentIdentity, Proxy};
 use crate::api::error::error_response;
 
@@ -89,14 +90,19 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
         .headers()
         .get(SESSION_HEADER)
         .map(|v| v.to_str().map(str::to_string));
+    // A request on a session holds it active until its answer is done.
+    let mut activity = None;
     match &session {
-        Some(Ok(id)) if proxy.sessions.owner(id).as_deref() != Some(who.agent_id.as_str()) => {
-            return refusal(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "no such MCP session for this agent; initialize a new one",
-            );
-        }
+        Some(Ok(id)) => match Sessions::enter(&proxy, id, &who.agent_id) {
+            Some(a) => activity = Some(a),
+            None => {
+                return refusal(
+                    StatusCode::NOT_FOUND,
+                    "session_not_found",
+                    "no such MCP session for this agent; initialize a new one",
+                );
+            }
+        },
         Some(Err(_)) => {
             return refusal(
                 StatusCode::BAD_REQUEST,
@@ -116,7 +122,7 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
                 ),
             );
         }
-        Some(Ok(_)) | None => {}
+        None => {}
     }
     let mut req = req;
     if req.method() == Method::POST
@@ -146,5 +152,27 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
         // Closed by the agent, or rmcp no longer knows it (expired): forget the binding.
         proxy.sessions.remove(id);
     }
+    match activity {
+        Some(activity) if is_stream(&response) => hold_while_streaming(response, activity),
+        _ => response,
+    }
+}
+
+fn is_stream(response: &Response) -> bool {
     response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// Keeps the session active until the streamed answer (a held call's progress, a listing on
+/// rmcp's SSE) is fully sent or dropped.
+fn hold_while_streaming(response: Response, activity: Activity) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _held = &activity;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }

@@ -115,6 +115,8 @@ pub struct ProxyConfig {
     pub max_argument_depth: usize,
     /// Upstream sessions idle this long are closed.
     pub upstream_idle: Duration,
+    /// Agent MCP sessions with no request for this long (and none in progress) are closed.
+    pub session_idle: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -127,6 +129,7 @@ impl Default for ProxyConfig {
             max_result_bytes: 8 * 1024 * 1024,
             max_argument_depth: 64,
             upstream_idle: Duration::from_secs(300),
+            session_idle: Duration::from_secs(300),
         }
     }
 }
@@ -899,6 +902,9 @@ pub fn mount(proxy: Arc<Proxy>, public_url: &str) -> Mounted {
     // Answers are kept for a client resuming a dropped response stream; a few seconds is plenty
     // (rmcp's default of 60 s holds every call's answer for a minute).
     manager.session_config.completed_cache_ttl = Duration::from_secs(5);
+    // Idle sessions are closed by `sessions::spawn_watch`, which sees every request; rmcp's
+    // keep-alive sees only those that pass through its worker (not direct `tools/call`s).
+    manager.session_config.keep_alive = None;
     let sessions = Arc::new(manager);
     let _ = proxy.rmcp_sessions.set(sessions.clone());
     let config = StreamableHttpServerConfig::default()

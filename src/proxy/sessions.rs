@@ -9,13 +9,22 @@
 //! [`spawn_watch`] runs beside the server: whenever an event that can change visibility is
 //! folded (grants, suspension, catalog, connector status — anything but a call record), it
 //! recomputes each connected agent's fingerprint and notifies the sessions whose list changed;
-//! sessions of revoked agents are closed. Every 30 s it also drops bindings rmcp no longer
-//! knows and closes idle upstream sessions.
+//! sessions of revoked agents are closed. On a tick (every 30 s, or a quarter of the idle limit
+//! when that is shorter) it closes idle agent sessions, drops bindings rmcp no longer knows and
+//! closes idle upstream sessions.
+//!
+//! **Idle** is counted here, not by rmcp: a session is idle when no request of any kind has
+//! reached it for [`super::ProxyConfig::session_idle`] and none is in progress. rmcp's own
+//! keep-alive only sees what passes through its session worker, and the direct `tools/call` path
+//! ([`super::direct`]) does not, so rmcp would expire a session while it is busiest. rmcp's
+//! keep-alive is therefore off, and this watcher closes idle sessions (and any session rmcp
+//! holds that was never bound to an agent, after one tick).
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::Peer;
 use rmcp::service::RoleServer;
@@ -31,6 +40,26 @@ struct Session {
     peer: Option<Peer<RoleServer>>,
     /// Fingerprint of the tool list the session was last told about.
     seen: u64,
+    /// When a request last reached the session or finished on it.
+    last_active: Instant,
+    /// Requests on the session still being answered (a held call, a streamed answer).
+    in_flight: u32,
+}
+
+/// A request in progress on a session: the session is not idle while one lives, and its end
+/// counts as activity.
+pub struct Activity {
+    proxy: Arc<Proxy>,
+    id: String,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if let Some(s) = self.proxy.sessions.inner.lock().get_mut(&self.id) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.last_active = Instant::now();
+        }
+    }
 }
 
 /// Sessions by id.
@@ -56,6 +85,31 @@ impl Sessions {
         self.inner.lock().get(id).map(|s| s.agent_id.clone())
     }
 
+    /// A request of `agent_id` reaches session `id`: `None` when the session is not theirs (or
+    /// unknown). Otherwise the session is active now, and stays so until the returned
+    /// [`Activity`] is dropped.
+    pub fn enter(proxy: &Arc<Proxy>, id: &str, agent_id: &str) -> Option<Activity> {
+        let mut sessions = proxy.sessions.inner.lock();
+        let s = sessions.get_mut(id).filter(|s| s.agent_id == agent_id)?;
+        s.last_active = Instant::now();
+        s.in_flight += 1;
+        Some(Activity {
+            proxy: proxy.clone(),
+            id: id.to_string(),
+        })
+    }
+
+    /// Sessions with nothing in progress and no activity for `idle`.
+    fn idle(&self, idle: Duration) -> Vec<String> {
+        let now = Instant::now();
+        self.inner
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.in_flight == 0 && now.duration_since(s.last_active) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// How many sessions `agent_id` holds.
     pub fn count_for(&self, agent_id: &str) -> usize {
         self.inner
@@ -71,6 +125,8 @@ impl Sessions {
             agent_id: agent_id.to_string(),
             peer: None,
             seen: 0,
+            last_active: Instant::now(),
+            in_flight: 0,
         });
     }
 
@@ -148,6 +204,28 @@ fn sweep_upstream(proxy: &Proxy) {
     }
 }
 
+/// Closes rmcp sessions that were unbound at the last tick and still are; returns those
+/// unbound now, for the next tick.
+async fn close_strays(
+    proxy: &Proxy,
+    manager: &LocalSessionManager,
+    before: HashSet<SessionId>,
+) -> HashSet<SessionId> {
+    let known: Vec<SessionId> = manager.sessions.read().await.keys().cloned().collect();
+    let mut now = HashSet::new();
+    for id in known {
+        if proxy.sessions.owner(&id).is_some() {
+            continue;
+        }
+        if before.contains(&id) {
+            let _ = manager.close_session(&id).await;
+        } else {
+            now.insert(id);
+        }
+    }
+    now
+}
+
 /// Runs the watcher until `stop` turns true.
 pub fn spawn_watch(
     proxy: Arc<Proxy>,
@@ -157,7 +235,11 @@ pub fn spawn_watch(
     tokio::spawn(async move {
         let mut visibility = proxy.projections.subscribe_visibility();
         let mut last = proxy.projections.read(|p| p.visibility_seq);
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let every = (proxy.config.session_idle / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let mut tick = tokio::time::interval(every);
+        // rmcp sessions seen unbound at the last tick.
+        let mut strays: HashSet<SessionId> = HashSet::new();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ticked = tokio::select! {
@@ -166,6 +248,12 @@ pub fn spawn_watch(
                 _ = stop.wait_for(|s| *s) => return,
             };
             if ticked {
+                for id in proxy.sessions.idle(proxy.config.session_idle) {
+                    tracing::debug!(session = %id, "closing an idle MCP session");
+                    let _ = manager.close_session(&SessionId::from(id.as_str())).await;
+                    proxy.sessions.remove(&id);
+                }
+                strays = close_strays(&proxy, &manager, strays).await;
                 for id in proxy.sessions.ids() {
                     let known = manager.has_session(&SessionId::from(id.as_str())).await;
                     if !known.unwrap_or(false) {

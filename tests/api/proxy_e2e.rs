@@ -803,3 +803,62 @@ async fn a_changed_upstream_definition_is_quarantined_until_approved() {
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0]["data"]["reason"], "quarantined");
 }
+
+/// Issue 14 (3): idle expiry counts every request. A session that calls steadily (the direct
+/// `tools/call` path, which never passes through rmcp's session worker) for three times the
+/// idle limit stays alive; once it stops for longer than the limit it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_in_constant_use_outlives_the_idle_limit_and_an_idle_one_does_not() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {
+        c.proxy.session_idle = Duration::from_secs(2);
+    })
+    .await;
+    connect_and_register(&app, &provider, "notion", &["echo"]).await;
+    let key = agent_with(&app, "p1", "steady-agent", &["notion__echo"]).await;
+    let url = mcp_url(&app);
+    let session = initialize(&url, &key).await;
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        http.post(&url)
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        calls += 1;
+        let r = post(
+            json!({"jsonrpc": "2.0", "id": calls, "method": "tools/call",
+            "params": {"name": "notion__echo", "arguments": {"text": "still here"}}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "call {calls} after {:?}",
+            started.elapsed()
+        );
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(text_of(&answer["result"]), "still here", "{answer}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(calls > 10, "{calls}");
+
+    // Silent for longer than the limit (plus a sweep tick): the session is gone.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let r = post(json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an idle session must be closed");
+}
