@@ -19,7 +19,9 @@ use super::SharedState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// A standard method's name, or `other`: a label never takes arbitrary input, so requests
+    /// with made-up methods cannot grow the families without bound.
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
@@ -75,8 +77,8 @@ impl CallMetrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
-    pub aggregate: String,
-    pub outcome: String,
+    pub aggregate: &'static str,
+    pub outcome: &'static str,
 }
 
 pub struct Metrics {
@@ -162,11 +164,11 @@ impl Metrics {
         }
     }
 
-    pub fn command(&self, aggregate: &str, ok: bool) {
+    pub fn command(&self, aggregate: &'static str, ok: bool) {
         self.commands
             .get_or_create(&CommandLabels {
-                aggregate: aggregate.to_string(),
-                outcome: if ok { "ok" } else { "error" }.to_string(),
+                aggregate,
+                outcome: if ok { "ok" } else { "error" },
             })
             .inc();
     }
@@ -181,11 +183,28 @@ impl Metrics {
     }
 }
 
+/// The label of `method`: its name when it is one of HTTP's own, else `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Middleware: counts and times every request and logs one line per request (method, route
 /// template, status, latency — no query string, no headers, no body).
 pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -199,7 +218,7 @@ pub async fn track(State(state): State<SharedState>, request: Request, next: Nex
         .metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
             status,
         })

@@ -36,11 +36,7 @@ impl Pager {
     /// Whether `haystacks` match the filter (any of them contains it, case-insensitively).
     pub fn matches<'a>(&self, haystacks: impl IntoIterator<Item = &'a str>) -> bool {
         let q = self.q.trim();
-        if q.is_empty() {
-            return true;
-        }
-        let q = q.to_lowercase();
-        haystacks.into_iter().any(|h| h.to_lowercase().contains(&q))
+        q.is_empty() || haystacks.into_iter().any(|h| contains_ignoring_case(h, q))
     }
 
     /// The page of `sorted` (ascending by `name`) after the cursor, keeping those `keep`
@@ -93,6 +89,19 @@ impl Pager {
             }
         }
     }
+}
+
+/// Whether `haystack` contains `needle`, ignoring case; without allocating for ASCII needles
+/// (a filter scans every name of a 100,000-tool catalog).
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    if needle.is_ascii() {
+        let n = needle.as_bytes();
+        return haystack
+            .as_bytes()
+            .windows(n.len())
+            .any(|w| w.eq_ignore_ascii_case(n));
+    }
+    haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
 /// `q=…&after=…`, form-encoded.
@@ -153,6 +162,14 @@ mod tests {
             got,
             (10..20).map(|i| format!("tool{i:03}")).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn case_is_ignored_for_any_needle() {
+        assert!(contains_ignoring_case("notion__Create_Page", "create_p"));
+        assert!(!contains_ignoring_case("notion__echo", "create"));
+        assert!(contains_ignoring_case("Grüße", "GRÜ"));
+        assert!(!contains_ignoring_case("ab", "abc"));
     }
 
     #[test]

@@ -117,3 +117,44 @@ async fn openapi_metrics_health_and_readiness() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["projection_checkpoint"], 1);
 }
+
+/// Issue 14 (4): made-up methods from anyone (no token needed) must not grow the metrics: they
+/// share the label `other`, and unmatched paths share `unmatched`.
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("X{i}FLOOD").as_bytes()).unwrap();
+        let path = format!("/no/such/{i}");
+        let r = app
+            .http
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("agp_http_requests_total{"))
+        .collect();
+    assert!(
+        !text.contains("FLOOD") && !text.contains("/no/such"),
+        "{text}"
+    );
+    let flood: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("method=\"other\"") && l.contains("route=\"unmatched\""))
+        .collect();
+    assert_eq!(flood.len(), 1, "{lines:?}");
+    assert!(flood[0].ends_with(" 40"), "{flood:?}");
+}
