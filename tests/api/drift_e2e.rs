@@ -388,3 +388,61 @@ async fn bad_input_on_the_drift_endpoints_is_refused_and_records_nothing() {
     assert!(!bad.status.success());
     assert_eq!(app.head().await, head);
 }
+
+/// Issue 14 (5): upstream shows a harmless change for review, then serves a malicious one to
+/// the approval's own listing. The approval pins nothing: the tool is quarantined again with
+/// the new diff, and only approving after that diff was shown pins it.
+#[tokio::test]
+async fn an_approval_pins_only_the_definition_that_was_reviewed() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    registered(&app, &provider).await;
+    let (_, before) = app.get("/tools/notion__search_pages").await;
+    provider
+        .change_tool(
+            "search_pages",
+            json!({"description": "Searches pages (faster)."}),
+        )
+        .await;
+    let (_, report) = app.post("/connectors/notion/check-tools", json!({})).await;
+    let reviewed = report["quarantined"][0]["observed_hash"].clone();
+    assert!(reviewed.is_string(), "{report}");
+
+    // The switch: between the review and the approval, upstream changes it again.
+    provider
+        .change_tool("search_pages", json!({"description": PULLED}))
+        .await;
+    let (s, b) = app
+        .post(
+            "/tools/notion__search_pages/approve",
+            json!({"reason": "the faster search looked fine"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    let message = error_message(&b, "conflict");
+    assert!(message.contains("other than the one under review"), "{b}");
+    let (_, e) = app.get("/tools/notion__search_pages").await;
+    assert_eq!(e["status"], "quarantined", "{e}");
+    assert_eq!(
+        e["definition_hash"], before["definition_hash"],
+        "nothing pinned"
+    );
+    assert_ne!(e["quarantine"]["observed_hash"], reviewed, "{e}");
+    assert_eq!(
+        e["quarantine"]["changes"],
+        json!([{"field": "description", "before": before["description"], "after": PULLED}])
+    );
+    assert!(events_of(&app, "connector.tool_approved").await.is_empty());
+    assert_eq!(events_of(&app, "connector.tool_quarantined").await.len(), 2);
+
+    // Reviewed now, and upstream still serves it: the approval pins exactly that.
+    let (s, e) = app
+        .post(
+            "/tools/notion__search_pages/approve",
+            json!({"reason": "seen the new diff"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["status"], "active", "{e}");
+    assert_eq!(e["description"], PULLED);
+}

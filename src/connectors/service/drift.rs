@@ -236,8 +236,10 @@ impl ConnectorService {
         Ok(report)
     }
 
-    /// Approves quarantined tool `tool`: re-lists its connector's upstream and pins the
-    /// definition upstream serves now (audited with `reason`); answers the catalog entry.
+    /// Approves quarantined tool `tool`: re-lists its connector's upstream and pins what it
+    /// serves (audited with `reason`) only when that is the definition under review (its hash
+    /// is the quarantine's observed hash); answers the catalog entry. A different definition is
+    /// quarantined again with its own diff, and the approval is refused (409).
     /// 404 for an unknown tool; 409 when it is not quarantined, its connector is not active, or
     /// upstream no longer lists it; 502 when upstream fails or the tool breaks a cap.
     #[tracing::instrument(skip_all, fields(tool = %tool))]
@@ -296,8 +298,17 @@ impl ConnectorService {
             meta,
         )
         .await?;
-        tracing::info!("quarantined tool approved: the definition upstream serves now is pinned");
-        self.catalog_entry(tool)
+        let after = self.catalog_entry(tool)?;
+        if let Some(q) = &after.quarantine {
+            tracing::warn!(tool = %tool, "approval refused: upstream serves a definition other than the one under review; quarantined again");
+            return Err(ServiceError::Conflict(format!(
+                "tool {:?} was not approved: upstream now serves a definition other than the one under review (observed hash {}); it stays quarantined with the new changes; review them and approve again",
+                tool.as_str(),
+                q.observed_hash
+            )));
+        }
+        tracing::info!("quarantined tool approved: the reviewed definition is pinned");
+        Ok(after)
     }
 
     /// Names of the active connectors with registered tools.

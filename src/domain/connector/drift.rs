@@ -196,6 +196,19 @@ impl Connector {
             return Err(ConnectorError::AnnotationsNotObject(name));
         }
         let definition_hash = definition.hash(&pinned.upstream_name);
+        // Only what the admin reviewed is pinned: the quarantined definition (or the pinned one,
+        // if upstream went back to it). Anything else upstream serves at approval time is a new
+        // change, quarantined again with its own diff for a new review.
+        let reviewed = pinned.quarantined.as_deref() == Some(definition_hash.as_str())
+            || definition_hash == pinned.definition_hash;
+        if !reviewed {
+            return Ok(vec![ConnectorEvent::ToolQuarantined {
+                name,
+                pinned_hash: pinned.definition_hash.clone(),
+                observed_hash: definition_hash,
+                changes: pinned.definition.changes(&definition),
+            }]);
+        }
         Ok(vec![ConnectorEvent::ToolApproved {
             name,
             reason,

@@ -284,27 +284,43 @@ async fn drift_commands_on_new_and_removed_connectors_are_refused() {
 // ---- approve --------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn approving_pins_the_definition_upstream_serves_now() {
+async fn approving_pins_the_definition_that_was_reviewed() {
     framework()
         .given(with_quarantine())
-        .when_async(approve_cmd(
-            "notion__search",
-            pulled("benign now"),
-            "reviewed",
-        ))
+        .when_async(approve_cmd("notion__search", pulled("evil"), "reviewed"))
         .await
-        .then_expect_events(vec![approved(&pulled("benign now"), "reviewed")]);
+        .then_expect_events(vec![approved(&pulled("evil"), "reviewed")]);
+}
+
+/// Issue 14 (5): upstream shows one change for review, then serves another to the approval's
+/// listing. The second is never pinned: it is quarantined with its own diff.
+#[tokio::test]
+async fn a_definition_other_than_the_reviewed_one_is_quarantined_again_not_pinned() {
+    framework()
+        .given(with_quarantine())
+        .when_async(approve_cmd("notion__search", pulled("worse"), "reviewed"))
+        .await
+        .then_expect_events(vec![quarantined("notion__search", &pulled("worse"))]);
+}
+
+#[tokio::test]
+async fn approving_after_upstream_went_back_to_the_pinned_definition_keeps_it() {
+    framework()
+        .given(with_quarantine())
+        .when_async(approve_cmd("notion__search", pinned(), "reverted"))
+        .await
+        .then_expect_events(vec![approved(&pinned(), "reverted")]);
 }
 
 #[test]
 fn an_approval_replaces_the_pinned_definition_and_lifts_the_quarantine() {
     let mut history = with_quarantine();
-    history.push(approved(&pulled("benign now"), "reviewed"));
+    history.push(approved(&pulled("evil"), "reviewed"));
     let c = fold(history);
     let p = &c.tools[&tool_name("notion__search")];
     assert_eq!(p.quarantined, None);
-    assert_eq!(p.definition, pulled("benign now"));
-    assert_eq!(p.definition_hash, pulled("benign now").hash("search"));
+    assert_eq!(p.definition, pulled("evil"));
+    assert_eq!(p.definition_hash, pulled("evil").hash("search"));
     assert_eq!(p.operation, Operation::Read, "approval keeps the operation");
     assert_eq!(c.status, ConnectorStatus::Active);
 }
@@ -312,12 +328,12 @@ fn an_approval_replaces_the_pinned_definition_and_lifts_the_quarantine() {
 #[tokio::test]
 async fn after_approval_the_approved_definition_is_the_pinned_one() {
     let mut history = with_quarantine();
-    history.push(approved(&pulled("benign now"), "reviewed"));
+    history.push(approved(&pulled("evil"), "reviewed"));
     framework()
         .given(history.clone())
         .when_async(quarantine_cmd(vec![observe(
             "notion__search",
-            pulled("benign now"),
+            pulled("evil"),
         )]))
         .await
         .then_expect_events(vec![]);
@@ -332,9 +348,9 @@ async fn after_approval_the_approved_definition_is_the_pinned_one() {
         .await
         .then_expect_events(vec![ConnectorEvent::ToolQuarantined {
             name: tool_name("notion__search"),
-            pinned_hash: pulled("benign now").hash("search"),
+            pinned_hash: pulled("evil").hash("search"),
             observed_hash: pinned_hash(),
-            changes: pulled("benign now").changes(&back),
+            changes: pulled("evil").changes(&back),
         }]);
 }
 
