@@ -479,7 +479,8 @@ pub struct ToolChoice {
 }
 
 /// List the connector's upstream tools (paginated `tools/list` to the end, capped and validated)
-/// with their pre-classified operation facts. The connector must be active.
+/// with their pre-classified operation facts. The connector must be active. The listing is a
+/// drift check too: a registered tool upstream changed is quarantined (`quarantined: true`).
 #[utoipa::path(post, path = "/connectors/{name}/discover-tools", tag = "connectors",
     params(("name" = String, Path, description = "Connector name")),
     responses((status = 200, body = Vec<DiscoveredTool>), (status = 404, body = ErrorBody),
@@ -487,11 +488,15 @@ pub struct ToolChoice {
         (status = 502, body = ErrorBody, description = "Upstream failed or its listing broke a cap (the message names the tool)")))]
 async fn discover_tools(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<ApiJson<Vec<DiscoveredTool>>, ApiError> {
     let n = name("connector name", &raw)?;
     Ok(ApiJson(
-        state.connector_service.discover_tools(n.as_str()).await?,
+        state
+            .connector_service
+            .discover_tools(n.as_str(), &caller.meta())
+            .await?,
     ))
 }
 

@@ -70,6 +70,9 @@ pub struct DiscoveredTool {
     pub definition_hash: String,
     /// Whether this connector already registered it.
     pub registered: bool,
+    /// Whether its catalog entry is quarantined: registered, and upstream's definition differs
+    /// from the pinned one (this listing checked it, as `check-tools` does).
+    pub quarantined: bool,
 }
 
 /// Why an upstream listing was refused or could not be obtained.
@@ -254,6 +257,7 @@ pub fn validate(
             catalog_name: catalog,
             definition_hash,
             registered: false,
+            quarantined: false,
         });
     }
     Ok(out)

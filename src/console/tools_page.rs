@@ -20,9 +20,11 @@ use crate::domain::connector::Operation;
 pub async fn tools(
     State(state): State<SharedState>,
     signed: Signed,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let found = match state.connector_service.discover_tools(&name).await {
+    let meta = signed.caller(&headers).meta();
+    let found = match state.connector_service.discover_tools(&name, &meta).await {
         Ok(t) => t,
         Err(e) => return api_error(&signed, &e.into()),
     };
@@ -45,7 +47,7 @@ pub async fn tools(
                             input type="checkbox" name="tool" value=(t.name) id={"tool-" (t.name)}
                                 aria-label={"Register " (t.name)} disabled[t.registered] checked[!t.registered];
                         }
-                        td.mono { label for={"tool-" (t.name)} { (t.name) } @if t.registered { " " span.chip { "registered" } } }
+                        td.mono { label for={"tool-" (t.name)} { (t.name) } @if t.quarantined { " " a.chip.error href="/console/tools" { "quarantined: changed upstream" } } @else if t.registered { " " span.chip { "registered" } } }
                         td { (t.description) }
                         td {
                             select name={"op:" (t.name)} aria-label={"Operation of " (t.name)} {

@@ -446,3 +446,46 @@ async fn an_approval_pins_only_the_definition_that_was_reviewed() {
     assert_eq!(e["status"], "active", "{e}");
     assert_eq!(e["description"], PULLED);
 }
+
+/// Issue 14 (14): every listing AGP makes of an upstream is a drift check. `discover-tools`
+/// (CLI) and `register-tools` see a registered tool's changed definition: it is quarantined,
+/// by the admin whose listing saw it, exactly as `check-tools` would.
+#[tokio::test]
+async fn discovering_or_registering_quarantines_a_changed_registered_tool() {
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    registered(&app, &provider).await;
+    provider
+        .change_tool("search_pages", json!({"description": PULLED}))
+        .await;
+    let found = json_out(&cli(&app, &["connectors", "discover-tools", "--name", "notion"]).await);
+    let row = by_name(&found, "search_pages");
+    assert_eq!(row["registered"], true, "{row}");
+    assert_eq!(row["quarantined"], true, "{row}");
+    assert_eq!(by_name(&found, "echo")["quarantined"], false);
+    let (_, e) = app.get("/tools/notion__search_pages").await;
+    assert_eq!(e["status"], "quarantined", "{e}");
+    let events = events_of(&app, "connector.tool_quarantined").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    // Listing again records nothing new.
+    let head = app.head().await;
+    let (s, _) = app
+        .post("/connectors/notion/discover-tools", json!({}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(app.head().await, head);
+
+    // A registration's own listing checks too.
+    provider
+        .change_tool("echo", json!({"description": "Echoes, and remembers."}))
+        .await;
+    let (s, b) = app
+        .post(
+            "/connectors/notion/register-tools",
+            json!({"tools": [{"name": "whoami"}]}),
+        )
+        .await;
+    assert!(s == 201 || s == 409, "{s} {b}");
+    let (_, e) = app.get("/tools/notion__echo").await;
+    assert_eq!(e["status"], "quarantined", "{e}");
+}

@@ -36,6 +36,7 @@ use crate::connectors::upstream::{self, Keep, MAX_DEFINITION_BYTES, MAX_DESCRIPT
 use crate::domain::connector::{ConnectorCommand, Definition, FieldChange, ObservedTool};
 use crate::domain::{ResourceName, ToolName};
 use crate::projections::catalog::CatalogEntry;
+use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 
 /// What one drift check found. Every registered tool of the connector is in exactly one of
@@ -55,6 +56,19 @@ pub struct DriftReport {
     /// Quarantined tools whose upstream serves the pinned definition again. They stay
     /// quarantined until an admin approves them.
     pub reverted: Vec<String>,
+}
+
+impl DriftReport {
+    fn new(connector: &str, checked: usize) -> Self {
+        Self {
+            connector: connector.to_string(),
+            checked,
+            quarantined: Vec::new(),
+            missing: Vec::new(),
+            unchanged: Vec::new(),
+            reverted: Vec::new(),
+        }
+    }
 }
 
 /// A registered tool whose upstream definition drifted from the pinned one.
@@ -143,21 +157,7 @@ impl ConnectorService {
         let view = self.view(name)?;
         let lock = self.drift_locks.get(&view.connector_id);
         let _one_at_a_time = lock.lock().await;
-        let registered: Vec<CatalogEntry> = self.projections.read(|p| {
-            p.catalog
-                .entries()
-                .filter(|e| e.connector_id == view.connector_id)
-                .cloned()
-                .collect()
-        });
-        let mut report = DriftReport {
-            connector: name.to_string(),
-            checked: registered.len(),
-            quarantined: Vec::new(),
-            missing: Vec::new(),
-            unchanged: Vec::new(),
-            reverted: Vec::new(),
-        };
+        let registered = self.registered_of(&view);
         if view.status != "active" {
             return Err(ServiceError::Conflict(format!(
                 "connector {name:?} is {}; its tools can be checked only while it is active",
@@ -165,16 +165,60 @@ impl ConnectorService {
             )));
         }
         if registered.is_empty() {
-            return Ok(report);
+            return Ok(DriftReport::new(name, 0));
         }
         // Only the registered tools are kept: the rest of a large listing cannot hide them.
         let names: HashSet<String> = registered.iter().map(|e| e.upstream_name.clone()).collect();
         let (_, listed) = self.upstream_tools(name, Keep::Named(&names)).await?;
+        self.compare(name, &view, registered, &listed, meta).await
+    }
+
+    /// Every listing AGP makes of an upstream is a drift check: `listed`, made for any reason
+    /// (discovery, registration), is compared with connector `name`'s registered tools and the
+    /// changed ones are quarantined, as by [`Self::check_tools`].
+    pub(super) async fn check_listing(
+        &self,
+        name: &str,
+        view: &ConnectorView,
+        listed: &[Tool],
+        meta: &CommandMeta,
+    ) -> Result<DriftReport, ServiceError> {
+        let lock = self.drift_locks.get(&view.connector_id);
+        let _one_at_a_time = lock.lock().await;
+        let registered = self.registered_of(view);
+        if registered.is_empty() {
+            return Ok(DriftReport::new(name, 0));
+        }
+        self.compare(name, view, registered, listed, meta).await
+    }
+
+    /// The catalog entries connector `view` registered.
+    fn registered_of(&self, view: &ConnectorView) -> Vec<CatalogEntry> {
+        self.projections.read(|p| {
+            p.catalog
+                .entries()
+                .filter(|e| e.connector_id == view.connector_id)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Compares `registered` with an upstream listing and quarantines the drifted tools. The
+    /// caller holds the connector's drift lock.
+    async fn compare(
+        &self,
+        name: &str,
+        view: &ConnectorView,
+        registered: Vec<CatalogEntry>,
+        listed: &[Tool],
+        meta: &CommandMeta,
+    ) -> Result<DriftReport, ServiceError> {
+        let mut report = DriftReport::new(name, registered.len());
         let mut observed = Vec::new();
         // (name, observed hash, already quarantined at it)
         let mut drifted: Vec<(String, String, bool)> = Vec::new();
         for entry in &registered {
-            let Some((definition, hash)) = observed_for(entry, &listed)? else {
+            let Some((definition, hash)) = observed_for(entry, listed)? else {
                 tracing::warn!(tool = %entry.name, upstream = %entry.upstream_name, "a registered tool is no longer listed upstream");
                 report.missing.push(entry.name.clone());
                 continue;

@@ -93,31 +93,41 @@ impl ConnectorService {
     }
 
     /// Lists the upstream tools of the active connector `name` under `alias` and marks those
-    /// already registered.
+    /// already registered. The listing is also a drift check of the registered tools: those
+    /// upstream changed are quarantined (by `meta`'s actor), as `check-tools` would.
     async fn list_upstream(
         &self,
         name: &str,
         alias: &ResourceName,
+        meta: &CommandMeta,
     ) -> Result<Vec<DiscoveredTool>, ServiceError> {
         let (view, tools) = self.upstream_tools(name, upstream::Keep::All).await?;
+        self.check_listing(name, &view, &tools, meta).await?;
         let mut rows = upstream::validate(alias, tools)
             .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
         self.projections.read(|p| {
             for r in &mut rows {
-                r.registered = p
+                let entry = p
                     .catalog
                     .get(&r.catalog_name)
-                    .is_some_and(|e| e.connector_id == view.connector_id);
+                    .filter(|e| e.connector_id == view.connector_id);
+                r.registered = entry.is_some();
+                r.quarantined = entry.is_some_and(|e| e.quarantine.is_some());
             }
         });
         Ok(rows)
     }
 
-    /// `discover-tools`: every upstream tool with its pre-classified operation.
-    pub async fn discover_tools(&self, name: &str) -> Result<Vec<DiscoveredTool>, ServiceError> {
+    /// `discover-tools`: every upstream tool with its pre-classified operation; registered
+    /// tools upstream changed are quarantined on the way (by `meta`'s actor).
+    pub async fn discover_tools(
+        &self,
+        name: &str,
+        meta: &CommandMeta,
+    ) -> Result<Vec<DiscoveredTool>, ServiceError> {
         let view = self.view(name)?;
         let alias = self.tool_alias(&view.connector_id, name, None)?;
-        self.list_upstream(name, &alias).await
+        self.list_upstream(name, &alias, meta).await
     }
 
     /// `register-tools`: re-lists upstream and registers the selection; answers the catalog
@@ -131,7 +141,7 @@ impl ConnectorService {
     ) -> Result<Vec<CatalogEntry>, ServiceError> {
         let view = self.view(name)?;
         let alias = self.tool_alias(&view.connector_id, name, alias)?;
-        let listed = self.list_upstream(name, &alias).await?;
+        let listed = self.list_upstream(name, &alias, meta).await?;
         let by_name: BTreeMap<&str, &DiscoveredTool> =
             listed.iter().map(|t| (t.name.as_str(), t)).collect();
         let chosen: Vec<(&DiscoveredTool, Operation)> = match &selection {
