@@ -39,6 +39,7 @@ pub mod govern;
 pub mod handler;
 pub mod pool;
 pub mod record;
+pub mod refusals;
 pub mod scrub;
 pub mod sessions;
 pub mod upstream;
@@ -117,6 +118,8 @@ pub struct ProxyConfig {
     pub upstream_idle: Duration,
     /// Agent MCP sessions with no request for this long (and none in progress) are closed.
     pub session_idle: Duration,
+    /// At most one refresh per connector is forced by upstream refusals (401) in this long.
+    pub refresh_window: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -130,6 +133,7 @@ impl Default for ProxyConfig {
             max_argument_depth: 64,
             upstream_idle: Duration::from_secs(300),
             session_idle: Duration::from_secs(300),
+            refresh_window: Duration::from_secs(30),
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct Proxy {
         Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
     >,
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Forced refreshes by connector, bounding what upstream refusals cost the provider.
+    refusals: refusals::Refusals,
 }
 
 /// Why a call was refused before upstream, with what the record and the agent learn.
@@ -309,6 +315,7 @@ impl Proxy {
             max_response_bytes: config.max_result_bytes,
             connect_timeout: config.call_timeout.min(Duration::from_secs(30)),
         };
+        let refusals = refusals::Refusals::new(config.refresh_window);
         Self {
             projections,
             connectors,
@@ -321,6 +328,7 @@ impl Proxy {
             metrics,
             rmcp_sessions: std::sync::OnceLock::new(),
             permits: parking_lot::Mutex::new(HashMap::new()),
+            refusals,
         }
     }
 
@@ -727,8 +735,11 @@ impl Proxy {
         }
     }
 
-    /// After upstream refused the credential of `view`: forces a refresh (single-flight) unless
-    /// the credential already changed since, and returns the connector's current view.
+    /// After upstream refused the credential of `view`: unless the credential already changed
+    /// since, forces a refresh (single-flight, at most one per connector per
+    /// [`ProxyConfig::refresh_window`]; see [`refusals`]) and returns the connector's current
+    /// view. Upstream refusing fresh token after fresh token moves the connector to
+    /// `reauth_required`.
     async fn refresh(&self, view: &ConnectorView) -> Result<ConnectorView, Failure> {
         let current = || {
             self.connectors
@@ -736,14 +747,52 @@ impl Proxy {
                 .map_err(|_| Failure::Credential(CredentialError::NotFound(view.name.clone())))
         };
         let now = current()?;
-        if now.generation == view.generation && now.token_fingerprint == view.token_fingerprint {
-            self.connectors
-                .refresh(&view.name, true)
-                .await
-                .map_err(Failure::Credential)?;
-            return current();
+        if now.generation != view.generation || now.token_fingerprint != view.token_fingerprint {
+            return Ok(now);
         }
-        Ok(now)
+        let refused = view.token_fingerprint.as_deref().unwrap_or_default();
+        match self
+            .refusals
+            .decide(&view.connector_id, refused, Instant::now())
+        {
+            refusals::Decision::PassOn => Err(Failure::Open(OpenError::Unauthorized)),
+            refusals::Decision::Reauthorize => {
+                tracing::warn!(connector = %view.name, "upstream keeps refusing freshly refreshed tokens; the connector needs reauthorization");
+                let cmd = crate::domain::connector::ConnectorCommand::RequireReauth {
+                    generation: view.generation,
+                    reason: format!(
+                        "the MCP server refused {} freshly refreshed access tokens in a row; reconnect to authorize AGP again",
+                        refusals::CHAIN_LIMIT
+                    ),
+                };
+                let _ = self
+                    .connectors
+                    .run(
+                        &view.connector_id,
+                        &view.name,
+                        cmd,
+                        &crate::store::aggregate_store::CommandMeta::system(),
+                    )
+                    .await;
+                self.refusals.forget(&view.connector_id);
+                Err(Failure::Credential(CredentialError::NotActive {
+                    name: view.name.clone(),
+                    status: "reauth_required".into(),
+                }))
+            }
+            refusals::Decision::Refresh { chain } => {
+                self.connectors
+                    .refresh(&view.name, true)
+                    .await
+                    .map_err(Failure::Credential)?;
+                let after = current()?;
+                if let Some(fresh) = after.token_fingerprint.as_deref() {
+                    self.refusals
+                        .refreshed(&view.connector_id, fresh, chain, Instant::now());
+                }
+                Ok(after)
+            }
+        }
     }
 
     /// Caps and scrubs an upstream result.

@@ -112,16 +112,67 @@ fn sse_event_response(event: &[u8], id: u64) -> Option<Value> {
     (v.get("id").and_then(Value::as_u64) == Some(id)).then_some(v)
 }
 
-/// Position and length of the first event separator (a blank line) in `buf`.
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+/// Splits an SSE byte stream into events (separated by a blank line: `\n\n`, `\r\n\r\n` or a
+/// mix), looking at each byte once however the stream is chunked: a long answer arriving in
+/// many small chunks costs time in proportion to its length.
+#[derive(Default)]
+struct SseEvents {
+    buf: Vec<u8>,
+    /// Where the event being read starts in `buf`.
+    start: usize,
+    /// Bytes of `buf` already looked at.
+    scanned: usize,
+    /// Bytes looked at in all (for the test that the scan is linear).
+    #[cfg(test)]
+    examined: usize,
+}
+
+impl SseEvents {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            // Only the unfinished event moves: at most what arrived since the last separator.
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event (without its blank line), if one has arrived.
+    fn next_event(&mut self) -> Option<&[u8]> {
+        while self.scanned < self.buf.len() {
+            let i = self.scanned;
+            self.scanned += 1;
+            #[cfg(test)]
+            {
+                self.examined += 1;
+            }
+            if self.buf[i] != b'\n' {
+                continue;
+            }
+            // A line ends at `i`; the event ends if the line was empty (only an optional `\r`
+            // between the previous line's `\n` and this one).
+            let line_start = if i > self.start && self.buf[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            if line_start > self.start && self.buf[line_start - 1] == b'\n' {
+                let mut end = line_start - 1;
+                if end > self.start && self.buf[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                let event = self.start..end;
+                self.start = i + 1;
+                return Some(&self.buf[event]);
+            }
+        }
+        None
+    }
+
+    /// What is left after the stream ended (a last event without its blank line).
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 
@@ -131,12 +182,11 @@ async fn sse_response(
     id: u64,
     max: usize,
 ) -> Result<Value, UpstreamError> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut events = SseEvents::default();
     let mut read = 0usize;
     loop {
-        while let Some((end, sep)) = event_end(&buf) {
-            let event: Vec<u8> = buf.drain(..end + sep).collect();
-            if let Some(v) = sse_event_response(&event[..end], id) {
+        while let Some(event) = events.next_event() {
+            if let Some(v) = sse_event_response(event, id) {
                 return Ok(v);
             }
         }
@@ -146,7 +196,7 @@ async fn sse_response(
             .map_err(|e| UpstreamError::Failed(format!("reading the answer stream: {e}")))?;
         let Some(chunk) = chunk else {
             // The stream ended: a last event without its blank line still counts.
-            return sse_event_response(&buf, id).ok_or_else(|| {
+            return sse_event_response(events.rest(), id).ok_or_else(|| {
                 UpstreamError::Failed("the answer stream ended without a response".into())
             });
         };
@@ -154,7 +204,7 @@ async fn sse_response(
         if read > max {
             return Err(UpstreamError::TooLarge(max));
         }
-        buf.extend_from_slice(&chunk);
+        events.push(&chunk);
     }
 }
 
@@ -356,18 +406,54 @@ impl Drop for UpstreamSession {
 mod tests {
     use super::*;
 
+    /// Every event of `stream` fed in chunks of `size` bytes.
+    fn split(stream: &[u8], size: usize) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
+        let mut events = SseEvents::default();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(size) {
+            events.push(chunk);
+            while let Some(e) = events.next_event() {
+                out.push(e.to_vec());
+            }
+        }
+        (out, events.rest().to_vec(), events.examined)
+    }
+
     #[test]
     fn sse_events_are_split_and_matched_by_id() {
-        let stream = b"id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\r\n\r\n";
-        let (end, sep) = event_end(stream).expect("first event");
-        assert!(sse_event_response(&stream[..end], 7).is_none());
-        let rest = &stream[end + sep..];
-        let (end, _) = event_end(rest).expect("second event");
-        let v = sse_event_response(&rest[..end], 7).expect("the response");
-        assert_eq!(v["id"], 7);
+        let stream = b"id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\r\n\r\n: tail";
+        for size in [1, 2, 3, 7, stream.len()] {
+            let (events, rest, _) = split(stream, size);
+            assert_eq!(events.len(), 2, "chunks of {size}");
+            assert!(sse_event_response(&events[0], 7).is_none());
+            let v = sse_event_response(&events[1], 7).expect("the response");
+            assert_eq!(v["id"], 7);
+            assert_eq!(rest, b": tail");
+        }
         // Multi-line data is joined with newlines (JSON allows them between tokens).
         let multi = b"data: {\"jsonrpc\":\"2.0\",\ndata: \"id\":3,\"result\":{}}";
         assert_eq!(sse_event_response(multi, 3).expect("joined")["id"], 3);
         assert!(sse_event_response(b": keep-alive", 3).is_none());
+    }
+
+    #[test]
+    fn mixed_line_endings_end_an_event_and_blank_lines_alone_make_empty_events() {
+        let (events, _, _) = split(b"data: a\n\r\ndata: b\r\n\n\n\n", 1);
+        assert_eq!(
+            events,
+            vec![b"data: a".to_vec(), b"data: b".to_vec(), Vec::new()]
+        );
+    }
+
+    /// Issue 14 (12): a long answer in small chunks is looked at once, not once per chunk.
+    #[test]
+    fn a_long_answer_in_small_chunks_is_scanned_once() {
+        let mut stream = b"event: message\ndata: ".to_vec();
+        stream.extend(std::iter::repeat_n(b'x', 1 << 20));
+        stream.extend_from_slice(b"\n\n");
+        let (events, rest, examined) = split(&stream, 64);
+        assert_eq!(events.len(), 1);
+        assert!(rest.is_empty());
+        assert_eq!(examined, stream.len());
     }
 }

@@ -862,3 +862,64 @@ async fn a_session_in_constant_use_outlives_the_idle_limit_and_an_idle_one_does_
         .unwrap();
     assert_eq!(r.status(), 404, "an idle session must be closed");
 }
+
+/// Issue 14 (12): an upstream that refuses every token costs the provider at most one token
+/// request per connector per window, however many calls arrive; when it keeps refusing freshly
+/// refreshed tokens, the connector goes to `reauth_required` instead of refreshing forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_refusing_every_token_is_not_a_token_request_per_call() {
+    let provider = Provider::start(&[]);
+    let admin = provider.mcp.ready["admin"].as_str().unwrap().to_string();
+    let window = Duration::from_millis(400);
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {
+        c.proxy.refresh_window = window;
+    })
+    .await;
+    connect_and_register(&app, &provider, "notion", &["echo"]).await;
+    let key = agent_with(&app, "support", "claude", &["notion__echo"]).await;
+    let mut agent = Agent::connect(&mcp_url(&app), Some(&key), &[]).expect("connects");
+    agent
+        .call("notion__echo", json!({"text": "fine"}))
+        .expect("works before");
+
+    let r = reqwest::Client::new()
+        .post(format!("{admin}/__test/reject-tokens"))
+        .json(&json!({"count": 100000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = app.state.connector_service.refresh_requests();
+    for i in 0..8 {
+        let e = agent
+            .call("notion__echo", json!({"text": "refused"}))
+            .expect_err("refused");
+        assert_eq!(e["code"], -32006, "call {i}: {e}");
+    }
+    assert_eq!(
+        app.state.connector_service.refresh_requests(),
+        before + 1,
+        "eight refused calls inside one window: one token request"
+    );
+
+    // Fresh tokens refused window after window: the connector needs a person.
+    for _ in 0..3 {
+        tokio::time::sleep(window + Duration::from_millis(100)).await;
+        let _ = agent
+            .call("notion__echo", json!({"text": "refused"}))
+            .expect_err("refused");
+    }
+    assert_eq!(app.state.connector_service.refresh_requests(), before + 3);
+    let (_, c) = app.get("/connectors/notion").await;
+    assert_eq!(c["status"], "reauth_required", "{c}");
+    let events = events(&app).await;
+    let reauth = of_type(&events, "connector.reauth_required");
+    assert_eq!(reauth.len(), 1, "{reauth:?}");
+    assert!(
+        reauth[0]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused 3 freshly refreshed access tokens"),
+        "{reauth:?}"
+    );
+}
