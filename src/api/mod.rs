@@ -11,6 +11,7 @@ pub mod auth;
 pub mod connect;
 pub mod connectors;
 pub mod console_link;
+pub mod doc;
 pub mod error;
 pub mod events;
 pub mod keys;
@@ -126,7 +127,7 @@ pub fn router(state: SharedState) -> Router {
     for (path, item) in paths {
         openapi.paths.paths.insert(format!("/api/v1{path}"), item);
     }
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(doc::complete(openapi));
     let v1 = v1
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::SharedState;
 use super::error::error_response;
@@ -17,21 +18,49 @@ pub fn routes() -> Router<SharedState> {
         .route("/metrics", get(metrics))
 }
 
+/// `/healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `/readyz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// The last sequence number in the event log.
+    pub log_head: u64,
+    /// The last event the projections have folded.
+    pub projection_checkpoint: u64,
+    /// Why the projections stopped, when they did.
+    pub failure: Option<String>,
+}
+
 /// The process is up and answering.
-async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Response {
+    axum::Json(Health { status: "ok" }).into_response()
 }
 
 /// Ready to serve: projections rebuilt, tailing, and the log accepting appends.
-async fn readyz(State(state): State<SharedState>) -> Response {
-    let head = state.log.head();
-    let checkpoint = state.projections.checkpoint();
-    let body = json!({
-        "status": if state.is_ready() { "ready" } else { "not_ready" },
-        "log_head": head,
-        "projection_checkpoint": checkpoint,
-        "failure": state.projections.failure(),
-    });
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "Not ready (yet, or the projections failed: `failure` says why)")))]
+pub(crate) async fn readyz(State(state): State<SharedState>) -> Response {
+    let body = Readiness {
+        status: if state.is_ready() {
+            "ready"
+        } else {
+            "not_ready"
+        },
+        log_head: state.log.head(),
+        projection_checkpoint: state.projections.checkpoint(),
+        failure: state.projections.failure(),
+    };
     let status = if state.is_ready() {
         StatusCode::OK
     } else {
@@ -40,7 +69,10 @@ async fn readyz(State(state): State<SharedState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<SharedState>) -> Response {
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
+pub(crate) async fn metrics(State(state): State<SharedState>) -> Response {
     state.metrics.log_head.set(state.log.head());
     state
         .metrics
