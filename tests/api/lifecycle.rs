@@ -96,10 +96,33 @@ async fn openapi_metrics_health_and_readiness() {
         "/api/v1/tools/{name}/approve",
         "/api/v1/tools/{name}/unregister",
         "/api/v1/connectors/{name}/check-tools",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/connect/start/{flow}",
+        "/connect/callback",
+        "/connect/result/{id}",
+        "/mcp",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+    assert!(doc["components"]["securitySchemes"]["agent_key"].is_object());
+    // Every admin operation says what a refused token and a malformed request get.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            for code in ["400", "401"] {
+                assert!(
+                    op["responses"].get(code).is_some(),
+                    "{method} {path} does not document {code}"
+                );
+            }
+        }
+    }
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
 
     app.post("/profiles", json!({"name": "m"})).await;
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
