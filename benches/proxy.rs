@@ -84,6 +84,17 @@ struct Settings {
     upstream_semi_space_mb: Option<u64>,
     /// Held calls approved after the runs, to time approval → upstream (0: none).
     approvals: u64,
+    upstream: Upstream,
+}
+
+/// Which MCP server the calls go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// `examples/echo_upstream.rs`: rmcp, stateless, JSON answers, one thread. Costs next to
+    /// nothing per call, so the added figures are AGP's own.
+    Rust,
+    /// The node test server (`tools/test-peers/mcp-server.mjs`), with its garbage collector.
+    Node,
 }
 
 impl Settings {
@@ -104,7 +115,13 @@ impl Settings {
             Ok("proxied") => vec![Leg::Proxied],
             Ok(other) => bail!("AGP_BENCH_LEGS must be both, direct or proxied (got {other:?})"),
         };
+        let upstream = match std::env::var("AGP_BENCH_UPSTREAM").as_deref() {
+            Err(_) | Ok("rust") => Upstream::Rust,
+            Ok("node") => Upstream::Node,
+            Ok(other) => bail!("AGP_BENCH_UPSTREAM must be rust or node (got {other:?})"),
+        };
         Ok(Settings {
+            upstream,
             secs: env_u64("AGP_BENCH_SECS", 10).max(1),
             slice_ms: env_u64("AGP_BENCH_SLICE_MS", 1000).max(100),
             warmup_secs: env_u64("AGP_BENCH_WARMUP_SECS", 3),
@@ -162,10 +179,20 @@ impl Peer {
             dir.join("node_modules").exists(),
             "the test peers are not installed: run `npm ci --prefix tools/test-peers`"
         );
-        let mut child = Command::new("node")
-            .args(node_flags)
-            .arg(dir.join(script))
-            .args(args)
+        let mut cmd = Command::new("node");
+        cmd.args(node_flags).arg(dir.join(script)).args(args);
+        Peer::spawn(cmd, script)
+    }
+
+    /// A program that prints the same ready line (the Rust upstream).
+    fn start_program(program: &std::path::Path, args: &[&str]) -> anyhow::Result<Peer> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Peer::spawn(cmd, &program.display().to_string())
+    }
+
+    fn spawn(mut cmd: Command, script: &str) -> anyhow::Result<Peer> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("AGP_PEER_LOGS").is_some() {
                 Stdio::inherit()
@@ -173,7 +200,7 @@ impl Peer {
                 Stdio::null()
             })
             .spawn()
-            .context("starting node (is Node.js 20.19+ installed?)")?;
+            .with_context(|| format!("starting {script} (for a node peer: is Node.js 20.19+ installed?)"))?;
         let stdout = child.stdout.take().context("the peer's stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -207,6 +234,20 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The release build of `examples/echo_upstream.rs` (built here if needed).
+fn echo_upstream() -> anyhow::Result<PathBuf> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--example", "echo_upstream"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("building examples/echo_upstream.rs")?;
+    ensure!(status.success(), "building examples/echo_upstream.rs failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    Ok(target.join("release/examples/echo_upstream"))
 }
 
 /// Walks the provider's login and consent pages for `authorize_url` with `drive-consent.mjs`
@@ -875,8 +916,8 @@ struct Processes {
     names: Vec<&'static str>,
     pids: Vec<u32>,
     ticks: f64,
-    /// The upstream's test admin API (its garbage collections).
-    upstream_admin: String,
+    /// The upstream's test admin API (its garbage collections), for the node upstream.
+    upstream_admin: Option<String>,
 }
 
 impl Processes {
@@ -903,7 +944,10 @@ struct GcCounts {
 }
 
 impl GcCounts {
-    async fn sample(admin: &str) -> anyhow::Result<GcCounts> {
+    async fn sample(admin: Option<&str>) -> anyhow::Result<GcCounts> {
+        let Some(admin) = admin else {
+            return Ok(GcCounts::default());
+        };
         let v: Value = reqwest::get(format!("{admin}/__test/gc"))
             .await?
             .error_for_status()?
@@ -931,6 +975,9 @@ impl GcCounts {
 
     /// "1 young GC per N requests, M ms each".
     fn describe(&self) -> String {
+        if self.requests == 0.0 {
+            return "no GC (rust)".to_string();
+        }
         if self.minor == 0.0 {
             return format!("no young GC in {:.0} requests", self.requests);
         }
@@ -1011,7 +1058,7 @@ async fn run_slice(
     length: Duration,
     procs: &Processes,
 ) -> anyhow::Result<Slice> {
-    let gc_before = GcCounts::sample(&procs.upstream_admin).await?;
+    let gc_before = GcCounts::sample(procs.upstream_admin.as_deref()).await?;
     let prefix: Arc<str> = random_b64(6)?.into();
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut set = tokio::task::JoinSet::new();
@@ -1034,7 +1081,7 @@ async fn run_slice(
         );
     }
     let cpu_after = procs.sample();
-    let upstream_gc = GcCounts::sample(&procs.upstream_admin)
+    let upstream_gc = GcCounts::sample(procs.upstream_admin.as_deref())
         .await?
         .since(gc_before);
     let errors: u64 = results.iter().map(|r| r.errors).sum();
@@ -1119,18 +1166,31 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         .map(|mb| format!("--max-semi-space-size={mb}"))
         .into_iter()
         .collect();
-    let mcp = Peer::start_with(
-        &node_flags,
-        "mcp-server.mjs",
-        &[
-            "--port",
-            "0",
-            "--issuer",
-            &issuer,
-            "--introspection-cache-ms",
-            &cache,
-        ],
-    )?;
+    let mcp = match s.upstream {
+        Upstream::Node => Peer::start_with(
+            &node_flags,
+            "mcp-server.mjs",
+            &[
+                "--port",
+                "0",
+                "--issuer",
+                &issuer,
+                "--introspection-cache-ms",
+                &cache,
+            ],
+        )?,
+        Upstream::Rust => Peer::start_program(
+            &echo_upstream()?,
+            &[
+                "--port",
+                "0",
+                "--issuer",
+                &issuer,
+                "--introspection-cache-ms",
+                &cache,
+            ],
+        )?,
+    };
     let mcp_url = mcp.field("url")?;
     let direct = Target::new(&mcp_url, &direct_token(&issuer, &mcp_url).await?, "echo")?;
 
@@ -1184,7 +1244,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         names: vec!["client", "agp", "upstream", "as"],
         pids: vec![std::process::id(), agp.pid(), mcp.pid(), auth.pid()],
         ticks: clock_ticks(),
-        upstream_admin: mcp.field("admin")?,
+        upstream_admin: mcp.field("admin").ok(),
     };
 
     let head_before = log_head(&agp).await?;
