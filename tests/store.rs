@@ -1,6 +1,6 @@
 //! Integration tests of the event log: conformance of both backends, reopen, tail and middle
-//! corruption, an append a crash left unfinished, poisoning after a failed flush, and
-//! durability under `kill -9`.
+//! corruption, an append a crash left unfinished, poisoning after a failed flush, durability
+//! under `kill -9`, and on power loss (every ack after an fdatasync, seen by strace).
 //!
 //! One test binary; each area is a module under `tests/store/` (a crate root looks for
 //! modules beside itself, hence the `#[path]`s).
@@ -16,6 +16,8 @@ mod corruption;
 mod crash;
 #[path = "store/poison.rs"]
 mod poison;
+#[path = "store/power_loss.rs"]
+mod power_loss;
 #[path = "store/reopen.rs"]
 mod reopen;
 #[path = "store/unfinished.rs"]

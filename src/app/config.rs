@@ -25,6 +25,35 @@ pub fn default_worker_threads() -> usize {
         .max(1)
 }
 
+/// When an append to the event log is acknowledged (`--durability`, env `AGP_DURABILITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// After sled's flush and an `fdatasync` of the log's file, once per group commit: an
+    /// acknowledged append survives power loss and kernel crashes (S26). The default.
+    #[default]
+    Sync,
+    /// After sled's flush only (`sync_file_range`): survives `kill -9` of AGP, not a power cut
+    /// or a kernel crash, which can drop acknowledged events. Faster; see decision 0015.
+    Flush,
+}
+
+impl Durability {
+    /// The log's open options for this mode.
+    pub fn sled_options(self) -> crate::store::SledOptions {
+        crate::store::SledOptions {
+            sync_data: self == Durability::Sync,
+            ..crate::store::SledOptions::default()
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Flush => "flush",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -54,6 +83,8 @@ pub struct Config {
     pub proxy: crate::proxy::ProxyConfig,
     /// Held calls: wait, lifetime, webhook.
     pub approvals: crate::approvals::ApprovalConfig,
+    /// When appends are acknowledged: after an `fdatasync` (default) or after sled's flush.
+    pub durability: Durability,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +127,7 @@ impl Config {
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),
             approvals: crate::approvals::ApprovalConfig::default(),
+            durability: Durability::default(),
         })
     }
 }

@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LogFormat};
+pub use config::{Config, Durability, LogFormat};
 
 use crate::api::{self, AppState, SharedState, auth::AdminAuth, metrics::Metrics};
 use crate::projections::LiveProjections;
@@ -34,10 +34,13 @@ pub struct Application {
     pub admin_token_created: bool,
 }
 
-/// Opens the embedded event log in `dir`.
-pub fn open_log(dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventLog>> {
+/// Opens the embedded event log in `dir`, acknowledging appends as `durability` says.
+pub fn open_log(
+    dir: &std::path::Path,
+    durability: Durability,
+) -> anyhow::Result<Arc<dyn EventLog>> {
     let path = data_dir::events_path(dir);
-    let (log, _report) = crate::store::sled_log::SledLog::open(&path, Default::default())
+    let (log, _report) = crate::store::sled_log::SledLog::open(&path, durability.sled_options())
         .with_context(|| format!("opening the event log at {}", path.display()))?;
     Ok(Arc::new(log))
 }
@@ -63,7 +66,7 @@ impl Application {
         let vault = Arc::new(vault);
         // A rotation interrupted by a stop resumes here.
         crate::api::keys::spawn_rewrap(vault.clone());
-        let log = open_log(&config.data_dir)?;
+        let log = open_log(&config.data_dir, config.durability)?;
         let projections = LiveProjections::start(log.clone())
             .await
             .context("rebuilding projections from the event log")?;

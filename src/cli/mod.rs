@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::config::{
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat, default_worker_threads,
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, Durability, LogFormat,
+    default_worker_threads,
 };
 
 #[derive(Debug, Parser)]
@@ -126,6 +127,11 @@ pub struct ServeArgs {
     /// for its record.
     #[arg(long, env = "AGP_HUGE_PAGES")]
     pub huge_pages: bool,
+    /// When an append to the event log is acknowledged: `sync` (default) after an fdatasync,
+    /// so it survives power loss; `flush` after sled's flush only, faster, survives a crash of
+    /// AGP but not of the machine (decision 0015).
+    #[arg(long, env = "AGP_DURABILITY", value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
 }
 
 /// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless
