@@ -9,6 +9,8 @@ pub const DEFAULT_DATA_DIR: &str = "./agp-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often registered tools are re-listed upstream to detect drift (S17), in seconds.
 pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
+/// How often AGP signs an audit checkpoint of the chain's head (S25), in seconds.
+pub const DEFAULT_CHECKPOINT_EVERY_SECS: u64 = 3600;
 
 /// Async worker threads `agp serve` runs by default: one per core but one, at least one.
 ///
@@ -85,6 +87,13 @@ pub struct Config {
     pub approvals: crate::approvals::ApprovalConfig,
     /// When appends are acknowledged: after an `fdatasync` (default) or after sled's flush.
     pub durability: Durability,
+    /// How often a signed audit checkpoint is made (skipped while the head has not moved);
+    /// zero turns the periodic checkpoint off.
+    pub checkpoint_every: std::time::Duration,
+    /// Every checkpoint AGP makes is appended here as a JSON line.
+    pub checkpoint_file: Option<PathBuf>,
+    /// Every checkpoint AGP makes is POSTed here, through the egress guard.
+    pub checkpoint_webhook: Option<url::Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +137,9 @@ impl Config {
             proxy: crate::proxy::ProxyConfig::default(),
             approvals: crate::approvals::ApprovalConfig::default(),
             durability: Durability::default(),
+            checkpoint_every: std::time::Duration::from_secs(DEFAULT_CHECKPOINT_EVERY_SECS),
+            checkpoint_file: None,
+            checkpoint_webhook: None,
         })
     }
 }

@@ -31,6 +31,7 @@ pub struct Application {
     port: u16,
     refresh_every: std::time::Duration,
     relist_every: std::time::Duration,
+    checkpoint_every: std::time::Duration,
     pub admin_token_created: bool,
 }
 
@@ -98,6 +99,17 @@ impl Application {
             &public_url,
             config.approvals.clone(),
         ));
+        let checkpoints = Arc::new(crate::checkpoints::Checkpointer::new(
+            log.clone(),
+            vault.clone(),
+            crate::checkpoints::Sinks {
+                file: config.checkpoint_file.clone(),
+                webhook: config
+                    .checkpoint_webhook
+                    .clone()
+                    .map(|url| (egress.clone(), url)),
+            },
+        ));
         let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
             log.clone(),
             projections.clone(),
@@ -133,6 +145,7 @@ impl Application {
             ready: AtomicBool::new(false),
             shutdown,
             console: crate::console::Sessions::default(),
+            checkpoints,
         });
         Ok(Self {
             listener,
@@ -140,6 +153,7 @@ impl Application {
             port,
             refresh_every: config.refresh_every,
             relist_every: config.relist_every,
+            checkpoint_every: config.checkpoint_every,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -171,6 +185,13 @@ impl Application {
                 .spawn_drift_checker(self.relist_every);
         }
         state.connector_service.resume_pending_revocations();
+        if !self.checkpoint_every.is_zero() {
+            crate::checkpoints::spawn_periodic(
+                state.checkpoints.clone(),
+                self.checkpoint_every,
+                state.shutdown.subscribe(),
+            );
+        }
         state
             .proxy
             .approvals

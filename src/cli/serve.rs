@@ -38,6 +38,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.approvals.ttl = std::time::Duration::from_secs(args.approval_ttl);
     config.approvals.webhook = args.approval_webhook.clone();
     config.durability = args.durability;
+    config.checkpoint_every = std::time::Duration::from_secs(args.checkpoint_every);
+    config.checkpoint_file = args.checkpoint_file.clone();
+    config.checkpoint_webhook = args.checkpoint_webhook.clone();
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
