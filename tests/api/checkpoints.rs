@@ -44,6 +44,38 @@ fn rewrite_and_rehash(events_dir: &Path, seq: u64) {
     db.flush().expect("flush");
 }
 
+/// `tools/verify-audit` (Python; the test peers' venv has `cryptography`) on an offline export.
+async fn independent_verifier(
+    kept: &Path,
+    data_dir: &str,
+    checkpoints: &str,
+    public_key: &str,
+) -> std::process::Output {
+    let export = json_out_raw(&run(agp(&["--data-dir", data_dir, "events", "export"])).await);
+    let file = kept.join("events.ndjson");
+    std::fs::write(&file, export).expect("write export");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("tools/test-peers/.venv/bin/python");
+    let python = if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    };
+    let mut c = std::process::Command::new(python);
+    c.arg(root.join("tools/verify-audit")).arg(&file).args([
+        "--checkpoints",
+        checkpoints,
+        "--public-key",
+        public_key,
+    ]);
+    run(c).await
+}
+
+fn json_out_raw(o: &std::process::Output) -> Vec<u8> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout.clone()
+}
+
 #[tokio::test]
 async fn checkpoints_are_signed_kept_and_catch_a_rewritten_log() {
     let kept = tempfile::tempdir().expect("tempdir");
@@ -60,6 +92,24 @@ async fn checkpoints_are_signed_kept_and_catch_a_rewritten_log() {
         assert_eq!(s, 201);
     }
     let head = app.head().await;
+
+    // Admin only, and in the OpenAPI document.
+    let anonymous = app
+        .http
+        .post(app.url("/api/v1/audit/checkpoints"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let (_, doc) = app.http_json("/api/v1/openapi.json").await;
+    for (path, method) in [
+        ("/api/v1/audit/checkpoints", "post"),
+        ("/api/v1/audit/checkpoint-key", "get"),
+        ("/api/v1/audit/verify", "post"),
+        ("/api/v1/audit/verify", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
 
     let (s, key) = app.get("/audit/checkpoint-key").await;
     assert_eq!(s, 200, "{key}");
@@ -105,10 +155,18 @@ async fn checkpoints_are_signed_kept_and_catch_a_rewritten_log() {
     let v = json_out(&cli(&app, &["audit", "verify", "--checkpoint", &f]).await);
     assert_eq!(v["valid"], true, "{v}");
 
-    // Offline: the attacker rewrites event 2 and recomputes every later hash.
+    // Offline: the independent verifier agrees on the intact log; then the attacker rewrites
+    // event 2 and recomputes every later hash.
     let data = app.stop().await;
     let d = data.path().to_str().expect("path").to_string();
+    let pk = key["public_key"].as_str().expect("key").to_string();
+    let o = independent_verifier(kept.path(), &d, &f, &pk).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     rewrite_and_rehash(&data.path().join("events"), 2);
+    let o = independent_verifier(kept.path(), &d, &f, &pk).await;
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("seq {head}: hash differs")), "{out}");
     let plain = run(agp(&[
         "--data-dir",
         &d,
@@ -124,7 +182,6 @@ async fn checkpoints_are_signed_kept_and_catch_a_rewritten_log() {
         "the plain walk cannot see it"
     );
 
-    let pk = key["public_key"].as_str().expect("key").to_string();
     let args = [
         "--data-dir",
         &d,
