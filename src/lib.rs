@@ -11,6 +11,8 @@
 //!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log, approvals.
+//! - [`checkpoints`] — signed audit checkpoints: the Ed25519 key sealed in the vault, the
+//!   periodic checkpoint, the file and webhook sinks (the format and check: `store::checkpoint`).
 //! - [`approvals`] — the approvals service: a held call's request, wait and decision, expiry
 //!   and shredding of the sealed arguments, the webhook.
 //! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
@@ -30,6 +32,7 @@ pub mod api;
 pub mod app;
 pub mod approvals;
 pub mod canonical;
+pub mod checkpoints;
 pub mod cli;
 pub mod connectors;
 pub mod console;

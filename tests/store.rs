@@ -1,6 +1,7 @@
 //! Integration tests of the event log: conformance of both backends, reopen, tail and middle
-//! corruption, an append a crash left unfinished, poisoning after a failed flush, and
-//! durability under `kill -9`.
+//! corruption, an append a crash left unfinished, poisoning after a failed flush, durability
+//! under `kill -9`, and on power loss (every ack after an fdatasync, seen by strace), and signed
+//! checkpoints against an attacker who rewrites the log.
 //!
 //! One test binary; each area is a module under `tests/store/` (a crate root looks for
 //! modules beside itself, hence the `#[path]`s).
@@ -8,6 +9,8 @@
 #[path = "store/helpers.rs"]
 mod helpers;
 
+#[path = "store/checkpoint.rs"]
+mod checkpoint;
 #[path = "store/conformance.rs"]
 mod conformance;
 #[path = "store/corruption.rs"]
@@ -16,6 +19,8 @@ mod corruption;
 mod crash;
 #[path = "store/poison.rs"]
 mod poison;
+#[path = "store/power_loss.rs"]
+mod power_loss;
 #[path = "store/reopen.rs"]
 mod reopen;
 #[path = "store/unfinished.rs"]

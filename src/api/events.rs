@@ -21,7 +21,9 @@ use crate::projections::AuditLog;
 use crate::projections::audit::{AuditEntry, AuditQuery, Cursor, Order};
 use crate::projections::{ProjectionDigest, ProjectionSet};
 use crate::store::RecordedEvent;
+use crate::store::checkpoint::{Checkpoint, CheckpointCheck, check_checkpoints};
 use crate::store::verify::{VerifyReport, verify_chain};
+use serde_json::Value;
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -30,7 +32,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(query_audit))
         .routes(routes!(tail_audit))
         .routes(routes!(replay))
-        .routes(routes!(verify))
+        .routes(routes!(verify, verify_against_checkpoints))
 }
 
 /// `agp audit verify`'s report as JSON (the same shape offline and from the server).
@@ -44,6 +46,76 @@ pub fn verify_json(r: &VerifyReport) -> serde_json::Value {
         "first_bad_seq": r.first_break.as_ref().map(|b| b.seq),
         "reason": r.first_break.as_ref().map(|b| b.reason.clone()),
     })
+}
+
+/// `agp audit verify --checkpoint`'s report: [`verify_json`] of the chain walk, plus one entry
+/// per checkpoint under `checkpoints`; `valid` is false when either fails, and `first_bad_seq`
+/// / `reason` name the earliest failure (a refused checkpoint has no seq: its reason is used
+/// when nothing else failed).
+pub fn verify_with_checkpoints_json(r: &VerifyReport, checks: &[CheckpointCheck]) -> Value {
+    let mut v = verify_json(r);
+    let chain = r.first_break.as_ref().map(|b| (b.seq, b.reason.clone()));
+    let revealed = checks
+        .iter()
+        .filter_map(|c| Some((c.first_bad_seq?, c.reason.clone().unwrap_or_default())))
+        .min_by_key(|(seq, _)| *seq);
+    let first = match (chain, revealed) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    let refused = checks
+        .iter()
+        .find(|c| !c.valid && c.first_bad_seq.is_none())
+        .and_then(|c| c.reason.clone());
+    v["valid"] = Value::Bool(r.is_valid() && checks.iter().all(|c| c.valid));
+    match first {
+        Some((seq, reason)) => {
+            v["first_bad_seq"] = seq.into();
+            v["reason"] = reason.into();
+        }
+        None => v["reason"] = refused.map_or(Value::Null, Value::from),
+    }
+    v["checkpoints"] = serde_json::to_value(checks).unwrap_or_default();
+    v
+}
+
+/// Kept checkpoints to check the log against.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyCheckpointsBody {
+    /// Checkpoints as `agp audit checkpoint` printed them.
+    #[schema(value_type = Vec<Object>)]
+    pub checkpoints: Vec<Checkpoint>,
+    /// The signing key to require (hex); default: this server's own checkpoint key.
+    pub public_key: Option<String>,
+}
+
+/// Recompute the whole hash chain and check that the log still extends every given
+/// checkpoint (its hash at the checkpoint's seq, signed by the trusted key). Names the first
+/// missing or changed event.
+#[utoipa::path(post, path = "/audit/verify", tag = "audit", request_body = VerifyCheckpointsBody,
+    responses((status = 200, description = "as GET /audit/verify, plus checkpoints: [{seq, hash, time, key_id, valid, first_bad_seq, reason}]", body = Object),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn verify_against_checkpoints(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<VerifyCheckpointsBody>,
+) -> Result<ApiJson<Value>, ApiError> {
+    if body.checkpoints.is_empty() {
+        return Err(ApiError::BadRequest("no checkpoint given".into()));
+    }
+    let trusted = match body.public_key {
+        Some(k) => k,
+        None => state.checkpoints.public_key().await?.public_key,
+    };
+    let log = state.log.clone();
+    let (report, checks) = tokio::task::spawn_blocking(move || {
+        let report = verify_chain(log.as_ref())?;
+        let checks = check_checkpoints(log.as_ref(), &body.checkpoints, Some(&trusted))?;
+        Ok::<_, crate::store::StoreError>((report, checks))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(ApiJson(verify_with_checkpoints_json(&report, &checks)))
 }
 
 /// Recompute the whole hash chain; reports the first bad event.

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod auth;
+pub mod checkpoints;
 pub mod connect;
 pub mod connectors;
 pub mod console_link;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Console sessions and one-time sign-in links.
     pub console: crate::console::Sessions,
+    /// Signed audit checkpoints (`/audit/checkpoints`, `/audit/checkpoint-key`).
+    pub checkpoints: Arc<crate::checkpoints::Checkpointer>,
 }
 
 impl AppState {
@@ -120,6 +123,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(connectors::routes())
         .merge(tools::routes())
         .merge(events::routes())
+        .merge(checkpoints::routes())
         .merge(keys::routes())
         .split_for_parts();
     // Paths are registered relative to /api/v1.

@@ -9,6 +9,8 @@ pub const DEFAULT_DATA_DIR: &str = "./agp-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often registered tools are re-listed upstream to detect drift (S17), in seconds.
 pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
+/// How often AGP signs an audit checkpoint of the chain's head (S25), in seconds.
+pub const DEFAULT_CHECKPOINT_EVERY_SECS: u64 = 3600;
 
 /// Async worker threads `agp serve` runs by default: one per core but one, at least one.
 ///
@@ -23,6 +25,35 @@ pub fn default_worker_threads() -> usize {
         .map_or(1, |n| n.get())
         .saturating_sub(1)
         .max(1)
+}
+
+/// When an append to the event log is acknowledged (`--durability`, env `AGP_DURABILITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// After sled's flush and an `fdatasync` of the log's file, once per group commit: an
+    /// acknowledged append survives power loss and kernel crashes (S26). The default.
+    #[default]
+    Sync,
+    /// After sled's flush only (`sync_file_range`): survives `kill -9` of AGP, not a power cut
+    /// or a kernel crash, which can drop acknowledged events. Faster; see decision 0015.
+    Flush,
+}
+
+impl Durability {
+    /// The log's open options for this mode.
+    pub fn sled_options(self) -> crate::store::SledOptions {
+        crate::store::SledOptions {
+            sync_data: self == Durability::Sync,
+            ..crate::store::SledOptions::default()
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Flush => "flush",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +85,15 @@ pub struct Config {
     pub proxy: crate::proxy::ProxyConfig,
     /// Held calls: wait, lifetime, webhook.
     pub approvals: crate::approvals::ApprovalConfig,
+    /// When appends are acknowledged: after an `fdatasync` (default) or after sled's flush.
+    pub durability: Durability,
+    /// How often a signed audit checkpoint is made (skipped while the head has not moved);
+    /// zero turns the periodic checkpoint off.
+    pub checkpoint_every: std::time::Duration,
+    /// Every checkpoint AGP makes is appended here as a JSON line.
+    pub checkpoint_file: Option<PathBuf>,
+    /// Every checkpoint AGP makes is POSTed here, through the egress guard.
+    pub checkpoint_webhook: Option<url::Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +136,10 @@ impl Config {
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),
             approvals: crate::approvals::ApprovalConfig::default(),
+            durability: Durability::default(),
+            checkpoint_every: std::time::Duration::from_secs(DEFAULT_CHECKPOINT_EVERY_SECS),
+            checkpoint_file: None,
+            checkpoint_webhook: None,
         })
     }
 }

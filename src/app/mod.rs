@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LogFormat};
+pub use config::{Config, Durability, LogFormat};
 
 use crate::api::{self, AppState, SharedState, auth::AdminAuth, metrics::Metrics};
 use crate::projections::LiveProjections;
@@ -31,13 +31,17 @@ pub struct Application {
     port: u16,
     refresh_every: std::time::Duration,
     relist_every: std::time::Duration,
+    checkpoint_every: std::time::Duration,
     pub admin_token_created: bool,
 }
 
-/// Opens the embedded event log in `dir`.
-pub fn open_log(dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventLog>> {
+/// Opens the embedded event log in `dir`, acknowledging appends as `durability` says.
+pub fn open_log(
+    dir: &std::path::Path,
+    durability: Durability,
+) -> anyhow::Result<Arc<dyn EventLog>> {
     let path = data_dir::events_path(dir);
-    let (log, _report) = crate::store::sled_log::SledLog::open(&path, Default::default())
+    let (log, _report) = crate::store::sled_log::SledLog::open(&path, durability.sled_options())
         .with_context(|| format!("opening the event log at {}", path.display()))?;
     Ok(Arc::new(log))
 }
@@ -63,7 +67,7 @@ impl Application {
         let vault = Arc::new(vault);
         // A rotation interrupted by a stop resumes here.
         crate::api::keys::spawn_rewrap(vault.clone());
-        let log = open_log(&config.data_dir)?;
+        let log = open_log(&config.data_dir, config.durability)?;
         let projections = LiveProjections::start(log.clone())
             .await
             .context("rebuilding projections from the event log")?;
@@ -94,6 +98,17 @@ impl Application {
             egress.clone(),
             &public_url,
             config.approvals.clone(),
+        ));
+        let checkpoints = Arc::new(crate::checkpoints::Checkpointer::new(
+            log.clone(),
+            vault.clone(),
+            crate::checkpoints::Sinks {
+                file: config.checkpoint_file.clone(),
+                webhook: config
+                    .checkpoint_webhook
+                    .clone()
+                    .map(|url| (egress.clone(), url)),
+            },
         ));
         let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
             log.clone(),
@@ -130,6 +145,7 @@ impl Application {
             ready: AtomicBool::new(false),
             shutdown,
             console: crate::console::Sessions::default(),
+            checkpoints,
         });
         Ok(Self {
             listener,
@@ -137,6 +153,7 @@ impl Application {
             port,
             refresh_every: config.refresh_every,
             relist_every: config.relist_every,
+            checkpoint_every: config.checkpoint_every,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -168,6 +185,13 @@ impl Application {
                 .spawn_drift_checker(self.relist_every);
         }
         state.connector_service.resume_pending_revocations();
+        if !self.checkpoint_every.is_zero() {
+            crate::checkpoints::spawn_periodic(
+                state.checkpoints.clone(),
+                self.checkpoint_every,
+                state.shutdown.subscribe(),
+            );
+        }
         state
             .proxy
             .approvals

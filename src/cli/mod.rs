@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::config::{
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS, LogFormat, default_worker_threads,
+    DEFAULT_CHECKPOINT_EVERY_SECS, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS,
+    Durability, LogFormat, default_worker_threads,
 };
 
 #[derive(Debug, Parser)]
@@ -130,6 +131,22 @@ pub struct ServeArgs {
     /// for its record.
     #[arg(long, env = "AGP_HUGE_PAGES")]
     pub huge_pages: bool,
+    /// When an append to the event log is acknowledged: `sync` (default) after an fdatasync,
+    /// so it survives power loss; `flush` after sled's flush only, faster, survives a crash of
+    /// AGP but not of the machine (decision 0015).
+    #[arg(long, env = "AGP_DURABILITY", value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+    /// Seconds between signed audit checkpoints of the event log's head (skipped while nothing
+    /// was appended). 0 turns them off; `agp audit checkpoint` makes one on demand.
+    #[arg(long, env = "AGP_CHECKPOINT_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_CHECKPOINT_EVERY_SECS)]
+    pub checkpoint_every: u64,
+    /// Append every checkpoint AGP makes to this file, one JSON line each (keep it, or a copy,
+    /// where whoever can write AGP's data directory cannot).
+    #[arg(long, env = "AGP_CHECKPOINT_FILE", value_name = "PATH")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// POST every checkpoint AGP makes to this URL as JSON, through the egress guard.
+    #[arg(long, env = "AGP_CHECKPOINT_WEBHOOK", value_name = "URL")]
+    pub checkpoint_webhook: Option<url::Url>,
 }
 
 /// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless

@@ -38,6 +38,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.approvals.wait = std::time::Duration::from_secs(args.approval_wait);
     config.approvals.ttl = std::time::Duration::from_secs(args.approval_ttl);
     config.approvals.webhook = args.approval_webhook.clone();
+    config.durability = args.durability;
+    config.checkpoint_every = std::time::Duration::from_secs(args.checkpoint_every);
+    config.checkpoint_file = args.checkpoint_file.clone();
+    config.checkpoint_webhook = args.checkpoint_webhook.clone();
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
@@ -53,6 +57,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir = %config.data_dir.display(),
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         huge_pages,
+        durability = config.durability.as_str(),
         "AGP is ready"
     );
     app.run_until(shutdown_signal(term))

@@ -3,8 +3,8 @@
 //! Owns: the append-only, hash-chained log ([`EventLog`]) and its backends — [`sled_log`]
 //! (the embedded default) and [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
 //! ([`aggregate_store`]) that lets aggregates load and commit through the log, the auditor's
-//! chain check ([`verify`]), and the rules every backend shares (`append`: validation,
-//! expected-version check, sealing records).
+//! chain check ([`verify`]) and its signed anchors ([`checkpoint`]), and the rules every
+//! backend shares (`append`: validation, expected-version check, sealing records).
 //!
 //! Invariants every backend keeps (checked by [`conformance`]):
 //! - global sequences start at 1 and have no holes; stream versions start at 1 and have no holes;
@@ -19,6 +19,7 @@
 
 pub mod aggregate_store;
 mod append;
+pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
 pub mod record;

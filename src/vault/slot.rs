@@ -59,6 +59,15 @@ impl Slot {
         }
     }
 
+    /// The slot of the audit checkpoints' Ed25519 signing key (decision 0015): its own data
+    /// key, created with the signing key on first use, never shredded.
+    pub fn audit_checkpoints() -> Self {
+        Self {
+            connector_id: "audit-checkpoints".into(),
+            generation: 1,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), VaultError> {
         validate_connector_id(&self.connector_id)
     }
@@ -102,17 +111,20 @@ pub enum Field {
     /// The argument values of a call held for approval (slot [`Slot::approval`]), shown to
     /// approvers and shredded once the approval is decided or expires.
     ToolArguments,
+    /// The 32-byte Ed25519 seed that signs audit checkpoints (slot [`Slot::audit_checkpoints`]).
+    CheckpointSigningKey,
 }
 
 impl Field {
     /// Every field, for scans and tests.
-    pub const ALL: [Field; 6] = [
+    pub const ALL: [Field; 7] = [
         Field::ClientSecret,
         Field::RegistrationAccessToken,
         Field::AccessToken,
         Field::RefreshToken,
         Field::PkceVerifier,
         Field::ToolArguments,
+        Field::CheckpointSigningKey,
     ];
 
     /// The stable name used on disk and in associated data.
@@ -124,6 +136,7 @@ impl Field {
             Field::RefreshToken => "refresh_token",
             Field::PkceVerifier => "pkce_verifier",
             Field::ToolArguments => "tool_arguments",
+            Field::CheckpointSigningKey => "checkpoint_signing_key",
         }
     }
 

@@ -12,6 +12,7 @@ mod approvals_e2e;
 mod approvals_restart;
 mod audit_queries;
 mod bad_input;
+mod checkpoints;
 mod cli;
 mod connector_account;
 mod connectors_e2e;

@@ -1,4 +1,4 @@
-//! `agp audit list | tail | verify | replay`.
+//! `agp audit list | tail | verify [--checkpoint FILE] | checkpoint | checkpoint-key | replay`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,8 +27,25 @@ pub enum AuditCommand {
         #[arg(long)]
         from: Option<u64>,
     },
-    /// Recompute the hash chain; names the first bad event and exits 1 if there is one.
-    Verify,
+    /// Recompute the hash chain; names the first bad event and exits 1 if there is one. With
+    /// --checkpoint, also fails (naming the first missing or changed event) when the log no
+    /// longer extends a kept checkpoint, or a checkpoint's signature does not verify.
+    Verify {
+        /// A file of checkpoints (`agp audit checkpoint` output, or the JSON lines of
+        /// `--checkpoint-file`); each is checked.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The checkpoint signing key to require (hex, from `agp audit checkpoint-key`).
+        /// Default: the server's own key; reading the data directory directly, the key each
+        /// checkpoint names (a warning says so).
+        #[arg(long, value_name = "HEX", requires = "checkpoint")]
+        public_key: Option<String>,
+    },
+    /// Sign a checkpoint of the chain's head ({seq, hash, time, signature}, JSON) with the
+    /// vault's key; keep it where AGP's data directory cannot reach.
+    Checkpoint,
+    /// Print the public key that signs checkpoints (key_id, public_key), for auditors to pin.
+    CheckpointKey,
     /// Rebuild every projection from the log and compare it with the live one.
     Replay,
 }
@@ -171,7 +188,15 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Tail { follow, from } => tail(global, follow, from).await,
-        AuditCommand::Verify => verify(global).await,
+        AuditCommand::Verify {
+            checkpoint: None, ..
+        } => verify(global).await,
+        AuditCommand::Verify {
+            checkpoint: Some(file),
+            public_key,
+        } => verify_checkpoints(global, &file, public_key).await,
+        AuditCommand::Checkpoint => checkpoint(global, false).await,
+        AuditCommand::CheckpointKey => checkpoint(global, true).await,
         AuditCommand::Replay => {
             let v = Client::new(global)?
                 .post("/audit/replay", &json!({}))
@@ -244,19 +269,42 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
         }
         Source::Server => Client::new(global)?.get("/audit/verify").await?,
     };
+    print_verify(global, &report)
+}
+
+/// Prints a verify report; exit 1 when it is not valid.
+fn print_verify(global: &Global, report: &Value) -> anyhow::Result<ExitCode> {
     let valid = report["valid"] == json!(true);
+    if global.output == Output::Table
+        && let Some(checks) = report["checkpoints"].as_array()
+    {
+        for c in checks {
+            match c["valid"].as_bool() {
+                Some(true) => println!("checkpoint seq {} ({}): holds", c["seq"], get(c, "key_id")),
+                _ => println!(
+                    "checkpoint seq {} ({}): FAILS: {}",
+                    c["seq"],
+                    get(c, "key_id"),
+                    get(c, "reason")
+                ),
+            }
+        }
+    }
     match global.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table if valid => println!(
             "chain intact: {} events verified, head {} hash {}",
             report["checked"],
             report["head"],
-            get(&report, "head_hash")
+            get(report, "head_hash")
         ),
+        Output::Table if report["first_bad_seq"].is_null() => {
+            println!("verification FAILED: {}", get(report, "reason"))
+        }
         Output::Table => println!(
             "chain BROKEN at seq {}: {} ({} events before it verified)",
             report["first_bad_seq"],
-            get(&report, "reason"),
+            get(report, "reason"),
             report["checked"]
         ),
     }
@@ -265,6 +313,73 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `agp audit checkpoint` (or `checkpoint-key` with `key_only`): through the server, or with
+/// the data directory's own vault and log when no server holds them.
+async fn checkpoint(global: &Global, key_only: bool) -> anyhow::Result<ExitCode> {
+    let v = match offline::choose(global)? {
+        Source::Direct(log) => {
+            let (vault, _) = crate::vault::open_for_data_dir(&global.data_dir)
+                .context("opening the vault, which holds the checkpoint signing key")?;
+            let signer = crate::checkpoints::Checkpointer::new(
+                std::sync::Arc::new(log),
+                std::sync::Arc::new(vault),
+                crate::checkpoints::Sinks::default(),
+            );
+            if key_only {
+                serde_json::to_value(signer.public_key().await?)?
+            } else {
+                serde_json::to_value(signer.create().await?)?
+            }
+        }
+        Source::Server if key_only => Client::new(global)?.get("/audit/checkpoint-key").await?,
+        Source::Server => {
+            Client::new(global)?
+                .post("/audit/checkpoints", &json!({}))
+                .await?
+        }
+    };
+    // One line of JSON in both output modes: what an auditor keeps (or appends to a file).
+    println!("{}", serde_json::to_string(&v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_checkpoints(
+    global: &Global,
+    file: &std::path::Path,
+    public_key: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading checkpoints from {}", file.display()))?;
+    let checkpoints = crate::store::checkpoint::parse_checkpoints(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let report = match offline::choose(global)? {
+        Source::Direct(log) => {
+            if public_key.is_none() {
+                eprintln!(
+                    "warning: no --public-key: each checkpoint is checked against the key it                      names; pin AGP's key (agp audit checkpoint-key) to refuse others"
+                );
+            }
+            tokio::task::spawn_blocking(move || {
+                let report = verify_chain(&log)?;
+                let checks = crate::store::checkpoint::check_checkpoints(
+                    &log,
+                    &checkpoints,
+                    public_key.as_deref(),
+                )?;
+                Ok::<_, crate::store::StoreError>(crate::api::events::verify_with_checkpoints_json(
+                    &report, &checks,
+                ))
+            })
+            .await??
+        }
+        Source::Server => {
+            let body = json!({ "checkpoints": checkpoints, "public_key": public_key });
+            Client::new(global)?.post("/audit/verify", &body).await?
+        }
+    };
+    print_verify(global, &report)
 }
 
 #[cfg(test)]

@@ -51,10 +51,12 @@ pub struct SledOptions {
     /// sled's page cache. The log is appended and scanned, rarely re-read, so a small cache
     /// costs little speed and keeps resident memory low (sled's own default is 1 GiB).
     pub cache_bytes: u64,
-    /// Also `fdatasync` the database file after each group's sled flush. sled 0.34's flush
-    /// uses `sync_file_range` on Linux: enough to survive a process crash (`kill -9`), but it
-    /// neither flushes the disk's write cache nor the file's metadata, so it does not promise
-    /// survival of a power loss. `true` does, at ~60 µs more per group (see `benches/store.rs`).
+    /// `fdatasync` the database file after each group's sled flush, before any append of the
+    /// group is acknowledged (the default, S26). sled 0.34's flush uses `sync_file_range` on
+    /// Linux: enough to survive a process crash (`kill -9`), but it neither flushes the disk's
+    /// write cache nor the file's metadata (its size), so without this an acknowledged append
+    /// may be lost on power loss or a kernel crash. `false` is `agp serve --durability flush`:
+    /// faster, and an explicit choice (decision 0015 has the measured cost).
     pub sync_data: bool,
 }
 
@@ -66,7 +68,7 @@ impl Default for SledOptions {
             read_only: false,
             queue_capacity: 8192,
             cache_bytes: 128 * 1024 * 1024,
-            sync_data: false,
+            sync_data: true,
         }
     }
 }
@@ -177,6 +179,7 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
             let file = std::fs::File::open(path.join("db")).map_err(|e| {
                 StoreError::Backend(format!("opening {} for fdatasync: {e}", path.display()))
             })?;
+            sync_layout(path)?;
             Some(file)
         } else {
             None
@@ -202,6 +205,32 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         },
         report,
     ))
+}
+
+/// Makes what sled created at open durable: its `conf` file, and the directory entries of its
+/// files (`db`, `conf`, `blobs/`) and of the log's directory itself. The writer's `fdatasync`
+/// covers the `db` file's content and size from then on, but not a directory entry: without
+/// this, a power cut soon after the first start could lose a freshly created log whole.
+/// A few fsyncs per open; nothing on the append path.
+fn sync_layout(path: &Path) -> Result<(), StoreError> {
+    let sync = |p: &Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::Backend(format!("fsync {}: {e}", p.display())))
+    };
+    let conf = path.join("conf");
+    if conf.exists() {
+        sync(&conf)?;
+    }
+    let blobs = path.join("blobs");
+    if blobs.exists() {
+        sync(&blobs)?;
+    }
+    sync(path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync(parent)?;
+    }
+    Ok(())
 }
 
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
