@@ -22,7 +22,7 @@ use crate::connectors::service::{Consent, ServiceError, Teardown};
 use crate::connectors::upstream::DiscoveredTool;
 use crate::domain::connector::{Operation, Overrides, TokenAuthMethod};
 use crate::projections::catalog::CatalogEntry;
-use crate::projections::connectors::ConnectorView;
+use crate::projections::connectors::{ConnectorView, PendingRevocationView};
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -35,6 +35,41 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(discover_tools))
         .routes(routes!(register_tools))
         .routes(routes!(check_tools))
+        .routes(routes!(pending_revocations))
+}
+
+/// The pending revocations of one connector, live or removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingRevocationsJson {
+    pub connector_id: String,
+    pub connector: String,
+    /// True when the connector was removed: its tokens are still sealed and retried until
+    /// revoked or abandoned.
+    pub removed: bool,
+    pub pending_revocations: Vec<PendingRevocationView>,
+}
+
+/// Tokens AGP failed to revoke and keeps retrying, for every connector — removed ones too,
+/// which `connectors show` can no longer name.
+#[utoipa::path(get, path = "/revocations/pending", tag = "connectors",
+    responses((status = 200, body = Vec<PendingRevocationsJson>)))]
+async fn pending_revocations(
+    State(state): State<SharedState>,
+) -> Result<ApiJson<Vec<PendingRevocationsJson>>, ApiError> {
+    let out = state.projections.read(|p| {
+        let live = p.connectors.list().into_iter().map(|v| (v, false));
+        let removed = p.connectors.removed_pending().map(|v| (v, true));
+        live.chain(removed)
+            .filter(|(v, _)| !v.pending_revocations.is_empty())
+            .map(|(v, removed)| PendingRevocationsJson {
+                connector_id: v.connector_id.clone(),
+                connector: v.name.clone(),
+                removed,
+                pending_revocations: v.pending_revocations.clone(),
+            })
+            .collect()
+    });
+    Ok(ApiJson(out))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -436,11 +471,16 @@ async fn remove_connector(
     responses((status = 200, body = ConnectorJson), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn refresh_connector(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<ApiJson<ConnectorJson>, ApiError> {
     use crate::connectors::service::credential::CredentialError as C;
     let n = name("connector name", &raw)?;
-    match state.connector_service.refresh(n.as_str(), true).await {
+    let refreshed = state
+        .connector_service
+        .refresh_as(n.as_str(), true, &caller.meta())
+        .await;
+    match refreshed {
         Ok(()) => {}
         Err(e @ C::NotFound(_)) => return Err(ApiError::NotFound(e.to_string())),
         Err(e @ C::NotActive { .. }) => return Err(ApiError::Conflict(e.to_string())),

@@ -54,6 +54,9 @@ pub struct Config {
     pub proxy: crate::proxy::ProxyConfig,
     /// Held calls: wait, lifetime, webhook.
     pub approvals: crate::approvals::ApprovalConfig,
+    /// When failed revocations are tried again: 2 s after the first failure, doubling, at most
+    /// an hour apart.
+    pub revocation_backoff: crate::connectors::service::RetryBackoff,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ impl Config {
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),
             approvals: crate::approvals::ApprovalConfig::default(),
+            revocation_backoff: crate::connectors::service::RetryBackoff::default(),
         })
     }
 }

@@ -95,13 +95,16 @@ impl Application {
             &public_url,
             config.approvals.clone(),
         ));
-        let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
-            log.clone(),
-            projections.clone(),
-            vault,
-            egress,
-            &public_url,
-        ));
+        let connector_service = Arc::new(
+            crate::connectors::service::ConnectorService::new(
+                log.clone(),
+                projections.clone(),
+                vault,
+                egress,
+                &public_url,
+            )
+            .with_revocation_backoff(config.revocation_backoff),
+        );
         let proxy = Arc::new(crate::proxy::Proxy::new(
             projections.clone(),
             connector_service.clone(),

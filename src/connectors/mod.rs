@@ -5,6 +5,7 @@
 pub mod account;
 pub mod flows;
 pub mod pages;
+pub mod refusals;
 pub mod results;
 pub mod revoke;
 pub mod service;

@@ -350,16 +350,30 @@ fn bytes_of(n: usize) -> axum::body::Bytes {
     axum::body::Bytes::from(vec![b' '; n])
 }
 
+/// Answers each revocation with the next scripted status (200 once the script is spent). A
+/// scripted 400 answers `invalid_token`, a scripted 422 a 400 `unsupported_token_type`; both
+/// echo the token in `error_description`, as a hostile provider might.
 async fn revoke(
     State(s): State<Arc<MockState>>,
     Form(form): Form<HashMap<String, String>>,
-) -> StatusCode {
+) -> Response {
+    let token = form.get("token").cloned().unwrap_or_default();
     let status = {
         let mut rec = s.rec.lock();
         *rec.hits.entry("revoke").or_default() += 1;
-        rec.revoked
-            .push(form.get("token").cloned().unwrap_or_default());
+        rec.revoked.push(token.clone());
         rec.revoke_script.pop_front().unwrap_or(200)
     };
-    StatusCode::from_u16(status).unwrap()
+    let error = |code: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": code, "error_description": format!("bad token {token}")})),
+        )
+            .into_response()
+    };
+    match status {
+        400 => error("invalid_token"),
+        422 => error("unsupported_token_type"),
+        s => StatusCode::from_u16(s).unwrap().into_response(),
+    }
 }

@@ -34,7 +34,7 @@ use super::results::ResultStore;
 
 pub use add::{AddConnector, Consent};
 pub use callback::CallbackParams;
-pub use teardown::{RevocationReport, Teardown};
+pub use teardown::{RetryBackoff, RevocationReport, Teardown};
 
 /// How long a command waits for the projections to fold its events.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -106,6 +106,12 @@ pub struct ConnectorService {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Token requests made by refreshes (tests assert single-flight with it).
     refresh_requests: std::sync::atomic::AtomicU64,
+    /// The log, for facts no aggregate decides (refused consent callbacks).
+    pub(crate) log: Arc<dyn crate::store::EventLog>,
+    /// When failed revocations are tried again.
+    pub(crate) revocation_backoff: RetryBackoff,
+    /// Which refused callbacks are recorded (S5, rate-limited).
+    pub(crate) refusals: super::refusals::RefusalLimiter,
 }
 
 impl ConnectorService {
@@ -119,7 +125,10 @@ impl ConnectorService {
         let public_url = public_url.trim_end_matches('/').to_string();
         Self {
             projections,
-            bus: CommandBus::new(log, ()),
+            bus: CommandBus::new(log.clone(), ()),
+            log,
+            refusals: super::refusals::RefusalLimiter::default(),
+            revocation_backoff: RetryBackoff::default(),
             vault,
             egress,
             flows: FlowStore::default(),
@@ -135,6 +144,12 @@ impl ConnectorService {
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Sets when failed revocations are tried again (before the service is shared).
+    pub fn with_revocation_backoff(mut self, backoff: RetryBackoff) -> Self {
+        self.revocation_backoff = backoff;
+        self
     }
 
     /// Ends background work (revocation retries, the refresher, drift checks).
