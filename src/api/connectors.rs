@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use axum::Extension;
 use axum::http::StatusCode;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::Caller;
 use super::error::{ApiQuery, ErrorBody};
@@ -155,9 +155,11 @@ pub struct AddConnectorBody {
     pub registration: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
-    /// Sealed in the vault; never returned.
+    /// Sealed in the vault; never returned. Held as a `SecretString` from the moment it is
+    /// parsed: wiped on drop, never printed (issue 14, item 11).
     #[serde(default)]
-    pub client_secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub client_secret: Option<SecretString>,
     /// `client_secret_post`, `client_secret_basic` or `none`.
     #[serde(default)]
     pub token_auth_method: Option<String>,
@@ -292,7 +294,11 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
         ));
     }
     let client_id = blank_is_none(&body.client_id);
-    let secret = blank_is_none(&body.client_secret);
+    let secret = body
+        .client_secret
+        .as_ref()
+        .filter(|s| !s.expose_secret().trim().is_empty())
+        .map(|s| SecretString::from(s.expose_secret().trim()));
     let client = match (body.registration.as_deref(), client_id) {
         (Some("dcr"), Some(_)) => {
             return Err(ApiError::BadRequest(
@@ -340,7 +346,7 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
             }
             ClientChoice::Registered {
                 client_id: text("client_id", &client_id)?,
-                client_secret: secret.map(SecretString::from),
+                client_secret: secret,
                 method,
             }
         }
@@ -609,4 +615,24 @@ async fn check_tools(
         .await;
     state.metrics.command("connector", r.is_ok());
     Ok(ApiJson(r?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_added_client_secret_never_prints() {
+        let body: AddConnectorBody = serde_json::from_value(serde_json::json!({
+            "name": "n", "mcp_server_url": "https://m.example/mcp",
+            "client_id": "c", "client_secret": "secret-canary-1234"
+        }))
+        .unwrap();
+        let printed = format!("{body:?}");
+        assert!(!printed.contains("secret-canary"), "{printed}");
+        assert_eq!(
+            body.client_secret.as_ref().map(|s| s.expose_secret()),
+            Some("secret-canary-1234")
+        );
+    }
 }

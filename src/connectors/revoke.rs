@@ -8,7 +8,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::token::{ClientAuth, authenticate, authenticate_both, clean};
+use super::token::{ClientAuth, Form, authenticate, authenticate_both, clean, value};
 use crate::oauth::egress::EgressClient;
 
 /// What one revocation attempt established.
@@ -107,9 +107,9 @@ async fn attempt(
     token: &SecretString,
     kind: &str,
 ) -> Result<(), Refused> {
-    let mut form: Vec<(&'static str, String)> = vec![
-        ("token", token.expose_secret().to_string()),
-        ("token_type_hint", kind.to_string()),
+    let mut form: Form = vec![
+        ("token", value(token.expose_secret())),
+        ("token_type_hint", value(kind)),
     ];
     let request = match egress.post(endpoint) {
         Ok(r) if both => authenticate_both(r, &mut form, auth),

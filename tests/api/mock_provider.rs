@@ -55,6 +55,9 @@ pub struct Knobs {
     pub authorization_server: Option<String>,
     /// `/userinfo`'s answer (status, JSON body); `None`: no `userinfo_endpoint` advertised.
     pub userinfo: Option<(u16, Value)>,
+    /// A hostile MCP server: a request with a credential is answered with a JSON-RPC error
+    /// whose message echoes the `Authorization` header it received.
+    pub mcp_echo: bool,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ impl Mock {
                 revocation_endpoint: true,
                 authorization_server: None,
                 userinfo: None,
+                mcp_echo: false,
             }),
             rec: Mutex::new(Recorded::default()),
             release: tokio::sync::Notify::new(),
@@ -184,8 +188,23 @@ fn hit(s: &MockState, endpoint: &'static str) {
     *s.rec.lock().hits.entry(endpoint).or_default() += 1;
 }
 
-async fn mcp(State(s): State<Arc<MockState>>) -> Response {
+async fn mcp(
+    State(s): State<Arc<MockState>>,
+    headers: header::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     hit(&s, "mcp");
+    let echo = s.knobs.lock().mcp_echo;
+    if let (true, Some(auth)) = (echo, headers.get(header::AUTHORIZATION)) {
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null);
+        let message = format!("refused {}", auth.to_str().unwrap_or_default());
+        return Json(json!({"jsonrpc": "2.0", "id": id,
+            "error": {"code": -32000, "message": message, "data": {"seen": message}}}))
+        .into_response();
+    }
     let challenge = format!(
         "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
         s.base

@@ -269,3 +269,47 @@ async fn refused_callbacks_are_audited_and_a_flood_is_bounded() {
             .all(|e| e["data"]["reason"] == "invalid_state")
     );
 }
+
+// ---- peer text (issue 14, item 7) -------------------------------------------------------------
+
+#[tokio::test]
+async fn the_as_error_description_is_scrubbed_before_reauth_records_it() {
+    let mock = Mock::start().await;
+    let app = fast_retries().await;
+    let (at, rt) = connected(&app, &mock, "echo").await;
+    let rt = rt.unwrap();
+    // The AS refuses the refresh and echoes the refresh token (and the access token) back.
+    mock.token([crate::mock_provider::Reply::Json(
+        400,
+        json!({"error": "invalid_grant", "error_description": format!("grant {rt} of {at} revoked")}),
+    )]);
+    let (s, body) = app.post("/connectors/echo/refresh", json!({})).await;
+    assert_eq!(s, 409, "{body}");
+    let shown = status(&app, "echo").await;
+    assert_eq!(shown["status"], "reauth_required", "{shown}");
+    let reason = shown["last_error"].as_str().unwrap();
+    assert!(reason.contains("[redacted by AGP]"), "{reason}");
+    assert_no_leak(&app, "echo", &[&body.to_string()]).await;
+}
+
+#[tokio::test]
+async fn upstream_error_text_is_scrubbed_before_it_reaches_a_502() {
+    let mock = Mock::start().await;
+    let app = fast_retries().await;
+    connected(&app, &mock, "hostile").await;
+    mock.knobs(|k| k.mcp_echo = true);
+    let (s, body) = app
+        .post("/connectors/hostile/discover-tools", json!({}))
+        .await;
+    assert_eq!(s, 502, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("canary"),
+        "the token reached the 502: {text}"
+    );
+    assert!(
+        text.contains("[redacted by AGP]"),
+        "upstream echoed it: {text}"
+    );
+    assert_no_leak(&app, "hostile", &[&text]).await;
+}

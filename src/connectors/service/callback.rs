@@ -5,7 +5,7 @@
 //! burn the admin's real one); nothing reaches the token endpoint unless every check passed.
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConnectorService, fingerprint};
 use crate::connectors::account::{self, Account};
@@ -20,11 +20,12 @@ use crate::store::aggregate_store::CommandMeta;
 use crate::store::aggregate_store::append_fact;
 use crate::vault::{Field, Slot};
 
-/// The callback's query parameters.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// The callback's query parameters. The authorization code is a secret until exchanged: it is
+/// held as a [`SecretString`] (wiped on drop, `[REDACTED]` when printed; issue 14, item 11).
+#[derive(Debug, Default, Clone)]
 pub struct CallbackParams {
     pub state: Option<String>,
-    pub code: Option<String>,
+    pub code: Option<SecretString>,
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
@@ -123,16 +124,25 @@ impl ConnectorService {
                 Some(d) => format!("{}: {}", clean(error), clean(d)),
                 None => clean(error),
             };
+            // Peer text, recorded in `consent_failed` and shown: scrubbed (S27).
+            let reason = self
+                .scrub(&flow.connector_id, 0, &[&flow.pkce_verifier], &reason)
+                .await;
             return self.fail(&flow, reason, &meta).await;
         }
-        let Some(code) = p.code.as_deref().filter(|c| !c.is_empty()) else {
+        let Some(code) = p.code.as_ref().filter(|c| !c.expose_secret().is_empty()) else {
             return self
                 .fail(&flow, "the callback has no code".into(), &meta)
                 .await;
         };
         let tokens = match self.exchange(&flow, code).await {
             Ok(t) => t,
-            Err(reason) => return self.fail(&flow, reason, &meta).await,
+            Err(reason) => {
+                let reason = self
+                    .scrub(&flow.connector_id, 0, &[&flow.pkce_verifier, code], &reason)
+                    .await;
+                return self.fail(&flow, reason, &meta).await;
+            }
         };
         let account = self.identify(&flow, &tokens).await;
         match self.activate(&flow, tokens, account, &meta).await {
@@ -237,7 +247,7 @@ impl ConnectorService {
         })
     }
 
-    async fn exchange(&self, flow: &Flow, code: &str) -> Result<TokenSet, String> {
+    async fn exchange(&self, flow: &Flow, code: &SecretString) -> Result<TokenSet, String> {
         let auth = self
             .client_auth(&flow.connector_id, &flow.connector_name, AuthAt::Token)
             .await?;
@@ -354,5 +364,21 @@ impl ConnectorService {
 impl From<FlowError> for Outcome {
     fn from(e: FlowError) -> Self {
         refused(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_never_prints() {
+        let p = CallbackParams {
+            state: Some("v1.x.y".into()),
+            code: Some(SecretString::from("code-canary-1234")),
+            ..Default::default()
+        };
+        let printed = format!("{p:?}");
+        assert!(!printed.contains("code-canary"), "{printed}");
     }
 }

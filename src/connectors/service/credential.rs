@@ -199,9 +199,14 @@ impl ConnectorService {
             match token::refresh(&self.egress, &endpoint, &auth, &refresh_token).await {
                 Ok(t) => break t,
                 Err(e) if e.is_permanent() => {
+                    // The AS's `error_description` is peer text: scrubbed of every secret AGP
+                    // holds for the connector before it enters the log (S27).
+                    let reason = self
+                        .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                        .await;
                     let cmd = ConnectorCommand::RequireReauth {
                         generation: view.generation,
-                        reason: e.to_string(),
+                        reason,
                     };
                     let _ = self.run(&view.connector_id, &name, cmd, meta).await;
                     return Err(CredentialError::NotActive {
@@ -214,7 +219,10 @@ impl ConnectorService {
                     | TokenError::Invalid(_)
                     | TokenError::Rejected { .. }),
                 ) => {
-                    tracing::warn!(connector = %name, error = %e, attempt, "token refresh failed");
+                    let error = self
+                        .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                        .await;
+                    tracing::warn!(connector = %name, %error, attempt, "token refresh failed");
                     match TRANSIENT_RETRIES.get(attempt) {
                         Some(pause) => {
                             tokio::time::sleep(*pause).await;

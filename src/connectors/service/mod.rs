@@ -218,6 +218,65 @@ impl ConnectorService {
             .map_err(ServiceError::from)
     }
 
+    /// A scrubber for every secret AGP holds for the connector: its client secret and
+    /// registration access token, the tokens of `generation`, and `extra` (e.g. a code or a
+    /// PKCE verifier in flight). Peer-supplied text goes through it before it is logged,
+    /// recorded or returned (S27). `None` when the vault cannot be read: the caller withholds
+    /// the text rather than pass it on unscrubbed.
+    pub(crate) async fn scrubber(
+        &self,
+        connector_id: &str,
+        generation: u64,
+        extra: &[&SecretString],
+    ) -> Option<crate::proxy::scrub::Scrubber> {
+        use crate::vault::{Field, Slot};
+        use secrecy::ExposeSecret;
+        let vault = self.vault.clone();
+        let id = connector_id.to_string();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let client = Slot::client(&id);
+            let grant = Slot::consent(&id, generation);
+            let mut out = Vec::new();
+            for (slot, field) in [
+                (&client, Field::ClientSecret),
+                (&client, Field::RegistrationAccessToken),
+                (&grant, Field::AccessToken),
+                (&grant, Field::RefreshToken),
+            ] {
+                if generation == Slot::CLIENT_GENERATION && slot == &grant {
+                    continue;
+                }
+                out.extend(vault.open_secret(slot, field)?);
+            }
+            Ok::<_, crate::vault::VaultError>(out)
+        })
+        .await
+        .ok()?
+        .ok()?;
+        Some(crate::proxy::scrub::Scrubber::for_secrets(
+            sealed
+                .iter()
+                .chain(extra.iter().copied())
+                .map(|s| s.expose_secret()),
+        ))
+    }
+
+    /// `text` (peer-supplied) scrubbed of the connector's secrets ([`Self::scrubber`]); withheld
+    /// when they cannot be read.
+    pub(crate) async fn scrub(
+        &self,
+        connector_id: &str,
+        generation: u64,
+        extra: &[&SecretString],
+        text: &str,
+    ) -> String {
+        match self.scrubber(connector_id, generation, extra).await {
+            Some(s) => s.scrubbed(text),
+            None => "(details withheld: the connector's secrets could not be read to scrub them)"
+                .to_string(),
+        }
+    }
+
     /// Seals a secret on a blocking thread; returns once it is durable.
     pub(crate) async fn seal(
         &self,

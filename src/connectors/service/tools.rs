@@ -86,9 +86,21 @@ impl ConnectorService {
         })?;
         let url = url::Url::parse(&view.mcp_server_url)
             .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
-        let tools = upstream::list_tools(&self.egress, &url, &token, keep)
-            .await
-            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        let tools = match upstream::list_tools(&self.egress, &url, &token, keep).await {
+            Ok(t) => t,
+            Err(e) => {
+                // rmcp's and upstream's text: scrubbed before it reaches a 502 body or a log.
+                let e = self
+                    .scrub(
+                        &view.connector_id,
+                        view.generation,
+                        &[&token],
+                        &e.to_string(),
+                    )
+                    .await;
+                return Err(ServiceError::Provider(format!("connector {name:?}: {e}")));
+            }
+        };
         Ok((view, tools))
     }
 
@@ -100,8 +112,15 @@ impl ConnectorService {
         alias: &ResourceName,
     ) -> Result<Vec<DiscoveredTool>, ServiceError> {
         let (view, tools) = self.upstream_tools(name, upstream::Keep::All).await?;
-        let mut rows = upstream::validate(alias, tools)
-            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        let mut rows = match upstream::validate(alias, tools) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let e = self
+                    .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                    .await;
+                return Err(ServiceError::Provider(format!("connector {name:?}: {e}")));
+            }
+        };
         self.projections.read(|p| {
             for r in &mut rows {
                 r.registered = p
