@@ -271,7 +271,11 @@ async fn a_missing_or_foreign_iss_is_refused_without_consuming_the_flow() {
             result["reason"].as_str().unwrap().contains(expected),
             "{result}"
         );
-        assert_eq!(app.head().await, head, "a refused callback records nothing");
+        // Only the audit record of the refusal (S5, issue 14 item 8): nothing of the connector.
+        assert_eq!(app.head().await, head + 1, "a refused callback is audited, once");
+        let (_, last) = app.get(&format!("/events?from={}&limit=1", head + 1)).await;
+        assert_eq!(last[0]["type"], "consent.callback_refused", "{last}");
+        assert_eq!(last[0]["data"]["connector"], "iss", "{last}");
         assert_eq!(mock.hits("token"), token_calls, "no token request");
         assert_eq!(status(&app, "iss").await["status"], "pending");
 
