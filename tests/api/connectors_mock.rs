@@ -272,7 +272,11 @@ async fn a_missing_or_foreign_iss_is_refused_without_consuming_the_flow() {
             "{result}"
         );
         // Only the audit record of the refusal (S5, issue 14 item 8): nothing of the connector.
-        assert_eq!(app.head().await, head + 1, "a refused callback is audited, once");
+        assert_eq!(
+            app.head().await,
+            head + 1,
+            "a refused callback is audited, once"
+        );
         let (_, last) = app.get(&format!("/events?from={}&limit=1", head + 1)).await;
         assert_eq!(last[0]["type"], "consent.callback_refused", "{last}");
         assert_eq!(last[0]["data"]["connector"], "iss", "{last}");
