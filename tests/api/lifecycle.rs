@@ -96,10 +96,17 @@ async fn openapi_metrics_health_and_readiness() {
         "/api/v1/tools/{name}/approve",
         "/api/v1/tools/{name}/unregister",
         "/api/v1/connectors/{name}/check-tools",
+        "/api/v1/revocations/pending",
+        "/api/v1/keys/rotate",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["PendingRevocationView"]["properties"]["next_attempt_at"].is_object(),
+        "the connector view documents its pending revocations"
+    );
 
     app.post("/profiles", json!({"name": "m"})).await;
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
