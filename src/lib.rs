@@ -6,7 +6,8 @@
 //!
 //! - [`canonical`] — canonical JSON (sorted keys): the leaf every layer hashes with.
 //! - [`domain`] — aggregates (connector, profile with its policy, agent, approval), commands,
-//!   events, errors. Pure.
+//!   events, errors; fact events (call records, security facts: key rotations, refused consent
+//!   callbacks). Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
 //!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,

@@ -120,6 +120,7 @@ fn encode(e: &AgpEvent) -> (String, Value) {
         AgpEvent::Agent(e) => encode_event(e),
         AgpEvent::Approval(e) => encode_event(e),
         AgpEvent::Call(e) => encode_event(e),
+        AgpEvent::Security(e) => encode_event(e),
     };
     encoded.expect("events serialize")
 }
@@ -212,6 +213,7 @@ fn hand_written_samples_cover_every_variant() {
             AgpEvent::Agent(e) => e.event_type(),
             AgpEvent::Approval(e) => e.event_type(),
             AgpEvent::Call(e) => e.event_type(),
+            AgpEvent::Security(e) => e.event_type(),
         };
         assert_eq!(event_type, samples::type_of(&e));
         covered.insert(samples::type_of(&e));

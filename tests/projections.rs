@@ -174,6 +174,7 @@ async fn connector_view_follows_the_lifecycle() {
         token_kind: "refresh_token".into(),
         outcome: RevocationOutcome::Revoked,
         detail: None,
+        next_attempt_at: None,
     })
     .await
     .unwrap();

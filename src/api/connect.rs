@@ -129,7 +129,7 @@ async fn callback(
         let v = Some(v.into_owned());
         match k.as_ref() {
             "state" => params.state = v,
-            "code" => params.code = v,
+            "code" => params.code = v.map(secrecy::SecretString::from),
             "iss" => params.iss = v,
             "error" => params.error = v,
             "error_description" => params.error_description = v,

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use axum::Extension;
 use axum::http::StatusCode;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::Caller;
 use super::error::{ApiQuery, ErrorBody};
@@ -22,7 +22,7 @@ use crate::connectors::service::{Consent, ServiceError, Teardown};
 use crate::connectors::upstream::DiscoveredTool;
 use crate::domain::connector::{Operation, Overrides, TokenAuthMethod};
 use crate::projections::catalog::CatalogEntry;
-use crate::projections::connectors::ConnectorView;
+use crate::projections::connectors::{ConnectorView, PendingRevocationView};
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -35,6 +35,41 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(discover_tools))
         .routes(routes!(register_tools))
         .routes(routes!(check_tools))
+        .routes(routes!(pending_revocations))
+}
+
+/// The pending revocations of one connector, live or removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingRevocationsJson {
+    pub connector_id: String,
+    pub connector: String,
+    /// True when the connector was removed: its tokens are still sealed and retried until
+    /// revoked or abandoned.
+    pub removed: bool,
+    pub pending_revocations: Vec<PendingRevocationView>,
+}
+
+/// Tokens AGP failed to revoke and keeps retrying, for every connector — removed ones too,
+/// which `connectors show` can no longer name.
+#[utoipa::path(get, path = "/revocations/pending", tag = "connectors",
+    responses((status = 200, body = Vec<PendingRevocationsJson>)))]
+async fn pending_revocations(
+    State(state): State<SharedState>,
+) -> Result<ApiJson<Vec<PendingRevocationsJson>>, ApiError> {
+    let out = state.projections.read(|p| {
+        let live = p.connectors.list().into_iter().map(|v| (v, false));
+        let removed = p.connectors.removed_pending().map(|v| (v, true));
+        live.chain(removed)
+            .filter(|(v, _)| !v.pending_revocations.is_empty())
+            .map(|(v, removed)| PendingRevocationsJson {
+                connector_id: v.connector_id.clone(),
+                connector: v.name.clone(),
+                removed,
+                pending_revocations: v.pending_revocations.clone(),
+            })
+            .collect()
+    });
+    Ok(ApiJson(out))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -120,9 +155,11 @@ pub struct AddConnectorBody {
     pub registration: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
-    /// Sealed in the vault; never returned.
+    /// Sealed in the vault; never returned. Held as a `SecretString` from the moment it is
+    /// parsed: wiped on drop, never printed (issue 14, item 11).
     #[serde(default)]
-    pub client_secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub client_secret: Option<SecretString>,
     /// `client_secret_post`, `client_secret_basic` or `none`.
     #[serde(default)]
     pub token_auth_method: Option<String>,
@@ -257,7 +294,11 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
         ));
     }
     let client_id = blank_is_none(&body.client_id);
-    let secret = blank_is_none(&body.client_secret);
+    let secret = body
+        .client_secret
+        .as_ref()
+        .filter(|s| !s.expose_secret().trim().is_empty())
+        .map(|s| SecretString::from(s.expose_secret().trim()));
     let client = match (body.registration.as_deref(), client_id) {
         (Some("dcr"), Some(_)) => {
             return Err(ApiError::BadRequest(
@@ -305,7 +346,7 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
             }
             ClientChoice::Registered {
                 client_id: text("client_id", &client_id)?,
-                client_secret: secret.map(SecretString::from),
+                client_secret: secret,
                 method,
             }
         }
@@ -436,11 +477,16 @@ async fn remove_connector(
     responses((status = 200, body = ConnectorJson), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn refresh_connector(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<ApiJson<ConnectorJson>, ApiError> {
     use crate::connectors::service::credential::CredentialError as C;
     let n = name("connector name", &raw)?;
-    match state.connector_service.refresh(n.as_str(), true).await {
+    let refreshed = state
+        .connector_service
+        .refresh_as(n.as_str(), true, &caller.meta())
+        .await;
+    match refreshed {
         Ok(()) => {}
         Err(e @ C::NotFound(_)) => return Err(ApiError::NotFound(e.to_string())),
         Err(e @ C::NotActive { .. }) => return Err(ApiError::Conflict(e.to_string())),
@@ -574,4 +620,24 @@ async fn check_tools(
         .await;
     state.metrics.command("connector", r.is_ok());
     Ok(ApiJson(r?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_added_client_secret_never_prints() {
+        let body: AddConnectorBody = serde_json::from_value(serde_json::json!({
+            "name": "n", "mcp_server_url": "https://m.example/mcp",
+            "client_id": "c", "client_secret": "secret-canary-1234"
+        }))
+        .unwrap();
+        let printed = format!("{body:?}");
+        assert!(!printed.contains("secret-canary"), "{printed}");
+        assert_eq!(
+            body.client_secret.as_ref().map(|s| s.expose_secret()),
+            Some("secret-canary-1234")
+        );
+    }
 }

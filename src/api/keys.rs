@@ -5,14 +5,18 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, SharedState};
+use crate::domain::security::SecurityEvent;
+use crate::store::aggregate_store::append_fact;
 use crate::vault::{Vault, VaultStatus};
 
 pub fn routes() -> OpenApiRouter<SharedState> {
@@ -89,14 +93,36 @@ async fn key_status(State(state): State<SharedState>) -> Result<ApiJson<KeysJson
 /// Rotate the key-encryption key: new seals use the new key now, old data keys are re-wrapped
 /// in the background.
 #[utoipa::path(post, path = "/keys/rotate", tag = "keys",
-    responses((status = 200, body = KeysJson), (status = 500, body = ErrorBody)))]
-async fn rotate_key(State(state): State<SharedState>) -> Result<ApiJson<KeysJson>, ApiError> {
+    responses((status = 200, body = KeysJson), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn rotate_key(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<ApiJson<KeysJson>, ApiError> {
     let vault = state.connector_service.vault_handle();
+    let previous = status_of(vault.clone()).await?.active_key_id;
     let v = vault.clone();
-    tokio::task::spawn_blocking(move || v.rotate())
+    let key_id = tokio::task::spawn_blocking(move || v.rotate())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("vault: {e}")))?;
+    // The rotation is an admin action: audited with its actor (issue 14, item 9). The key is
+    // already active when this is written; a failed append is reported, not hidden.
+    let event = SecurityEvent::KeyRotated {
+        key_id: key_id.to_string(),
+        previous_key_id: previous,
+    };
+    let appended = append_fact(state.log.as_ref(), event.stream(), &event, &caller.meta())
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!(
+                "the key was rotated to {key_id} but the audit event could not be recorded: {e}"
+            ))
+        })?;
+    state
+        .projections
+        .wait_for(appended.last_seq, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let status = status_of(vault.clone()).await?;
     spawn_rewrap(vault);
     Ok(ApiJson(status))

@@ -94,6 +94,9 @@ pub struct Config {
     pub checkpoint_file: Option<PathBuf>,
     /// Every checkpoint AGP makes is POSTed here, through the egress guard.
     pub checkpoint_webhook: Option<url::Url>,
+    /// When failed revocations are tried again: 2 s after the first failure, doubling, at most
+    /// an hour apart.
+    pub revocation_backoff: crate::connectors::service::RetryBackoff,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +143,7 @@ impl Config {
             checkpoint_every: std::time::Duration::from_secs(DEFAULT_CHECKPOINT_EVERY_SECS),
             checkpoint_file: None,
             checkpoint_webhook: None,
+            revocation_backoff: crate::connectors::service::RetryBackoff::default(),
         })
     }
 }

@@ -110,13 +110,16 @@ impl Application {
                     .map(|url| (egress.clone(), url)),
             },
         ));
-        let connector_service = Arc::new(crate::connectors::service::ConnectorService::new(
-            log.clone(),
-            projections.clone(),
-            vault,
-            egress,
-            &public_url,
-        ));
+        let connector_service = Arc::new(
+            crate::connectors::service::ConnectorService::new(
+                log.clone(),
+                projections.clone(),
+                vault,
+                egress,
+                &public_url,
+            )
+            .with_revocation_backoff(config.revocation_backoff),
+        );
         let proxy = Arc::new(crate::proxy::Proxy::new(
             projections.clone(),
             connector_service.clone(),

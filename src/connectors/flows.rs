@@ -262,6 +262,15 @@ impl FlowStore {
             .ok_or(FlowError::Unknown)
     }
 
+    /// The name of the connector `flow_id` is for, while the flow is in the table (expired or
+    /// not): for the audit record of a refused callback.
+    pub fn connector_of(&self, flow_id: &str) -> Option<String> {
+        self.flows
+            .lock()
+            .get(flow_id)
+            .map(|e| e.flow.connector_name.clone())
+    }
+
     /// Whether `flow_id` names a flow that is still usable (not consumed, cancelled or expired).
     pub fn is_live(&self, flow_id: &str) -> bool {
         self.flows

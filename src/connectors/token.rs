@@ -14,6 +14,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::domain::connector::TokenAuthMethod;
 use crate::oauth::egress::{EgressClient, EgressError, GuardedRequest, read_capped};
@@ -119,12 +120,22 @@ fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A token or revocation request's form: every value (codes, verifiers, tokens, the client
+/// secret) is wiped when the form is dropped (issue 14, item 11). The request body reqwest
+/// encodes from it is outside AGP's reach; it lives until the request is sent.
+pub(crate) type Form = Vec<(&'static str, Zeroizing<String>)>;
+
+/// A form value.
+pub(crate) fn value(s: &str) -> Zeroizing<String> {
+    Zeroizing::new(s.to_string())
+}
+
 /// Adds the client's authentication to a token or revocation request. `client_id` is in the
 /// form body whatever the method: RFC 6749 §2.3.1 and §3.2.1 allow it beside Basic
 /// credentials, and some servers (the Python MCP SDK's) require it there.
 pub(crate) fn authenticate(
     request: GuardedRequest,
-    form: &mut Vec<(&'static str, String)>,
+    form: &mut Form,
     auth: &ClientAuth,
 ) -> GuardedRequest {
     present(
@@ -140,7 +151,7 @@ pub(crate) fn authenticate(
 /// revocation retry sends this (see [`ClientAuth::retry_with_both`]).
 pub(crate) fn authenticate_both(
     request: GuardedRequest,
-    form: &mut Vec<(&'static str, String)>,
+    form: &mut Form,
     auth: &ClientAuth,
 ) -> GuardedRequest {
     present(request, form, auth, true, true)
@@ -148,23 +159,23 @@ pub(crate) fn authenticate_both(
 
 fn present(
     mut request: GuardedRequest,
-    form: &mut Vec<(&'static str, String)>,
+    form: &mut Form,
     auth: &ClientAuth,
     basic: bool,
     body: bool,
 ) -> GuardedRequest {
-    form.push(("client_id", auth.client_id.clone()));
+    form.push(("client_id", value(&auth.client_id)));
     let Some(secret) = &auth.client_secret else {
         return request;
     };
     if basic {
         // RFC 6749 §2.3.1: form-encode both before Basic.
-        let user = form_encode(&auth.client_id);
-        let password = form_encode(secret.expose_secret());
-        request = request.basic_auth(&user, Some(&password));
+        let user = Zeroizing::new(form_encode(&auth.client_id));
+        let password = Zeroizing::new(form_encode(secret.expose_secret()));
+        request = request.basic_auth(user.as_str(), Some(password.as_str()));
     }
     if body {
-        form.push(("client_secret", secret.expose_secret().to_string()));
+        form.push(("client_secret", value(secret.expose_secret())));
     }
     request
 }
@@ -173,13 +184,13 @@ async fn post_form(
     egress: &EgressClient,
     endpoint: &TokenEndpoint,
     auth: &ClientAuth,
-    mut form: Vec<(&'static str, String)>,
+    mut form: Form,
 ) -> Result<TokenSet, TokenError> {
     if let Some(r) = &endpoint.resource {
-        form.push(("resource", r.clone()));
+        form.push(("resource", value(r)));
     }
     if let Some(a) = &endpoint.audience {
-        form.push(("audience", a.clone()));
+        form.push(("audience", value(a)));
     }
     let url = Url::parse(&endpoint.url)
         .map_err(|e| TokenError::Invalid(format!("token endpoint is not a URL: {e}")))?;
@@ -310,14 +321,14 @@ pub async fn exchange_code(
     egress: &EgressClient,
     endpoint: &TokenEndpoint,
     auth: &ClientAuth,
-    code: &str,
+    code: &SecretString,
     pkce_verifier: &SecretString,
 ) -> Result<TokenSet, TokenError> {
-    let form = vec![
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.to_string()),
-        ("redirect_uri", endpoint.redirect_uri.clone()),
-        ("code_verifier", pkce_verifier.expose_secret().to_string()),
+    let form: Form = vec![
+        ("grant_type", value("authorization_code")),
+        ("code", value(code.expose_secret())),
+        ("redirect_uri", value(&endpoint.redirect_uri)),
+        ("code_verifier", value(pkce_verifier.expose_secret())),
     ];
     post_form(egress, endpoint, auth, form).await
 }
@@ -329,9 +340,9 @@ pub async fn refresh(
     auth: &ClientAuth,
     refresh_token: &SecretString,
 ) -> Result<TokenSet, TokenError> {
-    let form = vec![
-        ("grant_type", "refresh_token".to_string()),
-        ("refresh_token", refresh_token.expose_secret().to_string()),
+    let form: Form = vec![
+        ("grant_type", value("refresh_token")),
+        ("refresh_token", value(refresh_token.expose_secret())),
     ];
     post_form(egress, endpoint, auth, form).await
 }

@@ -272,7 +272,8 @@ async fn add(
         mcp_server_url: field(&f, "mcp_server_url").trim().to_string(),
         client_id: opt(&f, "client_id").filter(|_| registration.as_deref() == Some("client")),
         client_secret: opt(&f, "client_secret")
-            .filter(|_| registration.as_deref() == Some("client")),
+            .filter(|_| registration.as_deref() == Some("client"))
+            .map(secrecy::SecretString::from),
         token_auth_method: opt(&f, "token_auth_method")
             .filter(|_| registration.as_deref() == Some("client")),
         registration,

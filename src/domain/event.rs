@@ -7,6 +7,7 @@ use super::approval::ApprovalEvent;
 use super::call::CallEvent;
 use super::connector::ConnectorEvent;
 use super::profile::ProfileEvent;
+use super::security::SecurityEvent;
 use super::upcast::upcast;
 
 /// Any domain event the log can hold.
@@ -21,6 +22,8 @@ pub enum AgpEvent {
     Approval(ApprovalEvent),
     /// A proxied call's record (a fact, not an aggregate's decision).
     Call(CallEvent),
+    /// A security fact: a key rotation, a refused consent callback.
+    Security(SecurityEvent),
 }
 
 /// A stored event that does not decode. Surfaces as HTTP 500 (the log is ours; a record that
@@ -48,6 +51,7 @@ pub fn all_event_types() -> impl Iterator<Item = &'static str> {
         .chain(AgentEvent::TYPES)
         .chain(ApprovalEvent::TYPES)
         .chain(CallEvent::TYPES)
+        .chain(SecurityEvent::TYPES)
         .copied()
 }
 
@@ -84,6 +88,10 @@ impl AgpEvent {
         } else if event_type.starts_with("call.") {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Call)
+                .map_err(malformed)
+        } else if event_type.starts_with("vault.") || event_type.starts_with("consent.") {
+            decode_tagged(event_type, data)
+                .map(AgpEvent::Security)
                 .map_err(malformed)
         } else {
             Err(DecodeError::UnknownType(event_type.to_string()))

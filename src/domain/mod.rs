@@ -10,7 +10,9 @@
 //! - [`approval::Approval`] — a call a profile's policy held for a person: pending → approved
 //!   (used by exactly one call) / denied / expired.
 //!
-//! Call records ([`call::CallEvent`]) are facts the proxy appends per agent, not aggregates.
+//! Call records ([`call::CallEvent`]) are facts the proxy appends per agent, not aggregates;
+//! security facts ([`security::SecurityEvent`]: key rotations, refused consent callbacks) are
+//! facts too.
 //!
 //! Every event type has a JSON Schema in `event-schemas/<type>.v<N>.json`; [`AgpEvent`] decodes
 //! any stored event (after [`upcast`]) for the projections.
@@ -22,6 +24,7 @@ pub mod connector;
 pub mod event;
 pub mod names;
 pub mod profile;
+pub mod security;
 pub mod upcast;
 
 pub use event::{AgpEvent, DecodeError, encode_event};

@@ -20,6 +20,8 @@ pub fn current_version(event_type: &str) -> u32 {
         "connector.discovered" => 2,
         // v2: where the authorized account came from (`account_source`).
         "connector.authorized" => 2,
+        // v2: `next_attempt_at` on failed revocations (issue 14, item 6).
+        "connector.revocation_recorded" => 2,
         // v2: the profile's policy (issue 12).
         "profile.created" => 2,
         // v2: `approval_id` on held calls; new denial reasons (policy, rate limit, approvals).
@@ -87,6 +89,9 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
         // v2 only adds the optional `account_source`: AGP never recorded an account before it,
         // and a v1 record that has one reads without a source rather than with an invented one.
         ("connector.authorized", 1) => None,
+        // v2 only adds the optional `next_attempt_at`: a v1 failure reads without a schedule
+        // (the retrier treats it as due).
+        ("connector.revocation_recorded", 1) => None,
         // v2 only adds an optional field and reasons v1 never wrote.
         ("call.started" | "call.completed" | "call.denied", 1) => None,
         // Before policies existed every granted call flowed: a v1 profile keeps exactly that.

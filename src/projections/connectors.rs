@@ -37,6 +37,25 @@ pub struct RevocationView {
     pub at: DateTime<Utc>,
 }
 
+/// A token AGP failed to revoke: still sealed, retried with exponential backoff until the
+/// provider confirms it or AGP abandons it (an audited event), across restarts, reconnects and
+/// removal (issue 14, item 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PendingRevocationView {
+    pub generation: u64,
+    /// `refresh_token` or `access_token`.
+    pub token_kind: String,
+    /// When the first attempt failed.
+    pub since: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure: HTTP status and error code, or a transport error.
+    pub last_error: Option<String>,
+    /// When it is tried again (absent on records written before the schedule was recorded:
+    /// due now).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
 /// One connector as the console shows it ("Copy as JSON").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConnectorView {
@@ -101,6 +120,8 @@ pub struct ConnectorView {
     pub disconnected_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub revocations: Vec<RevocationView>,
+    /// Tokens of any generation AGP failed to revoke and keeps retrying (oldest first).
+    pub pending_revocations: Vec<PendingRevocationView>,
     /// True once the current generation's data keys were destroyed (crypto-shredded).
     pub credentials_shredded: bool,
     pub updated_at: DateTime<Utc>,
@@ -218,6 +239,9 @@ pub struct ConnectorStatusView {
     overrides: HashMap<String, Overrides>,
     by_name: HashMap<String, String>,
     by_stream: HashMap<String, String>,
+    /// Removed connectors that still have pending revocations, by id: kept (out of the status
+    /// view) so the retries can go on; dropped once none is pending.
+    removed: BTreeMap<String, ConnectorView>,
 }
 
 impl ConnectorStatusView {
@@ -248,6 +272,16 @@ impl ConnectorStatusView {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Removed connectors whose revocations are still pending, by id.
+    pub fn removed_pending(&self) -> impl Iterator<Item = &ConnectorView> {
+        self.removed.values()
+    }
+
+    /// A connector by id, live or removed-with-pending-revocations.
+    pub fn any_by_id(&self, id: &str) -> Option<&ConnectorView> {
+        self.by_id.get(id).or_else(|| self.removed.get(id))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -340,6 +374,7 @@ impl Projection for ConnectorStatusView {
                 disconnected_at: None,
                 last_error: None,
                 revocations: Vec::new(),
+                pending_revocations: Vec::new(),
                 credentials_shredded: false,
                 updated_at: at,
             };
@@ -370,11 +405,30 @@ impl Projection for ConnectorStatusView {
             return;
         };
         if let ConnectorEvent::Removed { name } = event {
-            self.by_id.remove(&id);
+            let view = self.by_id.remove(&id);
             self.overrides.remove(&id);
-            self.by_stream.remove(&record.stream);
             if self.by_name.get(name.as_str()) == Some(&id) {
                 self.by_name.remove(name.as_str());
+            }
+            match view {
+                Some(mut v) if !v.pending_revocations.is_empty() => {
+                    v.status = ConnectorStatus::Removed.as_str().to_string();
+                    v.updated_at = at;
+                    self.removed.insert(id, v);
+                }
+                _ => {
+                    self.by_stream.remove(&record.stream);
+                }
+            }
+            return;
+        }
+        if let Some(v) = self.removed.get_mut(&id) {
+            // A removed connector: only its revocations still change.
+            v.updated_at = at;
+            apply_revocation(v, event, at);
+            if v.pending_revocations.is_empty() {
+                self.removed.remove(&id);
+                self.by_stream.remove(&record.stream);
             }
             return;
         }
@@ -481,30 +535,78 @@ impl Projection for ConnectorStatusView {
                 v.disconnected_at = Some(at);
                 v.set_status(ConnectorStatus::Disconnected);
             }
-            ConnectorEvent::RevocationRecorded {
-                generation,
-                token_kind,
-                outcome,
-                detail,
-            } => {
-                v.revocations.retain(|r| r.token_kind != *token_kind);
-                v.revocations.push(RevocationView {
-                    generation: *generation,
-                    token_kind: token_kind.clone(),
-                    outcome: *outcome,
-                    detail: detail.clone(),
-                    at,
-                });
-            }
-            ConnectorEvent::CredentialsShredded { generation } => {
-                if *generation == v.generation {
-                    v.credentials_shredded = true;
-                }
-            }
+            ConnectorEvent::RevocationRecorded { .. }
+            | ConnectorEvent::RevocationAbandoned { .. }
+            | ConnectorEvent::CredentialsShredded { .. } => apply_revocation(v, event, at),
         }
     }
 
     fn state(&self) -> Value {
-        serde_json::to_value(&self.by_id).unwrap_or(Value::Null)
+        serde_json::json!({"connectors": self.by_id, "removed_with_pending_revocations": self.removed})
+    }
+}
+
+/// Folds a revocation record into `v`: the last outcome per token kind, and the pending list.
+fn apply_revocation(v: &mut ConnectorView, event: &ConnectorEvent, at: DateTime<Utc>) {
+    match event {
+        ConnectorEvent::RevocationRecorded {
+            generation,
+            token_kind,
+            outcome,
+            detail,
+            next_attempt_at,
+        } => {
+            v.revocations.retain(|r| r.token_kind != *token_kind);
+            v.revocations.push(RevocationView {
+                generation: *generation,
+                token_kind: token_kind.clone(),
+                outcome: *outcome,
+                detail: detail.clone(),
+                at,
+            });
+            let slot = v
+                .pending_revocations
+                .iter()
+                .position(|p| p.generation == *generation && p.token_kind == *token_kind);
+            match (outcome, slot) {
+                (RevocationOutcome::Failed, Some(i)) => {
+                    if let Some(p) = v.pending_revocations.get_mut(i) {
+                        p.attempts = p.attempts.saturating_add(1);
+                        p.last_error = detail.clone();
+                        p.next_attempt_at = *next_attempt_at;
+                    }
+                }
+                (RevocationOutcome::Failed, None) => {
+                    v.pending_revocations.push(PendingRevocationView {
+                        generation: *generation,
+                        token_kind: token_kind.clone(),
+                        since: at,
+                        attempts: 1,
+                        last_error: detail.clone(),
+                        next_attempt_at: *next_attempt_at,
+                    });
+                }
+                (_, Some(i)) => {
+                    v.pending_revocations.remove(i);
+                }
+                (_, None) => {}
+            }
+        }
+        ConnectorEvent::RevocationAbandoned {
+            generation,
+            token_kind,
+            ..
+        } => v
+            .pending_revocations
+            .retain(|p| !(p.generation == *generation && p.token_kind == *token_kind)),
+        ConnectorEvent::CredentialsShredded { generation } => {
+            if *generation == v.generation {
+                v.credentials_shredded = true;
+            }
+            // Shredded tokens cannot be revoked any more (the retrier abandons before it shreds).
+            v.pending_revocations
+                .retain(|p| p.generation != *generation);
+        }
+        _ => {}
     }
 }

@@ -270,7 +270,10 @@ impl Projection for GrantsIndex {
                     a.last_call_at = Some(record.time);
                 }
             }
-            AgpEvent::Connector(_) | AgpEvent::Call(_) | AgpEvent::Approval(_) => {}
+            AgpEvent::Connector(_)
+            | AgpEvent::Call(_)
+            | AgpEvent::Approval(_)
+            | AgpEvent::Security(_) => {}
         }
     }
 

@@ -106,7 +106,7 @@ impl ProjectionSet {
         self.audit.apply(record, event);
         self.approvals.apply(record, event);
         match event {
-            AgpEvent::Call(_) => {}
+            AgpEvent::Call(_) | AgpEvent::Security(_) => {}
             AgpEvent::Approval(_) => self.approvals_seq = record.seq,
             _ => self.visibility_seq = record.seq,
         }

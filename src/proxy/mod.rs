@@ -702,6 +702,8 @@ impl Proxy {
             let mut tried = view.clone();
             tried.generation = pooled.generation;
             tried.token_fingerprint = pooled.fingerprint.clone();
+            // Upstream's text (S27): scrubbed before it is logged.
+            let detail = pooled.scrubber.scrubbed(&error.to_string());
             drop(pooled);
             match error {
                 UpstreamError::Unauthorized if !refreshed && attempts < 2 => {
@@ -721,15 +723,11 @@ impl Proxy {
                 }
                 // A failed session is replaced; a read is sent again once (a write may have
                 // reached upstream: not retried).
-                other if target.operation == Operation::Read && attempts < 2 => {
-                    tracing::debug!(error = %other, "upstream session failed; retrying once");
+                _ if target.operation == Operation::Read && attempts < 2 => {
+                    tracing::debug!(error = %detail, "upstream session failed; retrying once");
                 }
-                other => {
-                    return (
-                        Err((Failure::Unavailable(other.to_string()), 0)),
-                        attempts,
-                        refreshed,
-                    );
+                _ => {
+                    return (Err((Failure::Unavailable(detail), 0)), attempts, refreshed);
                 }
             }
         }

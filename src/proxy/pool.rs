@@ -150,19 +150,26 @@ impl UpstreamPool {
             .egress
             .client_for(&url)
             .map_err(|e| OpenError::Unavailable(format!("egress refused: {e}")))?;
+        let scrubber = Scrubber::new(token.expose_secret());
         let open = UpstreamSession::open(client, url, &token, self.limits.max_response_bytes);
         let service = match tokio::time::timeout(self.limits.connect_timeout, open).await {
             Err(_) => return Err(OpenError::Timeout(self.limits.connect_timeout)),
             Ok(Err(UpstreamError::Unauthorized)) => return Err(OpenError::Unauthorized),
             Ok(Err(UpstreamError::Forbidden)) => return Err(OpenError::Forbidden),
-            Ok(Err(e)) => return Err(OpenError::Unavailable(format!("initialize failed: {e}"))),
+            // `initialize refused: {upstream's error}`: peer text, scrubbed before it is
+            // logged (S27).
+            Ok(Err(e)) => {
+                return Err(OpenError::Unavailable(
+                    scrubber.scrubbed(&format!("initialize failed: {e}")),
+                ));
+            }
             Ok(Ok(s)) => s,
         };
         let pooled = Arc::new(Pooled {
             service,
             generation: view.generation,
             fingerprint: view.token_fingerprint.clone(),
-            scrubber: Scrubber::new(token.expose_secret()),
+            scrubber,
             created: Instant::now(),
             last_used: AtomicU64::new(0),
         });

@@ -11,11 +11,19 @@
 //! Matches are replaced by [`REDACTED`]. Scanning works on the JSON the proxy is about to send
 //! (its own serialization, so escapes an upstream used are already decoded); only when something
 //! matches is the document walked and rewritten string by string.
+//!
+//! A scrubber may hold several secrets ([`Scrubber::for_secrets`]): the connector's scrubber
+//! covers every credential AGP holds for it (tokens, client secret), for peer-supplied text
+//! that is logged, recorded or returned (S27).
+//!
+//! The patterns are derived secrets: they are kept in zeroizing buffers (wiped when the
+//! scrubber is dropped) and searched with `memchr::memmem`, whose finders borrow the pattern
+//! for one search, so no long-lived automaton keeps copies of them (issue 14, item 11).
 
-use aho_corasick::AhoCorasick;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// What replaces a credential in scrubbed output.
 pub const REDACTED: &str = "[redacted by AGP]";
@@ -27,9 +35,11 @@ const MIN_PATTERN: usize = 12;
 /// always does; a shorter one would redact ordinary words).
 const MIN_TOKEN: usize = 8;
 
-/// Finds and removes one credential's encodings. Holds the patterns, never logs them.
+/// Finds and removes credentials' encodings. Holds the patterns (wiped on drop), never logs
+/// them.
+#[derive(Default)]
 pub struct Scrubber {
-    matcher: Option<AhoCorasick>,
+    patterns: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Scrubber {
@@ -61,7 +71,7 @@ fn base64_cores(token: &[u8]) -> Vec<String> {
 }
 
 fn percent_encoded(token: &str, upper: bool) -> String {
-    let mut out = String::with_capacity(token.len() * 3);
+    let mut out = String::with_capacity(token.len() * 3 + 3);
     for b in token.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             out.push(char::from(b));
@@ -77,57 +87,102 @@ fn percent_encoded(token: &str, upper: bool) -> String {
 impl Scrubber {
     /// A scrubber for `token`.
     pub fn new(token: &str) -> Self {
-        let bytes = token.as_bytes();
-        let mut patterns: Vec<String> = vec![
-            token.to_string(),
-            STANDARD.encode(bytes),
-            URL_SAFE.encode(bytes),
-            STANDARD_NO_PAD.encode(bytes),
-            URL_SAFE_NO_PAD.encode(bytes),
-            percent_encoded(token, true),
-            percent_encoded(token, false),
-            hex::encode(bytes),
-            hex::encode_upper(bytes),
-        ];
-        patterns.extend(base64_cores(bytes));
-        patterns.retain(|p| p.len() >= MIN_PATTERN || (p == token && p.len() >= MIN_TOKEN));
-        patterns.sort();
-        patterns.dedup();
-        let matcher = if patterns.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .ok()
-        };
-        Self { matcher }
+        Self::for_secrets([token])
+    }
+
+    /// A scrubber for every secret of `secrets` (empty ones are skipped).
+    pub fn for_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        for token in secrets {
+            let bytes = token.as_bytes();
+            let mut derived: Vec<Zeroizing<String>> = vec![
+                STANDARD.encode(bytes),
+                URL_SAFE.encode(bytes),
+                STANDARD_NO_PAD.encode(bytes),
+                URL_SAFE_NO_PAD.encode(bytes),
+                percent_encoded(token, true),
+                percent_encoded(token, false),
+                hex::encode(bytes),
+                hex::encode_upper(bytes),
+            ]
+            .into_iter()
+            .map(Zeroizing::new)
+            .collect();
+            derived.extend(base64_cores(bytes).into_iter().map(Zeroizing::new));
+            if token.len() >= MIN_TOKEN {
+                patterns.push(Zeroizing::new(bytes.to_vec()));
+            }
+            for p in derived {
+                if p.len() >= MIN_PATTERN {
+                    patterns.push(Zeroizing::new(p.as_bytes().to_vec()));
+                }
+            }
+        }
+        patterns.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        Self { patterns }
     }
 
     /// Whether `haystack` holds the credential in any searched form.
     pub fn finds(&self, haystack: &[u8]) -> bool {
-        self.matcher
-            .as_ref()
-            .is_some_and(|m| m.find(haystack).is_some())
+        self.patterns
+            .iter()
+            .any(|p| memchr::memmem::find(haystack, p).is_some())
+    }
+
+    /// Every match in `haystack`, leftmost first, longest first at the same start, without
+    /// overlaps.
+    fn matches(&self, haystack: &[u8]) -> Vec<(usize, usize)> {
+        let mut all: Vec<(usize, usize)> = Vec::new();
+        for p in &self.patterns {
+            all.extend(
+                memchr::memmem::find_iter(haystack, p.as_slice()).map(|at| (at, at + p.len())),
+            );
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(all.len());
+        for (start, end) in all {
+            match out.last_mut() {
+                Some(last) if start < last.1 => {
+                    // Overlapping: one redaction covers both.
+                    last.1 = last.1.max(end);
+                }
+                _ => out.push((start, end)),
+            }
+        }
+        out
     }
 
     /// Replaces every occurrence in `s`; returns how many there were.
     pub fn scrub_str(&self, s: &mut String) -> u32 {
-        let Some(m) = &self.matcher else { return 0 };
-        let mut count = 0u32;
+        if self.patterns.is_empty() {
+            return 0;
+        }
+        let hits = self.matches(s.as_bytes());
+        if hits.is_empty() {
+            return 0;
+        }
         let mut out = String::with_capacity(s.len());
         let mut last = 0;
-        for hit in m.find_iter(s.as_str()) {
-            out.push_str(&s[last..hit.start()]);
+        for &(start, end) in &hits {
+            // Matches of ASCII patterns start and end on character boundaries; a non-ASCII
+            // raw token is matched bytewise, so widen to boundaries to stay valid UTF-8.
+            let start = floor_boundary(s, start.max(last));
+            let end = ceil_boundary(s, end);
+            out.push_str(s.get(last..start).unwrap_or_default());
             out.push_str(REDACTED);
-            last = hit.end();
-            count += 1;
+            last = end;
         }
-        if count > 0 {
-            out.push_str(&s[last..]);
-            *s = out;
-        }
-        count
+        out.push_str(s.get(last..).unwrap_or_default());
+        *s = out;
+        u32::try_from(hits.len()).unwrap_or(u32::MAX)
+    }
+
+    /// `text` with every occurrence replaced.
+    pub fn scrubbed(&self, text: &str) -> String {
+        let mut s = text.to_string();
+        self.scrub_str(&mut s);
+        s
     }
 
     /// Replaces every occurrence in every string (keys included) of `v`; returns how many.
@@ -151,6 +206,20 @@ impl Scrubber {
             _ => 0,
         }
     }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(s.len())
 }
 
 #[cfg(test)]
@@ -233,5 +302,25 @@ mod tests {
         let s = Scrubber::new("abc");
         let mut text = "abc abcabc".to_string();
         assert_eq!(s.scrub_str(&mut text), 0);
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn several_secrets_are_scrubbed_and_nothing_prints() {
+        let s = Scrubber::for_secrets(["access-canary-123456", "refresh-canary-654321", ""]);
+        let out = s.scrubbed("a access-canary-123456 r refresh-canary-654321 e");
+        assert_eq!(out, format!("a {REDACTED} r {REDACTED} e"));
+        assert_eq!(format!("{s:?}"), "Scrubber(..)");
+    }
+
+    #[test]
+    fn overlapping_and_non_ascii_matches_stay_valid_text() {
+        let s = Scrubber::for_secrets(["ééé-secret-ééé"]);
+        let out = s.scrubbed("xééé-secret-éééy");
+        assert_eq!(out, format!("x{REDACTED}y"));
     }
 }

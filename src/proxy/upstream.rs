@@ -57,7 +57,10 @@ struct State {
 pub struct UpstreamSession {
     http: reqwest::Client,
     url: url::Url,
-    auth: HeaderValue,
+    /// The credential, wiped when the session goes (issue 14, item 11). The header value is
+    /// built per request ([`UpstreamSession::authorization`]): a `HeaderValue` cannot be
+    /// wiped, and one kept for the session's lifetime would outlive every use.
+    auth: SecretString,
     state: parking_lot::RwLock<State>,
     /// Serializes re-initialization after upstream forgot the session.
     reinit: tokio::sync::Mutex<()>,
@@ -215,7 +218,21 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
+/// `Authorization: Bearer <token>`, marked sensitive (never printed by `http`'s `Debug`); the
+/// formatted text is wiped once copied into the header.
+fn bearer(token: &SecretString) -> Result<HeaderValue, UpstreamError> {
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()));
+    let mut auth = HeaderValue::from_str(&text)
+        .map_err(|_| UpstreamError::Failed("the credential is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    Ok(auth)
+}
+
 impl UpstreamSession {
+    fn authorization(&self) -> Result<HeaderValue, UpstreamError> {
+        bearer(&self.auth)
+    }
+
     /// Opens a session: `initialize`, then `notifications/initialized`.
     pub async fn open(
         http: reqwest::Client,
@@ -223,15 +240,11 @@ impl UpstreamSession {
         token: &SecretString,
         max_bytes: usize,
     ) -> Result<Self, UpstreamError> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-            .map_err(|_| {
-                UpstreamError::Failed("the credential is not a valid header value".into())
-            })?;
-        auth.set_sensitive(true);
+        bearer(token)?;
         let session = Self {
             http,
             url,
-            auth,
+            auth: token.clone(),
             state: parking_lot::RwLock::new(State {
                 session_id: None,
                 protocol_version: HeaderValue::from_static(PROTOCOL_VERSION),
@@ -290,7 +303,7 @@ impl UpstreamSession {
         let mut request = self
             .http
             .post(self.url.clone())
-            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::AUTHORIZATION, self.authorization()?)
             .header(header::ACCEPT, "application/json, text/event-stream")
             .header(header::CONTENT_TYPE, "application/json")
             .body(message.to_string());
@@ -385,10 +398,13 @@ impl UpstreamSession {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let Ok(auth) = self.authorization() else {
+            return;
+        };
         let request = self
             .http
             .delete(self.url.clone())
-            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::AUTHORIZATION, auth)
             .header(SESSION_HEADER, sid);
         runtime.spawn(async move {
             let _ = request.send().await;

@@ -299,3 +299,27 @@ impl<A: Aggregate> CommandBus<A> {
         Ok(self.store.load_aggregate(id).await?.aggregate)
     }
 }
+
+/// Appends one fact (an event no aggregate decides, e.g. `vault.key_rotated`) to `stream` with
+/// `ExpectedVersion::Any`, as `meta`'s actor; returns once it is durable.
+pub async fn append_fact<E: DomainEvent>(
+    log: &dyn EventLog,
+    stream: &str,
+    event: &E,
+    meta: &CommandMeta,
+) -> Result<Appended, StoreError> {
+    let (event_type, data) = encode_event(event).map_err(|e| StoreError::Backend(e.to_string()))?;
+    log.append(AppendBatch {
+        stream: stream.to_string(),
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent {
+            id: Uuid::now_v7(),
+            schema_version: current_version(&event_type),
+            event_type,
+            actor: meta.actor.clone(),
+            correlation_id: meta.correlation_id,
+            data,
+        }],
+    })
+    .await
+}

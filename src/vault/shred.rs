@@ -72,6 +72,52 @@ impl Vault {
         Ok(shredded)
     }
 
+    /// Shreds every slot of a connector except the generations in `keep` (a removed
+    /// connector's tokens still awaiting revocation, and the client credentials revoking them
+    /// needs).
+    pub fn shred_connector_except(
+        &self,
+        connector_id: &str,
+        keep: &[u64],
+    ) -> Result<Shredded, VaultError> {
+        validate_connector_id(connector_id)?;
+        let mut state = self.state.write();
+        let mut batch = sled::Batch::default();
+        let mut shredded = Shredded::default();
+        let kept = |key: &[u8]| {
+            keep.iter().any(|g| {
+                let slot = Slot::consent(connector_id, *g);
+                key == layout::data_key_key(&slot).as_slice()
+                    || key.starts_with(&layout::secret_slot_prefix(&slot))
+            })
+        };
+        let data_keys = layout::connector_prefix(layout::DATA_KEY_PREFIX, connector_id);
+        for kv in state.db.db.scan_prefix(&data_keys) {
+            let key = kv?.0;
+            if !kept(&key) {
+                batch.remove(key);
+                shredded.data_keys += 1;
+            }
+        }
+        let secrets = layout::connector_prefix(layout::SECRET_PREFIX, connector_id);
+        for kv in state.db.db.scan_prefix(&secrets) {
+            let key = kv?.0;
+            if !kept(&key) {
+                batch.remove(key);
+                shredded.secrets += 1;
+            }
+        }
+        self.remove_and_compact(&mut state, batch)?;
+        tracing::info!(
+            connector = %connector_id,
+            kept = keep.len(),
+            data_keys = shredded.data_keys,
+            secrets = shredded.secrets,
+            "vault connector shredded except the slots still needed"
+        );
+        Ok(shredded)
+    }
+
     /// Applies the removal batch, flushes, then compacts. Compacts even when nothing was
     /// removed: a retried shred after a failed compaction must still finish the job.
     fn remove_and_compact(&self, state: &mut State, batch: sled::Batch) -> Result<(), VaultError> {

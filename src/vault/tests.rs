@@ -158,6 +158,37 @@ fn shred_returns_counts_then_the_slot_reads_as_empty() {
 }
 
 #[test]
+fn shred_connector_except_keeps_only_the_named_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::open(dir.path(), master(1)).unwrap();
+    vault
+        .seal(&Slot::client("c"), Field::ClientSecret, &secret("client"))
+        .unwrap();
+    for g in [1, 2, 3] {
+        vault
+            .seal(&Slot::consent("c", g), Field::RefreshToken, &secret("rt"))
+            .unwrap();
+    }
+    let shredded = vault.shred_connector_except("c", &[0, 2]).unwrap();
+    assert_eq!(
+        shredded,
+        Shredded {
+            data_keys: 2,
+            secrets: 2
+        }
+    );
+    let has = |g: u64, f: Field| vault.has(&Slot::consent("c", g), f).unwrap();
+    assert!(has(0, Field::ClientSecret), "the client slot is kept");
+    assert!(
+        has(2, Field::RefreshToken),
+        "the pending generation is kept"
+    );
+    assert!(!has(1, Field::RefreshToken) && !has(3, Field::RefreshToken));
+    vault.shred_connector("c").unwrap();
+    assert!(!has(0, Field::ClientSecret) && !has(2, Field::RefreshToken));
+}
+
+#[test]
 fn shred_connector_spares_other_connectors_including_prefix_lookalikes() {
     let dir = tempfile::tempdir().unwrap();
     let vault = Vault::open(dir.path(), master(1)).unwrap();

@@ -348,7 +348,11 @@ async fn denied_consent_forged_state_and_a_foreign_browser_are_refused() {
         .await
         .unwrap();
     assert!(page.contains("state parameter is invalid"), "{page}");
-    assert_eq!(app.head().await, head);
+    // Only the audit record of the refusal (S5, issue 14 item 8): nothing of the connector.
+    assert_eq!(app.head().await, head + 1);
+    let (_, last) = app.get(&format!("/events?from={}&limit=1", head + 1)).await;
+    assert_eq!(last[0]["type"], "consent.callback_refused", "{last}");
+    assert_eq!(last[0]["data"]["reason"], "invalid_state", "{last}");
 
     // The user denies at the provider: the connector goes to error with the escaped reason.
     let result = consent(&b, &url, "carol", false).await;

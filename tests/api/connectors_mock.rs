@@ -14,7 +14,7 @@ use crate::mock_provider::{Iss, Mock, Reply};
 use crate::peers::browser;
 
 /// A test app without the background refresher: every token request is the test's doing.
-async fn app_with(adjust: impl FnOnce(&mut agp::app::Config)) -> TestApp {
+pub(crate) async fn app_with(adjust: impl FnOnce(&mut agp::app::Config)) -> TestApp {
     spawn_app_with(tempfile::tempdir().unwrap(), |c| {
         c.refresh_every = Duration::from_secs(3600);
         adjust(c);
@@ -22,12 +22,12 @@ async fn app_with(adjust: impl FnOnce(&mut agp::app::Config)) -> TestApp {
     .await
 }
 
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     app_with(|_| {}).await
 }
 
 /// Adds connector `name` for `mock` (DCR); returns AGP's consent URL.
-async fn add(app: &TestApp, mock: &Mock, name: &str) -> String {
+pub(crate) async fn add(app: &TestApp, mock: &Mock, name: &str) -> String {
     let (s, added) = app
         .post(
             "/connectors",
@@ -38,7 +38,7 @@ async fn add(app: &TestApp, mock: &Mock, name: &str) -> String {
     added["authorize_url"].as_str().unwrap().to_string()
 }
 
-async fn reconnect(app: &TestApp, name: &str) -> String {
+pub(crate) async fn reconnect(app: &TestApp, name: &str) -> String {
     let (s, r) = app
         .post(&format!("/connectors/{name}/reconnect"), json!({}))
         .await;
@@ -89,21 +89,25 @@ async fn result_json(b: &Client, result_url: &str) -> Value {
 }
 
 /// A whole consent in a fresh browser; AGP's result as JSON.
-async fn consent(consent_url: &str) -> Value {
+pub(crate) async fn consent(consent_url: &str) -> Value {
     let b = browser();
     let callback = to_callback(&b, consent_url).await;
     let result = open_callback(&b, &callback).await;
     result_json(&b, &result).await
 }
 
-async fn status(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn status(app: &TestApp, name: &str) -> Value {
     let (s, v) = app.get(&format!("/connectors/{name}")).await;
     assert_eq!(s, 200, "{v}");
     v
 }
 
 /// The sealed (access, refresh) tokens of `name`'s consent generation `generation`.
-fn sealed_gen(app: &TestApp, name: &str, generation: u64) -> (Option<String>, Option<String>) {
+pub(crate) fn sealed_gen(
+    app: &TestApp,
+    name: &str,
+    generation: u64,
+) -> (Option<String>, Option<String>) {
     use secrecy::ExposeSecret;
     let svc = &app.state.connector_service;
     let view = svc.view(name).unwrap();
@@ -121,13 +125,13 @@ fn sealed_gen(app: &TestApp, name: &str, generation: u64) -> (Option<String>, Op
 }
 
 /// The sealed tokens of the current generation.
-fn sealed(app: &TestApp, name: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn sealed(app: &TestApp, name: &str) -> (Option<String>, Option<String>) {
     let generation = app.state.connector_service.view(name).unwrap().generation;
     sealed_gen(app, name, generation)
 }
 
 /// No token or client secret in events, the audit trail, the connector view, or `extra`.
-async fn assert_no_leak(app: &TestApp, name: &str, extra: &[&str]) {
+pub(crate) async fn assert_no_leak(app: &TestApp, name: &str, extra: &[&str]) {
     let (_, events) = app.get("/events?limit=10000").await;
     let (_, audit) = app.get("/audit").await;
     let (_, shown) = app.get(&format!("/connectors/{name}")).await;
@@ -140,7 +144,7 @@ async fn assert_no_leak(app: &TestApp, name: &str, extra: &[&str]) {
     }
 }
 
-fn outcomes(teardown: &Value) -> Vec<String> {
+pub(crate) fn outcomes(teardown: &Value) -> Vec<String> {
     teardown["revocation"]
         .as_array()
         .unwrap()
@@ -150,7 +154,7 @@ fn outcomes(teardown: &Value) -> Vec<String> {
 }
 
 /// Consents successfully and returns the issued (access, refresh) tokens.
-async fn connected(app: &TestApp, mock: &Mock, name: &str) -> (String, Option<String>) {
+pub(crate) async fn connected(app: &TestApp, mock: &Mock, name: &str) -> (String, Option<String>) {
     let r = consent(&add(app, mock, name).await).await;
     assert_eq!(r["outcome"], "authorized", "{r}");
     let issued = mock.issued().last().cloned().unwrap();
@@ -267,7 +271,15 @@ async fn a_missing_or_foreign_iss_is_refused_without_consuming_the_flow() {
             result["reason"].as_str().unwrap().contains(expected),
             "{result}"
         );
-        assert_eq!(app.head().await, head, "a refused callback records nothing");
+        // Only the audit record of the refusal (S5, issue 14 item 8): nothing of the connector.
+        assert_eq!(
+            app.head().await,
+            head + 1,
+            "a refused callback is audited, once"
+        );
+        let (_, last) = app.get(&format!("/events?from={}&limit=1", head + 1)).await;
+        assert_eq!(last[0]["type"], "consent.callback_refused", "{last}");
+        assert_eq!(last[0]["data"]["connector"], "iss", "{last}");
         assert_eq!(mock.hits("token"), token_calls, "no token request");
         assert_eq!(status(&app, "iss").await["status"], "pending");
 

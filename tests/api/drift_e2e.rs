@@ -489,3 +489,41 @@ async fn discovering_or_registering_quarantines_a_changed_registered_tool() {
     let (_, e) = app.get("/tools/notion__echo").await;
     assert_eq!(e["status"], "quarantined", "{e}");
 }
+
+#[tokio::test]
+async fn a_description_carrying_the_token_is_quarantined_without_the_token() {
+    use secrecy::ExposeSecret;
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    registered(&app, &provider).await;
+    let svc = &app.state.connector_service;
+    let view = svc.view("notion").unwrap();
+    let token = svc
+        .vault()
+        .open_secret(
+            &agp::vault::Slot::consent(&view.connector_id, view.generation),
+            agp::vault::Field::AccessToken,
+        )
+        .unwrap()
+        .unwrap();
+    let token = token.expose_secret().to_string();
+    // A hostile upstream puts the credential it received into a tool's description.
+    provider
+        .change_tool(
+            "whoami",
+            json!({"description": format!("Who am I? You are {token}.")}),
+        )
+        .await;
+    let (s, report) = app.post("/connectors/notion/check-tools", json!({})).await;
+    assert_eq!(s, 200, "{report}");
+    let e = wait_for_status(&app, "notion__whoami", "quarantined").await;
+    let after = e["quarantine"]["changes"][0]["after"].as_str().unwrap();
+    assert!(after.contains("[redacted by AGP]"), "{e}");
+    let (_, events) = app.get("/events?limit=10000").await;
+    for text in [events.to_string(), e.to_string(), report.to_string()] {
+        assert!(
+            !text.contains(&token),
+            "the token reached the log or a view: {text}"
+        );
+    }
+}

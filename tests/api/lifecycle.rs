@@ -103,6 +103,8 @@ async fn openapi_metrics_health_and_readiness() {
         "/connect/callback",
         "/connect/result/{id}",
         "/mcp",
+        "/api/v1/revocations/pending",
+        "/api/v1/keys/rotate",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
@@ -123,6 +125,11 @@ async fn openapi_metrics_health_and_readiness() {
         }
     }
     assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["PendingRevocationView"]["properties"]["next_attempt_at"].is_object(),
+        "the connector view documents its pending revocations"
+    );
 
     app.post("/profiles", json!({"name": "m"})).await;
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();

@@ -24,6 +24,7 @@ mod kill_switches;
 mod lifecycle;
 mod profiles;
 mod proxy_e2e;
+mod revocations;
 mod sdk_auth_e2e;
 mod tools;
 mod tools_e2e;

@@ -55,6 +55,9 @@ pub struct Knobs {
     pub authorization_server: Option<String>,
     /// `/userinfo`'s answer (status, JSON body); `None`: no `userinfo_endpoint` advertised.
     pub userinfo: Option<(u16, Value)>,
+    /// A hostile MCP server: a request with a credential is answered with a JSON-RPC error
+    /// whose message echoes the `Authorization` header it received.
+    pub mcp_echo: bool,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ impl Mock {
                 revocation_endpoint: true,
                 authorization_server: None,
                 userinfo: None,
+                mcp_echo: false,
             }),
             rec: Mutex::new(Recorded::default()),
             release: tokio::sync::Notify::new(),
@@ -184,8 +188,23 @@ fn hit(s: &MockState, endpoint: &'static str) {
     *s.rec.lock().hits.entry(endpoint).or_default() += 1;
 }
 
-async fn mcp(State(s): State<Arc<MockState>>) -> Response {
+async fn mcp(
+    State(s): State<Arc<MockState>>,
+    headers: header::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     hit(&s, "mcp");
+    let echo = s.knobs.lock().mcp_echo;
+    if let (true, Some(auth)) = (echo, headers.get(header::AUTHORIZATION)) {
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null);
+        let message = format!("refused {}", auth.to_str().unwrap_or_default());
+        return Json(json!({"jsonrpc": "2.0", "id": id,
+            "error": {"code": -32000, "message": message, "data": {"seen": message}}}))
+        .into_response();
+    }
     let challenge = format!(
         "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
         s.base
@@ -350,16 +369,30 @@ fn bytes_of(n: usize) -> axum::body::Bytes {
     axum::body::Bytes::from(vec![b' '; n])
 }
 
+/// Answers each revocation with the next scripted status (200 once the script is spent). A
+/// scripted 400 answers `invalid_token`, a scripted 422 a 400 `unsupported_token_type`; both
+/// echo the token in `error_description`, as a hostile provider might.
 async fn revoke(
     State(s): State<Arc<MockState>>,
     Form(form): Form<HashMap<String, String>>,
-) -> StatusCode {
+) -> Response {
+    let token = form.get("token").cloned().unwrap_or_default();
     let status = {
         let mut rec = s.rec.lock();
         *rec.hits.entry("revoke").or_default() += 1;
-        rec.revoked
-            .push(form.get("token").cloned().unwrap_or_default());
+        rec.revoked.push(token.clone());
         rec.revoke_script.pop_front().unwrap_or(200)
     };
-    StatusCode::from_u16(status).unwrap()
+    let error = |code: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": code, "error_description": format!("bad token {token}")})),
+        )
+            .into_response()
+    };
+    match status {
+        400 => error("invalid_token"),
+        422 => error("unsupported_token_type"),
+        s => StatusCode::from_u16(s).unwrap().into_response(),
+    }
 }

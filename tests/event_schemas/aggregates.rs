@@ -129,6 +129,7 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
                 token_kind: kind.into(),
                 outcome: RevocationOutcome::Revoked,
                 detail: None,
+                next_attempt_at: None,
             }),
         1 => generation().prop_map(|generation| C::ShredCredentials { generation }),
         1 => prop::sample::select(vec!["notion", "slack", ""])

@@ -107,6 +107,7 @@ async fn events_written_through_the_command_bus_match_their_schemas() {
             token_kind: token_kind.into(),
             outcome: RevocationOutcome::Revoked,
             detail: None,
+            next_attempt_at: None,
         })
         .await
         .expect("revocation");

@@ -5,10 +5,12 @@ use agp::domain::agent::AgentEvent;
 use agp::domain::approval::ApprovalEvent;
 use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::{
-    AccountSource, ConnectorEvent, Definition, DefinitionField, DiscoveredMetadata, FieldChange,
-    Operation, Overrides, RegisteredTool, Registration, RevocationOutcome, TokenAuthMethod,
+    AbandonReason, AccountSource, ConnectorEvent, Definition, DefinitionField, DiscoveredMetadata,
+    FieldChange, Operation, Overrides, RegisteredTool, Registration, RevocationOutcome,
+    TokenAuthMethod,
 };
 use agp::domain::profile::{Policy, ProfileEvent, Rule};
+use agp::domain::security::{CallbackRefusal, SecurityEvent};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -36,6 +38,7 @@ pub fn type_of(e: &AgpEvent) -> &'static str {
         AgpEvent::Agent(e) => (agent_variants().0)(e),
         AgpEvent::Approval(e) => (approval_variants().0)(e),
         AgpEvent::Call(e) => (call_variants().0)(e),
+        AgpEvent::Security(e) => (security_variants().0)(e),
     }
 }
 
@@ -47,6 +50,7 @@ pub fn variant_types() -> Vec<&'static str> {
         agent_variants().1,
         approval_variants().1,
         call_variants().1,
+        security_variants().1,
     ]
     .concat()
 }
@@ -67,6 +71,7 @@ fn connector_variants() -> Variants<ConnectorEvent> {
         Failed => "connector.failed",
         Disconnected => "connector.disconnected",
         RevocationRecorded => "connector.revocation_recorded",
+        RevocationAbandoned => "connector.revocation_abandoned",
         CredentialsShredded => "connector.credentials_shredded",
         Removed => "connector.removed",
         ToolsRegistered => "connector.tools_registered",
@@ -104,6 +109,32 @@ fn agent_variants() -> Variants<AgentEvent> {
         KeyRotated => "agent.key_rotated",
         Revoked => "agent.revoked",
     })
+}
+
+fn security_variants() -> Variants<SecurityEvent> {
+    variants!(SecurityEvent {
+        KeyRotated => "vault.key_rotated",
+        CallbackRefused => "consent.callback_refused",
+    })
+}
+
+pub fn security_events() -> Vec<SecurityEvent> {
+    vec![
+        SecurityEvent::KeyRotated {
+            key_id: "k2".into(),
+            previous_key_id: "k1".into(),
+        },
+        SecurityEvent::CallbackRefused {
+            reason: CallbackRefusal::ForeignBrowser,
+            connector: Some(name("notion")),
+            suppressed: 0,
+        },
+        SecurityEvent::CallbackRefused {
+            reason: CallbackRefusal::InvalidState,
+            connector: None,
+            suppressed: 1234,
+        },
+    ]
 }
 
 fn call_variants() -> Variants<CallEvent> {
@@ -288,24 +319,40 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             token_kind: "refresh_token".into(),
             outcome: RevocationOutcome::Revoked,
             detail: None,
+            next_attempt_at: None,
         },
         E::RevocationRecorded {
             generation: 2,
             token_kind: "access_token".into(),
             outcome: RevocationOutcome::Failed,
             detail: Some("503 Service Unavailable".into()),
+            next_attempt_at: Some(at(1_700_000_120, 0)),
+        },
+        E::RevocationAbandoned {
+            generation: 2,
+            token_kind: "access_token".into(),
+            reason: AbandonReason::TokenInvalid,
+            detail: Some("HTTP 400 invalid_token".into()),
+        },
+        E::RevocationAbandoned {
+            generation: 1,
+            token_kind: "refresh_token".into(),
+            reason: AbandonReason::TokenMissing,
+            detail: None,
         },
         E::RevocationRecorded {
             generation: 1,
             token_kind: "access_token".into(),
             outcome: RevocationOutcome::NoEndpoint,
             detail: None,
+            next_attempt_at: None,
         },
         E::RevocationRecorded {
             generation: 0,
             token_kind: "refresh_token".into(),
             outcome: RevocationOutcome::NothingToRevoke,
             detail: None,
+            next_attempt_at: None,
         },
         E::CredentialsShredded { generation: 2 },
         E::Removed {
@@ -616,5 +663,6 @@ pub fn all_events() -> Vec<AgpEvent> {
         .chain(agent_events().into_iter().map(AgpEvent::Agent))
         .chain(approval_events().into_iter().map(AgpEvent::Approval))
         .chain(call_events().into_iter().map(AgpEvent::Call))
+        .chain(security_events().into_iter().map(AgpEvent::Security))
         .collect()
 }

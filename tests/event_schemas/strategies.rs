@@ -440,13 +440,33 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
             any_generation(),
             prop::sample::select(TOKEN_KINDS),
             outcome(),
-            option::of(text())
+            option::of(text()),
+            option::of(time())
         )
             .prop_map(
-                |(generation, kind, outcome, detail)| E::RevocationRecorded {
+                |(generation, kind, outcome, detail, next)| E::RevocationRecorded {
                     generation,
                     token_kind: kind.to_string(),
                     outcome,
+                    detail,
+                    next_attempt_at: next.filter(|_| outcome == RevocationOutcome::Failed),
+                }
+            ),
+        (
+            any_generation(),
+            prop::sample::select(TOKEN_KINDS),
+            prop_oneof![
+                Just(agp::domain::connector::AbandonReason::TokenInvalid),
+                Just(agp::domain::connector::AbandonReason::UnsupportedTokenType),
+                Just(agp::domain::connector::AbandonReason::TokenMissing),
+            ],
+            option::of(text())
+        )
+            .prop_map(
+                |(generation, kind, reason, detail)| E::RevocationAbandoned {
+                    generation,
+                    token_kind: kind.to_string(),
+                    reason,
                     detail,
                 }
             ),
@@ -734,5 +754,36 @@ pub fn any_event() -> impl Strategy<Value = AgpEvent> {
         3 => agent_event().prop_map(AgpEvent::Agent),
         3 => approval_event().prop_map(AgpEvent::Approval),
         3 => call_event().prop_map(AgpEvent::Call),
+        1 => security_event().prop_map(AgpEvent::Security),
+    ]
+}
+
+pub fn security_event() -> impl Strategy<Value = agp::domain::security::SecurityEvent> {
+    use agp::domain::security::{CallbackRefusal as R, SecurityEvent as E};
+    let reason = prop_oneof![
+        Just(R::NoState),
+        Just(R::InvalidState),
+        Just(R::UnknownFlow),
+        Just(R::Expired),
+        Just(R::ForeignBrowser),
+        Just(R::ForeignSession),
+        Just(R::IssMissing),
+        Just(R::IssMismatch),
+    ];
+    prop_oneof![
+        (1u64..1000, 1u64..1000).prop_map(|(a, b)| E::KeyRotated {
+            key_id: format!("k{a}"),
+            previous_key_id: format!("k{b}"),
+        }),
+        (
+            reason,
+            proptest::option::of("[a-z][a-z0-9-]{0,20}"),
+            any::<u64>()
+        )
+            .prop_map(|(reason, connector, suppressed)| E::CallbackRefused {
+                reason,
+                connector: connector.and_then(|c| agp::domain::ResourceName::parse(&c).ok()),
+                suppressed,
+            }),
     ]
 }

@@ -405,8 +405,12 @@ fn decode_refuses_unknown_types_and_versions() {
         Err(DecodeError::Malformed { .. })
     ));
     assert!(matches!(
-        AgpEvent::decode("vault.sealed", 1, &data),
+        AgpEvent::decode("ledger.sealed", 1, &data),
         Err(DecodeError::UnknownType(_))
+    ));
+    assert!(matches!(
+        AgpEvent::decode("vault.sealed", 1, &data),
+        Err(DecodeError::Malformed { .. })
     ));
     assert!(matches!(
         AgpEvent::decode("connector.expired", 2, &data),

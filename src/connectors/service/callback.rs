@@ -5,26 +5,41 @@
 //! burn the admin's real one); nothing reaches the token endpoint unless every check passed.
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConnectorService, fingerprint};
 use crate::connectors::account::{self, Account};
 use crate::connectors::flows::{COOKIE_PREFIX, Flow, FlowError};
 use crate::connectors::pages::Outcome;
 use crate::connectors::token::{self, ClientAuth, TokenEndpoint, TokenSet, clean};
+use crate::domain::ResourceName;
 use crate::domain::connector::{ConnectorCommand, client_auth};
+use crate::domain::security::{CallbackRefusal, SecurityEvent};
 use crate::projections::connectors::parse_auth_method;
 use crate::store::aggregate_store::CommandMeta;
+use crate::store::aggregate_store::append_fact;
 use crate::vault::{Field, Slot};
 
-/// The callback's query parameters.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// The callback's query parameters. The authorization code is a secret until exchanged: it is
+/// held as a [`SecretString`] (wiped on drop, `[REDACTED]` when printed; issue 14, item 11).
+#[derive(Debug, Default, Clone)]
 pub struct CallbackParams {
     pub state: Option<String>,
-    pub code: Option<String>,
+    pub code: Option<SecretString>,
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+}
+
+/// The audited reason of a flow-table refusal.
+fn refusal_of(e: &FlowError) -> CallbackRefusal {
+    match e {
+        FlowError::BadState => CallbackRefusal::InvalidState,
+        FlowError::Unknown => CallbackRefusal::UnknownFlow,
+        FlowError::Expired => CallbackRefusal::Expired,
+        FlowError::AlreadyBound | FlowError::WrongBrowser => CallbackRefusal::ForeignBrowser,
+        FlowError::WrongSession => CallbackRefusal::ForeignSession,
+    }
 }
 
 fn refused(reason: impl Into<String>) -> Outcome {
@@ -51,20 +66,25 @@ impl ConnectorService {
         cookie: impl Fn(&str) -> Option<String>,
     ) -> Outcome {
         let Some(state) = p.state.as_deref() else {
+            self.audit_refusal(CallbackRefusal::NoState, None).await;
             return refused("the callback has no state parameter");
         };
         let flow_id = match self.flows.verify_state(state) {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!("consent callback refused: invalid state");
+                self.audit_refusal(CallbackRefusal::InvalidState, None)
+                    .await;
                 return refused(e.to_string());
             }
         };
+        let connector = self.flows.connector_of(&flow_id);
         let binding = cookie(&format!("{COOKIE_PREFIX}{flow_id}"));
         let (issuer, iss_required) = match self.flows.check(&flow_id, binding.as_deref()) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(reason = %e, "consent callback refused");
+                self.audit_refusal(refusal_of(&e), connector).await;
                 return refused(e.to_string());
             }
         };
@@ -72,12 +92,16 @@ impl ConnectorService {
         match (&p.iss, &issuer) {
             (None, _) if iss_required => {
                 tracing::warn!("consent callback refused: iss missing");
+                self.audit_refusal(CallbackRefusal::IssMissing, connector)
+                    .await;
                 return refused(
                     "the authorization server advertises `iss` in responses but this callback has none",
                 );
             }
             (Some(got), Some(expected)) if got != expected => {
                 tracing::warn!("consent callback refused: iss mismatch");
+                self.audit_refusal(CallbackRefusal::IssMismatch, connector)
+                    .await;
                 return refused(format!(
                     "the callback names issuer {:?}, expected {:?}",
                     clean(got),
@@ -88,7 +112,10 @@ impl ConnectorService {
         }
         let flow = match self.flows.consume(&flow_id) {
             Ok(f) => f,
-            Err(e) => return refused(e.to_string()),
+            Err(e) => {
+                self.audit_refusal(refusal_of(&e), connector).await;
+                return refused(e.to_string());
+            }
         };
         let meta = CommandMeta::system();
         let name = flow.connector_name.clone();
@@ -97,16 +124,25 @@ impl ConnectorService {
                 Some(d) => format!("{}: {}", clean(error), clean(d)),
                 None => clean(error),
             };
+            // Peer text, recorded in `consent_failed` and shown: scrubbed (S27).
+            let reason = self
+                .scrub(&flow.connector_id, 0, &[&flow.pkce_verifier], &reason)
+                .await;
             return self.fail(&flow, reason, &meta).await;
         }
-        let Some(code) = p.code.as_deref().filter(|c| !c.is_empty()) else {
+        let Some(code) = p.code.as_ref().filter(|c| !c.expose_secret().is_empty()) else {
             return self
                 .fail(&flow, "the callback has no code".into(), &meta)
                 .await;
         };
         let tokens = match self.exchange(&flow, code).await {
             Ok(t) => t,
-            Err(reason) => return self.fail(&flow, reason, &meta).await,
+            Err(reason) => {
+                let reason = self
+                    .scrub(&flow.connector_id, 0, &[&flow.pkce_verifier, code], &reason)
+                    .await;
+                return self.fail(&flow, reason, &meta).await;
+            }
         };
         let account = self.identify(&flow, &tokens).await;
         match self.activate(&flow, tokens, account, &meta).await {
@@ -120,6 +156,28 @@ impl ConnectorService {
                 connector: Some(name),
                 reason,
             },
+        }
+    }
+
+    /// Records a refused callback as `consent.callback_refused` (S5), unless the rate limiter
+    /// only counts it. Never fails the callback: a refusal that cannot be recorded is logged
+    /// and counted with the suppressed ones.
+    async fn audit_refusal(&self, reason: CallbackRefusal, connector: Option<String>) {
+        let Some(suppressed) = self.refusals.admit() else {
+            return;
+        };
+        let event = SecurityEvent::CallbackRefused {
+            reason,
+            connector: connector.and_then(|n| ResourceName::parse(&n).ok()),
+            suppressed,
+        };
+        let meta = CommandMeta {
+            actor: "anonymous".into(),
+            correlation_id: uuid::Uuid::now_v7(),
+        };
+        if let Err(e) = append_fact(self.log.as_ref(), event.stream(), &event, &meta).await {
+            self.refusals.unrecorded(suppressed);
+            tracing::warn!(reason = reason.as_str(), error = %e, "a refused consent callback could not be recorded");
         }
     }
 
@@ -148,6 +206,17 @@ impl ConnectorService {
         at: AuthAt,
     ) -> Result<ClientAuth, String> {
         let view = self.view(name).map_err(|e| e.to_string())?;
+        self.client_auth_for(connector_id, view, at).await
+    }
+
+    /// [`ConnectorService::client_auth`] from a view already at hand (a removed connector's,
+    /// whose pending revocations are still retried).
+    pub(crate) async fn client_auth_for(
+        &self,
+        connector_id: &str,
+        view: crate::projections::connectors::ConnectorView,
+        at: AuthAt,
+    ) -> Result<ClientAuth, String> {
         let client_id = view
             .client_id
             .ok_or_else(|| "the connector has no OAuth client".to_string())?;
@@ -178,7 +247,7 @@ impl ConnectorService {
         })
     }
 
-    async fn exchange(&self, flow: &Flow, code: &str) -> Result<TokenSet, String> {
+    async fn exchange(&self, flow: &Flow, code: &SecretString) -> Result<TokenSet, String> {
         let auth = self
             .client_auth(&flow.connector_id, &flow.connector_name, AuthAt::Token)
             .await?;
@@ -295,5 +364,21 @@ impl ConnectorService {
 impl From<FlowError> for Outcome {
     fn from(e: FlowError) -> Self {
         refused(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_never_prints() {
+        let p = CallbackParams {
+            state: Some("v1.x.y".into()),
+            code: Some(SecretString::from("code-canary-1234")),
+            ..Default::default()
+        };
+        let printed = format!("{p:?}");
+        assert!(!printed.contains("code-canary"), "{printed}");
     }
 }

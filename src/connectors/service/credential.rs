@@ -126,6 +126,18 @@ impl ConnectorService {
     /// token is not about to expire (the proxy's "401 → refresh once → retry", and the admin's
     /// `refresh`). Concurrent callers wait for the one refresh in flight and share its result.
     pub async fn refresh(&self, name: &str, force: bool) -> Result<(), CredentialError> {
+        self.refresh_as(name, force, &CommandMeta::system()).await
+    }
+
+    /// [`ConnectorService::refresh`] on behalf of `meta`'s actor: the events it writes
+    /// (`token_refreshed`, `reauth_required`, `expired`) name that actor, so an admin's refresh
+    /// is audited as the admin's (issue 14, item 9).
+    pub async fn refresh_as(
+        &self,
+        name: &str,
+        force: bool,
+        meta: &CommandMeta,
+    ) -> Result<(), CredentialError> {
         let before = self
             .view(name)
             .map_err(|_| CredentialError::NotFound(name.to_string()))?;
@@ -138,12 +150,15 @@ impl ConnectorService {
         if refreshed_meanwhile || (!force && !needs_refresh(&view)) {
             return Ok(());
         }
-        self.refresh_locked(&view).await
+        self.refresh_locked(&view, meta).await
     }
 
-    async fn refresh_locked(&self, view: &ConnectorView) -> Result<(), CredentialError> {
+    async fn refresh_locked(
+        &self,
+        view: &ConnectorView,
+        meta: &CommandMeta,
+    ) -> Result<(), CredentialError> {
         let name = view.name.clone();
-        let meta = CommandMeta::system();
         let slot = Slot::consent(&view.connector_id, view.generation);
         let internal = |_e: ServiceError| CredentialError::Internal(name.clone());
         let Some(refresh_token) = self
@@ -159,7 +174,7 @@ impl ConnectorService {
                 let cmd = ConnectorCommand::Expire {
                     generation: view.generation,
                 };
-                let _ = self.run(&view.connector_id, &name, cmd, &meta).await;
+                let _ = self.run(&view.connector_id, &name, cmd, meta).await;
                 return Err(CredentialError::NotActive {
                     name,
                     status: "expired".into(),
@@ -184,11 +199,16 @@ impl ConnectorService {
             match token::refresh(&self.egress, &endpoint, &auth, &refresh_token).await {
                 Ok(t) => break t,
                 Err(e) if e.is_permanent() => {
+                    // The AS's `error_description` is peer text: scrubbed of every secret AGP
+                    // holds for the connector before it enters the log (S27).
+                    let reason = self
+                        .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                        .await;
                     let cmd = ConnectorCommand::RequireReauth {
                         generation: view.generation,
-                        reason: e.to_string(),
+                        reason,
                     };
-                    let _ = self.run(&view.connector_id, &name, cmd, &meta).await;
+                    let _ = self.run(&view.connector_id, &name, cmd, meta).await;
                     return Err(CredentialError::NotActive {
                         name,
                         status: "reauth_required".into(),
@@ -199,7 +219,10 @@ impl ConnectorService {
                     | TokenError::Invalid(_)
                     | TokenError::Rejected { .. }),
                 ) => {
-                    tracing::warn!(connector = %name, error = %e, attempt, "token refresh failed");
+                    let error = self
+                        .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                        .await;
+                    tracing::warn!(connector = %name, %error, attempt, "token refresh failed");
                     match TRANSIENT_RETRIES.get(attempt) {
                         Some(pause) => {
                             tokio::time::sleep(*pause).await;
@@ -254,7 +277,7 @@ impl ConnectorService {
             access_token_expires_at: expires_at,
             refresh_token_rotated: rotated,
         };
-        let recorded = self.run(&view.connector_id, &name, cmd, &meta).await;
+        let recorded = self.run(&view.connector_id, &name, cmd, meta).await;
         drop(custody);
         if recorded.is_err() {
             // The refresh cannot be recorded (the check above makes a state race unlikely;
@@ -309,7 +332,9 @@ impl ConnectorService {
             .into_iter()
             .chain([(access, "access_token")]);
         for (token, kind) in tokens {
-            if let crate::connectors::revoke::Revoked::No(detail) =
+            if let crate::connectors::revoke::Revoked::No(detail)
+            | crate::connectors::revoke::Revoked::Invalid(detail)
+            | crate::connectors::revoke::Revoked::Unsupported(detail) =
                 revoke(&self.egress, &ep, &auth, token, kind).await
             {
                 tracing::warn!(connector = %view.name, kind, %detail, "revoking a late token failed");

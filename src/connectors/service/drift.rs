@@ -155,6 +155,33 @@ impl ConnectorService {
         meta: &CommandMeta,
     ) -> Result<DriftReport, ServiceError> {
         let view = self.view(name)?;
+        let checked = self.check_tools_of(&view, name, meta).await;
+        self.scrub_provider_error(&view.connector_id, view.generation, checked)
+            .await
+    }
+
+    /// A provider error's text is upstream's (tool names, rmcp messages): scrubbed of the
+    /// connector's secrets before it is returned or logged (S27).
+    pub(crate) async fn scrub_provider_error<T>(
+        &self,
+        connector_id: &str,
+        generation: u64,
+        r: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match r {
+            Err(ServiceError::Provider(m)) => Err(ServiceError::Provider(
+                self.scrub(connector_id, generation, &[], &m).await,
+            )),
+            other => other,
+        }
+    }
+
+    async fn check_tools_of(
+        &self,
+        view: &crate::projections::connectors::ConnectorView,
+        name: &str,
+        meta: &CommandMeta,
+    ) -> Result<DriftReport, ServiceError> {
         let lock = self.drift_locks.get(&view.connector_id);
         let _one_at_a_time = lock.lock().await;
         let registered = self.registered_of(&view);
@@ -294,6 +321,27 @@ impl ConnectorService {
         meta: &CommandMeta,
     ) -> Result<CatalogEntry, ServiceError> {
         let entry = self.catalog_entry(tool)?;
+        let generation = self
+            .projections
+            .read(|p| {
+                p.connectors
+                    .get_by_id(&entry.connector_id)
+                    .map(|v| v.generation)
+            })
+            .unwrap_or_default();
+        let connector_id = entry.connector_id.clone();
+        let approved = self.approve_tool_entry(tool, entry, reason, meta).await;
+        self.scrub_provider_error(&connector_id, generation, approved)
+            .await
+    }
+
+    async fn approve_tool_entry(
+        &self,
+        tool: &ToolName,
+        entry: CatalogEntry,
+        reason: String,
+        meta: &CommandMeta,
+    ) -> Result<CatalogEntry, ServiceError> {
         let not_quarantined = || {
             ServiceError::Conflict(format!(
                 "tool {:?} is not quarantined; only a quarantined tool can be approved",

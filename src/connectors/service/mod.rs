@@ -34,7 +34,7 @@ use super::results::ResultStore;
 
 pub use add::{AddConnector, Consent};
 pub use callback::CallbackParams;
-pub use teardown::{RevocationReport, Teardown};
+pub use teardown::{RetryBackoff, RevocationReport, Teardown};
 
 /// How long a command waits for the projections to fold its events.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -106,6 +106,12 @@ pub struct ConnectorService {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Token requests made by refreshes (tests assert single-flight with it).
     refresh_requests: std::sync::atomic::AtomicU64,
+    /// The log, for facts no aggregate decides (refused consent callbacks).
+    pub(crate) log: Arc<dyn crate::store::EventLog>,
+    /// When failed revocations are tried again.
+    pub(crate) revocation_backoff: RetryBackoff,
+    /// Which refused callbacks are recorded (S5, rate-limited).
+    pub(crate) refusals: super::refusals::RefusalLimiter,
 }
 
 impl ConnectorService {
@@ -119,7 +125,10 @@ impl ConnectorService {
         let public_url = public_url.trim_end_matches('/').to_string();
         Self {
             projections,
-            bus: CommandBus::new(log, ()),
+            bus: CommandBus::new(log.clone(), ()),
+            log,
+            refusals: super::refusals::RefusalLimiter::default(),
+            revocation_backoff: RetryBackoff::default(),
             vault,
             egress,
             flows: FlowStore::default(),
@@ -135,6 +144,12 @@ impl ConnectorService {
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Sets when failed revocations are tried again (before the service is shared).
+    pub fn with_revocation_backoff(mut self, backoff: RetryBackoff) -> Self {
+        self.revocation_backoff = backoff;
+        self
     }
 
     /// Ends background work (revocation retries, the refresher, drift checks).
@@ -201,6 +216,65 @@ impl ConnectorService {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(ServiceError::from)
+    }
+
+    /// A scrubber for every secret AGP holds for the connector: its client secret and
+    /// registration access token, the tokens of `generation`, and `extra` (e.g. a code or a
+    /// PKCE verifier in flight). Peer-supplied text goes through it before it is logged,
+    /// recorded or returned (S27). `None` when the vault cannot be read: the caller withholds
+    /// the text rather than pass it on unscrubbed.
+    pub(crate) async fn scrubber(
+        &self,
+        connector_id: &str,
+        generation: u64,
+        extra: &[&SecretString],
+    ) -> Option<crate::proxy::scrub::Scrubber> {
+        use crate::vault::{Field, Slot};
+        use secrecy::ExposeSecret;
+        let vault = self.vault.clone();
+        let id = connector_id.to_string();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let client = Slot::client(&id);
+            let grant = Slot::consent(&id, generation);
+            let mut out = Vec::new();
+            for (slot, field) in [
+                (&client, Field::ClientSecret),
+                (&client, Field::RegistrationAccessToken),
+                (&grant, Field::AccessToken),
+                (&grant, Field::RefreshToken),
+            ] {
+                if generation == Slot::CLIENT_GENERATION && slot == &grant {
+                    continue;
+                }
+                out.extend(vault.open_secret(slot, field)?);
+            }
+            Ok::<_, crate::vault::VaultError>(out)
+        })
+        .await
+        .ok()?
+        .ok()?;
+        Some(crate::proxy::scrub::Scrubber::for_secrets(
+            sealed
+                .iter()
+                .chain(extra.iter().copied())
+                .map(|s| s.expose_secret()),
+        ))
+    }
+
+    /// `text` (peer-supplied) scrubbed of the connector's secrets ([`Self::scrubber`]); withheld
+    /// when they cannot be read.
+    pub(crate) async fn scrub(
+        &self,
+        connector_id: &str,
+        generation: u64,
+        extra: &[&SecretString],
+        text: &str,
+    ) -> String {
+        match self.scrubber(connector_id, generation, extra).await {
+            Some(s) => s.scrubbed(text),
+            None => "(details withheld: the connector's secrets could not be read to scrub them)"
+                .to_string(),
+        }
     }
 
     /// Seals a secret on a blocking thread; returns once it is durable.

@@ -1,6 +1,13 @@
 //! Disconnect and remove: stop serving (the event), revoke at the provider (S10), destroy the
 //! data keys once revocation settled (S13). A failed revocation is retried in the background
 //! and never reported as revoked; the sealed tokens stay until it settles.
+//!
+//! Pending revocations (issue 14, item 6) live in the log: each failed attempt is a
+//! `revocation_recorded` with `next_attempt_at` (exponential backoff, capped), so the retrier
+//! finds them in the projection after a restart, a reconnect (older generations keep being
+//! retried) or a removal (their slots, and the client credentials revoking needs, are kept
+//! until the last one settles). A pending revocation ends only with `revoked` or an audited
+//! `revocation_abandoned`.
 
 use std::time::Duration;
 
@@ -9,17 +16,50 @@ use url::Url;
 use super::callback::AuthAt;
 use super::{ConnectorService, ServiceError};
 use crate::connectors::revoke::{Revoked, revoke};
-use crate::domain::connector::{ConnectorCommand, RevocationOutcome};
+use crate::domain::connector::{AbandonReason, ConnectorCommand, RevocationOutcome};
 use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 use crate::vault::{Field, Slot};
 
-/// Retry delays for failed revocations.
-const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_secs(2),
-    Duration::from_secs(15),
-    Duration::from_secs(120),
-];
+/// When failed revocations are tried again: `first` after the first failure, doubling after
+/// each further one, never more than `max` apart (issue 14, item 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(2),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// The wait after the `failures`-th failed attempt (1-based).
+    pub fn delay(self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.first.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// How often the retrier looks for due revocations.
+    fn tick(self) -> Duration {
+        (self.first / 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+/// How one attempt at one token ended.
+enum Settled {
+    /// Revoked, or nothing to revoke: done.
+    Done,
+    /// Failed: retried later.
+    Pending,
+    /// Given up, with an audited reason: done.
+    Abandoned,
+}
 
 /// What a disconnect or remove did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,21 +140,49 @@ impl ConnectorService {
         )
         .await?;
         self.flows.cancel_connector(&view.connector_id);
+        // Tokens AGP failed to revoke stay sealed (their generations' slots, and the client's
+        // credentials that revoking them needs) until revoked or abandoned; everything else of
+        // the connector is destroyed now.
+        let pending = self.pending_generations(&view.connector_id);
         let vault = self.vault.clone();
         let id = view.connector_id.clone();
-        tokio::task::spawn_blocking(move || vault.shred_connector(&id))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let keep = pending.clone();
+        tokio::task::spawn_blocking(move || {
+            if keep.is_empty() {
+                vault.shred_connector(&id)
+            } else {
+                let mut keep = keep;
+                keep.push(Slot::CLIENT_GENERATION);
+                vault.shred_connector_except(&id, &keep)
+            }
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
         Ok(Teardown {
             connector: None,
             revocation,
-            shredded: true,
+            shredded: pending.is_empty(),
+        })
+    }
+
+    /// Generations of `connector_id` (live or removed) with pending revocations.
+    fn pending_generations(&self, connector_id: &str) -> Vec<u64> {
+        self.projections.read(|p| {
+            let mut gens: Vec<u64> = p
+                .connectors
+                .any_by_id(connector_id)
+                .map(|v| v.pending_revocations.iter().map(|r| r.generation).collect())
+                .unwrap_or_default();
+            gens.sort_unstable();
+            gens.dedup();
+            gens
         })
     }
 
     /// Revokes the refresh token and the access token of the connector's current generation in
     /// separate attempts and records each outcome; shreds the generation's keys if every
-    /// outcome is final, else schedules retries.
+    /// outcome is final. A failure stays pending: the retrier ([`Self::spawn_revocation_retrier`])
+    /// tries it again with backoff until it settles.
     pub(super) async fn revoke_and_shred(
         self: &std::sync::Arc<Self>,
         view: &ConnectorView,
@@ -127,6 +195,7 @@ impl ConnectorService {
             .as_deref()
             .and_then(|e| Url::parse(e).ok());
         let mut reports = Vec::new();
+        let mut settled = true;
         for (kind, field) in [
             ("refresh_token", Field::RefreshToken),
             ("access_token", Field::AccessToken),
@@ -143,13 +212,20 @@ impl ConnectorService {
                 ),
                 (Some(t), Some(ep)) => {
                     let auth = self
-                        .client_auth(&view.connector_id, &view.name, AuthAt::Revocation)
+                        .client_auth_for(&view.connector_id, view.clone(), AuthAt::Revocation)
                         .await
                         .map_err(ServiceError::Internal)?;
-                    match revoke(&self.egress, ep, &auth, t, kind).await {
-                        Revoked::Yes(note) => (RevocationOutcome::Revoked, note),
-                        Revoked::No(d) => (RevocationOutcome::Failed, Some(d)),
-                    }
+                    let revoked = revoke(&self.egress, ep, &auth, t, kind).await;
+                    let (outcome, detail, done) = self
+                        .record_attempt(view, generation, kind, 0, revoked, meta)
+                        .await?;
+                    settled &= done;
+                    reports.push(RevocationReport {
+                        token_kind: kind.to_string(),
+                        outcome,
+                        detail,
+                    });
+                    continue;
                 }
             };
             self.run(
@@ -160,6 +236,7 @@ impl ConnectorService {
                     token_kind: kind.to_string(),
                     outcome,
                     detail: detail.clone(),
+                    next_attempt_at: None,
                 },
                 meta,
             )
@@ -170,15 +247,94 @@ impl ConnectorService {
                 detail,
             });
         }
-        let settled = reports
-            .iter()
-            .all(|r| r.outcome != RevocationOutcome::Failed);
         if settled {
             self.shred(view, generation, meta).await?;
-        } else {
-            self.schedule_retry(view.clone());
         }
         Ok((reports, settled))
+    }
+
+    /// Records what one attempt established: `revoked`, or `failed` with the next attempt's
+    /// time, or — when the provider says the token is invalid or cannot be revoked — the
+    /// failure and its abandonment. Returns the outcome, its detail and whether it settled.
+    async fn record_attempt(
+        &self,
+        view: &ConnectorView,
+        generation: u64,
+        kind: &str,
+        failures_before: u32,
+        revoked: Revoked,
+        meta: &CommandMeta,
+    ) -> Result<(RevocationOutcome, Option<String>, bool), ServiceError> {
+        let (settled, detail) = match revoked {
+            Revoked::Yes(note) => (Settled::Done, note),
+            Revoked::No(d) => (Settled::Pending, Some(d)),
+            Revoked::Invalid(d) => (Settled::Abandoned, Some(d)),
+            Revoked::Unsupported(d) => (Settled::Abandoned, Some(d)),
+        };
+        let outcome = match settled {
+            Settled::Done => RevocationOutcome::Revoked,
+            Settled::Pending | Settled::Abandoned => RevocationOutcome::Failed,
+        };
+        let next_attempt_at = match settled {
+            Settled::Pending => {
+                let wait = self.revocation_backoff.delay(failures_before + 1);
+                chrono::Duration::from_std(wait)
+                    .ok()
+                    .map(|w| chrono::Utc::now() + w)
+            }
+            Settled::Done | Settled::Abandoned => None,
+        };
+        self.run(
+            &view.connector_id,
+            &view.name,
+            ConnectorCommand::RecordRevocation {
+                generation,
+                token_kind: kind.to_string(),
+                outcome,
+                detail: detail.clone(),
+                next_attempt_at,
+            },
+            meta,
+        )
+        .await?;
+        if let Settled::Abandoned = settled {
+            let reason = if detail
+                .as_deref()
+                .is_some_and(|d| d.ends_with("unsupported_token_type"))
+            {
+                AbandonReason::UnsupportedTokenType
+            } else {
+                AbandonReason::TokenInvalid
+            };
+            self.abandon(view, generation, kind, reason, detail.clone(), meta)
+                .await?;
+        }
+        Ok((outcome, detail, !matches!(settled, Settled::Pending)))
+    }
+
+    async fn abandon(
+        &self,
+        view: &ConnectorView,
+        generation: u64,
+        kind: &str,
+        reason: AbandonReason,
+        detail: Option<String>,
+        meta: &CommandMeta,
+    ) -> Result<(), ServiceError> {
+        tracing::warn!(connector = %view.name, generation, kind, ?reason, "revocation abandoned");
+        self.run(
+            &view.connector_id,
+            &view.name,
+            ConnectorCommand::AbandonRevocation {
+                generation,
+                token_kind: kind.to_string(),
+                reason,
+                detail,
+            },
+            meta,
+        )
+        .await?;
+        Ok(())
     }
 
     async fn shred(
@@ -202,107 +358,162 @@ impl ConnectorService {
         Ok(())
     }
 
-    /// At start: resumes the revocation retries a stop interrupted (disconnected connectors
-    /// whose current credential was neither revoked nor shredded).
+    /// At start: the retrier picks up every pending revocation from the projection (their
+    /// schedule is in the log), so nothing needs resuming by hand. Kept for the start sequence.
     pub fn resume_pending_revocations(self: &std::sync::Arc<Self>) {
-        let pending: Vec<ConnectorView> = self.projections.read(|p| {
+        let pending = self.projections.read(|p| {
             p.connectors
                 .list()
                 .into_iter()
+                .chain(p.connectors.removed_pending())
+                .map(|v| v.pending_revocations.len())
+                .sum::<usize>()
+        });
+        if pending > 0 {
+            tracing::info!(pending, "resuming failed revocations");
+        }
+        self.spawn_revocation_retrier();
+    }
+
+    /// The background retrier: every tick, tries each due pending revocation once, records the
+    /// outcome (and the next attempt's time), and shreds a generation once none of its tokens
+    /// is pending; a removed connector's remaining keys go once its last one settles.
+    fn spawn_revocation_retrier(self: &std::sync::Arc<Self>) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(service.revocation_backoff.tick()) => {}
+                    _ = service.stopped() => return,
+                }
+                if let Err(e) = service.retry_due_revocations().await {
+                    tracing::warn!(error = %e, "revocation retry failed; tried again later");
+                }
+            }
+        });
+    }
+
+    /// One round of the retrier.
+    async fn retry_due_revocations(&self) -> Result<(), ServiceError> {
+        let now = chrono::Utc::now();
+        let due: Vec<ConnectorView> = self.projections.read(|p| {
+            p.connectors
+                .list()
+                .into_iter()
+                .chain(p.connectors.removed_pending())
                 .filter(|v| {
-                    v.status == "disconnected"
-                        && !v.credentials_shredded
-                        && v.revocations.iter().any(|r| {
-                            r.generation == v.generation && r.outcome == RevocationOutcome::Failed
-                        })
+                    v.pending_revocations
+                        .iter()
+                        .any(|r| r.next_attempt_at.is_none_or(|t| t <= now))
                 })
                 .cloned()
                 .collect()
         });
-        for view in pending {
-            tracing::info!(connector = %view.name, "resuming a failed revocation");
-            self.schedule_retry(view);
+        for view in due {
+            self.retry_connector(&view, now).await?;
         }
+        Ok(())
     }
 
-    /// Retries a failed revocation with backoff; shreds once it settles. Stops if the connector
-    /// is removed or reconnected meanwhile.
-    fn schedule_retry(self: &std::sync::Arc<Self>, view: ConnectorView) {
-        let service = self.clone();
-        tokio::spawn(async move {
-            for delay in RETRY_DELAYS {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = service.stopped() => return,
-                }
-                let Ok(current) = service.view(&view.name) else {
-                    return;
-                };
-                if current.connector_id != view.connector_id
-                    || current.generation != view.generation
-                {
-                    return;
-                }
-                match service.revoke_and_shred_once(&view).await {
-                    Ok(true) => return,
-                    Ok(false) => continue,
-                    Err(e) => {
-                        tracing::warn!(connector = %view.name, error = %e, "revocation retry failed");
-                        return;
-                    }
-                }
-            }
-            tracing::warn!(connector = %view.name, "revocation still failing after retries; the sealed credential is kept until it succeeds or the connector is removed");
-        });
-    }
-
-    /// One retry round (no new retries scheduled). Returns whether revocation settled.
-    async fn revoke_and_shred_once(&self, view: &ConnectorView) -> Result<bool, ServiceError> {
+    async fn retry_connector(
+        &self,
+        view: &ConnectorView,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ServiceError> {
         let meta = CommandMeta::system();
-        let slot = Slot::consent(&view.connector_id, view.generation);
-        let Some(endpoint) = view
+        let endpoint = view
             .revocation_endpoint
             .as_deref()
-            .and_then(|e| Url::parse(e).ok())
-        else {
-            return Ok(true);
-        };
-        let auth = self
-            .client_auth(&view.connector_id, &view.name, AuthAt::Revocation)
-            .await
-            .map_err(ServiceError::Internal)?;
-        let mut all = true;
-        for (kind, field) in [
-            ("refresh_token", Field::RefreshToken),
-            ("access_token", Field::AccessToken),
-        ] {
-            let Some(token) = self.secret(slot.clone(), field).await? else {
+            .and_then(|e| Url::parse(e).ok());
+        let mut touched = Vec::new();
+        for pending in &view.pending_revocations {
+            if pending.next_attempt_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let generation = pending.generation;
+            let kind = pending.token_kind.as_str();
+            let field = if kind == "refresh_token" {
+                Field::RefreshToken
+            } else {
+                Field::AccessToken
+            };
+            touched.push(generation);
+            let token = self
+                .secret(Slot::consent(&view.connector_id, generation), field)
+                .await?;
+            let (Some(token), Some(ep)) = (token, endpoint.as_ref()) else {
+                // Nothing left to send (or nowhere to send it): settled by abandoning, audited.
+                self.abandon(
+                    view,
+                    generation,
+                    kind,
+                    AbandonReason::TokenMissing,
+                    None,
+                    &meta,
+                )
+                .await?;
                 continue;
             };
-            let (outcome, detail) = match revoke(&self.egress, &endpoint, &auth, &token, kind).await
-            {
-                Revoked::Yes(note) => (RevocationOutcome::Revoked, note),
-                Revoked::No(d) => {
-                    all = false;
-                    (RevocationOutcome::Failed, Some(d))
-                }
-            };
+            let auth = self
+                .client_auth_for(&view.connector_id, view.clone(), AuthAt::Revocation)
+                .await
+                .map_err(ServiceError::Internal)?;
+            let revoked = revoke(&self.egress, ep, &auth, &token, kind).await;
+            self.record_attempt(view, generation, kind, pending.attempts, revoked, &meta)
+                .await?;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        self.settle(view, &touched, &meta).await
+    }
+
+    /// Shreds each of `generations` whose revocations all settled (never the generation a
+    /// live connector serves from), and a removed connector's remaining keys once nothing of it
+    /// is pending.
+    async fn settle(
+        &self,
+        before: &ConnectorView,
+        generations: &[u64],
+        meta: &CommandMeta,
+    ) -> Result<(), ServiceError> {
+        let (current, removed) =
+            self.projections
+                .read(|p| match p.connectors.get_by_id(&before.connector_id) {
+                    Some(v) => (Some(v.clone()), false),
+                    None => (p.connectors.any_by_id(&before.connector_id).cloned(), true),
+                });
+        let still_pending = current
+            .as_ref()
+            .map(|v| v.pending_revocations.clone())
+            .unwrap_or_default();
+        for &generation in generations {
+            if still_pending.iter().any(|p| p.generation == generation) {
+                continue;
+            }
+            let serving = current.as_ref().is_some_and(|v| {
+                !removed && v.generation == generation && v.status != "disconnected"
+            });
+            if !serving {
+                self.shred(before, generation, meta).await?;
+            }
+        }
+        let gone = current.is_none() || removed;
+        if gone && still_pending.is_empty() {
+            let vault = self.vault.clone();
+            let id = before.connector_id.clone();
+            tokio::task::spawn_blocking(move || vault.shred_connector(&id))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
             self.run(
-                &view.connector_id,
-                &view.name,
-                ConnectorCommand::RecordRevocation {
-                    generation: view.generation,
-                    token_kind: kind.to_string(),
-                    outcome,
-                    detail,
+                &before.connector_id,
+                &before.name,
+                ConnectorCommand::ShredCredentials {
+                    generation: Slot::CLIENT_GENERATION,
                 },
-                &meta,
+                meta,
             )
             .await?;
         }
-        if all {
-            self.shred(view, view.generation, &meta).await?;
-        }
-        Ok(all)
+        Ok(())
     }
 }

@@ -86,10 +86,69 @@ impl ConnectorService {
         })?;
         let url = url::Url::parse(&view.mcp_server_url)
             .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
-        let tools = upstream::list_tools(&self.egress, &url, &token, keep)
-            .await
-            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        let tools = match upstream::list_tools(&self.egress, &url, &token, keep).await {
+            Ok(t) => self.scrub_listing(&view, &token, t).await?,
+            Err(e) => {
+                // rmcp's and upstream's text: scrubbed before it reaches a 502 body or a log.
+                let e = self
+                    .scrub(
+                        &view.connector_id,
+                        view.generation,
+                        &[&token],
+                        &e.to_string(),
+                    )
+                    .await;
+                return Err(ServiceError::Provider(format!("connector {name:?}: {e}")));
+            }
+        };
         Ok((view, tools))
+    }
+
+    /// Every listing is peer text that registration, drift checks and approvals record in the
+    /// append-only log (descriptions, schemas, quarantine diffs): a tool carrying one of the
+    /// connector's secrets (an upstream echoing the token it received) is scrubbed before
+    /// anything else sees it (S27). Deterministic, so a definition that carries the token keeps
+    /// one scrubbed hash from listing to listing.
+    async fn scrub_listing(
+        &self,
+        view: &ConnectorView,
+        token: &secrecy::SecretString,
+        tools: Vec<Tool>,
+    ) -> Result<Vec<Tool>, ServiceError> {
+        let scrubber = self
+            .scrubber(&view.connector_id, view.generation, &[token])
+            .await
+            .ok_or_else(|| {
+                ServiceError::Unavailable(format!(
+                    "connector {:?}: its secrets could not be read to scrub upstream's listing",
+                    view.name
+                ))
+            })?;
+        let mut scrubbed = 0usize;
+        let mut out = Vec::with_capacity(tools.len());
+        for tool in tools {
+            let raw = serde_json::to_vec(&tool)
+                .map_err(|e| ServiceError::Internal(format!("encoding a listed tool: {e}")))?;
+            if !scrubber.finds(&raw) {
+                out.push(tool);
+                continue;
+            }
+            let mut value = serde_json::to_value(&tool)
+                .map_err(|e| ServiceError::Internal(format!("encoding a listed tool: {e}")))?;
+            scrubber.scrub_value(&mut value);
+            scrubbed += 1;
+            out.push(serde_json::from_value(value).map_err(|e| {
+                ServiceError::Provider(format!(
+                    "connector {:?}: a listed tool carried the connector's credential and is not \
+                     a valid tool once it is removed: {e}",
+                    view.name
+                ))
+            })?);
+        }
+        if scrubbed > 0 {
+            tracing::warn!(connector = %view.name, tools = scrubbed, "upstream listed tools carrying the connector's credential; removed");
+        }
+        Ok(out)
     }
 
     /// Lists the upstream tools of the active connector `name` under `alias` and marks those
@@ -103,8 +162,15 @@ impl ConnectorService {
     ) -> Result<Vec<DiscoveredTool>, ServiceError> {
         let (view, tools) = self.upstream_tools(name, upstream::Keep::All).await?;
         self.check_listing(name, &view, &tools, meta).await?;
-        let mut rows = upstream::validate(alias, tools)
-            .map_err(|e| ServiceError::Provider(format!("connector {name:?}: {e}")))?;
+        let mut rows = match upstream::validate(alias, tools) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let e = self
+                    .scrub(&view.connector_id, view.generation, &[], &e.to_string())
+                    .await;
+                return Err(ServiceError::Provider(format!("connector {name:?}: {e}")));
+            }
+        };
         self.projections.read(|p| {
             for r in &mut rows {
                 let entry = p

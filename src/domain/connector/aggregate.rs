@@ -74,6 +74,21 @@ impl Connector {
         }
     }
 
+    /// A revocation record may name the current or an older generation, never a future one,
+    /// and one of [`TOKEN_KINDS`].
+    fn check_revocation(&self, generation: u64, token_kind: &str) -> Result<(), ConnectorError> {
+        if generation > self.generation {
+            return Err(ConnectorError::StaleGeneration {
+                got: generation,
+                current: self.generation,
+            });
+        }
+        if !TOKEN_KINDS.contains(&token_kind) {
+            return Err(ConnectorError::UnknownTokenKind(token_kind.to_string()));
+        }
+        Ok(())
+    }
+
     fn illegal(&self, action: &'static str) -> ConnectorError {
         ConnectorError::IllegalTransition {
             action,
@@ -99,6 +114,14 @@ impl Connector {
         match (&self.status, &command) {
             (S::New, ConnectorCommand::Add { .. }) => {}
             (S::New, _) => return Err(ConnectorError::NotFound),
+            // A token AGP failed to revoke is retried after removal too (issue 14, item 6):
+            // its outcomes, its abandonment and its shredding are still recorded.
+            (
+                S::Removed,
+                ConnectorCommand::RecordRevocation { .. }
+                | ConnectorCommand::AbandonRevocation { .. }
+                | ConnectorCommand::ShredCredentials { .. },
+            ) => {}
             (S::Removed, _) => return Err(ConnectorError::Removed),
             (_, ConnectorCommand::Add { .. }) => return Err(ConnectorError::AlreadyExists),
             _ => {}
@@ -249,20 +272,29 @@ impl Connector {
                 token_kind,
                 outcome,
                 detail,
+                next_attempt_at,
             } => {
-                if generation > self.generation {
-                    return Err(ConnectorError::StaleGeneration {
-                        got: generation,
-                        current: self.generation,
-                    });
-                }
-                if !TOKEN_KINDS.contains(&token_kind.as_str()) {
-                    return Err(ConnectorError::UnknownTokenKind(token_kind));
-                }
+                self.check_revocation(generation, &token_kind)?;
                 ConnectorEvent::RevocationRecorded {
                     generation,
                     token_kind,
                     outcome,
+                    detail,
+                    next_attempt_at: next_attempt_at
+                        .filter(|_| outcome == super::RevocationOutcome::Failed),
+                }
+            }
+            ConnectorCommand::AbandonRevocation {
+                generation,
+                token_kind,
+                reason,
+                detail,
+            } => {
+                self.check_revocation(generation, &token_kind)?;
+                ConnectorEvent::RevocationAbandoned {
+                    generation,
+                    token_kind,
+                    reason,
                     detail,
                 }
             }
@@ -364,6 +396,7 @@ impl Aggregate for Connector {
                 self.status = S::Disconnected;
             }
             ConnectorEvent::RevocationRecorded { .. }
+            | ConnectorEvent::RevocationAbandoned { .. }
             | ConnectorEvent::CredentialsShredded { .. } => {}
             ConnectorEvent::Removed { .. } => {
                 self.awaiting_consent = false;

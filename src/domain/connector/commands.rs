@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::drift::{Definition, ObservedTool};
 use super::events::{
-    AccountSource, DiscoveredMetadata, Overrides, Registration, RevocationOutcome, TokenAuthMethod,
+    AbandonReason, AccountSource, DiscoveredMetadata, Overrides, Registration, RevocationOutcome,
+    TokenAuthMethod,
 };
 use super::tools::{Operation, ToolDefinition};
 use crate::domain::{ResourceName, ToolName};
@@ -75,6 +76,16 @@ pub enum ConnectorCommand {
         generation: u64,
         token_kind: String,
         outcome: RevocationOutcome,
+        detail: Option<String>,
+        /// With `failed`: when the retry is due.
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// Stops retrying a failed revocation (allowed after removal too, like every revocation
+    /// record).
+    AbandonRevocation {
+        generation: u64,
+        token_kind: String,
+        reason: AbandonReason,
         detail: Option<String>,
     },
     ShredCredentials {

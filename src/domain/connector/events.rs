@@ -129,6 +129,20 @@ pub enum RevocationOutcome {
     NothingToRevoke,
 }
 
+/// Why AGP stopped trying to revoke a token without an HTTP 200 (issue 14, item 6). Always an
+/// event: a pending revocation never disappears silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbandonReason {
+    /// The provider answered that the token is invalid (`invalid_token`, `invalid_grant`): it
+    /// can no longer be used, so there is nothing left to revoke.
+    TokenInvalid,
+    /// The provider cannot revoke this kind of token (RFC 7009 `unsupported_token_type`).
+    UnsupportedTokenType,
+    /// The sealed token is gone (its slot was destroyed): nothing is left to send.
+    TokenMissing,
+}
+
 /// The token kinds a revocation attempt can name (RFC 7009 `token_type_hint` values); the
 /// refresh and the access token are revoked in separate attempts (`design.md`, "Custody").
 pub const TOKEN_KINDS: &[&str] = &["refresh_token", "access_token"];
@@ -223,6 +237,22 @@ pub enum ConnectorEvent {
         outcome: RevocationOutcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// v2: when a failed revocation is tried again (exponential backoff); present only with
+        /// `failed`. The retry schedule is in the log so it survives restarts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// AGP stopped retrying a failed revocation without the provider confirming it (v1). The
+    /// token stays sealed until this event; its slot is destroyed after it.
+    #[serde(rename = "connector.revocation_abandoned")]
+    RevocationAbandoned {
+        generation: u64,
+        /// One of [`TOKEN_KINDS`].
+        token_kind: String,
+        reason: AbandonReason,
+        /// What the provider answered (status and error code only, never its text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// The data keys of `generation` were destroyed (crypto-shredding, S13).
     #[serde(rename = "connector.credentials_shredded")]
@@ -292,6 +322,7 @@ impl ConnectorEvent {
         "connector.failed",
         "connector.disconnected",
         "connector.revocation_recorded",
+        "connector.revocation_abandoned",
         "connector.credentials_shredded",
         "connector.removed",
         "connector.tools_registered",
@@ -319,6 +350,7 @@ impl ConnectorEvent {
             | ConnectorEvent::ClientRegistered { .. }
             | ConnectorEvent::TokenRefreshed { .. }
             | ConnectorEvent::RevocationRecorded { .. }
+            | ConnectorEvent::RevocationAbandoned { .. }
             | ConnectorEvent::CredentialsShredded { .. }
             | ConnectorEvent::ToolsRegistered { .. }
             | ConnectorEvent::ToolOperationChanged { .. }
@@ -344,6 +376,7 @@ impl DomainEvent for ConnectorEvent {
             ConnectorEvent::Failed { .. } => "connector.failed",
             ConnectorEvent::Disconnected { .. } => "connector.disconnected",
             ConnectorEvent::RevocationRecorded { .. } => "connector.revocation_recorded",
+            ConnectorEvent::RevocationAbandoned { .. } => "connector.revocation_abandoned",
             ConnectorEvent::CredentialsShredded { .. } => "connector.credentials_shredded",
             ConnectorEvent::Removed { .. } => "connector.removed",
             ConnectorEvent::ToolsRegistered { .. } => "connector.tools_registered",

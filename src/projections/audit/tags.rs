@@ -24,6 +24,7 @@ use crate::domain::approval::ApprovalEvent;
 use crate::domain::call::CallEvent;
 use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
+use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
 /// Interned strings: index ↔ string, in first-seen order (deterministic under replay).
@@ -170,6 +171,11 @@ impl Tagger {
             AgpEvent::Connector(e) => self.connector_tags(strings, record, e, &mut tags),
             AgpEvent::Call(e) => self.call_tags(strings, e, &mut tags),
             AgpEvent::Approval(e) => self.approval_tags(strings, record, e, &mut tags),
+            AgpEvent::Security(SecurityEvent::CallbackRefused {
+                connector: Some(name),
+                ..
+            }) => tags.push(strings.intern(&format!("connector:{name}"))),
+            AgpEvent::Security(_) => {}
         }
         if let Some(id) = approval_id(record) {
             tags.push(strings.intern(&format!("approval:{id}")));

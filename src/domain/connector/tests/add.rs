@@ -103,6 +103,16 @@ async fn commands_on_a_new_connector_are_not_found() {
 async fn every_command_on_a_removed_connector_is_refused_as_removed() {
     let mut commands = every_non_add_command();
     commands.push(add_cmd());
+    // Revocation bookkeeping is the exception: a token AGP failed to revoke is still retried
+    // after removal (issue 14, item 6; `teardown.rs` tests it).
+    commands.retain(|c| {
+        !matches!(
+            c,
+            ConnectorCommand::RecordRevocation { .. }
+                | ConnectorCommand::AbandonRevocation { .. }
+                | ConnectorCommand::ShredCredentials { .. }
+        )
+    });
     for command in commands {
         framework()
             .given(removed())

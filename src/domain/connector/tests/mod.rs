@@ -116,6 +116,7 @@ fn revocation_cmd(generation: u64) -> ConnectorCommand {
         token_kind: "refresh_token".into(),
         outcome: RevocationOutcome::Revoked,
         detail: None,
+        next_attempt_at: None,
     }
 }
 

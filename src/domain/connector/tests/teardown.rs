@@ -46,6 +46,7 @@ async fn revocation_outcome_is_recorded_for_the_current_and_older_generations() 
                 token_kind: "access_token".into(),
                 outcome: RevocationOutcome::Failed,
                 detail: Some("503 from revocation endpoint".into()),
+                next_attempt_at: None,
             })
             .await
             .then_expect_events(vec![ConnectorEvent::RevocationRecorded {
@@ -53,6 +54,7 @@ async fn revocation_outcome_is_recorded_for_the_current_and_older_generations() 
                 token_kind: "access_token".into(),
                 outcome: RevocationOutcome::Failed,
                 detail: Some("503 from revocation endpoint".into()),
+                next_attempt_at: None,
             }]);
     }
 }
@@ -75,6 +77,7 @@ async fn revocation_with_an_unknown_token_kind_is_refused() {
             token_kind: "id_token".into(),
             outcome: RevocationOutcome::Revoked,
             detail: None,
+            next_attempt_at: None,
         })
         .await
         .then_expect_error(ConnectorError::UnknownTokenKind("id_token".into()));
@@ -88,6 +91,7 @@ fn revocation_and_shredding_do_not_change_the_status() {
         token_kind: "refresh_token".into(),
         outcome: RevocationOutcome::Revoked,
         detail: None,
+        next_attempt_at: None,
     });
     history.push(ConnectorEvent::CredentialsShredded { generation: 1 });
     assert_eq!(fold(history).status, ConnectorStatus::Disconnected);
@@ -150,4 +154,32 @@ fn remove_from_active_and_from_disconnected_is_terminal() {
         assert_eq!(c.status, ConnectorStatus::Removed);
         assert!(!c.awaiting_consent);
     }
+}
+
+#[tokio::test]
+async fn a_removed_connector_still_records_its_pending_revocations() {
+    let mut history = disconnected_history();
+    history.push(ConnectorEvent::Removed { name: name() });
+    framework()
+        .given(history.clone())
+        .when_async(ConnectorCommand::AbandonRevocation {
+            generation: 1,
+            token_kind: "refresh_token".into(),
+            reason: AbandonReason::TokenInvalid,
+            detail: Some("HTTP 400 invalid_token".into()),
+        })
+        .await
+        .then_expect_events(vec![ConnectorEvent::RevocationAbandoned {
+            generation: 1,
+            token_kind: "refresh_token".into(),
+            reason: AbandonReason::TokenInvalid,
+            detail: Some("HTTP 400 invalid_token".into()),
+        }]);
+    framework()
+        .given(history)
+        .when_async(ConnectorCommand::Disconnect {
+            reason: "again".into(),
+        })
+        .await
+        .then_expect_error(ConnectorError::Removed);
 }

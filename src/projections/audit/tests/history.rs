@@ -50,6 +50,7 @@ impl Log {
             AgpEvent::Agent(e) => encode_event(e),
             AgpEvent::Approval(e) => encode_event(e),
             AgpEvent::Call(e) => encode_event(e),
+            AgpEvent::Security(e) => encode_event(e),
         }
         .expect("encodes");
         adjust(&mut data);
