@@ -184,7 +184,7 @@ impl ConnectorService {
     ) -> Result<DriftReport, ServiceError> {
         let lock = self.drift_locks.get(&view.connector_id);
         let _one_at_a_time = lock.lock().await;
-        let registered = self.registered_of(&view);
+        let registered = self.registered_of(view);
         if view.status != "active" {
             return Err(ServiceError::Conflict(format!(
                 "connector {name:?} is {}; its tools can be checked only while it is active",
@@ -197,7 +197,7 @@ impl ConnectorService {
         // Only the registered tools are kept: the rest of a large listing cannot hide them.
         let names: HashSet<String> = registered.iter().map(|e| e.upstream_name.clone()).collect();
         let (_, listed) = self.upstream_tools(name, Keep::Named(&names)).await?;
-        self.compare(name, &view, registered, &listed, meta).await
+        self.compare(name, view, registered, &listed, meta).await
     }
 
     /// Every listing AGP makes of an upstream is a drift check: `listed`, made for any reason
