@@ -738,12 +738,8 @@ impl Session {
             .and_then(|r| r.protocol_version)
             .context("initialize: no protocolVersion")?;
         s.protocol = HeaderValue::from_str(&version)?;
-        s.session_id = Some(
-            headers
-                .get("mcp-session-id")
-                .cloned()
-                .context("initialize: no Mcp-Session-Id")?,
-        );
+        // A stateless server (the Rust upstream) gives none.
+        s.session_id = headers.get("mcp-session-id").cloned();
         let (status, _, body) = s
             .post(
                 br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
@@ -771,10 +767,11 @@ impl Session {
             .header(AUTHORIZATION, self.target.authorization.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream");
-        if session && let Some(id) = &self.session_id {
-            b = b
-                .header("mcp-session-id", id.clone())
-                .header("mcp-protocol-version", self.protocol.clone());
+        if session {
+            if let Some(id) = &self.session_id {
+                b = b.header("mcp-session-id", id.clone());
+            }
+            b = b.header("mcp-protocol-version", self.protocol.clone());
         }
         Ok(b.body(Full::new(Bytes::from(body)))?)
     }
@@ -839,6 +836,9 @@ impl Session {
 
     /// Ends the session (`DELETE`); the server may refuse (405), which is fine.
     async fn close(mut self) {
+        if self.session_id.is_none() {
+            return;
+        }
         if let Ok(req) = self.request(Method::DELETE, Vec::new(), true) {
             let _ = self.send(req).await;
         }
