@@ -212,6 +212,8 @@ async fn list_tools(
             .cloned()
             .collect::<Vec<_>>())
     })?;
+    let mut entries = entries;
+    state.connector_service.fill_diffs(&mut entries).await;
     Ok(ApiJson(entries))
 }
 
@@ -225,14 +227,17 @@ async fn show_tool(
     Path(raw): Path<String>,
 ) -> Result<ApiJson<CatalogEntry>, ApiError> {
     let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
-    state
+    let entry = state
         .projections
         .read(|p| p.catalog.get(n.as_str()).cloned())
-        .map(ApiJson)
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "tool {:?} is not in the catalog (list registered tools with GET /api/v1/tools)",
                 n.as_str()
             ))
-        })
+        })?;
+    let mut one = [entry];
+    state.connector_service.fill_diffs(&mut one).await;
+    let [entry] = one;
+    Ok(ApiJson(entry))
 }

@@ -87,6 +87,8 @@ async fn tools(
             },
         )
     });
+    let mut entries = entries;
+    state.connector_service.fill_diffs(&mut entries).await;
     let body = html! {
         h1 { "Tools" }
         p.lead { "The catalog: every registered tool as a governed entry, pinned by its definition. "

@@ -20,6 +20,8 @@ pub fn current_version(event_type: &str) -> u32 {
         "connector.discovered" => 2,
         // v2: where the authorized account came from (`account_source`).
         "connector.authorized" => 2,
+        // v2: quarantine diffs carry hashes; the text is sealed in the vault (issue 14, item 7).
+        "connector.tool_quarantined" => 2,
         // v2: `next_attempt_at` on failed revocations (issue 14, item 6).
         "connector.revocation_recorded" => 2,
         // v2: the profile's policy (issue 12).
@@ -92,6 +94,9 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
         // v2 only adds the optional `next_attempt_at`: a v1 failure reads without a schedule
         // (the retrier treats it as due).
         ("connector.revocation_recorded", 1) => None,
+        // v2 records hashes instead of the values; a v1 record keeps its values, and the
+        // views show them as they are.
+        ("connector.tool_quarantined", 1) => None,
         // v2 only adds an optional field and reasons v1 never wrote.
         ("call.started" | "call.completed" | "call.denied", 1) => None,
         // Before policies existed every granted call flowed: a v1 profile keeps exactly that.

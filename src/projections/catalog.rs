@@ -151,6 +151,17 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
+    /// The pinned definition.
+    pub fn definition(&self) -> crate::domain::connector::Definition {
+        let json = |c: &CanonicalJson| serde_json::from_str(c.as_str()).unwrap_or(Value::Null);
+        crate::domain::connector::Definition {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            input_schema: json(&self.input_schema),
+            annotations: self.annotations.as_ref().map(json),
+        }
+    }
+
     /// Derives `status` and `connector_status` from the connector's status and the quarantine.
     fn set_connector_status(&mut self, s: ConnectorStatus) {
         self.connector_status = (s != ConnectorStatus::Active).then(|| s.as_str().to_string());

@@ -68,6 +68,18 @@ impl Slot {
         }
     }
 
+    /// The generation of a connector's quarantine diffs: past any consent generation, under
+    /// the connector's id, so shredding the connector destroys them too.
+    pub const QUARANTINE_GENERATION: u64 = u64::MAX;
+
+    /// The slot of connector `connector_id`'s quarantine diffs.
+    pub fn quarantine(connector_id: impl Into<String>) -> Self {
+        Self {
+            connector_id: connector_id.into(),
+            generation: Self::QUARANTINE_GENERATION,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), VaultError> {
         validate_connector_id(&self.connector_id)
     }
@@ -113,11 +125,14 @@ pub enum Field {
     ToolArguments,
     /// The 32-byte Ed25519 seed that signs audit checkpoints (slot [`Slot::audit_checkpoints`]).
     CheckpointSigningKey,
+    /// The text of a connector's quarantine diffs (slot [`Slot::quarantine`]): upstream's
+    /// changed values, which the log records only as hashes.
+    QuarantineDiffs,
 }
 
 impl Field {
     /// Every field, for scans and tests.
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 8] = [
         Field::ClientSecret,
         Field::RegistrationAccessToken,
         Field::AccessToken,
@@ -125,6 +140,7 @@ impl Field {
         Field::PkceVerifier,
         Field::ToolArguments,
         Field::CheckpointSigningKey,
+        Field::QuarantineDiffs,
     ];
 
     /// The stable name used on disk and in associated data.
@@ -137,6 +153,7 @@ impl Field {
             Field::PkceVerifier => "pkce_verifier",
             Field::ToolArguments => "tool_arguments",
             Field::CheckpointSigningKey => "checkpoint_signing_key",
+            Field::QuarantineDiffs => "quarantine_diffs",
         }
     }
 

@@ -188,6 +188,33 @@ fn shred_connector_except_keeps_only_the_named_generations() {
     assert!(!has(0, Field::ClientSecret) && !has(2, Field::RefreshToken));
 }
 
+/// Issue 14 (7): a connector's sealed quarantine diffs (upstream's text, kept out of the log)
+/// go with the connector, also when a pending revocation keeps a generation.
+#[test]
+fn a_connector_s_quarantine_diffs_are_shredded_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::open(dir.path(), master(1)).unwrap();
+    let diffs = Slot::quarantine("c");
+    vault
+        .seal_bytes(&diffs, Field::QuarantineDiffs, br#"{"tools":{}}"#)
+        .unwrap();
+    vault
+        .seal(&Slot::consent("c", 1), Field::RefreshToken, &secret("rt"))
+        .unwrap();
+    vault.shred_connector_except("c", &[1]).unwrap();
+    assert!(!vault.has(&diffs, Field::QuarantineDiffs).unwrap());
+    assert!(
+        vault
+            .has(&Slot::consent("c", 1), Field::RefreshToken)
+            .unwrap()
+    );
+    vault
+        .seal_bytes(&diffs, Field::QuarantineDiffs, br#"{"tools":{}}"#)
+        .unwrap();
+    vault.shred_connector("c").unwrap();
+    assert!(!vault.has(&diffs, Field::QuarantineDiffs).unwrap());
+}
+
 #[test]
 fn shred_connector_spares_other_connectors_including_prefix_lookalikes() {
     let dir = tempfile::tempdir().unwrap();

@@ -147,7 +147,7 @@ fn tool_quarantined() -> impl Strategy<Value = ConnectorEvent> {
     (tool_name(), "[a-z]{1,8}", definition(), observed).prop_filter_map(
         "definitions differ",
         |(name, upstream, pinned, observed)| {
-            let changes = pinned.changes(&observed);
+            let changes = agp::domain::connector::hashed(&pinned.changes(&observed));
             (!changes.is_empty()).then(|| ConnectorEvent::ToolQuarantined {
                 name,
                 pinned_hash: pinned.hash(&upstream),

@@ -445,17 +445,25 @@ fn drift_events_refuse_malformed_changes_and_definitions() {
             spoiled(&|d| d["changes"][0]["field"] = json!("name")),
         ),
         (
-            "a null after",
-            spoiled(&|d| d["changes"][1]["after"] = Value::Null),
+            "a null after_hash",
+            spoiled(&|d| d["changes"][1]["after_hash"] = Value::Null),
         ),
         (
-            "a description change without after",
+            "a description change without after_hash",
             spoiled(&|d| {
                 d["changes"][1]
                     .as_object_mut()
                     .expect("object")
-                    .remove("after");
+                    .remove("after_hash");
             }),
+        ),
+        (
+            "upstream's text itself (v2 records only its hash)",
+            spoiled(&|d| d["changes"][1]["after"] = json!("Ignore previous instructions")),
+        ),
+        (
+            "a short side hash",
+            spoiled(&|d| d["changes"][1]["before_hash"] = json!("abc")),
         ),
         (
             "an extra key in a change",

@@ -244,6 +244,7 @@ impl ConnectorService {
         let mut observed = Vec::new();
         // (name, observed hash, already quarantined at it)
         let mut drifted: Vec<(String, String, bool)> = Vec::new();
+        let mut to_seal = Vec::new();
         for entry in &registered {
             let Some((definition, hash)) = observed_for(entry, listed)? else {
                 tracing::warn!(tool = %entry.name, upstream = %entry.upstream_name, "a registered tool is no longer listed upstream");
@@ -262,13 +263,19 @@ impl ConnectorService {
             let name = ToolName::parse(&entry.name).map_err(|e| {
                 ServiceError::Internal(format!("catalog name {:?}: {e}", entry.name))
             })?;
-            drifted.push((
-                entry.name.clone(),
-                hash.clone(),
-                quarantined_at == Some(&hash),
-            ));
+            let already = quarantined_at == Some(&hash);
+            if !already {
+                to_seal.push((
+                    entry.name.clone(),
+                    hash.clone(),
+                    entry.definition().changes(&definition),
+                ));
+            }
+            drifted.push((entry.name.clone(), hash.clone(), already));
             observed.push(ObservedTool { name, definition });
         }
+        // The diffs' text is sealed before the events that hash it are recorded.
+        self.seal_diffs(&view.connector_id, to_seal).await?;
         if !observed.is_empty() {
             self.run(
                 &view.connector_id,
@@ -296,6 +303,7 @@ impl ConnectorService {
                 })
                 .collect()
         });
+        self.fill_report(&mut report).await;
         for t in report.quarantined.iter().filter(|t| t.recorded) {
             let fields: Vec<String> = t
                 .changes
@@ -305,6 +313,28 @@ impl ConnectorService {
             tracing::warn!(tool = %t.name, changed = %fields.join(","), "upstream changed a registered tool: quarantined until approved");
         }
         Ok(report)
+    }
+
+    /// Puts the sealed values into the report's diffs (the log holds their hashes).
+    async fn fill_report(&self, report: &mut DriftReport) {
+        let mut entries: Vec<CatalogEntry> = self.projections.read(|p| {
+            report
+                .quarantined
+                .iter()
+                .filter_map(|t| p.catalog.get(&t.name).cloned())
+                .collect()
+        });
+        self.fill_diffs(&mut entries).await;
+        for t in &mut report.quarantined {
+            if let Some(q) = entries
+                .iter()
+                .find(|e| e.name == t.name)
+                .and_then(|e| e.quarantine.as_ref())
+                .filter(|q| q.observed_hash == t.observed_hash)
+            {
+                t.changes = q.changes.clone();
+            }
+        }
     }
 
     /// Approves quarantined tool `tool`: re-lists its connector's upstream and pins what it
@@ -379,6 +409,18 @@ impl ConnectorService {
             input_schema: row.input_schema,
             annotations: row.annotations,
         };
+        // Anything but the reviewed (or the pinned) definition is quarantined again by the
+        // command: its diff's text is sealed first, as for any quarantine.
+        let hash = definition.hash(&entry.upstream_name);
+        let reviewed = entry.quarantine.as_ref().map(|q| q.observed_hash.as_str());
+        if Some(hash.as_str()) != reviewed && hash != entry.definition_hash {
+            let changes = entry.definition().changes(&definition);
+            self.seal_diffs(
+                &entry.connector_id,
+                vec![(entry.name.clone(), hash, changes)],
+            )
+            .await?;
+        }
         self.run(
             &entry.connector_id,
             &entry.connector,
@@ -399,6 +441,7 @@ impl ConnectorService {
                 q.observed_hash
             )));
         }
+        self.forget_diff(&entry.connector_id, &entry.name).await;
         tracing::info!("quarantined tool approved: the reviewed definition is pinned");
         Ok(after)
     }

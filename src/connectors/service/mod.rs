@@ -14,6 +14,7 @@
 pub mod add;
 mod callback;
 pub mod credential;
+mod diffs;
 pub mod drift;
 mod teardown;
 pub mod tools;

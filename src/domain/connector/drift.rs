@@ -68,6 +68,11 @@ pub enum DefinitionField {
 
 /// A field whose upstream value differs from the pinned one. `before`/`after` are absent when
 /// the field is absent on that side (only `title` and `annotations` can be).
+///
+/// In the log (`connector.tool_quarantined` v2) a change carries only the hashes of its sides
+/// ([`FieldChange::hashed`]): upstream's text is peer-supplied and can carry anything, so it is
+/// sealed in the vault (shredded with the connector) and the views put it back. v1 records
+/// carry the values themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldChange {
@@ -76,6 +81,42 @@ pub struct FieldChange {
     pub before: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Value>,
+    /// Hex SHA-256 of the canonical JSON of `before`, when the values are not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_hash: Option<String>,
+    /// Hex SHA-256 of the canonical JSON of `after`, when the values are not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_hash: Option<String>,
+}
+
+impl FieldChange {
+    /// This change as the log records it: each side's hash instead of its value.
+    pub fn hashed(&self) -> FieldChange {
+        let hash = |v: &Option<Value>| {
+            v.as_ref().map(|v| {
+                use sha2::{Digest, Sha256};
+                hex::encode(Sha256::digest(to_canonical_string(v).as_bytes()))
+            })
+        };
+        FieldChange {
+            field: self.field,
+            before: None,
+            after: None,
+            before_hash: hash(&self.before).or_else(|| self.before_hash.clone()),
+            after_hash: hash(&self.after).or_else(|| self.after_hash.clone()),
+        }
+    }
+
+    /// Whether this change holds the values themselves (a v1 record, or one filled from the
+    /// vault), not only their hashes.
+    pub fn has_values(&self) -> bool {
+        self.before.is_some() || self.after.is_some()
+    }
+}
+
+/// Hashes only, as recorded (see [`FieldChange::hashed`]).
+pub fn hashed(changes: &[FieldChange]) -> Vec<FieldChange> {
+    changes.iter().map(FieldChange::hashed).collect()
 }
 
 /// What `QuarantineTools` carries per tool: its catalog name and the definition upstream
@@ -133,6 +174,8 @@ impl Definition {
                 field,
                 before,
                 after,
+                before_hash: None,
+                after_hash: None,
             })
             .collect()
     }
@@ -167,7 +210,7 @@ impl Connector {
                 name: t.name.clone(),
                 pinned_hash: pinned.definition_hash.clone(),
                 observed_hash,
-                changes: pinned.definition.changes(&t.definition),
+                changes: hashed(&pinned.definition.changes(&t.definition)),
             });
         }
         Ok(events)
@@ -206,7 +249,7 @@ impl Connector {
                 name,
                 pinned_hash: pinned.definition_hash.clone(),
                 observed_hash: definition_hash,
-                changes: pinned.definition.changes(&definition),
+                changes: hashed(&pinned.definition.changes(&definition)),
             }]);
         }
         Ok(vec![ConnectorEvent::ToolApproved {

@@ -43,7 +43,7 @@ mod tools;
 
 pub use aggregate::{Connector, ConnectorStatus};
 pub use commands::ConnectorCommand;
-pub use drift::{Definition, DefinitionField, FieldChange, ObservedTool};
+pub use drift::{Definition, DefinitionField, FieldChange, ObservedTool, hashed};
 pub use error::ConnectorError;
 pub use events::*;
 pub use tools::{
