@@ -2,101 +2,16 @@
 //! still shown to approvers; approved after the restart, the agent's identical retry (a new
 //! session: the old one died with the process) goes through once.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::peers::{Agent, Provider, browser, consent};
-
-/// `agp serve` as a child process on `data`; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agp"))
-            .args([
-                "serve",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--egress-allow",
-                "127.0.0.1/32",
-                "--approval-wait",
-                "1",
-            ])
-            .env("AGP_DATA_DIR", data)
-            .env_remove("AGP_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let port = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("server logs");
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if v["message"] == "AGP is ready" {
-                break v["port"].as_u64().unwrap();
-            }
-        };
-        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-        Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            token: token.trim().to_string(),
-        }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = reqwest::Client::new()
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-}
+use crate::process::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pending_approval_survives_a_kill_9_still_pending() {
     let provider = Provider::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &["--approval-wait", "1"]);
     let (s, added) = server
         .post(
             "/connectors",
@@ -150,7 +65,7 @@ async fn a_pending_approval_survives_a_kill_9_still_pending() {
 
     // kill -9, then start again on the same data directory.
     drop(server);
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &["--approval-wait", "1"]);
     let (s, shown) = server.get(&format!("/approvals/{id}")).await;
     assert_eq!(s, 200, "{shown}");
     assert_eq!(shown["status"], "pending", "{shown}");

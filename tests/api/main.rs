@@ -6,6 +6,7 @@
 mod helpers;
 mod mock_provider;
 mod peers;
+mod process;
 
 mod agents;
 mod approvals_e2e;
@@ -22,6 +23,7 @@ mod drift_e2e;
 mod events;
 mod kill_switches;
 mod lifecycle;
+mod log_leaks;
 mod profiles;
 mod proxy_e2e;
 mod revocations;
