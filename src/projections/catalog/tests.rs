@@ -169,7 +169,7 @@ fn schemas_and_annotations_serialize_back_as_json_objects() {
     assert_eq!(v["status"], "active");
     assert_eq!(v["operation"], "read");
     assert!(v.get("connector_status").is_none());
-    let text = serde_json::to_string(log.entry("notion__search")).expect("serializes");
+    let text = serde_json::to_string(&log.entry("notion__search")).expect("serializes");
     assert!(text.contains(
         r#""input_schema":{"properties":{"q":{"type":"string"}},"required":["q"],"type":"object"}"#
     ));
