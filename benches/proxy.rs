@@ -85,6 +85,10 @@ struct Settings {
     /// Held calls approved after the runs, to time approval → upstream (0: none).
     approvals: u64,
     upstream: Upstream,
+    /// Soak mode (`tools/bench-soak`): seconds of proxied calls at the highest concurrency,
+    /// sampling AGP's memory and data directory (0: the ordinary benchmark).
+    soak_secs: u64,
+    soak_sample_secs: u64,
 }
 
 /// Which MCP server the calls go to.
@@ -130,6 +134,8 @@ impl Settings {
             legs,
             cache_ms: env_u64("AGP_BENCH_INTROSPECTION_CACHE_MS", 5000),
             approvals: env_u64("AGP_BENCH_APPROVALS", 20),
+            soak_secs: env_u64("AGP_BENCH_SOAK_SECS", 0),
+            soak_sample_secs: env_u64("AGP_BENCH_SOAK_SAMPLE_SECS", 10).max(1),
             client_threads: env_u64("AGP_BENCH_CLIENT_THREADS", 1).max(1) as usize,
             upstream_semi_space_mb: std::env::var("AGP_BENCH_UPSTREAM_SEMI_SPACE_MB")
                 .ok()
@@ -1258,6 +1264,13 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         upstream_admin: mcp.field("admin").ok(),
     };
 
+    if s.soak_secs > 0 {
+        let c = s.concurrency.iter().copied().max().unwrap_or(16);
+        let proxied = proxied
+            .as_ref()
+            .context("soak mode needs the proxied leg")?;
+        return soak(&s, &agp, proxied, c, &procs).await;
+    }
     let head_before = log_head(&agp).await?;
     let mut proxied_calls = 0u64;
     if s.warmup_secs > 0 {
@@ -1391,6 +1404,90 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
 /// the REST API. Reports AGP's own measure (`agp_tool_call_approval_to_upstream_seconds`: the
 /// approval event's time to the call leaving for upstream) and the client's (the approve
 /// request sent → the call's answer, which adds the approve round trip and upstream's answer).
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Soak mode: proxied `tools/call`s at concurrency `c` for `soak_secs`, in slices of
+/// `soak_sample_secs`; after each slice, AGP's resident memory and its data directory's size,
+/// then growth per call from the first sample (taken after the warm-up) to the last.
+async fn soak(
+    s: &Settings,
+    agp: &Agp,
+    target: &Target,
+    c: usize,
+    procs: &Processes,
+) -> anyhow::Result<()> {
+    if s.warmup_secs > 0 {
+        run_slice(
+            target,
+            Leg::Proxied,
+            c,
+            Duration::from_secs(s.warmup_secs),
+            procs,
+        )
+        .await?;
+    }
+    let dir = agp.data_dir.clone();
+    let first = (agp.rss_mib(), dir_bytes(&dir));
+    println!(
+        "soak: tools/call through /mcp at concurrency {c} for {} s, sampled every {} s (after a {} s warm-up: rss {:.1} MiB, data dir {:.1} MiB)",
+        s.soak_secs,
+        s.soak_sample_secs,
+        s.warmup_secs,
+        first.0,
+        first.1 as f64 / 1048576.0
+    );
+    println!(
+        "  {:>6}  {:>10}  {:>8}  {:>9}  {:>12}  {:>9}",
+        "secs", "calls", "calls/s", "rss MiB", "data dir MiB", "agp cpu"
+    );
+    let (mut calls, mut elapsed) = (0u64, 0u64);
+    let mut last = first;
+    let mut peak_rss = first.0;
+    while elapsed < s.soak_secs {
+        let length = s.soak_sample_secs.min(s.soak_secs - elapsed);
+        let slice = run_slice(target, Leg::Proxied, c, Duration::from_secs(length), procs).await?;
+        elapsed += length;
+        let n = slice.latencies.len() as u64;
+        calls += n;
+        last = (agp.rss_mib(), dir_bytes(&dir));
+        peak_rss = peak_rss.max(last.0);
+        let agp_cpu = slice.cpu_secs.get(1).copied().unwrap_or(0.0);
+        println!(
+            "  {elapsed:>6}  {calls:>10}  {:>8.0}  {:>9.1}  {:>12.1}  {:>7.0}µs",
+            n as f64 / slice.secs,
+            last.0,
+            last.1 as f64 / 1048576.0,
+            agp_cpu * 1e6 / n.max(1) as f64
+        );
+    }
+    let calls_f = calls.max(1) as f64;
+    println!(
+        "soak summary: {calls} calls in {elapsed} s; rss {:.1} → {:.1} MiB ({:+.1}%, {:+.1} bytes per call, peak {:.1} MiB); data dir {:.1} → {:.1} MiB ({:+.0} bytes per call)",
+        first.0,
+        last.0,
+        (last.0 - first.0) * 100.0 / first.0,
+        (last.0 - first.0) * 1048576.0 / calls_f,
+        peak_rss,
+        first.1 as f64 / 1048576.0,
+        last.1 as f64 / 1048576.0,
+        (last.1 as f64 - first.1 as f64) / calls_f
+    );
+    Ok(())
+}
+
 async fn approval_latency(agp: &Agp, target: &Target, n: u64) -> anyhow::Result<()> {
     agp_cli(
         agp,

@@ -111,7 +111,7 @@ pub(crate) async fn set_policy(
         change
             .set_tools
             .keys()
-            .find(|t| p.catalog.get(t.as_str()).is_none())
+            .find(|t| !p.catalog.contains(t.as_str()))
             .cloned()
     }) {
         return Err(ApiError::NotFound(format!(

@@ -260,7 +260,7 @@ pub async fn grant(
     if let Some(missing) = state.projections.read(|p| {
         tools
             .iter()
-            .find(|t| p.catalog.get(t.as_str()).is_none())
+            .find(|t| !p.catalog.contains(t.as_str()))
             .cloned()
     }) {
         return Err(ApiError::NotFound(format!(

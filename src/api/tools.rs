@@ -207,9 +207,13 @@ async fn list_tools(
         };
         Ok(p.catalog
             .entries()
-            .filter(|e| connector_id.as_ref().is_none_or(|id| e.connector_id == *id))
-            .filter(|e| status.is_none_or(|s| e.status == s))
-            .cloned()
+            .filter(|e| {
+                connector_id
+                    .as_ref()
+                    .is_none_or(|id| e.connector_id() == id.as_str())
+            })
+            .filter(|e| status.is_none_or(|s| e.status() == s))
+            .map(|e| e.to_entry())
             .collect::<Vec<_>>())
     })?;
     let mut entries = entries;
@@ -229,7 +233,7 @@ async fn show_tool(
     let n = ToolName::parse(&raw).map_err(|e| ApiError::BadRequest(format!("tool name: {e}")))?;
     let entry = state
         .projections
-        .read(|p| p.catalog.get(n.as_str()).cloned())
+        .read(|p| p.catalog.get(n.as_str()))
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "tool {:?} is not in the catalog (list registered tools with GET /api/v1/tools)",

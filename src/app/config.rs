@@ -39,11 +39,17 @@ pub enum Durability {
     Flush,
 }
 
+/// sled's page cache for the log of `agp serve`.
+pub const SERVE_LOG_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Durability {
     /// The log's open options for this mode.
     pub fn sled_options(self) -> crate::store::SledOptions {
         crate::store::SledOptions {
             sync_data: self == Durability::Sync,
+            // The start-up rebuild reads the whole log once; a large page cache would keep it
+            // resident afterwards. Appends and the tail need little (decision 0019).
+            cache_bytes: SERVE_LOG_CACHE_BYTES,
             ..crate::store::SledOptions::default()
         }
     }

@@ -68,7 +68,12 @@ impl Application {
         // A rotation interrupted by a stop resumes here.
         crate::api::keys::spawn_rewrap(vault.clone());
         let log = open_log(&config.data_dir, config.durability)?;
-        let projections = LiveProjections::start(log.clone())
+        let audit_index = crate::projections::audit::AuditIndex::open(
+            &config.data_dir.join("audit-index"),
+            log.head(),
+        )
+        .context("opening the audit index")?;
+        let projections = LiveProjections::start_with(log.clone(), Some(audit_index))
             .await
             .context("rebuilding projections from the event log")?;
         tracing::info!(

@@ -74,11 +74,15 @@ async fn tools(
     ) = state.projections.read(|p| {
         let page = pager.page(
             p.catalog.entries_after(pager.after.as_deref()),
-            |e| e.name.as_str(),
-            |e| pager.matches([e.name.as_str(), e.connector.as_str()]),
+            |e| e.name(),
+            |e| pager.matches([e.name(), e.connector()]),
             TOOLS_PER_PAGE,
         );
-        let items = page.items.into_iter().cloned().collect::<Vec<_>>();
+        let items = page
+            .items
+            .into_iter()
+            .map(|e| e.to_entry())
+            .collect::<Vec<_>>();
         (
             p.catalog.len(),
             Page {

@@ -19,10 +19,13 @@
 //! - `version` starts at 1 and grows by one with every change to the entry itself (its
 //!   operation fact, an approved definition); status follows the connector and the quarantine
 //!   and is not a change to the entry;
-//! - schemas and annotations are kept as canonical JSON text behind an `Arc` ([`CanonicalJson`]):
-//!   a fraction of a `serde_json::Value`'s size, cheap to clone out of the read lock.
+//! - an entry is kept compact (decision 0019): ids into a per-connector table and into
+//!   [`pool`]s where each distinct string and JSON subtree (schemas, annotations) is held once;
+//!   status is derived when read. [`EntryRef`] borrows an entry cheaply (the proxy's call path);
+//!   [`CatalogEntry`], what the API shows, is materialized on demand, with its schemas as
+//!   canonical JSON text ([`CanonicalJson`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +34,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+mod pool;
+
 use super::Projection;
 use crate::canonical::to_canonical_string;
 use crate::domain::AgpEvent;
@@ -38,6 +43,7 @@ use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, FieldChange, Operation, RegisteredTool,
 };
 use crate::store::RecordedEvent;
+use pool::{JsonPool, StrPool};
 
 /// A JSON document stored as its canonical text; serializes back as the JSON it holds.
 #[derive(Debug, Clone)]
@@ -53,6 +59,12 @@ impl PartialEq for CanonicalJson {
 impl Eq for CanonicalJson {}
 
 impl CanonicalJson {
+    /// Wraps text that is already canonical JSON.
+    pub fn from_canonical(text: String) -> Self {
+        let raw = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Self(Arc::from(raw))
+    }
+
     pub fn new(v: &Value) -> Self {
         let raw = RawValue::from_string(to_canonical_string(v))
             // Canonical JSON is JSON; `null` is never reached.
@@ -161,18 +173,6 @@ impl CatalogEntry {
             annotations: self.annotations.as_ref().map(json),
         }
     }
-
-    /// Derives `status` and `connector_status` from the connector's status and the quarantine.
-    fn set_connector_status(&mut self, s: ConnectorStatus) {
-        self.connector_status = (s != ConnectorStatus::Active).then(|| s.as_str().to_string());
-        self.status = if self.quarantine.is_some() {
-            ToolStatus::Quarantined
-        } else if s == ConnectorStatus::Active {
-            ToolStatus::Active
-        } else {
-            ToolStatus::Unavailable
-        };
-    }
 }
 
 /// What the catalog needs to know of one connector.
@@ -182,32 +182,199 @@ struct ConnectorFacts {
     name: String,
     mcp_server_url: String,
     status: ConnectorStatus,
-    /// The entries this connector owns.
-    tools: BTreeSet<String>,
 }
 
-/// Registered tools by name, and the connectors they belong to (by stream).
+/// A definition hash as recorded: hex SHA-256, kept as its 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hash {
+    Bytes([u8; 32]),
+    /// Anything that is not 64 hex digits, kept as it was recorded.
+    Text(Box<str>),
+}
+
+impl Hash {
+    fn new(s: &str) -> Self {
+        let mut b = [0u8; 32];
+        match hex::decode_to_slice(s, &mut b) {
+            Ok(()) if s.bytes().all(|c| !c.is_ascii_uppercase()) => Hash::Bytes(b),
+            _ => Hash::Text(s.into()),
+        }
+    }
+
+    fn to_hex(&self) -> String {
+        match self {
+            Hash::Bytes(b) => hex::encode(b),
+            Hash::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// One entry as the catalog keeps it: ids into the connector table and the pools, so that a
+/// tool costs its name and what makes its definition different from the others.
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Index into [`ToolCatalog::connectors`].
+    connector: u32,
+    alias: u32,
+    upstream_name: Box<str>,
+    title: Option<u32>,
+    description: u32,
+    input_schema: u32,
+    annotations: Option<u32>,
+    operation: Operation,
+    quarantine: Option<Box<Quarantine>>,
+    version: u64,
+    definition_hash: Hash,
+    registered_by: u32,
+    registered_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Registered tools by name, and the connectors they belong to.
 #[derive(Debug, Default, Clone)]
 pub struct ToolCatalog {
-    entries: BTreeMap<String, CatalogEntry>,
-    connectors: HashMap<String, ConnectorFacts>,
+    entries: BTreeMap<Box<str>, Slot>,
+    connectors: Vec<ConnectorFacts>,
+    /// Stream → index into `connectors`.
+    by_stream: HashMap<String, u32>,
+    strings: StrPool,
+    json: JsonPool,
+}
+
+/// A borrowed view of one entry: the cheap fields directly, the definition on demand
+/// ([`EntryRef::to_entry`] materializes the API's [`CatalogEntry`]).
+#[derive(Clone, Copy)]
+pub struct EntryRef<'a> {
+    catalog: &'a ToolCatalog,
+    name: &'a str,
+    slot: &'a Slot,
+    facts: &'a ConnectorFacts,
+}
+
+impl<'a> EntryRef<'a> {
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+    pub fn connector(&self) -> &'a str {
+        &self.facts.name
+    }
+    pub fn connector_id(&self) -> &'a str {
+        &self.facts.connector_id
+    }
+    pub fn alias(&self) -> &'a str {
+        self.catalog.strings.get(self.slot.alias)
+    }
+    pub fn upstream_name(&self) -> &'a str {
+        &self.slot.upstream_name
+    }
+    pub fn title(&self) -> Option<&'a str> {
+        self.slot.title.map(|t| self.catalog.strings.get(t))
+    }
+    pub fn description(&self) -> &'a str {
+        self.catalog.strings.get(self.slot.description)
+    }
+    pub fn operation(&self) -> Operation {
+        self.slot.operation
+    }
+    pub fn quarantine(&self) -> Option<&'a Quarantine> {
+        self.slot.quarantine.as_deref()
+    }
+    pub fn version(&self) -> u64 {
+        self.slot.version
+    }
+    pub fn definition_hash(&self) -> String {
+        self.slot.definition_hash.to_hex()
+    }
+    /// Derived from the connector's status and the quarantine (which wins).
+    pub fn status(&self) -> ToolStatus {
+        if self.slot.quarantine.is_some() {
+            ToolStatus::Quarantined
+        } else if self.facts.status == ConnectorStatus::Active {
+            ToolStatus::Active
+        } else {
+            ToolStatus::Unavailable
+        }
+    }
+    /// The connector's status when it is not active.
+    pub fn connector_status(&self) -> Option<&'static str> {
+        (self.facts.status != ConnectorStatus::Active).then(|| self.facts.status.as_str())
+    }
+    /// The input schema as a JSON object, built from the interned nodes (nothing is parsed).
+    pub fn input_schema_object(&self) -> serde_json::Map<String, Value> {
+        self.catalog.json.object_of(self.slot.input_schema)
+    }
+    /// The annotations as JSON.
+    pub fn annotations_value(&self) -> Option<Value> {
+        self.slot.annotations.map(|a| self.catalog.json.value(a))
+    }
+
+    /// The full entry, as the API shows it.
+    pub fn to_entry(&self) -> CatalogEntry {
+        let c = self.catalog;
+        let raw = |id: u32| CanonicalJson::from_canonical(c.json.text(id));
+        CatalogEntry {
+            name: self.name.to_string(),
+            connector: self.facts.name.clone(),
+            connector_id: self.facts.connector_id.clone(),
+            alias: self.alias().to_string(),
+            upstream_name: self.slot.upstream_name.to_string(),
+            title: self.title().map(str::to_string),
+            description: self.description().to_string(),
+            input_schema: raw(self.slot.input_schema),
+            annotations: self.slot.annotations.map(raw),
+            operation: self.slot.operation,
+            status: self.status(),
+            connector_status: self.connector_status().map(str::to_string),
+            quarantine: self.slot.quarantine.as_deref().cloned(),
+            version: self.slot.version,
+            backend_url: self.facts.mcp_server_url.clone(),
+            definition_hash: self.definition_hash(),
+            registered_at: self.slot.registered_at,
+            registered_by: c.strings.get(self.slot.registered_by).to_string(),
+            updated_at: self.slot.updated_at,
+        }
+    }
 }
 
 impl ToolCatalog {
-    pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
-        self.entries.get(name)
+    fn view<'a>(&'a self, name: &'a str, slot: &'a Slot) -> EntryRef<'a> {
+        let facts = &self.connectors[slot.connector as usize];
+        EntryRef {
+            catalog: self,
+            name,
+            slot,
+            facts,
+        }
+    }
+
+    /// The entry `name`, as the API shows it.
+    pub fn get(&self, name: &str) -> Option<CatalogEntry> {
+        self.lookup(name).map(|e| e.to_entry())
+    }
+
+    /// The entry `name`, borrowed (cheap: the proxy's call path).
+    pub fn lookup<'a>(&'a self, name: &str) -> Option<EntryRef<'a>> {
+        self.entries
+            .get_key_value(name)
+            .map(|(k, slot)| self.view(k, slot))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
     }
 
     /// Every entry, sorted by name.
-    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
-        self.entries.values()
+    pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> {
+        self.entries.iter().map(|(k, s)| self.view(k, s))
     }
 
     /// The entries named after `after` (all of them without it), sorted by name.
-    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &CatalogEntry> {
+    pub fn entries_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = EntryRef<'a>> {
         use std::ops::Bound::{Excluded, Unbounded};
-        let from = after.map_or(Unbounded, |a| Excluded(a.to_string()));
-        self.entries.range((from, Unbounded)).map(|(_, e)| e)
+        let from: std::ops::Bound<Box<str>> = after.map_or(Unbounded, |a| Excluded(a.into()));
+        self.entries
+            .range((from, Unbounded))
+            .map(|(k, s)| self.view(k, s))
     }
 
     pub fn len(&self) -> usize {
@@ -219,78 +386,55 @@ impl ToolCatalog {
     }
 
     fn register(&mut self, record: &RecordedEvent, alias: &str, tools: &[RegisteredTool]) {
-        let Some(facts) = self.connectors.get_mut(&record.stream) else {
+        let Some(&connector) = self.by_stream.get(&record.stream) else {
             return;
         };
+        let alias = self.strings.intern(alias);
+        let registered_by = self.strings.intern(&record.actor);
         for t in tools {
             let name = t.name.as_str();
             if self.entries.contains_key(name) {
                 // First registration wins (see the module doc).
                 continue;
             }
-            let mut entry = CatalogEntry {
-                name: name.to_string(),
-                connector: facts.name.clone(),
-                connector_id: facts.connector_id.clone(),
-                alias: alias.to_string(),
-                upstream_name: t.upstream_name.clone(),
-                title: t.title.clone(),
-                description: t.description.clone(),
-                input_schema: CanonicalJson::new(&t.input_schema),
-                annotations: t.annotations.as_ref().map(CanonicalJson::new),
+            let slot = Slot {
+                connector,
+                alias,
+                upstream_name: t.upstream_name.as_str().into(),
+                title: t.title.as_deref().map(|s| self.strings.intern(s)),
+                description: self.strings.intern(&t.description),
+                input_schema: self.json.intern(&t.input_schema),
+                annotations: t.annotations.as_ref().map(|a| self.json.intern(a)),
                 operation: t.operation,
-                status: ToolStatus::Unavailable,
-                connector_status: None,
                 quarantine: None,
                 version: 1,
-                backend_url: facts.mcp_server_url.clone(),
-                definition_hash: t.definition_hash.clone(),
+                definition_hash: Hash::new(&t.definition_hash),
+                registered_by,
                 registered_at: record.time,
-                registered_by: record.actor.clone(),
                 updated_at: record.time,
             };
-            entry.set_connector_status(facts.status);
-            facts.tools.insert(entry.name.clone());
-            self.entries.insert(entry.name.clone(), entry);
+            self.entries.insert(name.into(), slot);
         }
     }
 
     /// The entry `name` if the connector of `stream` owns it.
-    fn owned_mut(&mut self, stream: &str, name: &str) -> Option<&mut CatalogEntry> {
-        self.owned_with_status(stream, name).map(|(e, _)| e)
-    }
-
-    /// The entry `name` if the connector of `stream` owns it, with that connector's status.
-    fn owned_with_status(
-        &mut self,
-        stream: &str,
-        name: &str,
-    ) -> Option<(&mut CatalogEntry, ConnectorStatus)> {
-        let facts = self.connectors.get(stream)?;
-        if !facts.tools.contains(name) {
-            return None;
-        }
-        let status = facts.status;
-        self.entries.get_mut(name).map(|e| (e, status))
+    fn owned_mut(&mut self, stream: &str, name: &str) -> Option<&mut Slot> {
+        let &c = self.by_stream.get(stream)?;
+        self.entries.get_mut(name).filter(|s| s.connector == c)
     }
 
     fn set_status(&mut self, stream: &str, status: ConnectorStatus) {
-        let Some(facts) = self.connectors.get_mut(stream) else {
-            return;
-        };
-        facts.status = status;
-        for name in &facts.tools {
-            if let Some(e) = self.entries.get_mut(name) {
-                e.set_connector_status(status);
-            }
+        if let Some(&c) = self.by_stream.get(stream)
+            && let Some(facts) = self.connectors.get_mut(c as usize)
+        {
+            facts.status = status;
         }
     }
 
     fn remove_connector(&mut self, stream: &str) {
-        if let Some(facts) = self.connectors.remove(stream) {
-            for name in &facts.tools {
-                self.entries.remove(name);
-            }
+        if let Some(c) = self.by_stream.remove(stream) {
+            // The connector's slot stays (entries index it); its entries go.
+            self.entries.retain(|_, s| s.connector != c);
         }
     }
 }
@@ -309,16 +453,14 @@ impl Projection for ToolCatalog {
                 mcp_server_url,
                 ..
             } => {
-                self.connectors.insert(
-                    record.stream.clone(),
-                    ConnectorFacts {
-                        connector_id: connector_id.clone(),
-                        name: name.to_string(),
-                        mcp_server_url: mcp_server_url.clone(),
-                        status: ConnectorStatus::Pending,
-                        tools: BTreeSet::new(),
-                    },
-                );
+                let i = u32::try_from(self.connectors.len()).unwrap_or(u32::MAX);
+                self.connectors.push(ConnectorFacts {
+                    connector_id: connector_id.clone(),
+                    name: name.to_string(),
+                    mcp_server_url: mcp_server_url.clone(),
+                    status: ConnectorStatus::Pending,
+                });
+                self.by_stream.insert(record.stream.clone(), i);
             }
             ConnectorEvent::ToolsRegistered { alias, tools } => {
                 self.register(record, alias.as_str(), tools);
@@ -335,11 +477,9 @@ impl Projection for ToolCatalog {
                 }
             }
             ConnectorEvent::ToolsUnregistered { names, .. } => {
-                if let Some(facts) = self.connectors.get_mut(&record.stream) {
-                    for n in names {
-                        if facts.tools.remove(n.as_str()) {
-                            self.entries.remove(n.as_str());
-                        }
+                for n in names {
+                    if self.owned_mut(&record.stream, n.as_str()).is_some() {
+                        self.entries.remove(n.as_str());
                     }
                 }
             }
@@ -349,13 +489,12 @@ impl Projection for ToolCatalog {
                 changes,
                 ..
             } => {
-                if let Some((e, status)) = self.owned_with_status(&record.stream, name.as_str()) {
-                    e.quarantine = Some(Quarantine {
+                if let Some(e) = self.owned_mut(&record.stream, name.as_str()) {
+                    e.quarantine = Some(Box::new(Quarantine {
                         observed_hash: observed_hash.clone(),
                         detected_at: record.time,
                         changes: changes.clone(),
-                    });
-                    e.set_connector_status(status);
+                    }));
                 }
             }
             ConnectorEvent::ToolApproved {
@@ -367,17 +506,24 @@ impl Projection for ToolCatalog {
                 definition_hash,
                 ..
             } => {
-                if let Some((e, status)) = self.owned_with_status(&record.stream, name.as_str()) {
-                    e.title = title.clone();
-                    e.description = description.clone();
-                    e.input_schema = CanonicalJson::new(input_schema);
-                    e.annotations = annotations.as_ref().map(CanonicalJson::new);
-                    e.definition_hash = definition_hash.clone();
-                    e.quarantine = None;
-                    e.version += 1;
-                    e.updated_at = record.time;
-                    e.set_connector_status(status);
-                }
+                let Some(&c) = self.by_stream.get(&record.stream) else {
+                    return;
+                };
+                let Some(e) = self
+                    .entries
+                    .get_mut(name.as_str())
+                    .filter(|s| s.connector == c)
+                else {
+                    return;
+                };
+                e.title = title.as_deref().map(|s| self.strings.intern(s));
+                e.description = self.strings.intern(description);
+                e.input_schema = self.json.intern(input_schema);
+                e.annotations = annotations.as_ref().map(|a| self.json.intern(a));
+                e.definition_hash = Hash::new(definition_hash);
+                e.quarantine = None;
+                e.version += 1;
+                e.updated_at = record.time;
             }
             ConnectorEvent::Removed { .. } => self.remove_connector(&record.stream),
             other => {
@@ -389,7 +535,14 @@ impl Projection for ToolCatalog {
     }
 
     fn state(&self) -> Value {
-        serde_json::to_value(&self.entries).unwrap_or(Value::Null)
+        let entries: serde_json::Map<String, Value> = self
+            .entries()
+            .map(|e| {
+                let v = serde_json::to_value(e.to_entry()).unwrap_or(Value::Null);
+                (e.name().to_string(), v)
+            })
+            .collect();
+        Value::Object(entries)
     }
 }
 

@@ -52,13 +52,22 @@ pub struct LiveProjections {
 impl LiveProjections {
     /// Rebuilds from the log (on a blocking thread) and starts tailing it.
     pub async fn start(log: Arc<dyn EventLog>) -> Result<Arc<Self>, ProjectionError> {
+        Self::start_with(log, None).await
+    }
+
+    /// [`LiveProjections::start`], keeping the audit rows in `index` (on disk) rather than in
+    /// memory.
+    pub async fn start_with(
+        log: Arc<dyn EventLog>,
+        index: Option<super::audit::AuditIndex>,
+    ) -> Result<Arc<Self>, ProjectionError> {
         let rebuild_log = log.clone();
-        let set =
-            tokio::task::spawn_blocking(move || ProjectionSet::rebuild(rebuild_log.as_ref(), None))
-                .await
-                .map_err(|e| {
-                    ProjectionError::Store(crate::store::StoreError::Backend(e.to_string()))
-                })??;
+        let set = tokio::task::spawn_blocking(move || match index {
+            Some(index) => ProjectionSet::rebuild_indexed(rebuild_log.as_ref(), index),
+            None => ProjectionSet::rebuild(rebuild_log.as_ref(), None),
+        })
+        .await
+        .map_err(|e| ProjectionError::Store(crate::store::StoreError::Backend(e.to_string())))??;
         let (checkpoint, _) = watch::channel(set.checkpoint);
         let (visibility, _) = watch::channel(set.visibility_seq);
         let (approvals, _) = watch::channel(set.approvals_seq);

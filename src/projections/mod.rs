@@ -133,6 +133,18 @@ impl ProjectionSet {
         Ok(set)
     }
 
+    /// [`ProjectionSet::rebuild`] with the audit rows kept in `index` (a server's sets).
+    pub fn rebuild_indexed(
+        log: &dyn EventLog,
+        index: audit::AuditIndex,
+    ) -> Result<Self, ProjectionError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut set = ProjectionSet::default();
+        set.audit.attach(index);
+        rebuild::fold_parallel(&mut set, log, log.head(), workers)?;
+        Ok(set)
+    }
+
     /// Each projection's name, its canonical state digest and size, in a fixed order.
     pub fn digests(&self) -> Vec<ProjectionDigest> {
         vec![

@@ -3,22 +3,27 @@
 //! Reading and decoding records is most of a replay's cost and needs no order, folding needs
 //! strict sequence order but is cheap. So worker threads read and decode fixed-size chunks of
 //! the log, and the calling thread folds them strictly in order, holding out-of-order chunks in
-//! a small reorder buffer. A window bounds how far workers may run ahead (memory stays bounded);
-//! the first error stops everyone and is returned. The result equals a sequential fold exactly.
+//! a small reorder buffer. A window bounds how far workers may run ahead, so memory stays
+//! bounded: chunks are small and few (a tool registration decodes to a megabyte of `Value`s,
+//! decision 0019), and a decoded record keeps of its raw `data` only what a projection reads
+//! from it besides the decoded event ([`slim_data`]). The first error stops everyone and is
+//! returned. The result equals a sequential fold exactly.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{ProjectionError, ProjectionSet};
 use crate::domain::AgpEvent;
 use crate::store::{EventLog, RecordedEvent};
 
 /// Events per chunk a worker reads and decodes.
-const CHUNK: u64 = 1024;
+const CHUNK: u64 = 64;
 /// How many chunks workers may run ahead of the fold.
-const WINDOW: u64 = 32;
+const WINDOW: u64 = 6;
 
 type Decoded = Vec<(RecordedEvent, AgpEvent)>;
 
@@ -34,12 +39,23 @@ fn decode_chunk(log: &dyn EventLog, from: u64, to: u64) -> Result<Decoded, Proje
     }
     records
         .into_iter()
-        .map(|r| {
+        .map(|mut r| {
             let e = AgpEvent::decode(&r.event_type, r.schema_version, &r.data)
                 .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
+            r.data = slim_data(&r.data);
             Ok((r, e))
         })
         .collect()
+}
+
+/// What projections read of a record's raw `data` besides its decoded event: only the audit's
+/// approval hook (`data.approval_id`, see `audit::tags`). The rest is dropped before the
+/// record waits for its turn to be folded.
+fn slim_data(data: &Value) -> Value {
+    match data.get("approval_id") {
+        Some(id) => serde_json::json!({ "approval_id": id }),
+        None => Value::Null,
+    }
 }
 
 /// Folds `set` forward to `end` (inclusive) with `workers` decoding threads.

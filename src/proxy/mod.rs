@@ -61,7 +61,7 @@ use crate::domain::ToolName;
 use crate::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use crate::domain::connector::Operation;
 use crate::domain::profile::Rule;
-use crate::projections::catalog::{CatalogEntry, ToolStatus};
+use crate::projections::catalog::{EntryRef, ToolStatus};
 use crate::projections::connectors::ConnectorView;
 use crate::projections::{LiveProjections, ProjectionSet};
 use crate::store::{Appended, EventLog, StoreError};
@@ -213,20 +213,24 @@ fn depth(v: &Value) -> usize {
 
 /// The MCP tool an agent is shown for a catalog entry: the catalog name, upstream's title,
 /// description, schema and annotations.
-pub fn tool_for(entry: &CatalogEntry) -> Tool {
-    let schema: JsonObject = serde_json::from_str(entry.input_schema.as_str()).unwrap_or_default();
-    let mut tool = Tool::new(entry.name.clone(), entry.description.clone(), schema);
-    tool.title = entry.title.clone();
+pub fn tool_for(entry: EntryRef<'_>) -> Tool {
+    // Built from the catalog's interned nodes: no schema text is parsed.
+    let schema: JsonObject = entry.input_schema_object();
+    let mut tool = Tool::new(
+        entry.name().to_string(),
+        entry.description().to_string(),
+        schema,
+    );
+    tool.title = entry.title().map(str::to_string);
     tool.annotations = entry
-        .annotations
-        .as_ref()
-        .and_then(|a| serde_json::from_str::<ToolAnnotations>(a.as_str()).ok());
+        .annotations_value()
+        .and_then(|a| serde_json::from_value::<ToolAnnotations>(a).ok());
     tool
 }
 
 /// The catalog entries an agent of `profile_id` is served: granted, active (not quarantined,
 /// connector active), in name order. None while the profile is suspended.
-pub fn visible_entries<'a>(p: &'a ProjectionSet, profile_id: &str) -> Vec<&'a CatalogEntry> {
+pub fn visible_entries<'a>(p: &'a ProjectionSet, profile_id: &str) -> Vec<EntryRef<'a>> {
     let Some(profile) = p.grants.profile_by_id(profile_id) else {
         return Vec::new();
     };
@@ -236,8 +240,8 @@ pub fn visible_entries<'a>(p: &'a ProjectionSet, profile_id: &str) -> Vec<&'a Ca
     profile
         .grants
         .keys()
-        .filter_map(|name| p.catalog.get(name))
-        .filter(|e| e.status == ToolStatus::Active)
+        .filter_map(|name| p.catalog.lookup(name))
+        .filter(|e| e.status() == ToolStatus::Active)
         .collect()
 }
 
@@ -348,12 +352,17 @@ impl Proxy {
             let profile = p.grants.profile_by_id(&who.profile_id);
             let profile_name = profile.map(|p| p.name.clone()).unwrap_or_default();
             let tool = ToolName::parse(name).ok();
-            let deny = |reason, entry: Option<&CatalogEntry>, status: Option<String>| {
+            let deny = |reason, entry: Option<EntryRef<'_>>, status: Option<String>| {
                 Box::new(Denial {
                     reason,
                     tool: tool.clone(),
-                    entry: entry
-                        .map(|e| (e.connector_id.clone(), e.connector.clone(), e.operation)),
+                    entry: entry.map(|e| {
+                        (
+                            e.connector_id().to_string(),
+                            e.connector().to_string(),
+                            e.operation(),
+                        )
+                    }),
                     connector_status: status,
                     profile: profile_name.clone(),
                     approval_id: None,
@@ -366,14 +375,14 @@ impl Proxy {
             // Exact lookup (S16): the name is never split.
             let Some((name, entry)) = tool
                 .as_ref()
-                .and_then(|t| p.catalog.get(t.as_str()).map(|e| (t.clone(), e)))
+                .and_then(|t| p.catalog.lookup(t.as_str()).map(|e| (t.clone(), e)))
             else {
                 return Err(deny(DenyReason::UnknownTool, None, None));
             };
-            if !profile.grants.contains_key(&entry.name) {
+            if !profile.grants.contains_key(entry.name()) {
                 return Err(deny(DenyReason::NotGranted, Some(entry), None));
             }
-            let connector = p.connectors.by_id(&entry.connector_id);
+            let connector = p.connectors.by_id(entry.connector_id());
             let status = connector.map_or("disconnected", |c| c.status.as_str());
             let (Some(connector), true) = (connector, status == "active") else {
                 return Err(deny(
@@ -383,14 +392,14 @@ impl Proxy {
                 ));
             };
             // With its connector active, an entry that is not active is quarantined (S17).
-            if entry.status != ToolStatus::Active {
+            if entry.status() != ToolStatus::Active {
                 return Err(deny(DenyReason::Quarantined, Some(entry), None));
             }
-            let verdict = profile.policy.decide(&name, entry.operation);
+            let verdict = profile.policy.decide(&name, entry.operation());
             Ok(Target {
                 tool: name,
-                upstream_name: entry.upstream_name.clone(),
-                operation: entry.operation,
+                upstream_name: entry.upstream_name().to_string(),
+                operation: entry.operation(),
                 connector: connector.clone(),
                 profile: profile_name.clone(),
                 rule: verdict.rule,

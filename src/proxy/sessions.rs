@@ -72,9 +72,9 @@ pub struct Sessions {
 pub fn visibility_fingerprint(p: &ProjectionSet, profile_id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     for e in visible_entries(p, profile_id) {
-        e.name.hash(&mut h);
-        e.definition_hash.hash(&mut h);
-        e.version.hash(&mut h);
+        e.name().hash(&mut h);
+        e.definition_hash().hash(&mut h);
+        e.version().hash(&mut h);
     }
     h.finish()
 }

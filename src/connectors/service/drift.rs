@@ -224,8 +224,8 @@ impl ConnectorService {
         self.projections.read(|p| {
             p.catalog
                 .entries()
-                .filter(|e| e.connector_id == view.connector_id)
-                .cloned()
+                .filter(|e| e.connector_id() == view.connector_id)
+                .map(|e| e.to_entry())
                 .collect()
         })
     }
@@ -289,11 +289,11 @@ impl ConnectorService {
             drifted
                 .into_iter()
                 .map(|(tool, observed_hash, already)| {
-                    let entry = p.catalog.get(&tool);
+                    let entry = p.catalog.lookup(&tool);
                     DriftedTool {
-                        pinned_hash: entry.map(|e| e.definition_hash.clone()).unwrap_or_default(),
+                        pinned_hash: entry.map(|e| e.definition_hash()).unwrap_or_default(),
                         changes: entry
-                            .and_then(|e| e.quarantine.as_ref())
+                            .and_then(|e| e.quarantine())
                             .map(|q| q.changes.clone())
                             .unwrap_or_default(),
                         name: tool,
@@ -321,7 +321,7 @@ impl ConnectorService {
             report
                 .quarantined
                 .iter()
-                .filter_map(|t| p.catalog.get(&t.name).cloned())
+                .filter_map(|t| p.catalog.get(&t.name))
                 .collect()
         });
         self.fill_diffs(&mut entries).await;
@@ -456,7 +456,7 @@ impl ConnectorService {
                 .filter(|v| {
                     p.catalog
                         .entries()
-                        .any(|e| e.connector_id == v.connector_id)
+                        .any(|e| e.connector_id() == v.connector_id)
                 })
                 .map(|v| v.name.clone())
                 .collect()
@@ -469,7 +469,7 @@ impl ConnectorService {
             p.connectors.get(name).is_some_and(|v| {
                 p.catalog
                     .entries()
-                    .any(|e| e.connector_id == v.connector_id)
+                    .any(|e| e.connector_id() == v.connector_id)
             })
         })
     }

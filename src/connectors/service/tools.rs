@@ -44,8 +44,8 @@ impl ConnectorService {
         let registered = self.projections.read(|p| {
             p.catalog
                 .entries()
-                .find(|e| e.connector_id == connector_id)
-                .map(|e| e.alias.clone())
+                .find(|e| e.connector_id() == connector_id)
+                .map(|e| e.alias().to_string())
         });
         let alias = match (requested, registered) {
             (Some(a), _) => a,
@@ -175,10 +175,10 @@ impl ConnectorService {
             for r in &mut rows {
                 let entry = p
                     .catalog
-                    .get(&r.catalog_name)
-                    .filter(|e| e.connector_id == view.connector_id);
+                    .lookup(&r.catalog_name)
+                    .filter(|e| e.connector_id() == view.connector_id);
                 r.registered = entry.is_some();
-                r.quarantined = entry.is_some_and(|e| e.quarantine.is_some());
+                r.quarantined = entry.is_some_and(|e| e.quarantine().is_some());
             }
         });
         Ok(rows)
@@ -257,22 +257,22 @@ impl ConnectorService {
             if let Some(e) = p
                 .catalog
                 .entries()
-                .find(|e| e.alias == alias.as_str() && e.connector_id != view.connector_id)
+                .find(|e| e.alias() == alias.as_str() && e.connector_id() != view.connector_id)
             {
                 return Err(ServiceError::Conflict(format!(
                     "alias {:?} is already used by connector {:?}; choose another with --alias",
                     alias.as_str(),
-                    e.connector
+                    e.connector()
                 )));
             }
             for n in &names {
-                if let Some(e) = p.catalog.get(n.as_str())
-                    && e.connector_id != view.connector_id
+                if let Some(e) = p.catalog.lookup(n.as_str())
+                    && e.connector_id() != view.connector_id
                 {
                     return Err(ServiceError::Conflict(format!(
                         "tool {:?} is already registered by connector {:?}",
                         n.as_str(),
-                        e.connector
+                        e.connector()
                     )));
                 }
             }
@@ -291,7 +291,7 @@ impl ConnectorService {
         Ok(self.projections.read(|p| {
             names
                 .iter()
-                .filter_map(|n| p.catalog.get(n.as_str()).cloned())
+                .filter_map(|n| p.catalog.get(n.as_str()))
                 .collect()
         }))
     }
@@ -363,7 +363,7 @@ impl ConnectorService {
 
     pub(super) fn catalog_entry(&self, tool: &ToolName) -> Result<CatalogEntry, ServiceError> {
         self.projections
-            .read(|p| p.catalog.get(tool.as_str()).cloned())
+            .read(|p| p.catalog.get(tool.as_str()))
             .ok_or_else(|| {
                 ServiceError::NotFound(format!(
                     "tool {:?} is not in the catalog (list registered tools with GET /api/v1/tools)",

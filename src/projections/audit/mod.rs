@@ -2,10 +2,13 @@
 //! by actor, event type, subject, the agents/profiles/tools/connectors/approvals it concerns
 //! ([`tags`]), time window and sequence range, a page at a time ([`query`]).
 //!
-//! Entries hold interned ids (32 bytes each, a test pins it), so a million events cost tens of
-//! megabytes; the full event comes from the log on demand.
+//! Each event is a row (`seq`, time, class); the class interns what filters look at (actor,
+//! type, subject, tag set). Classes are bounded by the estate and stay in memory; rows grow
+//! with the log and, in a server, live in an on-disk index beside it ([`rows`], decision 0019),
+//! so memory does not grow with traffic. The full event comes from the log on demand.
 
 mod query;
+mod rows;
 mod tags;
 
 use std::collections::HashMap;
@@ -23,12 +26,13 @@ use crate::domain::profile::ProfileEvent;
 use crate::store::RecordedEvent;
 
 pub use query::{AuditPage, AuditQuery, Cursor, CursorError, Order};
+pub use rows::AuditIndex;
+use rows::{Row, Rows};
 use tags::{Interner, Tagger};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    seq: u64,
-    time_micros: i64,
+/// What an event can be filtered on besides its time and position, interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Class {
     actor: u32,
     event_type: u32,
     subject: u32,
@@ -50,7 +54,9 @@ pub struct AuditEntry {
 
 #[derive(Debug, Default, Clone)]
 pub struct AuditLog {
-    entries: Vec<Entry>,
+    rows: Rows,
+    classes: Vec<Class>,
+    class_index: HashMap<Class, u32>,
     strings: Interner,
     /// Stream → interned subject label.
     subjects: HashMap<String, u32>,
@@ -61,26 +67,48 @@ impl AuditLog {
     pub const DEFAULT_LIMIT: usize = 100;
     pub const MAX_LIMIT: usize = 10_000;
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn render(&self, e: &Entry) -> AuditEntry {
-        AuditEntry {
-            seq: e.seq,
-            time: DateTime::from_timestamp_micros(e.time_micros).unwrap_or_default(),
-            actor: self.strings.get(e.actor).to_string(),
-            event_type: self.strings.get(e.event_type).to_string(),
-            subject: self.strings.get(e.subject).to_string(),
+    /// Keeps rows in `index` from now on (before anything is folded). Rows the index already
+    /// holds are not written again.
+    pub fn attach(&mut self, index: AuditIndex) {
+        if self.rows.len() == 0 {
+            self.rows = Rows::Disk(index);
         }
     }
 
-    /// The entry's tag strings, sorted (for `state()`: ids differ between folds, strings not).
-    fn tags_of(&self, e: &Entry) -> Vec<&str> {
+    /// Events folded (reads the whole index when it is on disk).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn class(&self, row: &Row) -> Class {
+        self.classes
+            .get(row.class as usize)
+            .copied()
+            .unwrap_or(Class {
+                actor: u32::MAX,
+                event_type: u32::MAX,
+                subject: u32::MAX,
+                tags: 0,
+            })
+    }
+
+    fn render(&self, row: &Row) -> AuditEntry {
+        let c = self.class(row);
+        AuditEntry {
+            seq: row.seq,
+            time: DateTime::from_timestamp_micros(row.time_micros).unwrap_or_default(),
+            actor: self.strings.get(c.actor).to_string(),
+            event_type: self.strings.get(c.event_type).to_string(),
+            subject: self.strings.get(c.subject).to_string(),
+        }
+    }
+
+    /// The class's tag strings, sorted (for `state()`: ids differ between folds, strings not).
+    fn tags_of(&self, e: &Class) -> Vec<&str> {
         let mut tags: Vec<&str> = self
             .tagger
             .sets
@@ -127,29 +155,41 @@ impl Projection for AuditLog {
 
     fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent) {
         let subject = self.subject_label(record, event);
-        let entry = Entry {
-            seq: record.seq,
-            time_micros: record.time.timestamp_micros(),
+        let class = Class {
             actor: self.strings.intern(&record.actor),
             event_type: self.strings.intern(&record.event_type),
             subject,
             tags: self.tagger.tag(&mut self.strings, record, event),
         };
-        self.entries.push(entry);
+        let next = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
+        let id = *self.class_index.entry(class).or_insert(next);
+        if id == next {
+            self.classes.push(class);
+        }
+        let row = Row {
+            seq: record.seq,
+            time_micros: record.time.timestamp_micros(),
+            class: id,
+        };
+        if let Err(e) = self.rows.push(row) {
+            tracing::error!(seq = record.seq, error = %e, "the audit index could not be written");
+        }
     }
 
     fn state(&self) -> Value {
         let entries: Vec<Value> = self
-            .entries
+            .rows
+            .all()
             .iter()
-            .map(|e| {
+            .map(|r| {
+                let c = self.class(r);
                 json!([
-                    e.seq,
-                    e.time_micros,
-                    self.strings.get(e.actor),
-                    self.strings.get(e.event_type),
-                    self.strings.get(e.subject),
-                    self.tags_of(e)
+                    r.seq,
+                    r.time_micros,
+                    self.strings.get(c.actor),
+                    self.strings.get(c.event_type),
+                    self.strings.get(c.subject),
+                    self.tags_of(&c)
                 ])
             })
             .collect();

@@ -10,7 +10,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::{AuditEntry, AuditLog, Entry};
+use super::rows::Scan;
+use super::{AuditEntry, AuditLog};
+
+/// Above this many matching classes a query scans rows in order instead of merging postings.
+const MERGE_CLASSES: usize = 512;
 
 /// Which way a query walks the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,21 +121,6 @@ pub struct AuditPage {
     pub next: Option<Cursor>,
 }
 
-/// Takes up to `limit` entries from `it`, and the seq of the one after them, if any.
-fn take_page<'a>(
-    mut it: impl Iterator<Item = &'a Entry>,
-    limit: usize,
-) -> (Vec<&'a Entry>, Option<u64>) {
-    let mut page = Vec::with_capacity(limit.min(1024));
-    for e in it.by_ref() {
-        if page.len() == limit {
-            return (page, Some(e.seq));
-        }
-        page.push(e);
-    }
-    (page, None)
-}
-
 impl AuditLog {
     /// Entries matching `q`, one page in `q`'s order.
     pub fn query(&self, q: &AuditQuery) -> AuditPage {
@@ -175,33 +164,56 @@ impl AuditLog {
             (Some(c), Order::Desc) => to = to.min(c.seq),
             (None, _) => {}
         }
-        // Entries are in seq order: bound the scan with binary searches.
-        let lo = self.entries.partition_point(|e| e.seq < from);
-        let hi = self.entries.partition_point(|e| e.seq <= to);
-        let window = self.entries.get(lo..hi).unwrap_or(&[]);
-        let matches = |e: &&Entry| {
-            actor.is_none_or(|a| e.actor == a)
-                && subject.is_none_or(|s| e.subject == s)
-                && (since..until).contains(&e.time_micros)
-                && tagged
-                    .as_ref()
-                    .is_none_or(|t| t.get(e.tags as usize).copied().unwrap_or(false))
-                && type_filter.is_none_or(|t| {
-                    let et = self.strings.get(e.event_type);
-                    if t.ends_with('.') {
-                        et.starts_with(t)
-                    } else {
-                        et == t
-                    }
-                })
+        // Which classes match: the filters other than time and position.
+        let classes: Vec<bool> = self
+            .classes
+            .iter()
+            .map(|c| {
+                actor.is_none_or(|a| c.actor == a)
+                    && subject.is_none_or(|s| c.subject == s)
+                    && tagged
+                        .as_ref()
+                        .is_none_or(|t| t.get(c.tags as usize).copied().unwrap_or(false))
+                    && type_filter.is_none_or(|t| {
+                        let et = self.strings.get(c.event_type);
+                        if t.ends_with('.') {
+                            et.starts_with(t)
+                        } else {
+                            et == t
+                        }
+                    })
+            })
+            .collect();
+        let matching = classes.iter().filter(|m| **m).count();
+        if matching == 0 {
+            return AuditPage::default();
+        }
+        // A few classes: read their postings; many: scan the rows.
+        let only = (matching < classes.len() && matching <= MERGE_CLASSES).then(|| {
+            (0u32..)
+                .zip(&classes)
+                .filter(|(_, m)| **m)
+                .map(|(i, _)| i)
+                .collect()
+        });
+        let scan = Scan {
+            from,
+            to,
+            since,
+            until,
+            classes: &classes,
+            only,
+            descending: order == Order::Desc,
         };
-        let (picked, next) = match order {
-            Order::Asc => take_page(window.iter().filter(matches), limit),
-            Order::Desc => take_page(window.iter().rev().filter(matches), limit),
-        };
-        AuditPage {
-            entries: picked.into_iter().map(|e| self.render(e)).collect(),
-            next: next.map(|seq| Cursor { seq, order }),
+        match self.rows.scan(&scan, limit) {
+            Ok((picked, next)) => AuditPage {
+                entries: picked.iter().map(|r| self.render(r)).collect(),
+                next: next.map(|seq| Cursor { seq, order }),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "reading the audit index failed");
+                AuditPage::default()
+            }
         }
     }
 }

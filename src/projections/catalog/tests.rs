@@ -55,7 +55,7 @@ impl Log {
         &self.set.catalog
     }
 
-    fn entry(&self, name: &str) -> &CatalogEntry {
+    fn entry(&self, name: &str) -> CatalogEntry {
         self.catalog().get(name).expect("entry")
     }
 
@@ -153,7 +153,7 @@ fn registration_adds_entries_at_version_1_with_the_connector_facts() {
     assert_eq!(e.registered_by, "admin");
     assert_eq!(e.registered_at, log.records[2].time);
     assert_eq!(e.updated_at, e.registered_at);
-    let names: Vec<&str> = log.catalog().entries().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = log.catalog().entries().map(|e| e.name()).collect();
     assert_eq!(names, ["notion__create-page", "notion__search"]);
 }
 
@@ -169,7 +169,7 @@ fn schemas_and_annotations_serialize_back_as_json_objects() {
     assert_eq!(v["status"], "active");
     assert_eq!(v["operation"], "read");
     assert!(v.get("connector_status").is_none());
-    let text = serde_json::to_string(log.entry("notion__search")).expect("serializes");
+    let text = serde_json::to_string(&log.entry("notion__search")).expect("serializes");
     assert!(text.contains(
         r#""input_schema":{"properties":{"q":{"type":"string"}},"required":["q"],"type":"object"}"#
     ));
@@ -290,7 +290,7 @@ fn removing_the_connector_takes_its_tools_out_of_the_catalog() {
                 name: rname("notion"),
             },
         );
-    let names: Vec<&str> = log.catalog().entries().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = log.catalog().entries().map(|e| e.name()).collect();
     assert_eq!(names, ["slack__post"]);
     // Later events on the removed stream change nothing.
     let before = log.catalog().state();

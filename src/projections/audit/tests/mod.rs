@@ -16,8 +16,8 @@ fn q() -> AuditQuery {
 }
 
 #[test]
-fn an_entry_stays_32_bytes() {
-    assert_eq!(std::mem::size_of::<Entry>(), 32);
+fn a_class_stays_16_bytes() {
+    assert_eq!(std::mem::size_of::<Class>(), 16);
 }
 
 #[test]
