@@ -61,6 +61,10 @@ pub struct AuditLog {
     /// Stream → interned subject label.
     subjects: HashMap<String, u32>,
     tagger: Tagger,
+    /// The last event folded. A copy of the set (`audit replay`'s snapshot of the live one)
+    /// shares the on-disk rows, which the live set keeps writing: its state is the rows up to
+    /// here.
+    last_seq: u64,
 }
 
 impl AuditLog {
@@ -174,6 +178,7 @@ impl Projection for AuditLog {
         if let Err(e) = self.rows.push(row) {
             tracing::error!(seq = record.seq, error = %e, "the audit index could not be written");
         }
+        self.last_seq = record.seq;
     }
 
     fn state(&self) -> Value {
@@ -181,6 +186,7 @@ impl Projection for AuditLog {
             .rows
             .all()
             .iter()
+            .filter(|r| r.seq <= self.last_seq)
             .map(|r| {
                 let c = self.class(r);
                 json!([
