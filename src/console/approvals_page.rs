@@ -2,16 +2,15 @@
 //! reason, new requests appearing without a reload; and the decided ones below.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 
-use super::connectors::{field, fields};
+use super::connectors::field;
 use super::layout::{api_error, csrf, error, page, when};
-use super::{Signed, guard};
+use super::{CheckedForm, Signed};
 use crate::api::SharedState;
 use crate::domain::approval::ApprovalStatus;
 use crate::projections::approvals::ApprovalView;
@@ -121,15 +120,10 @@ async fn inbox(State(state): State<SharedState>, signed: Signed, headers: Header
 
 async fn decide(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let approve = match verb.as_str() {
         "approve" => true,
         "deny" => false,

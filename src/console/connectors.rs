@@ -4,7 +4,6 @@
 //!
 //! Every action goes through the REST API's own parser and the connector service.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::layout::{csrf, error, page, when};
-use super::{Signed, guard};
+use super::{CheckedForm, Signed};
 use crate::api::connectors::{AddConnectorBody, json as connector_json, parse_add};
 use crate::api::{ApiError, SharedState};
 use crate::projections::connectors::ConnectorView;
@@ -258,14 +257,9 @@ fn refused(signed: &Signed, headers: &HeaderMap, e: &ApiError, form: Option<Mark
 
 async fn add(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let registration = opt(&f, "registration");
     let request = AddConnectorBody {
         name: field(&f, "name").trim().to_string(),
@@ -428,15 +422,10 @@ async fn details(
 
 async fn disconnect(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let reason = opt(&f, "reason").unwrap_or_else(|| "disconnected by admin".into());
     let done = state
         .connector_service
@@ -451,15 +440,10 @@ async fn disconnect(
 
 async fn reconnect(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedForm { signed, .. }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let started = state
         .connector_service
         .reconnect(&name, &signed.caller(&headers).meta())
@@ -473,15 +457,10 @@ async fn reconnect(
 
 async fn remove(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let done = state
         .connector_service
         .remove(&name, field(&f, "confirm"), &signed.caller(&headers).meta())

@@ -15,10 +15,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::connectors::{field, fields};
+use super::connectors::field;
 use super::layout::{api_error, csrf, error, page, when};
 use super::pager::{Page, Pager};
-use super::{Signed, guard};
+use super::{CheckedForm, Signed};
 use crate::api::{ApiError, ApiJson, SharedState};
 use crate::projections::catalog::ToolStatus;
 
@@ -135,15 +135,10 @@ fn status(s: ToolStatus) -> &'static str {
 
 async fn tool_action(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path((name, verb)): Path<(String, String)>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let reason = field(&f, "reason").to_string();
     let back = "/console/tools";
     match verb.as_str() {
@@ -258,15 +253,10 @@ async fn profiles(
 
 async fn profile_action(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path((name, verb)): Path<(String, String)>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let reason = field(&f, "reason").to_string();
     let back = "/console/profiles";
     match verb.as_str() {
@@ -434,14 +424,9 @@ async fn agents(
 
 async fn create_agent(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let body = crate::api::agents::CreateAgent {
         name: field(&f, "name").trim().to_string(),
         profile: field(&f, "profile").to_string(),
@@ -468,15 +453,10 @@ async fn create_agent(
 
 async fn agent_action(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path((name, verb)): Path<(String, String)>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     match verb.as_str() {
         "rotate" => {
             match crate::api::agents::rotate_key(
@@ -585,14 +565,8 @@ async fn audit(
 
 async fn audit_check(
     State(state): State<SharedState>,
-    signed: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let result = match field(&f, "check") {
         "verify" => crate::api::events::verify(State(state.clone()))
             .await

@@ -151,6 +151,36 @@ async fn sign_out(
         .into_response()
 }
 
+/// A state-changing console form: the signed-in admin and the form's fields, extracted only
+/// once [`guard`] passed. A handler that takes one cannot skip the CSRF and origin checks.
+pub struct CheckedForm {
+    pub signed: Signed,
+    pub fields: Vec<(String, String)>,
+}
+
+impl axum::extract::FromRequest<SharedState> for CheckedForm {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let signed = Signed::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let body =
+            axum::body::Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let fields = connectors::fields(&body);
+        if let Some(refused) = guard(state, &signed, &headers, connectors::field(&fields, "csrf")) {
+            return Err(refused);
+        }
+        Ok(Self { signed, fields })
+    }
+}
+
 /// The checks of every state-changing console request: the session's CSRF token and, when the
 /// browser says, the console's own origin. `Some(refusal)`: 403, and nothing changes.
 pub fn guard(

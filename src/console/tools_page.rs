@@ -2,15 +2,14 @@
 //! description, a checkbox and a read/write choice pre-filled from AGP's classification, the
 //! "Server alias"; then the registered tools granted to a behavior profile with a reason.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::connectors::{field, fields};
+use super::connectors::field;
 use super::layout::{api_error, csrf, error, page};
-use super::{Signed, guard};
+use super::{CheckedForm, Signed};
 use crate::api::SharedState;
 use crate::connectors::service::tools::Selection;
 use crate::domain::ResourceName;
@@ -68,15 +67,10 @@ pub async fn tools(
 /// `POST …/tools`: registers the checked tools, then offers to grant them.
 pub async fn register(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let chosen: Vec<(String, Option<Operation>)> = f
         .iter()
         .filter(|(k, _)| k == "tool")
@@ -150,15 +144,10 @@ pub async fn register(
 /// `POST …/grant`: the REST API's grant, for the tools just registered.
 pub async fn grant(
     State(state): State<SharedState>,
-    signed: Signed,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedForm { signed, fields: f }: CheckedForm,
 ) -> Response {
-    let f = fields(&body);
-    if let Some(r) = guard(&state, &signed, &headers, field(&f, "csrf")) {
-        return r;
-    }
     let tools: Vec<String> = f
         .iter()
         .filter(|(k, _)| k == "tool")
