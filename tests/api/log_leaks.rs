@@ -56,7 +56,6 @@ fn assert_clean(logs: &[String], secrets: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_reaches_the_log_at_debug_through_a_hostile_connector_s_life() {
     let provider = Provider::start_with(&[], &["--hostile-tools"]);
-    let admin = provider.mcp.ready["admin"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
 
     // Run 1: consent, registration, calls that leak the token upstream-side.
@@ -132,13 +131,7 @@ async fn no_secret_reaches_the_log_at_debug_through_a_hostile_connector_s_life()
     // Run 2: upstream refuses the token (a forced refresh), an admin refresh, and a drift whose
     // new description carries the new token.
     let server = Server::start_logging(dir.path(), &[], Some("debug"));
-    let r = reqwest::Client::new()
-        .post(format!("{admin}/__test/reject-tokens"))
-        .json(&json!({"count": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    provider.reject_tokens(1).await;
     let url = format!("{}/mcp", server.base);
     tokio::task::spawn_blocking(move || {
         let mut agent = Agent::connect(&url, Some(&key), &[]).expect("connects");

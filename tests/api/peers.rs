@@ -179,6 +179,19 @@ impl Provider {
         self.mcp.ready["url"].as_str().unwrap().to_string()
     }
 
+    /// Makes the MCP server refuse the next `count` requests bearing an otherwise valid token
+    /// with 401 `invalid_token`, as if the provider had revoked it (`POST /__test/reject-tokens`).
+    pub async fn reject_tokens(&self, count: u64) {
+        let admin = self.mcp.ready["admin"].as_str().unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{admin}/__test/reject-tokens"))
+            .json(&serde_json::json!({"count": count}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "reject-tokens");
+    }
+
     /// Changes upstream tool `tool` live through the MCP server's test admin API
     /// (`POST /__test/tools/{name}`: `description`, `title`, `annotations`, `enabled`).
     pub async fn change_tool(&self, tool: &str, change: Value) {

@@ -573,13 +573,7 @@ async fn a_hanging_upstream_times_out_and_a_revoked_token_is_refreshed_once() {
 
     // The provider revokes the token behind AGP's back: one 401, one refresh, one retry.
     let before = app.state.connector_service.refresh_requests();
-    let r = reqwest::Client::new()
-        .post(format!("{admin}/__test/reject-tokens"))
-        .json(&json!({"count": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    provider.reject_tokens(1).await;
     let r = agent
         .call("notion__echo", json!({"text": "after a 401"}))
         .expect("refreshed and retried");
@@ -869,7 +863,6 @@ async fn a_session_in_constant_use_outlives_the_idle_limit_and_an_idle_one_does_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upstream_refusing_every_token_is_not_a_token_request_per_call() {
     let provider = Provider::start(&[]);
-    let admin = provider.mcp.ready["admin"].as_str().unwrap().to_string();
     let window = Duration::from_millis(400);
     let app = spawn_app_with(tempfile::tempdir().unwrap(), |c| {
         c.proxy.refresh_window = window;
@@ -882,13 +875,7 @@ async fn an_upstream_refusing_every_token_is_not_a_token_request_per_call() {
         .call("notion__echo", json!({"text": "fine"}))
         .expect("works before");
 
-    let r = reqwest::Client::new()
-        .post(format!("{admin}/__test/reject-tokens"))
-        .json(&json!({"count": 100000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    provider.reject_tokens(100000).await;
     let before = app.state.connector_service.refresh_requests();
     for i in 0..8 {
         let e = agent
