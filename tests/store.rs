@@ -25,3 +25,5 @@ mod power_loss;
 mod reopen;
 #[path = "store/unfinished.rs"]
 mod unfinished;
+#[path = "store/dictionary.rs"]
+mod dictionary;

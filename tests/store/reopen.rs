@@ -76,19 +76,23 @@ fn read_only_open_of_a_missing_log_fails() {
     assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
 }
 
-/// A log written before commit marks (8-byte `i` values, one `h` head key per stream) opens
-/// whole: nothing is unwound, heads and retries work, and the stale `h` keys are removed.
+/// A log in layout 1 (one JSON key per record, before decision 0018), including keys of the
+/// layout before commit marks (8-byte `i` values, `h` head keys), is migrated by the first
+/// writable open: the same records, hashes, heads and retries, every layout-1 key gone. A
+/// read-only open of it refuses with a clear error instead of misreading it.
 #[tokio::test]
-async fn a_log_in_the_earlier_layout_opens_whole() {
+async fn a_log_in_the_earlier_layouts_is_migrated_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path());
     let written = write_events(&log, 12, 3).await;
     let head_hash = log.head_hash();
+    let before = log.read_all(1, 100).expect("read");
     close(log).await;
+    crate::helpers::to_layout_1(dir.path());
     {
-        // Rewrite it into the earlier layout.
         let db = crate::helpers::raw(dir.path());
-        for kv in db.scan_prefix([keys::ID]) {
+        // Part of it from before commit marks: 8-byte id values and `h` head keys.
+        for kv in db.scan_prefix([keys::ID]).take(5) {
             let (key, value) = kv.expect("id entry");
             let (seq, _) = keys::parse_id_value(&value).expect("id value");
             db.insert(key, &seq.to_be_bytes()[..]).expect("insert");
@@ -100,17 +104,43 @@ async fn a_log_in_the_earlier_layout_opens_whole() {
         }
         db.flush().expect("flush");
     }
+    match SledLog::open_read_only(dir.path()) {
+        Err(StoreError::Backend(e)) => assert!(e.contains("layout 1"), "{e}"),
+        other => panic!("read-only open of layout 1 must refuse: {other:?}"),
+    }
 
     let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
     assert_eq!((report.head, report.streams, report.unwound), (12, 3, 0));
     assert_eq!(log.head_hash(), head_hash);
+    assert_eq!(log.read_all(1, 100).expect("read"), before);
+    assert!(verify_chain(&log).expect("verify").is_valid());
     assert_eq!(log.stream_version("st-2").expect("version"), Some(4));
+    assert_eq!(log.read_stream("st-1", 2).expect("stream").len(), 3);
     let (b, original) = &written[11];
     let retry = log.append(b.clone()).await.expect("retry");
     assert!(retry.deduplicated && retry.first_seq == original.first_seq);
+    let (b, original) = &written[0];
+    let retry = log.append(b.clone()).await.expect("retry");
+    assert!(retry.deduplicated && retry.first_seq == original.first_seq);
+    let next = log
+        .append(agp::store::conformance::batch(
+            "st-0",
+            agp::store::ExpectedVersion::Exact(4),
+            2,
+        ))
+        .await
+        .expect("append");
+    assert_eq!((next.first_seq, next.first_version), (13, 5));
     close(log).await;
     let db = crate::helpers::raw(dir.path());
-    assert_eq!(db.scan_prefix([keys::LEGACY_HEAD]).count(), 0);
+    for prefix in [keys::EVENT, keys::STREAM, keys::ID, keys::LEGACY_HEAD] {
+        assert_eq!(db.scan_prefix([prefix]).count(), 0, "{}", prefix as char);
+    }
+    drop(db);
+    let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("reopen");
+    assert_eq!(report.head, 14);
+    assert!(verify_chain(&log).expect("verify").is_valid());
+    close(log).await;
 }
 
 /// `read_tail` answers the latest events from memory and older ones from sled, and after a
