@@ -386,7 +386,8 @@ mod tests {
 
     fn records(n: u64) -> Vec<RecordedEvent> {
         let mut tip = Tip::genesis();
-        let (mut records, _) = seal(batch("s", ExpectedVersion::Any, n), 0, &mut tip, Utc::now());
+        let now = crate::store::record::record_time(Utc::now());
+        let (mut records, _) = seal(batch("s", ExpectedVersion::Any, n), 0, &mut tip, now);
         // Another time for one record: deltas must round-trip (migrated groups have them).
         if let Some(r) = records.get_mut(1) {
             r.time -= chrono::Duration::microseconds(1234);
