@@ -200,7 +200,9 @@ impl Peer {
                 Stdio::null()
             })
             .spawn()
-            .with_context(|| format!("starting {script} (for a node peer: is Node.js 20.19+ installed?)"))?;
+            .with_context(|| {
+                format!("starting {script} (for a node peer: is Node.js 20.19+ installed?)")
+            })?;
         let stdout = child.stdout.take().context("the peer's stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -239,11 +241,20 @@ impl Drop for Peer {
 /// The release build of `examples/echo_upstream.rs` (built here if needed).
 fn echo_upstream() -> anyhow::Result<PathBuf> {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--example", "echo_upstream"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--example",
+            "echo_upstream",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .context("building examples/echo_upstream.rs")?;
-    ensure!(status.success(), "building examples/echo_upstream.rs failed");
+    ensure!(
+        status.success(),
+        "building examples/echo_upstream.rs failed"
+    );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));

@@ -185,7 +185,11 @@ fn sha2_hex(n: u64) -> String {
 }
 
 /// Records `calls` calls through a `CallRecorder`, `AGENTS` agents concurrently.
-async fn record_calls(log: &Arc<SledLog>, agents: &Arc<Vec<Agent>>, calls: u64) -> anyhow::Result<()> {
+async fn record_calls(
+    log: &Arc<SledLog>,
+    agents: &Arc<Vec<Agent>>,
+    calls: u64,
+) -> anyhow::Result<()> {
     let recorder = CallRecorder::new(log.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..AGENTS {
@@ -212,7 +216,10 @@ async fn record_calls(log: &Arc<SledLog>, agents: &Arc<Vec<Agent>>, calls: u64) 
 
 /// Bytes on disk per proxied call at steady state (see the module doc), and the canonical
 /// JSON bytes of one call's two records for comparison.
-async fn disk_per_call(parent: &Option<String>, calls: u64) -> anyhow::Result<Vec<(String, String)>> {
+async fn disk_per_call(
+    parent: &Option<String>,
+    calls: u64,
+) -> anyhow::Result<Vec<(String, String)>> {
     let dir = tempdir(parent)?;
     let agents: Arc<Vec<Agent>> = Arc::new(
         (0..AGENTS)
@@ -252,18 +259,29 @@ async fn disk_per_call(parent: &Option<String>, calls: u64) -> anyhow::Result<Ve
     let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / calls as f64;
     Ok(vec![
         (
-            format!("disk per call, {} calls after {} warm-up ({AGENTS} agents, sync)", fmt_rate(calls as f64), fmt_rate(calls as f64)),
+            format!(
+                "disk per call, {} calls after {} warm-up ({AGENTS} agents, sync)",
+                fmt_rate(calls as f64),
+                fmt_rate(calls as f64)
+            ),
             format!(
                 "{:.0} B by file length, {:.0} B by blocks allocated (goal ≤ 600: {}); {} calls/s",
                 per(after.0, before.0),
                 per(after.1, before.1),
-                if per(after.0, before.0).max(per(after.1, before.1)) <= 600.0 { "OK" } else { "MISSED" },
+                if per(after.0, before.0).max(per(after.1, before.1)) <= 600.0 {
+                    "OK"
+                } else {
+                    "MISSED"
+                },
                 fmt_rate(calls as f64 / elapsed.as_secs_f64()),
             ),
         ),
         (
             "  one call's two records as canonical JSON (+ hash)".into(),
-            format!("{json} B; data directory {:.1} MiB", after.0 as f64 / 1048576.0),
+            format!(
+                "{json} B; data directory {:.1} MiB",
+                after.0 as f64 / 1048576.0
+            ),
         ),
     ])
 }

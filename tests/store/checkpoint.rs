@@ -58,7 +58,10 @@ fn rewrite_event(dir: &Path, seq: u64) {
         .map(|kv| {
             let (k, v) = kv.expect("group");
             let start = keys::group_seq(&k).expect("key");
-            (start, group::decode(start, &v, start, u64::MAX).expect("decode"))
+            (
+                start,
+                group::decode(start, &v, start, u64::MAX).expect("decode"),
+            )
         })
         .collect();
     let mut prev: Option<String> = None;
@@ -86,7 +89,10 @@ fn cut_tail(dir: &Path, keep: u64) {
         .map(|kv| {
             let (k, v) = kv.expect("group");
             let start = keys::group_seq(&k).expect("key");
-            (start, group::decode(start, &v, start, u64::MAX).expect("decode"))
+            (
+                start,
+                group::decode(start, &v, start, u64::MAX).expect("decode"),
+            )
         })
         .filter(|(_, records)| records.last().is_some_and(|r| r.seq > keep))
         .collect();

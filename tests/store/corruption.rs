@@ -41,10 +41,7 @@ fn tamper(dir: &Path, seq: u64, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
 fn tamper_record(dir: &Path, seq: u64, f: impl FnOnce(&mut RecordedEvent)) {
     let db = crate::helpers::raw(dir);
     let (first, mut records) = crate::helpers::group_holding(&db, seq).expect("group");
-    let r = records
-        .iter_mut()
-        .find(|r| r.seq == seq)
-        .expect("record");
+    let r = records.iter_mut().find(|r| r.seq == seq).expect("record");
     f(r);
     crate::helpers::put_group(&db, first, &records);
     db.flush().expect("flush");

@@ -11,8 +11,8 @@ use agp::domain::call::{CallEvent, CallOutcome, Decision, DenyReason};
 use agp::domain::connector::Operation;
 use agp::domain::profile::{Policy, ProfileEvent};
 use agp::domain::{ResourceName, ToolName, encode_event};
-use agp::store::{GENESIS_HASH, RecordedEvent, compute_hash};
 use agp::store::sled_log::group::Encoder;
+use agp::store::{GENESIS_HASH, RecordedEvent, compute_hash};
 use uuid::Uuid;
 
 fn id(n: u128) -> String {
@@ -142,8 +142,7 @@ fn write_dictionary() {
                 id: Uuid::parse_str(&id(100 + i as u128)).expect("uuid"),
                 event_type: event_type.to_string(),
                 schema_version: 1,
-                time: chrono::DateTime::from_timestamp_micros(1_795_000_000_000_000)
-                    .expect("time"),
+                time: chrono::DateTime::from_timestamp_micros(1_795_000_000_000_000).expect("time"),
                 actor: actor.to_string(),
                 correlation_id: Uuid::parse_str(&id(200 + i as u128)).expect("uuid"),
                 data,

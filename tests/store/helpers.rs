@@ -69,7 +69,10 @@ pub fn group_holding(db: &sled::Db, seq: u64) -> Option<(u64, Vec<RecordedEvent>
         .expect("group");
     let first = keys::group_seq(&key).expect("group key");
     let records = group::decode(first, &value, first, u64::MAX).expect("decode");
-    records.iter().any(|r| r.seq == seq).then_some((first, records))
+    records
+        .iter()
+        .any(|r| r.seq == seq)
+        .then_some((first, records))
 }
 
 /// Stores `records` as the group at `first` (compressed, as the log writes it), with its
@@ -94,7 +97,10 @@ pub fn to_layout_1(dir: &Path) {
         .map(|kv| {
             let (k, v) = kv.expect("group");
             let first = keys::group_seq(&k).expect("key");
-            (first, group::decode(first, &v, first, u64::MAX).expect("decode"))
+            (
+                first,
+                group::decode(first, &v, first, u64::MAX).expect("decode"),
+            )
         })
         .collect();
     for prefix in [keys::GROUP, keys::RUN, keys::ID2, keys::META] {

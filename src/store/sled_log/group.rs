@@ -340,10 +340,7 @@ impl<'a> Reader<'a> {
 
 /// The index entries of the group stored at `first_seq`, in write order: its runs (one per
 /// stretch of a stream's records consecutive in seq and version), then its ids.
-pub fn index_entries(
-    first_seq: u64,
-    records: &[RecordedEvent],
-) -> Vec<(sled::IVec, sled::IVec)> {
+pub fn index_entries(first_seq: u64, records: &[RecordedEvent]) -> Vec<(sled::IVec, sled::IVec)> {
     let mut out = Vec::with_capacity(records.len() * 2);
     let mut i = 0;
     while i < records.len() {
@@ -375,7 +372,6 @@ pub fn index_entries(
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -410,7 +406,10 @@ mod tests {
             // Records after the edited one do not chain to it; compare field by field.
             assert_eq!(all.len(), 5);
             for (a, b) in all.iter().zip(&records) {
-                assert_eq!((a.seq, &a.hash, a.time, &a.data), (b.seq, &b.hash, b.time, &b.data));
+                assert_eq!(
+                    (a.seq, &a.hash, a.time, &a.data),
+                    (b.seq, &b.hash, b.time, &b.data)
+                );
                 assert_eq!(a.id, b.id);
             }
             assert_eq!(all[0].prev_hash, GENESIS_HASH);
@@ -427,7 +426,10 @@ mod tests {
             .encode(&records(3))
             .expect("encode");
         for cut in 0..value.len() {
-            assert!(decode(1, &value[..cut], 1, u64::MAX).is_err(), "cut at {cut}");
+            assert!(
+                decode(1, &value[..cut], 1, u64::MAX).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut flipped = value.clone();
         let last = flipped.len() - 1;

@@ -43,7 +43,9 @@ pub(super) fn run(
         return Ok(None);
     }
     let started = Instant::now();
-    let copied = db.get(keys::LAYOUT_KEY)?.is_some_and(|v| v[..] == [keys::LAYOUT]);
+    let copied = db
+        .get(keys::LAYOUT_KEY)?
+        .is_some_and(|v| v[..] == [keys::LAYOUT]);
     let (tip, tail, unwound) = if copied {
         // Interrupted while removing layout 1: everything is copied already.
         (super::super::append::Tip::genesis(), Vec::new(), 0)
@@ -109,10 +111,7 @@ pub(super) fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "event log migrated to layout 2"
     );
-    Ok(Some(Migrated {
-        tail,
-        unwound,
-    }))
+    Ok(Some(Migrated { tail, unwound }))
 }
 
 fn sync(file: Option<&std::fs::File>) -> Result<(), StoreError> {

@@ -188,7 +188,6 @@ impl SledLog {
             StoreError::Closed
         }
     }
-
 }
 
 #[async_trait]

@@ -268,7 +268,6 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-
 /// Each stream's head: its last run at or below `tip`, found by seeking backwards from one
 /// stream to the one before it (one seek per stream: O(streams), not O(events)). Writable, a
 /// run past `tip` is damage and fails the open; read-only, it is what a damaged tail left and
@@ -481,7 +480,12 @@ fn roll_forward(db: &sled::Db, first: u64, records: &[RecordedEvent]) -> Result<
 
 /// Copies the group at `first` to the quarantine tree, then removes it and the index entries
 /// that point at it, and flushes.
-fn quarantine_group(db: &sled::Db, first: u64, value: &[u8], reason: &str) -> Result<(), StoreError> {
+fn quarantine_group(
+    db: &sled::Db,
+    first: u64,
+    value: &[u8],
+    reason: &str,
+) -> Result<(), StoreError> {
     let now = Utc::now();
     let evidence = serde_json::json!({
         "seq": first,

@@ -123,10 +123,12 @@ pub fn stream(
         let value = match &cached {
             Some((k, v)) if *k == run.group => v.clone(),
             _ => {
-                let v = db.get(keys::group(run.group))?.ok_or_else(|| StoreError::Corrupt {
-                    seq: from,
-                    reason: format!("stream {stream} points at a missing group {}", run.group),
-                })?;
+                let v = db
+                    .get(keys::group(run.group))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        seq: from,
+                        reason: format!("stream {stream} points at a missing group {}", run.group),
+                    })?;
                 cached = Some((run.group, v.clone()));
                 v
             }

@@ -226,7 +226,11 @@ impl Writer {
 
     /// Writes the group's value, then its index entries, then flushes them all (and
     /// fdatasyncs in sync mode).
-    fn make_durable(&mut self, first_seq: u64, records: &[RecordedEvent]) -> Result<(), StoreError> {
+    fn make_durable(
+        &mut self,
+        first_seq: u64,
+        records: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
         let value = self.encoder.encode(records)?;
         self.db.insert(keys::group(first_seq), value)?;
         for (key, value) in group::index_entries(first_seq, records) {
