@@ -72,10 +72,16 @@ fn tempdir(parent: &Option<String>) -> anyhow::Result<tempfile::TempDir> {
 }
 
 fn open(dir: &Path, sync_data: bool) -> anyhow::Result<Arc<SledLog>> {
-    let options = SledOptions {
+    let mut options = SledOptions {
         sync_data,
         ..SledOptions::default()
     };
+    // `AGP_BENCH_GC_MS=off|N`: sled's background space reclaim (decision 0018).
+    match std::env::var("AGP_BENCH_GC_MS").ok().as_deref() {
+        Some("off") => options.background_gc_ms = None,
+        Some(ms) => options.background_gc_ms = ms.parse().ok(),
+        None => {}
+    }
     Ok(Arc::new(SledLog::open(dir, options)?.0))
 }
 
@@ -257,6 +263,20 @@ async fn disk_per_call(
         head_after - head_before
     );
     let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / calls as f64;
+    // Live bytes (key + value) by key kind, per call of the whole log (both passes).
+    let live = {
+        let db = sled::open(dir.path())?;
+        let mut by: std::collections::BTreeMap<char, u64> = Default::default();
+        for kv in db.iter() {
+            let (k, v) = kv?;
+            *by.entry(k.first().map_or('?', |&b| b as char)).or_default() +=
+                (k.len() + v.len()) as u64;
+        }
+        by.iter()
+            .map(|(k, n)| format!("{k} {:.0}", *n as f64 / (2 * calls) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Ok(vec![
         (
             format!(
@@ -282,6 +302,10 @@ async fn disk_per_call(
                 "{json} B; data directory {:.1} MiB",
                 after.0 as f64 / 1048576.0
             ),
+        ),
+        (
+            "  live key + value bytes per call, by key kind".into(),
+            live,
         ),
     ])
 }
