@@ -256,6 +256,11 @@ async fn disk_per_call(
     log.close().await?;
     drop(log);
     let after = (walk_size(dir.path()), walk_blocks(dir.path()));
+    if std::env::var_os("AGP_BENCH_LIST").is_some() {
+        for e in std::fs::read_dir(dir.path())?.flatten() {
+            eprintln!("  {:?} {} B", e.file_name(), e.metadata()?.len());
+        }
+    }
     anyhow::ensure!(
         head_after - head_before == 2 * calls,
         "expected {} records, got {}",

@@ -166,7 +166,7 @@ pub fn decode(
     let body: &[u8] = match codec {
         CODEC_NONE => payload,
         CODEC_ZSTD_DICT_V1 => {
-            decompressed = decompress(payload, body_len).map_err(|e| corrupt(e))?;
+            decompressed = decompress(payload, body_len).map_err(&corrupt)?;
             &decompressed
         }
         other => return Err(corrupt(format!("unknown codec {other}"))),
