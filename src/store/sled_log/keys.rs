@@ -30,7 +30,8 @@
 //! removed) without decoding it. A stream's head is its last `s` entry (found with one seek
 //! per stream at open). The `i` value's second half marks where the event's append ends: an
 //! append is written key by key (`e` records, then `s` entries, then `i` entries), and its
-//! last record's `i` entry is its commit mark (see the writer and open modules).
+//! last record's `i` entry is its commit mark (see the `legacy` module, which unwinds an
+//! unfinished one before the migration).
 //!
 //! Logs written before the commit mark existed have 8-byte `i` values (append written as one
 //! atomic `sled::Batch`) and `h` stream-head keys, which open removes.

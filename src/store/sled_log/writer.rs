@@ -6,8 +6,8 @@
 //! answers through oneshot channels and the head watch channel, so callers stay async.
 //!
 //! One group = everything queued when the writer wakes (up to [`MAX_GROUP`] requests):
-//! conflicts and invalid requests are answered at once; the rest are written key by key, then
-//! ONE flush, then one head update. A failed write or flush poisons the log.
+//! conflicts and invalid requests are answered at once; the rest are sealed and written as
+//! one group value and its index entries, then ONE flush, then one head update. A failed write or flush poisons the log.
 //!
 //! Layout 2 (decision 0018): a group is ONE sled value holding all its records (`group`,
 //! compressed), inserted first, then its index entries (one `S` run per stream stretch, one
