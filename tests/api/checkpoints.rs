@@ -27,7 +27,10 @@ fn rewrite_and_rehash(events_dir: &Path, seq: u64) {
         .map(|kv| {
             let (k, v) = kv.expect("group");
             let first = keys::group_seq(&k).expect("group key");
-            (first, group::decode(first, &v, first, u64::MAX).expect("decode"))
+            (
+                first,
+                group::decode(first, &v, first, u64::MAX).expect("decode"),
+            )
         })
         .filter(|(_, records)| records.last().is_some_and(|r| r.seq >= seq))
         .collect();
@@ -44,8 +47,11 @@ fn rewrite_and_rehash(events_dir: &Path, seq: u64) {
             r.hash = agp::store::compute_hash(r);
             prev = Some(r.hash.clone());
         }
-        db.insert(keys::group(first), encoder.encode(&records).expect("encode"))
-            .expect("insert");
+        db.insert(
+            keys::group(first),
+            encoder.encode(&records).expect("encode"),
+        )
+        .expect("insert");
     }
     db.flush().expect("flush");
 }

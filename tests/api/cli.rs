@@ -258,7 +258,10 @@ fn tamper(events_dir: &Path, seq: u64) {
         .unwrap();
     let first = keys::group_seq(&key).unwrap();
     let mut records = group::decode(first, &value, first, u64::MAX).unwrap();
-    let record = records.iter_mut().find(|r| r.seq == seq).expect("record exists");
+    let record = records
+        .iter_mut()
+        .find(|r| r.seq == seq)
+        .expect("record exists");
     record.data["name"] = json!("mallory");
     let value = group::Encoder::new(true).unwrap().encode(&records).unwrap();
     db.insert(key, value).unwrap();
