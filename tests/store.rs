@@ -17,6 +17,8 @@ mod conformance;
 mod corruption;
 #[path = "store/crash.rs"]
 mod crash;
+#[path = "store/dictionary.rs"]
+mod dictionary;
 #[path = "store/poison.rs"]
 mod poison;
 #[path = "store/power_loss.rs"]

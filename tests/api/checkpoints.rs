@@ -17,29 +17,41 @@ async fn run(mut c: std::process::Command) -> std::process::Output {
         .expect("join")
 }
 
-/// Rewrites record `seq`'s data and recomputes every later hash, as an attacker would.
+/// Rewrites record `seq`'s data and recomputes every later hash, as an attacker would
+/// (through sled, in the log's layout 2: group values, decision 0018).
 fn rewrite_and_rehash(events_dir: &Path, seq: u64) {
+    use agp::store::sled_log::{group, keys};
     let db = sled::open(events_dir).expect("sled open");
-    let key = |n: u64| {
-        let mut k = vec![b'e'];
-        k.extend_from_slice(&n.to_be_bytes());
-        k
-    };
+    let groups: Vec<(u64, Vec<RecordedEvent>)> = db
+        .range(keys::group(0)..=keys::group(u64::MAX))
+        .map(|kv| {
+            let (k, v) = kv.expect("group");
+            let first = keys::group_seq(&k).expect("group key");
+            (
+                first,
+                group::decode(first, &v, first, u64::MAX).expect("decode"),
+            )
+        })
+        .filter(|(_, records)| records.last().is_some_and(|r| r.seq >= seq))
+        .collect();
+    let mut encoder = group::Encoder::new(true).expect("encoder");
     let mut prev: Option<String> = None;
-    let mut n = seq;
-    while let Some(bytes) = db.get(key(n)).expect("get") {
-        let mut r: RecordedEvent = serde_json::from_slice(&bytes).expect("decode");
-        if n == seq {
-            r.data["description"] = json!("rewritten");
+    for (first, mut records) in groups {
+        for r in records.iter_mut().filter(|r| r.seq >= seq) {
+            if r.seq == seq {
+                r.data["description"] = json!("rewritten");
+            }
+            if let Some(p) = prev.take() {
+                r.prev_hash = p;
+            }
+            r.hash = agp::store::compute_hash(r);
+            prev = Some(r.hash.clone());
         }
-        if let Some(p) = prev.take() {
-            r.prev_hash = p;
-        }
-        r.hash = agp::store::compute_hash(&r);
-        prev = Some(r.hash.clone());
-        db.insert(key(n), serde_json::to_vec(&r).expect("encode"))
-            .expect("insert");
-        n += 1;
+        db.insert(
+            keys::group(first),
+            encoder.encode(&records).expect("encode"),
+        )
+        .expect("insert");
     }
     db.flush().expect("flush");
 }

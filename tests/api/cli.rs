@@ -249,12 +249,21 @@ fn tamper(events_dir: &Path, seq: u64) {
             Err(e) => panic!("sled open: {e}"),
         }
     };
-    let mut key = vec![b'e'];
-    key.extend_from_slice(&seq.to_be_bytes());
-    let bytes = db.get(&key).unwrap().expect("record exists");
-    let mut record: Value = serde_json::from_slice(&bytes).unwrap();
-    record["data"]["name"] = json!("mallory");
-    db.insert(key, serde_json::to_vec(&record).unwrap())
+    // Layout 2 (decision 0018): the record lives in its group's value.
+    use agp::store::sled_log::{group, keys};
+    let (key, value) = db
+        .range(keys::group(0)..=keys::group(seq))
+        .next_back()
+        .expect("a group")
         .unwrap();
+    let first = keys::group_seq(&key).unwrap();
+    let mut records = group::decode(first, &value, first, u64::MAX).unwrap();
+    let record = records
+        .iter_mut()
+        .find(|r| r.seq == seq)
+        .expect("record exists");
+    record.data["name"] = json!("mallory");
+    let value = group::Encoder::new(true).unwrap().encode(&records).unwrap();
+    db.insert(key, value).unwrap();
     db.flush().unwrap();
 }

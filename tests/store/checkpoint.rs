@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use agp::checkpoints::{Checkpointer, Sinks};
 use agp::store::checkpoint::{Checkpoint, check_checkpoints, parse_checkpoints};
-use agp::store::sled_log::keys;
+use agp::store::sled_log::{group, keys};
 use agp::store::{EventLog, RecordedEvent, SledLog, compute_hash, verify_chain};
 use agp::vault::{MasterKey, Vault};
 use serde_json::json;
@@ -52,21 +52,31 @@ fn read_only(dir: &Path) -> SledLog {
 /// hash and every later record's `prev_hash`/`hash` so the chain walk finds nothing.
 fn rewrite_event(dir: &Path, seq: u64) {
     let db = raw(&dir.join("log"));
+    let (first, _) = crate::helpers::group_holding(&db, seq).expect("group");
+    let groups: Vec<(u64, Vec<RecordedEvent>)> = db
+        .range(keys::group(first)..=keys::group(u64::MAX))
+        .map(|kv| {
+            let (k, v) = kv.expect("group");
+            let start = keys::group_seq(&k).expect("key");
+            (
+                start,
+                group::decode(start, &v, start, u64::MAX).expect("decode"),
+            )
+        })
+        .collect();
     let mut prev: Option<String> = None;
-    let mut n = seq;
-    while let Some(bytes) = db.get(keys::event(n)).expect("get") {
-        let mut r: RecordedEvent = serde_json::from_slice(&bytes).expect("decode");
-        if n == seq {
-            r.data = json!({"rewritten": "by an attacker"});
+    for (start, mut records) in groups {
+        for r in records.iter_mut().filter(|r| r.seq >= seq) {
+            if r.seq == seq {
+                r.data = json!({"rewritten": "by an attacker"});
+            }
+            if let Some(p) = prev.take() {
+                r.prev_hash = p;
+            }
+            r.hash = compute_hash(r);
+            prev = Some(r.hash.clone());
         }
-        if let Some(p) = prev.take() {
-            r.prev_hash = p;
-        }
-        r.hash = compute_hash(&r);
-        prev = Some(r.hash.clone());
-        db.insert(keys::event(n), serde_json::to_vec(&r).expect("encode"))
-            .expect("insert");
-        n += 1;
+        crate::helpers::put_group(&db, start, &records);
     }
     db.flush().expect("flush");
 }
@@ -74,14 +84,27 @@ fn rewrite_event(dir: &Path, seq: u64) {
 /// Cuts every record after `keep`, with its stream and id index entries.
 fn cut_tail(dir: &Path, keep: u64) {
     let db = raw(&dir.join("log"));
-    let mut n = keep + 1;
-    while let Some(bytes) = db.get(keys::event(n)).expect("get") {
-        let r: RecordedEvent = serde_json::from_slice(&bytes).expect("decode");
-        db.remove(keys::stream_entry(&r.stream, r.version))
-            .expect("remove");
-        db.remove(keys::id(r.id)).expect("remove");
-        db.remove(keys::event(n)).expect("remove");
-        n += 1;
+    let groups: Vec<(u64, Vec<RecordedEvent>)> = db
+        .range(keys::group(0)..=keys::group(u64::MAX))
+        .map(|kv| {
+            let (k, v) = kv.expect("group");
+            let start = keys::group_seq(&k).expect("key");
+            (
+                start,
+                group::decode(start, &v, start, u64::MAX).expect("decode"),
+            )
+        })
+        .filter(|(_, records)| records.last().is_some_and(|r| r.seq > keep))
+        .collect();
+    for (start, records) in groups {
+        for (k, _) in group::index_entries(start, &records) {
+            db.remove(k).expect("remove");
+        }
+        db.remove(keys::group(start)).expect("remove");
+        let kept: Vec<_> = records.into_iter().filter(|r| r.seq <= keep).collect();
+        if !kept.is_empty() {
+            crate::helpers::put_group(&db, start, &kept);
+        }
     }
     db.flush().expect("flush");
 }

@@ -1,6 +1,7 @@
-//! Damage made with sled directly after the log is closed: a garbage or truncated last record
+//! Damage made with sled directly after the log is closed: a garbage or truncated last group
 //! is quarantined (Truncate) or refused (Refuse); an altered middle record opens fine but
-//! `verify_chain` names exactly its seq.
+//! `verify_chain` names exactly its seq. The events are single appends, one group each, so
+//! the group stored at `seq` holds exactly record `seq`.
 
 use std::path::Path;
 
@@ -24,15 +25,25 @@ async fn written_log(dir: &Path) -> RecordedEvent {
     last
 }
 
-/// Rewrites record `seq`'s bytes with `f`, through sled itself.
+/// Rewrites the bytes of the group holding record `seq` with `f`, through sled itself.
 fn tamper(dir: &Path, seq: u64, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
     let db = crate::helpers::raw(dir);
     let bytes = db
-        .get(keys::event(seq))
+        .get(keys::group(seq))
         .expect("get")
-        .expect("record exists");
-    db.insert(keys::event(seq), f(bytes.to_vec()))
+        .expect("group exists");
+    db.insert(keys::group(seq), f(bytes.to_vec()))
         .expect("insert");
+    db.flush().expect("flush");
+}
+
+/// Changes record `seq` with `f` and stores it again, well encoded, its hash unchanged.
+fn tamper_record(dir: &Path, seq: u64, f: impl FnOnce(&mut RecordedEvent)) {
+    let db = crate::helpers::raw(dir);
+    let (first, mut records) = crate::helpers::group_holding(&db, seq).expect("group");
+    let r = records.iter_mut().find(|r| r.seq == seq).expect("record");
+    f(r);
+    crate::helpers::put_group(&db, first, &records);
     db.flush().expect("flush");
 }
 
@@ -117,11 +128,11 @@ async fn truncated_tail_record() {
 }
 
 /// Flips one letter inside the record's `data`.
-fn alter_data(bytes: Vec<u8>) -> Vec<u8> {
-    let text = String::from_utf8(bytes).expect("utf8");
+fn alter_data(r: &mut RecordedEvent) {
+    let text = r.data.to_string();
     assert!(text.contains("\"conformance\""));
-    text.replacen("\"conformance\"", "\"conformancf\"", 1)
-        .into_bytes()
+    r.data = serde_json::from_str(&text.replacen("\"conformance\"", "\"conformancf\"", 1))
+        .expect("json");
 }
 
 #[tokio::test]
@@ -129,7 +140,7 @@ async fn altered_middle_record_is_named_by_verify_chain() {
     let dir = tempfile::tempdir().expect("tempdir");
     written_log(dir.path()).await;
     let middle = N / 2;
-    tamper(dir.path(), middle, alter_data);
+    tamper_record(dir.path(), middle, alter_data);
 
     let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
     assert!(
@@ -168,7 +179,7 @@ async fn deleted_middle_record_is_named() {
     written_log(dir.path()).await;
     {
         let db = crate::helpers::raw(dir.path());
-        db.remove(keys::event(9)).expect("remove");
+        db.remove(keys::group(9)).expect("remove");
         db.flush().expect("flush");
     }
     let (log, _) = SledLog::open(dir.path(), SledOptions::default()).expect("open");

@@ -8,7 +8,9 @@
 //! appends under `strace -f -y`, and writes one `ACK <event id>` line to a file of its own per
 //! acknowledged event. The parent then checks, for every acknowledged event, that
 //!
-//! 1. a write to a file of the log's directory carried the event (its id is in the buffer), and
+//! 1. a write to a file of the log's directory carried the event (its id is in the buffer: as
+//!    raw bytes, which is how layout 2 writes it in the event's `I` index key, written in the
+//!    same group commit as the compressed group value that holds the event), and
 //! 2. an `fdatasync` or `fsync` of that same file *started after* that write had returned and
 //!    *returned before* the `ACK` line was written.
 //!
@@ -73,7 +75,10 @@ fn traced_run(dir: &Path, mode: &str) -> Trace {
     let out = dir.join("strace.out");
     let exe = std::env::current_exe().expect("current exe");
     let status = Command::new(strace_path())
-        .args(["-f", "-y", "-qq", "-s", "2000000", "-o"])
+        // `-x`: a buffer holding any non-ASCII byte (the log's binary values) is printed whole
+        // as `\xNN` escapes, so an event id is found as its 16 raw bytes (layout 2 stores ids
+        // binary, in its `I` index key); ASCII buffers (the `ACK` lines) stay text.
+        .args(["-f", "-y", "-qq", "-x", "-s", "2000000", "-o"])
         .arg(&out)
         .args([
             "-e",
@@ -184,9 +189,12 @@ impl Trace {
             .collect();
         let mut problems = Vec::new();
         for (id, acked) in self.acks() {
+            let raw: String = uuid::Uuid::parse_str(&id)
+                .map(|u| u.as_bytes().iter().map(|b| format!("\\x{b:02x}")).collect())
+                .unwrap_or_else(|_| id.clone());
             let Some(w) = writes
                 .iter()
-                .find(|w| w.done < acked && w.text.contains(&id))
+                .find(|w| w.done < acked && (w.text.contains(&id) || w.text.contains(&raw)))
             else {
                 problems.push(format!("{id}: acknowledged before any write carried it"));
                 continue;
@@ -292,7 +300,16 @@ async fn power_loss_child_entry() {
         t.await.expect("writer");
     }
     let mut big = batch("power-big", ExpectedVersion::Any, 1);
-    big.events[0].data = json!({ "blob": "x".repeat(300 * 1024) });
+    // Incompressible (the log compresses its groups): base64 of a SHA-256 stream.
+    let noise: Vec<u8> = (0u64..12_800)
+        .flat_map(|i| {
+            use sha2::Digest;
+            sha2::Sha256::digest(i.to_le_bytes()).to_vec()
+        })
+        .collect();
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.encode(noise);
+    big.events[0].data = json!({ "blob": blob });
     log.append(big.clone()).await.expect("append big");
     ack(&acks, &big);
 }

@@ -76,19 +76,23 @@ fn read_only_open_of_a_missing_log_fails() {
     assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
 }
 
-/// A log written before commit marks (8-byte `i` values, one `h` head key per stream) opens
-/// whole: nothing is unwound, heads and retries work, and the stale `h` keys are removed.
+/// A log in layout 1 (one JSON key per record, before decision 0018), including keys of the
+/// layout before commit marks (8-byte `i` values, `h` head keys), is migrated by the first
+/// writable open: the same records, hashes, heads and retries, every layout-1 key gone. A
+/// read-only open of it refuses with a clear error instead of misreading it.
 #[tokio::test]
-async fn a_log_in_the_earlier_layout_opens_whole() {
+async fn a_log_in_the_earlier_layouts_is_migrated_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path());
     let written = write_events(&log, 12, 3).await;
     let head_hash = log.head_hash();
+    let before = log.read_all(1, 100).expect("read");
     close(log).await;
+    crate::helpers::to_layout_1(dir.path());
     {
-        // Rewrite it into the earlier layout.
         let db = crate::helpers::raw(dir.path());
-        for kv in db.scan_prefix([keys::ID]) {
+        // Part of it from before commit marks: 8-byte id values and `h` head keys.
+        for kv in db.scan_prefix([keys::ID]).take(5) {
             let (key, value) = kv.expect("id entry");
             let (seq, _) = keys::parse_id_value(&value).expect("id value");
             db.insert(key, &seq.to_be_bytes()[..]).expect("insert");
@@ -100,17 +104,43 @@ async fn a_log_in_the_earlier_layout_opens_whole() {
         }
         db.flush().expect("flush");
     }
+    match SledLog::open_read_only(dir.path()) {
+        Err(StoreError::Backend(e)) => assert!(e.contains("layout 1"), "{e}"),
+        other => panic!("read-only open of layout 1 must refuse: {other:?}"),
+    }
 
     let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
     assert_eq!((report.head, report.streams, report.unwound), (12, 3, 0));
     assert_eq!(log.head_hash(), head_hash);
+    assert_eq!(log.read_all(1, 100).expect("read"), before);
+    assert!(verify_chain(&log).expect("verify").is_valid());
     assert_eq!(log.stream_version("st-2").expect("version"), Some(4));
+    assert_eq!(log.read_stream("st-1", 2).expect("stream").len(), 3);
     let (b, original) = &written[11];
     let retry = log.append(b.clone()).await.expect("retry");
     assert!(retry.deduplicated && retry.first_seq == original.first_seq);
+    let (b, original) = &written[0];
+    let retry = log.append(b.clone()).await.expect("retry");
+    assert!(retry.deduplicated && retry.first_seq == original.first_seq);
+    let next = log
+        .append(agp::store::conformance::batch(
+            "st-0",
+            agp::store::ExpectedVersion::Exact(4),
+            2,
+        ))
+        .await
+        .expect("append");
+    assert_eq!((next.first_seq, next.first_version), (13, 5));
     close(log).await;
     let db = crate::helpers::raw(dir.path());
-    assert_eq!(db.scan_prefix([keys::LEGACY_HEAD]).count(), 0);
+    for prefix in [keys::EVENT, keys::STREAM, keys::ID, keys::LEGACY_HEAD] {
+        assert_eq!(db.scan_prefix([prefix]).count(), 0, "{}", prefix as char);
+    }
+    drop(db);
+    let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("reopen");
+    assert_eq!(report.head, 14);
+    assert!(verify_chain(&log).expect("verify").is_valid());
+    close(log).await;
 }
 
 /// `read_tail` answers the latest events from memory and older ones from sled, and after a
@@ -163,4 +193,56 @@ async fn tail_reads_equal_storage_reads_inside_and_outside_the_memory_window() {
     assert_eq!(same(&log, total - 3, 64), 4);
     assert_eq!(same(&log, 1, 100), 100);
     close(log).await;
+}
+
+/// A migration interrupted at any step finishes at the next open: after copying some groups
+/// (the last of them with its index entries cut short), and after copying all of them and
+/// writing the layout number but before removing layout 1.
+#[tokio::test]
+async fn an_interrupted_migration_finishes_at_the_next_open() {
+    for copied_all in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path());
+        write_events(&log, 40, 3).await;
+        let before = log.read_all(1, 100).expect("read");
+        close(log).await;
+        crate::helpers::to_layout_1(dir.path());
+        {
+            let db = crate::helpers::raw(dir.path());
+            let end = if copied_all { 40 } else { 20 };
+            for first in (1..=end).step_by(10) {
+                let records = &before[first as usize - 1..(first + 9) as usize];
+                crate::helpers::put_group(&db, first, records);
+            }
+            if copied_all {
+                db.insert(keys::LAYOUT_KEY, &[keys::LAYOUT][..])
+                    .expect("insert");
+            } else {
+                // The last copied group's id entries did not make it.
+                for r in &before[10..20] {
+                    db.remove(keys::id2(r.id)).expect("remove");
+                }
+            }
+            db.flush().expect("flush");
+        }
+        let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
+        assert_eq!((report.head, report.streams), (40, 3), "{copied_all}");
+        assert_eq!(log.read_all(1, 100).expect("read"), before);
+        assert!(verify_chain(&log).expect("verify").is_valid());
+        for r in [&before[0], &before[15], &before[39]] {
+            let mut retry = batch(&r.stream, ExpectedVersion::Any, 1);
+            retry.events[0].id = r.id;
+            let a = log.append(retry).await.expect("retry");
+            assert!(
+                a.deduplicated && a.first_seq == r.seq,
+                "{copied_all} {}",
+                r.seq
+            );
+        }
+        close(log).await;
+        let db = crate::helpers::raw(dir.path());
+        for prefix in [keys::EVENT, keys::STREAM, keys::ID] {
+            assert_eq!(db.scan_prefix([prefix]).count(), 0);
+        }
+    }
 }

@@ -1,13 +1,19 @@
-//! An append a crash left unfinished: the log writes each append key by key (records, stream
-//! entries, id entries, the last id entry being its commit mark), and sled recovers a prefix of
-//! those writes. Each crash state is made here with sled directly: open must remove the append
-//! whole (read-only: hide it), never keep part of it, and the chain, heads and ids must read
-//! as if it had never been written.
+//! A group a crash left unfinished, in both layouts. Each crash state is made here with sled
+//! directly.
+//!
+//! Layout 2 (decision 0018): a group is one value, written first, then its index entries;
+//! sled recovers a prefix of those writes, so a crash can only cut the index entries short.
+//! Open must then rewrite them: every record of the group readable by seq, by stream and by id.
+//!
+//! Layout 1 (migrated at open): each append was written key by key (records, stream entries,
+//! id entries, the last id entry being its commit mark). Open must remove an unfinished append
+//! whole before migrating, never keep part of it, and the chain, heads and ids must read as if
+//! it had never been written.
 
 use std::path::Path;
 
 use agp::store::conformance::batch;
-use agp::store::sled_log::keys;
+use agp::store::sled_log::{group, keys};
 use agp::store::{
     AppendBatch, EventLog, ExpectedVersion, RecordedEvent, SledLog, SledOptions, verify_chain,
 };
@@ -76,22 +82,8 @@ async fn unfinished_append_is_removed_whole(state: Crash) {
         Crash::AfterFirstRecord => 1,
         _ => SIZE,
     };
+    crate::helpers::to_layout_1(dir.path());
     crash(dir.path(), &records, state);
-
-    // An auditor sees the log as it was before the append, and changes nothing.
-    let (auditor, report) = SledLog::open_read_only(dir.path()).expect("read-only");
-    assert_eq!(
-        (report.head, report.unwound),
-        (BEFORE, present),
-        "{state:?}"
-    );
-    assert!(report.tail.is_empty(), "{report:?}");
-    assert!(verify_chain(&auditor).expect("verify").is_valid());
-    assert_eq!(
-        auditor.stream_version("st-0").expect("version"),
-        Some(BEFORE / 2)
-    );
-    drop(auditor);
 
     let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
     assert_eq!(
@@ -149,4 +141,69 @@ async fn a_finished_append_is_kept() {
     let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
     assert_eq!((report.head, report.unwound), (BEFORE + SIZE, 0));
     assert_eq!(log.head_hash(), records[records.len() - 1].hash);
+}
+
+/// Which of the last group's index entries a crash left out (layout 2).
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Every index entry.
+    All,
+    /// The id entries.
+    Ids,
+    /// Only the last id entry.
+    LastId,
+}
+
+async fn cut_index_is_rewritten(cut: Cut) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (last, records) = log_with_last_append(dir.path()).await;
+    {
+        let db = crate::helpers::raw(dir.path());
+        let entries = group::index_entries(BEFORE + 1, &records);
+        let runs = entries.len() - records.len();
+        let removed = match cut {
+            Cut::All => &entries[..],
+            Cut::Ids => &entries[runs..],
+            Cut::LastId => &entries[entries.len() - 1..],
+        };
+        for (k, _) in removed {
+            db.remove(k).expect("remove");
+        }
+        db.flush().expect("flush");
+    }
+    let (log, report) = SledLog::open(dir.path(), SledOptions::default()).expect("open");
+    assert_eq!((report.head, report.unwound), (BEFORE + SIZE, 0), "{cut:?}");
+    assert!(report.tail.is_empty(), "{report:?}");
+    assert_eq!(
+        log.stream_version("st-0").expect("version"),
+        Some(BEFORE / 2 + SIZE)
+    );
+    assert_eq!(
+        log.read_stream("st-0", 1).expect("read").len() as u64,
+        BEFORE / 2 + SIZE
+    );
+    let retry = log.append(last).await.expect("retry");
+    assert!(retry.deduplicated, "{cut:?}");
+    assert_eq!(retry.first_seq, BEFORE + 1);
+    assert!(verify_chain(&log).expect("verify").is_valid());
+    close(log).await;
+    let db = crate::helpers::raw(dir.path());
+    for (k, v) in group::index_entries(BEFORE + 1, &records) {
+        assert_eq!(db.get(&k).expect("get"), Some(v), "{cut:?}");
+    }
+}
+
+#[tokio::test]
+async fn crash_before_any_index_entry_of_the_last_group() {
+    cut_index_is_rewritten(Cut::All).await;
+}
+
+#[tokio::test]
+async fn crash_before_the_id_entries_of_the_last_group() {
+    cut_index_is_rewritten(Cut::Ids).await;
+}
+
+#[tokio::test]
+async fn crash_before_the_last_id_entry_of_the_last_group() {
+    cut_index_is_rewritten(Cut::LastId).await;
 }

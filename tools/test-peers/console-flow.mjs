@@ -147,9 +147,26 @@ try {
 
   // A held call approved from the inbox while the official SDK's client waits.
   const agent = spawn('node', [path.join(here, 'agent.mjs'), '--url', `${origin}/mcp`, '--key', opts['agent-key']], { stdio: ['pipe', 'pipe', 'ignore'] });
-  const lines = readline.createInterface({ input: agent.stdout });
-  const next = () => new Promise((resolve) => lines.once('line', (l) => resolve(JSON.parse(l))));
-  const ready = await next();
+  // Every answer line is queued as it arrives: the held call's answer can come back while the
+  // Approve click is still being acknowledged, before anyone waits for it, and a line emitted
+  // with no listener would be lost (the flow would then wait forever). Unprompted events
+  // (tools_list_changed) are not answers.
+  const queued = [];
+  const waiting = [];
+  readline.createInterface({ input: agent.stdout }).on('line', (l) => {
+    const msg = JSON.parse(l);
+    if (msg.event) return;
+    const w = waiting.shift();
+    if (w) w(msg); else queued.push(msg);
+  });
+  const next = (what) => {
+    if (queued.length) return Promise.resolve(queued.shift());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`agent: no ${what} within 30 s`)), 30000);
+      waiting.push((msg) => { clearTimeout(timer); resolve(msg); });
+    });
+  };
+  const ready = await next('ready line');
   if (!ready.ready) throw new Error(`agent: ${JSON.stringify(ready)}`);
   agent.stdin.write(`${JSON.stringify({ id: 1, op: 'call', name: 'notion__echo', arguments: { text: 'from the inbox' } })}\n`);
   await page.goto(`${origin}/console/approvals`);
@@ -159,7 +176,7 @@ try {
   await shot('09-approvals-inbox');
   await held.getByLabel('Reason').fill('looks right');
   await held.getByRole('button', { name: 'Approve' }).click();
-  const answer = await next();
+  const answer = await next('answer to the held call');
   agent.stdin.write(`${JSON.stringify({ id: 2, op: 'close' })}\n`);
   step('approved-from-inbox', { arguments: shownArguments, answer });
   await shot('10-approvals-decided');
@@ -284,4 +301,7 @@ try {
 } finally {
   await browser.close();
   process.stdout.write(`${JSON.stringify(report)}\n`);
+  // A child left running after a failure (the agent) must not keep this process alive; stdout
+  // is a pipe, written synchronously on Linux, so the report is out.
+  process.exit(0);
 }

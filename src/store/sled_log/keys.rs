@@ -1,5 +1,24 @@
 //! The on-disk key layout of [`SledLog`](super::SledLog): one sled tree, key prefixes.
 //!
+//! Layout 2 (decision 0018), what the log writes:
+//!
+//! | key | value |
+//! |---|---|
+//! | `G` first seq (u64 BE) | every record of one group commit ([`super::group`]) |
+//! | `S` stream 0x00 first version (u64 BE) | a run: first seq, count, first seq − group key (varints) |
+//! | `I` event id (16 bytes) | seq, seq − group key (varints) |
+//! | `M` `layout` | the layout number (one byte, 2) |
+//!
+//! A run is a stretch of one stream's records that are consecutive in both seq and version
+//! within one group: derived from the group's records alone, so open can rewrite the last
+//! group's index entries if a crash cut them short (the group value itself is one insert,
+//! written first: it is the commit). Index values name their group's key, so a lookup is two
+//! point reads and never a range seek. Keys and values keep records in seq order: a range
+//! of old groups can be moved out (archived) as whole values with their index entries.
+//!
+//! Layout 1 (before decision 0018; migrated to layout 2 by the first writable open,
+//! `super::migrate`), one key per record:
+//!
 //! | key | value |
 //! |---|---|
 //! | `e` seq (u64 BE) | the record: JSON of `RecordedEvent` |
@@ -11,13 +30,23 @@
 //! removed) without decoding it. A stream's head is its last `s` entry (found with one seek
 //! per stream at open). The `i` value's second half marks where the event's append ends: an
 //! append is written key by key (`e` records, then `s` entries, then `i` entries), and its
-//! last record's `i` entry is its commit mark (see the writer and open modules).
+//! last record's `i` entry is its commit mark (see the `legacy` module, which unwinds an
+//! unfinished one before the migration).
 //!
 //! Logs written before the commit mark existed have 8-byte `i` values (append written as one
 //! atomic `sled::Batch`) and `h` stream-head keys, which open removes.
 //! Quarantined tail records live in the separate tree [`QUARANTINE_TREE`].
 
 use uuid::Uuid;
+
+pub const GROUP: u8 = b'G';
+pub const RUN: u8 = b'S';
+pub const ID2: u8 = b'I';
+pub const META: u8 = b'M';
+/// The key of the layout number.
+pub const LAYOUT_KEY: &[u8] = b"Mlayout";
+/// The layout this code writes.
+pub const LAYOUT: u8 = 2;
 
 pub const EVENT: u8 = b'e';
 pub const STREAM: u8 = b's';
@@ -27,6 +56,107 @@ pub const LEGACY_HEAD: u8 = b'h';
 
 /// Tree holding corrupt tail records removed at open (evidence, never read by the log).
 pub const QUARANTINE_TREE: &str = "quarantine";
+
+/// `G` + first seq of the group.
+pub fn group(first_seq: u64) -> [u8; 9] {
+    let mut k = [GROUP; 9];
+    k[1..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+/// The first seq of a `G` key.
+pub fn group_seq(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&GROUP, rest)) => be_u64(rest),
+        _ => None,
+    }
+}
+
+/// `S` + stream + 0x00: the prefix of every run of one stream.
+pub fn run_prefix(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 10);
+    k.push(RUN);
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `S` + stream + 0x00 + first version of the run.
+pub fn run(stream: &str, first_version: u64) -> Vec<u8> {
+    let mut k = run_prefix(stream);
+    k.extend_from_slice(&first_version.to_be_bytes());
+    k
+}
+
+/// The first key past every run of `stream`.
+pub fn run_end(stream: &str) -> Vec<u8> {
+    let mut k = run_prefix(stream);
+    k.pop();
+    k.push(1);
+    k
+}
+
+/// The stream and first version of an `S` key.
+pub fn parse_run_key(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = key.strip_prefix(&[RUN])?;
+    let split = rest.len().checked_sub(9)?;
+    let (name, tail) = rest.split_at(split);
+    let version = tail.strip_prefix(&[0])?;
+    Some((std::str::from_utf8(name).ok()?, be_u64(version)?))
+}
+
+/// A run of one stream: `count` records from `first_seq`, in the group stored at `group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub first_seq: u64,
+    pub count: u64,
+    pub group: u64,
+}
+
+/// Value of an `S` entry.
+pub fn run_value(run: Run) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    super::group::put_varint(&mut v, run.first_seq);
+    super::group::put_varint(&mut v, run.count);
+    super::group::put_varint(&mut v, run.first_seq - run.group);
+    v
+}
+
+/// Decodes an `S` value.
+pub fn parse_run_value(v: &[u8]) -> Option<Run> {
+    let mut r = super::group::Reader::new(v);
+    let first_seq = r.varint()?;
+    let count = r.varint()?;
+    let group = first_seq.checked_sub(r.varint()?)?;
+    (r.is_empty() && count > 0).then_some(Run {
+        first_seq,
+        count,
+        group,
+    })
+}
+
+/// `I` + id.
+pub fn id2(id: Uuid) -> [u8; 17] {
+    let mut k = [ID2; 17];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// Value of an `I` entry: the event's seq and its group's key.
+pub fn id2_value(seq: u64, group: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10);
+    super::group::put_varint(&mut v, seq);
+    super::group::put_varint(&mut v, seq - group);
+    v
+}
+
+/// Decodes an `I` value into (seq, group key).
+pub fn parse_id2_value(v: &[u8]) -> Option<(u64, u64)> {
+    let mut r = super::group::Reader::new(v);
+    let seq = r.varint()?;
+    let group = seq.checked_sub(r.varint()?)?;
+    r.is_empty().then_some((seq, group))
+}
 
 /// `e` + seq.
 pub fn event(seq: u64) -> [u8; 9] {
@@ -146,5 +276,23 @@ mod tests {
         assert_eq!(parse_id_value(&7u64.to_be_bytes()), Some((7, None)));
         assert_eq!(parse_id_value(&[1, 2, 3]), None);
         assert_eq!(be_u64(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn layout_2_keys_round_trip() {
+        assert_eq!(group_seq(&group(42)), Some(42));
+        assert!(group(255) < group(256));
+        assert!(run("a", u64::MAX) < run("a-b", 1));
+        assert!(run("a", u64::MAX) < run_end("a"));
+        assert_eq!(parse_run_key(&run("a\u{1}b", 7)), Some(("a\u{1}b", 7)));
+        let r = Run {
+            first_seq: 1 << 40,
+            count: 3,
+            group: (1 << 40) - 5,
+        };
+        assert_eq!(parse_run_value(&run_value(r)), Some(r));
+        assert_eq!(parse_id2_value(&id2_value(300, 17)), Some((300, 17)));
+        assert_eq!(parse_id2_value(&[0x80]), None);
+        assert_eq!(parse_run_value(&[1, 0, 0]), None);
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Owns one sled database directory (layout in [`keys`]). Appends go through one writer
 //! thread ([`writer`]) that group-commits: it drains every queued request, checks expected
-//! versions, seals the records, writes the whole group's keys (in an order that makes each
-//! append's last write its commit mark), flushes ONCE, and only then publishes the new head and
-//! answers the waiters. Reads go straight to sled and never wait
+//! versions, seals the records, writes the whole group as ONE value ([`group`], compressed)
+//! followed by its index entries, flushes ONCE (and fdatasyncs, by default), and only then
+//! publishes the new head and answers the waiters. Reads go straight to sled and never wait
 //! for the writer; they stop at the durable head, so a reader never sees an event that is not
 //! yet acknowledged.
 //!
@@ -16,13 +16,18 @@
 //! projections follow the head ([`EventLog::read_tail`]) without reading back and decoding
 //! what was just written; `read_all` always reads sled.
 //!
-//! Opening ([`open`]) checks only the tail record(s), unwinds an append a crash left unfinished
-//! and seeks to each stream's last index entry, so a log of a million events opens in well
+//! Opening ([`open`]) migrates a layout-1 log (one key per record) to layout 2 once
+//! (`migrate`), checks only the tail group, rewrites its index entries if a crash cut them
+//! short, and seeks to each stream's last run, so a log of a million events opens in well
 //! under a second; the full chain is checked by
 //! [`verify_chain`](crate::store::verify::verify_chain).
 
+pub mod group;
 pub mod keys;
+mod legacy;
+mod migrate;
 mod open;
+mod read;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};
@@ -183,30 +188,6 @@ impl SledLog {
             StoreError::Closed
         }
     }
-
-    fn decode(seq: u64, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
-        let r: RecordedEvent = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            seq,
-            reason: format!("record does not decode: {e}"),
-        })?;
-        if r.seq != seq {
-            return Err(StoreError::Corrupt {
-                seq,
-                reason: format!("record stored under seq {seq} says seq {}", r.seq),
-            });
-        }
-        Ok(r)
-    }
-
-    fn record(&self, seq: u64) -> Result<RecordedEvent, StoreError> {
-        match self.db.get(keys::event(seq))? {
-            Some(bytes) => Self::decode(seq, &bytes),
-            None => Err(StoreError::Corrupt {
-                seq,
-                reason: "indexed record is missing".into(),
-            }),
-        }
-    }
 }
 
 #[async_trait]
@@ -259,45 +240,14 @@ impl EventLog for SledLog {
         stream: &str,
         from_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let head = self.head();
-        let start = keys::stream_entry(stream, from_version.max(1));
-        let end = keys::stream_end(stream);
-        let mut out = Vec::new();
-        for kv in self.db.range(start..end) {
-            let (key, value) = kv?;
-            let (seq, _) = keys::parse_stream_value(&value).ok_or_else(|| {
-                StoreError::Backend(format!("malformed stream index entry {key:?}"))
-            })?;
-            if seq > head {
-                break; // not yet acknowledged
-            }
-            out.push(self.record(seq)?);
-        }
-        Ok(out)
+        read::stream(&self.db, stream, from_version, self.head())
     }
 
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::with_capacity((end - from + 1) as usize);
-        // Point gets, not a range scan: seqs up to the head are contiguous, and sled 0.34's
-        // iterator re-materialises the leaf node on every step (measured ~3x slower).
-        for seq in from..=end {
-            match self.db.get(keys::event(seq))? {
-                Some(bytes) => out.push(Self::decode(seq, &bytes)?),
-                // A hole below the head is damage: fail at it (after returning what precedes
-                // it), never skip it.
-                None if out.is_empty() => {
-                    return Err(StoreError::Corrupt {
-                        seq,
-                        reason: "record missing below the head".into(),
-                    });
-                }
-                None => break,
-            }
-        }
-        Ok(out)
+        read::records(&self.db, from, end)
     }
 
     fn read_tail(

@@ -1,15 +1,15 @@
-//! Opening a [`SledLog`]: lock the directory, check the tail record(s), unwind an append a
-//! crash left unfinished, repair or refuse a corrupt tail, load the stream heads (the last `s`
-//! entry of each stream: two seeks per stream), start the writer.
+//! Opening a [`SledLog`]: lock the directory, migrate a layout-1 log (`migrate`; read-only
+//! opens refuse one), check the tail group, rewrite its index entries if a crash cut them
+//! short, repair or refuse a corrupt tail, load the stream heads (the last run of each stream:
+//! two seeks per stream), start the writer.
 //!
-//! Only the tail is checked here (decode, seq, hash, link to the previous record's stored
-//! hash): one sled insert is atomic and sled recovers a prefix of the writer's inserts, so a
-//! crash can only leave the last append unfinished (its commit mark missing, see `keys`), never
-//! tear a middle record; decoding a million records at every start would cost seconds. Middle
-//! records are the auditor's job ([`verify_chain`](crate::store::verify::verify_chain)). An
-//! unfinished append was never acknowledged and is removed whole (logged and counted in
-//! [`OpenReport::unwound`]); a corrupt tail record is always copied to the quarantine tree and
-//! reported: nothing is dropped silently.
+//! Only the tail group is checked here (decode, every record's hash, the link to the previous
+//! group's last hash): a group is one sled insert, atomic, and sled recovers a prefix of the
+//! writer's inserts, so a crash can only cut short the index entries written after the last
+//! group, never tear a group; decoding a million records at every start would cost seconds.
+//! Middle records are the auditor's job
+//! ([`verify_chain`](crate::store::verify::verify_chain)). A corrupt tail group is always
+//! copied to the quarantine tree and reported: nothing is dropped silently.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use parking_lot::RwLock;
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{Shared, SledLog, StreamHead, keys, writer};
+use super::{Shared, SledLog, StreamHead, group, keys, migrate, writer};
 use crate::store::append::Tip;
 use crate::store::{GENESIS_HASH, RecordedEvent, StoreError};
 
@@ -58,6 +57,18 @@ pub struct SledOptions {
     /// may be lost on power loss or a kernel crash. `false` is `agp serve --durability flush`:
     /// faster, and an explicit choice (decision 0015 has the measured cost).
     pub sync_data: bool,
+    /// Compress each group's value (zstd with the log's built-in dictionary, decision 0018).
+    /// `false` stores new groups as they are (for measuring what compression costs); groups of
+    /// either kind always read.
+    pub compress: bool,
+    /// Period of sled's background thread, in ms (`None`: no thread). That thread is the only
+    /// place sled 0.34 reclaims space: it relocates the live pages of mostly-dead segments so
+    /// the segments can be reused. Without it a segment is reused only once every page in it
+    /// is dead, and the data directory grew by ~2.7× the live bytes appended (decision 0018).
+    /// Each round it also writes sled's current buffer and `fsync`s the file: harmless to the
+    /// log's guarantees (acknowledgement still waits for the writer's own flush and
+    /// fdatasync), and one extra sync per period.
+    pub background_gc_ms: Option<u64>,
 }
 
 impl Default for SledOptions {
@@ -69,6 +80,8 @@ impl Default for SledOptions {
             queue_capacity: 8192,
             cache_bytes: 128 * 1024 * 1024,
             sync_data: true,
+            compress: true,
+            background_gc_ms: Some(1000),
         }
     }
 }
@@ -124,8 +137,13 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
     }
     let config = sled::Config::new()
         .path(path)
-        // Every group commit flushes explicitly; a background flusher would only add fsyncs.
-        .flush_every_ms(None)
+        // Every group commit flushes explicitly; sled's background thread is there to reclaim
+        // space (see `background_gc_ms`).
+        .flush_every_ms(if options.read_only {
+            None
+        } else {
+            options.background_gc_ms
+        })
         .cache_capacity(options.cache_bytes);
     // sled lets go of its file lock a moment after the last handle drops (its helper threads
     // finish asynchronously), so a reopen right after a close in the same process can briefly
@@ -145,11 +163,31 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
             }
         }
     };
-    let (tip, tail, unwound) = recover_tail(&db, &options)?;
-    let streams = load_stream_heads(&db, tip.seq, options.read_only)?;
-    if !options.read_only {
-        remove_legacy_heads(&db)?;
+    let sync_file = if options.sync_data && !options.read_only {
+        let file = std::fs::File::open(path.join("db")).map_err(|e| {
+            StoreError::Backend(format!("opening {} for fdatasync: {e}", path.display()))
+        })?;
+        sync_layout(path)?;
+        Some(file)
+    } else {
+        None
+    };
+    let (mut tail, mut unwound) = (Vec::new(), 0);
+    if options.read_only {
+        if super::legacy::present(&db)? {
+            return Err(StoreError::Backend(format!(
+                "the event log in {} is in layout 1 (written before AGP's decision 0018); \
+                 start `agp serve` on it once to migrate it (it migrates at open), then read it",
+                path.display()
+            )));
+        }
+    } else if let Some(m) = migrate::run(&db, &options, sync_file.as_ref())? {
+        tail = m.tail;
+        unwound = m.unwound;
     }
+    let (tip, issues) = recover_groups(&db, &options)?;
+    tail.extend(issues);
+    let streams = load_stream_heads(&db, tip.seq, options.read_only)?;
     let report = OpenReport {
         head: tip.seq,
         head_hash: tip.hash.clone(),
@@ -175,16 +213,14 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         (None, None)
     } else {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let sync_file = if options.sync_data {
-            let file = std::fs::File::open(path.join("db")).map_err(|e| {
-                StoreError::Backend(format!("opening {} for fdatasync: {e}", path.display()))
-            })?;
-            sync_layout(path)?;
-            Some(file)
-        } else {
-            None
-        };
-        let handle = writer::spawn(db.clone(), shared.clone(), tip, rx, sync_file)?;
+        let handle = writer::spawn(
+            db.clone(),
+            shared.clone(),
+            tip,
+            rx,
+            sync_file,
+            options.compress,
+        )?;
         (Some(tx), Some(handle))
     };
     tracing::info!(
@@ -246,45 +282,50 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-/// Each stream's head: its last `s` entry at or below `tip`, found by seeking backwards from
-/// one stream to the one before it (one seek per stream: O(streams), not O(events)).
-/// Writable, an entry past `tip` is damage and fails the open; read-only, it is what an
-/// unfinished append left and is skipped.
+/// Each stream's head: its last run at or below `tip`, found by seeking backwards from one
+/// stream to the one before it (one seek per stream: O(streams), not O(events)). Writable, a
+/// run past `tip` is damage and fails the open; read-only, it is what a damaged tail left and
+/// is cut at `tip`.
 fn load_stream_heads(
     db: &sled::Db,
     tip: u64,
     read_only: bool,
 ) -> Result<HashMap<String, StreamHead>, StoreError> {
     let mut streams = HashMap::new();
-    let begin = [keys::STREAM];
-    let mut end = vec![keys::STREAM + 1];
+    let begin = [keys::RUN];
+    let mut end = vec![keys::RUN + 1];
     while let Some(kv) = db.range(&begin[..]..end.as_slice()).next_back() {
         let (key, value) = kv?;
-        let (name, head) = parse_head(&key, &value)?;
+        let (name, first_version, run) = parse_run(&key, &value)?;
         let name = name.to_string();
-        let prefix = keys::stream_prefix(&name);
-        let head = if head.seq <= tip {
-            Some(head)
+        let prefix = keys::run_prefix(&name);
+        let mut head = None;
+        if run.first_seq + run.count - 1 <= tip {
+            head = Some(StreamHead {
+                version: first_version + run.count - 1,
+                seq: run.first_seq + run.count - 1,
+            });
         } else if read_only {
-            let mut below = None;
-            for kv in db.range(prefix.as_slice()..&key[..]).rev() {
+            for kv in db.range(prefix.as_slice()..=&key[..]).rev() {
                 let (key, value) = kv?;
-                let (_, head) = parse_head(&key, &value)?;
-                if head.seq <= tip {
-                    below = Some(head);
+                let (_, first_version, run) = parse_run(&key, &value)?;
+                if run.first_seq <= tip {
+                    let n = run.count.min(tip - run.first_seq + 1);
+                    head = Some(StreamHead {
+                        version: first_version + n - 1,
+                        seq: run.first_seq + n - 1,
+                    });
                     break;
                 }
             }
-            below
         } else {
             return Err(StoreError::Corrupt {
-                seq: head.seq,
+                seq: run.first_seq,
                 reason: format!(
-                    "stream {name} version {} points past the log's last record {tip}",
-                    head.version
+                    "stream {name} version {first_version} points past the log's last record {tip}"
                 ),
             });
-        };
+        }
         if let Some(head) = head {
             streams.insert(name, head);
         }
@@ -293,66 +334,46 @@ fn load_stream_heads(
     Ok(streams)
 }
 
-/// The stream and position an `s` entry records.
-fn parse_head<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, StreamHead), StoreError> {
-    keys::parse_stream_entry(key)
-        .zip(keys::parse_stream_value(value))
-        .map(|((name, version), (seq, _))| (name, StreamHead { version, seq }))
-        .ok_or_else(|| StoreError::Backend(format!("malformed stream index entry {key:?}")))
+fn parse_run<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, u64, keys::Run), StoreError> {
+    keys::parse_run_key(key)
+        .zip(keys::parse_run_value(value))
+        .map(|((name, version), run)| (name, version, run))
+        .ok_or_else(|| StoreError::Backend(format!("malformed stream run {key:?}")))
 }
 
-/// Removes the `h` stream-head keys older versions kept (heads now come from `s`).
-fn remove_legacy_heads(db: &sled::Db) -> Result<(), StoreError> {
-    let mut batch = sled::Batch::default();
-    let mut any = false;
-    for kv in db.scan_prefix([keys::LEGACY_HEAD]) {
-        let (key, _) = kv?;
-        batch.remove(key);
-        any = true;
-    }
-    if any {
-        db.apply_batch(batch)?;
-        db.flush()?;
-    }
-    Ok(())
-}
-
-/// Finds the last good record, unwinding an unfinished append and repairing or reporting bad
-/// records after it. Returns the tip, the bad records, and how many records were unwound.
-fn recover_tail(
+/// Finds the last sound group, quarantining (or refusing, or, read-only, reporting) bad tail
+/// groups, and rewrites the last group's index entries where a crash cut them short.
+fn recover_groups(
     db: &sled::Db,
     options: &SledOptions,
-) -> Result<(Tip, Vec<TailIssue>, u64), StoreError> {
+) -> Result<(Tip, Vec<TailIssue>), StoreError> {
     let mut issues = Vec::new();
-    let mut unwound = 0u64;
-    // Read-only, an unfinished append stays on disk: records above `limit` are ignored.
-    let mut limit = u64::MAX;
     loop {
         let last = db
-            .range(keys::event(0)..=keys::event(limit))
+            .range(keys::group(0)..=keys::group(u64::MAX))
             .next_back()
             .transpose()?;
         let Some((key, value)) = last else {
-            return Ok((Tip::genesis(), issues, unwound));
+            return Ok((Tip::genesis(), issues));
         };
-        let seq = keys::event_seq(&key)
-            .ok_or_else(|| StoreError::Backend(format!("malformed event key {key:?}")))?;
-        let reason = match check_tail(db, seq, &value)? {
-            Ok(record) => {
-                let hash = record.hash.clone();
-                let unfinished = unfinished_append(db, record)?;
-                let Some(first) = unfinished.first().map(|r| r.seq) else {
-                    return Ok((Tip { seq, hash }, issues, unwound));
-                };
-                unwound += unfinished.len() as u64;
-                if options.read_only {
-                    limit = first - 1;
-                } else {
-                    unwind(db, &unfinished)?;
+        let first = keys::group_seq(&key)
+            .ok_or_else(|| StoreError::Backend(format!("malformed group key {key:?}")))?;
+        let (seq, reason) = match check_group(db, first, &value)? {
+            Ok(records) => {
+                if !options.read_only {
+                    roll_forward(db, first, &records)?;
                 }
-                continue;
+                let last = records.last().ok_or_else(|| StoreError::Corrupt {
+                    seq: first,
+                    reason: "empty group".into(),
+                })?;
+                let tip = Tip {
+                    seq: last.seq,
+                    hash: last.hash.clone(),
+                };
+                return Ok((tip, issues));
             }
-            Err(reason) => reason,
+            Err(bad) => bad,
         };
         if options.read_only {
             issues.push(TailIssue {
@@ -360,28 +381,29 @@ fn recover_tail(
                 reason,
                 action: TailAction::LeftInPlace,
             });
-            // The previous record's stored hash is the best head hash there is; the auditor's
-            // verify_chain reports the bad record itself.
-            let hash = stored_hash(db, seq - 1)?.unwrap_or_else(|| GENESIS_HASH.to_string());
-            return Ok((Tip { seq, hash }, issues, unwound));
+            // Report the damaged group as the head, so verify_chain reads it and names it; its
+            // predecessor's hash is the best head hash there is.
+            let end = first + group::count(&value).unwrap_or(1).max(1) - 1;
+            let hash = last_hash_before(db, first)?.unwrap_or_else(|| GENESIS_HASH.to_string());
+            return Ok((Tip { seq: end, hash }, issues));
         }
         if options.tail == TailPolicy::Refuse {
             return Err(StoreError::Corrupt {
                 seq,
-                reason: format!("{reason} (last record; TailPolicy::Truncate would quarantine it)"),
+                reason: format!("{reason} (last group; TailPolicy::Truncate would quarantine it)"),
             });
         }
         if issues.len() >= options.max_tail_repair {
             return Err(StoreError::Corrupt {
                 seq,
                 reason: format!(
-                    "{reason}; already removed {} bad tail records, refusing to remove more",
+                    "{reason}; already removed {} bad tail groups, refusing to remove more",
                     issues.len()
                 ),
             });
         }
-        tracing::warn!(seq, %reason, "corrupt tail record: quarantining and removing it");
-        quarantine_and_remove(db, seq, &value, &reason)?;
+        tracing::warn!(seq, %reason, "corrupt tail group: quarantining and removing it");
+        quarantine_group(db, first, &value, &reason)?;
         issues.push(TailIssue {
             seq,
             reason,
@@ -390,169 +412,121 @@ fn recover_tail(
     }
 }
 
-/// `Ok(Ok(record))` when the record at `seq` is sound, `Ok(Err(reason))` when it is not.
-fn check_tail(
+/// `Ok(Ok(records))` when the group at `first` is sound; `Ok(Err((seq, reason)))` naming its
+/// first bad record (or the group's first seq when it does not decode) when it is not.
+#[allow(clippy::type_complexity)]
+fn check_group(
     db: &sled::Db,
-    seq: u64,
-    bytes: &[u8],
-) -> Result<Result<RecordedEvent, String>, StoreError> {
-    let r: RecordedEvent = match serde_json::from_slice(bytes) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(format!("record does not decode: {e}"))),
+    first: u64,
+    value: &[u8],
+) -> Result<Result<Vec<RecordedEvent>, (u64, String)>, StoreError> {
+    let records = match group::decode(first, value, first, u64::MAX) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Ok(Err((first, "empty group".into()))),
+        Err(StoreError::Corrupt { seq, reason }) => return Ok(Err((seq, reason))),
+        Err(e) => return Err(e),
     };
-    if r.seq != seq {
-        return Ok(Err(format!(
-            "record stored under seq {seq} says seq {}",
-            r.seq
+    if let Some(bad) = records.iter().find(|r| !r.hash_is_valid()) {
+        return Ok(Err((
+            bad.seq,
+            "hash does not match the record's content".into(),
         )));
     }
-    if !r.hash_is_valid() {
-        return Ok(Err("hash does not match the record's content".into()));
-    }
-    let prev = if seq == 1 {
+    let prev = if first == 1 {
         Some(GENESIS_HASH.to_string())
     } else {
-        // A missing or undecodable previous record is middle damage: not the tail's fault,
-        // and verify_chain names it.
-        stored_hash(db, seq - 1)?
+        // A missing or undecodable previous group is middle damage, for verify_chain to name.
+        last_hash_before(db, first)?
     };
     if let Some(prev) = prev
-        && prev != r.prev_hash
+        && prev != records[0].prev_hash
     {
-        return Ok(Err(format!(
-            "prev_hash does not link to the hash of seq {}",
-            seq - 1
+        return Ok(Err((
+            first,
+            format!("prev_hash does not link to the hash of seq {}", first - 1),
         )));
     }
-    Ok(Ok(r))
+    Ok(Ok(records))
 }
 
-/// The `i` entry of `id`: (seq, last seq of its append if recorded).
-fn id_entry(db: &sled::Db, id: uuid::Uuid) -> Result<Option<(u64, Option<u64>)>, StoreError> {
-    Ok(db.get(keys::id(id))?.and_then(|v| keys::parse_id_value(&v)))
+/// The stored hash of record `first − 1`, if it exists and decodes.
+fn last_hash_before(db: &sled::Db, first: u64) -> Result<Option<String>, StoreError> {
+    if first <= 1 {
+        return Ok(None);
+    }
+    let Some((key, value)) = db
+        .range(keys::group(0)..keys::group(first))
+        .next_back()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let Some(start) = keys::group_seq(&key) else {
+        return Ok(None);
+    };
+    Ok(group::decode(start, &value, first - 1, first - 1)
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .filter(|r| r.seq == first - 1)
+        .map(|r| r.hash))
 }
 
-/// The records of the unfinished append that ends at `last`, first to last; empty when
-/// `last`'s commit mark (its own `i` entry) is there. Walking back, a record belongs to the
-/// unfinished append while it is of the same stream with the preceding version and its `i`
-/// entry is missing or names an append reaching `last`; a record whose entry names an append
-/// that ended earlier is the previous, finished append.
-fn unfinished_append(db: &sled::Db, last: RecordedEvent) -> Result<Vec<RecordedEvent>, StoreError> {
-    if matches!(id_entry(db, last.id)?, Some((seq, _)) if seq == last.seq) {
-        return Ok(Vec::new());
-    }
-    let mut records = vec![last];
-    loop {
-        let newest = &records[records.len() - 1];
-        let (seq, version, stream) = (newest.seq, newest.version, newest.stream.clone());
-        let end = records[0].seq;
-        if seq <= 1 || version <= 1 {
-            break;
-        }
-        // A missing or undecodable record here is middle damage, for verify_chain to name.
-        let Some(bytes) = db.get(keys::event(seq - 1))? else {
-            break;
-        };
-        let Ok(prev) = serde_json::from_slice::<RecordedEvent>(&bytes) else {
-            break;
-        };
-        if prev.seq != seq - 1 || prev.stream != stream || prev.version != version - 1 {
-            break;
-        }
-        match id_entry(db, prev.id)? {
-            Some((s, Some(append_last))) if s == prev.seq && append_last < end => break,
-            Some((s, None)) if s == prev.seq => break,
-            _ => records.push(prev),
+/// Writes whichever index entries of the last group are missing or differ (a crash between
+/// the group's insert and its last index entry), then flushes. Reads only on a clean open.
+fn roll_forward(db: &sled::Db, first: u64, records: &[RecordedEvent]) -> Result<(), StoreError> {
+    let mut wrote = 0usize;
+    for (key, value) in group::index_entries(first, records) {
+        if db.get(&key)?.as_ref() != Some(&value) {
+            db.insert(key, value)?;
+            wrote += 1;
         }
     }
-    records.reverse();
-    Ok(records)
-}
-
-/// Removes an unfinished append (records, stream entries, id entries) in one batch and
-/// flushes: it was never acknowledged, and keeping part of it would break all-or-nothing.
-fn unwind(db: &sled::Db, records: &[RecordedEvent]) -> Result<(), StoreError> {
-    let mut batch = sled::Batch::default();
-    for r in records {
-        batch.remove(&keys::event(r.seq));
-        let entry = keys::stream_entry(&r.stream, r.version);
-        if db
-            .get(&entry)?
-            .and_then(|v| keys::parse_stream_value(&v))
-            .is_some_and(|(seq, _)| seq == r.seq)
-        {
-            batch.remove(entry);
-        }
-        if matches!(id_entry(db, r.id)?, Some((seq, _)) if seq == r.seq) {
-            batch.remove(&keys::id(r.id));
-        }
-    }
-    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+    if wrote > 0 {
         tracing::warn!(
-            first_seq = first.seq,
-            last_seq = last.seq,
-            stream = %first.stream,
-            "removing an append a crash left unfinished (it was never acknowledged)"
+            first_seq = first,
+            entries = wrote,
+            "rewrote index entries of the last group that a crash had cut short"
         );
+        db.flush()?;
     }
-    db.apply_batch(batch)?;
-    db.flush()?;
     Ok(())
 }
 
-/// The `hash` field stored in record `seq`, if the record exists and that field decodes.
-fn stored_hash(db: &sled::Db, seq: u64) -> Result<Option<String>, StoreError> {
-    #[derive(Deserialize)]
-    struct HashOnly {
-        hash: String,
-    }
-    Ok(db
-        .get(keys::event(seq))?
-        .and_then(|b| serde_json::from_slice::<HashOnly>(&b).ok())
-        .map(|h| h.hash))
-}
-
-/// Copies record `seq` to the quarantine tree, then removes it and its index entries in one
-/// batch and flushes. Its stream is the one whose last index entry points at it (the record
-/// may not decode).
-fn quarantine_and_remove(
+/// Copies the group at `first` to the quarantine tree, then removes it and the index entries
+/// that point at it, and flushes.
+fn quarantine_group(
     db: &sled::Db,
-    seq: u64,
-    bytes: &[u8],
+    first: u64,
+    value: &[u8],
     reason: &str,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     let evidence = serde_json::json!({
-        "seq": seq,
+        "seq": first,
         "reason": reason,
         "quarantined_at": now.to_rfc3339(),
-        "raw_hex": hex::encode(bytes),
+        "raw_hex": hex::encode(value),
     });
-    let mut qkey = seq.to_be_bytes().to_vec();
+    let mut qkey = first.to_be_bytes().to_vec();
     qkey.extend_from_slice(&now.timestamp_micros().to_be_bytes());
     let quarantine = db.open_tree(keys::QUARANTINE_TREE)?;
     quarantine.insert(qkey, evidence.to_string().into_bytes())?;
+    quarantine.flush()?;
 
-    let mut batch = sled::Batch::default();
-    batch.remove(&keys::event(seq));
-    let streams = load_stream_heads(db, u64::MAX, true)?;
-    match streams.iter().find(|(_, h)| h.seq == seq) {
-        Some((name, h)) => {
-            let entry = keys::stream_entry(name, h.version);
-            if let Some(v) = db.get(&entry)?
-                && let Some((_, id)) = keys::parse_stream_value(&v)
-                && matches!(id_entry(db, id)?, Some((s, _)) if s == seq)
-            {
-                batch.remove(&keys::id(id));
-            }
-            batch.remove(entry);
+    db.remove(keys::group(first))?;
+    // Runs pointing at the group (found by their value: the group may not decode). Its `I`
+    // entries stay: a lookup checks the record it finds, so they are ignored, and overwritten
+    // when their ids are appended again.
+    let mut stale = Vec::new();
+    for kv in db.scan_prefix([keys::RUN]) {
+        let (key, value) = kv?;
+        if keys::parse_run_value(&value).is_some_and(|r| r.group == first) {
+            stale.push(key);
         }
-        None => tracing::warn!(
-            seq,
-            "no stream index entry points at the bad record; removing it alone"
-        ),
     }
-    db.apply_batch(batch)?;
+    for key in stale {
+        db.remove(key)?;
+    }
     db.flush()?;
     Ok(())
 }

@@ -6,19 +6,17 @@
 //! answers through oneshot channels and the head watch channel, so callers stay async.
 //!
 //! One group = everything queued when the writer wakes (up to [`MAX_GROUP`] requests):
-//! conflicts and invalid requests are answered at once; the rest are written key by key, then
-//! ONE flush, then one head update. A failed write or flush poisons the log.
+//! conflicts and invalid requests are answered at once; the rest are sealed and written as
+//! one group value and its index entries, then ONE flush, then one head update. A failed write or flush poisons the log.
 //!
-//! Why no `sled::Batch`: sled 0.34 gives a batch a manifest slot that it seals into an I/O
-//! buffer of its own, so every flush became two synced writes to the same file page, one after
-//! the other (measured: a batch's flush cost ~1.4x a plain one, and one writer reached ~5k
-//! appends/s instead of ~8k). Atomicity comes instead from the order of the writes and sled's
-//! crash guarantee for one thread's inserts: after a crash sled recovers a *prefix* of them.
-//! Each append writes its `e` records, then its `s` entries, then its `i` entries, whose value
-//! names the append's last seq; the last record's `i` entry is written last and is the
-//! append's commit mark. Only the last append begun before a crash can lack it, and open
-//! removes that append whole (`open::unwind_unfinished`). Nothing unfinished was ever
-//! acknowledged: acknowledgement still waits for the flush.
+//! Layout 2 (decision 0018): a group is ONE sled value holding all its records (`group`,
+//! compressed), inserted first, then its index entries (one `S` run per stream stretch, one
+//! `I` per event id). The group insert is the commit: sled recovers a prefix of one thread's
+//! inserts after a crash, so a group is there whole or not at all, and open rewrites the last
+//! group's index entries if the crash cut them short (`open::roll_forward`). Nothing is
+//! acknowledged before the flush (and, in sync mode, the fdatasync) that follows them.
+//! No `sled::Batch`: sled 0.34 seals a batch's manifest into an I/O buffer of its own, two
+//! synced writes per flush (decision 0001).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +26,8 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Msg, Shared, SledLog, StreamHead, keys};
+use super::group::Encoder;
+use super::{Msg, Shared, StreamHead, group, keys, read};
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
 use crate::store::record::record_time;
 use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
@@ -44,12 +43,14 @@ pub(super) fn spawn(
     tip: Tip,
     rx: mpsc::Receiver<Msg>,
     sync_file: Option<std::fs::File>,
+    compress: bool,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let writer = Writer {
         db,
         shared,
         tip,
         sync_file,
+        encoder: Encoder::new(compress)?,
     };
     std::thread::Builder::new()
         .name("agp-log-writer".into())
@@ -100,6 +101,8 @@ struct Writer {
     /// The sled `db` file, when every flush must also be an `fdatasync`
     /// ([`SledOptions::sync_data`](super::SledOptions::sync_data)).
     sync_file: Option<std::fs::File>,
+    /// Encodes (and compresses) each group's value; keeps zstd's context between groups.
+    encoder: Encoder,
 }
 
 /// What one group has staged but not yet made durable.
@@ -110,8 +113,6 @@ struct Group {
     /// Ids staged in this group → seq, for retries and reuse inside one group.
     ids: HashMap<Uuid, u64>,
     records: Vec<RecordedEvent>,
-    /// Keys to write, in the order that makes each append's commit mark its last write.
-    writes: Vec<(sled::IVec, sled::IVec)>,
     waiting: Vec<(Reply, Appended)>,
 }
 
@@ -176,7 +177,6 @@ impl Writer {
             streams: HashMap::new(),
             ids: HashMap::new(),
             records: Vec::new(),
-            writes: Vec::new(),
             waiting: Vec::with_capacity(requests.len()),
         };
         let time = record_time(Utc::now());
@@ -195,7 +195,7 @@ impl Writer {
             }
             return;
         }
-        if let Err(e) = self.make_durable(group.writes) {
+        if let Err(e) = self.make_durable(group.first_seq, &group.records) {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log commit failed; log poisoned");
             self.shared.poisoned.store(true, Ordering::SeqCst);
             for (reply, _) in group.waiting {
@@ -224,9 +224,16 @@ impl Writer {
         }
     }
 
-    /// Writes the group's keys in order, one insert each, then flushes them all.
-    fn make_durable(&self, writes: Vec<(sled::IVec, sled::IVec)>) -> Result<(), StoreError> {
-        for (key, value) in writes {
+    /// Writes the group's value, then its index entries, then flushes them all (and
+    /// fdatasyncs in sync mode).
+    fn make_durable(
+        &mut self,
+        first_seq: u64,
+        records: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        let value = self.encoder.encode(records)?;
+        self.db.insert(keys::group(first_seq), value)?;
+        for (key, value) in group::index_entries(first_seq, records) {
             self.db.insert(key, value)?;
         }
         if self.shared.fail_next_flush.swap(false, Ordering::SeqCst) {
@@ -274,29 +281,7 @@ impl Writer {
         let stream = batch.stream.clone();
         let mut tip = group.tip.clone();
         let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
-        let mut encoded = Vec::with_capacity(records.len());
         for r in &records {
-            let bytes = serde_json::to_vec(r)
-                .map_err(|e| StoreError::Backend(format!("encoding record {}: {e}", r.seq)))?;
-            encoded.push(bytes);
-        }
-        // Records, then stream entries, then ids: the last id entry is the commit mark.
-        for (r, bytes) in records.iter().zip(encoded) {
-            group
-                .writes
-                .push((keys::event(r.seq)[..].into(), bytes.into()));
-        }
-        for r in &records {
-            group.writes.push((
-                keys::stream_entry(&stream, r.version).into(),
-                keys::stream_value(r.seq, r.id)[..].into(),
-            ));
-        }
-        for r in &records {
-            group.writes.push((
-                keys::id(r.id)[..].into(),
-                keys::id_value(r.seq, appended.last_seq)[..].into(),
-            ));
             group.ids.insert(r.id, r.seq);
         }
         group.streams.insert(
@@ -317,14 +302,17 @@ impl Writer {
         if let Some(&seq) = group.ids.get(&id) {
             return self.record_at(group, seq);
         }
-        let Some((seq, _)) = self
+        let Some((seq, key)) = self
             .db
-            .get(keys::id(id))?
-            .and_then(|v| keys::parse_id_value(&v))
+            .get(keys::id2(id))?
+            .and_then(|v| keys::parse_id2_value(&v))
         else {
             return Ok(None);
         };
-        Ok(self.record_at(group, seq)?.filter(|r| r.id == id))
+        if seq >= group.first_seq {
+            return Ok(None); // an entry a tail repair left behind
+        }
+        Ok(read::record_in(&self.db, key, seq)?.filter(|r| r.id == id))
     }
 
     fn record_at(&self, group: &Group, seq: u64) -> Result<Option<RecordedEvent>, StoreError> {
@@ -334,10 +322,7 @@ impl Writer {
                 .and_then(|i| group.records.get(i));
             return Ok(staged.cloned());
         }
-        match self.db.get(keys::event(seq))? {
-            Some(bytes) => SledLog::decode(seq, &bytes).map(Some),
-            None => Ok(None),
-        }
+        Ok(read::records(&self.db, seq, seq)?.into_iter().next())
     }
 }
 

@@ -1,0 +1,153 @@
+//! Reading records out of layout 2: by seq (through the group that holds it) and by stream
+//! (through its runs). Shared by the handle's reads, the writer's retry checks and open.
+//!
+//! Every function reads sled only; callers bound what they ask for by the durable head.
+
+use super::{group, keys};
+use crate::store::{RecordedEvent, StoreError};
+
+/// The key and value of the group holding `seq`, if any group starts at or before it.
+fn group_at_or_before(db: &sled::Db, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+    let Some((key, value)) = db
+        .range(keys::group(0)..=keys::group(seq))
+        .next_back()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let first = keys::group_seq(&key)
+        .ok_or_else(|| StoreError::Backend(format!("malformed group key {key:?}")))?;
+    Ok(Some((first, value)))
+}
+
+/// The records `from..=to`, in seq order; `to` must not pass the durable head. A missing
+/// record is damage: `Corrupt` naming it when it is the first asked for, else the answer ends
+/// before it (the next read names it).
+pub fn records(db: &sled::Db, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut out = Vec::new();
+    if from > to {
+        return Ok(out);
+    }
+    let Some((first, value)) = group_at_or_before(db, from)? else {
+        return missing(from, out);
+    };
+    let count = group::count(&value).unwrap_or(0);
+    if from >= first + count {
+        return missing(from, out);
+    }
+    out.extend(group::decode(first, &value, from, to)?);
+    let mut next = first + count;
+    if next > to {
+        return Ok(out);
+    }
+    for kv in db.range(keys::group(next)..=keys::group(to)) {
+        let (key, value) = kv?;
+        let first = keys::group_seq(&key)
+            .ok_or_else(|| StoreError::Backend(format!("malformed group key {key:?}")))?;
+        if first != next {
+            return missing(next, out);
+        }
+        out.extend(group::decode(first, &value, first, to)?);
+        next = first + group::count(&value).unwrap_or(0);
+        if next > to {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A hole at `seq` (callers ask only for seqs up to the durable head): damage, named when
+/// nothing precedes it in the answer, else the answer ends before it.
+fn missing(seq: u64, out: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+    if out.is_empty() {
+        return Err(StoreError::Corrupt {
+            seq,
+            reason: "record missing below the head".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The record `seq` of the group stored at `group_key`, if there.
+pub fn record_in(
+    db: &sled::Db,
+    group_key: u64,
+    seq: u64,
+) -> Result<Option<RecordedEvent>, StoreError> {
+    match db.get(keys::group(group_key))? {
+        Some(value) => Ok(group::decode(group_key, &value, seq, seq)?
+            .into_iter()
+            .next()
+            .filter(|r| r.seq == seq)),
+        None => Ok(None),
+    }
+}
+
+/// The events of `stream` with `version >= from_version` and `seq <= head`, in version order.
+pub fn stream(
+    db: &sled::Db,
+    stream: &str,
+    from_version: u64,
+    head: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from_version = from_version.max(1);
+    let prefix = keys::run_prefix(stream);
+    let start = keys::run(stream, from_version);
+    // The run holding `from_version` may start before it.
+    let begin = match db
+        .range(prefix.as_slice()..=start.as_slice())
+        .next_back()
+        .transpose()?
+    {
+        Some((key, _)) => key.to_vec(),
+        None => start,
+    };
+    let mut out = Vec::new();
+    // The last group decoded, for runs that share it.
+    let mut cached: Option<(u64, sled::IVec)> = None;
+    for kv in db.range(begin..keys::run_end(stream)) {
+        let (key, value) = kv?;
+        let ((_, first_version), run) = keys::parse_run_key(&key)
+            .zip(keys::parse_run_value(&value))
+            .ok_or_else(|| StoreError::Backend(format!("malformed stream run {key:?}")))?;
+        let last_version = first_version + run.count - 1;
+        if last_version < from_version {
+            continue;
+        }
+        let skip = from_version.saturating_sub(first_version);
+        let from = run.first_seq + skip;
+        let to = (run.first_seq + run.count - 1).min(head);
+        if from > to {
+            break; // not yet acknowledged
+        }
+        let value = match &cached {
+            Some((k, v)) if *k == run.group => v.clone(),
+            _ => {
+                let v = db
+                    .get(keys::group(run.group))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        seq: from,
+                        reason: format!("stream {stream} points at a missing group {}", run.group),
+                    })?;
+                cached = Some((run.group, v.clone()));
+                v
+            }
+        };
+        let records = group::decode(run.group, &value, from, to)?;
+        for (i, r) in records.into_iter().enumerate() {
+            if r.stream != stream || r.version != first_version + skip + i as u64 {
+                return Err(StoreError::Corrupt {
+                    seq: r.seq,
+                    reason: format!(
+                        "stream {stream} run at version {first_version} does not match its records"
+                    ),
+                });
+            }
+            out.push(r);
+        }
+        if to < run.first_seq + run.count - 1 {
+            break;
+        }
+    }
+    Ok(out)
+}
