@@ -37,7 +37,8 @@
 //! with that young generation (`node --max-semi-space-size`), which moves its collections out of
 //! the p99. `AGP_BENCH_LEGS=direct` measures only the direct leg (for a build without the
 //! proxy). `AGP_BENCH_CLIENT_THREADS` (default 1): the load generator's runtime threads.
-//! `AGP_PEER_LOGS=1` shows the peers' request logs.
+//! `AGP_PEER_LOGS=1` shows the peers' request logs. `AGP_BENCH_OPERATION=write` makes
+//! `bench__echo` a write (its call record durable before the call goes upstream; default read).
 
 mod support;
 
@@ -89,6 +90,9 @@ struct Settings {
     /// sampling AGP's memory and data directory (0: the ordinary benchmark).
     soak_secs: u64,
     soak_sample_secs: u64,
+    /// `bench__echo`'s operation fact (`AGP_BENCH_OPERATION`, read or write): a write's call
+    /// record is durable before the call goes upstream, a read's is written meanwhile.
+    operation: &'static str,
 }
 
 /// Which MCP server the calls go to.
@@ -124,7 +128,13 @@ impl Settings {
             Ok("node") => Upstream::Node,
             Ok(other) => bail!("AGP_BENCH_UPSTREAM must be rust or node (got {other:?})"),
         };
+        let operation = match std::env::var("AGP_BENCH_OPERATION").as_deref() {
+            Err(_) | Ok("read") => "read",
+            Ok("write") => "write",
+            Ok(other) => bail!("AGP_BENCH_OPERATION must be read or write (got {other:?})"),
+        };
         Ok(Settings {
+            operation,
             upstream,
             secs: env_u64("AGP_BENCH_SECS", 10).max(1),
             slice_ms: env_u64("AGP_BENCH_SLICE_MS", 1000).max(100),
@@ -435,7 +445,7 @@ fn agp_cli(agp: &Agp, args: &[&str]) -> anyhow::Result<Value> {
 
 /// Adds connector `bench` for `mcp_url`, consents on the provider's pages through AGP's consent
 /// URL, registers `echo`, grants `bench__echo` to a profile and creates an agent: its key.
-async fn agp_setup(agp: &Agp, mcp_url: &str) -> anyhow::Result<String> {
+async fn agp_setup(agp: &Agp, mcp_url: &str, operation: &str) -> anyhow::Result<String> {
     let added = agp_cli(
         agp,
         &[
@@ -505,6 +515,21 @@ async fn agp_setup(agp: &Agp, mcp_url: &str) -> anyhow::Result<String> {
             "echo",
         ],
     )?;
+    if operation != "read" {
+        agp_cli(
+            agp,
+            &[
+                "tools",
+                "set-operation",
+                "--name",
+                "bench__echo",
+                "--operation",
+                operation,
+                "--reason",
+                "proxy benchmark",
+            ],
+        )?;
+    }
     agp_cli(agp, &["profiles", "create", "--name", "bench"])?;
     agp_cli(
         agp,
@@ -1219,7 +1244,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )?;
     let proxied = if s.legs.contains(&Leg::Proxied) {
-        let key = agp_setup(&agp, &mcp_url).await?;
+        let key = agp_setup(&agp, &mcp_url, s.operation).await?;
         Some(Target::new(
             &format!("{}/mcp", agp.url()),
             &key,
@@ -1250,11 +1275,12 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("the proxied leg was not set up")),
     };
     eprintln!(
-        "set-up {:.1} s: upstream {mcp_url} (introspection cache {} ms), AGP {}/mcp (ready {:.2} s after spawn); tools/call: {}",
+        "set-up {:.1} s: upstream {mcp_url} (introspection cache {} ms), AGP {}/mcp (ready {:.2} s after spawn); bench__echo is a {}; tools/call: {}",
         t.elapsed().as_secs_f64(),
         s.cache_ms,
         agp.url(),
         agp.start_to_ready.as_secs_f64(),
+        s.operation,
         answers.join(", ")
     );
     let procs = Processes {
