@@ -39,7 +39,12 @@ async fn connector_view_follows_the_lifecycle() {
             live.wait_for(c.appended.unwrap().last_seq, Duration::from_secs(5))
                 .await
                 .unwrap();
-            live.read(|p| p.connectors.get("notion").cloned())
+            live.read(|p| {
+                let v = p.connectors.get("notion").cloned();
+                // The proxy's shared copy follows every connector event, removal included.
+                assert_eq!(p.connectors.for_call("c1").as_deref(), v.as_ref());
+                v
+            })
         }
     };
     let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();

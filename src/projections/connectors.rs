@@ -2,6 +2,7 @@
 //! Removed connectors leave the view (the log keeps them).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -242,6 +243,11 @@ pub struct ConnectorStatusView {
     /// Removed connectors that still have pending revocations, by id: kept (out of the status
     /// view) so the retries can go on; dropped once none is pending.
     removed: BTreeMap<String, ConnectorView>,
+    /// A shared copy of each live connector's view for the proxy, which takes one per call:
+    /// renewed on every connector event, not on `call.completed` (only `last_used_at`
+    /// changes then, which the proxy does not read), so a call costs a reference count instead
+    /// of a deep copy.
+    for_calls: HashMap<String, Arc<ConnectorView>>,
 }
 
 impl ConnectorStatusView {
@@ -252,6 +258,12 @@ impl ConnectorStatusView {
     /// The connector with id `connector_id`.
     pub fn by_id(&self, connector_id: &str) -> Option<&ConnectorView> {
         self.by_id.get(connector_id)
+    }
+
+    /// A shared copy of connector `connector_id`'s view, as of its last connector event
+    /// (`last_used_at` may be behind).
+    pub fn for_call(&self, connector_id: &str) -> Option<Arc<ConnectorView>> {
+        self.for_calls.get(connector_id).cloned()
     }
 
     /// The admin's overrides of connector `id`, as added.
@@ -303,6 +315,27 @@ impl Projection for ConnectorStatusView {
             }
             _ => return,
         };
+        // Looked up first: a removal forgets the stream.
+        let id = match event {
+            ConnectorEvent::Added { connector_id, .. } => Some(connector_id.clone()),
+            _ => self.by_stream.get(&record.stream).cloned(),
+        };
+        self.apply_connector(record, event);
+        if let Some(id) = id {
+            match self.by_id.get(&id) {
+                Some(v) => self.for_calls.insert(id, Arc::new(v.clone())),
+                None => self.for_calls.remove(&id),
+            };
+        }
+    }
+
+    fn state(&self) -> Value {
+        serde_json::json!({"connectors": self.by_id, "removed_with_pending_revocations": self.removed})
+    }
+}
+
+impl ConnectorStatusView {
+    fn apply_connector(&mut self, record: &RecordedEvent, event: &ConnectorEvent) {
         let at = record.time;
         if let ConnectorEvent::Added {
             connector_id,
@@ -539,10 +572,6 @@ impl Projection for ConnectorStatusView {
             | ConnectorEvent::RevocationAbandoned { .. }
             | ConnectorEvent::CredentialsShredded { .. } => apply_revocation(v, event, at),
         }
-    }
-
-    fn state(&self) -> Value {
-        serde_json::json!({"connectors": self.by_id, "removed_with_pending_revocations": self.removed})
     }
 }
 

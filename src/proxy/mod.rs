@@ -185,7 +185,8 @@ struct Target {
     tool: ToolName,
     upstream_name: String,
     operation: Operation,
-    connector: ConnectorView,
+    /// Shared with the projection (no copy per call).
+    connector: Arc<ConnectorView>,
     profile: String,
     rule: Rule,
     max_calls_per_minute: u32,
@@ -400,7 +401,10 @@ impl Proxy {
                 tool: name,
                 upstream_name: entry.upstream_name().to_string(),
                 operation: entry.operation(),
-                connector: connector.clone(),
+                connector: p
+                    .connectors
+                    .for_call(entry.connector_id())
+                    .unwrap_or_else(|| Arc::new(connector.clone())),
                 profile: profile_name.clone(),
                 rule: verdict.rule,
                 max_calls_per_minute: profile.policy.max_calls_per_minute,
@@ -683,7 +687,7 @@ impl Proxy {
                     refreshed = true;
                     match self.refresh(&tried).await {
                         Ok(v) => {
-                            view = v;
+                            view = Arc::new(v);
                             continue;
                         }
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
@@ -708,7 +712,7 @@ impl Proxy {
             };
             self.pool.evict(&view.connector_id, &who.agent_id, &pooled);
             // The credential that was refused is the one the session was opened with.
-            let mut tried = view.clone();
+            let mut tried = ConnectorView::clone(&view);
             tried.generation = pooled.generation;
             tried.token_fingerprint = pooled.fingerprint.clone();
             // Upstream's text (S27): scrubbed before it is logged.
@@ -718,7 +722,7 @@ impl Proxy {
                 UpstreamError::Unauthorized if !refreshed && attempts < 2 => {
                     refreshed = true;
                     match self.refresh(&tried).await {
-                        Ok(v) => view = v,
+                        Ok(v) => view = Arc::new(v),
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }
                 }
