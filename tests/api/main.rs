@@ -15,6 +15,7 @@ mod audit_queries;
 mod bad_input;
 mod checkpoints;
 mod cli;
+mod cli_manual;
 mod connector_account;
 mod connectors_e2e;
 mod connectors_mock;
