@@ -80,7 +80,7 @@ pub fn verify_with_checkpoints_json(r: &VerifyReport, checks: &[CheckpointCheck]
 }
 
 /// Kept checkpoints to check the log against.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyCheckpointsBody {
     /// Checkpoints as `agp audit checkpoint` printed them.

@@ -207,7 +207,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// `agp console-link`: the one-time sign-in URL (JSON with `--output json`).
 async fn console_link(global: &Global) -> anyhow::Result<ExitCode> {
     let client = client::Client::new(global)?;
-    let v = client.post("/console/link", &serde_json::json!({})).await?;
+    let v = client.post_empty("/console/link").await?;
     match global.output {
         Output::Json => println!("{v}"),
         Output::Table => println!("{}", v["url"].as_str().unwrap_or_default()),

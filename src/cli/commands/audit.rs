@@ -198,9 +198,7 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
         AuditCommand::Checkpoint => checkpoint(global, false).await,
         AuditCommand::CheckpointKey => checkpoint(global, true).await,
         AuditCommand::Replay => {
-            let v = Client::new(global)?
-                .post("/audit/replay", &json!({}))
-                .await?;
+            let v = Client::new(global)?.post_empty("/audit/replay").await?;
             output::print(global.output, &v, |v| {
                 output::table(
                     &["projection", "equal", "live sha256", "rebuilt sha256"],
@@ -336,7 +334,7 @@ async fn checkpoint(global: &Global, key_only: bool) -> anyhow::Result<ExitCode>
         Source::Server if key_only => Client::new(global)?.get("/audit/checkpoint-key").await?,
         Source::Server => {
             Client::new(global)?
-                .post("/audit/checkpoints", &json!({}))
+                .post_empty("/audit/checkpoints")
                 .await?
         }
     };
@@ -358,7 +356,8 @@ async fn verify_checkpoints(
         Source::Direct(log) => {
             if public_key.is_none() {
                 eprintln!(
-                    "warning: no --public-key: each checkpoint is checked against the key it                      names; pin AGP's key (agp audit checkpoint-key) to refuse others"
+                    "warning: no --public-key: each checkpoint is checked against the key it \
+                     names; pin AGP's key (agp audit checkpoint-key) to refuse others"
                 );
             }
             tokio::task::spawn_blocking(move || {
@@ -375,7 +374,10 @@ async fn verify_checkpoints(
             .await??
         }
         Source::Server => {
-            let body = json!({ "checkpoints": checkpoints, "public_key": public_key });
+            let body = crate::api::events::VerifyCheckpointsBody {
+                checkpoints,
+                public_key,
+            };
             Client::new(global)?.post("/audit/verify", &body).await?
         }
     };
