@@ -226,7 +226,6 @@ pub struct RemoveBody {
 pub struct TeardownJson {
     /// The connector after the operation; absent once removed.
     pub connector: Option<ConnectorJson>,
-    #[schema(value_type = Vec<Object>)]
     pub revocation: Vec<crate::connectors::service::RevocationReport>,
     /// True when the credential's data keys were destroyed.
     pub shredded: bool,

@@ -9,6 +9,7 @@ mod peers;
 mod process;
 
 mod agents;
+mod api_explorer;
 mod approvals_e2e;
 mod approvals_restart;
 mod audit_queries;

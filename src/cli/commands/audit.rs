@@ -263,7 +263,7 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
     let report = match offline::choose(global)? {
         Source::Direct(log) => {
             let r = tokio::task::spawn_blocking(move || verify_chain(&log)).await??;
-            crate::api::events::verify_json(&r)
+            serde_json::to_value(crate::api::events::verify_json(&r))?
         }
         Source::Server => Client::new(global)?.get("/audit/verify").await?,
     };
@@ -360,7 +360,7 @@ async fn verify_checkpoints(
                      names; pin AGP's key (agp audit checkpoint-key) to refuse others"
                 );
             }
-            tokio::task::spawn_blocking(move || {
+            let report = tokio::task::spawn_blocking(move || {
                 let report = verify_chain(&log)?;
                 let checks = crate::store::checkpoint::check_checkpoints(
                     &log,
@@ -371,7 +371,8 @@ async fn verify_checkpoints(
                     &report, &checks,
                 ))
             })
-            .await??
+            .await??;
+            serde_json::to_value(report)?
         }
         Source::Server => {
             let body = crate::api::events::VerifyCheckpointsBody {
