@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # AGP's container image: `docker build -t agp .`, then see README.md, "Deploying".
 #
 # Two stages: the build compiles `agp` from the locked dependencies (Cargo.lock, --locked) in the
