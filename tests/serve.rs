@@ -208,3 +208,92 @@ fn a_wrong_or_missing_master_key_refuses_to_serve() {
         );
     }
 }
+
+/// The master key from a mounted secret (a container's, or systemd's `LoadCredential`): the
+/// server starts with it, says where the key came from (never the key), never writes a key file
+/// of its own, and refuses to start when the named file is missing or `AGP_MASTER_KEY` is set
+/// too.
+#[test]
+fn the_master_key_from_a_named_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("credentials/master.key");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    let key = "c".repeat(64);
+    std::fs::write(&secret, format!("{key}\n")).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agp"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env("AGP_DATA_DIR", &data)
+            .env_remove("AGP_MASTER_KEY")
+            .env_remove("AGP_MASTER_KEY_FILE")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let secret_str = secret.to_str().unwrap();
+    for (round, (args, env)) in [
+        (vec![], vec![("AGP_MASTER_KEY_FILE", secret_str)]),
+        (vec!["--master-key-file", secret_str], vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut child = run(&args, &env);
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let ready = line.contains("AGP is ready");
+            lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "round {round}: {lines:#?}");
+        let unsealed = lines
+            .iter()
+            .find(|l| l.contains("vault unsealed"))
+            .unwrap_or_else(|| panic!("round {round}: {lines:#?}"));
+        assert!(
+            unsealed.contains(&format!("named file {secret_str}")),
+            "{unsealed}"
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains(&key)),
+            "the key reached the log"
+        );
+        assert!(
+            !data.join("master.key").exists(),
+            "AGP wrote a key file of its own"
+        );
+    }
+
+    // The vault now opens only with that key: the file is the key, not a hint.
+    let missing = dir.path().join("credentials/absent");
+    let both = [
+        ("AGP_MASTER_KEY_FILE", secret_str),
+        ("AGP_MASTER_KEY", &key),
+    ];
+    let missing_env = [("AGP_MASTER_KEY_FILE", missing.to_str().unwrap())];
+    for (env, expect) in [
+        (&missing_env[..], "does not exist"),
+        (&both[..], "set one of them"),
+    ] {
+        let out = run(&[], env).wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains(&key), "the key reached the output");
+        assert!(!err.contains("AGP is ready"));
+    }
+}

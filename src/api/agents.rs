@@ -27,7 +27,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(rotate_key))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     /// Lowercase slug, unique among agents.
@@ -36,7 +36,7 @@ pub struct CreateAgent {
     pub profile: String,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeAgent {
     /// Why, for the audit trail (default: "revoked by admin").

@@ -35,7 +35,7 @@ impl From<CheckpointError> for ApiError {
 /// The checkpoint also goes to the configured `--checkpoint-file` / `--checkpoint-webhook`.
 #[utoipa::path(post, path = "/audit/checkpoints", tag = "audit",
     responses(
-        (status = 201, description = "format, seq, hash, time, key_id, public_key, signature", body = Object),
+        (status = 201, description = "The signed checkpoint, to keep", body = Checkpoint),
         (status = 409, description = "the chain is broken; nothing signed", body = ErrorBody)))]
 pub(crate) async fn create_checkpoint(
     State(state): State<SharedState>,

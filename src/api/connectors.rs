@@ -145,7 +145,9 @@ async fn show_connector(
 
 /// `POST /connectors` body. Blank strings count as absent: a filled override is a true
 /// override, a blank one uses discovery.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Serialize` is for the CLI, which sends this very type: it writes `client_secret` in the
+/// clear (that is what the request is for), so never serialize this for a log or a response.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddConnectorBody {
     pub name: String,
@@ -157,7 +159,7 @@ pub struct AddConnectorBody {
     pub client_id: Option<String>,
     /// Sealed in the vault; never returned. Held as a `SecretString` from the moment it is
     /// parsed: wiped on drop, never printed (issue 14, item 11).
-    #[serde(default)]
+    #[serde(default, serialize_with = "expose_client_secret")]
     #[schema(value_type = Option<String>)]
     pub client_secret: Option<SecretString>,
     /// `client_secret_post`, `client_secret_basic` or `none`.
@@ -186,6 +188,15 @@ pub struct AddConnectorBody {
     pub revocation_endpoint: Option<String>,
 }
 
+/// The CLI's request carries the secret it was given; see [`AddConnectorBody`].
+fn expose_client_secret<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    secret.as_ref().map(|v| v.expose_secret()).serialize(s)
+}
+
 /// A connector and the consent URL to open.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsentJson {
@@ -196,14 +207,14 @@ pub struct ConsentJson {
     pub authorize_url_expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectBody {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveBody {
     /// The connector's name again.
@@ -215,7 +226,6 @@ pub struct RemoveBody {
 pub struct TeardownJson {
     /// The connector after the operation; absent once removed.
     pub connector: Option<ConnectorJson>,
-    #[schema(value_type = Vec<Object>)]
     pub revocation: Vec<crate::connectors::service::RevocationReport>,
     /// True when the credential's data keys were destroyed.
     pub shredded: bool,
@@ -498,7 +508,7 @@ async fn refresh_connector(
 }
 
 /// `POST /connectors/{name}/register-tools` body: `tools` or `all`, not both.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterToolsBody {
     /// The catalog prefix (`<alias>__<tool>`); defaults to the registered alias, else the
@@ -506,20 +516,20 @@ pub struct RegisterToolsBody {
     #[serde(default)]
     pub alias: Option<String>,
     /// Upstream tool names, each with an optional operation override.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<ToolChoice>>,
     /// Every upstream tool not registered yet, with its classified operation.
     #[serde(default)]
     pub all: bool,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolChoice {
     /// The tool's name at the upstream server.
     pub name: String,
     /// `read` or `write`; defaults to the classified operation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub operation: Option<Operation>,
 }
@@ -594,7 +604,7 @@ async fn register_tools(
 }
 
 /// `POST /connectors/{name}/check-tools` body: nothing to say yet (`{}`).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckToolsBody {}
 

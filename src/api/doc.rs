@@ -1,8 +1,10 @@
 //! The OpenAPI document beyond the admin API's own handlers: the responses every admin route
 //! can give (401 without a valid token; 400, 413 and 415 for what a request carries), and the
-//! routes outside `/api/v1` — operations (`/healthz`, `/readyz`, `/metrics`), the browser side of
-//! consent (`/connect/*`) and the agents' MCP endpoint (`/mcp`) — so that a client, or a fuzzer,
-//! learns every answer AGP can give from the document alone.
+//! routes without the admin token — operations (`/healthz`, `/readyz`, `/metrics`, this document
+//! and its explorer at `/api/v1/docs`), the browser side of consent (`/connect/*`) and the
+//! agents' MCP endpoint (`/mcp`) — so that a client, or a fuzzer, learns every answer AGP can
+//! give from the document alone. Only the console (`/console/*`, HTML for a signed-in browser)
+//! is left out.
 
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -18,6 +20,9 @@ use super::error::ErrorBody;
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
+        openapi_json,
+        super::explorer::page,
+        super::explorer::asset,
         connect_start,
         connect_callback,
         connect_result,
@@ -111,6 +116,12 @@ fn error_response(description: &str) -> RefOr<Response> {
 /// Keeps [`ErrorBody`] named here, where the document refers to it by name.
 #[allow(dead_code)]
 fn _error_body(_: ErrorBody) {}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", operation_id = "openapi_document", security(()),
+    responses((status = 200, description = "The OpenAPI document of every route", content_type = "application/json", body = Object)))]
+#[allow(dead_code)]
+fn openapi_json() {}
 
 // ---- consent (handlers in `super::connect`) ---------------------------------------------------
 

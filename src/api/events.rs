@@ -23,7 +23,6 @@ use crate::projections::{ProjectionDigest, ProjectionSet};
 use crate::store::RecordedEvent;
 use crate::store::checkpoint::{Checkpoint, CheckpointCheck, check_checkpoints};
 use crate::store::verify::{VerifyReport, verify_chain};
-use serde_json::Value;
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -35,25 +34,57 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(verify, verify_against_checkpoints))
 }
 
-/// `agp audit verify`'s report as JSON (the same shape offline and from the server).
-pub fn verify_json(r: &VerifyReport) -> serde_json::Value {
-    serde_json::json!({
-        "valid": r.is_valid(),
-        "head": r.head,
-        "head_hash": r.head_hash,
-        "checked": r.checked,
-        "streams": r.streams,
-        "first_bad_seq": r.first_break.as_ref().map(|b| b.seq),
-        "reason": r.first_break.as_ref().map(|b| b.reason.clone()),
-    })
+/// `agp audit verify`'s report (`GET /audit/verify`; the same shape offline and from the
+/// server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VerifyJson {
+    /// True when every record's hash and link hold (and, with checkpoints, every checkpoint).
+    pub valid: bool,
+    /// The head the walk aimed for (the log's head when it started).
+    pub head: u64,
+    /// Hash of the last record verified (64 zeros for an empty log).
+    pub head_hash: String,
+    /// Records checked and found good.
+    pub checked: u64,
+    /// Streams (aggregates) seen.
+    pub streams: usize,
+    /// The first bad record, or the earliest one a checkpoint reveals; null when valid.
+    pub first_bad_seq: Option<u64>,
+    /// Why it is bad (or why a checkpoint was refused); null when valid.
+    pub reason: Option<String>,
 }
 
-/// `agp audit verify --checkpoint`'s report: [`verify_json`] of the chain walk, plus one entry
-/// per checkpoint under `checkpoints`; `valid` is false when either fails, and `first_bad_seq`
-/// / `reason` name the earliest failure (a refused checkpoint has no seq: its reason is used
-/// when nothing else failed).
-pub fn verify_with_checkpoints_json(r: &VerifyReport, checks: &[CheckpointCheck]) -> Value {
-    let mut v = verify_json(r);
+/// `agp audit verify --checkpoint`'s report (`POST /audit/verify`): [`VerifyJson`] of the chain
+/// walk and the checkpoints together, plus one entry per checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VerifyCheckpointsJson {
+    #[serde(flatten)]
+    pub report: VerifyJson,
+    /// What each given checkpoint showed, in the order given.
+    pub checkpoints: Vec<CheckpointCheck>,
+}
+
+/// [`VerifyJson`] of a chain walk.
+pub fn verify_json(r: &VerifyReport) -> VerifyJson {
+    VerifyJson {
+        valid: r.is_valid(),
+        head: r.head,
+        head_hash: r.head_hash.clone(),
+        checked: r.checked,
+        streams: r.streams,
+        first_bad_seq: r.first_break.as_ref().map(|b| b.seq),
+        reason: r.first_break.as_ref().map(|b| b.reason.clone()),
+    }
+}
+
+/// The chain walk and the checkpoint checks as one report: `valid` is false when either
+/// fails, and `first_bad_seq` / `reason` name the earliest failure (a refused checkpoint has
+/// no seq: its reason is used when nothing else failed).
+pub fn verify_with_checkpoints_json(
+    r: &VerifyReport,
+    checks: &[CheckpointCheck],
+) -> VerifyCheckpointsJson {
+    let mut report = verify_json(r);
     let chain = r.first_break.as_ref().map(|b| (b.seq, b.reason.clone()));
     let revealed = checks
         .iter()
@@ -67,24 +98,25 @@ pub fn verify_with_checkpoints_json(r: &VerifyReport, checks: &[CheckpointCheck]
         .iter()
         .find(|c| !c.valid && c.first_bad_seq.is_none())
         .and_then(|c| c.reason.clone());
-    v["valid"] = Value::Bool(r.is_valid() && checks.iter().all(|c| c.valid));
+    report.valid = r.is_valid() && checks.iter().all(|c| c.valid);
     match first {
         Some((seq, reason)) => {
-            v["first_bad_seq"] = seq.into();
-            v["reason"] = reason.into();
+            report.first_bad_seq = Some(seq);
+            report.reason = Some(reason);
         }
-        None => v["reason"] = refused.map_or(Value::Null, Value::from),
+        None => report.reason = refused,
     }
-    v["checkpoints"] = serde_json::to_value(checks).unwrap_or_default();
-    v
+    VerifyCheckpointsJson {
+        report,
+        checkpoints: checks.to_vec(),
+    }
 }
 
 /// Kept checkpoints to check the log against.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyCheckpointsBody {
     /// Checkpoints as `agp audit checkpoint` printed them.
-    #[schema(value_type = Vec<Object>)]
     pub checkpoints: Vec<Checkpoint>,
     /// The signing key to require (hex); default: this server's own checkpoint key.
     pub public_key: Option<String>,
@@ -94,12 +126,12 @@ pub struct VerifyCheckpointsBody {
 /// checkpoint (its hash at the checkpoint's seq, signed by the trusted key). Names the first
 /// missing or changed event.
 #[utoipa::path(post, path = "/audit/verify", tag = "audit", request_body = VerifyCheckpointsBody,
-    responses((status = 200, description = "as GET /audit/verify, plus checkpoints: [{seq, hash, time, key_id, valid, first_bad_seq, reason}]", body = Object),
+    responses((status = 200, description = "The chain and every checkpoint checked (valid: false names the first bad seq)", body = VerifyCheckpointsJson),
         (status = 400, body = ErrorBody)))]
 pub(crate) async fn verify_against_checkpoints(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<VerifyCheckpointsBody>,
-) -> Result<ApiJson<Value>, ApiError> {
+) -> Result<ApiJson<VerifyCheckpointsJson>, ApiError> {
     if body.checkpoints.is_empty() {
         return Err(ApiError::BadRequest("no checkpoint given".into()));
     }
@@ -120,10 +152,10 @@ pub(crate) async fn verify_against_checkpoints(
 
 /// Recompute the whole hash chain; reports the first bad event.
 #[utoipa::path(get, path = "/audit/verify", tag = "audit",
-    responses((status = 200, description = "valid, head, head_hash, checked, streams, first_bad_seq, reason", body = Object)))]
+    responses((status = 200, description = "The chain checked (valid: false names the first bad seq)", body = VerifyJson)))]
 pub(crate) async fn verify(
     State(state): State<SharedState>,
-) -> Result<ApiJson<serde_json::Value>, ApiError> {
+) -> Result<ApiJson<VerifyJson>, ApiError> {
     let log = state.log.clone();
     let report = tokio::task::spawn_blocking(move || verify_chain(log.as_ref()))
         .await
@@ -146,7 +178,7 @@ pub struct EventsQuery {
 
 /// A page of raw events, oldest first.
 #[utoipa::path(get, path = "/events", tag = "events", params(EventsQuery),
-    responses((status = 200, body = Vec<Object>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Vec<RecordedEvent>), (status = 400, body = ErrorBody)))]
 async fn list_events(
     State(state): State<SharedState>,
     ApiQuery(q): ApiQuery<EventsQuery>,

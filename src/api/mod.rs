@@ -1,5 +1,6 @@
-//! The admin door: REST under `/api/v1` (admin bearer auth, OpenAPI at `/api/v1/openapi.json`),
-//! plus `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! The admin door: REST under `/api/v1` (admin bearer auth, OpenAPI at `/api/v1/openapi.json`,
+//! browsable in Swagger UI at `/api/v1/docs`), plus `/healthz`, `/readyz` and Prometheus
+//! `/metrics`.
 //!
 //! Handlers parse input into domain types at the edge, run one command through a
 //! [`CommandBus`], wait until the projections have folded its events (read-your-writes) and
@@ -15,6 +16,7 @@ pub mod console_link;
 pub mod doc;
 pub mod error;
 pub mod events;
+pub mod explorer;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
@@ -144,6 +146,7 @@ pub fn router(state: SharedState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(explorer::routes())
         .fallback(ops::not_found);
     let mcp = state.mcp_router.lock().take().unwrap_or_default();
     Router::new()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +23,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
 }
 
 /// A change to a profile's policy. Rules are `allow`, `hold` or `deny`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     /// The rule for tools whose operation fact is `read`.

@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(unregister_tool))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationBody {
     /// `read` or `write`.
@@ -61,7 +61,7 @@ async fn set_operation(
 }
 
 /// `POST /tools/{name}/approve` body.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// Why, for the audit trail; default `approved`.
@@ -103,7 +103,7 @@ pub(crate) async fn approve_tool(
 }
 
 /// `POST /tools/{name}/unregister` body.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnregisterBody {
     /// Why, for the audit trail (required).

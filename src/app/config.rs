@@ -100,6 +100,9 @@ pub struct Config {
     pub checkpoint_file: Option<PathBuf>,
     /// Every checkpoint AGP makes is POSTed here, through the egress guard.
     pub checkpoint_webhook: Option<url::Url>,
+    /// The file holding the master key (`--master-key-file`, `AGP_MASTER_KEY_FILE`): a mounted
+    /// secret or systemd credential. `None`: `AGP_MASTER_KEY`, else `DATA_DIR/master.key`.
+    pub master_key_file: Option<PathBuf>,
     /// When failed revocations are tried again: 2 s after the first failure, doubling, at most
     /// an hour apart.
     pub revocation_backoff: crate::connectors::service::RetryBackoff,
@@ -149,6 +152,7 @@ impl Config {
             checkpoint_every: std::time::Duration::from_secs(DEFAULT_CHECKPOINT_EVERY_SECS),
             checkpoint_file: None,
             checkpoint_webhook: None,
+            master_key_file: None,
             revocation_backoff: crate::connectors::service::RetryBackoff::default(),
         })
     }

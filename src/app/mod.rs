@@ -61,7 +61,11 @@ impl Application {
             .context("--egress-allow / AGP_EGRESS_ALLOW")?;
         let egress = crate::oauth::egress::EgressClient::new(egress_policy, config.egress_timeouts)
             .context("building the outbound HTTP client")?;
-        let (vault, key_source) = crate::vault::open_for_data_dir(&config.data_dir)
+        let mut key = crate::vault::MasterKeyConfig::from_env();
+        if let Some(file) = &config.master_key_file {
+            key.file = Some(file.clone());
+        }
+        let (vault, key_source) = crate::vault::open_for_data_dir_with(&config.data_dir, key)
             .context("opening the vault (refusing to serve without the right master key)")?;
         tracing::info!(source = %key_source, "vault unsealed");
         let vault = Arc::new(vault);

@@ -1,9 +1,12 @@
 //! The CLI's REST client: base URL and admin token resolution, and API errors turned into
-//! one clear line.
+//! one clear line. Request bodies are the API's own request types (`crate::api::…Body`), so
+//! the CLI and the server cannot disagree on a field; endpoints that take no body get none
+//! ([`Client::post_empty`]).
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::Global;
@@ -76,7 +79,8 @@ impl Client {
         Ok((self.body(resp).await?, value))
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// A POST whose JSON body is `body`, one of the API's request types.
+    pub async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
         let req = self
             .http
             .post(self.url(path))
@@ -85,7 +89,13 @@ impl Client {
         self.send(req).await
     }
 
-    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// A POST to an endpoint that reads no body (rotate, refresh, replay, …).
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<Value> {
+        let req = self.http.post(self.url(path)).bearer_auth(&self.token);
+        self.send(req).await
+    }
+
+    pub async fn put<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
         let req = self
             .http
             .put(self.url(path))

@@ -2,6 +2,8 @@
 //! call the REST API (`--server`/`AGP_URL`; admin token from `AGP_ADMIN_TOKEN` or the data
 //! directory's `admin.token`). Every command takes `--output json`; tables are the default.
 //! `events export` and `audit verify` also work directly on a data directory no server holds.
+//! `agp healthcheck` probes `/readyz` (a container's health check); `agp completions` and
+//! `agp man` print shell completions and the man page, generated from these definitions.
 
 pub mod client;
 pub mod commands;
@@ -53,7 +55,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the AGP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Behavior profiles: what a set of agents may use.
     #[command(subcommand)]
     Profiles(commands::profiles::ProfilesCommand),
@@ -80,6 +82,12 @@ pub enum Command {
     Audit(commands::audit::AuditCommand),
     /// Print a one-time link that signs a browser in to the console (valid 5 minutes).
     ConsoleLink,
+    /// Ask a running AGP's /readyz: exit 0 when ready, 1 otherwise (for health checks).
+    Healthcheck(commands::healthcheck::HealthcheckArgs),
+    /// Print the shell completion script for bash, zsh or fish (also elvish, powershell).
+    Completions(commands::manual::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(commands::manual::ManArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +155,12 @@ pub struct ServeArgs {
     /// POST every checkpoint AGP makes to this URL as JSON, through the egress guard.
     #[arg(long, env = "AGP_CHECKPOINT_WEBHOOK", value_name = "URL")]
     pub checkpoint_webhook: Option<url::Url>,
+    /// Read the vault's master key from this file (64 hex characters or base64 of 32 bytes):
+    /// a container's mounted secret, or systemd's `$CREDENTIALS_DIRECTORY/master.key`. Never
+    /// created; not with `AGP_MASTER_KEY`. Default: `AGP_MASTER_KEY`, else
+    /// `<data-dir>/master.key` (created on first start).
+    #[arg(long, env = "AGP_MASTER_KEY_FILE", value_name = "PATH")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless
@@ -167,7 +181,7 @@ pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Serve(args) => serve::run(&cli.global, *args).await,
         Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
         Command::Approvals(c) => commands::approvals::run(&cli.global, c).await,
         Command::ConsoleLink => console_link(&cli.global).await,
@@ -177,6 +191,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Events(c) => commands::events::run(&cli.global, c).await,
         Command::Audit(c) => commands::audit::run(&cli.global, c).await,
         Command::Keys(c) => commands::keys::run(&cli.global, c).await,
+        Command::Healthcheck(args) => commands::healthcheck::run(args).await,
+        Command::Completions(args) => commands::manual::run_completions(args),
+        Command::Man(args) => commands::manual::run_man(args),
     };
     match result {
         Ok(code) => code,
@@ -190,7 +207,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// `agp console-link`: the one-time sign-in URL (JSON with `--output json`).
 async fn console_link(global: &Global) -> anyhow::Result<ExitCode> {
     let client = client::Client::new(global)?;
-    let v = client.post("/console/link", &serde_json::json!({})).await?;
+    let v = client.post_empty("/console/link").await?;
     match global.output {
         Output::Json => println!("{v}"),
         Output::Table => println!("{}", v["url"].as_str().unwrap_or_default()),

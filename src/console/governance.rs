@@ -570,7 +570,12 @@ async fn audit_check(
     let result = match field(&f, "check") {
         "verify" => crate::api::events::verify(State(state.clone()))
             .await
-            .map(|ApiJson(v)| ("Chain verification".to_string(), v)),
+            .map(|ApiJson(v)| {
+                (
+                    "Chain verification".to_string(),
+                    serde_json::to_value(v).unwrap_or_default(),
+                )
+            }),
         "replay" => crate::api::events::replay(State(state.clone()))
             .await
             .map(|ApiJson(r)| {

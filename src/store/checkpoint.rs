@@ -25,7 +25,7 @@ pub const CHECKPOINT_FORMAT: &str = "agp-checkpoint-v1";
 /// A signed statement of the chain's hash at one sequence. Printed by `agp audit checkpoint`,
 /// appended to `--checkpoint-file`, POSTed to `--checkpoint-webhook`, read back by
 /// `agp audit verify --checkpoint`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Checkpoint {
     /// [`CHECKPOINT_FORMAT`].
     pub format: String,
@@ -151,7 +151,7 @@ pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
 }
 
 /// What checking one checkpoint against the log found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CheckpointCheck {
     pub seq: u64,
     pub hash: String,

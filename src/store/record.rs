@@ -16,7 +16,7 @@ pub use crate::canonical::write_canonical;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One event as stored and as exported (`agp events export` writes these as NDJSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordedEvent {
     /// Global sequence, from 1, no holes.
@@ -32,6 +32,8 @@ pub struct RecordedEvent {
     pub time: DateTime<Utc>,
     pub actor: String,
     pub correlation_id: Uuid,
+    /// The event's payload; its JSON Schema per type and version is in `event-schemas/`.
+    #[schema(value_type = Object)]
     pub data: Value,
     /// Hex SHA-256 of the previous record ([`GENESIS_HASH`] for seq 1).
     pub prev_hash: String,

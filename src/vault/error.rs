@@ -42,8 +42,8 @@ pub enum VaultError {
     /// `master.key` (or a damaged check record — indistinguishable by design). Start-up
     /// refusal: the server must not serve.
     #[error(
-        "the master key does not open this vault: wrong AGP_MASTER_KEY or master.key \
-         (the vault cannot be used with it; refusing to start)"
+        "the master key does not open this vault: wrong AGP_MASTER_KEY, master key file or \
+         master.key (the vault cannot be used with it; refusing to start)"
     )]
     WrongMasterKey,
 
@@ -60,6 +60,19 @@ pub enum VaultError {
          restore {key_file}"
     )]
     MissingMasterKey { vault: PathBuf, key_file: PathBuf },
+
+    /// The file `AGP_MASTER_KEY_FILE` (or `--master-key-file`) names does not exist. A named
+    /// file is never created. Start-up refusal.
+    #[error("the master key file {0} (AGP_MASTER_KEY_FILE / --master-key-file) does not exist")]
+    MissingMasterKeyFile(PathBuf),
+
+    /// Both `AGP_MASTER_KEY` and a key file were given: which one is meant is the operator's
+    /// call, not AGP's. Start-up refusal.
+    #[error(
+        "both AGP_MASTER_KEY and a master key file (AGP_MASTER_KEY_FILE / --master-key-file) \
+         are set: set one of them"
+    )]
+    AmbiguousMasterKey,
 
     /// Another process holds the vault directory. Start-up refusal (stop the other server).
     #[error("the vault at {0} is in use by another process")]
@@ -130,6 +143,8 @@ impl VaultError {
             VaultError::WrongMasterKey
                 | VaultError::MalformedMasterKey { .. }
                 | VaultError::MissingMasterKey { .. }
+                | VaultError::MissingMasterKeyFile(_)
+                | VaultError::AmbiguousMasterKey
         )
     }
 }

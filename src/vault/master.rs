@@ -1,10 +1,12 @@
 //! The master (root) key: 32 bytes that wrap the keyring's KEKs.
 //!
-//! Source, in order: `AGP_MASTER_KEY` (64 hex characters or the base64 of 32 bytes), else
-//! `DATA_DIR/master.key` (64 hex characters and a newline, mode 0600), created on the first
-//! start only — when no vault exists yet. Once a vault exists, a missing key is an error:
-//! minting a new one would just be a wrong key (design.md: start refuses to serve with a wrong
-//! or missing key).
+//! Source, in order: `AGP_MASTER_KEY` (64 hex characters or the base64 of 32 bytes), or a file
+//! the operator names (`AGP_MASTER_KEY_FILE`, `agp serve --master-key-file`: a container's
+//! mounted secret, systemd's `$CREDENTIALS_DIRECTORY/master.key`; same formats) — one of the
+//! two, never both — else `DATA_DIR/master.key` (64 hex characters and a newline, mode 0600),
+//! created on the first start only — when no vault exists yet. Once a vault exists, a missing key
+//! is an error: minting a new one would just be a wrong key (design.md: start refuses to serve
+//! with a wrong or missing key). A named file is never created: it must exist.
 //!
 //! Invariants: the key lives in [`Zeroizing`] memory; `Debug` prints `[REDACTED]`; no error
 //! or log line contains the key or the variable's value (only its length, at most). The copy
@@ -27,7 +29,41 @@ use super::VaultError;
 use super::crypto::{KEY_LEN, KeyBytes, random_key};
 
 pub const MASTER_KEY_ENV: &str = "AGP_MASTER_KEY";
+/// The variable that names a file holding the master key (a mounted secret).
+pub const MASTER_KEY_FILE_ENV: &str = "AGP_MASTER_KEY_FILE";
 pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Where the operator said the master key is: its value or a file, at most one of them; with
+/// neither, `DATA_DIR/master.key`. `Debug` never shows the value.
+#[derive(Default)]
+pub struct MasterKeyConfig {
+    /// `AGP_MASTER_KEY`'s value.
+    pub value: Option<OsString>,
+    /// A file holding the key (`AGP_MASTER_KEY_FILE`, `--master-key-file`).
+    pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for MasterKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKeyConfig")
+            .field("value", &self.value.as_ref().map(|_| "[REDACTED]"))
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl MasterKeyConfig {
+    /// `AGP_MASTER_KEY` and `AGP_MASTER_KEY_FILE` from the process environment (an empty
+    /// `AGP_MASTER_KEY_FILE` counts as unset).
+    pub fn from_env() -> Self {
+        Self {
+            value: std::env::var_os(MASTER_KEY_ENV),
+            file: std::env::var_os(MASTER_KEY_FILE_ENV)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
 
 /// The root key. Construct with [`MasterKey::parse`], [`MasterKey::from_bytes`] or
 /// [`MasterKey::resolve`].
@@ -44,6 +80,8 @@ impl fmt::Debug for MasterKey {
 pub enum MasterKeySource {
     /// `AGP_MASTER_KEY`.
     Env,
+    /// The file the operator named (`AGP_MASTER_KEY_FILE`, `--master-key-file`).
+    Named(PathBuf),
     /// An existing `master.key`.
     File(PathBuf),
     /// `master.key` was just created (first start): back it up, or the vault is lost with it.
@@ -54,6 +92,7 @@ impl fmt::Display for MasterKeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MasterKeySource::Env => write!(f, "environment variable {MASTER_KEY_ENV}"),
+            MasterKeySource::Named(p) => write!(f, "named file {}", p.display()),
             MasterKeySource::File(p) => write!(f, "file {}", p.display()),
             MasterKeySource::Created(p) => write!(f, "new file {}", p.display()),
         }
@@ -112,43 +151,56 @@ impl MasterKey {
         )))
     }
 
-    /// Reads `AGP_MASTER_KEY` from the environment, else `master.key` in `data_dir`; creates
-    /// the file only if `may_create` (no vault exists yet).
-    pub fn from_env_or_file(
-        data_dir: &Path,
-        may_create: bool,
-    ) -> Result<(Self, MasterKeySource), VaultError> {
-        Self::resolve(std::env::var_os(MASTER_KEY_ENV), data_dir, may_create)
-    }
-
-    /// [`from_env_or_file`](Self::from_env_or_file) with the variable's value passed in, so
-    /// tests need not mutate the process environment.
+    /// The key where `config` says (see the module documentation); creates
+    /// `DATA_DIR/master.key` only if `may_create` (no vault exists yet). `config` comes from
+    /// [`MasterKeyConfig::from_env`] in the server; tests pass their own.
     pub fn resolve(
-        env: Option<OsString>,
+        config: MasterKeyConfig,
         data_dir: &Path,
         may_create: bool,
     ) -> Result<(Self, MasterKeySource), VaultError> {
-        if let Some(value) = env {
-            let value = Zeroizing::new(value.into_string().map_err(|raw| {
-                raw.into_vec().zeroize();
-                VaultError::MalformedMasterKey {
-                    source_name: MASTER_KEY_ENV.into(),
-                    reason: "it is not valid UTF-8".into(),
-                }
-            })?);
-            return Ok((Self::parse(&value, MASTER_KEY_ENV)?, MasterKeySource::Env));
-        }
-        let path = data_dir.join(MASTER_KEY_FILE);
-        match read_key_file(&path)? {
-            Some(key) => Ok((key, MasterKeySource::File(path))),
-            None if may_create => {
-                let key = create_key_file(&path)?;
-                Ok((key, MasterKeySource::Created(path)))
+        match config {
+            MasterKeyConfig {
+                value: Some(_),
+                file: Some(_),
+            } => Err(VaultError::AmbiguousMasterKey),
+            MasterKeyConfig {
+                value: Some(value),
+                file: None,
+            } => {
+                let value = Zeroizing::new(value.into_string().map_err(|raw| {
+                    raw.into_vec().zeroize();
+                    VaultError::MalformedMasterKey {
+                        source_name: MASTER_KEY_ENV.into(),
+                        reason: "it is not valid UTF-8".into(),
+                    }
+                })?);
+                Ok((Self::parse(&value, MASTER_KEY_ENV)?, MasterKeySource::Env))
             }
-            None => Err(VaultError::MissingMasterKey {
-                vault: super::vault_path(data_dir),
-                key_file: path,
-            }),
+            MasterKeyConfig {
+                value: None,
+                file: Some(path),
+            } => match read_key_file(&path)? {
+                Some(key) => Ok((key, MasterKeySource::Named(path))),
+                None => Err(VaultError::MissingMasterKeyFile(path)),
+            },
+            MasterKeyConfig {
+                value: None,
+                file: None,
+            } => {
+                let path = data_dir.join(MASTER_KEY_FILE);
+                match read_key_file(&path)? {
+                    Some(key) => Ok((key, MasterKeySource::File(path))),
+                    None if may_create => {
+                        let key = create_key_file(&path)?;
+                        Ok((key, MasterKeySource::Created(path)))
+                    }
+                    None => Err(VaultError::MissingMasterKey {
+                        vault: super::vault_path(data_dir),
+                        key_file: path,
+                    }),
+                }
+            }
         }
     }
 }
@@ -228,6 +280,20 @@ mod tests {
         std::array::from_fn(|i| i as u8)
     }
 
+    fn value(text: &str) -> MasterKeyConfig {
+        MasterKeyConfig {
+            value: Some(text.into()),
+            file: None,
+        }
+    }
+
+    fn named(path: &Path) -> MasterKeyConfig {
+        MasterKeyConfig {
+            value: None,
+            file: Some(path.to_path_buf()),
+        }
+    }
+
     #[test]
     fn parses_hex_and_every_base64_flavour() {
         assert_eq!(*MasterKey::parse(HEX, "X").unwrap().bytes(), expected());
@@ -270,7 +336,7 @@ mod tests {
     #[test]
     fn env_wins_over_file_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (k, src) = MasterKey::resolve(Some(HEX.into()), dir.path(), true).unwrap();
+        let (k, src) = MasterKey::resolve(value(HEX), dir.path(), true).unwrap();
         assert_eq!(src, MasterKeySource::Env);
         assert_eq!(*k.bytes(), expected());
         assert!(!dir.path().join(MASTER_KEY_FILE).exists());
@@ -280,14 +346,14 @@ mod tests {
     fn file_created_once_0600_then_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MASTER_KEY_FILE);
-        let (k1, src1) = MasterKey::resolve(None, dir.path(), true).unwrap();
+        let (k1, src1) = MasterKey::resolve(MasterKeyConfig::default(), dir.path(), true).unwrap();
         assert_eq!(src1, MasterKeySource::Created(path.clone()));
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), 65);
         assert!(text.ends_with('\n'));
-        let (k2, src2) = MasterKey::resolve(None, dir.path(), true).unwrap();
+        let (k2, src2) = MasterKey::resolve(MasterKeyConfig::default(), dir.path(), true).unwrap();
         assert_eq!(src2, MasterKeySource::File(path));
         assert_eq!(k1.bytes(), k2.bytes());
         // No temporary files left behind.
@@ -297,7 +363,7 @@ mod tests {
     #[test]
     fn missing_file_is_not_created_when_a_vault_exists() {
         let dir = tempfile::tempdir().unwrap();
-        let err = MasterKey::resolve(None, dir.path(), false).unwrap_err();
+        let err = MasterKey::resolve(MasterKeyConfig::default(), dir.path(), false).unwrap_err();
         assert!(matches!(err, VaultError::MissingMasterKey { .. }));
         assert!(!dir.path().join(MASTER_KEY_FILE).exists());
     }
@@ -307,10 +373,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MASTER_KEY_FILE);
         fs::write(&path, "secret-but-wrong\n").unwrap();
-        let msg = MasterKey::resolve(None, dir.path(), true)
+        let msg = MasterKey::resolve(MasterKeyConfig::default(), dir.path(), true)
             .unwrap_err()
             .to_string();
         assert!(msg.contains(MASTER_KEY_FILE));
+        assert!(!msg.contains("secret-but-wrong"));
+    }
+
+    #[test]
+    fn a_named_file_is_read_and_reported_and_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        // Given a mounted secret in the base64 form, with a trailing newline.
+        fs::write(&secret, format!("{}\n", STANDARD.encode(expected()))).unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o400)).unwrap();
+        let data = dir.path().join("data");
+        let (k, src) = MasterKey::resolve(named(&secret), &data, true).unwrap();
+        assert_eq!(*k.bytes(), expected());
+        assert_eq!(src, MasterKeySource::Named(secret.clone()));
+        assert!(
+            !data.join(MASTER_KEY_FILE).exists(),
+            "no key file in the data directory"
+        );
+
+        // A named file that is missing is an error even on a first start: never minted.
+        let missing = dir.path().join("nope");
+        let err = MasterKey::resolve(named(&missing), &data, true).unwrap_err();
+        assert!(matches!(err, VaultError::MissingMasterKeyFile(ref p) if p == &missing));
+        assert!(err.is_key_problem());
+        assert!(!missing.exists());
+        assert!(err.to_string().contains(MASTER_KEY_FILE_ENV), "{err}");
+    }
+
+    #[test]
+    fn a_value_and_a_file_together_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, HEX).unwrap();
+        let both = MasterKeyConfig {
+            value: Some(HEX.into()),
+            file: Some(secret),
+        };
+        let debug = format!("{both:?}");
+        assert!(!debug.contains(HEX), "{debug}");
+        let err = MasterKey::resolve(both, dir.path(), true).unwrap_err();
+        assert!(matches!(err, VaultError::AmbiguousMasterKey));
+        assert!(!err.to_string().contains(HEX));
+    }
+
+    #[test]
+    fn a_malformed_named_file_names_the_file_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "secret-but-wrong").unwrap();
+        let msg = MasterKey::resolve(named(&secret), dir.path(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(secret.to_str().unwrap()), "{msg}");
         assert!(!msg.contains("secret-but-wrong"));
     }
 }

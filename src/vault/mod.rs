@@ -52,7 +52,10 @@ use zeroize::Zeroizing;
 
 pub use error::{Record, VaultError};
 pub use keyring::KeyId;
-pub use master::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey, MasterKeySource};
+pub use master::{
+    MASTER_KEY_ENV, MASTER_KEY_FILE, MASTER_KEY_FILE_ENV, MasterKey, MasterKeyConfig,
+    MasterKeySource,
+};
 pub use rotation::{KeyUsage, VaultStatus};
 pub use shred::Shredded;
 pub use slot::{Field, MAX_CONNECTOR_ID_LEN, Slot};
@@ -72,9 +75,17 @@ pub fn vault_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Opens (or, on first start, creates) the vault of `data_dir` with the master key from
-/// `AGP_MASTER_KEY` or `DATA_DIR/master.key`. The returned source is for the start-up log.
-/// Any error means the server must refuse to start.
+/// `AGP_MASTER_KEY`, the file `AGP_MASTER_KEY_FILE` names, or `DATA_DIR/master.key`. The
+/// returned source is for the start-up log. Any error means the server must refuse to start.
 pub fn open_for_data_dir(data_dir: &Path) -> Result<(Vault, MasterKeySource), VaultError> {
+    open_for_data_dir_with(data_dir, MasterKeyConfig::from_env())
+}
+
+/// [`open_for_data_dir`] with the master key where `key` says (`agp serve --master-key-file`).
+pub fn open_for_data_dir_with(
+    data_dir: &Path,
+    key: MasterKeyConfig,
+) -> Result<(Vault, MasterKeySource), VaultError> {
     if !data_dir.exists() {
         // Same mode as the server's own data-directory creation: nothing in it is for others.
         std::fs::create_dir_all(data_dir)
@@ -83,7 +94,7 @@ pub fn open_for_data_dir(data_dir: &Path) -> Result<(Vault, MasterKeySource), Va
     }
     let dir = vault_path(data_dir);
     // A missing key file is created only when there is no vault it could fail to open.
-    let (master, source) = MasterKey::from_env_or_file(data_dir, !storage::exists(&dir))?;
+    let (master, source) = MasterKey::resolve(key, data_dir, !storage::exists(&dir))?;
     let vault = Vault::open(&dir, master)?;
     Ok((vault, source))
 }

@@ -9,12 +9,14 @@ mod peers;
 mod process;
 
 mod agents;
+mod api_explorer;
 mod approvals_e2e;
 mod approvals_restart;
 mod audit_queries;
 mod bad_input;
 mod checkpoints;
 mod cli;
+mod cli_manual;
 mod connector_account;
 mod connectors_e2e;
 mod connectors_mock;

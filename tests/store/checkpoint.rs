@@ -151,8 +151,8 @@ async fn a_rewritten_event_with_recomputed_hashes_is_named_by_the_checkpoints() 
     assert_eq!(checks[2].first_bad_seq, Some(10));
 
     let report = agp::api::events::verify_with_checkpoints_json(&walk, &checks);
-    assert_eq!(report["valid"], false);
-    assert_eq!(report["first_bad_seq"], 5);
+    assert!(!report.report.valid);
+    assert_eq!(report.report.first_bad_seq, Some(5));
 }
 
 #[tokio::test]

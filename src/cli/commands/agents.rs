@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::path_name;
+use crate::api::agents::{CreateAgent, RevokeAgent};
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
 use crate::cli::{Global, Output};
@@ -61,7 +62,7 @@ pub async fn run(global: &Global, cmd: AgentsCommand) -> anyhow::Result<ExitCode
     let value = match cmd {
         AgentsCommand::Create { name, profile } => {
             client
-                .post("/agents", &json!({"name": name, "profile": profile}))
+                .post("/agents", &CreateAgent { name, profile })
                 .await?
         }
         AgentsCommand::List => {
@@ -76,17 +77,17 @@ pub async fn run(global: &Global, cmd: AgentsCommand) -> anyhow::Result<ExitCode
         }
         AgentsCommand::RotateKey { name } => {
             client
-                .post(
-                    &format!("/agents/{}/rotate-key", path_name("agent", &name)?),
-                    &json!({}),
-                )
+                .post_empty(&format!(
+                    "/agents/{}/rotate-key",
+                    path_name("agent", &name)?
+                ))
                 .await?
         }
         AgentsCommand::Revoke { name, reason } => {
             client
                 .post(
                     &format!("/agents/{}/revoke", path_name("agent", &name)?),
-                    &json!({"reason": reason}),
+                    &RevokeAgent { reason },
                 )
                 .await?
         }

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::profiles::ReasonBody;
 use crate::cli::Global;
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
@@ -95,13 +96,13 @@ pub async fn run(global: &Global, cmd: ApprovalsCommand) -> anyhow::Result<ExitC
         ApprovalsCommand::Show { id } => (client.get(&id_path(&id, "")?).await?, false),
         ApprovalsCommand::Approve { id, reason } => (
             client
-                .post(&id_path(&id, "/approve")?, &json!({"reason": reason}))
+                .post(&id_path(&id, "/approve")?, &ReasonBody { reason })
                 .await?,
             false,
         ),
         ApprovalsCommand::Deny { id, reason } => (
             client
-                .post(&id_path(&id, "/deny")?, &json!({"reason": reason}))
+                .post(&id_path(&id, "/deny")?, &ReasonBody { reason })
                 .await?,
             false,
         ),

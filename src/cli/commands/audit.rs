@@ -198,9 +198,7 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
         AuditCommand::Checkpoint => checkpoint(global, false).await,
         AuditCommand::CheckpointKey => checkpoint(global, true).await,
         AuditCommand::Replay => {
-            let v = Client::new(global)?
-                .post("/audit/replay", &json!({}))
-                .await?;
+            let v = Client::new(global)?.post_empty("/audit/replay").await?;
             output::print(global.output, &v, |v| {
                 output::table(
                     &["projection", "equal", "live sha256", "rebuilt sha256"],
@@ -265,7 +263,7 @@ async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
     let report = match offline::choose(global)? {
         Source::Direct(log) => {
             let r = tokio::task::spawn_blocking(move || verify_chain(&log)).await??;
-            crate::api::events::verify_json(&r)
+            serde_json::to_value(crate::api::events::verify_json(&r))?
         }
         Source::Server => Client::new(global)?.get("/audit/verify").await?,
     };
@@ -336,7 +334,7 @@ async fn checkpoint(global: &Global, key_only: bool) -> anyhow::Result<ExitCode>
         Source::Server if key_only => Client::new(global)?.get("/audit/checkpoint-key").await?,
         Source::Server => {
             Client::new(global)?
-                .post("/audit/checkpoints", &json!({}))
+                .post_empty("/audit/checkpoints")
                 .await?
         }
     };
@@ -358,10 +356,11 @@ async fn verify_checkpoints(
         Source::Direct(log) => {
             if public_key.is_none() {
                 eprintln!(
-                    "warning: no --public-key: each checkpoint is checked against the key it                      names; pin AGP's key (agp audit checkpoint-key) to refuse others"
+                    "warning: no --public-key: each checkpoint is checked against the key it \
+                     names; pin AGP's key (agp audit checkpoint-key) to refuse others"
                 );
             }
-            tokio::task::spawn_blocking(move || {
+            let report = tokio::task::spawn_blocking(move || {
                 let report = verify_chain(&log)?;
                 let checks = crate::store::checkpoint::check_checkpoints(
                     &log,
@@ -372,10 +371,14 @@ async fn verify_checkpoints(
                     &report, &checks,
                 ))
             })
-            .await??
+            .await??;
+            serde_json::to_value(report)?
         }
         Source::Server => {
-            let body = json!({ "checkpoints": checkpoints, "public_key": public_key });
+            let body = crate::api::events::VerifyCheckpointsBody {
+                checkpoints,
+                public_key,
+            };
             Client::new(global)?.post("/audit/verify", &body).await?
         }
     };

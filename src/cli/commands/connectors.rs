@@ -7,9 +7,13 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::path_name;
+use crate::api::connectors::{
+    AddConnectorBody, CheckToolsBody, DisconnectBody, RegisterToolsBody, RemoveBody, ToolChoice,
+};
 use crate::cli::Global;
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
+use crate::domain::connector::Operation;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StatusFilter {
@@ -173,7 +177,7 @@ pub enum ConnectorsCommand {
 }
 
 /// Parses `--tool T[=read|write]` into a register-tools item.
-fn tool_choice(raw: &str) -> anyhow::Result<Value> {
+fn tool_choice(raw: &str) -> anyhow::Result<ToolChoice> {
     let (name, op) = match raw.rsplit_once('=') {
         Some((n, op)) => (n, Some(op)),
         None => (raw, None),
@@ -181,13 +185,18 @@ fn tool_choice(raw: &str) -> anyhow::Result<Value> {
     if name.is_empty() {
         anyhow::bail!("--tool {raw:?}: the tool name is empty");
     }
-    match op {
-        None => Ok(json!({"name": name})),
-        Some(op @ ("read" | "write")) => Ok(json!({"name": name, "operation": op})),
+    let operation = match op {
+        None => None,
+        Some("read") => Some(Operation::Read),
+        Some("write") => Some(Operation::Write),
         Some(other) => {
             anyhow::bail!("--tool {raw:?}: operation must be read or write (got {other:?})")
         }
-    }
+    };
+    Ok(ToolChoice {
+        name: name.to_string(),
+        operation,
+    })
 }
 
 /// At most this many characters of a description in the discover-tools table.
@@ -326,25 +335,30 @@ fn show_table(v: &Value) -> comfy_table::Table {
     t
 }
 
-fn add_body(a: &AddArgs) -> Value {
-    json!({
-        "name": a.name,
-        "mcp_server_url": a.mcp_server_url,
-        "registration": if a.client_id.is_some() { "client" } else { "dcr" },
-        "client_id": a.client_id,
-        "client_secret": a.client_secret,
-        "token_auth_method": a.token_auth_method.map(AuthMethod::as_str),
-        "client_name": a.client_name,
-        "scopes": a.scopes,
-        "audience": a.audience,
-        "resource": a.resource,
-        "omit_resource": a.no_resource,
-        "issuer": a.issuer,
-        "authorization_endpoint": a.authorization_endpoint,
-        "token_endpoint": a.token_endpoint,
-        "registration_endpoint": a.registration_endpoint,
-        "revocation_endpoint": a.revocation_endpoint,
-    })
+fn add_body(a: AddArgs) -> AddConnectorBody {
+    let registration = if a.client_id.is_some() {
+        "client"
+    } else {
+        "dcr"
+    };
+    AddConnectorBody {
+        name: a.name,
+        mcp_server_url: a.mcp_server_url,
+        registration: Some(registration.to_string()),
+        client_id: a.client_id,
+        client_secret: a.client_secret.map(secrecy::SecretString::from),
+        token_auth_method: a.token_auth_method.map(|m| m.as_str().to_string()),
+        client_name: a.client_name,
+        scopes: a.scopes.map(Value::String),
+        audience: a.audience,
+        resource: a.resource,
+        omit_resource: a.no_resource,
+        issuer: a.issuer,
+        authorization_endpoint: a.authorization_endpoint,
+        token_endpoint: a.token_endpoint,
+        registration_endpoint: a.registration_endpoint,
+        revocation_endpoint: a.revocation_endpoint,
+    }
 }
 
 /// Prints a connector answer that carries a consent URL.
@@ -364,22 +378,22 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
     match cmd {
         ConnectorsCommand::Add(args) => {
             path_name("connector", &args.name)?;
-            let v = client.post("/connectors", &add_body(&args)).await?;
+            let v = client.post("/connectors", &add_body(*args)).await?;
             print_consent(global, &v);
         }
         ConnectorsCommand::Reconnect { name } => {
             let path = format!("/connectors/{}/reconnect", path_name("connector", &name)?);
-            let v = client.post(&path, &json!({})).await?;
+            let v = client.post_empty(&path).await?;
             print_consent(global, &v);
         }
         ConnectorsCommand::Refresh { name } => {
             let path = format!("/connectors/{}/refresh", path_name("connector", &name)?);
-            let v = client.post(&path, &json!({})).await?;
+            let v = client.post_empty(&path).await?;
             output::print(global.output, &v, output::fields);
         }
         ConnectorsCommand::Disconnect { name, reason } => {
             let path = format!("/connectors/{}/disconnect", path_name("connector", &name)?);
-            let v = client.post(&path, &json!({"reason": reason})).await?;
+            let v = client.post(&path, &DisconnectBody { reason }).await?;
             output::print(global.output, &v, output::fields);
         }
         ConnectorsCommand::Remove { name, confirm } => {
@@ -389,7 +403,7 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
                 None => confirm_interactively(&name)?,
             };
             let path = format!("/connectors/{name}/remove");
-            let v = client.post(&path, &json!({"confirm": confirm})).await?;
+            let v = client.post(&path, &RemoveBody { confirm }).await?;
             output::print(global.output, &v, output::fields);
         }
         ConnectorsCommand::List { status } => {
@@ -403,7 +417,7 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
                 "/connectors/{}/discover-tools",
                 path_name("connector", &name)?
             );
-            let v = client.post(&path, &json!({})).await?;
+            let v = client.post_empty(&path).await?;
             output::print(global.output, &v, discover_table);
         }
         ConnectorsCommand::RegisterTools {
@@ -417,20 +431,28 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
                 path_name("connector", &name)?
             );
             let body = if all {
-                json!({"alias": alias, "all": true})
+                RegisterToolsBody {
+                    alias,
+                    tools: None,
+                    all: true,
+                }
             } else {
                 let tools = tools
                     .iter()
                     .map(|t| tool_choice(t))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                json!({"alias": alias, "tools": tools})
+                RegisterToolsBody {
+                    alias,
+                    tools: Some(tools),
+                    all: false,
+                }
             };
             let v = client.post(&path, &body).await?;
             output::print(global.output, &v, registered_table);
         }
         ConnectorsCommand::CheckTools { name } => {
             let path = format!("/connectors/{}/check-tools", path_name("connector", &name)?);
-            let v = client.post(&path, &json!({})).await?;
+            let v = client.post(&path, &CheckToolsBody {}).await?;
             output::print(global.output, &v, check_table);
         }
         ConnectorsCommand::Show { name } => {
@@ -463,12 +485,25 @@ mod tests {
 
     #[test]
     fn tool_choices_parse() {
-        assert_eq!(tool_choice("echo").expect("ok"), json!({"name": "echo"}));
+        let wire = |raw| serde_json::to_value(tool_choice(raw).expect("ok")).expect("json");
+        assert_eq!(wire("echo"), json!({"name": "echo"}));
         assert_eq!(
-            tool_choice("delete_page=write").expect("ok"),
+            wire("delete_page=write"),
             json!({"name": "delete_page", "operation": "write"})
         );
         assert!(tool_choice("x=maybe").is_err());
+        // What the CLI sends is what the server reads: the API's own type, both ways.
+        let body = serde_json::to_value(RegisterToolsBody {
+            alias: Some("n".into()),
+            tools: Some(vec![tool_choice("a=read").expect("ok")]),
+            all: false,
+        })
+        .expect("json");
+        let back: RegisterToolsBody = serde_json::from_value(body).expect("the server reads it");
+        assert_eq!(
+            back.tools.expect("tools")[0].operation,
+            Some(Operation::Read)
+        );
         assert!(tool_choice("=read").is_err());
     }
 
@@ -536,5 +571,44 @@ mod tests {
             snippet(&json!({"description": long})).chars().count(),
             SNIPPET + 1
         );
+    }
+
+    #[test]
+    fn the_add_body_carries_the_secret_and_the_server_reads_it() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            add: AddArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "add",
+            "--name",
+            "notion",
+            "--mcp-server-url",
+            "https://mcp.example.com/mcp",
+            "--client-id",
+            "app",
+            "--client-secret",
+            "s3cret",
+            "--token-auth-method",
+            "client_secret_post",
+            "--scopes",
+            "a b",
+            "--no-resource",
+        ])
+        .expect("parses");
+        let body = add_body(cli.add);
+        assert!(
+            !format!("{body:?}").contains("s3cret"),
+            "Debug stays redacted"
+        );
+        let wire = serde_json::to_value(&body).expect("json");
+        assert_eq!(wire["client_secret"], "s3cret");
+        assert_eq!(wire["registration"], "client");
+        assert_eq!(wire["token_auth_method"], "client_secret_post");
+        assert_eq!(wire["omit_resource"], true);
+        let back: AddConnectorBody = serde_json::from_value(wire).expect("the server reads it");
+        assert_eq!(back.scopes, Some(json!("a b")));
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::Global;
 use crate::cli::client::Client;
@@ -37,7 +37,7 @@ pub async fn run(global: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> 
     let client = Client::new(global)?;
     let v = match cmd {
         KeysCommand::Status => client.get("/keys").await?,
-        KeysCommand::Rotate => client.post("/keys/rotate", &json!({})).await?,
+        KeysCommand::Rotate => client.post_empty("/keys/rotate").await?,
     };
     output::print(global.output, &v, table);
     Ok(ExitCode::SUCCESS)

@@ -1,11 +1,14 @@
 //! `agp profiles …`
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::path_name;
+use crate::api::policy::PolicyBody;
+use crate::api::profiles::{CreateProfile, ReasonBody, ToolsBody};
 use crate::cli::Global;
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
@@ -85,13 +88,13 @@ pub enum ProfilesCommand {
 }
 
 /// `--tool A__T=rule` pairs as the API's `tools` object.
-fn tool_rules(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let mut out = serde_json::Map::new();
+fn tool_rules(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
     for p in pairs {
         let Some((tool, rule)) = p.split_once('=') else {
             anyhow::bail!("--tool {p:?}: expected A__T=allow|hold|deny");
         };
-        out.insert(tool.to_string(), Value::String(rule.to_string()));
+        out.insert(tool.to_string(), rule.to_string());
     }
     Ok(out)
 }
@@ -146,19 +149,14 @@ fn show_table(v: &Value) -> comfy_table::Table {
 
 pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     let client = Client::new(global)?;
-    let client = &client;
-    let post =
-        |path: String, body: serde_json::Value| async move { client.post(&path, &body).await };
     let at = |name: &str, verb: &str| -> anyhow::Result<String> {
         Ok(format!("/profiles/{}/{verb}", path_name("profile", name)?))
     };
     let (value, list) = match cmd {
         ProfilesCommand::Create { name, description } => (
-            post(
-                "/profiles".into(),
-                json!({"name": name, "description": description}),
-            )
-            .await?,
+            client
+                .post("/profiles", &CreateProfile { name, description })
+                .await?,
             false,
         ),
         ProfilesCommand::List => (client.get("/profiles").await?, true),
@@ -173,11 +171,9 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             tools,
             reason,
         } => (
-            post(
-                at(&name, "grants")?,
-                json!({"tools": tools, "reason": reason}),
-            )
-            .await?,
+            client
+                .post(&at(&name, "grants")?, &ToolsBody { tools, reason })
+                .await?,
             false,
         ),
         ProfilesCommand::Revoke {
@@ -185,19 +181,21 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             tools,
             reason,
         } => (
-            post(
-                at(&name, "revoke")?,
-                json!({"tools": tools, "reason": reason}),
-            )
-            .await?,
+            client
+                .post(&at(&name, "revoke")?, &ToolsBody { tools, reason })
+                .await?,
             false,
         ),
         ProfilesCommand::Suspend { name, reason } => (
-            post(at(&name, "suspend")?, json!({"reason": reason})).await?,
+            client
+                .post(&at(&name, "suspend")?, &ReasonBody { reason })
+                .await?,
             false,
         ),
         ProfilesCommand::Resume { name, reason } => (
-            post(at(&name, "resume")?, json!({"reason": reason})).await?,
+            client
+                .post(&at(&name, "resume")?, &ReasonBody { reason })
+                .await?,
             false,
         ),
         ProfilesCommand::Policy {
@@ -209,16 +207,14 @@ pub async fn run(global: &Global, cmd: ProfilesCommand) -> anyhow::Result<ExitCo
             max_calls_per_minute,
             reason,
         } => {
-            let mut body = json!({"tools": tool_rules(&tools)?, "clear_tools": clear_tools,
-                                  "reason": reason});
-            for (k, v) in [("read", read), ("write", write)] {
-                if let Some(v) = v {
-                    body[k] = Value::String(v);
-                }
-            }
-            if let Some(n) = max_calls_per_minute {
-                body["max_calls_per_minute"] = n.into();
-            }
+            let body = PolicyBody {
+                read,
+                write,
+                tools: tool_rules(&tools)?,
+                clear_tools,
+                max_calls_per_minute,
+                reason,
+            };
             (client.put(&at(&name, "policy")?, &body).await?, false)
         }
     };

@@ -8,10 +8,12 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::Value;
 
 use super::path_name;
+use crate::api::tools::{ApproveBody, OperationBody, UnregisterBody};
 use crate::cli::Global;
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
 use crate::domain::ToolName;
+use crate::domain::connector::Operation;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StatusFilter {
@@ -156,14 +158,14 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
         } => {
             let n = ToolName::parse(&name)
                 .map_err(|e| anyhow!("--name {name:?} is not a valid tool name: {e}"))?;
-            let op = match operation {
-                OperationArg::Read => "read",
-                OperationArg::Write => "write",
+            let operation = match operation {
+                OperationArg::Read => Operation::Read,
+                OperationArg::Write => Operation::Write,
             };
             let v = client
                 .post(
                     &format!("/tools/{n}/operation"),
-                    &serde_json::json!({"operation": op, "reason": reason}),
+                    &OperationBody { operation, reason },
                 )
                 .await?;
             output::print(global.output, &v, output::fields);
@@ -172,10 +174,7 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
             let n = ToolName::parse(&name)
                 .map_err(|e| anyhow!("{name:?} is not a valid tool name: {e}"))?;
             let v = client
-                .post(
-                    &format!("/tools/{n}/approve"),
-                    &serde_json::json!({"reason": reason}),
-                )
+                .post(&format!("/tools/{n}/approve"), &ApproveBody { reason })
                 .await?;
             output::print(global.output, &v, output::fields);
         }
@@ -185,7 +184,7 @@ pub async fn run(global: &Global, cmd: ToolsCommand) -> anyhow::Result<ExitCode>
             let v = client
                 .post(
                     &format!("/tools/{n}/unregister"),
-                    &serde_json::json!({"reason": reason}),
+                    &UnregisterBody { reason },
                 )
                 .await?;
             output::print(global.output, &v, output::fields);

@@ -72,10 +72,15 @@ pub struct Teardown {
     pub shredded: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// What revoking one token at the provider did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RevocationReport {
+    /// `access_token` or `refresh_token`.
     pub token_kind: String,
+    /// `revoked`, `failed`, `no_endpoint` or `nothing_to_revoke`.
+    #[schema(value_type = String, example = "revoked")]
     pub outcome: RevocationOutcome,
+    /// What went wrong, when it did not succeed.
     pub detail: Option<String>,
 }
 
