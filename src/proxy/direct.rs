@@ -13,9 +13,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rmcp::model::CallToolRequestParams;
+use std::borrow::Cow;
+
+use rmcp::ErrorData;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::transport::common::server_side_http::SessionId;
 use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{AgentIdentity, Proxy};
@@ -29,8 +34,8 @@ pub enum Route {
     Pass(Request),
 }
 
-fn json_response(body: &Value) -> Response {
-    let mut response = (StatusCode::OK, body.to_string()).into_response();
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -38,32 +43,80 @@ fn json_response(body: &Value) -> Response {
     response
 }
 
-/// The JSON-RPC `id` and params of a single `tools/call` request, if `body` is one.
-fn as_tools_call(body: &[u8]) -> Option<(Value, Value)> {
+/// The JSON-RPC answer to request `id`, serialized straight from the result or error (no
+/// intermediate `Value` tree).
+fn answer_bytes(id: &Value, outcome: Result<&CallToolResult, &ErrorData>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Answered<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a CallToolResult,
+    }
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        error: &'a ErrorData,
+    }
+    let bytes = match outcome {
+        Ok(result) => serde_json::to_vec(&Answered {
+            jsonrpc: "2.0",
+            id,
+            result,
+        }),
+        Err(error) => serde_json::to_vec(&Failed {
+            jsonrpc: "2.0",
+            id,
+            error,
+        }),
+    };
+    bytes.unwrap_or_else(|_| {
+        // Not reachable with these types (string keys only); answered as an error all the same.
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
+            "message": "the answer could not be serialized"}})
+        .to_string()
+        .into_bytes()
+    })
+}
+
+/// A JSON-RPC request as the door reads it: `params` is left unparsed until it is known to be
+/// a single `tools/call`.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    id: Option<Value>,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// The JSON-RPC `id` and params of a single `tools/call` request, if `body` is one. A client
+/// that asked for progress is left to rmcp, whose SSE answer can carry
+/// `notifications/progress` while a held call waits for a person.
+fn as_tools_call(body: &[u8]) -> Option<(Value, Result<CallToolRequestParams, String>)> {
     // Cheap test first: most other traffic is not a call.
-    if !body.windows(10).any(|w| w == b"tools/call") {
+    memchr::memmem::find(body, b"tools/call")?;
+    let incoming: Incoming<'_> = serde_json::from_slice(body).ok()?;
+    if incoming.jsonrpc != "2.0" || incoming.method != "tools/call" {
         return None;
     }
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object_mut()?;
-    if obj.get("jsonrpc")? != "2.0" || obj.get("method")? != "tools/call" {
-        return None;
-    }
-    let id = obj.remove("id")?;
+    let id = incoming.id?;
     if !(id.is_string() || id.is_i64() || id.is_u64()) {
         return None;
     }
-    // A client that asked for progress gets rmcp's SSE answer, which can carry
-    // `notifications/progress` while a held call waits for a person.
-    if obj
-        .get("params")
-        .and_then(|p| p.get("_meta"))
-        .and_then(|m| m.get("progressToken"))
-        .is_some()
+    let raw = incoming.params.map_or("null", RawValue::get);
+    let params = serde_json::from_str::<CallToolRequestParams>(raw).map_err(|e| e.to_string());
+    if let Ok(p) = &params
+        && p.meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token())
+            .is_some()
     {
         return None;
     }
-    Some((id, obj.remove("params").unwrap_or(Value::Null)))
+    Some((id, params))
 }
 
 /// Answers `req` here when it is a `tools/call` on live session `session` of `who`.
@@ -110,15 +163,17 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
         // Let rmcp answer (404 for an expired session), as for any other request.
         return Route::Pass(Request::from_parts(parts, Body::from(bytes)));
     }
-    let answer = match serde_json::from_value::<CallToolRequestParams>(params) {
+    let answer = match params {
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
-            "message": format!("invalid tools/call params: {e}")}}),
+            "message": format!("invalid tools/call params: {e}")}})
+        .to_string()
+        .into_bytes(),
         Ok(params) => match proxy.call(who, params, None).await {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+            Ok(result) => answer_bytes(&id, Ok(&result)),
+            Err(error) => answer_bytes(&id, Err(&error)),
         },
     };
-    Route::Answered(json_response(&answer))
+    Route::Answered(json_response(answer))
 }
 
 #[cfg(test)]
@@ -130,7 +185,10 @@ mod tests {
         let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__b"}}"#;
         let (id, params) = as_tools_call(call).expect("a call");
         assert_eq!(id, json!(7));
-        assert_eq!(params["name"], "a__b");
+        assert_eq!(params.expect("valid params").name, "a__b");
+        let (_, bad) = as_tools_call(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call"}"#)
+            .expect("a call without params is still a call");
+        assert!(bad.is_err(), "and answered as invalid params");
         for other in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#[..],
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}]"#,
