@@ -69,6 +69,7 @@ fn as_tools_call(body: &[u8]) -> Option<(Value, Value)> {
 /// Answers `req` here when it is a `tools/call` on live session `session` of `who`.
 pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Request) -> Route {
     let (parts, body) = req.into_parts();
+    let request_id = crate::api::request_id::of(&parts.headers);
     let limit = proxy.config.max_request_bytes;
     let too_large = || {
         let mut answer = error_response(
@@ -113,7 +114,7 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
     let answer = match serde_json::from_value::<CallToolRequestParams>(params) {
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
             "message": format!("invalid tools/call params: {e}")}}),
-        Ok(params) => match proxy.call(who, params, None).await {
+        Ok(params) => match proxy.call(who, params, None, request_id).await {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
         },

@@ -167,6 +167,14 @@ pub struct Proxy {
     refusals: refusals::Refusals,
 }
 
+/// A call's two ids: its own (`call_id` in its records' data) and the id of the HTTP request
+/// that made it (`x-request-id`; the records' correlation id, decision 0022).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallIds {
+    pub call: Uuid,
+    pub correlation: Uuid,
+}
+
 /// Why a call was refused before upstream, with what the record and the agent learn.
 struct Denial {
     reason: DenyReason,
@@ -426,7 +434,7 @@ impl Proxy {
     async fn refuse(
         &self,
         who: &AgentIdentity,
-        call_id: Uuid,
+        ids: CallIds,
         denial: Denial,
         arguments_sha256: String,
     ) -> ErrorData {
@@ -435,7 +443,7 @@ impl Proxy {
             None => (None, None, None),
         };
         let event = CallEvent::Denied {
-            call_id: call_id.to_string(),
+            call_id: ids.call.to_string(),
             agent_id: who.agent_id.clone(),
             agent: who.agent.clone(),
             profile_id: who.profile_id.clone(),
@@ -451,25 +459,31 @@ impl Proxy {
             approval_id: denial.approval_id.clone(),
         };
         self.metrics.count("deny", denial.reason.as_str());
-        if let Err(e) = self.recorder.append(call_id, &event).await {
-            tracing::error!(%call_id, error = %e, "a call denial could not be recorded");
+        if let Err(e) = self.recorder.append(ids.correlation, &event).await {
+            tracing::error!(call_id = %ids.call, error = %e, "a call denial could not be recorded");
         }
         denial.to_error(self.config.agent_concurrency)
     }
 
-    /// `tools/call` for `who` (see the module doc for the order of things).
+    /// `tools/call` for `who`, made by request `request_id` (see the module doc for the order
+    /// of things).
     pub async fn call(
         &self,
         who: &AgentIdentity,
         params: CallToolRequestParams,
         progress: Option<&govern::Progress>,
+        request_id: Uuid,
     ) -> Result<CallToolResult, ErrorData> {
         let arrived = Instant::now();
         let call_id = Uuid::now_v7();
+        let ids = CallIds {
+            call: call_id,
+            correlation: request_id,
+        };
         let (arguments_sha256, arguments_bytes) = arguments_digest(params.arguments.as_ref());
         let target = match self.resolve(who, &params.name) {
             Ok(t) => t,
-            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+            Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
         let too_deep = params.arguments.as_ref().is_some_and(|a| {
             a.values().map(depth).max().unwrap_or(0) >= self.config.max_argument_depth
@@ -489,16 +503,16 @@ impl Proxy {
                 approval_id: None,
                 detail: None,
             };
-            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+            return Err(self.refuse(who, ids, denial, arguments_sha256).await);
         }
         // Policy: deny, rate limit, or hold for a person (no permit is held while waiting).
         let held = crate::approvals::HeldArguments {
             values: params.arguments.as_ref(),
             sha256: &arguments_sha256,
         };
-        let approval_id = match self.govern(who, &target, call_id, held, progress).await {
+        let approval_id = match self.govern(who, &target, ids, held, progress).await {
             Ok(a) => a,
-            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+            Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
         // A held call was let through: it must still be servable now (a kill switch may have
         // fired while it waited).
@@ -515,12 +529,12 @@ impl Proxy {
                     detail: None,
                 };
                 denial.approval_id = Some(id.clone());
-                return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+                return Err(self.refuse(who, ids, denial, arguments_sha256).await);
             }
             (Some(_), Ok(now)) => now,
             (Some(id), Err(mut denial)) => {
                 denial.approval_id = Some(id.clone());
-                return Err(self.refuse(who, call_id, *denial, arguments_sha256).await);
+                return Err(self.refuse(who, ids, *denial, arguments_sha256).await);
             }
         };
         if let Some(id) = &approval_id {
@@ -536,7 +550,7 @@ impl Proxy {
                 approval_id,
                 detail: None,
             };
-            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+            return Err(self.refuse(who, ids, denial, arguments_sha256).await);
         };
 
         let started = CallEvent::Started {
@@ -555,7 +569,7 @@ impl Proxy {
             approval_id: approval_id.clone(),
         };
         // Queued now; a read's record is written while upstream works and awaited after.
-        let record = self.recorder.submit(call_id, &started);
+        let record = self.recorder.submit(request_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
             self.recorded(call_id, record).await?;
@@ -594,7 +608,7 @@ impl Proxy {
             .latency
             .observe(arrived.elapsed().as_secs_f64());
         self.recorder.complete(
-            call_id,
+            request_id,
             &CallEvent::Completed {
                 call_id: call_id.to_string(),
                 agent_id: who.agent_id.clone(),
