@@ -20,6 +20,7 @@ fn serve_with_env_config_json_logs_and_sigterm() {
         .env("AGP_LISTEN", "127.0.0.1:0")
         .env("AGP_PUBLIC_URL", "https://agp.example.com/")
         .env_remove("AGP_LOG")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

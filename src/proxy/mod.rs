@@ -53,6 +53,7 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::connectors::service::ConnectorService;
@@ -459,7 +460,11 @@ impl Proxy {
             approval_id: denial.approval_id.clone(),
         };
         self.metrics.count("deny", denial.reason.as_str());
-        if let Err(e) = self.recorder.append(ids.correlation, &event).await {
+        let recorded = self
+            .recorder
+            .append(ids.correlation, &event)
+            .instrument(tracing::debug_span!("record"));
+        if let Err(e) = recorded.await {
             tracing::error!(call_id = %ids.call, error = %e, "a call denial could not be recorded");
         }
         denial.to_error(self.config.agent_concurrency)
@@ -510,7 +515,11 @@ impl Proxy {
             values: params.arguments.as_ref(),
             sha256: &arguments_sha256,
         };
-        let approval_id = match self.govern(who, &target, ids, held, progress).await {
+        let approval_id = match self
+            .govern(who, &target, ids, held, progress)
+            .instrument(tracing::debug_span!("policy"))
+            .await
+        {
             Ok(a) => a,
             Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
@@ -572,7 +581,9 @@ impl Proxy {
         let record = self.recorder.submit(request_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
-            self.recorded(call_id, record).await?;
+            self.recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
             None
         } else {
             Some(record)
@@ -586,7 +597,9 @@ impl Proxy {
 
         // Nothing reaches the agent unless the call is on the record.
         if let Some(record) = record {
-            self.recorded(call_id, record).await?;
+            self.recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
         }
         let latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (answer, outcome, result_bytes, redactions) = match result {
@@ -695,11 +708,17 @@ impl Proxy {
         let mut attempts = 0u32;
         let mut refreshed = false;
         loop {
-            let pooled = match self.session(who, &view).await {
+            let session = self
+                .session(who, &view)
+                .instrument(tracing::debug_span!("credential"));
+            let pooled = match session.await {
                 Ok(p) => p,
                 Err((Failure::Open(OpenError::Unauthorized), tried)) if !refreshed => {
                     refreshed = true;
-                    match self.refresh(&tried).await {
+                    let refreshed_view = self
+                        .refresh(&tried)
+                        .instrument(tracing::debug_span!("credential"));
+                    match refreshed_view.await {
                         Ok(v) => {
                             view = Arc::new(v);
                             continue;
@@ -711,7 +730,9 @@ impl Proxy {
             };
             attempts += 1;
             let sent = pooled.service.call_tool(&params);
-            let answer = tokio::time::timeout(self.config.call_timeout, sent).await;
+            let answer = tokio::time::timeout(self.config.call_timeout, sent)
+                .instrument(tracing::debug_span!("upstream"))
+                .await;
             let error = match answer {
                 Err(_) => return (Err((Failure::Timeout, 0)), attempts, refreshed),
                 Ok(Ok(result)) => return (self.finish(&pooled, result), attempts, refreshed),
@@ -735,7 +756,10 @@ impl Proxy {
             match error {
                 UpstreamError::Unauthorized if !refreshed && attempts < 2 => {
                     refreshed = true;
-                    match self.refresh(&tried).await {
+                    let refreshed_view = self
+                        .refresh(&tried)
+                        .instrument(tracing::debug_span!("credential"));
+                    match refreshed_view.await {
                         Ok(v) => view = Arc::new(v),
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }
