@@ -29,6 +29,11 @@
 //! scrubbed and capped, `call.completed` is queued (it is written with the agent's next record,
 //! or within 10 ms) and the result returned.
 //!
+//! Every record a call writes has the id of the HTTP request that made it (`x-request-id`,
+//! [`crate::api::request_id`]) as correlation id; the call's own id is `call_id` in the data.
+//! The steps run in `debug` spans — `policy`, `credential`, `upstream`, `record` — that exist
+//! only when a subscriber wants them (the OTLP exporter; decision 0022).
+//!
 //! Everything a call reads is in memory (projections, the pool): its only disk write is the
 //! call record; a disconnect is visible to the very next call because the admin API answers
 //! only after the projections folded it.
