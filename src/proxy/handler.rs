@@ -10,7 +10,6 @@ use rmcp::model::{
     PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
-
 use tracing::Instrument;
 
 use super::sessions::visibility_fingerprint;
