@@ -211,12 +211,36 @@ async fn a_tools_call_s_records_carry_its_request_id_as_correlation_id() {
     assert!(answer.get("result").is_some(), "{answer}");
     let (denied, answer) = call(&app, &session, &key, "notion__nope", None).await;
     assert!(answer.get("error").is_some(), "{answer}");
+    // A call asking for progress goes through rmcp's session worker, not the direct path.
+    let via_rmcp = Uuid::new_v4();
+    let r = session
+        .0
+        .post(mcp_url(&app))
+        .bearer_auth(&key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session.1)
+        .header("x-request-id", via_rmcp.to_string())
+        .json(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+            "params": {"name": "notion__echo", "arguments": {"text": "hi"},
+                "_meta": {"progressToken": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request_id(&r), via_rmcp);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"result\""), "{body}");
 
-    let all = await_events(&app, "call.completed", 2).await;
+    let all = await_events(&app, "call.completed", 3).await;
     let started = of_type(&all, "call.started");
     let completed = of_type(&all, "call.completed");
-    assert_eq!((started.len(), completed.len()), (2, 2));
-    for (i, want) in [mine, fresh].iter().enumerate() {
+    assert_eq!((started.len(), completed.len()), (3, 3));
+    for (i, want) in [mine, fresh, via_rmcp].iter().enumerate() {
         assert_eq!(started[i]["correlation_id"], want.to_string());
         assert_eq!(completed[i]["correlation_id"], want.to_string());
         // The call keeps its own id, distinct from the request's.
