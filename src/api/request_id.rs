@@ -31,6 +31,12 @@ pub fn of(headers: &HeaderMap) -> Uuid {
     parse(headers).unwrap_or_else(Uuid::now_v7)
 }
 
+/// `id` as a header value, hyphenated lower case (formatted on the stack).
+fn header_value(id: Uuid) -> Option<HeaderValue> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).ok()
+}
+
 fn parse(headers: &HeaderMap) -> Option<Uuid> {
     headers
         .get(&HEADER)
@@ -48,25 +54,23 @@ impl MakeRequestId for MakeV7 {
         &mut self,
         _request: &axum::http::Request<B>,
     ) -> Option<tower_http::request_id::RequestId> {
-        HeaderValue::from_str(&Uuid::now_v7().hyphenated().to_string())
-            .ok()
-            .map(tower_http::request_id::RequestId::new)
+        header_value(Uuid::now_v7()).map(tower_http::request_id::RequestId::new)
     }
 }
 
 /// Middleware: a present `x-request-id` is kept only as a canonical UUID; any other value is
 /// removed (so [`MakeV7`] replaces it).
 pub async fn normalize(mut request: Request, next: Next) -> Response {
-    if request.headers().contains_key(&HEADER) {
-        let canonical = parse(request.headers())
-            .and_then(|id| HeaderValue::from_str(&id.hyphenated().to_string()).ok());
-        let headers = request.headers_mut();
+    if let Some(given) = request.headers().get(&HEADER) {
+        let canonical = parse(request.headers()).and_then(header_value);
         match canonical {
+            // Already in canonical form: nothing to rewrite.
+            Some(v) if v == given => {}
             Some(v) => {
-                headers.insert(HEADER, v);
+                request.headers_mut().insert(HEADER, v);
             }
             None => {
-                headers.remove(&HEADER);
+                request.headers_mut().remove(&HEADER);
             }
         }
     }
