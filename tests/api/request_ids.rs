@@ -138,6 +138,20 @@ async fn every_door_returns_a_request_id() {
         let r = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(request_id(&r).get_version_num(), 7, "{path}");
     }
+    // The OpenAPI document says so, for every answer.
+    let (s, doc) = app.http_json("/api/v1/openapi.json").await;
+    assert_eq!(s, 200);
+    let mut answers = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (code, response) in op["responses"].as_object().unwrap() {
+                let header = &response["headers"]["x-request-id"]["schema"];
+                assert_eq!(header["format"], "uuid", "{method} {path} {code}");
+                answers += 1;
+            }
+        }
+    }
+    assert!(answers > 100, "{answers}");
 }
 
 /// One raw MCP session: initialize, initialized; then `tools/call`s with or without a request
