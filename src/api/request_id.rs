@@ -9,7 +9,7 @@
 //!   UUID v7. The caller's value is dropped, never logged: a header is caller-controlled text,
 //!   and only a parsed UUID goes into a log line, a span or an event.
 //!
-//! The stack ([`layer`]): [`normalize`] (the rule above, for a present header), tower-http's
+//! The stack ([`apply`]): [`normalize`] (the rule above, for a present header), tower-http's
 //! `SetRequestIdLayer` (a v7 when absent), `TraceLayer` (the `request` span: method, route
 //! template, request id — never the URI, whose query may carry an OAuth code, S6) and
 //! `PropagateRequestIdLayer` (the id on the response).
@@ -25,7 +25,7 @@ use uuid::Uuid;
 /// The header.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request id of a request that went through [`layer`]: its `x-request-id` parsed. A
+/// The request id of a request that went through [`apply`]: its `x-request-id` parsed. A
 /// request that did not (a handler called directly) gets a fresh id.
 pub fn of(headers: &HeaderMap) -> Uuid {
     parse(headers).unwrap_or_else(Uuid::now_v7)
@@ -61,11 +61,10 @@ impl MakeRequestId for MakeV7 {
 /// Middleware: a present `x-request-id` is kept only as a canonical UUID; any other value is
 /// removed (so [`MakeV7`] replaces it).
 pub async fn normalize(mut request: Request, next: Next) -> Response {
-    if let Some(given) = request.headers().get(&HEADER) {
+    if request.headers().contains_key(&HEADER) {
         let canonical = parse(request.headers()).and_then(header_value);
         match canonical {
-            // Already in canonical form: nothing to rewrite.
-            Some(v) if v == given => {}
+            // `insert` also drops any further `x-request-id` values.
             Some(v) => {
                 request.headers_mut().insert(HEADER, v);
             }
