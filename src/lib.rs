@@ -19,7 +19,8 @@
 //! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
 //!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth; the API explorer (Swagger UI,
-//!   its files inside the binary) at `/api/v1/docs`.
+//!   its files inside the binary) at `/api/v1/docs`; request ids and the request span for every
+//!   door (`api::request_id`), metrics.
 //! - [`console`] — the admin console at `/console`: server-rendered pages over the same
 //!   services as the API, with sessions, CSRF and a strict CSP.
 //! - [`proxy`] — the agents' MCP endpoint: tools/list and tools/call, policy enforcement,
@@ -29,7 +30,8 @@
 //!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API
-//!   (their request bodies are the API's own request types); `healthcheck`, `completions`, `man`.
+//!   (their request bodies are the API's own request types); `healthcheck`, `completions`, `man`;
+//!   `serve`'s logs and OTLP trace export (`cli::telemetry`, the `otlp` feature).
 
 pub mod api;
 pub mod app;

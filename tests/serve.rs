@@ -20,6 +20,7 @@ fn serve_with_env_config_json_logs_and_sigterm() {
         .env("AGP_LISTEN", "127.0.0.1:0")
         .env("AGP_PUBLIC_URL", "https://agp.example.com/")
         .env_remove("AGP_LOG")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -296,4 +297,27 @@ fn the_master_key_from_a_named_file() {
         assert!(!err.contains(&key), "the key reached the output");
         assert!(!err.contains("AGP is ready"));
     }
+}
+
+/// A binary built without the `otlp` feature refuses `--otlp-endpoint` and says why.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn otlp_without_the_feature_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agp"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AGP_DATA_DIR", dir.path())
+        .env("AGP_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("built without OTLP") && err.contains("--features otlp"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("events").exists(),
+        "it refused before opening anything"
+    );
 }

@@ -20,7 +20,8 @@ use crate::store::aggregate_store::CommandMeta;
 pub struct Caller {
     /// `admin:<fingerprint>`.
     pub actor: String,
-    /// From `X-Request-Id` when it is a UUID, else fresh.
+    /// The request's id ([`super::request_id`]): the caller's `X-Request-Id` when it is a UUID,
+    /// else a fresh one, returned on the response.
     pub correlation_id: Uuid,
 }
 
@@ -82,12 +83,7 @@ pub async fn require_admin(
     if !state.admin.verify(token.trim()) {
         return Err(ApiError::Unauthorized("invalid admin token".into()));
     }
-    let correlation_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or_else(Uuid::now_v7);
+    let correlation_id = super::request_id::of(request.headers());
     request.extensions_mut().insert(Caller {
         actor: state.admin.actor(),
         correlation_id,

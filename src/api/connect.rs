@@ -124,7 +124,10 @@ async fn callback(
     RawQuery(query): RawQuery,
 ) -> Response {
     // Parsed by hand: providers add parameters of their own (session_state, scope…).
-    let mut params = CallbackParams::default();
+    let mut params = CallbackParams {
+        correlation_id: Some(super::request_id::of(&headers)),
+        ..CallbackParams::default()
+    };
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let v = Some(v.into_owned());
         match k.as_ref() {

@@ -7,7 +7,9 @@
 //! is left out.
 
 use utoipa::OpenApi;
+use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
@@ -83,7 +85,36 @@ pub fn complete(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
     if let Some(tags) = outside.tags {
         openapi.tags.get_or_insert_with(Vec::new).extend(tags);
     }
+    // Every answer carries its request id (`super::request_id`).
+    let header = request_id_header();
+    for item in openapi.paths.paths.values_mut() {
+        for op in operations(item) {
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = response {
+                    r.headers
+                        .insert(super::request_id::HEADER.to_string(), header.clone());
+                }
+            }
+        }
+    }
     openapi
+}
+
+/// The `x-request-id` response header.
+fn request_id_header() -> RefOr<Header> {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+    RefOr::T(
+        HeaderBuilder::new()
+            .schema(Some(schema))
+            .description(Some(
+                "The request's id: the caller's `x-request-id` when it is a UUID, else a fresh \
+                 UUID v7. Every log line of the request and every event it causes carry it \
+                 (as `correlation_id`).",
+            ))
+            .build(),
+    )
 }
 
 fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {

@@ -26,6 +26,21 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// The latency histogram's label: the matched route template (`/api/v1/profiles/{name}`), or
+/// `unmatched` — never a raw path, so its series are bounded by the routes AGP declares.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// The buckets of the HTTP latency histogram: 100 µs to ~3.3 s, doubling.
+fn http_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// HTTP latency by route.
+pub type RouteHistograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
 /// A proxied `tools/call`: `allow` with its outcome, or `deny` with its reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -84,7 +99,7 @@ pub struct CommandLabels {
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
-    pub http_duration: Histogram,
+    pub http_duration: RouteHistograms,
     pub commands: Family<CommandLabels, Counter>,
     pub log_head: Gauge<u64, AtomicU64>,
     pub projection_checkpoint: Gauge<u64, AtomicU64>,
@@ -106,10 +121,10 @@ impl Metrics {
             "HTTP requests answered",
             http_requests.clone(),
         );
-        let http_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let http_duration = RouteHistograms::new_with_constructor(http_buckets);
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency",
+            "HTTP request latency by route template",
             http_duration.clone(),
         );
         let commands = Family::<CommandLabels, Counter>::default();
@@ -208,21 +223,26 @@ pub async fn track(State(state): State<SharedState>, request: Request, next: Nex
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state.metrics.http_duration.observe(elapsed.as_secs_f64());
+    tracing::info!(%method, %route, status, latency_us = elapsed.as_micros() as u64, "request");
+    let route = RouteLabels { route };
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&route)
+        .observe(elapsed.as_secs_f64());
     state
         .metrics
         .http_requests
         .get_or_create(&HttpLabels {
             method,
-            route: route.clone(),
+            route: route.route,
             status,
         })
         .inc();
-    tracing::info!(%method, %route, status, latency_us = elapsed.as_micros() as u64, "request");
     response
 }

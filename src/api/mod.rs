@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod profiles;
+pub mod request_id;
 pub mod tools;
 
 use std::sync::Arc;
@@ -149,7 +150,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(explorer::routes())
         .fallback(ops::not_found);
     let mcp = state.mcp_router.lock().take().unwrap_or_default();
-    Router::new()
+    let routes = Router::new()
         .nest("/api/v1", v1)
         .merge(ops::routes())
         .merge(connect::routes())
@@ -161,11 +162,12 @@ pub fn router(state: SharedState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
-        ))
-        .layer(
-            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                axum::http::header::AUTHORIZATION,
-                axum::http::header::COOKIE,
-            ]),
-        )
+        ));
+    // Outside `track`, so its line per request is logged inside the request's span.
+    request_id::apply(routes).layer(
+        tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
+        ]),
+    )
 }

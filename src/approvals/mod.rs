@@ -192,11 +192,13 @@ impl ApprovalService {
     }
 
     /// What to do with a call the policy held. `call` describes it; `arguments` are its values
-    /// (sealed only when a new approval is requested).
+    /// (sealed only when a new approval is requested); `correlation_id` is the id of the request
+    /// that made the call, the correlation id of the events this records.
     pub async fn hold(
         &self,
         call: HeldCall,
         arguments: HeldArguments<'_>,
+        correlation_id: Uuid,
     ) -> Result<Hold, ApprovalServiceError> {
         let open = self.projections.read(|p| {
             p.approvals
@@ -206,7 +208,7 @@ impl ApprovalService {
         match open {
             Some((id, crate::domain::approval::ApprovalStatus::Approved)) => {
                 // An identical call was approved: this one goes through on it, once.
-                match self.use_for(&id, &call).await {
+                match self.use_for(&id, &call, correlation_id).await {
                     Ok(()) => return Ok(Hold::Proceed(id)),
                     // Used or expired a moment ago: this call asks anew.
                     Err(ApprovalServiceError::Rule { .. } | ApprovalServiceError::Conflict(_)) => {}
@@ -216,13 +218,16 @@ impl ApprovalService {
             Some((id, _)) => return Ok(Hold::Wait(id)),
             None => {}
         }
-        self.request(call, arguments).await.map(Hold::Wait)
+        self.request(call, arguments, correlation_id)
+            .await
+            .map(Hold::Wait)
     }
 
     async fn request(
         &self,
         call: HeldCall,
         arguments: HeldArguments<'_>,
+        correlation_id: Uuid,
     ) -> Result<String, ApprovalServiceError> {
         let id = Uuid::now_v7().to_string();
         let values = serde_json::to_vec(&arguments.values.cloned().unwrap_or_default())
@@ -238,7 +243,7 @@ impl ApprovalService {
         let ttl = chrono::Duration::from_std(self.config.ttl).unwrap_or(chrono::Duration::hours(1));
         let meta = CommandMeta {
             actor: format!("agent:{}", call.agent_id),
-            correlation_id: Uuid::parse_str(&call.call_id).unwrap_or_else(|_| Uuid::now_v7()),
+            correlation_id,
         };
         let command = ApprovalCommand::Request {
             approval_id: id.clone(),
@@ -256,11 +261,17 @@ impl ApprovalService {
         Ok(id)
     }
 
-    /// Records that `call` goes upstream on approval `id`.
-    pub async fn use_for(&self, id: &str, call: &HeldCall) -> Result<(), ApprovalServiceError> {
+    /// Records that `call` goes upstream on approval `id` (`correlation_id`: as for
+    /// [`hold`](Self::hold)).
+    pub async fn use_for(
+        &self,
+        id: &str,
+        call: &HeldCall,
+        correlation_id: Uuid,
+    ) -> Result<(), ApprovalServiceError> {
         let meta = CommandMeta {
             actor: format!("agent:{}", call.agent_id),
-            correlation_id: Uuid::parse_str(&call.call_id).unwrap_or_else(|_| Uuid::now_v7()),
+            correlation_id,
         };
         let command = ApprovalCommand::Use {
             call_id: call.call_id.clone(),

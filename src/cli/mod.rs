@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod output;
 pub mod serve;
+pub mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the AGP server.
+    #[command(after_help = SERVE_ENV_HELP)]
     Serve(Box<ServeArgs>),
     /// Behavior profiles: what a set of agents may use.
     #[command(subcommand)]
@@ -161,7 +163,20 @@ pub struct ServeArgs {
     /// `<data-dir>/master.key` (created on first start).
     #[arg(long, env = "AGP_MASTER_KEY_FILE", value_name = "PATH")]
     pub master_key_file: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector: its base URL, e.g.
+    /// http://otel-collector:4318 (`/v1/traces` is appended). Needs a binary built with
+    /// `--features otlp`; others refuse to start with it.
+    #[arg(long, env = "AGP_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<url::Url>,
 }
+
+/// `agp serve --help`'s closing words: the variables that are not options.
+const SERVE_ENV_HELP: &str = "\
+Logs: AGP_LOG sets the log filter (tracing's EnvFilter syntax, e.g. `info` or \
+`info,agp::proxy=debug`); RUST_LOG is honoured when AGP_LOG is not set; AGP_LOG wins when both \
+are. Default: info.
+Every response carries an x-request-id (the caller's, when it is a UUID; else a fresh one), \
+which every log line of the request and every event it causes carry.";
 
 /// The tokio runtime `cli` runs on: `agp serve` gets [`default_worker_threads`] workers unless
 /// `--worker-threads` says otherwise; admin commands get tokio's defaults.

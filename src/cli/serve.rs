@@ -3,25 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tracing_subscriber::EnvFilter;
 
 use super::{Global, ServeArgs};
 use crate::app::data_dir::admin_token_path;
-use crate::app::{Application, Config, LogFormat};
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("AGP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
+use crate::app::{Application, Config};
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing(args.log_format);
+    let telemetry = super::telemetry::init(args.log_format, args.otlp_endpoint.as_ref())?;
     // Installed before anything else so a SIGTERM at any point after start is a graceful stop.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -64,9 +52,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         durability = config.durability.as_str(),
         "AGP is ready"
     );
-    app.run_until(shutdown_signal(term))
-        .await
-        .context("server stopped")?;
+    let served = app.run_until(shutdown_signal(term)).await;
+    telemetry.shutdown().await;
+    served.context("server stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -149,16 +149,11 @@ impl FromRequestParts<SharedState> for Signed {
 
 impl Signed {
     /// The admin as the REST API's handlers know a caller: this session's actor, and the
-    /// request's `X-Request-Id` as correlation id when it is a UUID (as the API takes it).
+    /// request's id as correlation id (as the API takes it; [`crate::api::request_id`]).
     pub fn caller(&self, headers: &HeaderMap) -> crate::api::auth::Caller {
-        let correlation_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| uuid::Uuid::parse_str(v).ok())
-            .unwrap_or_else(uuid::Uuid::now_v7);
         crate::api::auth::Caller {
             actor: self.actor.clone(),
-            correlation_id,
+            correlation_id: crate::api::request_id::of(headers),
         }
     }
 

@@ -122,6 +122,7 @@ fn as_tools_call(body: &[u8]) -> Option<(Value, Result<CallToolRequestParams, St
 /// Answers `req` here when it is a `tools/call` on live session `session` of `who`.
 pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Request) -> Route {
     let (parts, body) = req.into_parts();
+    let request_id = crate::api::request_id::of(&parts.headers);
     let limit = proxy.config.max_request_bytes;
     let too_large = || {
         let mut answer = error_response(
@@ -168,7 +169,7 @@ pub async fn route(proxy: &Proxy, who: &AgentIdentity, session: &str, req: Reque
             "message": format!("invalid tools/call params: {e}")}})
         .to_string()
         .into_bytes(),
-        Ok(params) => match proxy.call(who, params, None).await {
+        Ok(params) => match proxy.call(who, params, None, request_id).await {
             Ok(result) => answer_bytes(&id, Ok(&result)),
             Err(error) => answer_bytes(&id, Err(&error)),
         },

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{ErrorData, ProgressNotificationParam, ProgressToken};
 use rmcp::service::{Peer, RoleServer};
 use serde_json::json;
-use uuid::Uuid;
 
-use super::{AgentIdentity, Denial, Proxy, Target, codes, mcp_error};
+use super::{AgentIdentity, CallIds, Denial, Proxy, Target, codes, mcp_error};
 use crate::approvals::{Decision, HeldArguments, Hold};
 use crate::domain::approval::HeldCall;
 use crate::domain::call::DenyReason;
@@ -73,7 +72,7 @@ impl Proxy {
         &self,
         who: &AgentIdentity,
         target: &Target,
-        call_id: Uuid,
+        ids: CallIds,
         arguments: HeldArguments<'_>,
         progress: Option<&Progress>,
     ) -> Result<Option<String>, Box<Denial>> {
@@ -105,7 +104,7 @@ impl Proxy {
             return Ok(None);
         }
         let held = HeldCall {
-            call_id: call_id.to_string(),
+            call_id: ids.call.to_string(),
             agent_id: who.agent_id.clone(),
             agent: who.agent.clone(),
             profile_id: who.profile_id.clone(),
@@ -117,14 +116,18 @@ impl Proxy {
             arguments_sha256: arguments.sha256.to_string(),
         };
         let unavailable = |e: crate::approvals::ApprovalServiceError| {
-            tracing::error!(call = %call_id, error = %e, "holding a call for approval failed");
+            tracing::error!(call = %ids.call, error = %e, "holding a call for approval failed");
             deny(
                 DenyReason::ApprovalPending,
                 None,
                 Some("unavailable".into()),
             )
         };
-        let id = match self.approvals.hold(held.clone(), arguments).await {
+        let id = match self
+            .approvals
+            .hold(held.clone(), arguments, ids.correlation)
+            .await
+        {
             Ok(Hold::Proceed(id)) => return Ok(Some(id)),
             Ok(Hold::Wait(id)) => id,
             Err(e) => return Err(unavailable(e)),
@@ -150,7 +153,7 @@ impl Proxy {
             let _ = r.await;
         }
         match decision.map_err(unavailable)? {
-            Decision::Approved => match self.approvals.use_for(&id, &held).await {
+            Decision::Approved => match self.approvals.use_for(&id, &held, ids.correlation).await {
                 Ok(()) => Ok(Some(id)),
                 // Another identical call went through on it first: this one asks again.
                 Err(_) => Err(deny(DenyReason::ApprovalPending, Some(id), None)),

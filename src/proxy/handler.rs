@@ -10,6 +10,7 @@ use rmcp::model::{
     PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use tracing::Instrument;
 
 use super::sessions::visibility_fingerprint;
 use super::{AgentIdentity, Proxy};
@@ -62,6 +63,9 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let who = identity(&context.extensions)?;
+        let request_id = parts(&context.extensions).map_or_else(uuid::Uuid::now_v7, |p| {
+            crate::api::request_id::of(&p.headers)
+        });
         let progress = context
             .meta
             .get_progress_token()
@@ -69,8 +73,13 @@ impl ServerHandler for McpHandler {
                 peer: context.peer.clone(),
                 token,
             });
+        // rmcp runs this in its session's task, outside the HTTP request's span: the call gets
+        // a span of its own naming the request (the direct path, `super::direct`, runs inside
+        // the request's span).
+        let span = tracing::info_span!("tools_call", request_id = %request_id);
         self.proxy
-            .call(&who, request, progress.as_ref())
+            .call(&who, request, progress.as_ref(), request_id)
+            .instrument(span)
             .await
             .map(CallToolResponse::Complete)
     }

@@ -29,6 +29,11 @@
 //! scrubbed and capped, `call.completed` is queued (it is written with the agent's next record,
 //! or within 10 ms) and the result returned.
 //!
+//! Every record a call writes has the id of the HTTP request that made it (`x-request-id`,
+//! [`crate::api::request_id`]) as correlation id; the call's own id is `call_id` in the data.
+//! The steps run in `debug` spans — `policy`, `credential`, `upstream`, `record` — that exist
+//! only when a subscriber wants them (the OTLP exporter; decision 0022).
+//!
 //! Everything a call reads is in memory (projections, the pool): its only disk write is the
 //! call record; a disconnect is visible to the very next call because the admin API answers
 //! only after the projections folded it.
@@ -53,6 +58,7 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::connectors::service::ConnectorService;
@@ -165,6 +171,14 @@ pub struct Proxy {
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Forced refreshes by connector, bounding what upstream refusals cost the provider.
     refusals: refusals::Refusals,
+}
+
+/// A call's two ids: its own (`call_id` in its records' data) and the id of the HTTP request
+/// that made it (`x-request-id`; the records' correlation id, decision 0022).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallIds {
+    pub call: Uuid,
+    pub correlation: Uuid,
 }
 
 /// Why a call was refused before upstream, with what the record and the agent learn.
@@ -426,7 +440,7 @@ impl Proxy {
     async fn refuse(
         &self,
         who: &AgentIdentity,
-        call_id: Uuid,
+        ids: CallIds,
         denial: Denial,
         arguments_sha256: String,
     ) -> ErrorData {
@@ -435,7 +449,7 @@ impl Proxy {
             None => (None, None, None),
         };
         let event = CallEvent::Denied {
-            call_id: call_id.to_string(),
+            call_id: ids.call.to_string(),
             agent_id: who.agent_id.clone(),
             agent: who.agent.clone(),
             profile_id: who.profile_id.clone(),
@@ -451,25 +465,35 @@ impl Proxy {
             approval_id: denial.approval_id.clone(),
         };
         self.metrics.count("deny", denial.reason.as_str());
-        if let Err(e) = self.recorder.append(call_id, &event).await {
-            tracing::error!(%call_id, error = %e, "a call denial could not be recorded");
+        let recorded = self
+            .recorder
+            .append(ids.correlation, &event)
+            .instrument(tracing::debug_span!("record"));
+        if let Err(e) = recorded.await {
+            tracing::error!(call_id = %ids.call, error = %e, "a call denial could not be recorded");
         }
         denial.to_error(self.config.agent_concurrency)
     }
 
-    /// `tools/call` for `who` (see the module doc for the order of things).
+    /// `tools/call` for `who`, made by request `request_id` (see the module doc for the order
+    /// of things).
     pub async fn call(
         &self,
         who: &AgentIdentity,
         params: CallToolRequestParams,
         progress: Option<&govern::Progress>,
+        request_id: Uuid,
     ) -> Result<CallToolResult, ErrorData> {
         let arrived = Instant::now();
         let call_id = Uuid::now_v7();
+        let ids = CallIds {
+            call: call_id,
+            correlation: request_id,
+        };
         let (arguments_sha256, arguments_bytes) = arguments_digest(params.arguments.as_ref());
         let target = match self.resolve(who, &params.name) {
             Ok(t) => t,
-            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+            Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
         let too_deep = params.arguments.as_ref().is_some_and(|a| {
             a.values().map(depth).max().unwrap_or(0) >= self.config.max_argument_depth
@@ -489,16 +513,20 @@ impl Proxy {
                 approval_id: None,
                 detail: None,
             };
-            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+            return Err(self.refuse(who, ids, denial, arguments_sha256).await);
         }
         // Policy: deny, rate limit, or hold for a person (no permit is held while waiting).
         let held = crate::approvals::HeldArguments {
             values: params.arguments.as_ref(),
             sha256: &arguments_sha256,
         };
-        let approval_id = match self.govern(who, &target, call_id, held, progress).await {
+        let approval_id = match self
+            .govern(who, &target, ids, held, progress)
+            .instrument(tracing::debug_span!("policy"))
+            .await
+        {
             Ok(a) => a,
-            Err(denial) => return Err(self.refuse(who, call_id, *denial, arguments_sha256).await),
+            Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
         // A held call was let through: it must still be servable now (a kill switch may have
         // fired while it waited).
@@ -515,12 +543,12 @@ impl Proxy {
                     detail: None,
                 };
                 denial.approval_id = Some(id.clone());
-                return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+                return Err(self.refuse(who, ids, denial, arguments_sha256).await);
             }
             (Some(_), Ok(now)) => now,
             (Some(id), Err(mut denial)) => {
                 denial.approval_id = Some(id.clone());
-                return Err(self.refuse(who, call_id, *denial, arguments_sha256).await);
+                return Err(self.refuse(who, ids, *denial, arguments_sha256).await);
             }
         };
         if let Some(id) = &approval_id {
@@ -536,7 +564,7 @@ impl Proxy {
                 approval_id,
                 detail: None,
             };
-            return Err(self.refuse(who, call_id, denial, arguments_sha256).await);
+            return Err(self.refuse(who, ids, denial, arguments_sha256).await);
         };
 
         let started = CallEvent::Started {
@@ -555,10 +583,12 @@ impl Proxy {
             approval_id: approval_id.clone(),
         };
         // Queued now; a read's record is written while upstream works and awaited after.
-        let record = self.recorder.submit(call_id, &started);
+        let record = self.recorder.submit(request_id, &started);
         let record = if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
-            self.recorded(call_id, record).await?;
+            self.recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
             None
         } else {
             Some(record)
@@ -572,7 +602,9 @@ impl Proxy {
 
         // Nothing reaches the agent unless the call is on the record.
         if let Some(record) = record {
-            self.recorded(call_id, record).await?;
+            self.recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
         }
         let latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (answer, outcome, result_bytes, redactions) = match result {
@@ -594,7 +626,7 @@ impl Proxy {
             .latency
             .observe(arrived.elapsed().as_secs_f64());
         self.recorder.complete(
-            call_id,
+            request_id,
             &CallEvent::Completed {
                 call_id: call_id.to_string(),
                 agent_id: who.agent_id.clone(),
@@ -681,11 +713,17 @@ impl Proxy {
         let mut attempts = 0u32;
         let mut refreshed = false;
         loop {
-            let pooled = match self.session(who, &view).await {
+            let session = self
+                .session(who, &view)
+                .instrument(tracing::debug_span!("credential"));
+            let pooled = match session.await {
                 Ok(p) => p,
                 Err((Failure::Open(OpenError::Unauthorized), tried)) if !refreshed => {
                     refreshed = true;
-                    match self.refresh(&tried).await {
+                    let refreshed_view = self
+                        .refresh(&tried)
+                        .instrument(tracing::debug_span!("credential"));
+                    match refreshed_view.await {
                         Ok(v) => {
                             view = Arc::new(v);
                             continue;
@@ -697,7 +735,9 @@ impl Proxy {
             };
             attempts += 1;
             let sent = pooled.service.call_tool(&params);
-            let answer = tokio::time::timeout(self.config.call_timeout, sent).await;
+            let answer = tokio::time::timeout(self.config.call_timeout, sent)
+                .instrument(tracing::debug_span!("upstream"))
+                .await;
             let error = match answer {
                 Err(_) => return (Err((Failure::Timeout, 0)), attempts, refreshed),
                 Ok(Ok(result)) => return (self.finish(&pooled, result), attempts, refreshed),
@@ -721,7 +761,10 @@ impl Proxy {
             match error {
                 UpstreamError::Unauthorized if !refreshed && attempts < 2 => {
                     refreshed = true;
-                    match self.refresh(&tried).await {
+                    let refreshed_view = self
+                        .refresh(&tried)
+                        .instrument(tracing::debug_span!("credential"));
+                    match refreshed_view.await {
                         Ok(v) => view = Arc::new(v),
                         Err(f) => return (Err((f, 0)), attempts, refreshed),
                     }

@@ -47,14 +47,14 @@ pub fn arguments_digest(arguments: Option<&serde_json::Map<String, Value>>) -> (
     (hex::encode(Sha256::digest(&out)), out.len() as u64)
 }
 
-fn new_event(call_id: Uuid, event: &CallEvent) -> Result<NewEvent, StoreError> {
+fn new_event(correlation_id: Uuid, event: &CallEvent) -> Result<NewEvent, StoreError> {
     let (event_type, data) = encode_event(event).map_err(|e| StoreError::Backend(e.to_string()))?;
     Ok(NewEvent {
         id: Uuid::now_v7(),
         schema_version: crate::domain::upcast::current_version(&event_type),
         event_type,
         actor: format!("agent:{}", event.agent_id()),
-        correlation_id: call_id,
+        correlation_id,
         data,
     })
 }
@@ -77,15 +77,15 @@ impl CallRecorder {
         }
     }
 
-    /// Queues `event` for call `call_id` (its correlation id), together with the agent's
-    /// completions still waiting. The future resolves once all are durable; the append happens
+    /// Queues `event` under `correlation_id` (the id of the request that made the call; the
+    /// call's own id is in the event), together with the agent's completions still waiting. The future resolves once all are durable; the append happens
     /// whether or not it is awaited, and awaiting it late costs no wake-up meanwhile.
     pub fn submit(
         &self,
-        call_id: Uuid,
+        correlation_id: Uuid,
         event: &CallEvent,
     ) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let record = match new_event(call_id, event) {
+        let record = match new_event(correlation_id, event) {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
@@ -101,8 +101,12 @@ impl CallRecorder {
     }
 
     /// Appends `event` like [`submit`](Self::submit) and waits for it.
-    pub async fn append(&self, call_id: Uuid, event: &CallEvent) -> Result<Appended, StoreError> {
-        self.submit(call_id, event).await
+    pub async fn append(
+        &self,
+        correlation_id: Uuid,
+        event: &CallEvent,
+    ) -> Result<Appended, StoreError> {
+        self.submit(correlation_id, event).await
     }
 
     async fn write(&self, agent_id: &str, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
@@ -111,11 +115,11 @@ impl CallRecorder {
 
     /// Queues a completion: it is written with the agent's next record, or by the flusher
     /// within [`COMPLETION_DELAY`].
-    pub fn complete(&self, call_id: Uuid, event: &CallEvent) {
-        let record = match new_event(call_id, event) {
+    pub fn complete(&self, correlation_id: Uuid, event: &CallEvent) {
+        let record = match new_event(correlation_id, event) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(%call_id, error = %e, "a call completion could not be encoded");
+                tracing::error!(%correlation_id, error = %e, "a call completion could not be encoded");
                 return;
             }
         };

@@ -28,6 +28,7 @@ mod lifecycle;
 mod log_leaks;
 mod profiles;
 mod proxy_e2e;
+mod request_ids;
 mod revocations;
 mod sdk_auth_e2e;
 mod tools;

@@ -29,6 +29,8 @@ pub struct CallbackParams {
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+    /// The callback request's id: the correlation id of every event it causes.
+    pub correlation_id: Option<uuid::Uuid>,
 }
 
 /// The audited reason of a flow-table refusal.
@@ -65,15 +67,17 @@ impl ConnectorService {
         p: CallbackParams,
         cookie: impl Fn(&str) -> Option<String>,
     ) -> Outcome {
+        let correlation_id = p.correlation_id.unwrap_or_else(uuid::Uuid::now_v7);
         let Some(state) = p.state.as_deref() else {
-            self.audit_refusal(CallbackRefusal::NoState, None).await;
+            self.audit_refusal(CallbackRefusal::NoState, None, correlation_id)
+                .await;
             return refused("the callback has no state parameter");
         };
         let flow_id = match self.flows.verify_state(state) {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!("consent callback refused: invalid state");
-                self.audit_refusal(CallbackRefusal::InvalidState, None)
+                self.audit_refusal(CallbackRefusal::InvalidState, None, correlation_id)
                     .await;
                 return refused(e.to_string());
             }
@@ -84,7 +88,8 @@ impl ConnectorService {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(reason = %e, "consent callback refused");
-                self.audit_refusal(refusal_of(&e), connector).await;
+                self.audit_refusal(refusal_of(&e), connector, correlation_id)
+                    .await;
                 return refused(e.to_string());
             }
         };
@@ -92,7 +97,7 @@ impl ConnectorService {
         match (&p.iss, &issuer) {
             (None, _) if iss_required => {
                 tracing::warn!("consent callback refused: iss missing");
-                self.audit_refusal(CallbackRefusal::IssMissing, connector)
+                self.audit_refusal(CallbackRefusal::IssMissing, connector, correlation_id)
                     .await;
                 return refused(
                     "the authorization server advertises `iss` in responses but this callback has none",
@@ -100,7 +105,7 @@ impl ConnectorService {
             }
             (Some(got), Some(expected)) if got != expected => {
                 tracing::warn!("consent callback refused: iss mismatch");
-                self.audit_refusal(CallbackRefusal::IssMismatch, connector)
+                self.audit_refusal(CallbackRefusal::IssMismatch, connector, correlation_id)
                     .await;
                 return refused(format!(
                     "the callback names issuer {:?}, expected {:?}",
@@ -113,11 +118,15 @@ impl ConnectorService {
         let flow = match self.flows.consume(&flow_id) {
             Ok(f) => f,
             Err(e) => {
-                self.audit_refusal(refusal_of(&e), connector).await;
+                self.audit_refusal(refusal_of(&e), connector, correlation_id)
+                    .await;
                 return refused(e.to_string());
             }
         };
-        let meta = CommandMeta::system();
+        let meta = CommandMeta {
+            actor: "system".into(),
+            correlation_id,
+        };
         let name = flow.connector_name.clone();
         if let Some(error) = &p.error {
             let reason = match &p.error_description {
@@ -162,7 +171,12 @@ impl ConnectorService {
     /// Records a refused callback as `consent.callback_refused` (S5), unless the rate limiter
     /// only counts it. Never fails the callback: a refusal that cannot be recorded is logged
     /// and counted with the suppressed ones.
-    async fn audit_refusal(&self, reason: CallbackRefusal, connector: Option<String>) {
+    async fn audit_refusal(
+        &self,
+        reason: CallbackRefusal,
+        connector: Option<String>,
+        correlation_id: uuid::Uuid,
+    ) {
         let Some(suppressed) = self.refusals.admit() else {
             return;
         };
@@ -173,7 +187,7 @@ impl ConnectorService {
         };
         let meta = CommandMeta {
             actor: "anonymous".into(),
-            correlation_id: uuid::Uuid::now_v7(),
+            correlation_id,
         };
         if let Err(e) = append_fact(self.log.as_ref(), event.stream(), &event, &meta).await {
             self.refusals.unrecorded(suppressed);
