@@ -103,6 +103,14 @@ pub struct Config {
     /// When failed revocations are tried again: 2 s after the first failure, doubling, at most
     /// an hour apart.
     pub revocation_backoff: crate::connectors::service::RetryBackoff,
+    /// Where archive segments go (decision 0020). `None`: where the log's earlier runs wrote
+    /// them, else `<data-dir>/archive`.
+    pub archive_dir: Option<PathBuf>,
+    /// Archive call records older than this periodically (`--archive-after`); `None`: only on
+    /// demand.
+    pub archive_after: Option<std::time::Duration>,
+    /// Records younger than this are never archived.
+    pub archive_min_age: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +158,9 @@ impl Config {
             checkpoint_file: None,
             checkpoint_webhook: None,
             revocation_backoff: crate::connectors::service::RetryBackoff::default(),
+            archive_dir: None,
+            archive_after: None,
+            archive_min_age: crate::retention::DEFAULT_MIN_AGE,
         })
     }
 }

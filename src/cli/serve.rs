@@ -42,6 +42,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.checkpoint_every = std::time::Duration::from_secs(args.checkpoint_every);
     config.checkpoint_file = args.checkpoint_file.clone();
     config.checkpoint_webhook = args.checkpoint_webhook.clone();
+    config.archive_dir = global.archive_dir.clone();
+    config.archive_after = args.archive_after;
+    config.archive_min_age = args.archive_min_age;
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);

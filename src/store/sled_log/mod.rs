@@ -22,6 +22,7 @@
 //! under a second; the full chain is checked by
 //! [`verify_chain`](crate::store::verify::verify_chain).
 
+mod archive;
 pub mod group;
 pub mod keys;
 mod legacy;
@@ -43,6 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use open::{OpenReport, SledOptions, TailAction, TailIssue, TailPolicy};
 
 use super::append::validate;
+use super::archive::{ArchiveDir, ArchiveReport, ArchiveRequest, ArchiveState, Pending, Prepared};
 use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
 
 /// The stream's current version and the seq of its last event.
@@ -69,6 +71,30 @@ pub(crate) struct Shared {
     recent: Mutex<VecDeque<Arc<RecordedEvent>>>,
     /// Called by the writer after each commit ([`EventLog::observe`]).
     observer: RwLock<Option<CommitObserver>>,
+    /// Seqs at or below it may be missing from the live log: their records are in archive
+    /// segments (decision 0020). Moves when a run's marker is durable.
+    archived_through: AtomicU64,
+    /// The archive state (`Marchive`), as this process last wrote or read it.
+    archive: RwLock<ArchiveState>,
+    /// Where the segments are.
+    archive_dir: ArchiveDir,
+    /// Fault injection: where the next archive run stops, as if the process died there.
+    archive_stop: Mutex<Option<ArchiveStop>>,
+}
+
+/// Where a test makes an archive run stop ([`SledLog::stop_next_archive_at`]): what is
+/// written up to there stays, nothing after it is done, as after a crash at that point.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveStop {
+    /// The run is recorded in the archive state; its marker is not appended.
+    AfterBegin,
+    /// The marker is durable; nothing is removed yet.
+    AfterMarker,
+    /// After this many compaction messages (each up to `COMPACT_GROUPS` groups).
+    AfterCompactSteps(usize),
+    /// Everything is removed; the state does not say the run is done.
+    BeforeFinish,
 }
 
 /// How many of its latest committed records the log keeps in memory for [`EventLog::read_tail`].
@@ -105,6 +131,23 @@ pub(crate) enum Msg {
     },
     /// Drain what is queued, flush, stop; the reply comes after the writer released the db.
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// A step of an archive run that writes the live log (`archive`).
+    Archive {
+        op: ArchiveOp,
+        reply: oneshot::Sender<Result<archive::Compacted, StoreError>>,
+    },
+}
+
+/// The steps of an archive run the writer thread performs (see `archive`).
+pub(crate) enum ArchiveOp {
+    /// Record the run (with its marker's id) in the archive state, durably.
+    Begin(Pending),
+    /// Remove the selected records of up to [`archive::COMPACT_GROUPS`] groups from `from` on.
+    Compact { from: u64, to: u64 },
+    /// The run is done: move `through`, clear the run, durably.
+    Finish(Prepared),
+    /// The run's marker was not written: forget the run, durably.
+    Abort,
 }
 
 /// The sled-backed [`EventLog`]. Cheap to share behind an `Arc`.
@@ -165,6 +208,24 @@ impl SledLog {
         self.shared.fail_next_flush.store(true, Ordering::SeqCst);
     }
 
+    /// Fault injection for tests: the next archive run stops at `at` with an error, leaving
+    /// what it wrote so far (close and reopen the log to see what open makes of it).
+    #[doc(hidden)]
+    pub fn stop_next_archive_at(&self, at: ArchiveStop) {
+        *self.shared.archive_stop.lock() = Some(at);
+    }
+
+    fn archive_stops_at(&self, here: ArchiveStop) -> Result<(), StoreError> {
+        let mut stop = self.shared.archive_stop.lock();
+        if *stop == Some(here) {
+            *stop = None;
+            return Err(StoreError::Backend(format!(
+                "archive run stopped at {here:?}"
+            )));
+        }
+        Ok(())
+    }
+
     /// True once an apply or flush failed; every append fails until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::SeqCst)
@@ -179,6 +240,206 @@ impl SledLog {
             return None;
         }
         Some((from, from.saturating_add(limit as u64 - 1).min(head)))
+    }
+
+    /// The archive directory this log reads segments from.
+    pub fn archive_dir(&self) -> &std::path::Path {
+        self.shared.archive_dir.path()
+    }
+
+    /// The archive state as this log runs with it.
+    pub fn archive_state(&self) -> ArchiveState {
+        self.shared.archive.read().clone()
+    }
+
+    /// The records `from..=to` (all at or below `archived_through`) from the segments, checked
+    /// against what the live log keeps of that range: each record the selector did not take
+    /// must still be there, identical. `Corrupt` names the first that is not.
+    fn read_archived(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let archived = self.shared.archive_dir.read(from, to)?;
+        let floor = self.archived_through();
+        // Every seq of the range is at or below the floor: holes are no damage here.
+        let live = read::records(&self.db, from, to, floor.max(to), usize::MAX)?;
+        let selector = {
+            let state = self.shared.archive.read();
+            state
+                .pending
+                .as_ref()
+                .map(|p| p.prepared.selector.clone())
+                .or_else(|| state.selector.clone())
+        };
+        let mut live = live.into_iter().peekable();
+        for r in &archived {
+            if let Some(l) = live.next_if(|l| l.seq < r.seq) {
+                return Err(StoreError::Corrupt {
+                    seq: l.seq,
+                    reason: "the live log holds a record the archive does not".into(),
+                });
+            }
+            match live.next_if(|l| l.seq == r.seq) {
+                Some(l) if l != *r => {
+                    return Err(StoreError::Corrupt {
+                        seq: r.seq,
+                        reason: "the live log's copy of this archived record differs from the \
+                                 archive segment's (altered)"
+                            .into(),
+                    });
+                }
+                Some(_) => {}
+                None if selector.as_ref().is_some_and(|s| !s.matches(&r.event_type)) => {
+                    return Err(StoreError::Corrupt {
+                        seq: r.seq,
+                        reason: format!(
+                            "record missing from the live log (its archived copy is in {}); \
+                             only {} records move out",
+                            self.archive_dir().display(),
+                            selector
+                                .as_ref()
+                                .map(|s| s.type_prefixes.join(", "))
+                                .unwrap_or_default()
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(archived)
+    }
+
+    /// Step 1 of an archive run (decision 0020): writes and fsyncs the segments of the next
+    /// range `request` allows, calling `visit` with each record the selector takes. Blocking.
+    /// `None` when nothing qualifies. Runs must not overlap (the caller serializes them).
+    pub fn archive_prepare(
+        &self,
+        request: &ArchiveRequest,
+        visit: &mut dyn FnMut(&RecordedEvent),
+    ) -> Result<Option<Prepared>, StoreError> {
+        if self.tx.is_none() {
+            return Err(StoreError::Closed);
+        }
+        let state = self.archive_state();
+        archive::prepare(
+            &self.db,
+            &state,
+            self.head(),
+            &self.shared.archive_dir,
+            request,
+            visit,
+        )
+    }
+
+    /// Steps 2–5: records the run, appends `marker` (its first event's id is the run's
+    /// commit mark), then removes the selected records from the live log, a few hundred
+    /// groups per writer message. Returns once the run is done and durable.
+    pub async fn archive_commit(
+        &self,
+        prepared: Prepared,
+        marker: AppendBatch,
+    ) -> Result<ArchiveReport, StoreError> {
+        let marker_id = marker
+            .events
+            .first()
+            .map(|e| e.id)
+            .ok_or_else(|| StoreError::Invalid("an archive marker needs an event".into()))?;
+        self.archive_op(ArchiveOp::Begin(Pending {
+            prepared: prepared.clone(),
+            marker: marker_id,
+        }))
+        .await?;
+        self.archive_stops_at(ArchiveStop::AfterBegin)?;
+        let appended = match self.append(marker).await {
+            Ok(a) if !a.deduplicated => a,
+            Ok(_) => {
+                self.archive_abort(prepared).await?;
+                return Err(StoreError::Invalid(
+                    "the archive marker's id is already in the log".into(),
+                ));
+            }
+            Err(e) => {
+                // Poisoned or closed: the state's run has no marker, the next open forgets it.
+                if self.archive_abort(prepared).await.is_err() {
+                    tracing::warn!("an archive run without its marker is left for open to forget");
+                }
+                return Err(e);
+            }
+        };
+        {
+            let mut state = self.shared.archive.write();
+            state.id_v7_max_ms = state.id_v7_max_ms.max(prepared.id_v7_max_ms);
+            state.ids_other |= prepared.ids_other;
+        }
+        self.shared
+            .archived_through
+            .store(prepared.last_seq, Ordering::Release);
+        self.archive_stops_at(ArchiveStop::AfterMarker)?;
+        let (mut removed, mut freed) = (0, 0);
+        let mut from = prepared.first_seq;
+        for done in 0usize.. {
+            if done > 0 {
+                self.archive_stops_at(ArchiveStop::AfterCompactSteps(done))?;
+            }
+            let step = self
+                .archive_op(ArchiveOp::Compact {
+                    from,
+                    to: prepared.last_seq,
+                })
+                .await?;
+            removed += step.removed;
+            freed += step.freed;
+            match step.next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        self.archive_stops_at(ArchiveStop::BeforeFinish)?;
+        self.archive_op(ArchiveOp::Finish(prepared.clone())).await?;
+        tracing::info!(
+            first_seq = prepared.first_seq,
+            last_seq = prepared.last_seq,
+            removed,
+            live_bytes_freed = freed,
+            "archived"
+        );
+        Ok(ArchiveReport {
+            first_seq: prepared.first_seq,
+            last_seq: prepared.last_seq,
+            records: prepared.records,
+            removed,
+            live_bytes_freed: freed,
+            archive_dir: self.archive_dir().display().to_string(),
+            segments: prepared.segments,
+            segment_bytes: prepared.segment_bytes,
+            marker_seq: appended.first_seq,
+        })
+    }
+
+    /// Forgets a prepared run that will not be committed: its segments are deleted.
+    pub async fn archive_abort(&self, prepared: Prepared) -> Result<(), StoreError> {
+        let recorded = self
+            .archive_state()
+            .pending
+            .is_some_and(|p| p.prepared == prepared);
+        if recorded {
+            self.archive_op(ArchiveOp::Abort).await?;
+        }
+        self.shared
+            .archive_dir
+            .remove_uncommitted(self.archive_state().through)?;
+        Ok(())
+    }
+
+    async fn archive_op(&self, op: ArchiveOp) -> Result<archive::Compacted, StoreError> {
+        let Some(tx) = &self.tx else {
+            return Err(StoreError::Closed);
+        };
+        if self.shared.closing.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        tx.send(Msg::Archive { op, reply })
+            .await
+            .map_err(|_| self.stopped_error())?;
+        answer.await.map_err(|_| self.stopped_error())?
     }
 
     fn stopped_error(&self) -> StoreError {
@@ -247,7 +508,46 @@ impl EventLog for SledLog {
         let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
         };
-        read::records(&self.db, from, end)
+        let floor = self.archived_through();
+        if from > floor {
+            return read::records(&self.db, from, end, floor, usize::MAX);
+        }
+        let mut out = self.read_archived(from, end.min(floor))?;
+        if end > floor {
+            out.extend(read::records(&self.db, floor + 1, end, floor, usize::MAX)?);
+        }
+        Ok(out)
+    }
+
+    fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let Some((from, end)) = self.span(from_seq, span) else {
+            return Ok(Vec::new());
+        };
+        read::records(&self.db, from, end, self.archived_through(), usize::MAX)
+    }
+
+    fn archived_through(&self) -> u64 {
+        self.shared.archived_through.load(Ordering::Acquire)
+    }
+
+    fn archive_prepare(
+        &self,
+        request: &ArchiveRequest,
+        visit: &mut dyn FnMut(&RecordedEvent),
+    ) -> Result<Option<Prepared>, StoreError> {
+        SledLog::archive_prepare(self, request, visit)
+    }
+
+    async fn archive_commit(
+        &self,
+        prepared: Prepared,
+        marker: AppendBatch,
+    ) -> Result<ArchiveReport, StoreError> {
+        SledLog::archive_commit(self, prepared, marker).await
+    }
+
+    async fn archive_abort(&self, prepared: Prepared) -> Result<(), StoreError> {
+        SledLog::archive_abort(self, prepared).await
     }
 
     fn read_tail(
@@ -262,7 +562,7 @@ impl EventLog for SledLog {
             return Ok(records);
         }
         Ok(self
-            .read_all(from, limit)?
+            .read_live(from, limit)?
             .into_iter()
             .map(Arc::new)
             .collect())
