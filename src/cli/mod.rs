@@ -59,7 +59,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the AGP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Behavior profiles: what a set of agents may use.
     #[command(subcommand)]
     Profiles(commands::profiles::ProfilesCommand),
@@ -187,7 +187,7 @@ pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Serve(args) => serve::run(&cli.global, *args).await,
         Command::Profiles(c) => commands::profiles::run(&cli.global, c).await,
         Command::Approvals(c) => commands::approvals::run(&cli.global, c).await,
         Command::ConsoleLink => console_link(&cli.global).await,

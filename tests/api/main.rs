@@ -11,6 +11,7 @@ mod process;
 mod agents;
 mod approvals_e2e;
 mod approvals_restart;
+mod archive;
 mod audit_queries;
 mod bad_input;
 mod checkpoints;

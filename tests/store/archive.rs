@@ -64,7 +64,7 @@ fn event(event_type: &str, n: u64) -> NewEvent {
 }
 
 fn is_call(seq: u64) -> bool {
-    seq % 3 != 0
+    !seq.is_multiple_of(3)
 }
 
 fn stream_of(seq: u64) -> &'static str {

@@ -21,6 +21,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -108,7 +109,15 @@ impl SegmentWriter {
     /// Starts a segment in `dir` whose first record will be `first_seq`.
     pub fn create(dir: &Path, first_seq: u64, selector: &[String]) -> Result<Self, StoreError> {
         let tmp = dir.join(format!(".{first_seq:020}.seg.tmp"));
-        let file = File::create(&tmp).map_err(|e| io_error(&tmp, "creating", e))?;
+        // Call records name agents, tools and connectors: for AGP's user alone, as the data
+        // directory is.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_error(&tmp, "creating", e))?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         out.write_all(MAGIC)
             .map_err(|e| io_error(&tmp, "writing", e))?;

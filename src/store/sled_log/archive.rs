@@ -23,6 +23,7 @@
 //! Only records at or below the durable head are read, and the caller bounds them by age.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 
 use super::group::{self, Encoder};
 use super::{keys, read};
@@ -80,12 +81,16 @@ pub(super) fn prepare(
     if first > head {
         return Ok(None);
     }
-    std::fs::create_dir_all(dir.path()).map_err(|e| {
-        StoreError::Backend(format!(
-            "creating the archive {}: {e}",
-            dir.path().display()
-        ))
-    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.path())
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "creating the archive {}: {e}",
+                dir.path().display()
+            ))
+        })?;
     dir.remove_uncommitted(state.through)?;
     let selector = &request.selector;
     let qualifies = |r: &RecordedEvent| {
