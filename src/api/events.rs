@@ -215,24 +215,37 @@ fn ndjson(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
 
 /// The response header naming the next page of `GET /audit` (absent on the last page).
 pub const NEXT_CURSOR: &str = "x-next-cursor";
+/// The response header of `GET /audit` naming the last seq whose call records were archived.
+pub const ARCHIVED_THROUGH: &str = "x-archived-through";
 
 /// Audit entries matching the filters, newest first unless `order=asc`, one page at a time:
 /// pass the `x-next-cursor` header of a page as `cursor` (with the same filters) for the next.
+/// Call records at or below the `x-archived-through` seq (when present) were archived
+/// (decision 0020) and are not listed; `GET /events` and `/events/export` still have them.
 #[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
     responses((status = 200, body = Vec<AuditEntry>, headers(("x-next-cursor" = String,
-        description = "Opaque cursor of the next page; absent when nothing more matches"))),
+        description = "Opaque cursor of the next page; absent when nothing more matches"),
+        ("x-archived-through" = u64,
+        description = "Call records at or below this seq were archived and are not listed"))),
         (status = 400, body = ErrorBody)))]
 async fn query_audit(
     State(state): State<SharedState>,
     ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
     let q = q.into_query()?;
-    let page = state.projections.read(|p| p.audit.query(&q));
+    let (page, archived) = state
+        .projections
+        .read(|p| (p.audit.query(&q), p.audit.archived().0));
     let mut response = ApiJson(page.entries).into_response();
     if let Some(next) = page.next {
         let value = header::HeaderValue::from_str(&next.encode())
             .map_err(|e| ApiError::Internal(format!("cursor header: {e}")))?;
         response.headers_mut().insert(NEXT_CURSOR, value);
+    }
+    if archived > 0 {
+        response
+            .headers_mut()
+            .insert(ARCHIVED_THROUGH, header::HeaderValue::from(archived));
     }
     Ok(response)
 }

@@ -129,6 +129,26 @@ async fn archived_calls_leave_the_live_log_and_everything_still_behaves() {
     assert_eq!(of_type(&all, "log.archived").len(), 1);
     assert!(audit_types(&app, "type=call.").await.is_empty());
     assert_eq!(audit_types(&app, "type=log.").await, ["log.archived"]);
+    let r = app
+        .http
+        .get(app.url("/api/v1/audit?type=call."))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.headers()
+            .get("x-archived-through")
+            .and_then(|v| v.to_str().ok()),
+        Some(head.to_string().as_str())
+    );
+    let listed = cli(&app, &["audit", "list", "--type", "call."]).await;
+    assert_eq!(json_out(&listed), json!([]));
+    let note = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        note.contains(&format!("up to seq {head} were archived")),
+        "{note}"
+    );
     assert!(!audit_types(&app, "type=connector.").await.is_empty());
     assert_eq!(last_times(&app).await, times);
     assert_consistent(&app).await;
