@@ -652,3 +652,37 @@ async fn the_archive_dir_can_be_elsewhere_and_is_remembered() {
     assert_archived(&log, BEFORE - 1).await;
     close(log).await;
 }
+
+#[tokio::test]
+async fn checkpoints_hold_across_an_archive_run() {
+    use agp::checkpoints::{Checkpointer, Sinks};
+    use agp::store::checkpoint::check_checkpoints;
+    use agp::vault::{MasterKey, Vault};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(open(dir.path()));
+    let vault = Vault::open(
+        &dir.path().join("vault"),
+        MasterKey::generate().expect("key"),
+    )
+    .expect("vault");
+    let shared: Arc<dyn EventLog> = log.clone();
+    let signer = Checkpointer::new(shared, Arc::new(vault), Sinks::default());
+    fill_range(&log, 1, 31).await;
+    // Seq 31 is a call record: archived below.
+    let before = signer.create().await.expect("checkpoint");
+    assert_eq!(before.seq, 31);
+    fill_range(&log, 32, N).await;
+    archive(&log, BEFORE).await;
+    // The signer's incremental walk goes on across the archived range.
+    fill_range(&log, N + 2, N + 4).await;
+    let after = signer.create().await.expect("checkpoint after the run");
+    assert_eq!(after.seq, N + 4);
+    let key = signer.public_key().await.expect("key").public_key;
+    drop(signer);
+    let checks = check_checkpoints(log.as_ref(), &[before, after], Some(&key)).expect("check");
+    assert!(checks.iter().all(|c| c.valid), "{checks:?}");
+    let log = Arc::into_inner(log).expect("sole owner");
+    close(log).await;
+}
