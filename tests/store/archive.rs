@@ -686,3 +686,150 @@ async fn checkpoints_hold_across_an_archive_run() {
     let log = Arc::into_inner(log).expect("sole owner");
     close(log).await;
 }
+
+/// Key and value bytes of the live log's sled tree.
+fn live_bytes(dir: &Path) -> u64 {
+    let db = crate::helpers::raw(&events_dir(dir));
+    db.iter()
+        .map(|kv| kv.map(|(k, v)| (k.len() + v.len()) as u64).expect("entry"))
+        .sum()
+}
+
+#[tokio::test]
+async fn archiving_frees_the_live_bytes_of_call_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    // 4 agents calling concurrently (groups of several appends), a connector event now and
+    // then: the shape of a busy log.
+    for round in 0..100u64 {
+        let appends = (0..4u64).map(|agent| {
+            log.append(AppendBatch {
+                stream: format!("calls-agent-{agent}"),
+                expected: ExpectedVersion::Any,
+                events: vec![event("call.completed", round), event("call.started", round)],
+            })
+        });
+        for a in futures::future::join_all(appends).await {
+            a.expect("append");
+        }
+        if round % 10 == 0 {
+            log.append(AppendBatch {
+                stream: "connector-c".into(),
+                expected: ExpectedVersion::Any,
+                events: vec![event("connector.changed", round)],
+            })
+            .await
+            .expect("append");
+        }
+    }
+    let head = log.head();
+    close(log).await;
+    let before = live_bytes(dir.path());
+
+    let log = open(dir.path());
+    let report = archive(&log, head + 1).await;
+    assert_eq!(report.removed, 800);
+    close(log).await;
+    let after = live_bytes(dir.path());
+    eprintln!(
+        "live key+value bytes: {before} before, {after} after ({} freed by the run's count)",
+        report.live_bytes_freed
+    );
+    assert!(
+        after * 10 < before,
+        "live bytes {before} → {after}; the run says it freed {}",
+        report.live_bytes_freed
+    );
+    let freed = before - after;
+    assert!(
+        report.live_bytes_freed.abs_diff(freed) < freed / 10 + 200,
+        "report says {}, measured {freed}",
+        report.live_bytes_freed
+    );
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A soak of the live data directory's size with an archive run after every round, for the
+/// decision record: `cargo test --test store archive::soak -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: minutes of fdatasyncs"]
+async fn soak_the_live_directory_stays_bounded_with_archive_runs() {
+    let rounds: u64 = std::env::var("AGP_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let calls_per_round: u64 = 16 * 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(open(dir.path()));
+    let data = |agent: u64, i: u64| {
+        json!({
+            "call_id": Uuid::now_v7().to_string(),
+            "agent_id": format!("0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e{agent:02}"),
+            "agent": format!("agent-{agent}"),
+            "profile_id": "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8eff",
+            "profile": "support",
+            "tool": "notion__search_pages",
+            "connector_id": "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8eaa",
+            "connector": "notion",
+            "operation": "read",
+            "decision": "allow",
+            "arguments_sha256": format!("{:064x}", i * 7919 + agent),
+            "arguments_bytes": 120 + i % 50,
+        })
+    };
+    for round in 0..rounds {
+        let first = log.head() + 1;
+        for batch in 0..calls_per_round / 16 {
+            let appends = (0..16u64).map(|agent| {
+                let log = log.clone();
+                let mut completed = event("call.completed", 0);
+                completed.data = data(agent, batch);
+                let mut started = event("call.started", 0);
+                started.data = data(agent, batch);
+                async move {
+                    log.append(AppendBatch {
+                        stream: format!("calls-{agent}"),
+                        expected: ExpectedVersion::Any,
+                        events: vec![completed, started],
+                    })
+                    .await
+                }
+            });
+            for a in futures::future::join_all(appends).await {
+                a.expect("append");
+            }
+        }
+        let report = if round > 0 {
+            Some(archive(&log, first).await)
+        } else {
+            None
+        };
+        // Let sled's background thread move live pages out of mostly-dead segments.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        eprintln!(
+            "round {round}: head {}, live dir {} KiB, archive {} KiB, removed {}, freed {} KiB",
+            log.head(),
+            dir_bytes(&events_dir(dir.path())) / 1024,
+            dir_bytes(&archive_dir(dir.path())) / 1024,
+            report.as_ref().map_or(0, |r| r.removed),
+            report.as_ref().map_or(0, |r| r.live_bytes_freed / 1024),
+        );
+    }
+    let log = std::sync::Arc::into_inner(log).expect("sole owner");
+    assert!(verify_chain(&log).expect("verify").is_valid());
+    close(log).await;
+}
