@@ -21,6 +21,11 @@
 //! short, and seeks to each stream's last run, so a log of a million events opens in well
 //! under a second; the full chain is checked by
 //! [`verify_chain`](crate::store::verify::verify_chain).
+//!
+//! Retention (`archive`, decision 0020): archive runs move whole groups into segment files and
+//! remove the selected records from the live log (sparse groups, archived stream heads), in
+//! steps the writer thread performs and open finishes; `read_all` reads what was archived back
+//! from the segments, `read_live` only what is live.
 
 mod archive;
 pub mod group;
@@ -208,24 +213,6 @@ impl SledLog {
         self.shared.fail_next_flush.store(true, Ordering::SeqCst);
     }
 
-    /// Fault injection for tests: the next archive run stops at `at` with an error, leaving
-    /// what it wrote so far (close and reopen the log to see what open makes of it).
-    #[doc(hidden)]
-    pub fn stop_next_archive_at(&self, at: ArchiveStop) {
-        *self.shared.archive_stop.lock() = Some(at);
-    }
-
-    fn archive_stops_at(&self, here: ArchiveStop) -> Result<(), StoreError> {
-        let mut stop = self.shared.archive_stop.lock();
-        if *stop == Some(here) {
-            *stop = None;
-            return Err(StoreError::Backend(format!(
-                "archive run stopped at {here:?}"
-            )));
-        }
-        Ok(())
-    }
-
     /// True once an apply or flush failed; every append fails until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::SeqCst)
@@ -242,207 +229,7 @@ impl SledLog {
         Some((from, from.saturating_add(limit as u64 - 1).min(head)))
     }
 
-    /// The archive directory this log reads segments from.
-    pub fn archive_dir(&self) -> &std::path::Path {
-        self.shared.archive_dir.path()
-    }
-
-    /// The archive state as this log runs with it.
-    pub fn archive_state(&self) -> ArchiveState {
-        self.shared.archive.read().clone()
-    }
-
-    /// The records `from..=to` (all at or below `archived_through`) from the segments, checked
-    /// against what the live log keeps of that range: each record the selector did not take
-    /// must still be there, identical. `Corrupt` names the first that is not.
-    fn read_archived(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let archived = self.shared.archive_dir.read(from, to)?;
-        let floor = self.archived_through();
-        // Every seq of the range is at or below the floor: holes are no damage here.
-        let live = read::records(&self.db, from, to, floor.max(to), usize::MAX)?;
-        let selector = {
-            let state = self.shared.archive.read();
-            state
-                .pending
-                .as_ref()
-                .map(|p| p.prepared.selector.clone())
-                .or_else(|| state.selector.clone())
-        };
-        let mut live = live.into_iter().peekable();
-        for r in &archived {
-            if let Some(l) = live.next_if(|l| l.seq < r.seq) {
-                return Err(StoreError::Corrupt {
-                    seq: l.seq,
-                    reason: "the live log holds a record the archive does not".into(),
-                });
-            }
-            match live.next_if(|l| l.seq == r.seq) {
-                Some(l) if l != *r => {
-                    return Err(StoreError::Corrupt {
-                        seq: r.seq,
-                        reason: "the live log's copy of this archived record differs from the \
-                                 archive segment's (altered)"
-                            .into(),
-                    });
-                }
-                Some(_) => {}
-                None if selector.as_ref().is_some_and(|s| !s.matches(&r.event_type)) => {
-                    return Err(StoreError::Corrupt {
-                        seq: r.seq,
-                        reason: format!(
-                            "record missing from the live log (its archived copy is in {}); \
-                             only {} records move out",
-                            self.archive_dir().display(),
-                            selector
-                                .as_ref()
-                                .map(|s| s.type_prefixes.join(", "))
-                                .unwrap_or_default()
-                        ),
-                    });
-                }
-                None => {}
-            }
-        }
-        Ok(archived)
-    }
-
-    /// Step 1 of an archive run (decision 0020): writes and fsyncs the segments of the next
-    /// range `request` allows, calling `visit` with each record the selector takes. Blocking.
-    /// `None` when nothing qualifies. Runs must not overlap (the caller serializes them).
-    pub fn archive_prepare(
-        &self,
-        request: &ArchiveRequest,
-        visit: &mut dyn FnMut(&RecordedEvent),
-    ) -> Result<Option<Prepared>, StoreError> {
-        if self.tx.is_none() {
-            return Err(StoreError::Closed);
-        }
-        let state = self.archive_state();
-        archive::prepare(
-            &self.db,
-            &state,
-            self.head(),
-            &self.shared.archive_dir,
-            request,
-            visit,
-        )
-    }
-
-    /// Steps 2–5: records the run, appends `marker` (its first event's id is the run's
-    /// commit mark), then removes the selected records from the live log, a few hundred
-    /// groups per writer message. Returns once the run is done and durable.
-    pub async fn archive_commit(
-        &self,
-        prepared: Prepared,
-        marker: AppendBatch,
-    ) -> Result<ArchiveReport, StoreError> {
-        let marker_id = marker
-            .events
-            .first()
-            .map(|e| e.id)
-            .ok_or_else(|| StoreError::Invalid("an archive marker needs an event".into()))?;
-        self.archive_op(ArchiveOp::Begin(Pending {
-            prepared: prepared.clone(),
-            marker: marker_id,
-        }))
-        .await?;
-        self.archive_stops_at(ArchiveStop::AfterBegin)?;
-        let appended = match self.append(marker).await {
-            Ok(a) if !a.deduplicated => a,
-            Ok(_) => {
-                self.archive_abort(prepared).await?;
-                return Err(StoreError::Invalid(
-                    "the archive marker's id is already in the log".into(),
-                ));
-            }
-            Err(e) => {
-                // Poisoned or closed: the state's run has no marker, the next open forgets it.
-                if self.archive_abort(prepared).await.is_err() {
-                    tracing::warn!("an archive run without its marker is left for open to forget");
-                }
-                return Err(e);
-            }
-        };
-        {
-            let mut state = self.shared.archive.write();
-            state.id_v7_max_ms = state.id_v7_max_ms.max(prepared.id_v7_max_ms);
-            state.ids_other |= prepared.ids_other;
-        }
-        self.shared
-            .archived_through
-            .store(prepared.last_seq, Ordering::Release);
-        self.archive_stops_at(ArchiveStop::AfterMarker)?;
-        let (mut removed, mut freed) = (0, 0);
-        let mut from = prepared.first_seq;
-        for done in 0usize.. {
-            if done > 0 {
-                self.archive_stops_at(ArchiveStop::AfterCompactSteps(done))?;
-            }
-            let step = self
-                .archive_op(ArchiveOp::Compact {
-                    from,
-                    to: prepared.last_seq,
-                })
-                .await?;
-            removed += step.removed;
-            freed += step.freed;
-            match step.next {
-                Some(next) => from = next,
-                None => break,
-            }
-        }
-        self.archive_stops_at(ArchiveStop::BeforeFinish)?;
-        self.archive_op(ArchiveOp::Finish(prepared.clone())).await?;
-        tracing::info!(
-            first_seq = prepared.first_seq,
-            last_seq = prepared.last_seq,
-            removed,
-            live_bytes_freed = freed,
-            "archived"
-        );
-        Ok(ArchiveReport {
-            first_seq: prepared.first_seq,
-            last_seq: prepared.last_seq,
-            records: prepared.records,
-            removed,
-            live_bytes_freed: freed,
-            archive_dir: self.archive_dir().display().to_string(),
-            segments: prepared.segments,
-            segment_bytes: prepared.segment_bytes,
-            marker_seq: appended.first_seq,
-        })
-    }
-
-    /// Forgets a prepared run that will not be committed: its segments are deleted.
-    pub async fn archive_abort(&self, prepared: Prepared) -> Result<(), StoreError> {
-        let recorded = self
-            .archive_state()
-            .pending
-            .is_some_and(|p| p.prepared == prepared);
-        if recorded {
-            self.archive_op(ArchiveOp::Abort).await?;
-        }
-        self.shared
-            .archive_dir
-            .remove_uncommitted(self.archive_state().through)?;
-        Ok(())
-    }
-
-    async fn archive_op(&self, op: ArchiveOp) -> Result<archive::Compacted, StoreError> {
-        let Some(tx) = &self.tx else {
-            return Err(StoreError::Closed);
-        };
-        if self.shared.closing.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
-        }
-        let (reply, answer) = oneshot::channel();
-        tx.send(Msg::Archive { op, reply })
-            .await
-            .map_err(|_| self.stopped_error())?;
-        answer.await.map_err(|_| self.stopped_error())?
-    }
-
-    fn stopped_error(&self) -> StoreError {
+    pub(super) fn stopped_error(&self) -> StoreError {
         if self.is_poisoned() {
             StoreError::Poisoned
         } else {
