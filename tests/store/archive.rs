@@ -833,3 +833,46 @@ async fn soak_the_live_directory_stays_bounded_with_archive_runs() {
     assert!(verify_chain(&log).expect("verify").is_valid());
     close(log).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_an_archive_run_never_see_damage() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(open(dir.path()));
+    for i in 0..600u64 {
+        log.append(AppendBatch {
+            stream: format!("calls-{}", i % 3),
+            expected: ExpectedVersion::Any,
+            events: vec![event("call.started", i)],
+        })
+        .await
+        .expect("append");
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut walks = 0;
+            while !done.load(Ordering::Acquire) || walks == 0 {
+                let verdict = verify_chain(log.as_ref()).expect("verify");
+                assert!(verdict.is_valid(), "{verdict:?}");
+                let all = log.read_all(1, 10_000).expect("read_all");
+                assert_eq!(all.len() as u64, verdict.head.max(all.len() as u64));
+                for stream in ["calls-0", "calls-1", "calls-2"] {
+                    log.read_stream(stream, 1).expect("read_stream");
+                }
+                walks += 1;
+            }
+            walks
+        })
+    };
+    archive(&log, 601).await;
+    done.store(true, Ordering::Release);
+    let walks = reader.await.expect("reader");
+    assert!(walks > 0);
+    assert_eq!(log.archived_through(), 600);
+    let log = Arc::into_inner(log).expect("sole owner");
+    close(log).await;
+}

@@ -229,6 +229,19 @@ impl SledLog {
         Some((from, from.saturating_add(limit as u64 - 1).min(head)))
     }
 
+    /// Runs a read with the current `archived_through`; if it finds damage while an archive
+    /// run moved that floor (a run removes records only after moving it), it runs again with
+    /// the new floor: a read racing a run never reports the records it removes as missing.
+    fn at_floor<T>(&self, read: impl Fn(u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        loop {
+            let floor = self.archived_through();
+            match read(floor) {
+                Err(StoreError::Corrupt { .. }) if self.archived_through() != floor => continue,
+                other => return other,
+            }
+        }
+    }
+
     pub(super) fn stopped_error(&self) -> StoreError {
         if self.is_poisoned() {
             StoreError::Poisoned
@@ -295,22 +308,23 @@ impl EventLog for SledLog {
         let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
         };
-        let floor = self.archived_through();
-        if from > floor {
-            return read::records(&self.db, from, end, floor, usize::MAX);
-        }
-        let mut out = self.read_archived(from, end.min(floor))?;
-        if end > floor {
-            out.extend(read::records(&self.db, floor + 1, end, floor, usize::MAX)?);
-        }
-        Ok(out)
+        self.at_floor(|floor| {
+            if from > floor {
+                return read::records(&self.db, from, end, floor, usize::MAX);
+            }
+            let mut out = self.read_archived(from, end.min(floor))?;
+            if end > floor {
+                out.extend(read::records(&self.db, floor + 1, end, floor, usize::MAX)?);
+            }
+            Ok(out)
+        })
     }
 
     fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let Some((from, end)) = self.span(from_seq, span) else {
             return Ok(Vec::new());
         };
-        read::records(&self.db, from, end, self.archived_through(), usize::MAX)
+        self.at_floor(|floor| read::records(&self.db, from, end, floor, usize::MAX))
     }
 
     fn archived_through(&self) -> u64 {
