@@ -178,9 +178,9 @@ impl Retention {
 }
 
 /// How often `agp serve --archive-after AGE` looks for records to archive: a 24th of the age,
-/// between a minute and an hour.
+/// between a second and an hour (hourly for any age of a day or more).
 pub fn period(after: Duration) -> Duration {
-    (after / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600))
+    (after / 24).clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 /// Archives call records older than `after` every [`period`] until `shutdown` turns true.

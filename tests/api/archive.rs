@@ -320,3 +320,72 @@ fn tamper_segment(path: &Path, seq: u64) {
     out.extend_from_slice(&rest);
     std::fs::write(path, out).expect("write segment");
 }
+
+/// A call record as the proxy writes it for a refused call, appended directly.
+async fn denied_call(app: &TestApp, agent_id: &str) {
+    use agp::domain::call::{CallEvent, Decision, DenyReason};
+    use agp::store::{AppendBatch, ExpectedVersion, NewEvent};
+    let event = CallEvent::Denied {
+        call_id: uuid::Uuid::now_v7().to_string(),
+        agent_id: agent_id.into(),
+        agent: "bot".into(),
+        profile_id: uuid::Uuid::now_v7().to_string(),
+        profile: "ops".into(),
+        tool: None,
+        connector_id: None,
+        connector: None,
+        operation: None,
+        decision: Decision::Deny,
+        reason: DenyReason::UnknownTool,
+        connector_status: None,
+        arguments_sha256: "0".repeat(64),
+        approval_id: None,
+    };
+    let (event_type, data) = agp::domain::encode_event(&event).expect("encode");
+    app.state
+        .log
+        .append(AppendBatch {
+            stream: CallEvent::stream_for(agent_id),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                id: uuid::Uuid::now_v7(),
+                schema_version: agp::domain::upcast::current_version(&event_type),
+                event_type,
+                actor: format!("agent:{agent_id}"),
+                correlation_id: uuid::Uuid::now_v7(),
+                data,
+            }],
+        })
+        .await
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_archives_call_records_periodically_with_archive_after() {
+    let app = spawn_app_with(tempfile::tempdir().expect("tempdir"), |c| {
+        c.archive_min_age = Duration::ZERO;
+        c.archive_after = Some(Duration::from_secs(1));
+    })
+    .await;
+    assert_eq!(app.post("/profiles", json!({"name": "ops"})).await.0, 201);
+    for _ in 0..3 {
+        denied_call(&app, "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e11").await;
+    }
+    let mut archived = Vec::new();
+    for _ in 0..100 {
+        archived = audit_types(&app, "type=log.").await;
+        if !archived.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(archived, ["log.archived"]);
+    let (_, entries) = app.get("/audit?type=log.").await;
+    assert_eq!(entries[0]["actor"], "system", "{entries}");
+    assert!(audit_types(&app, "type=call.").await.is_empty());
+    assert_eq!(
+        audit_types(&app, "type=profile.").await,
+        ["profile.created"]
+    );
+    assert_consistent(&app).await;
+}
