@@ -36,6 +36,8 @@ const END: &[u8; 8] = b"AGPEND1\n";
 pub const SEGMENT_FORMAT: u32 = 1;
 /// Records per block: a point read (an id lookup) decodes one block.
 pub const BLOCK_RECORDS: usize = 256;
+/// Bytes of a block that always hold its group header (format, codec, count, body length).
+const HEADER_PREFIX: usize = 32;
 /// Largest block accepted when reading (a block holds at most [`BLOCK_RECORDS`] records; tool
 /// registrations are the largest records, a few MiB at worst).
 const MAX_BLOCK: u32 = 1 << 30;
@@ -331,7 +333,11 @@ impl Segment {
             if len >= MAX_BLOCK || next > self.last_seq {
                 return Err(self.corrupt(next, "a block past the segment's range"));
             }
-            value.resize(len as usize, 0);
+            // The group header (a few varints) says how many records the block holds: a
+            // block wholly before `from` is skipped without reading the rest of it.
+            let len = len as usize;
+            let head = len.min(HEADER_PREFIX);
+            value.resize(head, 0);
             r.read_exact(&mut value)
                 .map_err(|e| self.corrupt(next, format!("truncated: {e}")))?;
             if group::is_sparse(&value) {
@@ -343,8 +349,15 @@ impl Segment {
             let first = next;
             next = first.saturating_add(count);
             if next - 1 < from {
+                let rest = i64::try_from(len - head)
+                    .map_err(|_| self.corrupt(first, "a block is too large"))?;
+                r.seek_relative(rest)
+                    .map_err(|e| self.corrupt(first, format!("truncated: {e}")))?;
                 continue;
             }
+            value.resize(len, 0);
+            r.read_exact(&mut value[head..])
+                .map_err(|e| self.corrupt(first, format!("truncated: {e}")))?;
             if !f(first, &value)? {
                 return Ok(());
             }

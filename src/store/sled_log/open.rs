@@ -294,15 +294,17 @@ fn sync_layout(path: &Path) -> Result<(), StoreError> {
 
 /// Where this log's archive segments are: the option, else where its runs wrote them, else
 /// `archive` beside the log's directory.
+/// Absolute, so that what the archive state records means the same from any working
+/// directory.
 fn resolve_archive_dir(path: &Path, options: &SledOptions, state: &ArchiveState) -> PathBuf {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if let Some(dir) = &options.archive_dir {
-        return dir.clone();
+        return absolute(dir);
     }
     if let Some(dir) = &state.dir {
         return dir.clone();
     }
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    absolute
+    absolute(path)
         .parent()
         .map_or_else(|| PathBuf::from("archive"), |p| p.join("archive"))
 }
