@@ -5,7 +5,7 @@
 //! 1. **prepare** (the caller's thread, reads only): from the first record not yet archived,
 //!    take whole groups while every record qualifies, check their chain, write them ALL to
 //!    segment files, fsync the files and the directory. A crash here leaves files past
-//!    `archived_through`, which the next run (or open) deletes.
+//!    `archived_through`, which the next run deletes (and nothing reads).
 //! 2. **begin** (writer thread): the run is recorded in the archive state (`Marchive`, with
 //!    the id of its marker record), flushed and fdatasynced.
 //! 3. **marker**: the caller's marker record (a domain event saying what moved where) is
@@ -13,7 +13,8 @@
 //!    the range's end (in memory), and an open after a crash finishes the run. A crash before
 //!    it: open finds the state's run without its marker, forgets it and deletes its segments;
 //!    nothing was removed.
-//! 4. **compact** (writer thread, a few hundred groups per message, so appends interleave):
+//! 4. **compact** (writer thread, [`COMPACT_GROUPS`] groups per message, so appends
+//!    interleave):
 //!    for each group of the range holding selected records, delete their index entries, keep
 //!    one *archived head* entry per stream that lost records (its head survives), then replace
 //!    the group with a sparse group of the records it keeps (or remove it): one insert, last,
