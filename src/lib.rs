@@ -9,7 +9,8 @@
 //!   events, errors; fact events (call records, security facts: key rotations, refused consent
 //!   callbacks). Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
-//!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
+//!   conformance suite, the cqrs-es adapter, and archive segments (where old call records go,
+//!   the chain whole). The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log, approvals.
 //! - [`retention`] — archive runs: call records older than a cut-off move from the live log
