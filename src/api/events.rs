@@ -165,9 +165,13 @@ async fn list_events(
 pub struct ExportQuery {
     /// First sequence to export (default 1).
     pub from: Option<u64>,
+    /// Only the live log: leave out the records archive runs moved into segments (default
+    /// false: the whole chain, archived records included).
+    pub live: Option<bool>,
 }
 
-/// The raw log from `from` to the head at request time, as NDJSON (one record per line).
+/// The raw log from `from` to the head at request time, as NDJSON (one record per line):
+/// archived records included, unless `live=true`.
 #[utoipa::path(get, path = "/events/export", tag = "events", params(ExportQuery),
     responses((status = 200, description = "NDJSON of RecordedEvent", content_type = "application/x-ndjson")))]
 async fn export_events(
@@ -175,14 +179,23 @@ async fn export_events(
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Response {
     let from = q.from.unwrap_or(1).max(1);
+    let live = q.live.unwrap_or(false);
     let end = state.log.head();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
     let log = state.log.clone();
     tokio::task::spawn_blocking(move || {
         let mut next = from;
         while next <= end {
-            let batch = match log.read_all(next, 2048) {
-                Ok(b) if !b.is_empty() => b,
+            let start = next;
+            let read = if live {
+                // Seqs of `start..start + 2048` the live log no longer holds were archived.
+                next = start + 2048;
+                log.read_live(start, 2048)
+            } else {
+                log.read_all(start, 2048)
+            };
+            let batch = match read {
+                Ok(b) if !b.is_empty() || live => b,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "export stopped");
@@ -195,7 +208,7 @@ async fn export_events(
                     return;
                 }
                 chunk.push(b'\n');
-                next = record.seq + 1;
+                next = next.max(record.seq + 1);
             }
             if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                 return; // client went away

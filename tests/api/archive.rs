@@ -186,6 +186,20 @@ async fn archived_calls_leave_the_live_log_and_everything_still_behaves() {
     assert_eq!(out["report"]["first_seq"], json!(marker_seq), "{out}");
     assert_consistent(&app).await;
     let live_calls = audit_types(&app, "type=call.").await;
+    // The server's export with live=true has no archived call record either.
+    let r = app
+        .http
+        .get(app.url("/api/v1/events/export?live=true"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("send");
+    let text = r.text().await.expect("body");
+    let calls_live = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"call."))
+        .count();
+    assert_eq!(calls_live, live_calls.len());
     let final_head = app.head().await;
     let dir = app.stop().await;
     let d = dir.path().to_str().expect("path").to_string();
@@ -231,6 +245,24 @@ async fn archived_calls_leave_the_live_log_and_everything_still_behaves() {
             .count(),
         8
     );
+    // --live-only leaves the archived call records out, and only them.
+    let through = offline["report"]["last_seq"].as_u64().expect("last_seq");
+    let live = run(agp(&["--data-dir", &d, "events", "export", "--live-only"])).await;
+    assert!(live.status.success());
+    let live: Vec<u64> = String::from_utf8_lossy(&live.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<RecordedEvent>(l)
+                .expect("record")
+                .seq
+        })
+        .collect();
+    let expected: Vec<u64> = records
+        .iter()
+        .filter(|r| !r.event_type.starts_with("call.") || r.seq > through)
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(live, expected);
     let kept = tempfile::tempdir().expect("tempdir");
     let file = kept.path().join("events.ndjson");
     std::fs::write(&file, &export.stdout).expect("write export");

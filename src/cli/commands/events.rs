@@ -1,5 +1,6 @@
-//! `agp events export [--from SEQ]`: the raw log as NDJSON on stdout, archived records
-//! included, from a running server or directly from a data directory no server holds.
+//! `agp events export [--from SEQ] [--live-only]`: the raw log as NDJSON on stdout, archived
+//! records included unless `--live-only`, from a running server or directly from a data
+//! directory no server holds.
 //! `agp events archive --before SEQ|TIME|AGE`: an archive run (decision 0020), through the
 //! running server or directly on a stopped server's data directory.
 
@@ -27,6 +28,9 @@ pub enum EventsCommand {
         /// First sequence to export.
         #[arg(long, default_value_t = 1)]
         from: u64,
+        /// Only the live log: leave out the records archive runs moved into segments.
+        #[arg(long)]
+        live_only: bool,
     },
     /// Move call records (`call.*`) out of the live log into compressed archive segments that
     /// keep the hash chain whole (`events export` and `audit verify` read them). Takes whole
@@ -44,8 +48,8 @@ pub enum EventsCommand {
 }
 
 pub async fn run(global: &Global, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
-    let from = match cmd {
-        EventsCommand::Export { from } => from,
+    let (from, live_only) = match cmd {
+        EventsCommand::Export { from, live_only } => (from, live_only),
         EventsCommand::Archive { before, min_age } => {
             return archive(global, &before, min_age).await;
         }
@@ -57,21 +61,29 @@ pub async fn run(global: &Global, cmd: EventsCommand) -> anyhow::Result<ExitCode
             let end = log.head();
             let mut next = from.max(1);
             while next <= end {
-                let batch = log.read_all(next, 4096)?;
-                if batch.is_empty() {
+                let start = next;
+                let batch = if live_only {
+                    // Seqs of `start..start + 4096` the live log no longer holds were archived.
+                    next = start + 4096;
+                    log.read_live(start, 4096)?
+                } else {
+                    log.read_all(start, 4096)?
+                };
+                if batch.is_empty() && !live_only {
                     break;
                 }
                 for record in &batch {
                     serde_json::to_writer(&mut out, record)?;
                     out.write_all(b"\n")?;
-                    next = record.seq + 1;
+                    next = next.max(record.seq + 1);
                 }
             }
         }
         Source::Server => {
             let client = Client::new(global)?;
+            let live = if live_only { "&live=true" } else { "" };
             let mut resp = client
-                .stream(&format!("/events/export?from={from}"))
+                .stream(&format!("/events/export?from={from}{live}"))
                 .await?;
             while let Some(chunk) = resp.chunk().await.context("reading the export stream")? {
                 out.write_all(&chunk)?;
