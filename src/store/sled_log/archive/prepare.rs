@@ -4,7 +4,7 @@
 use std::os::unix::fs::DirBuilderExt;
 
 use super::super::{group, keys};
-use crate::store::archive::segment::SegmentWriter;
+use crate::store::archive::segment::{SegmentWriter, sync_dir};
 use crate::store::archive::{ArchiveDir, ArchiveRequest, ArchiveState, Prepared};
 use crate::store::{GENESIS_HASH, RecordedEvent, StoreError};
 
@@ -27,16 +27,22 @@ pub(in crate::store::sled_log) fn prepare(
     if first > head {
         return Ok(None);
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir.path())
-        .map_err(|e| {
-            StoreError::Backend(format!(
-                "creating the archive {}: {e}",
-                dir.path().display()
-            ))
-        })?;
+    if !dir.path().is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.path())
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "creating the archive {}: {e}",
+                    dir.path().display()
+                ))
+            })?;
+        // The new directory's own entry must survive a power cut as the segments in it do.
+        if let Some(parent) = dir.path().parent() {
+            sync_dir(parent)?;
+        }
+    }
     dir.remove_uncommitted(state.through)?;
     let selector = &request.selector;
     let qualifies = |r: &RecordedEvent| {
