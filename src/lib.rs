@@ -9,9 +9,12 @@
 //!   events, errors; fact events (call records, security facts: key rotations, refused consent
 //!   callbacks). Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
-//!   conformance suite, and the cqrs-es adapter. The only code that knows bytes on disk.
+//!   conformance suite, the cqrs-es adapter, and archive segments (where old call records go,
+//!   the chain whole). The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log, approvals.
+//! - [`retention`] — archive runs: call records older than a cut-off move from the live log
+//!   into compressed, chain-anchored segments (the segments themselves: `store::archive`).
 //! - [`checkpoints`] — signed audit checkpoints: the Ed25519 key sealed in the vault, the
 //!   periodic checkpoint, the file and webhook sinks (the format and check: `store::checkpoint`).
 //! - [`approvals`] — the approvals service: a held call's request, wait and decision, expiry
@@ -45,5 +48,6 @@ pub mod domain;
 pub mod oauth;
 pub mod projections;
 pub mod proxy;
+pub mod retention;
 pub mod store;
 pub mod vault;

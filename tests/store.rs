@@ -1,7 +1,7 @@
 //! Integration tests of the event log: conformance of both backends, reopen, tail and middle
 //! corruption, an append a crash left unfinished, poisoning after a failed flush, durability
 //! under `kill -9`, and on power loss (every ack after an fdatasync, seen by strace), and signed
-//! checkpoints against an attacker who rewrites the log.
+//! checkpoints against an attacker who rewrites the log, and archive runs (retention).
 //!
 //! One test binary; each area is a module under `tests/store/` (a crate root looks for
 //! modules beside itself, hence the `#[path]`s).
@@ -9,6 +9,8 @@
 #[path = "store/helpers.rs"]
 mod helpers;
 
+#[path = "store/archive.rs"]
+mod archive;
 #[path = "store/checkpoint.rs"]
 mod checkpoint;
 #[path = "store/conformance.rs"]

@@ -197,9 +197,13 @@ async fn list_events(
 pub struct ExportQuery {
     /// First sequence to export (default 1).
     pub from: Option<u64>,
+    /// Only the live log: leave out the records archive runs moved into segments (default
+    /// false: the whole chain, archived records included).
+    pub live: Option<bool>,
 }
 
-/// The raw log from `from` to the head at request time, as NDJSON (one record per line).
+/// The raw log from `from` to the head at request time, as NDJSON (one record per line):
+/// archived records included, unless `live=true`.
 #[utoipa::path(get, path = "/events/export", tag = "events", params(ExportQuery),
     responses((status = 200, description = "NDJSON of RecordedEvent", content_type = "application/x-ndjson")))]
 async fn export_events(
@@ -207,14 +211,23 @@ async fn export_events(
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Response {
     let from = q.from.unwrap_or(1).max(1);
+    let live = q.live.unwrap_or(false);
     let end = state.log.head();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
     let log = state.log.clone();
     tokio::task::spawn_blocking(move || {
         let mut next = from;
         while next <= end {
-            let batch = match log.read_all(next, 2048) {
-                Ok(b) if !b.is_empty() => b,
+            let start = next;
+            let read = if live {
+                // Seqs of `start..start + 2048` the live log no longer holds were archived.
+                next = start + 2048;
+                log.read_live(start, 2048)
+            } else {
+                log.read_all(start, 2048)
+            };
+            let batch = match read {
+                Ok(b) if !b.is_empty() || live => b,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "export stopped");
@@ -227,7 +240,7 @@ async fn export_events(
                     return;
                 }
                 chunk.push(b'\n');
-                next = record.seq + 1;
+                next = next.max(record.seq + 1);
             }
             if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                 return; // client went away
@@ -247,24 +260,37 @@ fn ndjson(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
 
 /// The response header naming the next page of `GET /audit` (absent on the last page).
 pub const NEXT_CURSOR: &str = "x-next-cursor";
+/// The response header of `GET /audit` naming the last seq whose call records were archived.
+pub const ARCHIVED_THROUGH: &str = "x-archived-through";
 
 /// Audit entries matching the filters, newest first unless `order=asc`, one page at a time:
 /// pass the `x-next-cursor` header of a page as `cursor` (with the same filters) for the next.
+/// Call records at or below the `x-archived-through` seq (when present) were archived
+/// (decision 0023) and are not listed; `GET /events` and `/events/export` still have them.
 #[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
     responses((status = 200, body = Vec<AuditEntry>, headers(("x-next-cursor" = String,
-        description = "Opaque cursor of the next page; absent when nothing more matches"))),
+        description = "Opaque cursor of the next page; absent when nothing more matches"),
+        ("x-archived-through" = u64,
+        description = "Call records at or below this seq were archived and are not listed"))),
         (status = 400, body = ErrorBody)))]
 async fn query_audit(
     State(state): State<SharedState>,
     ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
     let q = q.into_query()?;
-    let page = state.projections.read(|p| p.audit.query(&q));
+    let (page, archived) = state
+        .projections
+        .read(|p| (p.audit.query(&q), p.audit.archived().0));
     let mut response = ApiJson(page.entries).into_response();
     if let Some(next) = page.next {
         let value = header::HeaderValue::from_str(&next.encode())
             .map_err(|e| ApiError::Internal(format!("cursor header: {e}")))?;
         response.headers_mut().insert(NEXT_CURSOR, value);
+    }
+    if archived > 0 {
+        response
+            .headers_mut()
+            .insert(ARCHIVED_THROUGH, header::HeaderValue::from(archived));
     }
     Ok(response)
 }

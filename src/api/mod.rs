@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod approvals;
+pub mod archive;
 pub mod auth;
 pub mod checkpoints;
 pub mod connect;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub console: crate::console::Sessions,
     /// Signed audit checkpoints (`/audit/checkpoints`, `/audit/checkpoint-key`).
     pub checkpoints: Arc<crate::checkpoints::Checkpointer>,
+    /// Archive runs (`/events/archive`, `agp serve --archive-after`).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 impl AppState {
@@ -126,6 +129,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(connectors::routes())
         .merge(tools::routes())
         .merge(events::routes())
+        .merge(archive::routes())
         .merge(checkpoints::routes())
         .merge(keys::routes())
         .split_for_parts();

@@ -106,6 +106,14 @@ pub struct Config {
     /// When failed revocations are tried again: 2 s after the first failure, doubling, at most
     /// an hour apart.
     pub revocation_backoff: crate::connectors::service::RetryBackoff,
+    /// Where archive segments go (decision 0023). `None`: where the log's earlier runs wrote
+    /// them, else `<data-dir>/archive`.
+    pub archive_dir: Option<PathBuf>,
+    /// Archive call records older than this periodically (`--archive-after`); `None`: only on
+    /// demand.
+    pub archive_after: Option<std::time::Duration>,
+    /// Records younger than this are never archived.
+    pub archive_min_age: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +162,9 @@ impl Config {
             checkpoint_webhook: None,
             master_key_file: None,
             revocation_backoff: crate::connectors::service::RetryBackoff::default(),
+            archive_dir: None,
+            archive_after: None,
+            archive_min_age: crate::retention::DEFAULT_MIN_AGE,
         })
     }
 }

@@ -32,16 +32,24 @@ pub struct Application {
     refresh_every: std::time::Duration,
     relist_every: std::time::Duration,
     checkpoint_every: std::time::Duration,
+    archive_after: Option<std::time::Duration>,
     pub admin_token_created: bool,
 }
 
-/// Opens the embedded event log in `dir`, acknowledging appends as `durability` says.
+/// Opens the embedded event log in `dir`, acknowledging appends as `durability` says, with
+/// archive segments in `archive_dir` (default: where earlier runs wrote them, else
+/// `<dir>/archive`).
 pub fn open_log(
     dir: &std::path::Path,
     durability: Durability,
+    archive_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn EventLog>> {
     let path = data_dir::events_path(dir);
-    let (log, _report) = crate::store::sled_log::SledLog::open(&path, durability.sled_options())
+    let options = crate::store::SledOptions {
+        archive_dir: archive_dir.map(std::path::Path::to_path_buf),
+        ..durability.sled_options()
+    };
+    let (log, _report) = crate::store::sled_log::SledLog::open(&path, options)
         .with_context(|| format!("opening the event log at {}", path.display()))?;
     Ok(Arc::new(log))
 }
@@ -71,10 +79,15 @@ impl Application {
         let vault = Arc::new(vault);
         // A rotation interrupted by a stop resumes here.
         crate::api::keys::spawn_rewrap(vault.clone());
-        let log = open_log(&config.data_dir, config.durability)?;
-        let audit_index = crate::projections::audit::AuditIndex::open(
+        let log = open_log(
+            &config.data_dir,
+            config.durability,
+            config.archive_dir.as_deref(),
+        )?;
+        let audit_index = crate::projections::audit::AuditIndex::open_archived(
             &config.data_dir.join("audit-index"),
             log.head(),
+            log.archived_through(),
         )
         .context("opening the audit index")?;
         let projections = LiveProjections::start_with(log.clone(), Some(audit_index))
@@ -119,6 +132,10 @@ impl Application {
                     .map(|url| (egress.clone(), url)),
             },
         ));
+        let retention = Arc::new(crate::retention::Retention::new(
+            log.clone(),
+            config.archive_min_age,
+        ));
         let connector_service = Arc::new(
             crate::connectors::service::ConnectorService::new(
                 log.clone(),
@@ -158,6 +175,7 @@ impl Application {
             shutdown,
             console: crate::console::Sessions::default(),
             checkpoints,
+            retention,
         });
         Ok(Self {
             listener,
@@ -166,6 +184,7 @@ impl Application {
             refresh_every: config.refresh_every,
             relist_every: config.relist_every,
             checkpoint_every: config.checkpoint_every,
+            archive_after: config.archive_after,
             admin_token_created: origin == data_dir::TokenOrigin::Created,
         })
     }
@@ -201,6 +220,13 @@ impl Application {
             crate::checkpoints::spawn_periodic(
                 state.checkpoints.clone(),
                 self.checkpoint_every,
+                state.shutdown.subscribe(),
+            );
+        }
+        if let Some(after) = self.archive_after {
+            crate::retention::spawn_periodic(
+                state.retention.clone(),
+                after,
                 state.shutdown.subscribe(),
             );
         }

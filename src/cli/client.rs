@@ -62,21 +62,35 @@ impl Client {
         path: &str,
         header: &str,
     ) -> anyhow::Result<(Value, Option<String>)> {
+        let (value, mut headers) = self.get_with_headers(path, &[header]).await?;
+        Ok((value, headers.pop().flatten()))
+    }
+
+    /// GET `path`, and the values of `headers` (in that order) when the answer has them.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        headers: &[&str],
+    ) -> anyhow::Result<(Value, Vec<Option<String>>)> {
         let req = self.http.get(self.url(path)).bearer_auth(&self.token);
         let resp = req.send().await.map_err(|e| self.unreachable(e))?;
-        let value = resp
-            .headers()
-            .get(header)
-            .map(|v| {
-                v.to_str().map(str::to_string).with_context(|| {
-                    format!(
-                        "AGP at {} sent a {header} header that is not text",
-                        self.base
-                    )
-                })
+        let values = headers
+            .iter()
+            .map(|header| {
+                resp.headers()
+                    .get(*header)
+                    .map(|v| {
+                        v.to_str().map(str::to_string).with_context(|| {
+                            format!(
+                                "AGP at {} sent a {header} header that is not text",
+                                self.base
+                            )
+                        })
+                    })
+                    .transpose()
             })
-            .transpose()?;
-        Ok((self.body(resp).await?, value))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((self.body(resp).await?, values))
     }
 
     /// A POST whose JSON body is `body`, one of the API's request types.

@@ -1,9 +1,10 @@
 //! The `agp` command line: `agp serve`, and `agp <noun> <verb>` admin and auditor commands that
 //! call the REST API (`--server`/`AGP_URL`; admin token from `AGP_ADMIN_TOKEN` or the data
 //! directory's `admin.token`). Every command takes `--output json`; tables are the default.
-//! `events export` and `audit verify` also work directly on a data directory no server holds.
-//! `agp healthcheck` probes `/readyz` (a container's health check); `agp completions` and
-//! `agp man` print shell completions and the man page, generated from these definitions.
+//! `events export`, `events archive` and `audit verify` also work directly on a data directory
+//! no server holds. `agp healthcheck` probes `/readyz` (a container's health check);
+//! `agp completions` and `agp man` print shell completions and the man page, generated
+//! from these definitions.
 
 pub mod client;
 pub mod commands;
@@ -45,6 +46,11 @@ pub struct Global {
     /// Output format.
     #[arg(long, global = true, env = "AGP_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Where the event log's archive segments are (decision 0023): where `agp serve` and
+    /// `agp events archive` write them, and where commands reading a data directory find
+    /// them. Default: where earlier runs wrote them, else `<data-dir>/archive`.
+    #[arg(long, global = true, env = "AGP_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -168,6 +174,20 @@ pub struct ServeArgs {
     /// `--features otlp`; others refuse to start with it.
     #[arg(long, env = "AGP_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<url::Url>,
+    /// Move call records older than this (`30d`, `12h`, `90m`, `3600s`) out of the live log
+    /// into archive segments, periodically. Off by default; `agp events archive` runs on
+    /// demand.
+    #[arg(long, env = "AGP_ARCHIVE_AFTER", value_name = "AGE", value_parser = duration_arg)]
+    pub archive_after: Option<std::time::Duration>,
+    /// Records younger than this are never archived, whatever an archive run asks.
+    #[arg(long, env = "AGP_ARCHIVE_MIN_AGE", value_name = "AGE", default_value = "5m", value_parser = duration_arg)]
+    pub archive_min_age: std::time::Duration,
+}
+
+/// A duration argument: a whole number and one unit, `30d`, `12h`, `90m`, `3600s`.
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::retention::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30d, 12h, 90m or 3600s"))
 }
 
 /// `agp serve --help`'s closing words: the variables that are not options.

@@ -34,6 +34,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .master_key_file
         .clone()
         .filter(|p| !p.as_os_str().is_empty());
+    config.archive_dir = global.archive_dir.clone();
+    config.archive_after = args.archive_after;
+    config.archive_min_age = args.archive_min_age;
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);

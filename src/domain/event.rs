@@ -22,7 +22,7 @@ pub enum AgpEvent {
     Approval(ApprovalEvent),
     /// A proxied call's record (a fact, not an aggregate's decision).
     Call(CallEvent),
-    /// A security fact: a key rotation, a refused consent callback.
+    /// A security fact: a key rotation, a refused consent callback, an archive run.
     Security(SecurityEvent),
 }
 
@@ -89,7 +89,10 @@ impl AgpEvent {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Call)
                 .map_err(malformed)
-        } else if event_type.starts_with("vault.") || event_type.starts_with("consent.") {
+        } else if event_type.starts_with("vault.")
+            || event_type.starts_with("consent.")
+            || event_type.starts_with("log.")
+        {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Security)
                 .map_err(malformed)

@@ -1,11 +1,16 @@
-//! Security facts (`vault.*`, `consent.*`): admin actions on the vault and refused consent
-//! callbacks. No aggregate decides these — the vault and the callback's checks do — so they go
-//! to fact streams appended with `ExpectedVersion::Any`: `vault` (actor: the admin) and
-//! `consent-callbacks` (actor `anonymous`: whoever sent the callback is not authenticated).
+//! Security facts (`vault.*`, `consent.*`, `log.*`): admin actions on the vault, refused
+//! consent callbacks, and archive runs of the log. No aggregate decides these — the vault, the
+//! callback's checks and the archive run do — so they go to fact streams appended with
+//! `ExpectedVersion::Any`: `vault` (actor: the admin), `consent-callbacks` (actor `anonymous`:
+//! whoever sent the callback is not authenticated) and `log` (actor: the admin, or `system`
+//! for a periodic run).
 //!
 //! Nothing a browser or a provider sends is copied into these records: a refusal names its
 //! reason from a fixed list and, when the state was genuine, the connector it was for.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ResourceName;
@@ -69,16 +74,44 @@ pub enum SecurityEvent {
         connector: Option<ResourceName>,
         suppressed: u64,
     },
+    /// An archive run moved every record of seqs `first_seq..=last_seq` into archive segments
+    /// and removes those the `selector` takes (call records) from the live log (decision
+    /// 0023). Appended by the run before it removes anything: it is the run's commit mark,
+    /// and what the projections keep of the calls it removes.
+    #[serde(rename = "log.archived")]
+    LogArchived {
+        first_seq: u64,
+        last_seq: u64,
+        /// Hash of the record at `last_seq`, where the live log's chain continues.
+        last_hash: String,
+        /// Records in the segments (every record of the range).
+        records: u64,
+        /// Records removed from the live log (the selector's).
+        removed: u64,
+        /// Event type prefixes removed from the live log.
+        selector: Vec<String>,
+        /// The segment files, in seq order (in the archive directory).
+        segments: Vec<String>,
+        /// Each agent's last archived call (started or denied): its `last_call_at` survives.
+        agents_last_call: BTreeMap<String, DateTime<Utc>>,
+        /// Each connector's last archived completed call: its `last_used_at` survives.
+        connectors_last_used: BTreeMap<String, DateTime<Utc>>,
+    },
 }
 
 impl SecurityEvent {
-    pub const TYPES: &'static [&'static str] = &["vault.key_rotated", "consent.callback_refused"];
+    pub const TYPES: &'static [&'static str] = &[
+        "vault.key_rotated",
+        "consent.callback_refused",
+        "log.archived",
+    ];
 
     /// The fact stream an event goes to.
     pub fn stream(&self) -> &'static str {
         match self {
             SecurityEvent::KeyRotated { .. } => "vault",
             SecurityEvent::CallbackRefused { .. } => "consent-callbacks",
+            SecurityEvent::LogArchived { .. } => "log",
         }
     }
 }
@@ -88,6 +121,7 @@ impl cqrs_es::DomainEvent for SecurityEvent {
         match self {
             SecurityEvent::KeyRotated { .. } => "vault.key_rotated",
             SecurityEvent::CallbackRefused { .. } => "consent.callback_refused",
+            SecurityEvent::LogArchived { .. } => "log.archived",
         }
         .to_string()
     }

@@ -16,6 +16,7 @@ use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
     RevocationOutcome, TokenAuthMethod, client_auth,
 };
+use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
 /// Where a connector's endpoint value came from.
@@ -310,6 +311,19 @@ impl Projection for ConnectorStatusView {
             AgpEvent::Call(CallEvent::Completed { connector_id, .. }) => {
                 if let Some(v) = self.by_id.get_mut(connector_id) {
                     v.last_used_at = Some(record.time);
+                }
+                return;
+            }
+            // Archived calls are no longer folded at a rebuild: their run says when each
+            // connector was used last. The later of the two, so live and rebuilt sets agree.
+            AgpEvent::Security(SecurityEvent::LogArchived {
+                connectors_last_used,
+                ..
+            }) => {
+                for (connector_id, at) in connectors_last_used {
+                    if let Some(v) = self.by_id.get_mut(connector_id) {
+                        v.last_used_at = v.last_used_at.max(Some(*at));
+                    }
                 }
                 return;
             }

@@ -13,6 +13,7 @@ use crate::domain::AgpEvent;
 use crate::domain::agent::AgentEvent;
 use crate::domain::call::CallEvent;
 use crate::domain::profile::{Policy, ProfileEvent};
+use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -268,6 +269,17 @@ impl Projection for GrantsIndex {
             ) => {
                 if let Some(a) = self.agents.get_mut(agent_id) {
                     a.last_call_at = Some(record.time);
+                }
+            }
+            // Archived calls are no longer folded at a rebuild: their run says when each agent
+            // called last. The later of the two, so that live and rebuilt sets agree.
+            AgpEvent::Security(SecurityEvent::LogArchived {
+                agents_last_call, ..
+            }) => {
+                for (agent_id, at) in agents_last_call {
+                    if let Some(a) = self.agents.get_mut(agent_id) {
+                        a.last_call_at = a.last_call_at.max(Some(*at));
+                    }
                 }
             }
             AgpEvent::Connector(_)

@@ -72,13 +72,16 @@ pub struct ProjectionSet {
     pub visibility_seq: u64,
     /// Sequence of the last approval event: calls waiting for a decision watch it.
     pub approvals_seq: u64,
+    /// The log's `archived_through` when this set was rebuilt: seqs at or below it may be
+    /// missing from what it folds (their records were archived, decision 0023).
+    pub archived_through: u64,
 }
 
 /// How many events one read of the log returns during a rebuild or catch-up.
 pub const READ_BATCH: usize = 4096;
 
 impl ProjectionSet {
-    /// Folds the next event; it must be exactly `checkpoint + 1`.
+    /// Folds the next event; it must be exactly `checkpoint + 1`, or follow archived seqs.
     pub fn apply(&mut self, record: &RecordedEvent) -> Result<(), ProjectionError> {
         let event = AgpEvent::decode(&record.event_type, record.schema_version, &record.data)
             .map_err(|source| ProjectionError::Decode {
@@ -88,13 +91,17 @@ impl ProjectionSet {
         self.apply_decoded(record, &event)
     }
 
-    /// Folds the next event, already decoded; it must be exactly `checkpoint + 1`.
+    /// Folds the next event, already decoded; it must be exactly `checkpoint + 1`, or follow
+    /// seqs that were archived (at or below `archived_through`).
     pub fn apply_decoded(
         &mut self,
         record: &RecordedEvent,
         event: &AgpEvent,
     ) -> Result<(), ProjectionError> {
-        if record.seq != self.checkpoint + 1 {
+        // Seqs skipped must all have been archived.
+        if record.seq <= self.checkpoint
+            || (record.seq != self.checkpoint + 1 && record.seq - 1 > self.archived_through)
+        {
             return Err(ProjectionError::OutOfOrder {
                 seq: record.seq,
                 checkpoint: self.checkpoint,
@@ -115,7 +122,8 @@ impl ProjectionSet {
     }
 
     /// Rebuilds every projection from event 1 up to `upto` (inclusive), or to the head, reading
-    /// and decoding on all cores ([`rebuild::fold_parallel`]).
+    /// the live log (archived records are not folded) and decoding on all cores
+    /// ([`rebuild::fold_parallel`]).
     pub fn rebuild(log: &dyn EventLog, upto: Option<u64>) -> Result<Self, ProjectionError> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         Self::rebuild_with(log, upto, workers)
@@ -127,7 +135,10 @@ impl ProjectionSet {
         upto: Option<u64>,
         workers: usize,
     ) -> Result<Self, ProjectionError> {
-        let mut set = ProjectionSet::default();
+        let mut set = ProjectionSet {
+            archived_through: log.archived_through(),
+            ..ProjectionSet::default()
+        };
         let end = upto.unwrap_or_else(|| log.head());
         rebuild::fold_parallel(&mut set, log, end, workers)?;
         Ok(set)
@@ -139,7 +150,10 @@ impl ProjectionSet {
         index: audit::AuditIndex,
     ) -> Result<Self, ProjectionError> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let mut set = ProjectionSet::default();
+        let mut set = ProjectionSet {
+            archived_through: log.archived_through(),
+            ..ProjectionSet::default()
+        };
         set.audit.attach(index);
         rebuild::fold_parallel(&mut set, log, log.head(), workers)?;
         Ok(set)

@@ -27,15 +27,25 @@ const WINDOW: u64 = 6;
 
 type Decoded = Vec<(RecordedEvent, AgpEvent)>;
 
-/// Reads and decodes `[from, to]`.
-fn decode_chunk(log: &dyn EventLog, from: u64, to: u64) -> Result<Decoded, ProjectionError> {
-    let want = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
-    let records = log.read_all(from, want)?;
-    if records.len() != want {
-        return Err(ProjectionError::Store(crate::store::StoreError::Corrupt {
-            seq: from + records.len() as u64,
-            reason: "record missing below the head".into(),
-        }));
+/// Reads and decodes the live records of `[from, to]`: every seq above `archived` must be
+/// there (below it, archived records are not).
+fn decode_chunk(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    archived: u64,
+) -> Result<Decoded, ProjectionError> {
+    let span = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
+    let records = log.read_live(from, span)?;
+    let mut next = from;
+    for r in &records {
+        if r.seq < next || r.seq > to || (r.seq > next && r.seq - 1 > archived) {
+            return Err(missing(next.max(archived + 1)));
+        }
+        next = r.seq + 1;
+    }
+    if next <= to && to > archived {
+        return Err(missing(next.max(archived + 1)));
     }
     records
         .into_iter()
@@ -46,6 +56,13 @@ fn decode_chunk(log: &dyn EventLog, from: u64, to: u64) -> Result<Decoded, Proje
             Ok((r, e))
         })
         .collect()
+}
+
+fn missing(seq: u64) -> ProjectionError {
+    ProjectionError::Store(crate::store::StoreError::Corrupt {
+        seq,
+        reason: "record missing below the head".into(),
+    })
 }
 
 /// What projections read of a record's raw `data` besides its decoded event: only the audit's
@@ -69,6 +86,7 @@ pub fn fold_parallel(
     if start > end {
         return Ok(());
     }
+    let archived = set.archived_through;
     let chunks = (end - start + 1).div_ceil(CHUNK);
     let next_chunk = AtomicU64::new(0);
     let folded_chunks = AtomicU64::new(0);
@@ -95,7 +113,8 @@ pub fn fold_parallel(
                     }
                     let from = start + c * CHUNK;
                     let to = (from + CHUNK - 1).min(end);
-                    if tx.send((c, decode_chunk(log, from, to))).is_err() {
+                    let decoded = decode_chunk(log, from, to, archived);
+                    if tx.send((c, decoded)).is_err() {
                         return;
                     }
                 }
@@ -126,5 +145,9 @@ pub fn fold_parallel(
         drop(rx);
         result
     })?;
+    // The last seqs may all have been archived: the set has still seen everything up to `end`.
+    if set.checkpoint < end && end <= archived {
+        set.checkpoint = end;
+    }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! (the embedded default) and [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
 //! ([`aggregate_store`]) that lets aggregates load and commit through the log, the auditor's
 //! chain check ([`verify`]) and its signed anchors ([`checkpoint`]), and the rules every
-//! backend shares (`append`: validation, expected-version check, sealing records).
+//! backend shares (`append`: validation, expected-version check, sealing records), and
+//! retention ([`archive`]: records moved out of the live log into compressed segments that
+//! keep the chain whole, decision 0023).
 //!
 //! Invariants every backend keeps (checked by [`conformance`]):
 //! - global sequences start at 1 and have no holes; stream versions start at 1 and have no holes;
@@ -19,6 +21,7 @@
 
 pub mod aggregate_store;
 mod append;
+pub mod archive;
 pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
@@ -158,8 +161,59 @@ pub trait EventLog: Send + Sync + 'static {
         from_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// Up to `limit` events with `seq >= from_seq`, in sequence order.
+    /// Up to `limit` events with `seq >= from_seq`, in sequence order: the whole chain,
+    /// archived records included (read back from their segments, decision 0023).
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The events of the live log with `from_seq <= seq < from_seq + span` (up to the head),
+    /// in sequence order: what [`read_all`](Self::read_all) returns for `limit = span`, except
+    /// that records an archive run moved out (all at or below
+    /// [`archived_through`](Self::archived_through)) are not there, so the answer may hold
+    /// fewer than `span` records below it: `span` counts seqs, not records. What projections
+    /// fold: their state must not need what was archived.
+    fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_all(from_seq, span)
+    }
+
+    /// Every record at or below this seq is in an archive segment, and the live log keeps only
+    /// those of them the archive's selector did not take (0: nothing archived).
+    fn archived_through(&self) -> u64 {
+        0
+    }
+
+    /// Step 1 of an archive run (decision 0023, [`archive`]): writes and fsyncs the segments
+    /// of the next range `request` allows, calling `visit` with each record the selector takes;
+    /// nothing leaves the live log yet. Blocking. `None` when nothing qualifies. A backend that
+    /// cannot archive answers [`StoreError::Invalid`].
+    fn archive_prepare(
+        &self,
+        request: &archive::ArchiveRequest,
+        visit: &mut dyn FnMut(&RecordedEvent),
+    ) -> Result<Option<archive::Prepared>, StoreError> {
+        let _ = (request, visit);
+        Err(StoreError::Invalid(
+            "this event log does not archive".into(),
+        ))
+    }
+
+    /// The rest of the run: appends `marker` (the run counts once it is durable) and removes
+    /// the selected records from the live log.
+    async fn archive_commit(
+        &self,
+        prepared: archive::Prepared,
+        marker: AppendBatch,
+    ) -> Result<archive::ArchiveReport, StoreError> {
+        let _ = (prepared, marker);
+        Err(StoreError::Invalid(
+            "this event log does not archive".into(),
+        ))
+    }
+
+    /// Forgets a prepared run (deletes its segments) instead of committing it.
+    async fn archive_abort(&self, prepared: archive::Prepared) -> Result<(), StoreError> {
+        let _ = prepared;
+        Ok(())
+    }
 
     /// What [`read_all`](Self::read_all) returns, for followers of the head (the live
     /// projections). A backend may answer from memory with the events this process committed

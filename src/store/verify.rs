@@ -138,15 +138,7 @@ impl ChainVerifier {
             let records = match log.read_all(self.next, want) {
                 Ok(records) => records,
                 Err(StoreError::Corrupt { seq, reason }) => {
-                    // Records before the undecodable one may hold an earlier break.
-                    if seq > self.next {
-                        let before = usize::try_from(seq - self.next).unwrap_or(usize::MAX);
-                        let records = log.read_all(self.next, before)?;
-                        if let Some(b) = self.check_all(&records) {
-                            return Ok(Some(b));
-                        }
-                    }
-                    return Ok(broken(seq, reason));
+                    return self.before_damage(log, seq, reason);
                 }
                 Err(e) => return Err(e),
             };
@@ -161,6 +153,35 @@ impl ChainVerifier {
             }
         }
         Ok(None)
+    }
+
+    /// The first break at or before `seq`, which does not read (`reason`): records before it
+    /// may hold an earlier break, or not read either (reading archived records checks more
+    /// than one at a time), so the range narrows until what precedes the damage reads.
+    fn before_damage<L: EventLog + ?Sized>(
+        &mut self,
+        log: &L,
+        mut seq: u64,
+        mut reason: String,
+    ) -> Result<Option<ChainBreak>, StoreError> {
+        while seq > self.next {
+            let before = usize::try_from(seq - self.next).unwrap_or(usize::MAX);
+            match log.read_all(self.next, before) {
+                Ok(records) => {
+                    if let Some(b) = self.check_all(&records) {
+                        return Ok(Some(b));
+                    }
+                    break;
+                }
+                Err(StoreError::Corrupt {
+                    seq: earlier,
+                    reason: why,
+                }) if earlier < seq => (seq, reason) = (earlier, why),
+                Err(StoreError::Corrupt { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(broken(seq, reason))
     }
 
     fn check_all(&mut self, records: &[RecordedEvent]) -> Option<ChainBreak> {

@@ -12,6 +12,7 @@ mod agents;
 mod api_explorer;
 mod approvals_e2e;
 mod approvals_restart;
+mod archive;
 mod audit_queries;
 mod bad_input;
 mod checkpoints;

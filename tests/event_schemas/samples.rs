@@ -115,6 +115,7 @@ fn security_variants() -> Variants<SecurityEvent> {
     variants!(SecurityEvent {
         KeyRotated => "vault.key_rotated",
         CallbackRefused => "consent.callback_refused",
+        LogArchived => "log.archived",
     })
 }
 
@@ -133,6 +134,23 @@ pub fn security_events() -> Vec<SecurityEvent> {
             reason: CallbackRefusal::InvalidState,
             connector: None,
             suppressed: 1234,
+        },
+        SecurityEvent::LogArchived {
+            first_seq: 1,
+            last_seq: 4096,
+            last_hash: "9f".repeat(32),
+            records: 4096,
+            removed: 4000,
+            selector: vec!["call.".into()],
+            segments: vec![format!("{:020}-{:020}.seg", 1, 4096)],
+            agents_last_call: [(
+                "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e11".to_string(),
+                chrono::DateTime::parse_from_rfc3339("2026-01-31T10:00:00.123456Z")
+                    .expect("time")
+                    .to_utc(),
+            )]
+            .into(),
+            connectors_last_used: Default::default(),
         },
     ]
 }

@@ -785,5 +785,21 @@ pub fn security_event() -> impl Strategy<Value = agp::domain::security::Security
                 connector: connector.and_then(|c| agp::domain::ResourceName::parse(&c).ok()),
                 suppressed,
             }),
+        (1u64..1_000_000, 0u64..1000, 0u64..1_000_000_000_000u64).prop_map(|(first, n, micros)| {
+            let time =
+                chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000 + micros as i64)
+                    .expect("time");
+            E::LogArchived {
+                first_seq: first,
+                last_seq: first + n,
+                last_hash: "ab".repeat(32),
+                records: n + 1,
+                removed: n,
+                selector: vec!["call.".into()],
+                segments: vec![format!("{first:020}-{:020}.seg", first + n)],
+                agents_last_call: [(format!("agent-{n}"), time)].into(),
+                connectors_last_used: [(format!("conn-{n}"), time)].into(),
+            }
+        }),
     ]
 }

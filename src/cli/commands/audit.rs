@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::offline::{self, Source};
-use crate::api::events::NEXT_CURSOR;
+use crate::api::events::{ARCHIVED_THROUGH, NEXT_CURSOR};
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
 use crate::cli::{Global, Output};
@@ -174,10 +174,18 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
     match cmd {
         AuditCommand::List(args) => {
             let path = format!("/audit?{}", args.query());
-            let (v, next) = Client::new(global)?
-                .get_with_header(&path, NEXT_CURSOR)
+            let (v, headers) = Client::new(global)?
+                .get_with_headers(&path, &[NEXT_CURSOR, ARCHIVED_THROUGH])
                 .await?;
+            let [next, archived] = <[Option<String>; 2]>::try_from(headers)
+                .map_err(|_| anyhow::anyhow!("reading the audit page's headers"))?;
             output::print(global.output, &v, entries_table);
+            if let Some(seq) = archived {
+                eprintln!(
+                    "note: call records up to seq {seq} were archived and are not listed; \
+                     `agp events export` includes them"
+                );
+            }
             if let Some(next) = next {
                 // With --output json, stdout stays one JSON array: the cursor goes to stderr.
                 match global.output {

@@ -1,11 +1,12 @@
-//! Auditor commands that read a data directory directly when no server holds it.
+//! Auditor commands that read a data directory directly when no server holds it (and
+//! `agp events archive`, which writes it).
 
 use std::path::Path;
 
 use crate::app::data_dir::events_path;
 use crate::cli::Global;
 use crate::store::StoreError;
-use crate::store::sled_log::SledLog;
+use crate::store::sled_log::{SledLog, SledOptions};
 
 /// Where an auditor command reads the log from.
 pub enum Source {
@@ -25,11 +26,39 @@ pub fn choose(global: &Global) -> anyhow::Result<Source> {
     if !path.exists() {
         return Ok(Source::Server);
     }
-    open(&path)
+    open(&path, global.archive_dir.clone())
 }
 
-fn open(path: &Path) -> anyhow::Result<Source> {
-    match SledLog::open_read_only(path) {
+/// Like [`choose`], but opens the data directory's log for writing (an archive run), as `agp
+/// serve` would (with its default durability).
+pub fn choose_writable(global: &Global) -> anyhow::Result<Source> {
+    if global.server.is_some() {
+        return Ok(Source::Server);
+    }
+    let path = events_path(&global.data_dir);
+    if !path.exists() {
+        return Ok(Source::Server);
+    }
+    let options = SledOptions {
+        archive_dir: global.archive_dir.clone(),
+        ..crate::app::Durability::Sync.sled_options()
+    };
+    match SledLog::open(&path, options) {
+        Ok((log, _)) => Ok(Source::Direct(log)),
+        Err(StoreError::InUse(_)) => Ok(Source::Server),
+        Err(e) => Err(anyhow::anyhow!(
+            "opening the event log at {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn open(path: &Path, archive_dir: Option<std::path::PathBuf>) -> anyhow::Result<Source> {
+    let options = SledOptions {
+        archive_dir,
+        ..SledOptions::read_only()
+    };
+    match SledLog::open(path, options) {
         Ok((log, report)) => {
             for issue in &report.tail {
                 eprintln!(

@@ -23,6 +23,7 @@ use crate::domain::AgpEvent;
 use crate::domain::agent::AgentEvent;
 use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
+use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
 pub use query::{AuditPage, AuditQuery, Cursor, CursorError, Order};
@@ -65,6 +66,11 @@ pub struct AuditLog {
     /// shares the on-disk rows, which the live set keeps writing: its state is the rows up to
     /// here.
     last_seq: u64,
+    /// Entries at or below this seq whose type starts with one of `archived_types` were
+    /// archived (folded from `log.archived`, decision 0023): not listed, as after a restart,
+    /// which no longer folds them.
+    archived_through: u64,
+    archived_types: Vec<String>,
 }
 
 impl AuditLog {
@@ -86,6 +92,24 @@ impl AuditLog {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The last seq whose archived entries are not listed, and the types archived.
+    pub fn archived(&self) -> (u64, &[String]) {
+        (self.archived_through, &self.archived_types)
+    }
+
+    /// For each class, whether its entries are archived ones (below `archived_through`).
+    fn archived_classes(&self) -> Vec<bool> {
+        self.classes
+            .iter()
+            .map(|c| {
+                let t = self.strings.get(c.event_type);
+                self.archived_types
+                    .iter()
+                    .any(|p| t.starts_with(p.as_str()))
+            })
+            .collect()
     }
 
     fn class(&self, row: &Row) -> Class {
@@ -179,14 +203,30 @@ impl Projection for AuditLog {
             tracing::error!(seq = record.seq, error = %e, "the audit index could not be written");
         }
         self.last_seq = record.seq;
+        if let AgpEvent::Security(SecurityEvent::LogArchived {
+            last_seq, selector, ..
+        }) = event
+        {
+            self.archived_through = self.archived_through.max(*last_seq);
+            for p in selector {
+                if !self.archived_types.contains(p) {
+                    self.archived_types.push(p.clone());
+                }
+            }
+        }
     }
 
     fn state(&self) -> Value {
+        let archived = self.archived_classes();
         let entries: Vec<Value> = self
             .rows
             .all()
             .iter()
             .filter(|r| r.seq <= self.last_seq)
+            .filter(|r| {
+                !(r.seq <= self.archived_through
+                    && archived.get(r.class as usize).copied().unwrap_or(false))
+            })
             .map(|r| {
                 let c = self.class(r);
                 json!([

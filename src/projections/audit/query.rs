@@ -196,6 +196,7 @@ impl AuditLog {
                 .map(|(i, _)| i)
                 .collect()
         });
+        let archived = self.archived_classes();
         let scan = Scan {
             from,
             to,
@@ -204,6 +205,8 @@ impl AuditLog {
             classes: &classes,
             only,
             descending: order == Order::Desc,
+            archived_through: self.archived_through,
+            archived: &archived,
         };
         match self.rows.scan(&scan, limit) {
             Ok((picked, next)) => AuditPage {

@@ -57,6 +57,8 @@ struct Tail {
     checkpoint: u64,
     /// Rows on disk.
     on_disk: u64,
+    /// The log's `archived_through` the rows were folded with.
+    archived: u64,
 }
 
 const TREE: &str = "blocks";
@@ -81,10 +83,13 @@ fn be_u64(b: &[u8]) -> Option<u64> {
     b.try_into().ok().map(u64::from_be_bytes)
 }
 
-fn meta_value(checkpoint: u64, on_disk: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
+/// The index's checkpoint, its rows on disk, and the log's `archived_through` it was folded
+/// with (absent, i.e. 0, in an index written before archives existed).
+fn meta_value(checkpoint: u64, on_disk: u64, archived: u64) -> [u8; 24] {
+    let mut v = [0u8; 24];
     v[..8].copy_from_slice(&checkpoint.to_be_bytes());
-    v[8..].copy_from_slice(&on_disk.to_be_bytes());
+    v[8..16].copy_from_slice(&on_disk.to_be_bytes());
+    v[16..].copy_from_slice(&archived.to_be_bytes());
     v
 }
 
@@ -141,6 +146,13 @@ impl AuditIndex {
     /// Opens (or creates) the index at `path` for a log whose head is `head`: an index that
     /// went beyond the log (a repaired tail) is started again.
     pub fn open(path: &Path, head: u64) -> Result<Self, StoreError> {
+        Self::open_archived(path, head, 0)
+    }
+
+    /// [`open`](Self::open) for a log whose `archived_through` is `archived`: an index folded
+    /// before the last archive run is started again (a fold of the live log no longer sees the
+    /// archived records, so it would number classes differently).
+    pub fn open_archived(path: &Path, head: u64, archived: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(8 * 1024 * 1024)
@@ -154,16 +166,18 @@ impl AuditIndex {
             }
         }
         let tree = db.open_tree(TREE)?;
-        let (mut checkpoint, mut on_disk) = match tree.get(META)? {
+        let (mut checkpoint, mut on_disk, folded_archived) = match tree.get(META)? {
             Some(v) => (
                 be_u64(v.get(..8).unwrap_or_default()).unwrap_or(0),
                 be_u64(v.get(8..16).unwrap_or_default()).unwrap_or(0),
+                v.get(16..24).and_then(be_u64).unwrap_or(0),
             ),
-            None => (0, 0),
+            None => (0, 0, 0),
         };
-        if checkpoint > head {
+        if checkpoint > head || folded_archived != archived {
             tree.clear()?;
             (checkpoint, on_disk) = (0, 0);
+            tree.insert(META, &meta_value(0, 0, archived)[..])?;
         }
         Ok(Self {
             db,
@@ -172,6 +186,7 @@ impl AuditIndex {
                 rows: Vec::with_capacity(BLOCK),
                 checkpoint,
                 on_disk,
+                archived,
             })),
         })
     }
@@ -205,7 +220,7 @@ impl AuditIndex {
             batch.insert(&posting_key(*class, start)[..], encode(rows, start, false));
         }
         let on_disk = tail.on_disk + tail.rows.len() as u64;
-        batch.insert(META, &meta_value(last.seq, on_disk)[..]);
+        batch.insert(META, &meta_value(last.seq, on_disk, tail.archived)[..]);
         self.tree.apply_batch(batch)?;
         tail.checkpoint = last.seq;
         tail.on_disk = on_disk;
@@ -352,12 +367,22 @@ pub(super) struct Scan<'a> {
     pub classes: &'a [bool],
     pub only: Option<Vec<u32>>,
     pub descending: bool,
+    /// Rows at or below this seq of a class marked in `archived` were archived (decision
+    /// 0023): not listed.
+    pub archived_through: u64,
+    pub archived: &'a [bool],
 }
 
 impl Scan<'_> {
     fn wants(&self, r: &Row) -> bool {
         (self.since..self.until).contains(&r.time_micros)
             && self.classes.get(r.class as usize).copied().unwrap_or(false)
+            && !(r.seq <= self.archived_through
+                && self
+                    .archived
+                    .get(r.class as usize)
+                    .copied()
+                    .unwrap_or(false))
     }
 }
 
@@ -527,6 +552,8 @@ mod tests {
                 classes,
                 only: only.clone(),
                 descending,
+                archived_through: 0,
+                archived: &[],
             })
             .collect()
     }

@@ -21,6 +21,24 @@
 //! Codecs: 0 = stored as is; 1 = zstd with the built-in dictionary [`DICT_V1`] (raw content:
 //! sample records of every kind). A dictionary is part of the format: it never changes; a
 //! better one is a new codec number, and old groups keep decoding with theirs.
+//!
+//! **Format 2, sparse groups** (decision 0023): what an archive run leaves of a format-1 group
+//! once the records it moved out to an archive segment are removed. The records are no longer
+//! consecutive, so each carries its seq and `prev_hash`; the header says how far the group
+//! reaches, so a reader knows its end without decompressing:
+//!
+//! ```text
+//! value   = format (u8, = 2) ‖ codec (u8) ‖ count (varint) ‖ body_len (varint)
+//!           ‖ span (varint: last seq − first seq) ‖ payload
+//! body    = base_time (i64 LE) ‖ record × count
+//! record  = seq − first seq (varint) ‖ prev_hash (32) ‖ hash (32) ‖ id (16)
+//!           ‖ correlation_id (16) ‖ time − base_time (zigzag varint) ‖ version (varint)
+//!           ‖ schema_version (varint) ‖ stream ‖ type ‖ actor ‖ data
+//! ```
+//!
+//! A sparse group replaces its format-1 group under the same key (one insert), so the index
+//! entries of the records it keeps still name the right group; its first record may come
+//! after its key, its span ends at its last record.
 
 use std::sync::LazyLock;
 
@@ -31,6 +49,8 @@ use uuid::Uuid;
 use crate::store::{RecordedEvent, StoreError};
 
 pub const FORMAT: u8 = 1;
+/// Sparse groups: records with explicit seqs and `prev_hash`es (see the module doc).
+pub const FORMAT_SPARSE: u8 = 2;
 pub const CODEC_NONE: u8 = 0;
 pub const CODEC_ZSTD_DICT_V1: u8 = 1;
 
@@ -88,21 +108,53 @@ impl Encoder {
         push_hash(body, &first.prev_hash, first.seq)?;
         body.extend_from_slice(&base.to_le_bytes());
         for r in records {
-            push_hash(body, &r.hash, r.seq)?;
-            body.extend_from_slice(r.id.as_bytes());
-            body.extend_from_slice(r.correlation_id.as_bytes());
-            put_varint(body, zigzag(r.time.timestamp_micros().wrapping_sub(base)));
-            put_varint(body, r.version);
-            put_varint(body, u64::from(r.schema_version));
-            put_bytes(body, r.stream.as_bytes());
-            put_bytes(body, r.event_type.as_bytes());
-            put_bytes(body, r.actor.as_bytes());
-            let data = serde_json::to_vec(&r.data)
-                .map_err(|e| StoreError::Backend(format!("encoding record {}: {e}", r.seq)))?;
-            put_bytes(body, &data);
+            push_fields(body, r, base)?;
         }
+        self.finish(FORMAT, records.len() as u64, None)
+    }
+
+    /// The value of a sparse group (format 2) stored under `key` holding `records`: ascending
+    /// seqs from `key` on, not necessarily consecutive, each with its own `prev_hash`.
+    pub fn encode_sparse(
+        &mut self,
+        key: u64,
+        records: &[RecordedEvent],
+    ) -> Result<Vec<u8>, StoreError> {
+        let (first, last) = records
+            .first()
+            .zip(records.last())
+            .ok_or_else(|| StoreError::Backend("encoding an empty group".into()))?;
+        if first.seq < key {
+            return Err(StoreError::Backend(format!(
+                "sparse group of seq {key} cannot hold seq {}",
+                first.seq
+            )));
+        }
+        let base = first.time.timestamp_micros();
+        self.body.clear();
+        let body = &mut self.body;
+        body.extend_from_slice(&base.to_le_bytes());
+        let mut previous = None;
+        for r in records {
+            if previous.is_some_and(|p| r.seq <= p) {
+                return Err(StoreError::Backend(format!(
+                    "sparse group records out of order at seq {}",
+                    r.seq
+                )));
+            }
+            previous = Some(r.seq);
+            put_varint(body, r.seq - key);
+            push_hash(body, &r.prev_hash, r.seq)?;
+            push_fields(body, r, base)?;
+        }
+        self.finish(FORMAT_SPARSE, records.len() as u64, Some(last.seq - key))
+    }
+
+    /// Header and (compressed) body of the group in `self.body`.
+    fn finish(&mut self, format: u8, count: u64, span: Option<u64>) -> Result<Vec<u8>, StoreError> {
+        let body = &self.body;
         let mut value = Vec::with_capacity(body.len() / 2 + 16);
-        value.push(FORMAT);
+        value.push(format);
         let compressed = match &mut self.zstd {
             Some(z) if body.len() >= COMPRESS_FROM => Some(
                 z.compress(body)
@@ -116,8 +168,11 @@ impl Encoder {
             CODEC_NONE
         };
         value.push(codec);
-        put_varint(&mut value, records.len() as u64);
+        put_varint(&mut value, count);
         put_varint(&mut value, body.len() as u64);
+        if let Some(span) = span {
+            put_varint(&mut value, span);
+        }
         match compressed {
             Some(c) => value.extend_from_slice(&c),
             None => value.extend_from_slice(body),
@@ -126,16 +181,137 @@ impl Encoder {
     }
 }
 
+/// Every field of `r` after its hashes, as both formats store them.
+fn push_fields(body: &mut Vec<u8>, r: &RecordedEvent, base: i64) -> Result<(), StoreError> {
+    push_hash(body, &r.hash, r.seq)?;
+    body.extend_from_slice(r.id.as_bytes());
+    body.extend_from_slice(r.correlation_id.as_bytes());
+    put_varint(body, zigzag(r.time.timestamp_micros().wrapping_sub(base)));
+    put_varint(body, r.version);
+    put_varint(body, u64::from(r.schema_version));
+    put_bytes(body, r.stream.as_bytes());
+    put_bytes(body, r.event_type.as_bytes());
+    put_bytes(body, r.actor.as_bytes());
+    let data = serde_json::to_vec(&r.data)
+        .map_err(|e| StoreError::Backend(format!("encoding record {}: {e}", r.seq)))?;
+    put_bytes(body, &data);
+    Ok(())
+}
+
 /// The number of records a group value holds, from its header (nothing decompressed).
 pub fn count(value: &[u8]) -> Option<u64> {
+    header(value).map(|h| h.count)
+}
+
+/// How far past its key a group reaches (its last seq − its first), from its header: `count
+/// − 1` for a format-1 group, stored for a sparse one.
+pub fn span(value: &[u8]) -> Option<u64> {
+    header(value).and_then(|h| h.span)
+}
+
+/// True for a sparse group (format 2, what an archive run leaves).
+pub fn is_sparse(value: &[u8]) -> bool {
+    value.first() == Some(&FORMAT_SPARSE)
+}
+
+/// A group value's header.
+struct Header<'a> {
+    format: u8,
+    codec: u8,
+    count: u64,
+    body_len: usize,
+    /// `None` for a group of no records.
+    span: Option<u64>,
+    payload: &'a [u8],
+}
+
+fn header(value: &[u8]) -> Option<Header<'_>> {
     let mut r = Reader::new(value);
-    let (format, _codec) = (r.u8()?, r.u8()?);
-    (format == FORMAT).then_some(())?;
-    r.varint()
+    let (format, codec) = (r.u8()?, r.u8()?);
+    let count = r.varint()?;
+    let body_len = usize::try_from(r.varint()?).ok()?;
+    let span = match format {
+        FORMAT => count.checked_sub(1),
+        FORMAT_SPARSE => {
+            let span = r.varint()?;
+            (count > 0).then_some(span)
+        }
+        _ => return None,
+    };
+    Some(Header {
+        format,
+        codec,
+        count,
+        body_len,
+        span,
+        payload: r.rest(),
+    })
+}
+
+/// A record's fields after its seq and `prev_hash`, as stored (both formats).
+struct Fields<'a> {
+    hash: [u8; 32],
+    id: [u8; 16],
+    correlation: [u8; 16],
+    delta: i64,
+    version: u64,
+    schema_version: u32,
+    stream: &'a [u8],
+    event_type: &'a [u8],
+    actor: &'a [u8],
+    data: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn read(r: &mut Reader<'a>) -> Result<Self, &'static str> {
+        const T: &str = "truncated";
+        Ok(Self {
+            hash: r.array::<32>().ok_or(T)?,
+            id: r.array::<16>().ok_or(T)?,
+            correlation: r.array::<16>().ok_or(T)?,
+            delta: r.varint().map(unzigzag).ok_or(T)?,
+            version: r.varint().ok_or(T)?,
+            schema_version: r
+                .varint()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or("bad schema version")?,
+            stream: r.bytes().ok_or(T)?,
+            event_type: r.bytes().ok_or(T)?,
+            actor: r.bytes().ok_or(T)?,
+            data: r.bytes().ok_or(T)?,
+        })
+    }
+
+    fn build(self, seq: u64, prev: &[u8; 32], base: i64) -> Result<RecordedEvent, String> {
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| "a string is not UTF-8".to_string())
+        };
+        let time = DateTime::<Utc>::from_timestamp_micros(base.wrapping_add(self.delta))
+            .ok_or("time out of range")?;
+        let data: Value =
+            serde_json::from_slice(self.data).map_err(|e| format!("data does not decode: {e}"))?;
+        Ok(RecordedEvent {
+            seq,
+            stream: text(self.stream)?,
+            version: self.version,
+            id: Uuid::from_bytes(self.id),
+            event_type: text(self.event_type)?,
+            schema_version: self.schema_version,
+            time,
+            actor: text(self.actor)?,
+            correlation_id: Uuid::from_bytes(self.correlation),
+            data,
+            prev_hash: hex::encode(prev),
+            hash: hex::encode(self.hash),
+        })
+    }
 }
 
 /// Decodes the records `from..=to` (clamped to the group) of the group stored under
-/// `first_seq`. Records before `from` are walked (for the chain link) but not built.
+/// `first_seq`. Records before `from` are walked (for the chain link) but not built. A sparse
+/// group answers only the records it holds in that range (possibly none).
 pub fn decode(
     first_seq: u64,
     value: &[u8],
@@ -146,43 +322,38 @@ pub fn decode(
         seq: first_seq,
         reason: format!("group of seq {first_seq}: {reason}"),
     };
-    let mut header = Reader::new(value);
-    let (format, codec) = header
-        .u8()
-        .zip(header.u8())
-        .ok_or_else(|| corrupt("truncated header".into()))?;
-    if format != FORMAT {
-        return Err(corrupt(format!("unknown format {format}")));
-    }
-    let count = header
-        .varint()
-        .ok_or_else(|| corrupt("truncated header".into()))?;
-    let body_len = header
-        .varint()
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| corrupt("truncated header".into()))?;
-    let payload = header.rest();
+    let Some(h) = header(value) else {
+        return Err(match value.first() {
+            Some(&f) if f != FORMAT && f != FORMAT_SPARSE => corrupt(format!("unknown format {f}")),
+            _ => corrupt("truncated header".into()),
+        });
+    };
     let decompressed;
-    let body: &[u8] = match codec {
-        CODEC_NONE => payload,
+    let body: &[u8] = match h.codec {
+        CODEC_NONE => h.payload,
         CODEC_ZSTD_DICT_V1 => {
-            decompressed = decompress(payload, body_len).map_err(&corrupt)?;
+            decompressed = decompress(h.payload, h.body_len).map_err(&corrupt)?;
             &decompressed
         }
         other => return Err(corrupt(format!("unknown codec {other}"))),
     };
-    if body.len() != body_len {
+    if body.len() != h.body_len {
         return Err(corrupt(format!(
-            "body is {} bytes, header says {body_len}",
-            body.len()
+            "body is {} bytes, header says {}",
+            body.len(),
+            h.body_len
         )));
     }
     let mut r = Reader::new(body);
+    if h.format == FORMAT_SPARSE {
+        return decode_sparse(first_seq, &h, &mut r, from, to);
+    }
     let mut prev = r.array::<32>().ok_or_else(|| corrupt("truncated".into()))?;
     let base = r
         .array::<8>()
         .map(i64::from_le_bytes)
         .ok_or_else(|| corrupt("truncated".into()))?;
+    let count = h.count;
     let last = first_seq.saturating_add(count).saturating_sub(1).min(to);
     let mut out = Vec::with_capacity(usize::try_from(last.saturating_sub(from) + 1).unwrap_or(0));
     for i in 0..count {
@@ -194,48 +365,61 @@ pub fn decode(
             seq,
             reason: format!("record in the group of seq {first_seq}: {what}"),
         };
-        let hash = r.array::<32>().ok_or_else(|| bad("truncated"))?;
-        let id = r.array::<16>().ok_or_else(|| bad("truncated"))?;
-        let correlation = r.array::<16>().ok_or_else(|| bad("truncated"))?;
-        let delta = r.varint().map(unzigzag).ok_or_else(|| bad("truncated"))?;
-        let version = r.varint().ok_or_else(|| bad("truncated"))?;
-        let schema_version = r
-            .varint()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| bad("bad schema version"))?;
-        let stream = r.bytes().ok_or_else(|| bad("truncated"))?;
-        let event_type = r.bytes().ok_or_else(|| bad("truncated"))?;
-        let actor = r.bytes().ok_or_else(|| bad("truncated"))?;
-        let data = r.bytes().ok_or_else(|| bad("truncated"))?;
+        let fields = Fields::read(&mut r).map_err(bad)?;
+        let hash = fields.hash;
         if seq >= from {
-            let text = |b: &[u8]| {
-                std::str::from_utf8(b)
-                    .map(str::to_owned)
-                    .map_err(|_| bad("a string is not UTF-8"))
-            };
-            let time = DateTime::<Utc>::from_timestamp_micros(base.wrapping_add(delta))
-                .ok_or_else(|| bad("time out of range"))?;
-            let data: Value = serde_json::from_slice(data)
-                .map_err(|e| bad(&format!("data does not decode: {e}")))?;
-            out.push(RecordedEvent {
-                seq,
-                stream: text(stream)?,
-                version,
-                id: Uuid::from_bytes(id),
-                event_type: text(event_type)?,
-                schema_version,
-                time,
-                actor: text(actor)?,
-                correlation_id: Uuid::from_bytes(correlation),
-                data,
-                prev_hash: hex::encode(prev),
-                hash: hex::encode(hash),
-            });
+            out.push(fields.build(seq, &prev, base).map_err(|e| bad(&e))?);
         }
         prev = hash;
     }
     if out.is_empty() && from <= last {
         return Err(corrupt("holds fewer records than its header says".into()));
+    }
+    Ok(out)
+}
+
+fn decode_sparse(
+    first_seq: u64,
+    h: &Header<'_>,
+    r: &mut Reader<'_>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        seq: first_seq,
+        reason: format!("sparse group of seq {first_seq}: {reason}"),
+    };
+    let base = r
+        .array::<8>()
+        .map(i64::from_le_bytes)
+        .ok_or_else(|| corrupt("truncated"))?;
+    let end = first_seq.saturating_add(h.span.unwrap_or(0));
+    let mut out = Vec::new();
+    let mut previous = None;
+    for _ in 0..h.count {
+        let seq = r
+            .varint()
+            .and_then(|d| first_seq.checked_add(d))
+            .ok_or_else(|| corrupt("truncated"))?;
+        if seq > end || previous.is_some_and(|p| seq <= p) {
+            return Err(corrupt("records out of order or past the group's span"));
+        }
+        previous = Some(seq);
+        if seq > to {
+            break;
+        }
+        let bad = |what: &str| StoreError::Corrupt {
+            seq,
+            reason: format!("record in the sparse group of seq {first_seq}: {what}"),
+        };
+        let prev = r.array::<32>().ok_or_else(|| bad("truncated"))?;
+        let fields = Fields::read(r).map_err(bad)?;
+        if seq >= from {
+            out.push(fields.build(seq, &prev, base).map_err(|e| bad(&e))?);
+        }
+    }
+    if to >= end && previous != Some(end) {
+        return Err(corrupt("holds fewer records than its header says"));
     }
     Ok(out)
 }
@@ -348,7 +532,10 @@ pub fn index_entries(first_seq: u64, records: &[RecordedEvent]) -> Vec<(sled::IV
         let mut n = 1;
         while let Some(next) = records.get(i + n) {
             let prev = &records[i + n - 1];
-            if next.stream != start.stream || next.version != prev.version + 1 {
+            if next.stream != start.stream
+                || next.version != prev.version + 1
+                || next.seq != prev.seq + 1
+            {
                 break;
             }
             n += 1;
@@ -416,6 +603,35 @@ mod tests {
             let some = decode(1, &value, 3, 4).expect("decode");
             assert_eq!(some.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
             assert_eq!(some[0].prev_hash, records[1].hash);
+        }
+    }
+
+    #[test]
+    fn sparse_groups_round_trip_and_keep_their_links() {
+        let all = records(9);
+        let kept: Vec<RecordedEvent> = all
+            .iter()
+            .filter(|r| [2, 3, 7].contains(&r.seq))
+            .cloned()
+            .collect();
+        for compress in [true, false] {
+            let value = Encoder::new(compress)
+                .expect("encoder")
+                .encode_sparse(1, &kept)
+                .expect("encode");
+            assert!(is_sparse(&value));
+            assert_eq!((count(&value), span(&value)), (Some(3), Some(6)));
+            let back = decode(1, &value, 1, u64::MAX).expect("decode");
+            assert_eq!(back, kept);
+            let some = decode(1, &value, 4, 7).expect("decode");
+            assert_eq!(some.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
+            assert!(decode(1, &value, 4, 6).expect("decode").is_empty());
+            for cut in 0..value.len() {
+                assert!(
+                    decode(1, &value[..cut], 1, u64::MAX).is_err(),
+                    "cut at {cut}"
+                );
+            }
         }
     }
 

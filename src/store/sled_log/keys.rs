@@ -8,6 +8,14 @@
 //! | `S` stream 0x00 first version (u64 BE) | a run: first seq, count, first seq − group key (varints) |
 //! | `I` event id (16 bytes) | seq, seq − group key (varints) |
 //! | `M` `layout` | the layout number (one byte, 2) |
+//! | `M` `archive` | what archive runs moved out, and a run in progress (JSON, decision 0023) |
+//!
+//! After an archive run (decision 0023) the groups it covered are sparse (format 2) or gone,
+//! and the `S` entries of the records it removed are gone. So that a stream's head survives
+//! when every record of it was archived, each stream that lost records keeps ONE `S` entry at
+//! the last version archived whose value is 0x00 ‖ that record's seq (varint): an *archived
+//! head* ([`RunEntry::Archived`]). A run value never starts with 0x00 (its first varint is a
+//! seq ≥ 1).
 //!
 //! A run is a stretch of one stream's records that are consecutive in both seq and version
 //! within one group: derived from the group's records alone, so open can rewrite the last
@@ -47,6 +55,8 @@ pub const META: u8 = b'M';
 pub const LAYOUT_KEY: &[u8] = b"Mlayout";
 /// The layout this code writes.
 pub const LAYOUT: u8 = 2;
+/// The key of the archive state ([`crate::store::archive`]).
+pub const ARCHIVE_KEY: &[u8] = b"Marchive";
 
 pub const EVENT: u8 = b'e';
 pub const STREAM: u8 = b's';
@@ -133,6 +143,37 @@ pub fn parse_run_value(v: &[u8]) -> Option<Run> {
         count,
         group,
     })
+}
+
+/// An `S` entry: a run of live records, or the archived head of a stream whose records up to
+/// that version were archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEntry {
+    Live(Run),
+    /// The stream's record at this entry's version, seq `last_seq`, was archived (and every
+    /// one of the stream's records archived before it).
+    Archived {
+        last_seq: u64,
+    },
+}
+
+/// Value of an archived-head `S` entry.
+pub fn archived_head_value(last_seq: u64) -> Vec<u8> {
+    let mut v = vec![0u8];
+    super::group::put_varint(&mut v, last_seq);
+    v
+}
+
+/// Decodes an `S` value of either kind.
+pub fn parse_run_entry(v: &[u8]) -> Option<RunEntry> {
+    match v.split_first() {
+        Some((0, rest)) => {
+            let mut r = super::group::Reader::new(rest);
+            let last_seq = r.varint()?;
+            (r.is_empty() && last_seq > 0).then_some(RunEntry::Archived { last_seq })
+        }
+        _ => parse_run_value(v).map(RunEntry::Live),
+    }
 }
 
 /// `I` + id.
@@ -294,5 +335,12 @@ mod tests {
         assert_eq!(parse_id2_value(&id2_value(300, 17)), Some((300, 17)));
         assert_eq!(parse_id2_value(&[0x80]), None);
         assert_eq!(parse_run_value(&[1, 0, 0]), None);
+        assert_eq!(parse_run_entry(&run_value(r)), Some(RunEntry::Live(r)));
+        assert_eq!(
+            parse_run_entry(&archived_head_value(1 << 33)),
+            Some(RunEntry::Archived { last_seq: 1 << 33 })
+        );
+        assert_eq!(parse_run_entry(&[0]), None);
+        assert_eq!(parse_run_value(&archived_head_value(5)), None);
     }
 }

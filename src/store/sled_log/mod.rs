@@ -21,7 +21,13 @@
 //! short, and seeks to each stream's last run, so a log of a million events opens in well
 //! under a second; the full chain is checked by
 //! [`verify_chain`](crate::store::verify::verify_chain).
+//!
+//! Retention (`archive`, decision 0023): archive runs move whole groups into segment files and
+//! remove the selected records from the live log (sparse groups, archived stream heads), in
+//! steps the writer thread performs and open finishes; `read_all` reads what was archived back
+//! from the segments, `read_live` only what is live.
 
+mod archive;
 pub mod group;
 pub mod keys;
 mod legacy;
@@ -43,6 +49,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use open::{OpenReport, SledOptions, TailAction, TailIssue, TailPolicy};
 
 use super::append::validate;
+use super::archive::{ArchiveDir, ArchiveReport, ArchiveRequest, ArchiveState, Pending, Prepared};
 use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
 
 /// The stream's current version and the seq of its last event.
@@ -69,6 +76,30 @@ pub(crate) struct Shared {
     recent: Mutex<VecDeque<Arc<RecordedEvent>>>,
     /// Called by the writer after each commit ([`EventLog::observe`]).
     observer: RwLock<Option<CommitObserver>>,
+    /// Seqs at or below it may be missing from the live log: their records are in archive
+    /// segments (decision 0023). Moves when a run's marker is durable.
+    archived_through: AtomicU64,
+    /// The archive state (`Marchive`), as this process last wrote or read it.
+    archive: RwLock<ArchiveState>,
+    /// Where the segments are.
+    archive_dir: ArchiveDir,
+    /// Fault injection: where the next archive run stops, as if the process died there.
+    archive_stop: Mutex<Option<ArchiveStop>>,
+}
+
+/// Where a test makes an archive run stop ([`SledLog::stop_next_archive_at`]): what is
+/// written up to there stays, nothing after it is done, as after a crash at that point.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveStop {
+    /// The run is recorded in the archive state; its marker is not appended.
+    AfterBegin,
+    /// The marker is durable; nothing is removed yet.
+    AfterMarker,
+    /// After this many compaction messages (each up to `COMPACT_GROUPS` groups).
+    AfterCompactSteps(usize),
+    /// Everything is removed; the state does not say the run is done.
+    BeforeFinish,
 }
 
 /// How many of its latest committed records the log keeps in memory for [`EventLog::read_tail`].
@@ -105,6 +136,23 @@ pub(crate) enum Msg {
     },
     /// Drain what is queued, flush, stop; the reply comes after the writer released the db.
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// A step of an archive run that writes the live log (`archive`).
+    Archive {
+        op: ArchiveOp,
+        reply: oneshot::Sender<Result<archive::Compacted, StoreError>>,
+    },
+}
+
+/// The steps of an archive run the writer thread performs (see `archive`).
+pub(crate) enum ArchiveOp {
+    /// Record the run (with its marker's id) in the archive state, durably.
+    Begin(Pending),
+    /// Remove the selected records of up to [`archive::COMPACT_GROUPS`] groups from `from` on.
+    Compact { from: u64, to: u64 },
+    /// The run is done: move `through`, clear the run, durably.
+    Finish(Prepared),
+    /// The run's marker was not written: forget the run, durably.
+    Abort,
 }
 
 /// The sled-backed [`EventLog`]. Cheap to share behind an `Arc`.
@@ -181,7 +229,20 @@ impl SledLog {
         Some((from, from.saturating_add(limit as u64 - 1).min(head)))
     }
 
-    fn stopped_error(&self) -> StoreError {
+    /// Runs a read with the current `archived_through`; if it finds damage while an archive
+    /// run moved that floor (a run removes records only after moving it), it runs again with
+    /// the new floor: a read racing a run never reports the records it removes as missing.
+    fn at_floor<T>(&self, read: impl Fn(u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        loop {
+            let floor = self.archived_through();
+            match read(floor) {
+                Err(StoreError::Corrupt { .. }) if self.archived_through() != floor => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) fn stopped_error(&self) -> StoreError {
         if self.is_poisoned() {
             StoreError::Poisoned
         } else {
@@ -247,7 +308,47 @@ impl EventLog for SledLog {
         let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
         };
-        read::records(&self.db, from, end)
+        self.at_floor(|floor| {
+            if from > floor {
+                return read::records(&self.db, from, end, floor, usize::MAX);
+            }
+            let mut out = self.read_archived(from, end.min(floor))?;
+            if end > floor {
+                out.extend(read::records(&self.db, floor + 1, end, floor, usize::MAX)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let Some((from, end)) = self.span(from_seq, span) else {
+            return Ok(Vec::new());
+        };
+        self.at_floor(|floor| read::records(&self.db, from, end, floor, usize::MAX))
+    }
+
+    fn archived_through(&self) -> u64 {
+        self.shared.archived_through.load(Ordering::Acquire)
+    }
+
+    fn archive_prepare(
+        &self,
+        request: &ArchiveRequest,
+        visit: &mut dyn FnMut(&RecordedEvent),
+    ) -> Result<Option<Prepared>, StoreError> {
+        SledLog::archive_prepare(self, request, visit)
+    }
+
+    async fn archive_commit(
+        &self,
+        prepared: Prepared,
+        marker: AppendBatch,
+    ) -> Result<ArchiveReport, StoreError> {
+        SledLog::archive_commit(self, prepared, marker).await
+    }
+
+    async fn archive_abort(&self, prepared: Prepared) -> Result<(), StoreError> {
+        SledLog::archive_abort(self, prepared).await
     }
 
     fn read_tail(
@@ -262,7 +363,7 @@ impl EventLog for SledLog {
             return Ok(records);
         }
         Ok(self
-            .read_all(from, limit)?
+            .read_live(from, limit)?
             .into_iter()
             .map(Arc::new)
             .collect())

@@ -12,7 +12,7 @@
 //! copied to the quarantine tree and reported: nothing is dropped silently.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
@@ -21,8 +21,9 @@ use chrono::Utc;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 
-use super::{Shared, SledLog, StreamHead, group, keys, migrate, writer};
+use super::{Shared, SledLog, StreamHead, archive, group, keys, migrate, writer};
 use crate::store::append::Tip;
+use crate::store::archive::{ArchiveDir, ArchiveState};
 use crate::store::{GENESIS_HASH, RecordedEvent, StoreError};
 
 /// What to do when the last record is corrupt or truncated.
@@ -69,6 +70,10 @@ pub struct SledOptions {
     /// log's guarantees (acknowledgement still waits for the writer's own flush and
     /// fdatasync), and one extra sync per period.
     pub background_gc_ms: Option<u64>,
+    /// Where archive segments are written and read (decision 0023). `None`: the directory
+    /// the log's archive state names (where its runs wrote), else `archive` beside the log's
+    /// directory.
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl Default for SledOptions {
@@ -82,6 +87,7 @@ impl Default for SledOptions {
             sync_data: true,
             compress: true,
             background_gc_ms: Some(1000),
+            archive_dir: None,
         }
     }
 }
@@ -185,8 +191,21 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         tail = m.tail;
         unwound = m.unwound;
     }
-    let (tip, issues) = recover_groups(&db, &options)?;
+    let stored = archive::load_state(&db)?;
+    let archive_dir = ArchiveDir::new(resolve_archive_dir(path, &options, &stored));
+    let (tip, issues) = recover_groups(&db, &options, &anchors(&stored))?;
     tail.extend(issues);
+    let archive_state = if options.read_only {
+        archive::effective_read_only(&db, stored)?
+    } else {
+        archive::finish_at_open(
+            &db,
+            stored,
+            &archive_dir,
+            sync_file.as_ref(),
+            options.compress,
+        )?
+    };
     let streams = load_stream_heads(&db, tip.seq, options.read_only)?;
     let report = OpenReport {
         head: tip.seq,
@@ -208,6 +227,10 @@ pub(super) fn open(path: &Path, options: SledOptions) -> Result<(SledLog, OpenRe
         fail_next_flush: AtomicBool::new(false),
         recent: Default::default(),
         observer: Default::default(),
+        archived_through: AtomicU64::new(archive_state.through),
+        archive: RwLock::new(archive_state),
+        archive_dir,
+        archive_stop: Default::default(),
     });
     let (tx, writer) = if options.read_only {
         (None, None)
@@ -269,6 +292,36 @@ fn sync_layout(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Where this log's archive segments are: the option, else where its runs wrote them, else
+/// `archive` beside the log's directory.
+/// Absolute, so that what the archive state records means the same from any working
+/// directory.
+fn resolve_archive_dir(path: &Path, options: &SledOptions, state: &ArchiveState) -> PathBuf {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Some(dir) = &options.archive_dir {
+        return absolute(dir);
+    }
+    if let Some(dir) = &state.dir {
+        return dir.clone();
+    }
+    absolute(path)
+        .parent()
+        .map_or_else(|| PathBuf::from("archive"), |p| p.join("archive"))
+}
+
+/// The hashes an archive state vouches for: the last archived record's (and a run's end),
+/// for the tail check when the record before the tail group was archived.
+fn anchors(state: &ArchiveState) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    if state.through > 0 {
+        out.push((state.through, state.through_hash.clone()));
+    }
+    if let Some(p) = &state.pending {
+        out.push((p.prepared.last_seq, p.prepared.last_hash.clone()));
+    }
+    out
+}
+
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
     match &e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -296,10 +349,20 @@ fn load_stream_heads(
     let mut end = vec![keys::RUN + 1];
     while let Some(kv) = db.range(&begin[..]..end.as_slice()).next_back() {
         let (key, value) = kv?;
-        let (name, first_version, run) = parse_run(&key, &value)?;
+        let (name, version, entry) = parse_run(&key, &value)?;
         let name = name.to_string();
         let prefix = keys::run_prefix(&name);
         let mut head = None;
+        let run = match entry {
+            keys::RunEntry::Live(run) => run,
+            // Every record of the stream up to here was archived: its head is that record.
+            keys::RunEntry::Archived { last_seq } => keys::Run {
+                first_seq: last_seq,
+                count: 1,
+                group: last_seq,
+            },
+        };
+        let first_version = version;
         if run.first_seq + run.count - 1 <= tip {
             head = Some(StreamHead {
                 version: first_version + run.count - 1,
@@ -308,7 +371,15 @@ fn load_stream_heads(
         } else if read_only {
             for kv in db.range(prefix.as_slice()..=&key[..]).rev() {
                 let (key, value) = kv?;
-                let (_, first_version, run) = parse_run(&key, &value)?;
+                let (_, first_version, entry) = parse_run(&key, &value)?;
+                let run = match entry {
+                    keys::RunEntry::Live(run) => run,
+                    keys::RunEntry::Archived { last_seq } => keys::Run {
+                        first_seq: last_seq,
+                        count: 1,
+                        group: last_seq,
+                    },
+                };
                 if run.first_seq <= tip {
                     let n = run.count.min(tip - run.first_seq + 1);
                     head = Some(StreamHead {
@@ -334,9 +405,12 @@ fn load_stream_heads(
     Ok(streams)
 }
 
-fn parse_run<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, u64, keys::Run), StoreError> {
+fn parse_run<'k>(
+    key: &'k [u8],
+    value: &[u8],
+) -> Result<(&'k str, u64, keys::RunEntry), StoreError> {
     keys::parse_run_key(key)
-        .zip(keys::parse_run_value(value))
+        .zip(keys::parse_run_entry(value))
         .map(|((name, version), run)| (name, version, run))
         .ok_or_else(|| StoreError::Backend(format!("malformed stream run {key:?}")))
 }
@@ -346,6 +420,7 @@ fn parse_run<'k>(key: &'k [u8], value: &[u8]) -> Result<(&'k str, u64, keys::Run
 fn recover_groups(
     db: &sled::Db,
     options: &SledOptions,
+    anchors: &[(u64, String)],
 ) -> Result<(Tip, Vec<TailIssue>), StoreError> {
     let mut issues = Vec::new();
     loop {
@@ -358,7 +433,7 @@ fn recover_groups(
         };
         let first = keys::group_seq(&key)
             .ok_or_else(|| StoreError::Backend(format!("malformed group key {key:?}")))?;
-        let (seq, reason) = match check_group(db, first, &value)? {
+        let (seq, reason) = match check_group(db, first, &value, anchors)? {
             Ok(records) => {
                 if !options.read_only {
                     roll_forward(db, first, &records)?;
@@ -384,7 +459,8 @@ fn recover_groups(
             // Report the damaged group as the head, so verify_chain reads it and names it; its
             // predecessor's hash is the best head hash there is.
             let end = first + group::count(&value).unwrap_or(1).max(1) - 1;
-            let hash = last_hash_before(db, first)?.unwrap_or_else(|| GENESIS_HASH.to_string());
+            let hash =
+                last_hash_before(db, first, anchors)?.unwrap_or_else(|| GENESIS_HASH.to_string());
             return Ok((Tip { seq: end, hash }, issues));
         }
         if options.tail == TailPolicy::Refuse {
@@ -419,6 +495,7 @@ fn check_group(
     db: &sled::Db,
     first: u64,
     value: &[u8],
+    anchors: &[(u64, String)],
 ) -> Result<Result<Vec<RecordedEvent>, (u64, String)>, StoreError> {
     let records = match group::decode(first, value, first, u64::MAX) {
         Ok(r) if !r.is_empty() => r,
@@ -436,7 +513,7 @@ fn check_group(
         Some(GENESIS_HASH.to_string())
     } else {
         // A missing or undecodable previous group is middle damage, for verify_chain to name.
-        last_hash_before(db, first)?
+        last_hash_before(db, first, anchors)?
     };
     if let Some(prev) = prev
         && prev != records[0].prev_hash
@@ -449,10 +526,18 @@ fn check_group(
     Ok(Ok(records))
 }
 
-/// The stored hash of record `first − 1`, if it exists and decodes.
-fn last_hash_before(db: &sled::Db, first: u64) -> Result<Option<String>, StoreError> {
+/// The stored hash of record `first − 1`, if it exists and decodes (or the archive state
+/// vouches for it: it was archived).
+fn last_hash_before(
+    db: &sled::Db,
+    first: u64,
+    anchors: &[(u64, String)],
+) -> Result<Option<String>, StoreError> {
     if first <= 1 {
         return Ok(None);
+    }
+    if let Some((_, hash)) = anchors.iter().find(|(seq, _)| *seq == first - 1) {
+        return Ok(Some(hash.clone()));
     }
     let Some((key, value)) = db
         .range(keys::group(0)..keys::group(first))

@@ -6,7 +6,7 @@
 use super::{group, keys};
 use crate::store::{RecordedEvent, StoreError};
 
-/// The key and value of the group holding `seq`, if any group starts at or before it.
+/// The key and value of the last group starting at or before `seq`, if any.
 fn group_at_or_before(db: &sled::Db, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
     let Some((key, value)) = db
         .range(keys::group(0)..=keys::group(seq))
@@ -20,40 +20,69 @@ fn group_at_or_before(db: &sled::Db, seq: u64) -> Result<Option<(u64, sled::IVec
     Ok(Some((first, value)))
 }
 
-/// The records `from..=to`, in seq order; `to` must not pass the durable head. A missing
-/// record is damage: `Corrupt` naming it when it is the first asked for, else the answer ends
-/// before it (the next read names it).
-pub fn records(db: &sled::Db, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+/// The live records `from..=to` (at most `limit`), in seq order; `to` must not pass the
+/// durable head. Seqs at or below `floor` (the log's `archived_through`) may be missing: their
+/// records were archived. A record missing above it is damage: `Corrupt` naming it when it
+/// is the first asked for, else the answer ends before it (the next read names it).
+pub fn records(
+    db: &sled::Db,
+    from: u64,
+    to: u64,
+    floor: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut out = Vec::new();
-    if from > to {
+    if from > to || limit == 0 {
         return Ok(out);
     }
-    let Some((first, value)) = group_at_or_before(db, from)? else {
-        return missing(from, out);
+    // A hole `a..=b` is damage unless all of it is archived; the first missing live seq.
+    let hole = |a: u64, b: u64| (a <= b && b > floor).then(|| a.max(floor + 1));
+    let start = match group_at_or_before(db, from)? {
+        Some((first, value)) if first + group::span(&value).unwrap_or(0) >= from => first,
+        _ => from,
     };
-    let count = group::count(&value).unwrap_or(0);
-    if from >= first + count {
-        return missing(from, out);
-    }
-    out.extend(group::decode(first, &value, from, to)?);
-    let mut next = first + count;
-    if next > to {
-        return Ok(out);
-    }
-    for kv in db.range(keys::group(next)..=keys::group(to)) {
+    let mut next = from;
+    for kv in db.range(keys::group(start)..=keys::group(to)) {
         let (key, value) = kv?;
         let first = keys::group_seq(&key)
             .ok_or_else(|| StoreError::Backend(format!("malformed group key {key:?}")))?;
-        if first != next {
-            return missing(next, out);
+        let end = first.saturating_add(group::span(&value).ok_or_else(|| StoreError::Corrupt {
+            seq: first.max(next),
+            reason: format!("group of seq {first} does not decode"),
+        })?);
+        if end < next {
+            continue;
         }
-        out.extend(group::decode(first, &value, first, to)?);
-        next = first + group::count(&value).unwrap_or(0);
-        if next > to {
-            break;
+        if let Some(seq) = hole(next, first.saturating_sub(1)) {
+            return missing(seq, out);
+        }
+        for r in group::decode(first, &value, next.max(first), to)? {
+            if let Some(seq) = hole(next, r.seq - 1) {
+                return missing(seq, out);
+            }
+            next = r.seq + 1;
+            out.push(r);
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        // A sparse group may end in archived seqs.
+        if end < to {
+            if let Some(seq) = hole(next, end) {
+                return missing(seq, out);
+            }
+            next = end + 1;
+        } else {
+            return match hole(next, to) {
+                Some(seq) => missing(seq, out),
+                None => Ok(out),
+            };
         }
     }
-    Ok(out)
+    match hole(next, to) {
+        Some(seq) => missing(seq, out),
+        None => Ok(out),
+    }
 }
 
 /// A hole at `seq` (callers ask only for seqs up to the durable head): damage, named when
@@ -83,7 +112,8 @@ pub fn record_in(
     }
 }
 
-/// The events of `stream` with `version >= from_version` and `seq <= head`, in version order.
+/// The live events of `stream` with `version >= from_version` and `seq <= head`, in version
+/// order. Archived records are not there: their versions are skipped.
 pub fn stream(
     db: &sled::Db,
     stream: &str,
@@ -107,9 +137,14 @@ pub fn stream(
     let mut cached: Option<(u64, sled::IVec)> = None;
     for kv in db.range(begin..keys::run_end(stream)) {
         let (key, value) = kv?;
-        let ((_, first_version), run) = keys::parse_run_key(&key)
-            .zip(keys::parse_run_value(&value))
+        let ((_, first_version), entry) = keys::parse_run_key(&key)
+            .zip(keys::parse_run_entry(&value))
             .ok_or_else(|| StoreError::Backend(format!("malformed stream run {key:?}")))?;
+        let run = match entry {
+            keys::RunEntry::Live(run) => run,
+            // The stream's records up to here were archived: a read of the live log skips them.
+            keys::RunEntry::Archived { .. } => continue,
+        };
         let last_version = first_version + run.count - 1;
         if last_version < from_version {
             continue;
@@ -133,7 +168,12 @@ pub fn stream(
                 v
             }
         };
-        let records = group::decode(run.group, &value, from, to)?;
+        let mut records = group::decode(run.group, &value, from, to)?;
+        if group::is_sparse(&value) {
+            // An archive run removed this run's records while it was being read (it deletes
+            // the run's entry first, then shrinks the group): what is gone was archived.
+            records.retain(|r| r.stream == stream);
+        }
         for (i, r) in records.into_iter().enumerate() {
             if r.stream != stream || r.version != first_version + skip + i as u64 {
                 return Err(StoreError::Corrupt {

@@ -27,8 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::group::Encoder;
-use super::{Msg, Shared, StreamHead, group, keys, read};
+use super::{ArchiveOp, Msg, Shared, StreamHead, archive, group, keys, read};
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
+use crate::store::archive::ArchiveState;
 use crate::store::record::record_time;
 use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
 
@@ -144,6 +145,11 @@ impl Writer {
                     Msg::Close(reply) => {
                         let _ = reply.send(Ok(()));
                     }
+                    Msg::Archive { op, reply } => {
+                        // Appends queued before it commit first: the step sees them.
+                        self.commit_group(std::mem::take(&mut requests));
+                        let _ = reply.send(self.archive_step(op));
+                    }
                 }
             }
             self.commit_group(requests);
@@ -247,6 +253,85 @@ impl Writer {
         Ok(())
     }
 
+    /// One step of an archive run (`super::archive`). A failed write poisons the log, as a
+    /// failed commit does: the archive state on disk says what open must finish.
+    fn archive_step(&mut self, op: ArchiveOp) -> Result<archive::Compacted, StoreError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Poisoned);
+        }
+        let done = match op {
+            ArchiveOp::Begin(pending) => {
+                let mut state = self.shared.archive.read().clone();
+                if state.pending.is_some() || pending.prepared.first_seq != state.through + 1 {
+                    return Err(StoreError::Invalid(format!(
+                        "archive run from seq {} does not follow the archive (through {}{})",
+                        pending.prepared.first_seq,
+                        state.through,
+                        if state.pending.is_some() {
+                            ", another run pending"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                state.pending = Some(pending);
+                state.dir = Some(self.shared.archive_dir.path().to_path_buf());
+                self.store_archive_state(state)
+                    .map(|()| archive::Compacted::default())
+            }
+            ArchiveOp::Compact { from, to } => {
+                let selector = match self.shared.archive.read().pending.as_ref() {
+                    Some(p) => p.prepared.selector.clone(),
+                    None => {
+                        return Err(StoreError::Invalid("no archive run to compact".into()));
+                    }
+                };
+                archive::compact(
+                    &self.db,
+                    &mut self.encoder,
+                    from,
+                    to,
+                    &selector,
+                    archive::COMPACT_GROUPS,
+                )
+                .and_then(|c| {
+                    self.db.flush()?;
+                    Ok(c)
+                })
+            }
+            ArchiveOp::Finish(prepared) => {
+                let state = self
+                    .shared
+                    .archive
+                    .read()
+                    .completed(&prepared, self.shared.archive_dir.path());
+                self.store_archive_state(state)
+                    .map(|()| archive::Compacted::default())
+            }
+            ArchiveOp::Abort => {
+                let state = ArchiveState {
+                    pending: None,
+                    ..self.shared.archive.read().clone()
+                };
+                self.store_archive_state(state)
+                    .map(|()| archive::Compacted::default())
+            }
+        };
+        if let Err(e) = &done
+            && !matches!(e, StoreError::Invalid(_))
+        {
+            tracing::error!(error = %e, "an archive step failed; log poisoned");
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        done
+    }
+
+    fn store_archive_state(&self, state: ArchiveState) -> Result<(), StoreError> {
+        archive::store_state(&self.db, &state, self.sync_file.as_ref())?;
+        *self.shared.archive.write() = state;
+        Ok(())
+    }
+
     /// Checks one request against the durable state plus what the group staged, and stages
     /// it. `Err` is answered at once; `Ok` after the group's flush.
     fn stage(
@@ -302,17 +387,31 @@ impl Writer {
         if let Some(&seq) = group.ids.get(&id) {
             return self.record_at(group, seq);
         }
-        let Some((seq, key)) = self
+        let live = match self
             .db
             .get(keys::id2(id))?
             .and_then(|v| keys::parse_id2_value(&v))
-        else {
-            return Ok(None);
+        {
+            // An entry past the durable tip is one a tail repair left behind.
+            Some((seq, key)) if seq < group.first_seq => {
+                read::record_in(&self.db, key, seq)?.filter(|r| r.id == id)
+            }
+            _ => None,
         };
-        if seq >= group.first_seq {
-            return Ok(None); // an entry a tail repair left behind
+        if live.is_some() {
+            return Ok(live);
         }
-        Ok(read::record_in(&self.db, key, seq)?.filter(|r| r.id == id))
+        // Not in the live index: an archived record's id is never taken again (decision 0023).
+        // Only an id that could be one (an old UUIDv7, or not a v7) costs a look in the segments.
+        let (may, through) = {
+            let state = self.shared.archive.read();
+            let through = self.shared.archived_through.load(Ordering::Acquire);
+            (state.may_hold_id(&id) && through > 0, through)
+        };
+        if !may {
+            return Ok(None);
+        }
+        self.shared.archive_dir.find_id(id, through)
     }
 
     fn record_at(&self, group: &Group, seq: u64) -> Result<Option<RecordedEvent>, StoreError> {
@@ -322,7 +421,18 @@ impl Writer {
                 .and_then(|i| group.records.get(i));
             return Ok(staged.cloned());
         }
-        Ok(read::records(&self.db, seq, seq)?.into_iter().next())
+        let floor = self.shared.archived_through.load(Ordering::Acquire);
+        if seq <= floor {
+            return Ok(self
+                .shared
+                .archive_dir
+                .read(seq, seq)
+                .ok()
+                .and_then(|r| r.into_iter().next()));
+        }
+        Ok(read::records(&self.db, seq, seq, floor, 1)?
+            .into_iter()
+            .next())
     }
 }
 
