@@ -531,6 +531,22 @@ async fn agp_setup(agp: &Agp, mcp_url: &str, operation: &str) -> anyhow::Result<
         )?;
     }
     agp_cli(agp, &["profiles", "create", "--name", "bench"])?;
+    if operation != "read" {
+        // Writes are held for a person by default: the benchmark measures the allowed path.
+        agp_cli(
+            agp,
+            &[
+                "profiles",
+                "policy",
+                "--name",
+                "bench",
+                "--write",
+                "allow",
+                "--reason",
+                "proxy benchmark",
+            ],
+        )?;
+    }
     agp_cli(
         agp,
         &[
