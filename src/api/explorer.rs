@@ -14,7 +14,7 @@
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,10 +26,8 @@ use super::error::error_response;
 /// Where the explorer lives (under `/api/v1`).
 pub const PATH: &str = "/api/v1/docs";
 
-/// The console's policy (`crate::console::layout::CSP`): `default-src 'none'` and only what the
-/// page uses, all from AGP itself.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The console's policy: `default-src 'none'` and only what the page uses, all from AGP itself.
+pub use crate::console::layout::CSP;
 
 /// The vendored Swagger UI release (see `assets/swagger-ui/README.md`).
 pub const SWAGGER_UI_VERSION: &str = "5.36.0";
@@ -49,20 +47,7 @@ pub fn routes() -> Router<SharedState> {
 /// Middleware: the security headers of every explorer response.
 async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    crate::console::layout::security_headers(response.headers_mut());
     response
 }
 

@@ -522,16 +522,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The index entries of the group stored at `first_seq`, in write order: its runs (one per
-/// stretch of a stream's records consecutive in seq and version), then its ids.
-pub fn index_entries(first_seq: u64, records: &[RecordedEvent]) -> Vec<(sled::IVec, sled::IVec)> {
-    let mut out = Vec::with_capacity(records.len() * 2);
-    let mut i = 0;
-    while i < records.len() {
-        let start = &records[i];
+/// The runs of `records`, in order: stretches of one stream's records consecutive in seq and
+/// version (each gets one `S` index entry).
+pub fn runs(records: &[RecordedEvent]) -> impl Iterator<Item = &[RecordedEvent]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        let start = rest.first()?;
         let mut n = 1;
-        while let Some(next) = records.get(i + n) {
-            let prev = &records[i + n - 1];
+        while let Some(next) = rest.get(n) {
+            let prev = &rest[n - 1];
             if next.stream != start.stream
                 || next.version != prev.version + 1
                 || next.seq != prev.seq + 1
@@ -540,16 +539,29 @@ pub fn index_entries(first_seq: u64, records: &[RecordedEvent]) -> Vec<(sled::IV
             }
             n += 1;
         }
-        let run = super::keys::Run {
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// The index entries of the group stored at `first_seq`, in write order: its runs (one per
+/// stretch of a stream's records consecutive in seq and version), then its ids.
+pub fn index_entries(first_seq: u64, records: &[RecordedEvent]) -> Vec<(sled::IVec, sled::IVec)> {
+    let mut out = Vec::with_capacity(records.len() * 2);
+    for run in runs(records) {
+        let (Some(start), n) = (run.first(), run.len()) else {
+            continue;
+        };
+        let entry = super::keys::Run {
             first_seq: start.seq,
             count: n as u64,
             group: first_seq,
         };
         out.push((
             super::keys::run(&start.stream, start.version).into(),
-            super::keys::run_value(run).into(),
+            super::keys::run_value(entry).into(),
         ));
-        i += n;
     }
     for r in records {
         out.push((

@@ -71,21 +71,10 @@ fn compact_group(
     }
     let (mut freed, mut added) = (0u64, 0u64);
     // Runs holding a selected record go; the records they keep get a run each.
-    let mut i = 0;
-    while i < records.len() {
-        let start = &records[i];
-        let mut n = 1;
-        while let Some(next) = records.get(i + n) {
-            let prev = &records[i + n - 1];
-            if next.stream != start.stream
-                || next.version != prev.version + 1
-                || next.seq != prev.seq + 1
-            {
-                break;
-            }
-            n += 1;
-        }
-        let run = &records[i..i + n];
+    for run in group::runs(&records) {
+        let Some(start) = run.first() else {
+            continue;
+        };
         if run.iter().any(selected) {
             let key = keys::run(&start.stream, start.version);
             if let Some(old) = db.remove(&key)? {
@@ -102,7 +91,6 @@ fn compact_group(
                 db.insert(key, value)?;
             }
         }
-        i += n;
     }
     // Ids of the records removed.
     let mut heads: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
