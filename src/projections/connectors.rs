@@ -67,8 +67,21 @@ pub struct ConnectorView {
     pub status: String,
     pub mcp_server_url: String,
     pub client_name: String,
-    /// `dcr` or `client`.
+    /// `oauth` for a connector, `static` for a server with a static credential or none
+    /// (`agp servers add`).
+    #[serde(default = "oauth_kind")]
+    pub kind: String,
+    /// `dcr`, `client` or `static`.
     pub registration_mode: String,
+    /// A static server's credential: the header names AGP fills (never their values).
+    #[serde(default)]
+    pub credential_headers: Vec<String>,
+    /// A static server's credential includes a bearer token.
+    #[serde(default)]
+    pub credential_bearer: bool,
+    /// When a static server's current credential was set (at add or at its last rotation).
+    #[serde(default)]
+    pub credential_set_at: Option<DateTime<Utc>>,
     pub issuer: Option<String>,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
@@ -129,7 +142,16 @@ pub struct ConnectorView {
     pub updated_at: DateTime<Utc>,
 }
 
+fn oauth_kind() -> String {
+    "oauth".into()
+}
+
 impl ConnectorView {
+    /// True for a server with a static credential (or none): no OAuth applies to it.
+    pub fn is_static(&self) -> bool {
+        self.kind == "static"
+    }
+
     /// The console's filter this connector falls under: `active`, `needs-attention`, `inactive`.
     pub fn filter_group(&self) -> &'static str {
         match self.status.as_str() {
@@ -361,20 +383,23 @@ impl ConnectorStatusView {
             overrides,
         } = event
         {
-            let (mode, client_id, method, reason, secret) = match registration {
-                Registration::Dcr => ("dcr", None, None, None, false),
+            let (client_id, method, reason, secret) = match registration {
+                Registration::Dcr | Registration::Static => (None, None, None, false),
                 Registration::Client {
                     client_id,
                     token_auth_method,
                     token_auth_method_reason,
                     client_secret_stored,
                 } => (
-                    "client",
                     Some(client_id.clone()),
                     Some(auth_method(*token_auth_method)),
                     Some(token_auth_method_reason.clone()),
                     *client_secret_stored,
                 ),
+            };
+            let kind = match registration {
+                Registration::Static => "static",
+                _ => "oauth",
             };
             let mut view = ConnectorView {
                 connector_id: connector_id.clone(),
@@ -382,7 +407,11 @@ impl ConnectorStatusView {
                 status: ConnectorStatus::Pending.as_str().to_string(),
                 mcp_server_url: mcp_server_url.clone(),
                 client_name: client_name.clone(),
-                registration_mode: mode.to_string(),
+                kind: kind.to_string(),
+                registration_mode: registration.mode().to_string(),
+                credential_headers: Vec::new(),
+                credential_bearer: false,
+                credential_set_at: None,
                 issuer: None,
                 authorization_endpoint: None,
                 token_endpoint: None,
@@ -552,6 +581,21 @@ impl ConnectorStatusView {
                 v.access_token_expires_at = *access_token_expires_at;
                 v.has_refresh_token = *has_refresh_token;
                 v.authorized_at = Some(at);
+                v.last_error = None;
+                v.set_status(ConnectorStatus::Active);
+            }
+            ConnectorEvent::CredentialSet {
+                generation,
+                header_names,
+                bearer,
+                credential_fingerprint,
+            } => {
+                v.generation = *generation;
+                v.credentials_shredded = false;
+                v.credential_headers = header_names.clone();
+                v.credential_bearer = *bearer;
+                v.token_fingerprint = credential_fingerprint.clone();
+                v.credential_set_at = Some(at);
                 v.last_error = None;
                 v.set_status(ConnectorStatus::Active);
             }

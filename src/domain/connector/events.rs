@@ -24,6 +24,21 @@ pub enum Registration {
         token_auth_method_reason: String,
         client_secret_stored: bool,
     },
+    /// No OAuth: a server that takes a static credential (API key headers, a bearer token) or
+    /// none at all (`agp servers add`). The credential is in the vault; `credential_set` says
+    /// which headers it fills.
+    Static,
+}
+
+impl Registration {
+    /// `dcr`, `client` or `static`: the view's `registration_mode`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Registration::Dcr => "dcr",
+            Registration::Client { .. } => "client",
+            Registration::Static => "static",
+        }
+    }
 }
 
 /// Where a connector's authorized account came from, in the order the callback tries them.
@@ -225,6 +240,21 @@ pub enum ConnectorEvent {
     /// The token state is unrecoverable. Status: error.
     #[serde(rename = "connector.failed")]
     Failed { generation: u64, reason: String },
+    /// A static-credential server's credential was set (at add, or rotated) for `generation`:
+    /// sealed in the vault before this event. Names the headers it fills, never their values.
+    /// Status: active.
+    #[serde(rename = "connector.credential_set")]
+    CredentialSet {
+        generation: u64,
+        /// The header names AGP sends with the credential's values (lowercase), in order.
+        header_names: Vec<String>,
+        /// True when the credential includes a bearer token (`Authorization: Bearer …`).
+        bearer: bool,
+        /// Fingerprint of the whole credential (first 12 hex of SHA-256); absent when the
+        /// server takes no credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_fingerprint: Option<String>,
+    },
     /// The admin disconnected: serving stops at this event. Status: disconnected.
     #[serde(rename = "connector.disconnected")]
     Disconnected { generation: u64, reason: String },
@@ -321,6 +351,7 @@ impl ConnectorEvent {
         "connector.expired",
         "connector.failed",
         "connector.disconnected",
+        "connector.credential_set",
         "connector.revocation_recorded",
         "connector.revocation_abandoned",
         "connector.credentials_shredded",
@@ -341,7 +372,9 @@ impl ConnectorEvent {
                 Some(S::Pending)
             }
             ConnectorEvent::ConsentFailed { .. } | ConnectorEvent::Failed { .. } => Some(S::Error),
-            ConnectorEvent::Authorized { .. } => Some(S::Active),
+            ConnectorEvent::Authorized { .. } | ConnectorEvent::CredentialSet { .. } => {
+                Some(S::Active)
+            }
             ConnectorEvent::ReauthRequired { .. } => Some(S::ReauthRequired),
             ConnectorEvent::Expired { .. } => Some(S::Expired),
             ConnectorEvent::Disconnected { .. } => Some(S::Disconnected),
@@ -375,6 +408,7 @@ impl DomainEvent for ConnectorEvent {
             ConnectorEvent::Expired { .. } => "connector.expired",
             ConnectorEvent::Failed { .. } => "connector.failed",
             ConnectorEvent::Disconnected { .. } => "connector.disconnected",
+            ConnectorEvent::CredentialSet { .. } => "connector.credential_set",
             ConnectorEvent::RevocationRecorded { .. } => "connector.revocation_recorded",
             ConnectorEvent::RevocationAbandoned { .. } => "connector.revocation_abandoned",
             ConnectorEvent::CredentialsShredded { .. } => "connector.credentials_shredded",
