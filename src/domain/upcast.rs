@@ -14,8 +14,10 @@ use super::profile::Policy;
 /// The schema version new events of `event_type` are written at.
 pub fn current_version(event_type: &str) -> u32 {
     match event_type {
+        // v3: optional `overrides.authorize_params` (issue 17, item 3).
+        "connector.added" => 3,
         // v2: the token endpoint auth method carries its reason (issue 11).
-        "connector.added" | "connector.client_registered" => 2,
+        "connector.client_registered" => 2,
         // v2: the server's token and revocation endpoint auth method lists.
         "connector.discovered" => 2,
         // v2: where the authorized account came from (`account_source`).
@@ -80,6 +82,8 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
                     .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
             }
         }),
+        // v3 only adds the optional `overrides.authorize_params`: a v2 record has none.
+        ("connector.added", 2) => None,
         ("connector.client_registered", 1) => Some(|data| {
             if let Some(d) = data.as_object_mut() {
                 d.entry("token_auth_method_reason")
