@@ -715,4 +715,63 @@ mod tests {
             Some("secret-canary-1234")
         );
     }
+
+    fn add_with(params: serde_json::Value) -> Result<AddConnector, ApiError> {
+        parse_add(
+            serde_json::from_value(serde_json::json!({
+                "name": "google", "mcp_server_url": "https://m.example/mcp",
+                "authorize_params": params
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn refusal(params: serde_json::Value) -> String {
+        match add_with(params.clone()) {
+            Err(ApiError::BadRequest(m)) => m,
+            Err(other) => panic!("{params}: {other:?}"),
+            Ok(_) => panic!("{params} accepted"),
+        }
+    }
+
+    #[test]
+    fn authorize_params_are_kept_and_agps_own_parameters_refused_by_name() {
+        let ok = add_with(
+            serde_json::json!({"access_type": "offline", "prompt": "consent",
+            "login_hint": "ops@example.com", "hd": ""}),
+        )
+        .unwrap();
+        assert_eq!(ok.overrides.authorize_params.len(), 4);
+        assert_eq!(ok.overrides.authorize_params["access_type"], "offline");
+        assert!(
+            add_with(serde_json::Value::Null)
+                .unwrap()
+                .overrides
+                .authorize_params
+                .is_empty()
+        );
+        for key in RESERVED_AUTHORIZE_PARAMS {
+            let m = refusal(serde_json::json!({ *key: "x" }));
+            assert!(
+                m.contains(&format!("{key:?}")) && m.contains("AGP sets itself"),
+                "{m}"
+            );
+            let upper = key.to_ascii_uppercase();
+            assert!(refusal(serde_json::json!({ upper.clone(): "x" })).contains(&upper));
+        }
+        assert!(refusal(serde_json::json!({"scope": "x"})).contains("use scopes"));
+        assert!(refusal(serde_json::json!({"resource": "x"})).contains("omit_resource"));
+        for bad in ["", "a b", "a=b", "a&b", "ünï", &"k".repeat(65)] {
+            let m = refusal(serde_json::json!({ bad: "x" }));
+            assert!(m.contains("not a valid parameter name"), "{bad:?}: {m}");
+        }
+        let m = refusal(serde_json::json!({"prompt": "a\nb"}));
+        assert!(m.contains("control characters"), "{m}");
+        let m = refusal(serde_json::json!({"prompt": "x".repeat(1025)}));
+        assert!(m.contains("at most 1024"), "{m}");
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_AUTHORIZE_PARAMS)
+            .map(|i| (format!("p{i}"), serde_json::json!("v")))
+            .collect();
+        assert!(refusal(serde_json::Value::Object(many)).contains("at most 20"));
+    }
 }

@@ -161,6 +161,18 @@ mod tests {
                 client_secret_stored: true,
             }
         );
+        let v2 = json!({"connector_id": "id", "name": "g", "mcp_server_url": "https://m/mcp",
+            "client_name": "AGP g", "registration": {"mode": "dcr"},
+            "overrides": {"omit_resource": true}});
+        let e = AgpEvent::decode("connector.added", 2, &v2).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::Added { overrides, .. }) = e else {
+            panic!("{e:?}")
+        };
+        assert!(overrides.omit_resource && overrides.authorize_params.is_empty());
+        assert!(
+            matches!(upcast("connector.added", 2, &v2), Ok(Cow::Borrowed(_))),
+            "v2 → v3 copies nothing"
+        );
         let mut dcr = v1.clone();
         dcr["registration"] = json!({"mode": "dcr"});
         assert!(AgpEvent::decode("connector.added", 1, &dcr).is_ok());
@@ -210,7 +222,7 @@ mod tests {
     fn versions_from_the_future_or_zero_are_refused() {
         let data = json!({});
         for (t, v) in [
-            ("connector.added", 3),
+            ("connector.added", 4),
             ("connector.added", 0),
             ("agent.created", 2),
         ] {

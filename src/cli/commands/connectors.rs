@@ -675,7 +675,7 @@ mod tests {
             "prompt=none",
         ]))
         .expect("parses");
-        let err = add_body(twice.add).err().expect("refused");
+        let err = add_body(twice.add).expect_err("refused");
         assert!(
             err.to_string().contains("\"prompt\" is given twice"),
             "{err}"
