@@ -83,7 +83,8 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
                     .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
             }
         }),
-        // v3 only adds the `static` registration mode, which no v2 record has.
+        // v3 only adds the `static` registration mode and the optional
+        // `overrides.authorize_params`, neither of which a v2 record has.
         ("connector.added", 2) => None,
         ("connector.client_registered", 1) => Some(|data| {
             if let Some(d) = data.as_object_mut() {
@@ -161,6 +162,18 @@ mod tests {
                 token_auth_method_reason: REASON_BEFORE_V2_CLIENT.into(),
                 client_secret_stored: true,
             }
+        );
+        let v2 = json!({"connector_id": "id", "name": "g", "mcp_server_url": "https://m/mcp",
+            "client_name": "AGP g", "registration": {"mode": "dcr"},
+            "overrides": {"omit_resource": true}});
+        let e = AgpEvent::decode("connector.added", 2, &v2).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::Added { overrides, .. }) = e else {
+            panic!("{e:?}")
+        };
+        assert!(overrides.omit_resource && overrides.authorize_params.is_empty());
+        assert!(
+            matches!(upcast("connector.added", 2, &v2), Ok(Cow::Borrowed(_))),
+            "v2 → v3 copies nothing"
         );
         let mut dcr = v1.clone();
         dcr["registration"] = json!({"mode": "dcr"});

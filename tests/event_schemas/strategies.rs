@@ -233,6 +233,7 @@ fn overrides() -> impl Strategy<Value = Overrides> {
             option::of(text()),
             option::of(text()),
         ),
+        proptest::collection::btree_map("[A-Za-z0-9._~-]{1,64}", "[^\\p{Cc}]{0,40}", 0..4),
     )
         .prop_map(
             |(
@@ -244,6 +245,7 @@ fn overrides() -> impl Strategy<Value = Overrides> {
                     registration_endpoint,
                     revocation_endpoint,
                 ),
+                authorize_params,
             )| Overrides {
                 audience,
                 resource,
@@ -253,6 +255,12 @@ fn overrides() -> impl Strategy<Value = Overrides> {
                 token_endpoint,
                 registration_endpoint,
                 revocation_endpoint,
+                authorize_params: authorize_params
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        !agp::domain::connector::RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str())
+                    })
+                    .collect(),
             },
         )
 }
