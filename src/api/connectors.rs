@@ -569,7 +569,7 @@ async fn refresh_connector(
     match refreshed {
         Ok(()) => {}
         Err(e @ C::NotFound(_)) => return Err(ApiError::NotFound(e.to_string())),
-        Err(e @ (C::NotActive { .. } | C::Static(_))) => {
+        Err(e @ (C::NotActive { .. } | C::Static(_) | C::NoRefreshToken(_))) => {
             return Err(ApiError::Conflict(e.to_string()));
         }
         Err(e @ C::Unavailable(_)) => return Err(ApiError::Unavailable(e.to_string())),

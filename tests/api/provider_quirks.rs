@@ -142,10 +142,13 @@ async fn github_no_refresh_token_and_an_access_token_that_never_expires() {
     let mut agent = call_through_agp(&app, "github").await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_eq!(echo(&mut agent, "github__echo", "still").unwrap(), "still");
-    // An admin's refresh has nothing to refresh with: the token and the status stay.
+    // An admin's refresh has nothing to refresh with, and says so; the token and the status
+    // stay.
     let (s, r) = app.post("/connectors/github/refresh", json!({})).await;
-    assert_eq!(s, 200, "{r}");
-    assert_eq!(r["status"], "active");
+    assert_eq!(s, 409, "{r}");
+    assert!(r.to_string().contains("no refresh token"), "{r}");
+    let (_, shown) = app.get("/connectors/github").await;
+    assert_eq!(shown["status"], "active");
     assert_eq!(tokens(&app, "github").0.as_deref(), Some(at.as_str()));
     let refreshes = server
         .token_requests()

@@ -45,6 +45,11 @@ pub enum CredentialError {
     Unavailable(String),
     #[error("connector {0}: internal error")]
     Internal(String),
+    /// A forced refresh of a connector the provider issued no refresh token to.
+    #[error(
+        "connector {0} has no refresh token (the provider issued none): its access token cannot be renewed; reconnect to authorize AGP again when it stops working"
+    )]
+    NoRefreshToken(String),
     /// A server with a static credential: it has no token to refresh.
     #[error(
         "{0} is a server with a static credential: there is no token to refresh; rotate its credential with `agp servers rotate-credential`"
@@ -198,12 +203,13 @@ impl ConnectorService {
         if refreshed_meanwhile || (!force && !needs_refresh(&view)) {
             return Ok(());
         }
-        self.refresh_locked(&view, meta).await
+        self.refresh_locked(&view, force, meta).await
     }
 
     async fn refresh_locked(
         &self,
         view: &ConnectorView,
+        force: bool,
         meta: &CommandMeta,
     ) -> Result<(), CredentialError> {
         let name = view.name.clone();
@@ -227,6 +233,11 @@ impl ConnectorService {
                     name,
                     status: "expired".into(),
                 });
+            }
+            if force {
+                // Asked to refresh now, with nothing to refresh with: say so rather than
+                // answer as if a new token had been fetched.
+                return Err(CredentialError::NoRefreshToken(name));
             }
             return Ok(());
         };

@@ -80,9 +80,9 @@ impl ConnectorService {
         }
         let credential = self.upstream_credential(name).await.map_err(|e| match e {
             CredentialError::NotFound(_) => ServiceError::NotFound(e.to_string()),
-            CredentialError::NotActive { .. } | CredentialError::Static(_) => {
-                ServiceError::Conflict(e.to_string())
-            }
+            CredentialError::NotActive { .. }
+            | CredentialError::Static(_)
+            | CredentialError::NoRefreshToken(_) => ServiceError::Conflict(e.to_string()),
             CredentialError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
             CredentialError::Internal(_) => ServiceError::Internal(e.to_string()),
         })?;
