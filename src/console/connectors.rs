@@ -57,7 +57,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-fn connector_path(name: &str) -> String {
+pub(super) fn connector_path(name: &str) -> String {
     let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     format!("/console/connectors/{encoded}")
 }
@@ -159,6 +159,7 @@ async fn list(
         div.row {
             div { h1 { "Connectors" } p.lead { "MCP servers AGP holds credentials for: OAuth connectors, and servers with a static credential (" code { "agp servers add" } ")." } }
             span.spacer {}
+            a.button href="/console/servers/new" { "Add server" }
             a.button.primary href="/console/connectors/new" { "Add connector" }
         }
         @if let Some(name) = &q.added {
@@ -212,7 +213,7 @@ fn add_form(signed: &Signed, values: &[(String, String)], error: Option<&str>) -
             }
             (text("client_name", "Client name", Some("Shown on the provider's consent screen.")))
             (text("scopes", "Scopes", Some("Comma, space or line separated; blank uses what the server advertises.")))
-            details.advanced open[["audience", "resource", "issuer", "authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint"].iter().any(|k| !v(k).is_empty())] {
+            details.advanced open[["audience", "resource", "issuer", "authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint", "authorize_params"].iter().any(|k| !v(k).is_empty())] {
                 summary { "Advanced" }
                 p.hint { "Every field you fill replaces discovery for that field; blank ones still use discovery." }
                 (text("audience", "Audience", None))
@@ -223,6 +224,9 @@ fn add_form(signed: &Signed, values: &[(String, String)], error: Option<&str>) -
                 (text("token_endpoint", "Token endpoint", None))
                 (text("registration_endpoint", "Registration endpoint", None))
                 (text("revocation_endpoint", "Revocation endpoint", None))
+                label for="authorize_params" { "Extra authorize parameters" }
+                textarea #authorize_params name="authorize_params" rows="3" placeholder="access_type=offline" { (v("authorize_params")) }
+                div.hint { "One name=value per line, added to the provider's authorization request (e.g. Google's access_type=offline and prompt=consent)." }
             }
             p { button.primary type="submit" { "Add & authorize" } }
         }
@@ -311,12 +315,18 @@ async fn add(
         authorize_params: None,
     };
     let name = request.name.clone();
+    let params = authorize_params(field(&f, "authorize_params"));
     let keep: Vec<(String, String)> = f
         .iter()
         .filter(|(k, _)| k != "client_secret" && k != "csrf")
         .cloned()
         .collect();
-    let started = match parse_add(request) {
+    let started = match params.and_then(|p| {
+        parse_add(AddConnectorBody {
+            authorize_params: p,
+            ..request
+        })
+    }) {
         Ok(req) => state
             .connector_service
             .add(req, &signed.caller(&headers).meta())
@@ -333,6 +343,36 @@ async fn add(
             refused(&signed, &headers, &e, Some(form))
         }
     }
+}
+
+/// The "Extra authorize parameters" text: one `name=value` per line (blank lines skipped).
+/// The API's parser checks names and values; this only splits.
+fn authorize_params(
+    text: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(ApiError::BadRequest(format!(
+                "extra authorize parameters, line {}: expected name=value",
+                i + 1
+            )));
+        };
+        if out
+            .insert(k.trim().to_string(), v.trim().to_string())
+            .is_some()
+        {
+            return Err(ApiError::BadRequest(format!(
+                "extra authorize parameters: {:?} is given twice",
+                k.trim()
+            )));
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 fn find(state: &SharedState, name: &str) -> Option<ConnectorView> {
@@ -438,7 +478,9 @@ async fn details(
                 input #disconnect-reason type="text" name="reason" placeholder="why, for the audit trail";
                 p { button.danger type="submit" { "Disconnect" } }
             }
-            @if !v.is_static() {
+            @if v.is_static() {
+                (super::servers_page::rotate_form(&signed, &v.name))
+            } @else {
                 form.panel method="post" action={(path) "/reconnect"} data-consent {
                     (csrf(&signed))
                     div.form-error role="alert" data-form-error hidden {}
@@ -517,3 +559,22 @@ async fn remove(
 }
 
 pub use super::tools_page::{grant, register, tools};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_authorize_parameters_are_one_name_value_per_line() {
+        let got = authorize_params("access_type=offline\n\n prompt = consent \n")
+            .expect("parsed")
+            .expect("some");
+        assert_eq!(got.get("access_type").map(String::as_str), Some("offline"));
+        assert_eq!(got.get("prompt").map(String::as_str), Some("consent"));
+        assert_eq!(authorize_params("  \n").expect("parsed"), None);
+        let e = authorize_params("a=1\nnoequals").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = authorize_params("a=1\na=2").unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`session`] — sign-in (admin token or a one-time link), the session cookie, CSRF;
 //! - [`layout`] — the page shell, security headers (strict CSP, no framing), assets;
 //! - [`connectors`] — the connectors pages: cards, add, details, lifecycle;
+//! - [`servers_page`] — servers with a static credential: add, rotate the credential;
 //! - [`tools_page`] — "Discover tools" → register → grant;
 //! - [`approvals_page`] — the approvals inbox: held calls with their arguments, approve/deny;
 //! - [`governance`] — tools (approve, unregister), profiles (policy, suspend/resume), agents
@@ -19,6 +20,7 @@ pub mod connectors;
 pub mod governance;
 pub mod layout;
 pub mod pager;
+pub mod servers_page;
 pub mod session;
 pub mod tools_page;
 
@@ -46,6 +48,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/console/assets/console.css", get(layout::css))
         .route("/console/assets/console.js", get(layout::js))
         .merge(connectors::routes())
+        .merge(servers_page::routes())
         .merge(approvals_page::routes())
         .merge(governance::routes())
         .layer(axum::middleware::from_fn(layout::headers))

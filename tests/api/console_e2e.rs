@@ -379,23 +379,21 @@ async fn console_changes_need_a_session_its_csrf_token_and_the_console_s_origin(
     assert_eq!(r.status().as_u16(), 303, "signed out");
 }
 
-/// Issue 17: a static-credential server sits beside an OAuth connector in the console, with its
-/// own kind and the header names of its credential (never a value), and no OAuth verbs.
+/// Issue 17: a static-credential server added from the console (refused first with a key the
+/// server does not take: the form keeps the header name, never the value) sits beside an OAuth
+/// connector with its own kind and the header names of its credential, has no OAuth verbs, and
+/// its credential rotates from its details page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_console_shows_static_servers_beside_connectors_with_their_kind() {
+async fn static_servers_are_added_shown_and_rotated_from_the_console() {
     let chromium = std::env::var("AGP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let key = "console-static-key-0f9e8d7c";
-    let peer = crate::peers::start("static-server.mjs", &["--key", key]);
+    let (bad, key, new_key) = (
+        "console-bad-key-51c0aa9e",
+        "console-static-key-0f9e8d7c",
+        "console-new-key-7d2b44e1",
+    );
+    let peer = crate::peers::start("static-server.mjs", &["--key", key, "--key", new_key]);
     let provider = Provider::start(&[]);
     let app = spawn_app().await;
-    let (s, b) = app
-        .post(
-            "/servers",
-            json!({"name": "kb", "mcp_server_url": peer.ready["url"],
-                   "headers": [{"name": "X-Api-Key", "value": key}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
     let (s, b) = app
         .post(
             "/connectors",
@@ -407,6 +405,14 @@ async fn the_console_shows_static_servers_beside_connectors_with_their_kind() {
         "tools/test-peers/console-servers.mjs".to_string(),
         "--link".into(),
         link(&app).await,
+        "--mcp-url".into(),
+        peer.ready["url"].as_str().unwrap().to_string(),
+        "--bad-key".into(),
+        bad.into(),
+        "--key".into(),
+        key.into(),
+        "--new-key".into(),
+        new_key.into(),
         "--server".into(),
         "kb".into(),
         "--connector".into(),
@@ -432,6 +438,21 @@ async fn the_console_shows_static_servers_beside_connectors_with_their_kind() {
         )
     });
     assert!(report["error"].is_null(), "{report}");
+    let refused = &report["refused"];
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored"),
+        "{refused}"
+    );
+    assert_eq!(refused["header_name"], "X-Api-Key", "{refused}");
+    assert_eq!(
+        refused["header_value"], "",
+        "the value is never echoed: {refused}"
+    );
+    assert_eq!(refused["page"], false, "the refused key is not on the page");
+    assert_eq!(report["added_at"], "/console/connectors/kb");
     assert_eq!(
         report["cards"]["kb"],
         json!({"kind": "Static credential", "credential": "x-api-key", "account": null})
@@ -450,11 +471,20 @@ async fn the_console_shows_static_servers_beside_connectors_with_their_kind() {
         text.contains("agp servers rotate-credential --name kb"),
         "{text}"
     );
-    assert!(
-        !text.contains(key),
-        "the console shows a credential: {text}"
-    );
-    for shot in ["servers-01-cards", "servers-02-details"] {
+    for k in [bad, key, new_key] {
+        assert!(!text.contains(k), "the console shows a credential: {text}");
+        assert!(!report["rotated"].as_str().unwrap().contains(k));
+    }
+    let (_, shown) = app.get("/servers/kb").await;
+    assert_eq!(shown["generation"], 2, "rotated from the console: {shown}");
+    let rotated = report["rotated"].as_str().unwrap().replace(' ', "");
+    assert!(rotated.contains("Credentialgeneration2"), "{report}");
+    for shot in [
+        "servers-00-refused",
+        "servers-01-cards",
+        "servers-02-details",
+        "servers-03-rotated",
+    ] {
         assert!(screenshots().join(format!("{shot}.png")).exists(), "{shot}");
     }
 }

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// Looks at static-credential servers in AGP's console in a real browser (Debian's Chromium
-// through playwright-core) and prints one JSON line of what it saw: the cards' kind and
-// credential fields, and the details page's lifecycle buttons. Screenshots go to DIR.
+// Drives static-credential servers in AGP's console in a real browser (Debian's Chromium
+// through playwright-core) and prints one JSON line of what it saw: "Add server" refused with a
+// key the server does not take (the form keeps the header name, never the value), then added;
+// the cards' kind and credential fields; the details page's buttons; a credential rotation.
+// Screenshots go to DIR.
 //
-//   node tools/test-peers/console-servers.mjs --link URL --server NAME --connector NAME --shots DIR
+//   node tools/test-peers/console-servers.mjs --link URL --mcp-url URL --bad-key K --key K \
+//        --new-key K --server NAME --connector NAME --shots DIR
 
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -14,7 +17,11 @@ import { parseArgs } from './lib/args.mjs';
 
 const SPEC = {
   link: { arg: 'URL', help: 'one-time console sign-in link' },
-  server: { arg: 'NAME', help: 'a static-credential server to look at' },
+  server: { arg: 'NAME', help: 'the static-credential server to add' },
+  'mcp-url': { arg: 'URL', help: 'its MCP endpoint (takes X-Api-Key)' },
+  'bad-key': { arg: 'KEY', help: 'a key the server refuses' },
+  key: { arg: 'KEY', help: 'a key it takes' },
+  'new-key': { arg: 'KEY', help: 'the key to rotate to' },
   connector: { arg: 'NAME', help: 'an OAuth connector beside it' },
   shots: { arg: 'DIR', help: 'where screenshots go' },
 };
@@ -31,6 +38,26 @@ try {
   const page = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
   page.setDefaultTimeout(30000);
   await page.goto(opts.link);
+  await page.goto(new URL('/console/connectors', opts.link).href);
+  // Add server: first with a key the server refuses, then with the right one.
+  await page.getByRole('link', { name: 'Add server' }).click();
+  await page.getByLabel('Name', { exact: true }).fill(opts.server);
+  await page.getByLabel('MCP server URL').fill(opts['mcp-url']);
+  await page.getByLabel('Header 1 name').fill('X-Api-Key');
+  await page.getByLabel('Header 1 value').fill(opts['bad-key']);
+  await page.getByRole('button', { name: 'Add server' }).click();
+  await page.waitForLoadState('load');
+  report.refused = {
+    error: (await page.locator('.form-error').textContent()).trim(),
+    header_name: await page.getByLabel('Header 1 name').inputValue(),
+    header_value: await page.getByLabel('Header 1 value').inputValue(),
+    page: (await page.content()).includes(opts['bad-key']),
+  };
+  await page.screenshot({ path: path.join(opts.shots, 'servers-00-refused.png'), fullPage: true });
+  await page.getByLabel('Header 1 value').fill(opts.key);
+  await page.getByRole('button', { name: 'Add server' }).click();
+  await page.waitForURL(new RegExp(`/console/connectors/${opts.server}$`));
+  report.added_at = new URL(page.url()).pathname;
   await page.goto(new URL('/console/connectors', opts.link).href);
   const field = async (name, f) => {
     const el = page.locator(`article[data-connector="${name}"] [data-field=${f}]`);
@@ -54,6 +81,13 @@ try {
     remove: await page.getByRole('button', { name: 'Remove' }).count(),
   };
   await page.screenshot({ path: path.join(opts.shots, 'servers-02-details.png'), fullPage: true });
+  // Rotate to the new key from the details page.
+  await page.getByLabel('Header 1 name').fill('X-Api-Key');
+  await page.getByLabel('Header 1 value').fill(opts['new-key']);
+  await page.getByRole('button', { name: 'Rotate credential' }).click();
+  await page.waitForLoadState('load');
+  report.rotated = (await page.locator('main').textContent()).replace(/\s+/g, ' ').trim();
+  await page.screenshot({ path: path.join(opts.shots, 'servers-03-rotated.png'), fullPage: true });
 } catch (err) {
   report.error = err.message;
 } finally {

@@ -161,14 +161,23 @@ impl ConnectorService {
                         .map(secrecy::ExposeSecret::expose_secret),
                 );
                 let text = scrubber.scrubbed(&e.to_string());
-                let hint = if text.contains("401") || text.to_lowercase().contains("auth") {
-                    " (the server refused the credential; if it uses OAuth, add it with `agp connectors add` instead)"
-                } else {
-                    ""
-                };
-                Err(ServiceError::Provider(format!(
-                    "server {name:?} could not be reached with this credential: {text}{hint}; nothing was stored"
-                )))
+                // rmcp says "Auth required" for a 401 that carries an authorization challenge.
+                let refused = ["401", "403"]
+                    .into_iter()
+                    .find(|code| text.contains(&format!("HTTP {code}")))
+                    .or_else(|| text.contains("Auth required").then_some("401"));
+                Err(ServiceError::Provider(match refused {
+                    Some(code) => format!(
+                        "server {name:?} refused the credential (HTTP {code}); if it uses OAuth, add it with `agp connectors add` instead; nothing was stored"
+                    ),
+                    None => {
+                        // rmcp names its transport's Rust types before the cause: keep the cause.
+                        let cause = text.rsplit("] error: ").next().unwrap_or(&text);
+                        format!(
+                            "server {name:?} could not be reached with this credential: {cause}; nothing was stored"
+                        )
+                    }
+                }))
             }
         }
     }
