@@ -193,15 +193,24 @@ impl UpstreamCredential {
         }
         if !self.headers.is_empty() {
             let mut custom = HashMap::new();
-            for (name, value) in self.header_values()? {
-                if name != axum::http::header::AUTHORIZATION || self.bearer.is_none() {
-                    custom.insert(name, value);
-                }
+            for (name, value) in &self.headers {
+                custom.insert(name.clone(), sensitive(name, value)?);
             }
             config = config.custom_headers(custom);
         }
         Ok(config)
     }
+}
+
+/// `value` as the value of header `name`, marked sensitive.
+fn sensitive(name: &HeaderName, value: &SecretString) -> Result<HeaderValue, CredentialInvalid> {
+    let mut v = HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+        CredentialInvalid(format!(
+            "the value of header {name} is not a valid header value"
+        ))
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// A static credential as the admin gives it, before validation.
