@@ -14,8 +14,10 @@ use super::profile::Policy;
 /// The schema version new events of `event_type` are written at.
 pub fn current_version(event_type: &str) -> u32 {
     match event_type {
+        // v3: the `cimd` registration mode and the optional `registration_reason` (issue 17).
+        "connector.added" => 3,
         // v2: the token endpoint auth method carries its reason (issue 11).
-        "connector.added" | "connector.client_registered" => 2,
+        "connector.client_registered" => 2,
         // v2: the server's token and revocation endpoint auth method lists.
         "connector.discovered" => 2,
         // v2: where the authorized account came from (`account_source`).
@@ -80,6 +82,9 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
                     .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
             }
         }),
+        // v3 only adds a registration mode (`cimd`) and an optional `registration_reason`: a v2
+        // record reads as it is, without a reason.
+        ("connector.added", 2) => None,
         ("connector.client_registered", 1) => Some(|data| {
             if let Some(d) = data.as_object_mut() {
                 d.entry("token_auth_method_reason")
@@ -203,10 +208,28 @@ mod tests {
     }
 
     #[test]
+    fn older_connector_added_records_read_at_v3_without_a_registration_reason() {
+        // v2 → v3 only adds the `cimd` mode and an optional reason: the data is used as stored.
+        let v2 = json!({"connector_id": "c", "registration": {"mode": "dcr"}});
+        assert!(matches!(
+            upcast("connector.added", 2, &v2),
+            Ok(Cow::Borrowed(_))
+        ));
+        // v1 → v3 still fills a registered client's method reason (the v1 → v2 step).
+        let v1 = json!({"registration": {"mode": "client", "client_id": "x"}});
+        let up = upcast("connector.added", 1, &v1).expect("upcasts");
+        assert_eq!(
+            up["registration"]["token_auth_method_reason"],
+            REASON_BEFORE_V2_CLIENT
+        );
+        assert!(up.get("registration_reason").is_none());
+    }
+
+    #[test]
     fn versions_from_the_future_or_zero_are_refused() {
         let data = json!({});
         for (t, v) in [
-            ("connector.added", 3),
+            ("connector.added", 4),
             ("connector.added", 0),
             ("agent.created", 2),
         ] {

@@ -67,8 +67,13 @@ pub struct ConnectorView {
     pub status: String,
     pub mcp_server_url: String,
     pub client_name: String,
-    /// `dcr` or `client`.
+    /// `dcr`, `client` (a registered client) or `cimd` (a Client ID Metadata Document).
     pub registration_mode: String,
+    /// Why that mode: the admin forced it, or what the server's metadata offered in the MCP
+    /// spec's order (registered client, CIMD, DCR). `None` on connectors added before AGP
+    /// recorded it.
+    #[serde(default)]
+    pub registration_reason: Option<String>,
     pub issuer: Option<String>,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
@@ -357,23 +362,34 @@ impl ConnectorStatusView {
             mcp_server_url,
             client_name,
             registration,
+            registration_reason,
             scopes,
             overrides,
         } = event
         {
-            let (mode, client_id, method, reason, secret) = match registration {
-                Registration::Dcr => ("dcr", None, None, None, false),
+            let mode = registration.mode();
+            let (client_id, method, reason, secret) = match registration {
+                Registration::Dcr => (None, None, None, false),
                 Registration::Client {
                     client_id,
                     token_auth_method,
                     token_auth_method_reason,
                     client_secret_stored,
                 } => (
-                    "client",
                     Some(client_id.clone()),
                     Some(auth_method(*token_auth_method)),
                     Some(token_auth_method_reason.clone()),
                     *client_secret_stored,
+                ),
+                Registration::Cimd {
+                    client_id,
+                    token_auth_method,
+                    token_auth_method_reason,
+                } => (
+                    Some(client_id.clone()),
+                    Some(auth_method(*token_auth_method)),
+                    Some(token_auth_method_reason.clone()),
+                    false,
                 ),
             };
             let mut view = ConnectorView {
@@ -383,6 +399,7 @@ impl ConnectorStatusView {
                 mcp_server_url: mcp_server_url.clone(),
                 client_name: client_name.clone(),
                 registration_mode: mode.to_string(),
+                registration_reason: registration_reason.clone(),
                 issuer: None,
                 authorization_endpoint: None,
                 token_endpoint: None,
@@ -426,7 +443,13 @@ impl ConnectorStatusView {
                 updated_at: at,
             };
             if view.client_id.is_some() {
-                view.sources.insert("client_id".into(), Source::Override);
+                // A registered client's id is the admin's; a CIMD client id is AGP's own URL.
+                let source = if matches!(registration, Registration::Cimd { .. }) {
+                    Source::Registration
+                } else {
+                    Source::Override
+                };
+                view.sources.insert("client_id".into(), source);
             }
             view.resolve(overrides, &DiscoveredMetadata::default());
             self.by_name.insert(view.name.clone(), connector_id.clone());
