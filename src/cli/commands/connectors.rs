@@ -604,6 +604,44 @@ mod tests {
     }
 
     #[test]
+    fn registration_flags_become_the_request_s_registration() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            add: AddArgs,
+        }
+        let body = |extra: &[&str]| {
+            let mut args = vec!["add", "--name", "n", "--mcp-server-url", "https://m/mcp"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| add_body(c.add).registration)
+        };
+        // Nothing forced: the server picks (CIMD when advertised, else DCR).
+        assert_eq!(body(&[]).unwrap(), None);
+        assert_eq!(
+            body(&["--registration", "cimd"]).unwrap().as_deref(),
+            Some("cimd")
+        );
+        assert_eq!(
+            body(&["--registration", "dcr"]).unwrap().as_deref(),
+            Some("dcr")
+        );
+        assert_eq!(body(&["--dcr"]).unwrap().as_deref(), Some("dcr"));
+        assert_eq!(
+            body(&["--registration", "registered", "--client-id", "app"])
+                .unwrap()
+                .as_deref(),
+            Some("registered")
+        );
+        assert_eq!(
+            body(&["--client-id", "app"]).unwrap().as_deref(),
+            Some("client")
+        );
+        assert!(body(&["--registration", "magic"]).is_err());
+        assert!(body(&["--dcr", "--registration", "cimd"]).is_err());
+    }
+
+    #[test]
     fn the_add_body_carries_the_secret_and_the_server_reads_it() {
         use clap::Parser;
         #[derive(Parser)]
