@@ -245,7 +245,23 @@ async fn the_authorization_server_fetches_agp_s_metadata_document_and_issues_tok
     let (at2, rt2) = tokens(&app, "docs");
     assert_ne!(at2.as_deref(), Some(at.as_str()));
     assert_ne!(rt2.as_deref(), Some(rt.as_str()));
-    assert!(provider.introspect(&at2.unwrap(), "access_token").await);
+    let at2 = at2.unwrap();
+    assert!(provider.introspect(&at2, "access_token").await);
+
+    // Reconnect: discovery again (the server still offers CIMD), the same client id, a fresh
+    // consent; the previous generation's tokens are revoked by the public client.
+    let (s, r) = app.post("/connectors/docs/reconnect", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["client_id"], client_id);
+    assert_eq!(r["registration_mode"], "cimd");
+    assert!(
+        !provider.introspect(&at2, "access_token").await,
+        "the old generation was revoked"
+    );
+    let result = consent(&b, r["authorize_url"].as_str().unwrap(), "alice", true).await;
+    assert_eq!(result["outcome"], "authorized", "{result}");
+    let (at3, _) = tokens(&app, "docs");
+    assert!(provider.introspect(&at3.unwrap(), "access_token").await);
 
     // The event says which mode and why (schema v3); no secret or token in the log.
     let (_, events) = app.get("/events?limit=1000").await;
