@@ -232,6 +232,10 @@ pub struct TeardownJson {
     pub revocation: Vec<crate::connectors::service::RevocationReport>,
     /// True when the credential's data keys were destroyed.
     pub shredded: bool,
+    /// What the admin should know beyond the above (a static credential cannot be revoked by
+    /// AGP: revoke it where it was issued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl From<ServiceError> for ApiError {
@@ -449,11 +453,12 @@ async fn reconnect_connector(
     Ok(ApiJson(consent_json(&state, consent?)))
 }
 
-fn teardown_json(state: &SharedState, t: Teardown) -> TeardownJson {
+pub(super) fn teardown_json(state: &SharedState, t: Teardown) -> TeardownJson {
     TeardownJson {
         connector: t.connector.map(|v| json(state, v)),
         revocation: t.revocation,
         shredded: t.shredded,
+        note: t.note,
     }
 }
 
@@ -517,7 +522,9 @@ async fn refresh_connector(
     match refreshed {
         Ok(()) => {}
         Err(e @ C::NotFound(_)) => return Err(ApiError::NotFound(e.to_string())),
-        Err(e @ C::NotActive { .. }) => return Err(ApiError::Conflict(e.to_string())),
+        Err(e @ (C::NotActive { .. } | C::Static(_))) => {
+            return Err(ApiError::Conflict(e.to_string()));
+        }
         Err(e @ C::Unavailable(_)) => return Err(ApiError::Unavailable(e.to_string())),
         Err(e @ C::Internal(_)) => return Err(ApiError::Internal(e.to_string())),
     }

@@ -234,7 +234,9 @@ impl DomainStatus for ConnectorError {
             | ConnectorError::NotAwaitingConsent
             | ConnectorError::AliasMismatch { .. }
             | ConnectorError::ToolAlreadyRegistered(_)
-            | ConnectorError::ToolNotQuarantined(_) => ApiError::Conflict(msg),
+            | ConnectorError::ToolNotQuarantined(_)
+            | ConnectorError::StaticCredential(_)
+            | ConnectorError::NotStatic => ApiError::Conflict(msg),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod ops;
 pub mod policy;
 pub mod profiles;
 pub mod request_id;
+pub mod servers;
 pub mod tools;
 
 use std::sync::Arc;
@@ -112,6 +113,7 @@ pub type SharedState = Arc<AppState>;
         (name = "profiles", description = "Behavior profiles: grants and suspension"),
         (name = "agents", description = "Agent identities and their keys"),
         (name = "connectors", description = "OAuth-protected MCP servers"),
+        (name = "servers", description = "MCP servers with a static credential (API key, bearer token) or none"),
         (name = "tools", description = "The tool catalog: registered tools as governed entries"),
         (name = "events", description = "The raw event log"),
         (name = "audit", description = "Audit queries, chain verification, projection replay"),
@@ -129,6 +131,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(console_link::routes())
         .merge(agents::routes())
         .merge(connectors::routes())
+        .merge(servers::routes())
         .merge(tools::routes())
         .merge(events::routes())
         .merge(archive::routes())

@@ -76,6 +76,9 @@ pub enum Command {
     /// OAuth-protected MCP servers.
     #[command(subcommand)]
     Connectors(commands::connectors::ConnectorsCommand),
+    /// MCP servers with a static credential (API key, bearer token) or none.
+    #[command(subcommand)]
+    Servers(commands::servers::ServersCommand),
     /// The tool catalog: registered tools as governed entries.
     #[command(subcommand)]
     Tools(commands::tools::ToolsCommand),
@@ -222,6 +225,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::ConsoleLink => console_link(&cli.global).await,
         Command::Agents(c) => commands::agents::run(&cli.global, c).await,
         Command::Connectors(c) => commands::connectors::run(&cli.global, c).await,
+        Command::Servers(c) => commands::servers::run(&cli.global, c).await,
         Command::Tools(c) => commands::tools::run(&cli.global, c).await,
         Command::Events(c) => commands::events::run(&cli.global, c).await,
         Command::Audit(c) => commands::audit::run(&cli.global, c).await,

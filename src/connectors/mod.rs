@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod flows;
+pub mod injected;
 pub mod pages;
 pub mod refusals;
 pub mod results;

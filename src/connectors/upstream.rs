@@ -17,7 +17,6 @@ use rmcp::ServiceExt;
 use rmcp::model::{PaginatedRequestParams, Tool, ToolAnnotations};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -305,19 +304,20 @@ impl Keep<'_> {
     }
 }
 
-/// Connects to `url` with `token` and lists the tools `keep` asks for, following the cursor to
+/// Connects to `url` with `credential` and lists the tools `keep` asks for, following the cursor to
 /// the end within the caps ([`MAX_TOOLS`], [`MAX_PAGES`], [`LIST_TIMEOUT`]).
 pub async fn list_tools(
     egress: &EgressClient,
     url: &url::Url,
-    token: &SecretString,
+    credential: &crate::connectors::injected::UpstreamCredential,
     keep: Keep<'_>,
 ) -> Result<Vec<Tool>, ListingError> {
     let client = egress
         .client_for(url)
         .map_err(|e| ListingError::Upstream(format!("egress refused: {e}")))?;
-    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-        .auth_header(token.expose_secret().to_string());
+    let config = credential
+        .configure(StreamableHttpClientTransportConfig::with_uri(url.as_str()))
+        .map_err(|e| ListingError::Upstream(e.to_string()))?;
     let transport = StreamableHttpClientTransport::with_client(client, config);
     let work = async move {
         let service = ()

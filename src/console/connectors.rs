@@ -75,6 +75,28 @@ const TABS: &[(&str, &str)] = &[
     ("all", "All"),
 ];
 
+/// `OAuth` or `Static credential`: how AGP authenticates to the server.
+fn kind_label(v: &ConnectorView) -> &'static str {
+    if v.is_static() {
+        "Static credential"
+    } else {
+        "OAuth"
+    }
+}
+
+/// A static server's credential by header name (`x-api-key, bearer token`), never values.
+fn credential_label(v: &ConnectorView) -> String {
+    let mut parts = v.credential_headers.clone();
+    if v.credential_bearer {
+        parts.push("bearer token".into());
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn card(v: &ConnectorView) -> Markup {
     html! {
         article.card aria-label=(v.name) data-connector=(v.name) {
@@ -85,9 +107,14 @@ fn card(v: &ConnectorView) -> Markup {
             }
             div.url { (v.mcp_server_url) }
             dl {
-                dt { "Account" } dd data-field="account" { (v.account.as_deref().unwrap_or("—")) }
-                dt { "Scopes" } dd data-field="granted_scopes" {
-                    @if v.granted_scopes.is_empty() { "—" } @else { (v.granted_scopes.join(" ")) }
+                dt { "Kind" } dd data-field="kind" { (kind_label(v)) }
+                @if v.is_static() {
+                    dt { "Credential" } dd data-field="credential" { (credential_label(v)) }
+                } @else {
+                    dt { "Account" } dd data-field="account" { (v.account.as_deref().unwrap_or("—")) }
+                    dt { "Scopes" } dd data-field="granted_scopes" {
+                        @if v.granted_scopes.is_empty() { "—" } @else { (v.granted_scopes.join(" ")) }
+                    }
                 }
                 dt { "Last used" } dd { (when(v.last_used_at)) }
                 @if let Some(e) = &v.last_error { dt { "Last error" } dd.error-text { (e) } }
@@ -130,7 +157,7 @@ async fn list(
     }
     let body = html! {
         div.row {
-            div { h1 { "Connectors" } p.lead { "MCP servers AGP holds credentials for." } }
+            div { h1 { "Connectors" } p.lead { "MCP servers AGP holds credentials for: OAuth connectors, and servers with a static credential (" code { "agp servers add" } ")." } }
             span.spacer {}
             a.button.primary href="/console/connectors/new" { "Add connector" }
         }
@@ -362,8 +389,21 @@ async fn details(
             button type="button" data-copy="connector-json" { "Copy as JSON" }
         }
         h2 { "Connection" }
+        @if v.is_static() {
+            table.grid.kv {
+                (kv("Status", Some(&v.status), None))
+                (kv("Kind", Some(kind_label(&v)), None))
+                (kv("Credential", Some(&credential_label(&v)), None))
+                (kv("Credential generation", Some(&v.generation.to_string()), None))
+                (kv("Credential set", Some(&when(v.credential_set_at)), None))
+                (kv("Created", Some(&when(Some(v.created_at))), None))
+                (kv("Last used", Some(&when(v.last_used_at)), None))
+            }
+            p.hint { "Rotate the credential with " code { "agp servers rotate-credential --name " (v.name) } "; AGP cannot revoke it where it was issued." }
+        } @else {
         table.grid.kv {
             (kv("Status", Some(&v.status), None))
+            (kv("Kind", Some(kind_label(&v)), None))
             (kv("Authorized account", v.account.as_deref(), None))
             (kv("Granted scopes", Some(&v.granted_scopes.join(" ")).filter(|s| !s.is_empty()).map(String::as_str), None))
             (kv("Requested scopes", Some(&v.scopes.join(" ")).filter(|s| !s.is_empty()).map(String::as_str), None))
@@ -383,6 +423,7 @@ async fn details(
             (kv("Authorized", Some(&when(v.authorized_at)), None))
             (kv("Last used", Some(&when(v.last_used_at)), None))
         }
+        }
         @if !v.revocations.is_empty() {
             h2 { "Revocations" }
             table.grid {
@@ -400,11 +441,13 @@ async fn details(
                 input #disconnect-reason type="text" name="reason" placeholder="why, for the audit trail";
                 p { button.danger type="submit" { "Disconnect" } }
             }
-            form.panel method="post" action={(path) "/reconnect"} data-consent {
-                (csrf(&signed))
-                div.form-error role="alert" data-form-error hidden {}
-                p.hint { "Starts a fresh consent on the same connector (also the fix for reauth_required and expired)." }
-                p { button type="submit" { "Reconnect" } }
+            @if !v.is_static() {
+                form.panel method="post" action={(path) "/reconnect"} data-consent {
+                    (csrf(&signed))
+                    div.form-error role="alert" data-form-error hidden {}
+                    p.hint { "Starts a fresh consent on the same connector (also the fix for reauth_required and expired)." }
+                    p { button type="submit" { "Reconnect" } }
+                }
             }
             form.panel method="post" action={(path) "/remove"} {
                 (csrf(&signed))

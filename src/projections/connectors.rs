@@ -67,13 +67,27 @@ pub struct ConnectorView {
     pub status: String,
     pub mcp_server_url: String,
     pub client_name: String,
-    /// `dcr`, `client` (a registered client) or `cimd` (a Client ID Metadata Document).
+    /// `oauth` for a connector, `static` for a server with a static credential or none
+    /// (`agp servers add`).
+    #[serde(default = "oauth_kind")]
+    pub kind: String,
+    /// `dcr`, `client` (a registered client), `cimd` (a Client ID Metadata Document) or
+    /// `static`.
     pub registration_mode: String,
     /// Why that mode: the admin forced it, or what the server's metadata offered in the MCP
     /// spec's order (registered client, CIMD, DCR). `None` on connectors added before AGP
     /// recorded it.
     #[serde(default)]
     pub registration_reason: Option<String>,
+    /// A static server's credential: the header names AGP fills (never their values).
+    #[serde(default)]
+    pub credential_headers: Vec<String>,
+    /// A static server's credential includes a bearer token.
+    #[serde(default)]
+    pub credential_bearer: bool,
+    /// When a static server's current credential was set (at add or at its last rotation).
+    #[serde(default)]
+    pub credential_set_at: Option<DateTime<Utc>>,
     pub issuer: Option<String>,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
@@ -134,7 +148,16 @@ pub struct ConnectorView {
     pub updated_at: DateTime<Utc>,
 }
 
+fn oauth_kind() -> String {
+    "oauth".into()
+}
+
 impl ConnectorView {
+    /// True for a server with a static credential (or none): no OAuth applies to it.
+    pub fn is_static(&self) -> bool {
+        self.kind == "static"
+    }
+
     /// The console's filter this connector falls under: `active`, `needs-attention`, `inactive`.
     pub fn filter_group(&self) -> &'static str {
         match self.status.as_str() {
@@ -367,9 +390,8 @@ impl ConnectorStatusView {
             overrides,
         } = event
         {
-            let mode = registration.mode();
             let (client_id, method, reason, secret) = match registration {
-                Registration::Dcr => (None, None, None, false),
+                Registration::Dcr | Registration::Static => (None, None, None, false),
                 Registration::Client {
                     client_id,
                     token_auth_method,
@@ -392,14 +414,22 @@ impl ConnectorStatusView {
                     false,
                 ),
             };
+            let kind = match registration {
+                Registration::Static => "static",
+                _ => "oauth",
+            };
             let mut view = ConnectorView {
                 connector_id: connector_id.clone(),
                 name: name.to_string(),
                 status: ConnectorStatus::Pending.as_str().to_string(),
                 mcp_server_url: mcp_server_url.clone(),
                 client_name: client_name.clone(),
-                registration_mode: mode.to_string(),
+                kind: kind.to_string(),
+                registration_mode: registration.mode().to_string(),
                 registration_reason: registration_reason.clone(),
+                credential_headers: Vec::new(),
+                credential_bearer: false,
+                credential_set_at: None,
                 issuer: None,
                 authorization_endpoint: None,
                 token_endpoint: None,
@@ -575,6 +605,21 @@ impl ConnectorStatusView {
                 v.access_token_expires_at = *access_token_expires_at;
                 v.has_refresh_token = *has_refresh_token;
                 v.authorized_at = Some(at);
+                v.last_error = None;
+                v.set_status(ConnectorStatus::Active);
+            }
+            ConnectorEvent::CredentialSet {
+                generation,
+                header_names,
+                bearer,
+                credential_fingerprint,
+            } => {
+                v.generation = *generation;
+                v.credentials_shredded = false;
+                v.credential_headers = header_names.clone();
+                v.credential_bearer = *bearer;
+                v.token_fingerprint = credential_fingerprint.clone();
+                v.credential_set_at = Some(at);
                 v.last_error = None;
                 v.set_status(ConnectorStatus::Active);
             }

@@ -684,12 +684,12 @@ impl Proxy {
         {
             return Ok(p);
         }
-        let (token, current) = self
+        let (credential, current) = self
             .connectors
-            .credential_with_view(&view.name)
+            .upstream_credential_with_view(&view.name)
             .await
             .map_err(|e| (Failure::Credential(e), view.clone()))?;
-        match self.pool.open(&current, &who.agent_id, token).await {
+        match self.pool.open(&current, &who.agent_id, credential).await {
             Ok(p) => Ok(p),
             Err(e) => Err((Failure::Open(e), current)),
         }
@@ -803,6 +803,10 @@ impl Proxy {
         let now = current()?;
         if now.generation != view.generation || now.token_fingerprint != view.token_fingerprint {
             return Ok(now);
+        }
+        if now.is_static() {
+            // Nothing to refresh: upstream refused the static credential the admin gave.
+            return Err(Failure::Open(OpenError::Unauthorized));
         }
         let refused = view.token_fingerprint.as_deref().unwrap_or_default();
         match self

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::scrub::Scrubber;
 use super::upstream::{UpstreamError, UpstreamSession};
+use crate::connectors::injected::UpstreamCredential;
 use crate::oauth::egress::EgressClient;
 use crate::projections::connectors::ConnectorView;
 
@@ -130,13 +131,13 @@ impl UpstreamPool {
         }
     }
 
-    /// A session for `agent_id` on `view`'s connector, opened with `token` unless a fitting one
-    /// exists (another caller may have opened it while this one fetched the token).
+    /// A session for `agent_id` on `view`'s connector, opened with `credential` unless a fitting
+    /// one exists (another caller may have opened it while this one fetched the credential).
     pub async fn open(
         &self,
         view: &ConnectorView,
         agent_id: &str,
-        token: SecretString,
+        credential: UpstreamCredential,
     ) -> Result<Arc<Pooled>, OpenError> {
         let key = (view.connector_id.clone(), agent_id.to_string());
         let gate = self.opening.lock().entry(key.clone()).or_default().clone();
@@ -150,8 +151,8 @@ impl UpstreamPool {
             .egress
             .client_for(&url)
             .map_err(|e| OpenError::Unavailable(format!("egress refused: {e}")))?;
-        let scrubber = Scrubber::new(token.expose_secret());
-        let open = UpstreamSession::open(client, url, &token, self.limits.max_response_bytes);
+        let scrubber = Scrubber::for_secrets(credential.secrets().map(|s| s.expose_secret()));
+        let open = UpstreamSession::open(client, url, credential, self.limits.max_response_bytes);
         let service = match tokio::time::timeout(self.limits.connect_timeout, open).await {
             Err(_) => return Err(OpenError::Timeout(self.limits.connect_timeout)),
             Ok(Err(UpstreamError::Unauthorized)) => return Err(OpenError::Unauthorized),

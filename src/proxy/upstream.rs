@@ -15,10 +15,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorData};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+
+use crate::connectors::injected::UpstreamCredential;
 
 /// The protocol version AGP asks upstream for (it answers with the one it speaks).
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -57,10 +58,10 @@ struct State {
 pub struct UpstreamSession {
     http: reqwest::Client,
     url: url::Url,
-    /// The credential, wiped when the session goes (issue 14, item 11). The header value is
-    /// built per request ([`UpstreamSession::authorization`]): a `HeaderValue` cannot be
+    /// The credential, wiped when the session goes (issue 14, item 11). The header values are
+    /// built per request ([`UpstreamSession::credential_headers`]): a `HeaderValue` cannot be
     /// wiped, and one kept for the session's lifetime would outlive every use.
-    auth: SecretString,
+    auth: UpstreamCredential,
     state: parking_lot::RwLock<State>,
     /// Serializes re-initialization after upstream forgot the session.
     reinit: tokio::sync::Mutex<()>,
@@ -218,33 +219,29 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-/// `Authorization: Bearer <token>`, marked sensitive (never printed by `http`'s `Debug`); the
-/// formatted text is wiped once copied into the header.
-fn bearer(token: &SecretString) -> Result<HeaderValue, UpstreamError> {
-    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()));
-    let mut auth = HeaderValue::from_str(&text)
-        .map_err(|_| UpstreamError::Failed("the credential is not a valid header value".into()))?;
-    auth.set_sensitive(true);
-    Ok(auth)
-}
-
 impl UpstreamSession {
-    fn authorization(&self) -> Result<HeaderValue, UpstreamError> {
-        bearer(&self.auth)
+    /// The credential's headers (`Authorization: Bearer <token>`, or a static server's), each
+    /// marked sensitive (never printed by `http`'s `Debug`).
+    fn credential_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, UpstreamError> {
+        self.auth
+            .header_values()
+            .map_err(|e| UpstreamError::Failed(e.to_string()))
     }
 
     /// Opens a session: `initialize`, then `notifications/initialized`.
     pub async fn open(
         http: reqwest::Client,
         url: url::Url,
-        token: &SecretString,
+        credential: UpstreamCredential,
         max_bytes: usize,
     ) -> Result<Self, UpstreamError> {
-        bearer(token)?;
+        credential
+            .header_values()
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
         let session = Self {
             http,
             url,
-            auth: token.clone(),
+            auth: credential,
             state: parking_lot::RwLock::new(State {
                 session_id: None,
                 protocol_version: HeaderValue::from_static(PROTOCOL_VERSION),
@@ -300,10 +297,11 @@ impl UpstreamSession {
             let state = self.state.read();
             (state.session_id.clone(), state.protocol_version.clone())
         };
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .header(header::AUTHORIZATION, self.authorization()?)
+        let mut request = self.http.post(self.url.clone());
+        for (name, value) in self.credential_headers()? {
+            request = request.header(name, value);
+        }
+        request = request
             .header(header::ACCEPT, "application/json, text/event-stream")
             .header(header::CONTENT_TYPE, "application/json")
             .body(message.to_string());
@@ -398,14 +396,14 @@ impl UpstreamSession {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Ok(auth) = self.authorization() else {
+        let Ok(credential) = self.credential_headers() else {
             return;
         };
-        let request = self
-            .http
-            .delete(self.url.clone())
-            .header(header::AUTHORIZATION, auth)
-            .header(SESSION_HEADER, sid);
+        let mut request = self.http.delete(self.url.clone());
+        for (name, value) in credential {
+            request = request.header(name, value);
+        }
+        let request = request.header(SESSION_HEADER, sid);
         runtime.spawn(async move {
             let _ = request.send().await;
         });

@@ -128,11 +128,14 @@ pub enum Field {
     /// The text of a connector's quarantine diffs (slot [`Slot::quarantine`]): upstream's
     /// changed values, which the log records only as hashes.
     QuarantineDiffs,
+    /// A static-credential server's credential (slot [`Slot::consent`] of its generation):
+    /// the header values and bearer token AGP injects, as one sealed document.
+    StaticCredential,
 }
 
 impl Field {
     /// Every field, for scans and tests.
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::ClientSecret,
         Field::RegistrationAccessToken,
         Field::AccessToken,
@@ -141,6 +144,7 @@ impl Field {
         Field::ToolArguments,
         Field::CheckpointSigningKey,
         Field::QuarantineDiffs,
+        Field::StaticCredential,
     ];
 
     /// The stable name used on disk and in associated data.
@@ -154,6 +158,7 @@ impl Field {
             Field::ToolArguments => "tool_arguments",
             Field::CheckpointSigningKey => "checkpoint_signing_key",
             Field::QuarantineDiffs => "quarantine_diffs",
+            Field::StaticCredential => "static_credential",
         }
     }
 

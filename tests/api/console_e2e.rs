@@ -378,3 +378,83 @@ async fn console_changes_need_a_session_its_csrf_token_and_the_console_s_origin(
         .unwrap();
     assert_eq!(r.status().as_u16(), 303, "signed out");
 }
+
+/// Issue 17: a static-credential server sits beside an OAuth connector in the console, with its
+/// own kind and the header names of its credential (never a value), and no OAuth verbs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_shows_static_servers_beside_connectors_with_their_kind() {
+    let chromium = std::env::var("AGP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let key = "console-static-key-0f9e8d7c";
+    let peer = crate::peers::start("static-server.mjs", &["--key", key]);
+    let provider = Provider::start(&[]);
+    let app = spawn_app().await;
+    let (s, b) = app
+        .post(
+            "/servers",
+            json!({"name": "kb", "mcp_server_url": peer.ready["url"],
+                   "headers": [{"name": "X-Api-Key", "value": key}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = app
+        .post(
+            "/connectors",
+            json!({"name": "notion", "mcp_server_url": provider.mcp_url()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let args = [
+        "tools/test-peers/console-servers.mjs".to_string(),
+        "--link".into(),
+        link(&app).await,
+        "--server".into(),
+        "kb".into(),
+        "--connector".into(),
+        "notion".into(),
+        "--shots".into(),
+        screenshots().display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("AGP_CHROMIUM", chromium)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(report["error"].is_null(), "{report}");
+    assert_eq!(
+        report["cards"]["kb"],
+        json!({"kind": "Static credential", "credential": "x-api-key", "account": null})
+    );
+    assert_eq!(report["cards"]["notion"]["kind"], "OAuth", "{report}");
+    assert!(
+        report["cards"]["notion"]["credential"].is_null(),
+        "{report}"
+    );
+    let details = &report["details"];
+    assert_eq!(details["reconnect"], 0, "no consent to run: {details}");
+    assert_eq!(details["disconnect"], 1, "{details}");
+    assert_eq!(details["remove"], 1, "{details}");
+    let text = details["text"].as_str().unwrap();
+    assert!(
+        text.contains("agp servers rotate-credential --name kb"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(key),
+        "the console shows a credential: {text}"
+    );
+    for shot in ["servers-01-cards", "servers-02-details"] {
+        assert!(screenshots().join(format!("{shot}.png")).exists(), "{shot}");
+    }
+}

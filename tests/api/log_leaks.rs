@@ -166,3 +166,87 @@ async fn no_secret_reaches_the_log_at_debug_through_a_hostile_connector_s_life()
     );
     assert_clean(&logs, &secrets);
 }
+
+/// S12 for static-credential servers (issue 17): add, calls to a tool that answers with the key
+/// it received, a rotation, a rotation the server refuses, a refused call and a removal, at
+/// `debug`: neither key reaches a log line, raw or encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_static_credential_reaches_the_log_at_debug() {
+    const KEY_1: &str = "static-key-one-7d1e0c55";
+    const KEY_2: &str = "static-key-two-a94b2f17";
+    const KEY_3: &str = "static-key-bad-3c8e6d02";
+    let peer = crate::peers::start("static-server.mjs", &["--key", KEY_1, "--key", KEY_2]);
+    let mcp = peer.ready["url"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_logging(dir.path(), &[], Some("debug"));
+    let (s, added) = server
+        .post(
+            "/servers",
+            json!({"name": "kb", "mcp_server_url": mcp,
+                   "headers": [{"name": "X-Api-Key", "value": KEY_1}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{added}");
+    let (s, b) = server
+        .post(
+            "/connectors/kb/register-tools",
+            json!({"tools": [{"name": "leak_key"}, {"name": "echo"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        server.post("/profiles", json!({"name": "ops"})).await.0,
+        201
+    );
+    let (s, b) = server
+        .post(
+            "/profiles/ops/grants",
+            json!({"tools": ["kb__leak_key", "kb__echo"], "reason": "test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, a) = server
+        .post("/agents", json!({"name": "bot", "profile": "ops"}))
+        .await;
+    let key = a["key"].as_str().unwrap().to_string();
+    let url = format!("{}/mcp", server.base);
+    let call = |url: String, key: String| {
+        tokio::task::spawn_blocking(move || {
+            let mut agent = Agent::connect(&url, Some(&key), &[]).expect("connects");
+            let leaked = agent.call("kb__leak_key", json!({}));
+            let _ = agent.call("kb__echo", json!({"text": "hello"}));
+            leaked
+        })
+    };
+    let leaked = call(url.clone(), key.clone())
+        .await
+        .unwrap()
+        .expect("answers");
+    assert!(leaked.to_string().contains("[redacted by AGP]"), "{leaked}");
+    let (s, b) = server
+        .post(
+            "/servers/kb/rotate-credential",
+            json!({"headers": [{"name": "X-Api-Key", "value": KEY_2}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    call(url.clone(), key.clone())
+        .await
+        .unwrap()
+        .expect("answers");
+    let (s, b) = server
+        .post(
+            "/servers/kb/rotate-credential",
+            json!({"bearer_token": KEY_3}),
+        )
+        .await;
+    assert_eq!(s, 502, "{b}");
+    let (s, b) = server
+        .post("/servers/kb/remove", json!({"confirm": "kb"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(call(url, key).await.unwrap().is_err());
+    let logs = server.stop();
+    let secrets = [KEY_1, KEY_2, KEY_3].map(str::to_string);
+    assert_clean(&logs, &secrets);
+}

@@ -33,6 +33,7 @@ mod proxy_e2e;
 mod request_ids;
 mod revocations;
 mod sdk_auth_e2e;
+mod servers_e2e;
 mod tools;
 mod tools_e2e;
 mod unregister;

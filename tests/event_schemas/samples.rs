@@ -70,6 +70,7 @@ fn connector_variants() -> Variants<ConnectorEvent> {
         Expired => "connector.expired",
         Failed => "connector.failed",
         Disconnected => "connector.disconnected",
+        CredentialSet => "connector.credential_set",
         RevocationRecorded => "connector.revocation_recorded",
         RevocationAbandoned => "connector.revocation_abandoned",
         CredentialsShredded => "connector.credentials_shredded",
@@ -255,6 +256,16 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
                 ..Overrides::default()
             },
         },
+        E::Added {
+            registration_reason: None,
+            connector_id: "c4".into(),
+            name: name("internal-kb"),
+            mcp_server_url: "https://kb.internal.example.com/mcp".into(),
+            client_name: String::new(),
+            registration: Registration::Static,
+            scopes: None,
+            overrides: Overrides::default(),
+        },
         E::Discovered {
             metadata: DiscoveredMetadata::default(),
         },
@@ -345,6 +356,18 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
         E::Failed {
             generation: 0,
             reason: "registration rejected".into(),
+        },
+        E::CredentialSet {
+            generation: 1,
+            header_names: strings(&["x-api-key", "x-workspace"]),
+            bearer: false,
+            credential_fingerprint: Some("0123456789ab".into()),
+        },
+        E::CredentialSet {
+            generation: 2,
+            header_names: vec![],
+            bearer: false,
+            credential_fingerprint: None,
         },
         E::Disconnected {
             generation: 0,

@@ -315,11 +315,12 @@ fn check_table(v: &Value) -> comfy_table::Table {
 
 fn list_table(v: &Value) -> comfy_table::Table {
     output::table(
-        &["name", "status", "mcp server", "account", "scopes"],
+        &["name", "kind", "status", "mcp server", "account", "scopes"],
         v,
         |c| {
             vec![
                 get(c, "name"),
+                get(c, "kind"),
                 get(c, "status"),
                 get(c, "mcp_server_url"),
                 get(c, "account"),
@@ -497,7 +498,7 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
 
 /// `remove` without `--confirm`: on a terminal, the admin types the name (as the console asks);
 /// elsewhere the name on the command line stands as the confirmation.
-fn confirm_interactively(name: &str) -> anyhow::Result<String> {
+pub(super) fn confirm_interactively(name: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         return Ok(name.to_string());

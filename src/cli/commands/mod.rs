@@ -10,6 +10,7 @@ pub mod keys;
 pub mod manual;
 pub mod offline;
 pub mod profiles;
+pub mod servers;
 pub mod tools;
 
 use anyhow::anyhow;

@@ -315,6 +315,11 @@ impl ConnectorService {
         meta: &CommandMeta,
     ) -> Result<Consent, ServiceError> {
         let view = self.view(name)?;
+        if view.is_static() {
+            return Err(ServiceError::Conflict(format!(
+                "{name:?} is a server with a static credential: there is no consent to run; set a new credential with `agp servers rotate-credential`"
+            )));
+        }
         let overrides = self
             .projections
             .read(|p| p.connectors.overrides(&view.connector_id).cloned())

@@ -18,6 +18,7 @@ use url::Url;
 
 use super::callback::AuthAt;
 use super::{ConnectorService, ServiceError, fingerprint};
+use crate::connectors::injected::UpstreamCredential;
 use crate::connectors::revoke::revoke;
 use crate::connectors::token::{self, TokenEndpoint, TokenError};
 use crate::domain::connector::ConnectorCommand;
@@ -44,6 +45,11 @@ pub enum CredentialError {
     Unavailable(String),
     #[error("connector {0}: internal error")]
     Internal(String),
+    /// A server with a static credential: it has no token to refresh.
+    #[error(
+        "{0} is a server with a static credential: there is no token to refresh; rotate its credential with `agp servers rotate-credential`"
+    )]
+    Static(String),
 }
 
 /// One async lock per connector (the single-flight of refreshes; the custody lock).
@@ -99,6 +105,42 @@ impl ConnectorService {
         Ok(view)
     }
 
+    /// What AGP injects upstream for a call to connector `name` — its access token (refreshed
+    /// first if needed), or a static server's credential — with the status view it belongs to
+    /// (its generation and fingerprint), so a caller can tell later whether it is still current.
+    pub async fn upstream_credential_with_view(
+        &self,
+        name: &str,
+    ) -> Result<(UpstreamCredential, ConnectorView), CredentialError> {
+        let view = self.active_view(name)?;
+        if !view.is_static() {
+            let (token, view) = self.credential_with_view(name).await?;
+            return Ok((UpstreamCredential::bearer(token), view));
+        }
+        let slot = Slot::consent(&view.connector_id, view.generation);
+        let sealed = self
+            .secret(slot, Field::StaticCredential)
+            .await
+            .map_err(|_| CredentialError::Internal(name.to_string()))?
+            .ok_or_else(|| CredentialError::NotActive {
+                name: name.to_string(),
+                status: "disconnected".into(),
+            })?;
+        let credential = UpstreamCredential::from_sealed(&sealed)
+            .map_err(|_| CredentialError::Internal(name.to_string()))?;
+        Ok((credential, view))
+    }
+
+    /// [`ConnectorService::upstream_credential_with_view`] without the view.
+    pub async fn upstream_credential(
+        &self,
+        name: &str,
+    ) -> Result<UpstreamCredential, CredentialError> {
+        self.upstream_credential_with_view(name)
+            .await
+            .map(|(c, _)| c)
+    }
+
     /// [`ConnectorService::credential`], with the status view the token belongs to (its
     /// generation and fingerprint), so a caller can tell later whether it is still current.
     pub async fn credential_with_view(
@@ -106,6 +148,9 @@ impl ConnectorService {
         name: &str,
     ) -> Result<(SecretString, ConnectorView), CredentialError> {
         let view = self.active_view(name)?;
+        if view.is_static() {
+            return Err(CredentialError::Static(name.to_string()));
+        }
         if needs_refresh(&view) {
             self.refresh(name, false).await?;
         }
@@ -141,6 +186,9 @@ impl ConnectorService {
         let before = self
             .view(name)
             .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        if before.is_static() {
+            return Err(CredentialError::Static(name.to_string()));
+        }
         let lock = self.refresh_locks.get(&before.connector_id);
         let _guard = lock.lock().await;
         // Someone else may have refreshed while we waited: then their result is ours.

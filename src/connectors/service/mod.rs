@@ -16,6 +16,7 @@ mod callback;
 pub mod credential;
 mod diffs;
 pub mod drift;
+pub mod servers;
 mod teardown;
 pub mod tools;
 
@@ -35,6 +36,7 @@ use super::results::ResultStore;
 
 pub use add::{AddConnector, Consent};
 pub use callback::CallbackParams;
+pub use servers::AddServer;
 pub use teardown::{RetryBackoff, RevocationReport, Teardown};
 
 /// How long a command waits for the projections to fold its events.
@@ -220,7 +222,7 @@ impl ConnectorService {
     }
 
     /// A scrubber for every secret AGP holds for the connector: its client secret and
-    /// registration access token, the tokens of `generation`, and `extra` (e.g. a code or a
+    /// registration access token, the tokens (or static credential) of `generation`, and `extra` (e.g. a code or a
     /// PKCE verifier in flight). Peer-supplied text goes through it before it is logged,
     /// recorded or returned (S27). `None` when the vault cannot be read: the caller withholds
     /// the text rather than pass it on unscrubbed.
@@ -248,6 +250,13 @@ impl ConnectorService {
                     continue;
                 }
                 out.extend(vault.open_secret(slot, field)?);
+            }
+            // A static server's credential: each of its values.
+            if generation != Slot::CLIENT_GENERATION
+                && let Some(sealed) = vault.open_secret(&grant, Field::StaticCredential)?
+                && let Ok(c) = crate::connectors::injected::UpstreamCredential::from_sealed(&sealed)
+            {
+                out.extend(c.secrets().cloned());
             }
             Ok::<_, crate::vault::VaultError>(out)
         })

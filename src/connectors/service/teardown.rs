@@ -70,6 +70,9 @@ pub struct Teardown {
     pub revocation: Vec<RevocationReport>,
     /// True when the credential's data keys were destroyed.
     pub shredded: bool,
+    /// What the admin should know beyond the above (a static credential cannot be revoked by
+    /// AGP).
+    pub note: Option<String>,
 }
 
 /// What revoking one token at the provider did.
@@ -111,6 +114,9 @@ impl ConnectorService {
             connector: self.view(name).ok(),
             revocation,
             shredded,
+            note: view
+                .is_static()
+                .then(|| super::servers::NOT_REVOCABLE.to_string()),
         })
     }
 
@@ -167,6 +173,9 @@ impl ConnectorService {
             connector: None,
             revocation,
             shredded: pending.is_empty(),
+            note: view
+                .is_static()
+                .then(|| super::servers::NOT_REVOCABLE.to_string()),
         })
     }
 
@@ -194,6 +203,13 @@ impl ConnectorService {
         meta: &CommandMeta,
     ) -> Result<(Vec<RevocationReport>, bool), ServiceError> {
         let generation = view.generation;
+        if view.is_static() {
+            // No OAuth: nothing AGP can revoke at the provider. The credential is destroyed.
+            if generation > 0 && !view.credentials_shredded {
+                self.shred(view, generation, meta).await?;
+            }
+            return Ok((Vec::new(), true));
+        }
         let slot = Slot::consent(&view.connector_id, generation);
         let endpoint = view
             .revocation_endpoint

@@ -78,23 +78,26 @@ impl ConnectorService {
                 view.status
             )));
         }
-        let token = self.credential(name).await.map_err(|e| match e {
+        let credential = self.upstream_credential(name).await.map_err(|e| match e {
             CredentialError::NotFound(_) => ServiceError::NotFound(e.to_string()),
-            CredentialError::NotActive { .. } => ServiceError::Conflict(e.to_string()),
+            CredentialError::NotActive { .. } | CredentialError::Static(_) => {
+                ServiceError::Conflict(e.to_string())
+            }
             CredentialError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
             CredentialError::Internal(_) => ServiceError::Internal(e.to_string()),
         })?;
         let url = url::Url::parse(&view.mcp_server_url)
             .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
-        let tools = match upstream::list_tools(&self.egress, &url, &token, keep).await {
-            Ok(t) => self.scrub_listing(&view, &token, t).await?,
+        let secrets: Vec<&secrecy::SecretString> = credential.secrets().collect();
+        let tools = match upstream::list_tools(&self.egress, &url, &credential, keep).await {
+            Ok(t) => self.scrub_listing(&view, &secrets, t).await?,
             Err(e) => {
                 // rmcp's and upstream's text: scrubbed before it reaches a 502 body or a log.
                 let e = self
                     .scrub(
                         &view.connector_id,
                         view.generation,
-                        &[&token],
+                        &secrets,
                         &e.to_string(),
                     )
                     .await;
@@ -112,11 +115,11 @@ impl ConnectorService {
     async fn scrub_listing(
         &self,
         view: &ConnectorView,
-        token: &secrecy::SecretString,
+        secrets: &[&secrecy::SecretString],
         tools: Vec<Tool>,
     ) -> Result<Vec<Tool>, ServiceError> {
         let scrubber = self
-            .scrubber(&view.connector_id, view.generation, &[token])
+            .scrubber(&view.connector_id, view.generation, secrets)
             .await
             .ok_or_else(|| {
                 ServiceError::Unavailable(format!(

@@ -55,6 +55,10 @@ pub struct Connector {
     /// True while a consent flow for `generation` is outstanding.
     pub awaiting_consent: bool,
     pub has_refresh_token: bool,
+    /// True for a server with a static credential (or none): no OAuth commands apply; its
+    /// credential is set by `SetCredential`, each setting a new generation.
+    #[serde(default)]
+    pub is_static: bool,
     /// The alias every tool of this connector is registered under; fixed by the first
     /// registration (one alias per connector).
     pub tool_alias: Option<ResourceName>,
@@ -126,6 +130,26 @@ impl Connector {
             (_, ConnectorCommand::Add { .. }) => return Err(ConnectorError::AlreadyExists),
             _ => {}
         }
+        if self.is_static {
+            let oauth_only = match &command {
+                ConnectorCommand::RecordDiscovery { .. } => Some("record OAuth discovery for"),
+                ConnectorCommand::RecordClientRegistration { .. } => {
+                    Some("register an OAuth client for")
+                }
+                ConnectorCommand::StartConsent { .. }
+                | ConnectorCommand::FailConsent { .. }
+                | ConnectorCommand::CompleteConsent { .. } => Some("run OAuth consent for"),
+                ConnectorCommand::RecordRefresh { .. } => Some("refresh"),
+                ConnectorCommand::RequireReauth { .. } => Some("require reauthorization of"),
+                ConnectorCommand::Expire { .. } => Some("expire"),
+                _ => None,
+            };
+            if let Some(action) = oauth_only {
+                return Err(ConnectorError::StaticCredential(action));
+            }
+        } else if matches!(command, ConnectorCommand::SetCredential { .. }) {
+            return Err(ConnectorError::NotStatic);
+        }
         let event = match command {
             ConnectorCommand::Add {
                 connector_id,
@@ -190,6 +214,22 @@ impl Connector {
                 requested_scopes,
                 expires_at,
             },
+            ConnectorCommand::SetCredential {
+                header_names,
+                bearer,
+                credential_fingerprint,
+            } => {
+                self.require(
+                    "set the credential of",
+                    &[S::Pending, S::Active, S::Error, S::Disconnected],
+                )?;
+                ConnectorEvent::CredentialSet {
+                    generation: self.generation + 1,
+                    header_names,
+                    bearer,
+                    credential_fingerprint,
+                }
+            }
             ConnectorCommand::FailConsent { generation, reason } => {
                 self.check_generation(generation)?;
                 if !self.awaiting_consent {
@@ -362,11 +402,19 @@ impl Aggregate for Connector {
         use ConnectorStatus as S;
         match event {
             ConnectorEvent::Added {
-                connector_id, name, ..
+                connector_id,
+                name,
+                registration,
+                ..
             } => {
                 self.connector_id = Some(connector_id);
                 self.name = Some(name);
+                self.is_static = registration == Registration::Static;
                 self.status = S::Pending;
+            }
+            ConnectorEvent::CredentialSet { generation, .. } => {
+                self.generation = generation;
+                self.status = S::Active;
             }
             ConnectorEvent::Discovered { .. } | ConnectorEvent::ClientRegistered { .. } => {}
             ConnectorEvent::ConsentStarted { generation, .. } => {

@@ -41,6 +41,13 @@ pub enum ConnectorCommand {
         requested_scopes: Vec<String>,
         expires_at: DateTime<Utc>,
     },
+    /// Sets a static-credential server's credential for the next generation (at add, and at
+    /// each rotation); the credential is sealed before. Only on `static` connectors.
+    SetCredential {
+        header_names: Vec<String>,
+        bearer: bool,
+        credential_fingerprint: Option<String>,
+    },
     FailConsent {
         generation: u64,
         reason: String,

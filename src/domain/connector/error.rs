@@ -27,6 +27,13 @@ pub enum ConnectorError {
     /// HTTP 409: a callback arrived but no consent flow is outstanding (S5).
     #[error("connector is not awaiting consent")]
     NotAwaitingConsent,
+    /// HTTP 409: an OAuth step (consent, refresh, reauthorization) on a server with a static
+    /// credential.
+    #[error("cannot {0} a server with a static credential; rotate its credential instead")]
+    StaticCredential(&'static str),
+    /// HTTP 409: a static credential set on an OAuth connector.
+    #[error("the connector uses OAuth; a static credential cannot be set on it")]
+    NotStatic,
     /// HTTP 400: `remove` needs the connector's name typed back.
     #[error("confirmation {got:?} does not match the connector name")]
     ConfirmationMismatch { got: String },

@@ -24,7 +24,7 @@ pub enum Registration {
         token_auth_method_reason: String,
         client_secret_stored: bool,
     },
-    /// An OAuth Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document, v3):
+    /// An OAuth Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document, v4):
     /// `client_id` is the https URL at which AGP serves the connector's metadata document, and
     /// the authorization server fetches it. No secret exists: the document may not name one.
     Cimd {
@@ -33,15 +33,20 @@ pub enum Registration {
         /// Why this method (what the document declares and the server's metadata allowed).
         token_auth_method_reason: String,
     },
+    /// No OAuth: a server that takes a static credential (API key headers, a bearer token) or
+    /// none at all (`agp servers add`). The credential is in the vault; `credential_set` says
+    /// which headers it fills.
+    Static,
 }
 
 impl Registration {
-    /// The mode as the status view and the API name it: `dcr`, `client` or `cimd`.
+    /// `dcr`, `client`, `cimd` or `static`: the view's `registration_mode`.
     pub fn mode(&self) -> &'static str {
         match self {
             Registration::Dcr => "dcr",
             Registration::Client { .. } => "client",
             Registration::Cimd { .. } => "cimd",
+            Registration::Static => "static",
         }
     }
 }
@@ -178,7 +183,7 @@ pub enum ConnectorEvent {
         mcp_server_url: String,
         client_name: String,
         registration: Registration,
-        /// Why this registration mode (v3): the admin forced it, or what the server's metadata
+        /// Why this registration mode (v4): the admin forced it, or what the server's metadata
         /// offered in the MCP spec's order (registered client, CIMD, DCR). Absent on older
         /// records.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +255,21 @@ pub enum ConnectorEvent {
     /// The token state is unrecoverable. Status: error.
     #[serde(rename = "connector.failed")]
     Failed { generation: u64, reason: String },
+    /// A static-credential server's credential was set (at add, or rotated) for `generation`:
+    /// sealed in the vault before this event. Names the headers it fills, never their values.
+    /// Status: active.
+    #[serde(rename = "connector.credential_set")]
+    CredentialSet {
+        generation: u64,
+        /// The header names AGP sends with the credential's values (lowercase), in order.
+        header_names: Vec<String>,
+        /// True when the credential includes a bearer token (`Authorization: Bearer …`).
+        bearer: bool,
+        /// Fingerprint of the whole credential (first 12 hex of SHA-256); absent when the
+        /// server takes no credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_fingerprint: Option<String>,
+    },
     /// The admin disconnected: serving stops at this event. Status: disconnected.
     #[serde(rename = "connector.disconnected")]
     Disconnected { generation: u64, reason: String },
@@ -346,6 +366,7 @@ impl ConnectorEvent {
         "connector.expired",
         "connector.failed",
         "connector.disconnected",
+        "connector.credential_set",
         "connector.revocation_recorded",
         "connector.revocation_abandoned",
         "connector.credentials_shredded",
@@ -366,7 +387,9 @@ impl ConnectorEvent {
                 Some(S::Pending)
             }
             ConnectorEvent::ConsentFailed { .. } | ConnectorEvent::Failed { .. } => Some(S::Error),
-            ConnectorEvent::Authorized { .. } => Some(S::Active),
+            ConnectorEvent::Authorized { .. } | ConnectorEvent::CredentialSet { .. } => {
+                Some(S::Active)
+            }
             ConnectorEvent::ReauthRequired { .. } => Some(S::ReauthRequired),
             ConnectorEvent::Expired { .. } => Some(S::Expired),
             ConnectorEvent::Disconnected { .. } => Some(S::Disconnected),
@@ -400,6 +423,7 @@ impl DomainEvent for ConnectorEvent {
             ConnectorEvent::Expired { .. } => "connector.expired",
             ConnectorEvent::Failed { .. } => "connector.failed",
             ConnectorEvent::Disconnected { .. } => "connector.disconnected",
+            ConnectorEvent::CredentialSet { .. } => "connector.credential_set",
             ConnectorEvent::RevocationRecorded { .. } => "connector.revocation_recorded",
             ConnectorEvent::RevocationAbandoned { .. } => "connector.revocation_abandoned",
             ConnectorEvent::CredentialsShredded { .. } => "connector.credentials_shredded",

@@ -11,6 +11,7 @@ use crate::domain::ResourceName;
 mod add;
 mod consent;
 mod drift;
+mod servers;
 mod teardown;
 mod tokens;
 mod tool_changes;
