@@ -263,7 +263,7 @@ async fn the_authorization_server_fetches_agp_s_metadata_document_and_issues_tok
     let (at3, _) = tokens(&app, "docs");
     assert!(provider.introspect(&at3.unwrap(), "access_token").await);
 
-    // The event says which mode and why (schema v3); no secret or token in the log.
+    // The event says which mode and why (schema v4); no secret or token in the log.
     let (_, events) = app.get("/events?limit=1000").await;
     let added_event = events
         .as_array()
@@ -272,7 +272,7 @@ async fn the_authorization_server_fetches_agp_s_metadata_document_and_issues_tok
         .find(|e| e["type"] == "connector.added")
         .cloned()
         .unwrap();
-    assert_eq!(added_event["schema_version"], 3, "{added_event}");
+    assert_eq!(added_event["schema_version"], 4, "{added_event}");
     assert_eq!(added_event["data"]["registration"]["mode"], "cimd");
     assert_eq!(added_event["data"]["registration"]["client_id"], client_id);
     assert!(added_event["data"]["registration_reason"].is_string());
