@@ -328,6 +328,34 @@ async fn without_the_server_s_cimd_metadata_the_default_is_dcr_and_forcing_cimd_
         "{why}"
     );
 
+    // The command line: `--registration cimd` gets the same refusal, `connectors show` the
+    // mode and why.
+    let out = crate::cli::cli(
+        &app,
+        &[
+            "connectors",
+            "add",
+            "--name",
+            "cli",
+            "--mcp-server-url",
+            &provider.mcp_url(),
+            "--registration",
+            "cimd",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("client_id_metadata_document_supported"),
+        "{stderr}"
+    );
+    let out = crate::cli::cli(&app, &["connectors", "show", "--name", "auto"]).await;
+    assert!(out.status.success());
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["registration_mode"], "dcr");
+    assert_eq!(shown["registration_reason"], why);
+
     // Forced DCR and a registered client say so too; bad modes are refused.
     let (s, added) = app
         .post(
