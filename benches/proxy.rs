@@ -1253,12 +1253,12 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let direct = Target::new(&mcp_url, &direct_token(&issuer, &mcp_url).await?, "echo")?;
 
     let data = tempfile::tempdir()?;
-    let agp = Agp::start(
-        data.path(),
-        &["--egress-allow", "127.0.0.1/32"],
-        &[],
-        Duration::from_secs(60),
-    )?;
+    // AGP_BENCH_SERVE_ARGS: extra `agp serve` arguments, e.g. `--archive-after 2m
+    // --archive-min-age 1m` for a soak with retention.
+    let extra = std::env::var("AGP_BENCH_SERVE_ARGS").unwrap_or_default();
+    let mut serve_args = vec!["--egress-allow", "127.0.0.1/32"];
+    serve_args.extend(extra.split_whitespace());
+    let agp = Agp::start(data.path(), &serve_args, &[], Duration::from_secs(60))?;
     let proxied = if s.legs.contains(&Leg::Proxied) {
         let key = agp_setup(&agp, &mcp_url, s.operation).await?;
         Some(Target::new(
@@ -1482,7 +1482,9 @@ async fn soak(
         .await?;
     }
     let dir = agp.data_dir.clone();
+    let archive = dir.join("archive");
     let first = (agp.rss_mib(), dir_bytes(&dir));
+    let first_archive = dir_bytes(&archive);
     println!(
         "soak: tools/call through /mcp at concurrency {c} for {} s, sampled every {} s (after a {} s warm-up: rss {:.1} MiB, data dir {:.1} MiB)",
         s.soak_secs,
@@ -1492,8 +1494,8 @@ async fn soak(
         first.1 as f64 / 1048576.0
     );
     println!(
-        "  {:>6}  {:>10}  {:>8}  {:>9}  {:>12}  {:>9}",
-        "secs", "calls", "calls/s", "rss MiB", "data dir MiB", "agp cpu"
+        "  {:>6}  {:>10}  {:>8}  {:>9}  {:>12}  {:>11}  {:>9}",
+        "secs", "calls", "calls/s", "rss MiB", "data dir MiB", "archive MiB", "agp cpu"
     );
     let (mut calls, mut elapsed) = (0u64, 0u64);
     let mut last = first;
@@ -1508,10 +1510,11 @@ async fn soak(
         peak_rss = peak_rss.max(last.0);
         let agp_cpu = slice.cpu_secs.get(1).copied().unwrap_or(0.0);
         println!(
-            "  {elapsed:>6}  {calls:>10}  {:>8.0}  {:>9.1}  {:>12.1}  {:>7.0}µs",
+            "  {elapsed:>6}  {calls:>10}  {:>8.0}  {:>9.1}  {:>12.1}  {:>11.1}  {:>7.0}µs",
             n as f64 / slice.secs,
             last.0,
             last.1 as f64 / 1048576.0,
+            dir_bytes(&archive) as f64 / 1048576.0,
             agp_cpu * 1e6 / n.max(1) as f64
         );
     }
@@ -1527,6 +1530,16 @@ async fn soak(
         last.1 as f64 / 1048576.0,
         (last.1 as f64 - first.1 as f64) / calls_f
     );
+    let last_archive = dir_bytes(&archive);
+    if last_archive > 0 {
+        println!(
+            "soak archive: segments {:.1} → {:.1} MiB ({:+.0} bytes per call); live data (data dir less segments) {:+.0} bytes per call",
+            first_archive as f64 / 1048576.0,
+            last_archive as f64 / 1048576.0,
+            (last_archive as f64 - first_archive as f64) / calls_f,
+            ((last.1 - last_archive) as f64 - (first.1 - first_archive) as f64) / calls_f
+        );
+    }
     Ok(())
 }
 

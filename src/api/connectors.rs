@@ -1,6 +1,8 @@
 //! `/api/v1/connectors`: add (discovery, registration, consent URL), list, show, and the
 //! lifecycle: disconnect, reconnect, remove; tool discovery, registration and drift checks.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,7 +22,7 @@ use crate::connectors::service::drift::DriftReport;
 use crate::connectors::service::tools::Selection;
 use crate::connectors::service::{Consent, ServiceError, Teardown};
 use crate::connectors::upstream::DiscoveredTool;
-use crate::domain::connector::{Operation, Overrides, TokenAuthMethod};
+use crate::domain::connector::{Operation, Overrides, RESERVED_AUTHORIZE_PARAMS, TokenAuthMethod};
 use crate::projections::catalog::CatalogEntry;
 use crate::projections::connectors::{ConnectorView, PendingRevocationView};
 
@@ -189,6 +191,13 @@ pub struct AddConnectorBody {
     pub registration_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// Extra parameters of the authorization request, e.g. `{"access_type": "offline",
+    /// "prompt": "consent"}` (Google issues a refresh token only with them). Parameters AGP sets
+    /// itself are refused: `client_id`, `redirect_uri`, `state`, `code_challenge`,
+    /// `code_challenge_method`, `response_type`, `scope`, `resource`, `audience` (use `scopes`,
+    /// `resource`/`omit_resource` and `audience` for those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_params: Option<BTreeMap<String, String>>,
 }
 
 /// The CLI's request carries the secret it was given; see [`AddConnectorBody`].
@@ -301,6 +310,61 @@ fn parse_scopes(v: &Option<serde_json::Value>) -> Result<Option<Vec<String>>, Ap
     Ok(Some(raw))
 }
 
+/// The most extra authorization-request parameters a connector may carry.
+pub const MAX_AUTHORIZE_PARAMS: usize = 20;
+/// Longest parameter value accepted.
+const MAX_AUTHORIZE_PARAM_VALUE: usize = 1024;
+
+/// Extra authorization-request parameters: at most [`MAX_AUTHORIZE_PARAMS`], each name 1–64
+/// characters of `A-Z a-z 0-9 . _ ~ -` and not one AGP sets itself (any case), each value at
+/// most 1024 characters without control characters. An error names the offending parameter.
+fn parse_authorize_params(
+    params: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let params = params.unwrap_or_default();
+    if params.len() > MAX_AUTHORIZE_PARAMS {
+        return Err(ApiError::BadRequest(format!(
+            "authorize_params: at most {MAX_AUTHORIZE_PARAMS} parameters"
+        )));
+    }
+    for (key, value) in &params {
+        let well_formed = (1..=64).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+        if !well_formed {
+            return Err(ApiError::BadRequest(format!(
+                "authorize_params: {:?} is not a valid parameter name (1-64 characters of \
+                 A-Z a-z 0-9 . _ ~ -)",
+                crate::oauth::text::clean(key, 64)
+            )));
+        }
+        if let Some(reserved) = RESERVED_AUTHORIZE_PARAMS
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(key))
+        {
+            let instead = match *reserved {
+                "scope" => " (use scopes)",
+                "resource" => " (use resource or omit_resource)",
+                "audience" => " (use audience)",
+                _ => "",
+            };
+            return Err(ApiError::BadRequest(format!(
+                "authorize_params: {key:?} is a parameter AGP sets itself and cannot be \
+                 overridden{instead}"
+            )));
+        }
+        if value.chars().count() > MAX_AUTHORIZE_PARAM_VALUE || value.chars().any(char::is_control)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "authorize_params: the value of {key:?} must be at most \
+                 {MAX_AUTHORIZE_PARAM_VALUE} characters without control characters"
+            )));
+        }
+    }
+    Ok(params)
+}
+
 pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
     let name = name("name", &body.name)?;
     let url = url::Url::parse(body.mcp_server_url.trim())
@@ -396,6 +460,7 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
         token_endpoint: blank_is_none(&body.token_endpoint),
         registration_endpoint: blank_is_none(&body.registration_endpoint),
         revocation_endpoint: blank_is_none(&body.revocation_endpoint),
+        authorize_params: parse_authorize_params(body.authorize_params)?,
     };
     if overrides.omit_resource && overrides.resource.is_some() {
         return Err(ApiError::BadRequest(
@@ -674,5 +739,64 @@ mod tests {
             body.client_secret.as_ref().map(|s| s.expose_secret()),
             Some("secret-canary-1234")
         );
+    }
+
+    fn add_with(params: serde_json::Value) -> Result<AddConnector, ApiError> {
+        parse_add(
+            serde_json::from_value(serde_json::json!({
+                "name": "google", "mcp_server_url": "https://m.example/mcp",
+                "authorize_params": params
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn refusal(params: serde_json::Value) -> String {
+        match add_with(params.clone()) {
+            Err(ApiError::BadRequest(m)) => m,
+            Err(other) => panic!("{params}: {other:?}"),
+            Ok(_) => panic!("{params} accepted"),
+        }
+    }
+
+    #[test]
+    fn authorize_params_are_kept_and_agps_own_parameters_refused_by_name() {
+        let ok = add_with(
+            serde_json::json!({"access_type": "offline", "prompt": "consent",
+            "login_hint": "ops@example.com", "hd": ""}),
+        )
+        .unwrap();
+        assert_eq!(ok.overrides.authorize_params.len(), 4);
+        assert_eq!(ok.overrides.authorize_params["access_type"], "offline");
+        assert!(
+            add_with(serde_json::Value::Null)
+                .unwrap()
+                .overrides
+                .authorize_params
+                .is_empty()
+        );
+        for key in RESERVED_AUTHORIZE_PARAMS {
+            let m = refusal(serde_json::json!({ *key: "x" }));
+            assert!(
+                m.contains(&format!("{key:?}")) && m.contains("AGP sets itself"),
+                "{m}"
+            );
+            let upper = key.to_ascii_uppercase();
+            assert!(refusal(serde_json::json!({ upper.clone(): "x" })).contains(&upper));
+        }
+        assert!(refusal(serde_json::json!({"scope": "x"})).contains("use scopes"));
+        assert!(refusal(serde_json::json!({"resource": "x"})).contains("omit_resource"));
+        for bad in ["", "a b", "a=b", "a&b", "ünï", &"k".repeat(65)] {
+            let m = refusal(serde_json::json!({ bad: "x" }));
+            assert!(m.contains("not a valid parameter name"), "{bad:?}: {m}");
+        }
+        let m = refusal(serde_json::json!({"prompt": "a\nb"}));
+        assert!(m.contains("control characters"), "{m}");
+        let m = refusal(serde_json::json!({"prompt": "x".repeat(1025)}));
+        assert!(m.contains("at most 1024"), "{m}");
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_AUTHORIZE_PARAMS)
+            .map(|i| (format!("p{i}"), serde_json::json!("v")))
+            .collect();
+        assert!(refusal(serde_json::Value::Object(many)).contains("at most 20"));
     }
 }

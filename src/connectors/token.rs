@@ -270,22 +270,35 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<TokenSet, TokenError> 
     let access_token =
         token("access_token")?.ok_or_else(|| TokenError::Invalid("no access_token".into()))?;
     let refresh_token = token("refresh_token")?;
-    match obj.get("token_type").and_then(Value::as_str) {
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(t) => {
+    // RFC 6749 §5.1: required, and case-insensitive. A missing one is refused rather than
+    // assumed: §7.1 forbids using a token whose type the client does not understand
+    // (docs/decisions/0026-provider-quirks.md).
+    match obj.get("token_type") {
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(t)) => {
             return Err(TokenError::Invalid(format!(
                 "token_type {:?} is not Bearer",
                 clean(t)
             )));
         }
-        None => return Err(TokenError::Invalid("no token_type".into())),
+        None | Some(Value::Null) => {
+            return Err(TokenError::Invalid(
+                "no token_type (RFC 6749 §5.1 requires it; AGP uses Bearer tokens only)".into(),
+            ));
+        }
+        Some(_) => return Err(TokenError::Invalid("token_type is not a string".into())),
     }
     let expires_in = match obj.get("expires_in") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let secs = v
-                .as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse::<u64>().ok()));
+            // RFC 6749 §5.1 makes it a number; some providers (Entra's v1 endpoint, among
+            // others) send a string of digits, which means the same. Nothing looser: no sign,
+            // no spaces, no fraction.
+            let secs = v.as_u64().or_else(|| {
+                v.as_str()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+            });
             match secs {
                 Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(Duration::from_secs(s)),
                 _ => {
@@ -364,6 +377,17 @@ mod tests {
             r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
             r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#,
             r#"{"access_token":"a","token_type":"Bearer","expires_in":99999999999}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":"+3600"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":" 3600"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":"3600.0"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":"1h"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":""}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":3600.5}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":true}"#,
+            r#"{"access_token":"a","token_type":null}"#,
+            r#"{"access_token":"a","token_type":7}"#,
+            r#"{"access_token":"a","token_type":"Bearer "}"#,
+            r#"{"access_token":"a","token_type":"DPoP"}"#,
             r#"{"access_token":"","token_type":"Bearer"}"#,
             r#"{"access_token":5,"token_type":"Bearer"}"#,
             r#"[1,2]"#,
@@ -406,5 +430,33 @@ mod tests {
         assert_eq!(set.scope, Some(vec!["a".to_string(), "b".to_string()]));
         let debug = format!("{set:?}");
         assert!(!debug.contains("canary"), "{debug}");
+    }
+
+    /// RFC 6749 §5.1: `token_type` is case-insensitive; `expires_in` is a number, and a string
+    /// of digits is read as the same number (real providers send one). A missing `token_type`
+    /// is refused (see docs/decisions/0026-provider-quirks.md).
+    #[test]
+    fn token_type_in_any_case_and_expires_in_as_a_number_or_digits() {
+        for t in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            for e in ["3600", "\"3600\""] {
+                let body = format!(r#"{{"access_token":"a","token_type":"{t}","expires_in":{e}}}"#);
+                let set = parse_response(200, body.as_bytes()).expect(&body);
+                assert_eq!(set.expires_in, Some(Duration::from_secs(3600)), "{body}");
+            }
+        }
+        let none = parse_response(200, br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(
+            none.expires_in, None,
+            "no expires_in: the token's lifetime is unknown"
+        );
+        for body in [
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","token_type":null}"#,
+        ] {
+            let TokenError::Invalid(why) = invalid(200, body) else {
+                panic!("{body}")
+            };
+            assert!(why.starts_with("no token_type"), "{why}");
+        }
     }
 }

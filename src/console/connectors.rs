@@ -310,6 +310,7 @@ async fn add(
         token_endpoint: opt(&f, "token_endpoint"),
         registration_endpoint: opt(&f, "registration_endpoint"),
         revocation_endpoint: opt(&f, "revocation_endpoint"),
+        authorize_params: None,
     };
     let name = request.name.clone();
     let keep: Vec<(String, String)> = f

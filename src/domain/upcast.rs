@@ -15,8 +15,8 @@ use super::profile::Policy;
 pub fn current_version(event_type: &str) -> u32 {
     match event_type {
         // v2: the token endpoint auth method carries its reason (issue 11); v3: the `static`
-        // registration mode (issue 17, item 1); v4: the `cimd` registration mode and the
-        // optional `registration_reason` (issue 17, item 2).
+        // registration mode and `overrides.authorize_params` (issue 17, items 1 and 3); v4: the
+        // `cimd` registration mode and the optional `registration_reason` (issue 17, item 2).
         "connector.added" => 4,
         // v2: the token endpoint auth method carries its reason (issue 11).
         "connector.client_registered" => 2,
@@ -84,7 +84,8 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
                     .or_insert_with(|| REASON_BEFORE_V2_CLIENT.into());
             }
         }),
-        // v3 only adds the `static` registration mode, which no v2 record has.
+        // v3 only adds the `static` registration mode and the optional
+        // `overrides.authorize_params`, neither of which a v2 record has.
         ("connector.added", 2) => None,
         // v4 only adds a registration mode (`cimd`) and an optional `registration_reason`: a v3
         // record reads as it is, without a reason.
@@ -165,6 +166,18 @@ mod tests {
                 token_auth_method_reason: REASON_BEFORE_V2_CLIENT.into(),
                 client_secret_stored: true,
             }
+        );
+        let v2 = json!({"connector_id": "id", "name": "g", "mcp_server_url": "https://m/mcp",
+            "client_name": "AGP g", "registration": {"mode": "dcr"},
+            "overrides": {"omit_resource": true}});
+        let e = AgpEvent::decode("connector.added", 2, &v2).unwrap();
+        let AgpEvent::Connector(ConnectorEvent::Added { overrides, .. }) = e else {
+            panic!("{e:?}")
+        };
+        assert!(overrides.omit_resource && overrides.authorize_params.is_empty());
+        assert!(
+            matches!(upcast("connector.added", 2, &v2), Ok(Cow::Borrowed(_))),
+            "v2 → v3 copies nothing"
         );
         let mut dcr = v1.clone();
         dcr["registration"] = json!({"mode": "dcr"});

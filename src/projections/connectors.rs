@@ -96,6 +96,9 @@ pub struct ConnectorView {
     pub resource: Option<String>,
     pub omit_resource: bool,
     pub audience: Option<String>,
+    /// The admin's extra authorization-request parameters (`--authorize-param K=V`).
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
     /// For each field above that has a value: `discovered`, `override` or `registration`.
     pub sources: BTreeMap<String, Source>,
     pub resource_metadata_url: Option<String>,
@@ -438,6 +441,7 @@ impl ConnectorStatusView {
                 resource: None,
                 omit_resource: overrides.omit_resource,
                 audience: None,
+                authorize_params: overrides.authorize_params.clone(),
                 sources: BTreeMap::new(),
                 resource_metadata_url: None,
                 discovery_steps: Vec::new(),

@@ -808,6 +808,31 @@ impl Proxy {
             // Nothing to refresh: upstream refused the static credential the admin gave.
             return Err(Failure::Open(OpenError::Unauthorized));
         }
+        if !now.has_refresh_token && now.status == "active" {
+            // No refresh token (GitHub OAuth apps, or `offline_access` not granted): a refused
+            // token cannot be replaced, and retrying it only repeats the refusal. A person has
+            // to authorize again; say so at once (issue 17, item 3).
+            tracing::warn!(connector = %view.name, "upstream refused the access token and there is no refresh token; the connector needs reauthorization");
+            let cmd = crate::domain::connector::ConnectorCommand::RequireReauth {
+                generation: view.generation,
+                reason: "the MCP server refused the access token and the provider issued no \
+                         refresh token to get another; reconnect to authorize AGP again"
+                    .into(),
+            };
+            let _ = self
+                .connectors
+                .run(
+                    &view.connector_id,
+                    &view.name,
+                    cmd,
+                    &crate::store::aggregate_store::CommandMeta::system(),
+                )
+                .await;
+            return Err(Failure::Credential(CredentialError::NotActive {
+                name: view.name.clone(),
+                status: "reauth_required".into(),
+            }));
+        }
         let refused = view.token_fingerprint.as_deref().unwrap_or_default();
         match self
             .refusals

@@ -29,6 +29,7 @@ mod kill_switches;
 mod lifecycle;
 mod log_leaks;
 mod profiles;
+mod provider_quirks;
 mod proxy_e2e;
 mod request_ids;
 mod revocations;

@@ -65,6 +65,101 @@ fn spawn(mut cmd: Command, label: &str) -> Peer {
     Peer { child, ready }
 }
 
+/// Starts `tools/test-peers/.venv/bin/python tools/test-peers/<script> <args>` and waits for its
+/// JSON ready line.
+fn start_python(script: &str, args: &[&str]) -> Peer {
+    let dir = peers_dir();
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the Python test peers are not installed: run `tools/test` (it creates \
+         tools/test-peers/.venv from requirements.txt; .ci/run does)"
+    );
+    let mut cmd = Command::new(python);
+    cmd.arg(dir.join(script)).args(args);
+    spawn(cmd, script)
+}
+
+/// `authlib_server.py`: an authorization server on authlib (a third AS implementation, beside
+/// oidc-provider and the SDKs' own) and the MCP server on the official Python SDK it protects,
+/// started with the quirks a test names (`--no-refresh`, `--reject-resource`, …). No DCR:
+/// clients are registered with `--client ID:SECRET:METHOD`. Consent is automatic.
+pub struct AuthlibServer {
+    pub peer: Peer,
+}
+
+impl AuthlibServer {
+    pub fn start(args: &[&str]) -> AuthlibServer {
+        let mut all = vec!["--port", "0", "--mcp-port", "0"];
+        all.extend_from_slice(args);
+        AuthlibServer {
+            peer: start_python("authlib_server.py", &all),
+        }
+    }
+
+    pub fn issuer(&self) -> String {
+        self.peer.ready["issuer"].as_str().unwrap().to_string()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        self.peer.ready["url"].as_str().unwrap().to_string()
+    }
+
+    /// The RFC 8414 metadata document it serves.
+    pub fn metadata(&self) -> &Value {
+        &self.peer.ready["metadata"]
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.peer.ready["admin"].as_str().unwrap())
+    }
+
+    /// Is `token` (access or refresh) still active at the provider?
+    pub async fn active(&self, token: &str) -> bool {
+        let v: Value = reqwest::Client::new()
+            .post(self.admin("/__test/introspect"))
+            .json(&serde_json::json!({"token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["active"] == true
+    }
+
+    /// Every authorization request's parameters (`state` and `code_challenge` as `<present>`).
+    pub async fn authorize_requests(&self) -> Vec<Value> {
+        self.list("/__test/authorize-requests").await
+    }
+
+    /// Every token and revocation request: `endpoint`, `grant_type`, `basic`,
+    /// `client_id_in_body`, `client_secret_in_body`, `resource`, `status`.
+    pub async fn token_requests(&self) -> Vec<Value> {
+        self.list("/__test/token-requests").await
+    }
+
+    async fn list(&self, path: &str) -> Vec<Value> {
+        let v: Value = reqwest::get(self.admin(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().clone()
+    }
+
+    /// Revokes every token, as a user revoking the app at the provider does.
+    pub async fn revoke_all(&self) {
+        let r = reqwest::Client::new()
+            .post(self.admin("/__test/revoke-all"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
 /// Which official MCP SDK's built-in authorization server an [`SdkServer`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sdk {
@@ -86,18 +181,7 @@ impl SdkServer {
         all.extend_from_slice(args);
         let peer = match sdk {
             Sdk::TypeScript => start("sdk-server.mjs", &all),
-            Sdk::Python => {
-                let dir = peers_dir();
-                let python = dir.join(".venv/bin/python");
-                assert!(
-                    python.exists(),
-                    "the Python test peer is not installed: run `tools/test` (it creates \
-                     tools/test-peers/.venv from requirements.txt; .ci/run does)"
-                );
-                let mut cmd = Command::new(python);
-                cmd.arg(dir.join("sdk_server.py")).args(&all);
-                spawn(cmd, "sdk_server.py")
-            }
+            Sdk::Python => start_python("sdk_server.py", &all),
         };
         SdkServer { peer }
     }

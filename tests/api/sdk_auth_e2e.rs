@@ -22,7 +22,7 @@ fn expected(sdk: Sdk) -> (&'static str, &'static str) {
     }
 }
 
-async fn consent_ok(app: &TestApp, name: &str, url: &str) {
+pub async fn consent_ok(app: &TestApp, name: &str, url: &str) {
     let result = consent(&browser(), url, "sdk-user", true).await;
     assert_eq!(result["outcome"], "authorized", "{result}");
     let (_, shown) = app.get(&format!("/connectors/{name}")).await;
@@ -31,7 +31,7 @@ async fn consent_ok(app: &TestApp, name: &str, url: &str) {
 
 /// Registers `echo` and `whoami` of connector `name`, grants them to a new profile and agent,
 /// and returns the agent's key.
-async fn serve_to_an_agent(app: &TestApp, name: &str) -> String {
+pub async fn serve_to_an_agent(app: &TestApp, name: &str) -> String {
     let (s, found) = app
         .post(&format!("/connectors/{name}/discover-tools"), json!({}))
         .await;
@@ -72,7 +72,7 @@ async fn serve_to_an_agent(app: &TestApp, name: &str) -> String {
     a["key"].as_str().unwrap().to_string()
 }
 
-fn echo(agent: &mut Agent, tool: &str, text: &str) -> Result<String, Value> {
+pub fn echo(agent: &mut Agent, tool: &str, text: &str) -> Result<String, Value> {
     agent
         .call(tool, json!({"text": text}))
         .map(|r| r["content"][0]["text"].as_str().unwrap_or("").to_string())
@@ -240,7 +240,7 @@ async fn the_whole_life_by_dcr(sdk: Sdk) {
     assert_eq!(verify["valid"], true, "{verify}");
 }
 
-fn client_secret(app: &TestApp, name: &str) -> String {
+pub fn client_secret(app: &TestApp, name: &str) -> String {
     use secrecy::ExposeSecret;
     let svc = &app.state.connector_service;
     let view = svc.view(name).unwrap();

@@ -236,6 +236,11 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
                 token_endpoint: Some("https://auth.example.com/token".into()),
                 registration_endpoint: Some("https://auth.example.com/register".into()),
                 revocation_endpoint: Some("https://auth.example.com/revoke".into()),
+                authorize_params: [
+                    ("access_type".to_string(), "offline".to_string()),
+                    ("prompt".to_string(), "consent".to_string()),
+                ]
+                .into(),
             },
         },
         E::Added {

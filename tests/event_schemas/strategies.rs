@@ -240,6 +240,7 @@ fn overrides() -> impl Strategy<Value = Overrides> {
             option::of(text()),
             option::of(text()),
         ),
+        proptest::collection::btree_map("[A-Za-z0-9._~-]{1,64}", "[^\\p{Cc}]{0,40}", 0..4),
     )
         .prop_map(
             |(
@@ -251,6 +252,7 @@ fn overrides() -> impl Strategy<Value = Overrides> {
                     registration_endpoint,
                     revocation_endpoint,
                 ),
+                authorize_params,
             )| Overrides {
                 audience,
                 resource,
@@ -260,6 +262,12 @@ fn overrides() -> impl Strategy<Value = Overrides> {
                 token_endpoint,
                 registration_endpoint,
                 revocation_endpoint,
+                authorize_params: authorize_params
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        !agp::domain::connector::RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str())
+                    })
+                    .collect(),
             },
         )
 }

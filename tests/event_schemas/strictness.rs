@@ -150,6 +150,30 @@ fn bad_values() -> Vec<(&'static str, &'static str, Value, &'static str)> {
             "an unknown mode",
         ),
         (
+            "connector.added",
+            "/overrides/authorize_params",
+            json!({"state": "x"}),
+            "an authorize param AGP sets itself",
+        ),
+        (
+            "connector.added",
+            "/overrides/authorize_params",
+            json!({"a b": "x"}),
+            "an authorize param name with a space",
+        ),
+        (
+            "connector.added",
+            "/overrides/authorize_params",
+            json!({"prompt": 1}),
+            "a non-string authorize param value",
+        ),
+        (
+            "connector.added",
+            "/overrides/authorize_params",
+            json!({}),
+            "empty authorize params (absent instead)",
+        ),
+        (
             "connector.authorized",
             "/account_source",
             json!("ldap"),

@@ -122,9 +122,17 @@ pub struct AddArgs {
     /// Overrides the discovered RFC 8707 resource indicator.
     #[arg(long, conflicts_with = "no_resource")]
     pub resource: Option<String>,
-    /// Send no `resource` parameter (some providers reject it).
+    /// Send no `resource` parameter (RFC 8707): for providers that reject it, such as
+    /// Microsoft Entra ID ("The 'resource' request parameter is not supported").
     #[arg(long)]
     pub no_resource: bool,
+    /// An extra authorization-request parameter, `K=V` (repeatable), e.g. Google's
+    /// `--authorize-param access_type=offline --authorize-param prompt=consent`, without which
+    /// it issues no refresh token. Parameters AGP sets itself (client_id, redirect_uri, state,
+    /// code_challenge, code_challenge_method, response_type, scope, resource, audience) are
+    /// refused.
+    #[arg(long = "authorize-param", value_name = "K=V", value_parser = key_value)]
+    pub authorize_params: Vec<(String, String)>,
     #[arg(long)]
     pub issuer: Option<String>,
     #[arg(long)]
@@ -364,7 +372,23 @@ fn show_table(v: &Value) -> comfy_table::Table {
     t
 }
 
-fn add_body(a: AddArgs) -> AddConnectorBody {
+/// `K=V` → `(K, V)`: split at the first `=`; the key may not be empty (the value may).
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not K=V (a parameter name, '=', then its value)"
+        )),
+    }
+}
+
+fn add_body(a: AddArgs) -> anyhow::Result<AddConnectorBody> {
+    let mut authorize_params = std::collections::BTreeMap::new();
+    for (k, v) in a.authorize_params {
+        if authorize_params.insert(k.clone(), v).is_some() {
+            anyhow::bail!("--authorize-param {k:?} is given twice");
+        }
+    }
     let registration = match (a.registration, a.dcr, a.client_id.is_some()) {
         (Some(mode), _, _) => Some(mode.as_str()),
         (None, true, _) => Some("dcr"),
@@ -372,7 +396,7 @@ fn add_body(a: AddArgs) -> AddConnectorBody {
         // The server chooses: CIMD when advertised, else DCR.
         (None, false, false) => None,
     };
-    AddConnectorBody {
+    Ok(AddConnectorBody {
         name: a.name,
         mcp_server_url: a.mcp_server_url,
         registration: registration.map(str::to_string),
@@ -389,7 +413,8 @@ fn add_body(a: AddArgs) -> AddConnectorBody {
         token_endpoint: a.token_endpoint,
         registration_endpoint: a.registration_endpoint,
         revocation_endpoint: a.revocation_endpoint,
-    }
+        authorize_params: (!authorize_params.is_empty()).then_some(authorize_params),
+    })
 }
 
 /// Prints a connector answer that carries a consent URL.
@@ -409,7 +434,7 @@ pub async fn run(global: &Global, cmd: ConnectorsCommand) -> anyhow::Result<Exit
     match cmd {
         ConnectorsCommand::Add(args) => {
             path_name("connector", &args.name)?;
-            let v = client.post("/connectors", &add_body(*args)).await?;
+            let v = client.post("/connectors", &add_body(*args)?).await?;
             print_consent(global, &v);
         }
         ConnectorsCommand::Reconnect { name } => {
@@ -615,7 +640,7 @@ mod tests {
         let body = |extra: &[&str]| {
             let mut args = vec!["add", "--name", "n", "--mcp-server-url", "https://m/mcp"];
             args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| add_body(c.add).registration)
+            Cli::try_parse_from(args).map(|c| add_body(c.add).expect("a body").registration)
         };
         // Nothing forced: the server picks (CIMD when advertised, else DCR).
         assert_eq!(body(&[]).unwrap(), None);
@@ -665,9 +690,15 @@ mod tests {
             "--scopes",
             "a b",
             "--no-resource",
+            "--authorize-param",
+            "access_type=offline",
+            "--authorize-param",
+            "prompt=select_account consent",
+            "--authorize-param",
+            "hd=a=b",
         ])
         .expect("parses");
-        let body = add_body(cli.add);
+        let body = add_body(cli.add).expect("a body");
         assert!(
             !format!("{body:?}").contains("s3cret"),
             "Debug stays redacted"
@@ -677,7 +708,46 @@ mod tests {
         assert_eq!(wire["registration"], "client");
         assert_eq!(wire["token_auth_method"], "client_secret_post");
         assert_eq!(wire["omit_resource"], true);
+        assert_eq!(
+            wire["authorize_params"],
+            json!({"access_type": "offline", "prompt": "select_account consent", "hd": "a=b"})
+        );
         let back: AddConnectorBody = serde_json::from_value(wire).expect("the server reads it");
         assert_eq!(back.scopes, Some(json!("a b")));
+    }
+
+    #[test]
+    fn a_malformed_or_repeated_authorize_param_is_refused_before_any_request() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            add: AddArgs,
+        }
+        let base = [
+            "add",
+            "--name",
+            "g",
+            "--mcp-server-url",
+            "https://m.example/mcp",
+        ];
+        for bad in ["access_type", "=offline", " =x", ""] {
+            let err = Cli::try_parse_from(base.iter().copied().chain(["--authorize-param", bad]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert!(err.to_string().contains("is not K=V"), "{err}");
+        }
+        let twice = Cli::try_parse_from(base.iter().copied().chain([
+            "--authorize-param",
+            "prompt=consent",
+            "--authorize-param",
+            "prompt=none",
+        ]))
+        .expect("parses");
+        let err = add_body(twice.add).expect_err("refused");
+        assert!(
+            err.to_string().contains("\"prompt\" is given twice"),
+            "{err}"
+        );
     }
 }

@@ -429,6 +429,11 @@ impl ConnectorService {
             if let Some(a) = &view.audience {
                 q.append_pair("audience", a);
             }
+            // The admin's extra parameters (Google's `access_type=offline`, …); never one of
+            // the above (refused when the connector was added).
+            for (k, v) in &view.authorize_params {
+                q.append_pair(k, v);
+            }
         }
         let expires_at = Utc::now()
             + chrono::Duration::from_std(FLOW_TTL)

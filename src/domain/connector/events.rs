@@ -1,6 +1,8 @@
 //! Connector events. Event type names (`connector.*`) are the `type` of stored records and the
 //! file names of their schemas in `event-schemas/`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -110,7 +112,27 @@ pub struct Overrides {
     pub registration_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
+    /// Extra parameters of the authorization request, e.g. Google's `access_type=offline` and
+    /// `prompt=consent` (without which it issues no refresh token). Never a parameter AGP sets
+    /// itself ([`RESERVED_AUTHORIZE_PARAMS`]); not secrets. Absent in records written before
+    /// `connector.added` v3.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorize_params: BTreeMap<String, String>,
 }
+
+/// Authorization-request parameters AGP sets itself (or has its own option for: `resource`,
+/// `audience`), which `authorize_params` may not name.
+pub const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "response_type",
+    "scope",
+    "resource",
+    "audience",
+];
 
 /// What discovery found (RFC 9728 / 8414 / OIDC). Recorded so the connector view can say where
 /// each endpoint came from.
