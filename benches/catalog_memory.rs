@@ -269,6 +269,7 @@ fn plan(e: &Estate) -> anyhow::Result<(Vec<AppendBatch>, f64, f64)> {
         names.push(registered.iter().map(|t| t.name.clone()).collect());
         let events = [
             ConnectorEvent::Added {
+                registration_reason: None,
                 connector_id: id.clone(),
                 name: name.clone(),
                 mcp_server_url: url.clone(),

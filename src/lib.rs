@@ -20,7 +20,8 @@
 //! - [`approvals`] — the approvals service: a held call's request, wait and decision, expiry
 //!   and shredding of the sealed arguments, the webhook.
 //! - [`oauth`] — leaves the connector service calls: the egress guard (SSRF, S3), RFC 9728 /
-//!   8414 / OIDC discovery (S1, S2) and RFC 7591 registration. Depends only on `domain` types.
+//!   8414 / OIDC discovery (S1, S2), RFC 7591 registration and the Client ID Metadata Document
+//!   AGP serves per CIMD connector. Depends only on `domain` types.
 //! - [`api`] — the admin REST API (axum, OpenAPI) and its auth; the API explorer (Swagger UI,
 //!   its files inside the binary) at `/api/v1/docs`; request ids and the request span for every
 //!   door (`api::request_id`), metrics.

@@ -49,6 +49,7 @@ async fn connector_view_follows_the_lifecycle() {
     };
     let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
     let v = run(ConnectorCommand::Add {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: ResourceName::parse("notion").unwrap(),
         mcp_server_url: "https://mcp.example.com/mcp".into(),

@@ -154,7 +154,10 @@ async fn show_connector(
 pub struct AddConnectorBody {
     pub name: String,
     pub mcp_server_url: String,
-    /// `dcr` (default) or `client`.
+    /// How AGP becomes the provider's OAuth client: `registered` (alias `client`: the app
+    /// named by `client_id`), `cimd` (a Client ID Metadata Document AGP serves) or `dcr`.
+    /// Absent: `registered` with a `client_id`, else `cimd` when the authorization server
+    /// advertises `client_id_metadata_document_supported`, else `dcr`.
     #[serde(default)]
     pub registration: Option<String>,
     #[serde(default)]
@@ -377,31 +380,46 @@ pub fn parse_add(body: AddConnectorBody) -> Result<AddConnector, ApiError> {
         .as_ref()
         .filter(|s| !s.expose_secret().trim().is_empty())
         .map(|s| SecretString::from(s.expose_secret().trim()));
-    let client = match (body.registration.as_deref(), client_id) {
-        (Some("dcr"), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "registration dcr and client_id are exclusive: DCR obtains its own client id"
-                    .into(),
-            ));
-        }
-        (Some("client"), None) => {
-            return Err(ApiError::BadRequest(
-                "registration client needs client_id (the app you registered at the provider)"
-                    .into(),
-            ));
-        }
-        (Some(other), _) if other != "dcr" && other != "client" => {
+    let registration = body
+        .registration
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let client = match (registration, client_id) {
+        (Some(mode @ ("dcr" | "cimd")), Some(_)) => {
             return Err(ApiError::BadRequest(format!(
-                "registration must be dcr or client (got {other:?})"
+                "registration {mode} and client_id are exclusive: {} AGP's own client id",
+                if mode == "dcr" {
+                    "DCR obtains"
+                } else {
+                    "a client ID metadata document is"
+                }
             )));
         }
-        (_, None) => {
+        (Some("client" | "registered"), None) => {
+            return Err(ApiError::BadRequest(
+                "registration registered needs client_id (the app you registered at the provider)"
+                    .into(),
+            ));
+        }
+        (Some(other), _) if !matches!(other, "dcr" | "cimd" | "client" | "registered") => {
+            return Err(ApiError::BadRequest(format!(
+                "registration must be cimd, dcr or registered (got {:?})",
+                crate::oauth::text::clean(other, 40)
+            )));
+        }
+        (mode, None) => {
             if secret.is_some() || body.token_auth_method.is_some() {
                 return Err(ApiError::BadRequest(
                     "client_secret and token_auth_method need client_id".into(),
                 ));
             }
-            ClientChoice::Dcr
+            match mode {
+                Some("dcr") => ClientChoice::Dcr,
+                Some("cimd") => ClientChoice::Cimd,
+                // Not forced: the MCP spec's order (CIMD when advertised, else DCR).
+                _ => ClientChoice::Auto,
+            }
         }
         (_, Some(client_id)) => {
             // Without a method, the service chooses one from the server's metadata.

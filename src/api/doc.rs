@@ -28,6 +28,7 @@ use super::error::ErrorBody;
         connect_start,
         connect_callback,
         connect_result,
+        client_metadata_document,
         mcp_post,
         mcp_get,
         mcp_delete,
@@ -194,6 +195,18 @@ fn connect_callback() {}
         (status = 404, description = "No such result (or it expired)", content_type = "text/html")))]
 #[allow(dead_code)]
 fn connect_result() {}
+
+/// The OAuth Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document) of a
+/// connector registered by CIMD: its URL is the connector's `client_id`, and the authorization
+/// server fetches it to learn the client name, the redirect URI and the token endpoint auth
+/// method (`none`: no secret exists). Handler in `super::client_metadata`.
+#[utoipa::path(get, path = "/.well-known/agp-client/{connector_id}", tag = "consent", security(()),
+    params(("connector_id" = String, Path, description = "The connector's id")),
+    responses(
+        (status = 200, description = "The metadata document: client_id (this URL), client_name, redirect_uris, grant_types, response_types, token_endpoint_auth_method, application_type, client_uri when AGP's public URL is https", content_type = "application/json"),
+        (status = 404, description = "No connector with that id uses a metadata document", content_type = "application/json")))]
+#[allow(dead_code)]
+fn client_metadata_document() {}
 
 // ---- MCP (served by rmcp behind `crate::proxy::auth::door`) -----------------------------------
 

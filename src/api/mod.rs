@@ -1,6 +1,7 @@
 //! The admin door: REST under `/api/v1` (admin bearer auth, OpenAPI at `/api/v1/openapi.json`,
 //! browsable in Swagger UI at `/api/v1/docs`), plus `/healthz`, `/readyz` and Prometheus
-//! `/metrics`.
+//! `/metrics`, and `/.well-known/agp-client/{id}` (connectors' OAuth Client ID Metadata
+//! Documents, fetched by authorization servers: [`client_metadata`]).
 //!
 //! Handlers parse input into domain types at the edge, run one command through a
 //! [`CommandBus`], wait until the projections have folded its events (read-your-writes) and
@@ -11,6 +12,7 @@ pub mod approvals;
 pub mod archive;
 pub mod auth;
 pub mod checkpoints;
+pub mod client_metadata;
 pub mod connect;
 pub mod connectors;
 pub mod console_link;
@@ -161,6 +163,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/api/v1", v1)
         .merge(ops::routes())
         .merge(connect::routes())
+        .merge(client_metadata::routes())
         .merge(crate::console::routes())
         .fallback(ops::not_found)
         .with_state(state.clone())

@@ -199,7 +199,9 @@ fn add_form(signed: &Signed, values: &[(String, String)], error: Option<&str>) -
             input #mcp_server_url type="url" name="mcp_server_url" value=(v("mcp_server_url")) placeholder="https://mcp.example.com/mcp" required;
             label { "Registration" }
             div.row {
-                label.inline { input type="radio" name="registration" value="dcr" checked[!client]; "Dynamic (DCR)" }
+                label.inline { input type="radio" name="registration" value="" checked[!["client", "cimd", "dcr"].contains(&v("registration").as_str())]; "Automatic (CIMD when offered, else DCR)" }
+                label.inline { input type="radio" name="registration" value="cimd" checked[v("registration") == "cimd"]; "Metadata document (CIMD)" }
+                label.inline { input type="radio" name="registration" value="dcr" checked[v("registration") == "dcr"]; "Dynamic (DCR)" }
                 label.inline { input type="radio" name="registration" value="client" checked[client]; "Registered client" }
             }
             (text("client_id", "Client ID", Some("For a registered client: the app you created at the provider.")))
@@ -452,6 +454,8 @@ async fn details(
             (kv("Registration endpoint", v.registration_endpoint.as_deref(), src("registration_endpoint").as_deref()))
             (kv("Revocation endpoint", v.revocation_endpoint.as_deref(), src("revocation_endpoint").as_deref()))
             (kv("Resource", v.resource.as_deref(), src("resource").as_deref()))
+            (kv("Registration", Some(&v.registration_mode), None))
+            (kv("Why that registration", v.registration_reason.as_deref(), None))
             (kv("Client ID", v.client_id.as_deref(), src("client_id").as_deref()))
             (kv("Token auth method", v.token_auth_method.as_deref(), None))
             (kv("Why that method", v.token_auth_method_reason.as_deref(), None))

@@ -15,8 +15,9 @@ use super::profile::Policy;
 pub fn current_version(event_type: &str) -> u32 {
     match event_type {
         // v2: the token endpoint auth method carries its reason (issue 11); v3: the `static`
-        // registration mode (issue 17).
-        "connector.added" => 3,
+        // registration mode and `overrides.authorize_params` (issue 17, items 1 and 3); v4: the
+        // `cimd` registration mode and the optional `registration_reason` (issue 17, item 2).
+        "connector.added" => 4,
         // v2: the token endpoint auth method carries its reason (issue 11).
         "connector.client_registered" => 2,
         // v2: the server's token and revocation endpoint auth method lists.
@@ -86,6 +87,9 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
         // v3 only adds the `static` registration mode and the optional
         // `overrides.authorize_params`, neither of which a v2 record has.
         ("connector.added", 2) => None,
+        // v4 only adds a registration mode (`cimd`) and an optional `registration_reason`: a v3
+        // record reads as it is, without a reason.
+        ("connector.added", 3) => None,
         ("connector.client_registered", 1) => Some(|data| {
             if let Some(d) = data.as_object_mut() {
                 d.entry("token_auth_method_reason")
@@ -221,10 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn older_connector_added_records_read_at_v4_without_a_registration_reason() {
+        // v2 → v3 → v4 only add the `static` and `cimd` modes and an optional reason: the data
+        // is used as stored.
+        let v2 = json!({"connector_id": "c", "registration": {"mode": "dcr"}});
+        assert!(matches!(
+            upcast("connector.added", 2, &v2),
+            Ok(Cow::Borrowed(_))
+        ));
+        // v1 → v4 still fills a registered client's method reason (the v1 → v2 step).
+        let v1 = json!({"registration": {"mode": "client", "client_id": "x"}});
+        let up = upcast("connector.added", 1, &v1).expect("upcasts");
+        assert_eq!(
+            up["registration"]["token_auth_method_reason"],
+            REASON_BEFORE_V2_CLIENT
+        );
+        assert!(up.get("registration_reason").is_none());
+    }
+
+    #[test]
     fn versions_from_the_future_or_zero_are_refused() {
         let data = json!({});
         for (t, v) in [
-            ("connector.added", 4),
+            ("connector.added", 5),
             ("connector.added", 0),
             ("agent.created", 2),
         ] {

@@ -71,8 +71,14 @@ pub struct ConnectorView {
     /// (`agp servers add`).
     #[serde(default = "oauth_kind")]
     pub kind: String,
-    /// `dcr`, `client` or `static`.
+    /// `dcr`, `client` (a registered client), `cimd` (a Client ID Metadata Document) or
+    /// `static`.
     pub registration_mode: String,
+    /// Why that mode: the admin forced it, or what the server's metadata offered in the MCP
+    /// spec's order (registered client, CIMD, DCR). `None` on connectors added before AGP
+    /// recorded it.
+    #[serde(default)]
+    pub registration_reason: Option<String>,
     /// A static server's credential: the header names AGP fills (never their values).
     #[serde(default)]
     pub credential_headers: Vec<String>,
@@ -382,6 +388,7 @@ impl ConnectorStatusView {
             mcp_server_url,
             client_name,
             registration,
+            registration_reason,
             scopes,
             overrides,
         } = event
@@ -399,6 +406,16 @@ impl ConnectorStatusView {
                     Some(token_auth_method_reason.clone()),
                     *client_secret_stored,
                 ),
+                Registration::Cimd {
+                    client_id,
+                    token_auth_method,
+                    token_auth_method_reason,
+                } => (
+                    Some(client_id.clone()),
+                    Some(auth_method(*token_auth_method)),
+                    Some(token_auth_method_reason.clone()),
+                    false,
+                ),
             };
             let kind = match registration {
                 Registration::Static => "static",
@@ -412,6 +429,7 @@ impl ConnectorStatusView {
                 client_name: client_name.clone(),
                 kind: kind.to_string(),
                 registration_mode: registration.mode().to_string(),
+                registration_reason: registration_reason.clone(),
                 credential_headers: Vec::new(),
                 credential_bearer: false,
                 credential_set_at: None,
@@ -459,7 +477,13 @@ impl ConnectorStatusView {
                 updated_at: at,
             };
             if view.client_id.is_some() {
-                view.sources.insert("client_id".into(), Source::Override);
+                // A registered client's id is the admin's; a CIMD client id is AGP's own URL.
+                let source = if matches!(registration, Registration::Cimd { .. }) {
+                    Source::Registration
+                } else {
+                    Source::Override
+                };
+                view.sources.insert("client_id".into(), source);
             }
             view.resolve(overrides, &DiscoveredMetadata::default());
             self.by_name.insert(view.name.clone(), connector_id.clone());

@@ -16,6 +16,7 @@ mod archive;
 mod audit_queries;
 mod bad_input;
 mod checkpoints;
+mod cimd_e2e;
 mod cli;
 mod cli_manual;
 mod connector_account;

@@ -51,6 +51,7 @@ async fn active_connector(app: &TestApp, id: &str, name: &str) {
         app,
         id,
         ConnectorCommand::Add {
+            registration_reason: None,
             connector_id: id.into(),
             name: rname(name),
             mcp_server_url: format!("https://mcp.{name}.com/mcp"),

@@ -71,6 +71,11 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
                 token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
                 client_secret_stored: true,
             }),
+            Just(Registration::Cimd {
+                client_id: "https://agp.example.com/.well-known/agp-client/c1".into(),
+                token_auth_method: TokenAuthMethod::None,
+                token_auth_method_reason: "a public client".into(),
+            }),
         ],
     )
         .prop_map(|(name, url, registration)| C::Add {
@@ -79,6 +84,7 @@ fn connector_command() -> impl Strategy<Value = ConnectorCommand> {
             mcp_server_url: url,
             client_name: String::new(),
             registration,
+            registration_reason: Some("forced by the admin".into()),
             scopes: None,
             overrides: Overrides::default(),
         });
@@ -275,6 +281,7 @@ proptest! {
     ) {
         // Mostly start with a valid add, so sequences get past `NotFound`.
         let add = ConnectorCommand::Add {
+            registration_reason: None,
             connector_id: "c1".into(),
             name: samples::name("notion"),
             mcp_server_url: "https://mcp.notion.com/mcp".into(),

@@ -33,6 +33,7 @@ async fn events_written_through_the_command_bus_match_their_schemas() {
     let connectors = CommandBus::<Connector>::new(dyn_log.clone(), ());
     let run = |command| connectors.execute("c1", command, &meta);
     run(ConnectorCommand::Add {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: samples::name("notion"),
         mcp_server_url: "https://mcp.notion.com/mcp".into(),

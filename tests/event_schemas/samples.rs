@@ -191,6 +191,26 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             mcp_server_url: "https://mcp.notion.com/mcp".into(),
             client_name: "AGP notion".into(),
             registration: Registration::Dcr,
+            registration_reason: None,
+            scopes: None,
+            overrides: Overrides::default(),
+        },
+        E::Added {
+            connector_id: "c4".into(),
+            name: name("linear"),
+            mcp_server_url: "https://mcp.linear.app/mcp".into(),
+            client_name: "AGP linear".into(),
+            registration: Registration::Cimd {
+                client_id: "https://agp.example.com/.well-known/agp-client/c4".into(),
+                token_auth_method: TokenAuthMethod::None,
+                token_auth_method_reason: "a client ID metadata document can name no shared \
+                                           secret; the server's list is [none]"
+                    .into(),
+            },
+            registration_reason: Some(
+                "the authorization server advertises client_id_metadata_document_supported"
+                    .into(),
+            ),
             scopes: None,
             overrides: Overrides::default(),
         },
@@ -205,6 +225,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
                 token_auth_method_reason: "set by the admin (--token-auth-method)".into(),
                 client_secret_stored: true,
             },
+            registration_reason: Some("a client id was given".into()),
             scopes: Some(strings(&["read:records", "write:records"])),
             overrides: Overrides {
                 audience: Some("https://mcp.internal.example.com".into()),
@@ -233,6 +254,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
                 token_auth_method_reason: "the client has no secret: a public client".into(),
                 client_secret_stored: false,
             },
+            registration_reason: None,
             scopes: Some(vec![]),
             overrides: Overrides {
                 omit_resource: true,
@@ -240,6 +262,7 @@ pub fn connector_events() -> Vec<ConnectorEvent> {
             },
         },
         E::Added {
+            registration_reason: None,
             connector_id: "c4".into(),
             name: name("internal-kb"),
             mcp_server_url: "https://kb.internal.example.com/mcp".into(),

@@ -220,6 +220,13 @@ fn registration() -> impl Strategy<Value = Registration> {
                 })
             }
         ),
+        ("[a-z0-9-]{1,12}", non_blank()).prop_map(|(id, token_auth_method_reason)| {
+            Registration::Cimd {
+                client_id: format!("https://agp.example.com/.well-known/agp-client/{id}"),
+                token_auth_method: TokenAuthMethod::None,
+                token_auth_method_reason,
+            }
+        }),
     ]
 }
 
@@ -333,7 +340,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
             resource_name(),
             non_blank(),
             text(),
-            registration(),
+            (registration(), option::of(non_blank())),
             option::of(texts()),
             overrides()
         )
@@ -343,7 +350,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
                     name,
                     mcp_server_url,
                     client_name,
-                    registration,
+                    (registration, registration_reason),
                     scopes,
                     overrides,
                 )| E::Added {
@@ -352,6 +359,7 @@ pub fn connector_event() -> impl Strategy<Value = ConnectorEvent> {
                     mcp_server_url,
                     client_name,
                     registration,
+                    registration_reason,
                     scopes,
                     overrides,
                 }

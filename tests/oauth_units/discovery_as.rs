@@ -235,3 +235,36 @@ async fn the_userinfo_endpoint_is_kept_when_usable() {
         );
     }
 }
+
+/// `client_id_metadata_document_supported` (draft-ietf-oauth-client-id-metadata-document §5):
+/// only a JSON `true` counts; absent, `false` or a malformed value is "not offered", and a
+/// malformed value costs nothing else of the metadata.
+#[tokio::test]
+async fn client_id_metadata_document_support_is_read_from_the_metadata() {
+    for (value, offered) in [
+        (None, false),
+        (Some(json!(true)), true),
+        (Some(json!(false)), false),
+        (Some(json!("true")), false),
+        (Some(json!({"yes": 1})), false),
+    ] {
+        let s = FakeServer::start().await;
+        let mcp = format!("{}/mcp", s.base);
+        s.route("POST /mcp", Canned::status(401));
+        s.route(PRM_SUFFIXED, prm(&mcp, &s.base));
+        let mut md = as_metadata(&s.base, &s.base);
+        if let Some(v) = value.clone() {
+            md["client_id_metadata_document_supported"] = v;
+        }
+        s.route(AS_ROOT, Canned::json(200, md));
+        let d = ok(&s).await;
+        assert_eq!(
+            d.client_id_metadata_document_supported, offered,
+            "{value:?}"
+        );
+        assert!(
+            d.iss_parameter_supported,
+            "the rest of the metadata is used"
+        );
+    }
+}

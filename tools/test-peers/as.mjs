@@ -3,14 +3,17 @@
 // oidc-provider (panva). Loopback only, in-memory state, one process per test.
 //
 //   node tools/test-peers/as.mjs --port 0 [--issuer-path /tenant] [--access-ttl 5] \
-//        [--no-dcr] [--no-rotate] [--static-client id:secret:client_secret_basic] ...
+//        [--no-dcr] [--no-rotate] [--static-client id:secret:client_secret_basic] \
+//        [--cimd [--cimd-ca CERT.pem]] ...
 //
 // Prints exactly one JSON line on stdout once listening:
 //   {"ready":true,"issuer":"http://127.0.0.1:PORT[/tenant]", ...}
 // Everything else (request log, oidc-provider warnings) goes to stderr. See README.md.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import process from 'node:process';
 
 import express from 'express';
@@ -32,6 +35,8 @@ const SPEC = {
   'rs-client': { default: 'mcp-resource-server:secret', arg: 'ID:SECRET', help: 'the resource server\'s introspection client' },
   resource: { repeat: true, arg: 'URL', help: 'accepted resource indicator (repeatable; default: any http(s) loopback URL)' },
   'default-resource': { default: '', arg: 'URL', help: 'resource used when an authorization request names none' },
+  cimd: { type: 'boolean', help: 'accept OAuth Client ID Metadata Documents (oidc-provider\'s clientIdMetadataDocument feature): https client ids are fetched and validated' },
+  'cimd-ca': { default: '', arg: 'CERT.pem', help: 'with --cimd: fetch metadata documents from loopback https servers whose certificate is this PEM (tests; see README)' },
   scopes: { default: 'mcp:read mcp:write', arg: '"S1 S2"', help: 'scopes of the resource server (default "mcp:read mcp:write")' },
 };
 
@@ -115,6 +120,44 @@ function resourceAllowed(indicator) {
 // A fresh signing key per process: nothing here is meant to outlive the test.
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-peer-rs256', alg: 'RS256', use: 'sig' };
+
+// Every Client ID Metadata Document fetch, for tests: the URL and the status it answered.
+const cimdFetches = [];
+
+// oidc-provider fetches metadata documents only from https URLs that resolve to public
+// addresses. A test's AGP is on loopback behind a TLS front with a throwaway certificate, so
+// --cimd-ca swaps in a fetch that reaches loopback https servers (and nothing else) trusting
+// that certificate; the draft allows loopback for authorization servers under test
+// (draft-ietf-oauth-client-id-metadata-document, "SSRF Attacks"). Without it the provider's
+// own SSRF-guarded fetch is used.
+function loopbackFetch(ca) {
+  return (url, options = {}) => new Promise((resolve, reject) => {
+    const target = new URL(url);
+    if (target.protocol !== 'https:' || !isLoopbackHost(target.hostname)) {
+      reject(new Error(`test peer: only loopback https is fetched, not ${target.origin}`));
+      return;
+    }
+    const headers = Object.fromEntries(new Headers(options.headers));
+    const req = https.request(target, {
+      method: options.method || 'GET', headers, ca, signal: options.signal,
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        cimdFetches.push({ url: String(url), status: res.statusCode });
+        const pairs = [];
+        for (const [k, v] of Object.entries(res.headers)) {
+          for (const one of Array.isArray(v) ? v : [v]) pairs.push([k, String(one)]);
+        }
+        const body = [204, 304].includes(res.statusCode) ? null : Buffer.concat(chunks);
+        resolve(new Response(body, { status: res.statusCode, headers: pairs }));
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 const accessTtl = opts['access-ttl'];
 const refreshTtl = opts['refresh-ttl'];
@@ -231,8 +274,15 @@ const configuration = {
       },
     },
     rpInitiatedLogout: { enabled: false },
+    // --cimd: an https client_id is a Client ID Metadata Document URL, fetched and validated
+    // (client_id equal to the URL, no shared-secret method, redirect URIs) before the
+    // authorization request goes on; advertised as client_id_metadata_document_supported.
+    clientIdMetadataDocument: { enabled: !!opts.cimd, ack: 'draft-02' },
   },
 };
+if (opts['cimd-ca']) {
+  configuration.fetch = loopbackFetch(readFileSync(opts['cimd-ca']));
+}
 
 const port = opts.port;
 const app = express();
@@ -250,6 +300,9 @@ app.use((req, res, next) => {
 
 let provider;
 let issuer;
+
+// What the tests read back: every metadata document fetch (--cimd).
+app.get('/__test/cimd-fetches', (_req, res) => res.json(cimdFetches));
 
 // RFC 8414 metadata with path insertion (/.well-known/oauth-authorization-server/tenant),
 // next to oidc-provider's own OIDC discovery document at <issuer>/.well-known/openid-configuration.
@@ -305,6 +358,7 @@ server.listen(port, '127.0.0.1', () => {
     access_ttl: accessTtl,
     rs_client: rsClientId,
     static_clients: clients.slice(1).map((c) => c.client_id),
+    cimd: !!opts.cimd,
   };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 });

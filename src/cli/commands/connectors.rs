@@ -55,6 +55,29 @@ impl AuthMethod {
     }
 }
 
+/// `--registration`: how AGP becomes the provider's OAuth client (MCP authorization spec
+/// 2025-11-25, "Client Registration Approaches").
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RegistrationMode {
+    /// A Client ID Metadata Document AGP serves at `<public-url>/.well-known/agp-client/<id>`.
+    Cimd,
+    /// Dynamic Client Registration (RFC 7591).
+    Dcr,
+    /// The app named by --client-id, registered at the provider by you.
+    #[value(alias = "client")]
+    Registered,
+}
+
+impl RegistrationMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            RegistrationMode::Cimd => "cimd",
+            RegistrationMode::Dcr => "dcr",
+            RegistrationMode::Registered => "registered",
+        }
+    }
+}
+
 /// `connectors add` flags. Every override left out uses discovery; every one given replaces it.
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
@@ -64,8 +87,13 @@ pub struct AddArgs {
     /// The server's streamable-HTTP MCP endpoint.
     #[arg(long)]
     pub mcp_server_url: String,
-    /// Register AGP by Dynamic Client Registration (the default).
-    #[arg(long, conflicts_with = "client_id")]
+    /// How AGP becomes the provider's OAuth client. Default: `registered` when --client-id is
+    /// given, else `cimd` when the authorization server advertises
+    /// client_id_metadata_document_supported, else `dcr` (the MCP spec's order).
+    #[arg(long, value_enum)]
+    pub registration: Option<RegistrationMode>,
+    /// Register AGP by Dynamic Client Registration (same as --registration dcr).
+    #[arg(long, conflicts_with_all = ["client_id", "registration"])]
     pub dcr: bool,
     /// Use an app you registered at the provider instead of DCR.
     #[arg(long)]
@@ -361,15 +389,17 @@ fn add_body(a: AddArgs) -> anyhow::Result<AddConnectorBody> {
             anyhow::bail!("--authorize-param {k:?} is given twice");
         }
     }
-    let registration = if a.client_id.is_some() {
-        "client"
-    } else {
-        "dcr"
+    let registration = match (a.registration, a.dcr, a.client_id.is_some()) {
+        (Some(mode), _, _) => Some(mode.as_str()),
+        (None, true, _) => Some("dcr"),
+        (None, false, true) => Some("client"),
+        // The server chooses: CIMD when advertised, else DCR.
+        (None, false, false) => None,
     };
     Ok(AddConnectorBody {
         name: a.name,
         mcp_server_url: a.mcp_server_url,
-        registration: Some(registration.to_string()),
+        registration: registration.map(str::to_string),
         client_id: a.client_id,
         client_secret: a.client_secret.map(secrecy::SecretString::from),
         token_auth_method: a.token_auth_method.map(|m| m.as_str().to_string()),
@@ -597,6 +627,44 @@ mod tests {
             snippet(&json!({"description": long})).chars().count(),
             SNIPPET + 1
         );
+    }
+
+    #[test]
+    fn registration_flags_become_the_request_s_registration() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            add: AddArgs,
+        }
+        let body = |extra: &[&str]| {
+            let mut args = vec!["add", "--name", "n", "--mcp-server-url", "https://m/mcp"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| add_body(c.add).expect("a body").registration)
+        };
+        // Nothing forced: the server picks (CIMD when advertised, else DCR).
+        assert_eq!(body(&[]).unwrap(), None);
+        assert_eq!(
+            body(&["--registration", "cimd"]).unwrap().as_deref(),
+            Some("cimd")
+        );
+        assert_eq!(
+            body(&["--registration", "dcr"]).unwrap().as_deref(),
+            Some("dcr")
+        );
+        assert_eq!(body(&["--dcr"]).unwrap().as_deref(), Some("dcr"));
+        assert_eq!(
+            body(&["--registration", "registered", "--client-id", "app"])
+                .unwrap()
+                .as_deref(),
+            Some("registered")
+        );
+        assert_eq!(
+            body(&["--client-id", "app"]).unwrap().as_deref(),
+            Some("client")
+        );
+        assert!(body(&["--registration", "magic"]).is_err());
+        assert!(body(&["--dcr", "--registration", "cimd"]).is_err());
     }
 
     #[test]

@@ -11,14 +11,22 @@ use crate::domain::ResourceName;
 use crate::domain::connector::{
     ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod, client_auth,
 };
+use crate::oauth::cimd;
 use crate::oauth::discovery::{Discovery, DiscoveryOptions, discover};
 use crate::oauth::registration::{RegistrationRequest, register};
 use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 use crate::vault::{Field, Slot};
 
-/// How AGP becomes an OAuth client of the provider.
+/// How AGP becomes an OAuth client of the provider: the admin's `--registration`, or `Auto`.
 pub enum ClientChoice {
+    /// Not forced: a Client ID Metadata Document when the authorization server advertises
+    /// `client_id_metadata_document_supported`, else DCR (the MCP spec's order after a
+    /// registered client, which needs a client id and so is never chosen without one).
+    Auto,
+    /// A Client ID Metadata Document served by AGP (`--registration cimd`).
+    Cimd,
+    /// Dynamic Client Registration (`--registration dcr`, `--dcr`).
     Dcr,
     Registered {
         client_id: String,
@@ -135,6 +143,81 @@ impl ConnectorService {
         })
     }
 
+    /// AGP's Client ID Metadata Document registration for `connector_id`, or why the server
+    /// cannot take one (the message names the missing metadata or the unusable URL).
+    fn register_cimd(
+        &self,
+        connector_id: &str,
+        discovery: &Discovery,
+    ) -> Result<Registration, String> {
+        if !discovery.client_id_metadata_document_supported {
+            return Err(format!(
+                "the authorization server {} does not advertise \
+                 client_id_metadata_document_supported in its metadata, so it will not fetch a \
+                 client ID metadata document",
+                discovery.issuer.as_deref().unwrap_or("(unknown issuer)")
+            ));
+        }
+        let url = cimd::client_id_url(&self.public_url, connector_id, self.egress.policy())
+            .map_err(|e| e.to_string())?;
+        let choice = client_auth::for_metadata_document(
+            discovery.token_endpoint_auth_methods_supported.as_deref(),
+        )
+        .map_err(|e| format!("{e}; a client ID metadata document can only use none"))?;
+        Ok(Registration::Cimd {
+            client_id: url.to_string(),
+            token_auth_method: choice.method,
+            token_auth_method_reason: choice.reason,
+        })
+    }
+
+    /// The registration for `choice` (other than a registered client) and why it was chosen:
+    /// CIMD first when not forced, then DCR (MCP authorization spec 2025-11-25, "Client
+    /// Registration Approaches"). Seals DCR's secrets under `connector_id`; stores nothing
+    /// when it fails.
+    async fn choose_registration(
+        &self,
+        choice: &ClientChoice,
+        connector_id: &str,
+        discovery: &Discovery,
+        client_name: &str,
+    ) -> Result<(Registration, String, Option<ConnectorCommand>), ServiceError> {
+        let why_not_cimd = match choice {
+            ClientChoice::Cimd => {
+                let registration = self
+                    .register_cimd(connector_id, discovery)
+                    .map_err(|why| ServiceError::Invalid(format!("registration cimd: {why}")))?;
+                let reason = "forced by the admin (registration cimd)".to_string();
+                return Ok((registration, reason, None));
+            }
+            ClientChoice::Auto => match self.register_cimd(connector_id, discovery) {
+                Ok(registration) => {
+                    let reason = "the authorization server advertises \
+                                  client_id_metadata_document_supported, which the MCP spec \
+                                  prefers to DCR"
+                        .to_string();
+                    return Ok((registration, reason, None));
+                }
+                Err(why) => Some(why),
+            },
+            ClientChoice::Dcr | ClientChoice::Registered { .. } => None,
+        };
+        let cmd = self
+            .register_dcr(connector_id, discovery, client_name)
+            .await
+            .map_err(|e| match (&why_not_cimd, e) {
+                (Some(why), ServiceError::Invalid(msg)) => {
+                    ServiceError::Invalid(format!("no client ID metadata document ({why}); {msg}"))
+                }
+                (_, e) => e,
+            })?;
+        let reason = match why_not_cimd {
+            Some(why) => format!("Dynamic Client Registration: {why}"),
+            None => "forced by the admin (registration dcr)".to_string(),
+        };
+        Ok((Registration::Dcr, reason, Some(cmd)))
+    }
+
     /// Adds a connector and starts its first consent.
     pub async fn add(
         &self,
@@ -158,12 +241,10 @@ impl ConnectorService {
             .clone()
             .unwrap_or_else(|| format!("AGP {name}"));
         let connector_id = uuid::Uuid::now_v7().to_string();
-        let (registration, registered) = match req.client {
-            ClientChoice::Dcr => {
-                let cmd = self
-                    .register_dcr(&connector_id, &discovery, &client_name)
-                    .await?;
-                (Registration::Dcr, Some(cmd))
+        let (registration, registration_reason, registered) = match req.client {
+            ClientChoice::Auto | ClientChoice::Cimd | ClientChoice::Dcr => {
+                self.choose_registration(&req.client, &connector_id, &discovery, &client_name)
+                    .await?
             }
             ClientChoice::Registered {
                 client_id,
@@ -193,6 +274,9 @@ impl ConnectorService {
                         token_auth_method_reason: choice.reason,
                         client_secret_stored: stored,
                     },
+                    "a client registered at the provider was given (client id): the MCP spec's \
+                     first choice"
+                        .to_string(),
                     None,
                 )
             }
@@ -203,6 +287,7 @@ impl ConnectorService {
             mcp_server_url: req.mcp_server_url.to_string(),
             client_name,
             registration,
+            registration_reason: Some(registration_reason),
             scopes: req.scopes.clone(),
             overrides: req.overrides.clone(),
         };
@@ -247,6 +332,14 @@ impl ConnectorService {
         } else {
             discovery.default_scopes()
         };
+        if view.registration_mode == "cimd" && !discovery.client_id_metadata_document_supported {
+            return Err(ServiceError::Provider(format!(
+                "connector {name:?} uses a client ID metadata document, but the authorization \
+                 server {} no longer advertises client_id_metadata_document_supported; remove \
+                 the connector and add it again with another registration",
+                discovery.issuer.clone().unwrap_or_default()
+            )));
+        }
         let issuer_moved = view.client_issuer.is_some() && view.client_issuer != discovery.issuer;
         if issuer_moved {
             if view.registration_mode != "dcr" {

@@ -59,6 +59,7 @@ impl ConnectorService {
             .await?;
         let connector_id = uuid::Uuid::now_v7().to_string();
         let add = ConnectorCommand::Add {
+            registration_reason: None,
             connector_id: connector_id.clone(),
             name: req.name.clone(),
             mcp_server_url: req.mcp_server_url.to_string(),

@@ -157,13 +157,15 @@ impl Connector {
                 mcp_server_url,
                 client_name,
                 registration,
+                registration_reason,
                 scopes,
                 overrides,
             } => {
                 if mcp_server_url.trim().is_empty() {
                     return Err(ConnectorError::Required("mcp_server_url"));
                 }
-                if let Registration::Client { client_id, .. } = &registration
+                if let Registration::Client { client_id, .. } | Registration::Cimd { client_id, .. } =
+                    &registration
                     && client_id.is_empty()
                 {
                     return Err(ConnectorError::Required("client_id"));
@@ -174,6 +176,7 @@ impl Connector {
                     mcp_server_url,
                     client_name,
                     registration,
+                    registration_reason,
                     scopes,
                     overrides,
                 }

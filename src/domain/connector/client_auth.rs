@@ -114,6 +114,30 @@ fn choose(
     })
 }
 
+/// The method a Client ID Metadata Document declares. The document may name no shared secret
+/// (draft-ietf-oauth-client-id-metadata-document §4.1) and AGP publishes no key, so it is a
+/// public client: `none`, unless the server's non-empty list leaves `none` out.
+pub fn for_metadata_document(supported: Option<&[String]>) -> Result<AuthChoice, NoUsableMethod> {
+    const WHY: &str = "a client ID metadata document can name no shared secret (AGP publishes no \
+                       key): a public client, PKCE protects the code";
+    match advertised(supported) {
+        None => Ok(AuthChoice {
+            method: TokenAuthMethod::None,
+            reason: format!("{WHY}; the server lists no token_endpoint_auth_methods_supported"),
+        }),
+        Some(list) if lists(list, TokenAuthMethod::None) => Ok(AuthChoice {
+            method: TokenAuthMethod::None,
+            reason: format!(
+                "{WHY}; the server's token_endpoint_auth_methods_supported is {}",
+                listed(list)
+            ),
+        }),
+        Some(list) => Err(NoUsableMethod {
+            advertised: list.to_vec(),
+        }),
+    }
+}
+
 /// The method to ask for in a Dynamic Client Registration.
 pub fn for_registration(supported: Option<&[String]>) -> Result<AuthChoice, NoUsableMethod> {
     choose(supported, true, "token_endpoint_auth_methods_supported")
@@ -293,5 +317,27 @@ mod tests {
             Some(&py),
             TokenAuthMethod::None
         ));
+    }
+
+    #[test]
+    fn a_metadata_document_is_a_public_client_where_the_server_allows_one() {
+        let cimd = |s: Option<&[&str]>| {
+            let l = s.map(list);
+            for_metadata_document(l.as_deref())
+        };
+        let c = cimd(None).unwrap();
+        assert_eq!(c.method, TokenAuthMethod::None);
+        assert!(c.reason.contains("lists no"), "{}", c.reason);
+        let c = cimd(Some(&["client_secret_basic", "none", "private_key_jwt"])).unwrap();
+        assert_eq!(c.method, TokenAuthMethod::None);
+        assert!(
+            c.reason
+                .contains("[client_secret_basic, none, private_key_jwt]")
+        );
+        let e = cimd(Some(&["client_secret_basic", "private_key_jwt"])).unwrap_err();
+        assert_eq!(
+            e.advertised,
+            list(&["client_secret_basic", "private_key_jwt"])
+        );
     }
 }

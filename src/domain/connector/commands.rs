@@ -19,6 +19,8 @@ pub enum ConnectorCommand {
         mcp_server_url: String,
         client_name: String,
         registration: Registration,
+        /// Why this registration mode; see [`super::ConnectorEvent::Added`].
+        registration_reason: Option<String>,
         scopes: Option<Vec<String>>,
         overrides: Overrides,
     },

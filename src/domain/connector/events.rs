@@ -26,6 +26,15 @@ pub enum Registration {
         token_auth_method_reason: String,
         client_secret_stored: bool,
     },
+    /// An OAuth Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document, v4):
+    /// `client_id` is the https URL at which AGP serves the connector's metadata document, and
+    /// the authorization server fetches it. No secret exists: the document may not name one.
+    Cimd {
+        client_id: String,
+        token_auth_method: TokenAuthMethod,
+        /// Why this method (what the document declares and the server's metadata allowed).
+        token_auth_method_reason: String,
+    },
     /// No OAuth: a server that takes a static credential (API key headers, a bearer token) or
     /// none at all (`agp servers add`). The credential is in the vault; `credential_set` says
     /// which headers it fills.
@@ -33,11 +42,12 @@ pub enum Registration {
 }
 
 impl Registration {
-    /// `dcr`, `client` or `static`: the view's `registration_mode`.
+    /// `dcr`, `client`, `cimd` or `static`: the view's `registration_mode`.
     pub fn mode(&self) -> &'static str {
         match self {
             Registration::Dcr => "dcr",
             Registration::Client { .. } => "client",
+            Registration::Cimd { .. } => "cimd",
             Registration::Static => "static",
         }
     }
@@ -195,6 +205,11 @@ pub enum ConnectorEvent {
         mcp_server_url: String,
         client_name: String,
         registration: Registration,
+        /// Why this registration mode (v4): the admin forced it, or what the server's metadata
+        /// offered in the MCP spec's order (registered client, CIMD, DCR). Absent on older
+        /// records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registration_reason: Option<String>,
         /// Scopes the admin chose; `None` = use the advertised ones.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scopes: Option<Vec<String>>,

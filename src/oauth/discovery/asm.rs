@@ -43,6 +43,11 @@ pub(super) struct AuthorizationServerMetadata {
     /// RFC 9207.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// draft-ietf-oauth-client-id-metadata-document §5: the server fetches client metadata
+    /// from an https `client_id`. Any JSON value: only `true` counts, and a malformed one must
+    /// not cost the rest of the metadata.
+    #[serde(default)]
+    pub client_id_metadata_document_supported: Option<serde_json::Value>,
 }
 
 /// Where to look for an issuer's metadata, in the MCP authorization spec's order.

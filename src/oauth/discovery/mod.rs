@@ -82,6 +82,9 @@ pub struct Discovery {
     pub pkce: PkceSupport,
     /// RFC 9207: the callback must carry `iss` when this is true.
     pub iss_parameter_supported: bool,
+    /// The AS metadata's `client_id_metadata_document_supported` is `true`: AGP may present a
+    /// Client ID Metadata Document URL as its client id.
+    pub client_id_metadata_document_supported: bool,
     pub steps: Vec<String>,
 }
 
@@ -276,6 +279,10 @@ async fn run(
         pkce,
         iss_parameter_supported: md
             .and_then(|m| m.authorization_response_iss_parameter_supported)
+            .unwrap_or(false),
+        client_id_metadata_document_supported: md
+            .and_then(|m| m.client_id_metadata_document_supported.as_ref())
+            .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
         steps: Vec::new(),
     })

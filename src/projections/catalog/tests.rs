@@ -71,6 +71,7 @@ impl Log {
 
 fn added(id: &str, name: &str) -> ConnectorEvent {
     ConnectorEvent::Added {
+        registration_reason: None,
         connector_id: id.into(),
         name: rname(name),
         mcp_server_url: format!("https://mcp.{name}.com/mcp"),

@@ -28,6 +28,7 @@ async fn add_with_registered_client_and_overrides_records_them() {
     };
     let scopes = Some(vec!["read:records".into(), "write:records".into()]);
     let command = ConnectorCommand::Add {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: name(),
         mcp_server_url: "https://mcp.internal.example.com/mcp".into(),
@@ -41,6 +42,7 @@ async fn add_with_registered_client_and_overrides_records_them() {
         .when_async(command)
         .await
         .then_expect_events(vec![ConnectorEvent::Added {
+            registration_reason: None,
             connector_id: "c1".into(),
             name: name(),
             mcp_server_url: "https://mcp.internal.example.com/mcp".into(),
@@ -49,6 +51,54 @@ async fn add_with_registered_client_and_overrides_records_them() {
             scopes,
             overrides,
         }]);
+}
+
+#[tokio::test]
+async fn add_with_a_client_id_metadata_document_records_the_mode_and_why() {
+    let registration = Registration::Cimd {
+        client_id: "https://agp.example.com/.well-known/agp-client/c1".into(),
+        token_auth_method: TokenAuthMethod::None,
+        token_auth_method_reason: "a public client".into(),
+    };
+    let reason = Some("forced by the admin (registration cimd)".to_string());
+    let command = ConnectorCommand::Add {
+        registration_reason: reason.clone(),
+        connector_id: "c1".into(),
+        name: name(),
+        mcp_server_url: "https://mcp.example.com/mcp".into(),
+        client_name: "AGP notion".into(),
+        registration: registration.clone(),
+        scopes: None,
+        overrides: Overrides::default(),
+    };
+    framework()
+        .given_no_previous_events()
+        .when_async(command)
+        .await
+        .then_expect_events(vec![ConnectorEvent::Added {
+            registration_reason: reason,
+            connector_id: "c1".into(),
+            name: name(),
+            mcp_server_url: "https://mcp.example.com/mcp".into(),
+            client_name: "AGP notion".into(),
+            registration,
+            scopes: None,
+            overrides: Overrides::default(),
+        }]);
+}
+
+#[tokio::test]
+async fn add_with_a_metadata_document_without_its_url_is_refused() {
+    let registration = Registration::Cimd {
+        client_id: String::new(),
+        token_auth_method: TokenAuthMethod::None,
+        token_auth_method_reason: "a public client".into(),
+    };
+    framework()
+        .given_no_previous_events()
+        .when_async(add_cmd_with("https://mcp.example.com/mcp", registration))
+        .await
+        .then_expect_error(ConnectorError::Required("client_id"));
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ fn add_cmd() -> ConnectorCommand {
 
 fn add_cmd_with(mcp_server_url: &str, registration: Registration) -> ConnectorCommand {
     ConnectorCommand::Add {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: name(),
         mcp_server_url: mcp_server_url.into(),
@@ -170,6 +171,7 @@ fn every_non_add_command() -> Vec<ConnectorCommand> {
 
 fn added() -> ConnectorEvent {
     ConnectorEvent::Added {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: name(),
         mcp_server_url: "https://mcp.notion.com/mcp".into(),

@@ -6,6 +6,7 @@ use super::*;
 
 fn added_static() -> ConnectorEvent {
     ConnectorEvent::Added {
+        registration_reason: None,
         connector_id: "c1".into(),
         name: name(),
         mcp_server_url: "https://kb.example.com/mcp".into(),

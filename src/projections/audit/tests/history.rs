@@ -165,6 +165,7 @@ pub fn history() -> Log {
     .push(
         "connector-k1",
         AgpEvent::Connector(C::Added {
+            registration_reason: None,
             connector_id: "k1".into(),
             name: rname("notion"),
             mcp_server_url: "https://mcp.notion.com/mcp".into(),
