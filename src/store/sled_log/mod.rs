@@ -301,7 +301,7 @@ impl EventLog for SledLog {
         stream: &str,
         from_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        read::stream(&self.db, stream, from_version, self.head())
+        self.at_floor(|floor| read::stream(&self.db, stream, from_version, self.head(), floor))
     }
 
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -113,12 +113,16 @@ pub fn record_in(
 }
 
 /// The live events of `stream` with `version >= from_version` and `seq <= head`, in version
-/// order. Archived records are not there: their versions are skipped.
+/// order. Archived records are not there: their versions are skipped. `floor` is the archive's
+/// `archived_through` when the read began: a group at or below it that is gone was removed by
+/// an archive run while this read walked the stream's runs (sled's range reads are not a
+/// snapshot), so its records were archived, not lost.
 pub fn stream(
     db: &sled::Db,
     stream: &str,
     from_version: u64,
     head: u64,
+    floor: u64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let from_version = from_version.max(1);
     let prefix = keys::run_prefix(stream);
@@ -157,16 +161,20 @@ pub fn stream(
         }
         let value = match &cached {
             Some((k, v)) if *k == run.group => v.clone(),
-            _ => {
-                let v = db
-                    .get(keys::group(run.group))?
-                    .ok_or_else(|| StoreError::Corrupt {
+            _ => match db.get(keys::group(run.group))? {
+                Some(v) => {
+                    cached = Some((run.group, v.clone()));
+                    v
+                }
+                // Archived while this read walked the runs: skipped, as archived runs are.
+                None if run.first_seq <= floor => continue,
+                None => {
+                    return Err(StoreError::Corrupt {
                         seq: from,
                         reason: format!("stream {stream} points at a missing group {}", run.group),
-                    })?;
-                cached = Some((run.group, v.clone()));
-                v
-            }
+                    });
+                }
+            },
         };
         let mut records = group::decode(run.group, &value, from, to)?;
         if group::is_sparse(&value) {
