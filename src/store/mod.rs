@@ -25,6 +25,8 @@ pub mod archive;
 pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
+pub mod postgres;
+mod recent;
 pub mod record;
 pub mod sled_log;
 pub mod verify;
@@ -89,7 +91,7 @@ pub struct Appended {
 }
 
 /// Errors of the log. Each variant says how the API surfaces it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The stream's version is not what the writer expected. HTTP 409.
     #[error("conflict on stream {stream}: expected {expected:?}, found version {actual:?}")]
