@@ -148,6 +148,11 @@ impl TempPostgres {
 
     /// Stops the server (fast shutdown: connections are cut, nothing committed is lost).
     pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.signal("-INT")
+    }
+
+    /// Sends the postmaster `signal` and waits until it exited.
+    fn signal(&mut self, signal: &str) -> anyhow::Result<()> {
         let Some((pid, waiter)) = self.server.take() else {
             return Ok(());
         };
@@ -156,11 +161,11 @@ impl TempPostgres {
             return Ok(());
         }
         let signalled = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .context("running kill")?;
         if !signalled.success() {
-            bail!("kill -INT {pid} failed");
+            bail!("kill {signal} {pid} failed");
         }
         waiter
             .join()
@@ -168,9 +173,16 @@ impl TempPostgres {
         Ok(())
     }
 
+    /// Crashes the server: an immediate shutdown (SIGQUIT) aborts every server process at
+    /// once, without writing what is only in shared memory, as a crash would; the next start
+    /// runs crash recovery from the WAL on disk.
+    pub fn crash(&mut self) -> anyhow::Result<()> {
+        self.signal("-QUIT")
+    }
+
     /// Starts the stopped server again on the same port and data.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop()?;
+        self.stop()?; // a no-op when it is not running
         self.spawn(self.port)?;
         self.wait_ready(self.port)
     }

@@ -172,6 +172,10 @@ pub fn quoted(schema: &str) -> String {
 /// The columns of `events`, in the order [`super::rows::record`] reads them.
 const COLUMNS: &str = "seq, stream, version, id, type, schema_version, time, actor, correlation_id, data, prev_hash, hash";
 
+/// [`COLUMNS`] of the alias `e`.
+const E_COLUMNS: &str = "e.seq, e.stream, e.version, e.id, e.type, e.schema_version, e.time, \
+     e.actor, e.correlation_id, e.data, e.prev_hash, e.hash";
+
 /// Every statement the log runs, with its schema's name in it.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -210,8 +214,15 @@ impl Sql {
                 "SELECT w.stream, (SELECT max(e.version) FROM {s}.events e WHERE e.stream = w.stream) \
                  FROM unnest($1::text[]) AS w(stream)"
             ),
-            find_ids: format!("SELECT {COLUMNS} FROM {s}.events WHERE id = ANY($1::uuid[])"),
-            records_at: format!("SELECT {COLUMNS} FROM {s}.events WHERE seq = ANY($1::bigint[])"),
+            // Joins with unnest rather than `= ANY($1)`: a prepared statement's generic plan
+            // cannot see the array's size and may scan the whole table (measured: 6 ms per
+            // group at 25k events); unnest's fixed estimate keeps it on the unique index.
+            find_ids: format!(
+                "SELECT {E_COLUMNS} FROM unnest($1::uuid[]) AS q(id) JOIN {s}.events e ON e.id = q.id"
+            ),
+            records_at: format!(
+                "SELECT {E_COLUMNS} FROM unnest($1::bigint[]) AS q(seq) JOIN {s}.events e ON e.seq = q.seq"
+            ),
             insert: format!(
                 "INSERT INTO {s}.events ({COLUMNS}) SELECT * FROM unnest(\
                  $1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], \
