@@ -1,6 +1,8 @@
 //! Event log benchmarks (`cargo bench --bench store`): durable appends/s with 1 and with 64
 //! concurrent writers in both durability modes (and their ratio) (one event per append, awaited, each writer on its own stream with
-//! `Exact` versions), then a log of `AGP_BENCH_EVENTS` events (default 1,000,000): how fast it
+//! `Exact` versions), and the same on PostgreSQL (`PgLog`, decision 0028) beside them in the
+//! same rounds: a server this bench starts (`tests/support/postgres.rs`: initdb into a temp
+//! directory, loopback TCP, fsync and synchronous_commit on), a fresh schema per round; then a log of `AGP_BENCH_EVENTS` events (default 1,000,000): how fast it
 //! fills in batches, cold open time, `read_all` and `verify_chain` throughput.
 //!
 //! Disk per proxied call: `AGP_BENCH_CALLS` calls (default 50,000) recorded the way the proxy
@@ -14,7 +16,7 @@
 //!
 //! Env: `AGP_BENCH_EVENTS`, `AGP_BENCH_ROUNDS` (default 5), `AGP_BENCH_DIR` (parent of the
 //! temp directories; default the system temp dir), `AGP_BENCH_CALLS`, `AGP_BENCH_ONLY`
-//! (`appends`, `disk` or `fill`: run that part only).
+//! (`appends`, `disk` or `fill`: run that part only), `AGP_BENCH_PG=0` (leave PostgreSQL out).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +26,14 @@ use agp::domain::ToolName;
 use agp::domain::call::{CallEvent, CallOutcome, Decision};
 use agp::domain::connector::Operation;
 use agp::proxy::record::CallRecorder;
+use agp::store::postgres::{PgLog, PgOptions};
 use agp::store::{
     AppendBatch, EventLog, ExpectedVersion, NewEvent, SledLog, SledOptions, verify_chain,
 };
 use anyhow::Context;
+
+#[path = "../tests/support/postgres.rs"]
+mod pg_server;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -86,7 +92,11 @@ fn open(dir: &Path, sync_data: bool) -> anyhow::Result<Arc<SledLog>> {
 }
 
 /// `writers` tasks, each appending `per_writer` single-event batches to its own stream.
-async fn appends_per_sec(log: &Arc<SledLog>, writers: u64, per_writer: u64) -> anyhow::Result<f64> {
+async fn appends_per_sec<L: EventLog>(
+    log: &Arc<L>,
+    writers: u64,
+    per_writer: u64,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..writers {
@@ -121,6 +131,27 @@ fn mode_name(sync_data: bool) -> &'static str {
     } else {
         "--durability flush (sled flush only)"
     }
+}
+
+/// How the PostgreSQL rows are labelled.
+const PG_MODE: &str = "PostgreSQL (PgLog, loopback TCP, synchronous_commit on)";
+
+/// `median (min, max; goal)` of one case's rounds.
+fn summary(rates: &[f64], goal: Option<f64>) -> String {
+    let m = median(rates.to_vec());
+    let min = rates.iter().copied().fold(f64::MAX, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    let verdict = match goal {
+        Some(g) if m >= g => format!("; goal ≥ {}: OK", fmt_rate(g)),
+        Some(g) => format!("; goal ≥ {}: MISSED", fmt_rate(g)),
+        None => String::new(),
+    };
+    format!(
+        "{} median (min {}, max {}{verdict})",
+        fmt_rate(m),
+        fmt_rate(min),
+        fmt_rate(max)
+    )
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -332,12 +363,29 @@ async fn run() -> anyhow::Result<()> {
     // ratio of their medians is the cost of `--durability sync` (decision 0015). The goals
     // apply to the default, `sync`.
     let cases = [
-        (1, ONE_WRITER_APPENDS, Some(5_000.0)),
-        (WRITERS, PER_WRITER, Some(40_000.0)),
+        (1, ONE_WRITER_APPENDS, Some(5_000.0), None),
+        (WRITERS, PER_WRITER, Some(40_000.0), Some(20_000.0)),
     ];
     let cases = if part("appends") { &cases[..] } else { &[] };
-    for &(writers, per_writer, goal) in cases {
+    // PostgreSQL: one server for the whole run, a fresh schema per round.
+    let pg = if !cases.is_empty() && std::env::var("AGP_BENCH_PG").as_deref() != Ok("0") {
+        match pg_server::TempPostgres::start() {
+            Ok(server) => {
+                let url = server.create_database("agp_bench")?;
+                Some((server, url))
+            }
+            Err(e) => {
+                rows.push(("PostgreSQL".into(), format!("not measured: {e:#}")));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut pg_round = 0;
+    for &(writers, per_writer, goal, pg_goal) in cases {
         let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut pg_rates = Vec::new();
         for round in 0..rounds {
             for (i, sync_data) in [true, false].into_iter().enumerate() {
                 let dir = tempdir(&parent)?;
@@ -352,35 +400,47 @@ async fn run() -> anyhow::Result<()> {
                 );
                 rates[i].push(rate);
             }
+            if let Some((_, url)) = &pg {
+                pg_round += 1;
+                let mut options = PgOptions::new(url.clone());
+                options.schema = format!("bench_{pg_round}");
+                let log = Arc::new(PgLog::open(options).await?.0);
+                let rate = appends_per_sec(&log, writers, per_writer).await?;
+                log.close().await?;
+                eprintln!(
+                    "  {writers:>2} writer(s), {PG_MODE}, round {}: {} appends/s",
+                    round + 1,
+                    fmt_rate(rate)
+                );
+                pg_rates.push(rate);
+            }
         }
         let medians = [median(rates[0].clone()), median(rates[1].clone())];
         for (i, sync_data) in [true, false].into_iter().enumerate() {
-            let m = medians[i];
-            let min = rates[i].iter().copied().fold(f64::MAX, f64::min);
-            let max = rates[i].iter().copied().fold(0.0, f64::max);
-            let verdict = match goal {
-                Some(g) if sync_data && m >= g => format!("; goal ≥ {}: OK", fmt_rate(g)),
-                Some(g) if sync_data => format!("; goal ≥ {}: MISSED", fmt_rate(g)),
-                _ => String::new(),
-            };
             rows.push((
                 format!(
                     "durable appends/s, {writers} writer(s), {}",
                     mode_name(sync_data)
                 ),
-                format!(
-                    "{} median (min {}, max {}{verdict})",
-                    fmt_rate(m),
-                    fmt_rate(min),
-                    fmt_rate(max),
-                ),
+                summary(&rates[i], if sync_data { goal } else { None }),
             ));
         }
         rows.push((
             format!("  sync / flush, {writers} writer(s)"),
             format!("{:.2}", medians[0] / medians[1]),
         ));
+        if !pg_rates.is_empty() {
+            rows.push((
+                format!("durable appends/s, {writers} writer(s), {PG_MODE}"),
+                summary(&pg_rates, pg_goal),
+            ));
+            rows.push((
+                format!("  PostgreSQL / sled sync, {writers} writer(s)"),
+                format!("{:.2}", median(pg_rates.clone()) / medians[0]),
+            ));
+        }
     }
+    drop(pg);
 
     if part("fill") {
         fill_read_verify(&parent, events, &mut rows).await?;
@@ -391,7 +451,7 @@ async fn run() -> anyhow::Result<()> {
         .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0);
-    println!("\nAGP event log (sled 0.34.7), {rounds} rounds per append figure\n");
+    println!("\nAGP event log (sled 0.34.7; PostgreSQL), {rounds} rounds per append figure\n");
     for (k, v) in rows {
         println!("  {k:<width$}  {v}");
     }

@@ -8,8 +8,8 @@
 //! - [`domain`] — aggregates (connector, profile with its policy, agent, approval), commands,
 //!   events, errors; fact events (call records, security facts: key rotations, refused consent
 //!   callbacks). Pure.
-//! - [`store`] — the append-only, hash-chained event log on sled, its storage trait and
-//!   conformance suite, the cqrs-es adapter, and archive segments (where old call records go,
+//! - [`store`] — the append-only, hash-chained event log on sled (and on PostgreSQL:
+//!   `store::postgres`), its storage trait and conformance suite, the cqrs-es adapter, and archive segments (where old call records go,
 //!   the chain whole). The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log, approvals.

@@ -1,13 +1,16 @@
 //! Integration tests of the event log: conformance of both backends, reopen, tail and middle
 //! corruption, an append a crash left unfinished, poisoning after a failed flush, durability
 //! under `kill -9`, and on power loss (every ack after an fdatasync, seen by strace), and signed
-//! checkpoints against an attacker who rewrites the log, and archive runs (retention).
+//! checkpoints against an attacker who rewrites the log, and archive runs (retention); and the
+//! log on a real PostgreSQL server (`postgres`: the conformance suite and more).
 //!
 //! One test binary; each area is a module under `tests/store/` (a crate root looks for
 //! modules beside itself, hence the `#[path]`s).
 
 #[path = "store/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg_server;
 
 #[path = "store/archive.rs"]
 mod archive;
@@ -23,6 +26,8 @@ mod crash;
 mod dictionary;
 #[path = "store/poison.rs"]
 mod poison;
+#[path = "store/postgres.rs"]
+mod postgres;
 #[path = "store/power_loss.rs"]
 mod power_loss;
 #[path = "store/reopen.rs"]

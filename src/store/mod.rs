@@ -1,7 +1,8 @@
 //! The event log: the only code that knows bytes on disk.
 //!
 //! Owns: the append-only, hash-chained log ([`EventLog`]) and its backends — [`sled_log`]
-//! (the embedded default) and [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
+//! (the embedded default), [`postgres`] (a shared PostgreSQL database, decision 0028) and
+//! [`mem_log`] (in memory, for tests) — plus the cqrs-es adapter
 //! ([`aggregate_store`]) that lets aggregates load and commit through the log, the auditor's
 //! chain check ([`verify`]) and its signed anchors ([`checkpoint`]), and the rules every
 //! backend shares (`append`: validation, expected-version check, sealing records), and
@@ -15,7 +16,9 @@
 //!   position (idempotent retries);
 //! - every record's `prev_hash` is the previous record's `hash` (genesis: 64 zeros) and its
 //!   `hash` is SHA-256 over its canonical encoding ([`record::canonical_bytes`]);
-//! - once a flush fails the log is poisoned: every later append fails until restart.
+//! - once a flush fails the log is poisoned: every later append fails until restart (sled;
+//!   on PostgreSQL a failed transaction leaves nothing half-written, so only that group's
+//!   appends fail and the next group reconnects).
 //!
 //! Must not touch: domain types. The log stores opaque JSON `data`.
 
@@ -25,6 +28,8 @@ pub mod archive;
 pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
+pub mod postgres;
+mod recent;
 pub mod record;
 pub mod sled_log;
 pub mod verify;
@@ -89,7 +94,7 @@ pub struct Appended {
 }
 
 /// Errors of the log. Each variant says how the API surfaces it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The stream's version is not what the writer expected. HTTP 409.
     #[error("conflict on stream {stream}: expected {expected:?}, found version {actual:?}")]

@@ -36,7 +36,7 @@ mod open;
 mod read;
 mod writer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +50,7 @@ pub use open::{OpenReport, SledOptions, TailAction, TailIssue, TailPolicy};
 
 use super::append::validate;
 use super::archive::{ArchiveDir, ArchiveReport, ArchiveRequest, ArchiveState, Pending, Prepared};
+use super::recent::Recent;
 use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
 
 /// The stream's current version and the seq of its last event.
@@ -73,7 +74,7 @@ pub(crate) struct Shared {
     /// Fault injection: the next group's flush reports an error.
     fail_next_flush: AtomicBool,
     /// The last records the writer committed, contiguous in seq, at most [`RECENT_EVENTS`].
-    recent: Mutex<VecDeque<Arc<RecordedEvent>>>,
+    recent: Recent,
     /// Called by the writer after each commit ([`EventLog::observe`]).
     observer: RwLock<Option<CommitObserver>>,
     /// Seqs at or below it may be missing from the live log: their records are in archive
@@ -102,31 +103,7 @@ pub enum ArchiveStop {
     BeforeFinish,
 }
 
-/// How many of its latest committed records the log keeps in memory for [`EventLog::read_tail`].
-pub const RECENT_EVENTS: usize = 1024;
-
-impl Shared {
-    /// Keeps `records` (just made durable, following the ones kept) as the most recent.
-    fn remember(&self, records: &[Arc<RecordedEvent>]) {
-        let mut recent = self.recent.lock();
-        recent.extend(records.iter().cloned());
-        let excess = recent.len().saturating_sub(RECENT_EVENTS);
-        recent.drain(..excess);
-    }
-
-    /// The records `from..=to` if all of them are still kept in memory.
-    fn recall(&self, from: u64, to: u64) -> Option<Vec<Arc<RecordedEvent>>> {
-        let recent = self.recent.lock();
-        let first = recent.front()?.seq;
-        let last = recent.back()?.seq;
-        if from < first || to > last || from > to {
-            return None;
-        }
-        let start = usize::try_from(from - first).ok()?;
-        let len = usize::try_from(to - from + 1).ok()?;
-        Some(recent.range(start..start + len).cloned().collect())
-    }
-}
+pub use crate::store::recent::RECENT_EVENTS;
 
 /// Messages to the writer thread.
 pub(crate) enum Msg {
@@ -359,7 +336,7 @@ impl EventLog for SledLog {
         let Some((from, end)) = self.span(from_seq, limit) else {
             return Ok(Vec::new());
         };
-        if let Some(records) = self.shared.recall(from, end) {
+        if let Some(records) = self.shared.recent.recall(from, end) {
             return Ok(records);
         }
         Ok(self

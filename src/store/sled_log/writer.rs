@@ -210,7 +210,7 @@ impl Writer {
             return;
         }
         let committed: Vec<Arc<RecordedEvent>> = group.records.into_iter().map(Arc::new).collect();
-        self.shared.remember(&committed);
+        self.shared.recent.remember(&committed);
         self.shared.streams.write().extend(group.streams);
         *self.shared.head_hash.write() = group.tip.hash.clone();
         self.shared.head.store(group.tip.seq, Ordering::Release);

@@ -1,0 +1,547 @@
+//! [`PgLog`]: the event log on PostgreSQL, for organizations that run AGP on a shared,
+//! replicated database (decision 0028).
+//!
+//! The same [`EventLog`] as [`SledLog`](super::SledLog), passing the same conformance suite:
+//! the same record envelope and hash chain (records are sealed by the shared `append` rules;
+//! [`verify_chain`](super::verify_chain) walks a PostgreSQL log unchanged), a gapless global
+//! sequence, per-stream expected versions, idempotent retries by event id, and group commit:
+//! one writer task ([`writer`]) commits everything queued in ONE transaction and acknowledges
+//! only after its `COMMIT` returned under `synchronous_commit = on`.
+//!
+//! Layout: the tables of [`schema`] in one PostgreSQL schema, migrated at open (versioned,
+//! idempotent, refusing a newer schema). Reads query the database through a small pool;
+//! because [`EventLog`]'s reads are synchronous, the driver runs on a runtime thread of the
+//! log's own ([`runtime`]). `head`, `head_hash` and the head watch are this process's view:
+//! they move after each of its commits, and when a commit finds that another process moved
+//! the head row (following other replicas live is a later step: LISTEN/NOTIFY).
+//!
+//! Not yet: archive runs (answered [`StoreError::Invalid`]), TLS to the database.
+//!
+//! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
+
+mod rows;
+mod runtime;
+pub mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::NoTls;
+
+use self::runtime::PgRuntime;
+use self::schema::Sql;
+use super::append::{Tip, validate};
+use super::recent::Recent;
+use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
+
+/// Where and how to open a [`PgLog`].
+#[derive(Clone)]
+pub struct PgOptions {
+    /// A libpq connection string or URL (`postgres://user:password@host:5432/db`). Kept out
+    /// of `Debug` output: it may carry a password.
+    pub url: String,
+    /// The PostgreSQL schema that holds AGP's tables; created if missing.
+    pub schema: String,
+    /// Connections for reads (the writer has one more of its own).
+    pub read_connections: usize,
+    /// How long to wait for a connection to the server.
+    pub connect_timeout: Duration,
+}
+
+impl PgOptions {
+    /// The defaults for `url`: schema `agp`, 4 read connections, 10 s to connect.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "agp".into(),
+            read_connections: 4,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &"[REDACTED]")
+            .field("schema", &self.schema)
+            .field("read_connections", &self.read_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// What [`PgLog::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOpenReport {
+    /// The last seq (0: empty).
+    pub head: u64,
+    /// The schema version before the open's migrations (0: a new schema).
+    pub schema_from: i32,
+    /// The schema version now.
+    pub schema_version: i32,
+}
+
+/// An error of the driver, in the words of what the log was doing.
+pub(crate) fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |e| {
+        let detail = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        StoreError::Backend(format!("PostgreSQL, {doing}: {detail}"))
+    }
+}
+
+/// Connects and drives the connection on the current (the log's) runtime.
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(pg_error("connecting"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// State shared by the handle and the writer task (the only mutator of the head).
+pub(crate) struct Shared {
+    head: AtomicU64,
+    head_hash: RwLock<String>,
+    head_tx: watch::Sender<u64>,
+    /// Set by `close()` before it asks the writer to stop, so new appends fail fast.
+    closing: AtomicBool,
+    /// Fault injection: the next group rolls back instead of committing, as a failed commit.
+    fail_next_commit: AtomicBool,
+    recent: Recent,
+    observer: RwLock<Option<CommitObserver>>,
+}
+
+impl Shared {
+    /// Publishes a head read from the database if it is ahead of ours (another process, or a
+    /// commit whose answer was lost, moved it).
+    fn follow(&self, tip: &Tip) {
+        if tip.seq > self.head.load(Ordering::Acquire) {
+            *self.head_hash.write() = tip.hash.clone();
+            self.head.store(tip.seq, Ordering::Release);
+            self.head_tx.send_replace(tip.seq);
+        }
+    }
+
+    /// After a commit: keeps the records, tells the observer, then publishes the new head.
+    fn committed(&self, tip: &Tip, records: &[Arc<RecordedEvent>]) {
+        self.recent.remember(records);
+        *self.head_hash.write() = tip.hash.clone();
+        self.head.store(tip.seq, Ordering::Release);
+        self.head_tx.send_replace(tip.seq);
+        let observer = self.observer.read().clone();
+        if let Some(observe) = observer {
+            // The writer must outlive any observer bug: a panic is reported, never propagated.
+            let observed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(records)));
+            if observed.is_err() {
+                tracing::error!(
+                    first_seq = records.first().map(|r| r.seq),
+                    "a commit observer panicked"
+                );
+            }
+        }
+    }
+}
+
+/// Messages to the writer task.
+pub(crate) enum Msg {
+    Append {
+        batch: AppendBatch,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    /// Commit what is queued, stop; answered once the writer's connection is closed.
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// How many appends may wait for the writer before `submit` waits for room.
+const QUEUE: usize = 8192;
+
+/// The PostgreSQL-backed [`EventLog`]. Cheap to share behind an `Arc`.
+pub struct PgLog {
+    shared: Arc<Shared>,
+    sql: Arc<Sql>,
+    pool: deadpool_postgres::Pool,
+    tx: mpsc::Sender<Msg>,
+    schema: String,
+    /// Last field: dropped after the pool and the channel, it stops the runtime (and with it
+    /// the writer and every connection).
+    runtime: PgRuntime,
+}
+
+impl std::fmt::Debug for PgLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLog")
+            .field("schema", &self.schema)
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgLog {
+    /// Connects, migrates the schema (refusing one newer than this binary), checks that the
+    /// head row and the last record agree, and starts the writer. Fails with
+    /// [`StoreError::Invalid`] for a bad URL or schema name, [`StoreError::Backend`] when the
+    /// server cannot be reached or refuses, [`StoreError::Corrupt`] when the tail does not
+    /// match the head.
+    pub async fn open(options: PgOptions) -> Result<(PgLog, PgOpenReport), StoreError> {
+        schema::check_schema_name(&options.schema)?;
+        let mut config = tokio_postgres::Config::from_str(&options.url)
+            .map_err(|e| StoreError::Invalid(format!("PostgreSQL connection string: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("agp");
+        }
+        let runtime = PgRuntime::start()?;
+        let sql = Arc::new(Sql::new(&options.schema));
+        let (tip, report) = runtime
+            .run({
+                let config = config.clone();
+                let sql = sql.clone();
+                let schema = options.schema.clone();
+                async move { prepare(&config, &sql, &schema).await }
+            })
+            .await?;
+        let pool = {
+            let _entered = runtime.handle().enter();
+            let manager = deadpool_postgres::Manager::from_config(
+                config.clone(),
+                NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            );
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(options.read_connections.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .create_timeout(Some(options.connect_timeout))
+                .wait_timeout(Some(Duration::from_secs(60)))
+                .build()
+                .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?
+        };
+        let shared = Arc::new(Shared {
+            head: AtomicU64::new(tip.seq),
+            head_hash: RwLock::new(tip.hash.clone()),
+            head_tx: watch::channel(tip.seq).0,
+            closing: AtomicBool::new(false),
+            fail_next_commit: AtomicBool::new(false),
+            recent: Recent::default(),
+            observer: RwLock::new(None),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = writer::Writer::new(config, sql.clone(), shared.clone());
+        runtime.handle().spawn(writer.run(rx));
+        tracing::info!(
+            schema = %options.schema,
+            head = report.head,
+            schema_version = report.schema_version,
+            "opened the event log on PostgreSQL"
+        );
+        Ok((
+            PgLog {
+                shared,
+                sql,
+                pool,
+                tx,
+                schema: options.schema,
+                runtime,
+            },
+            report,
+        ))
+    }
+
+    /// Fault injection for tests: the next group is rolled back instead of committed, and its
+    /// appends fail as after a failed commit.
+    #[doc(hidden)]
+    pub fn fail_next_commit(&self) {
+        self.shared.fail_next_commit.store(true, Ordering::SeqCst);
+    }
+
+    /// The PostgreSQL schema this log lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Runs a query on a pooled connection, on the log's runtime, and decodes its rows on
+    /// the calling thread.
+    fn query<T>(
+        &self,
+        statement: fn(&Sql) -> &str,
+        params: Params,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let pool = self.pool.clone();
+        let sql = self.sql.clone();
+        let rows = self.runtime.block(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
+            let st = client
+                .prepare_cached(statement(&sql))
+                .await
+                .map_err(pg_error("preparing a read"))?;
+            let refs = params.refs();
+            client
+                .query(&st, &refs)
+                .await
+                .map_err(pg_error("reading the event log"))
+        })?;
+        rows.iter().map(decode).collect()
+    }
+}
+
+/// The parameters of a read, owned so they can travel to the log's runtime.
+enum Params {
+    /// `$1 bigint, $2 bigint`.
+    Two(i64, i64),
+    /// `$1 text, $2 bigint`.
+    TextBig(String, i64),
+    /// `$1 text`.
+    Text(String),
+}
+
+impl Params {
+    fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        match self {
+            Params::Two(a, b) => vec![a, b],
+            Params::TextBig(a, b) => vec![a, b],
+            Params::Text(a) => vec![a],
+        }
+    }
+}
+
+/// At open, on the log's runtime: migrate, read the head row, and check it against the last
+/// record (its seq, and its hash both as stored and as recomputed).
+async fn prepare(
+    config: &tokio_postgres::Config,
+    sql: &Sql,
+    schema: &str,
+) -> Result<(Tip, PgOpenReport), StoreError> {
+    let mut client = connect(config).await?;
+    let encoding: String = client
+        .query_one("SHOW server_encoding", &[])
+        .await
+        .map_err(pg_error("reading the server encoding"))?
+        .try_get(0)
+        .map_err(pg_error("reading the server encoding"))?;
+    if encoding != "UTF8" {
+        return Err(StoreError::Invalid(format!(
+            "the database's encoding is {encoding}; AGP needs UTF8 (createdb -E UTF8)"
+        )));
+    }
+    let fsync: String = client
+        .query_one("SHOW fsync", &[])
+        .await
+        .map_err(pg_error("reading fsync"))?
+        .try_get(0)
+        .map_err(pg_error("reading fsync"))?;
+    if fsync != "on" {
+        tracing::warn!(
+            "the PostgreSQL server runs with fsync = {fsync}: acknowledged events can be lost \
+             if it crashes"
+        );
+    }
+    let migrated = schema::migrate(&mut client, schema).await?;
+    let head = client
+        .query_one(&sql.head, &[])
+        .await
+        .map_err(pg_error("reading the log head"))?;
+    let seq: i64 = head.try_get(0).map_err(pg_error("reading the log head"))?;
+    let hash: &[u8] = head.try_get(1).map_err(pg_error("reading the log head"))?;
+    let tip = Tip {
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Backend(format!("the log head row has seq {seq}")))?,
+        hash: rows::hex_hash(hash)
+            .map_err(|e| StoreError::Backend(format!("the log head row's hash: {e}")))?,
+    };
+    let last = client
+        .query_opt(&sql.last_record, &[])
+        .await
+        .map_err(pg_error("reading the last record"))?
+        .map(|row| rows::record(&row))
+        .transpose()?;
+    let tail_ok = match &last {
+        None => tip.seq == 0,
+        Some(r) => r.seq == tip.seq && r.hash == tip.hash && r.hash_is_valid(),
+    };
+    if !tail_ok {
+        let seq = last.as_ref().map_or(tip.seq, |r| r.seq.max(tip.seq));
+        return Err(StoreError::Corrupt {
+            seq,
+            reason: format!(
+                "the log head row says seq {} but the last record is {} ({})",
+                tip.seq,
+                last.as_ref().map_or(0, |r| r.seq),
+                match &last {
+                    Some(r) if !r.hash_is_valid() => "its hash does not match its content",
+                    Some(r) if r.hash != tip.hash => "its hash differs from the head row's",
+                    _ => "they should be the same record",
+                }
+            ),
+        });
+    }
+    Ok((
+        tip.clone(),
+        PgOpenReport {
+            head: tip.seq,
+            schema_from: migrated.from,
+            schema_version: migrated.to,
+        },
+    ))
+}
+
+#[async_trait]
+impl EventLog for PgLog {
+    async fn append(&self, batch: AppendBatch) -> Result<Appended, StoreError> {
+        self.submit(batch).await
+    }
+
+    fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let refused = |e: StoreError| -> BoxFuture<'_, _> { Box::pin(std::future::ready(Err(e))) };
+        if self.shared.closing.load(Ordering::SeqCst) {
+            return refused(StoreError::Closed);
+        }
+        if let Err(e) = validate(&batch) {
+            return refused(e);
+        }
+        let (reply, answer) = oneshot::channel();
+        let queued = match self.tx.try_send(Msg::Append { batch, reply }) {
+            Ok(()) => None,
+            // The queue is full: wait for room when first polled.
+            Err(mpsc::error::TrySendError::Full(msg)) => Some(msg),
+            Err(mpsc::error::TrySendError::Closed(_)) => return refused(StoreError::Closed),
+        };
+        Box::pin(async move {
+            if let Some(msg) = queued {
+                self.tx.send(msg).await.map_err(|_| StoreError::Closed)?;
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn observe(&self, observer: Option<CommitObserver>) -> bool {
+        let mut slot = self.shared.observer.write();
+        if observer.is_some() && slot.is_some() {
+            return false;
+        }
+        *slot = observer;
+        true
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        self.query(
+            |s| &s.read_stream,
+            Params::TextBig(stream.to_string(), from),
+            rows::record,
+        )
+    }
+
+    fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(|s| &s.read_all, Params::Two(from, limit), rows::record)
+    }
+
+    fn read_tail(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let head = self.head();
+        let from = from_seq.max(1);
+        if from <= head && limit > 0 {
+            let end = from.saturating_add(limit as u64 - 1).min(head);
+            if let Some(records) = self.shared.recent.recall(from, end) {
+                return Ok(records);
+            }
+        }
+        Ok(self
+            .read_all(from_seq, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let versions = self.query(
+            |s| &s.stream_version,
+            Params::Text(stream.to_string()),
+            |row| {
+                let v: Option<i64> = row
+                    .try_get(0)
+                    .map_err(pg_error("reading a stream version"))?;
+                Ok(v.and_then(|v| u64::try_from(v).ok()))
+            },
+        )?;
+        Ok(versions.into_iter().next().flatten())
+    }
+
+    fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    fn head_hash(&self) -> String {
+        self.shared.head_hash.read().clone()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.head_tx.subscribe()
+    }
+
+    fn archive_prepare(
+        &self,
+        _request: &super::archive::ArchiveRequest,
+        _visit: &mut dyn FnMut(&RecordedEvent),
+    ) -> Result<Option<super::archive::Prepared>, StoreError> {
+        Err(StoreError::Invalid(
+            "archive runs are not supported on PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn archive_commit(
+        &self,
+        _prepared: super::archive::Prepared,
+        _marker: AppendBatch,
+    ) -> Result<super::archive::ArchiveReport, StoreError> {
+        Err(StoreError::Invalid(
+            "archive runs are not supported on PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Msg::Close(reply)).await.is_err() {
+            return Ok(()); // already stopped
+        }
+        answer.await.unwrap_or(Ok(()))
+    }
+}

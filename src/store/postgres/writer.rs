@@ -1,0 +1,481 @@
+//! The single writer: group commit for [`PgLog`](super::PgLog).
+//!
+//! A tokio task on the log's runtime with one connection of its own. One group = everything
+//! queued when it wakes (up to [`MAX_GROUP`] requests), in ONE transaction of two pipelined
+//! round trips:
+//!
+//! 1. `BEGIN`; lock the head row (`SELECT … FOR UPDATE`: every writer of every process takes it
+//!    first, so groups are numbered one after the other); the current version of each stream
+//!    the group touches; the stored records of the group's event ids (retries, reused ids).
+//!    Statements after the lock run once it is granted, so they see every group committed
+//!    before.
+//! 2. The checks and sealing happen in memory, as in the sled writer (`append`'s shared rules);
+//!    then one `INSERT … SELECT * FROM unnest(…)` of every record, the head row's update
+//!    (guarded by the seq it was read with), and `COMMIT`.
+//!
+//! The writer's session runs with `synchronous_commit = on`, so `COMMIT` returns once the
+//! group's WAL is flushed; only then are the appends acknowledged. Conflicts and invalid
+//! requests are answered at once and never reach the database.
+//!
+//! A failure rolls the whole group back (PostgreSQL does) and answers every append of it with
+//! [`StoreError::Backend`]; the connection is dropped and the next group connects again, so a
+//! database restart makes appends fail, then recover — nothing is poisoned, because nothing
+//! half-written can remain. A `COMMIT` whose answer is lost (the connection broke) may or may
+//! not have committed: its appends are told so, and a retry with the same event ids is safe
+//! (it answers the original position if the group did land). The in-memory head follows the
+//! head row each group reads, so it also moves past what other processes appended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use uuid::Uuid;
+
+use super::rows::{self, Columns, big};
+use super::schema::Sql;
+use super::{Msg, Shared, connect, pg_error};
+use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
+use crate::store::record::record_time;
+use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
+
+/// Most requests in one group: bounds one transaction's size and the latency it adds.
+const MAX_GROUP: usize = 2048;
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// The writer's connection and its prepared statements.
+struct Conn {
+    client: Client,
+    lock_head: Statement,
+    stream_versions: Statement,
+    find_ids: Statement,
+    records_at: Statement,
+    insert: Statement,
+    update_head: Statement,
+}
+
+impl Conn {
+    async fn open(config: &tokio_postgres::Config, sql: &Sql) -> Result<Self, StoreError> {
+        let client = connect(config).await?;
+        // Acknowledge only what is flushed, whatever the server's or role's default says.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(pg_error("setting synchronous_commit"))?;
+        let prepare = |text: &str| {
+            let client = &client;
+            let text = text.to_string();
+            async move {
+                client
+                    .prepare(&text)
+                    .await
+                    .map_err(pg_error("preparing the writer's statements"))
+            }
+        };
+        Ok(Self {
+            lock_head: prepare(&sql.lock_head).await?,
+            stream_versions: prepare(&sql.stream_versions).await?,
+            find_ids: prepare(&sql.find_ids).await?,
+            records_at: prepare(&sql.records_at).await?,
+            insert: prepare(&sql.insert).await?,
+            update_head: prepare(&sql.update_head).await?,
+            client,
+        })
+    }
+}
+
+pub(super) struct Writer {
+    config: tokio_postgres::Config,
+    sql: Arc<Sql>,
+    shared: Arc<Shared>,
+    /// `None` until the first group, and after a failure (the next group reconnects).
+    conn: Option<Conn>,
+}
+
+/// What the database holds for a group, read under the head lock.
+struct Stored {
+    tip: Tip,
+    /// The current version of every stream the group touches that has events.
+    versions: HashMap<String, u64>,
+    /// Stored records, by id (the group's ids) and by seq (the last records of retries).
+    by_id: HashMap<Uuid, RecordedEvent>,
+    by_seq: HashMap<u64, RecordedEvent>,
+}
+
+/// What one group has staged but not yet committed.
+struct Group {
+    tip: Tip,
+    first_seq: u64,
+    streams: HashMap<String, u64>,
+    /// Ids staged in this group → seq, for retries and reuse inside one group.
+    ids: HashMap<Uuid, u64>,
+    records: Vec<RecordedEvent>,
+    waiting: Vec<(Reply, Appended)>,
+}
+
+impl Writer {
+    pub fn new(config: tokio_postgres::Config, sql: Arc<Sql>, shared: Arc<Shared>) -> Self {
+        Self {
+            config,
+            sql,
+            shared,
+            conn: None,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut close_reply = None;
+        let mut msgs = Vec::new();
+        while close_reply.is_none() {
+            let Some(first) = rx.recv().await else {
+                break; // every handle dropped
+            };
+            msgs.push(first);
+            while msgs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut requests = Vec::with_capacity(msgs.len());
+            for m in msgs.drain(..) {
+                match m {
+                    Msg::Append { batch, reply } if close_reply.is_none() => {
+                        requests.push((batch, reply));
+                    }
+                    Msg::Append { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::Closed));
+                    }
+                    Msg::Close(reply) if close_reply.is_none() => close_reply = Some(reply),
+                    Msg::Close(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            self.commit_group(requests).await;
+        }
+        // Appends queued after close are refused; the connection closes with the writer.
+        rx.close();
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Append { reply, .. } => {
+                    let _ = reply.send(Err(StoreError::Closed));
+                }
+                Msg::Close(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        drop(self.conn.take());
+        if let Some(reply) = close_reply {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    async fn commit_group(&mut self, requests: Vec<(AppendBatch, Reply)>) {
+        if requests.is_empty() {
+            return;
+        }
+        let (requests, refused): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|(batch, _)| text_error(batch).is_none());
+        for (batch, reply) in refused {
+            let _ = reply.send(Err(text_error(&batch).unwrap_or(StoreError::Closed)));
+        }
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(e) = self.try_commit(requests).await {
+            // try_commit answered every waiter; the connection may be in any state.
+            tracing::warn!(error = %e, "PostgreSQL group commit failed; reconnecting for the next group");
+            self.conn = None;
+        }
+    }
+
+    /// One group's transaction. Answers every request itself; `Err` only says the connection
+    /// must be dropped.
+    async fn try_commit(&mut self, requests: Vec<(AppendBatch, Reply)>) -> Result<(), StoreError> {
+        let conn = match self.conn.take() {
+            Some(c) if !c.client.is_closed() => c,
+            _ => match Conn::open(&self.config, &self.sql).await {
+                Ok(c) => c,
+                Err(e) => return Err(answer_all(requests, &e)),
+            },
+        };
+        let conn = self.conn.insert(conn);
+        let stored = match read_stored(conn, &requests).await {
+            Ok(s) => s,
+            Err(e) => return Err(answer_all(requests, &e)),
+        };
+        self.shared.follow(&stored.tip);
+        let mut group = Group {
+            tip: stored.tip.clone(),
+            first_seq: stored.tip.seq + 1,
+            streams: HashMap::new(),
+            ids: HashMap::new(),
+            records: Vec::new(),
+            waiting: Vec::with_capacity(requests.len()),
+        };
+        let time = record_time(Utc::now());
+        for (batch, reply) in requests {
+            match stage(&mut group, &stored, batch, time) {
+                Ok(appended) => group.waiting.push((reply, appended)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if group.records.is_empty() {
+            // Only retries of stored appends and refusals: release the lock, write nothing.
+            let done = conn
+                .client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(pg_error("ending a group with nothing to write"));
+            for (reply, appended) in group.waiting {
+                let _ = reply.send(Ok(appended));
+            }
+            return done;
+        }
+        let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
+        if let Err(e) = write_group(conn, &stored.tip, &group, injected).await {
+            tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
+            let _ = conn.client.batch_execute("ROLLBACK").await;
+            let failed = group.waiting.into_iter().map(|(reply, _)| reply);
+            for reply in failed {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return Err(e);
+        }
+        let committed: Vec<Arc<RecordedEvent>> = group.records.into_iter().map(Arc::new).collect();
+        self.shared.committed(&group.tip, &committed);
+        for (reply, appended) in group.waiting {
+            let _ = reply.send(Ok(appended));
+        }
+        Ok(())
+    }
+}
+
+/// Answers every request with `e`; returns it.
+fn answer_all(requests: Vec<(AppendBatch, Reply)>, e: &StoreError) -> StoreError {
+    for (_, reply) in requests {
+        let _ = reply.send(Err(e.clone()));
+    }
+    e.clone()
+}
+
+/// PostgreSQL's `text` cannot hold a NUL character: refused before it could fail the group.
+fn text_error(batch: &AppendBatch) -> Option<StoreError> {
+    batch.events.iter().find_map(|e| {
+        let field = if e.event_type.contains('\0') {
+            "type"
+        } else if e.actor.contains('\0') {
+            "actor"
+        } else {
+            return None;
+        };
+        Some(StoreError::Invalid(format!(
+            "event {}: its {field} contains a NUL character, which PostgreSQL text cannot hold",
+            e.id
+        )))
+    })
+}
+
+/// Round trip 1: begin, lock the head, read the group's stream versions and stored ids (and,
+/// for retries of more than one event, the stored last records).
+async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<Stored, StoreError> {
+    let mut streams: Vec<&str> = requests.iter().map(|(b, _)| b.stream.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let ids: Vec<Uuid> = requests
+        .iter()
+        .flat_map(|(b, _)| b.events.iter().map(|e| e.id))
+        .collect();
+    let c = &conn.client;
+    let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
+    let ids_params: [&(dyn ToSql + Sync); 1] = [&ids];
+    let (begun, head, versions, found) = tokio::join!(
+        c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+        c.query_one(&conn.lock_head, &[]),
+        c.query(&conn.stream_versions, &versions_params),
+        c.query(&conn.find_ids, &ids_params),
+    );
+    begun.map_err(pg_error("beginning a group"))?;
+    let head = head.map_err(pg_error("locking the log head"))?;
+    let seq: i64 = head.try_get(0).map_err(pg_error("reading the log head"))?;
+    let hash: &[u8] = head.try_get(1).map_err(pg_error("reading the log head"))?;
+    let tip = Tip {
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Backend(format!("the log head row has seq {seq}")))?,
+        hash: rows::hex_hash(hash)
+            .map_err(|e| StoreError::Backend(format!("the log head row's hash: {e}")))?,
+    };
+    let mut stored = Stored {
+        tip,
+        versions: HashMap::new(),
+        by_id: HashMap::new(),
+        by_seq: HashMap::new(),
+    };
+    for row in versions.map_err(pg_error("reading stream versions"))? {
+        let stream: String = row
+            .try_get(0)
+            .map_err(pg_error("reading stream versions"))?;
+        let version: Option<i64> = row
+            .try_get(1)
+            .map_err(pg_error("reading stream versions"))?;
+        if let Some(v) = version.and_then(|v| u64::try_from(v).ok()) {
+            stored.versions.insert(stream, v);
+        }
+    }
+    for row in found.map_err(pg_error("looking up event ids"))? {
+        let r = rows::record(&row)?;
+        stored.by_seq.insert(r.seq, r.clone());
+        stored.by_id.insert(r.id, r);
+    }
+    // A retry of n > 1 events is answered from its first and its last stored record.
+    let mut lasts = Vec::new();
+    for (batch, _) in requests {
+        let n = batch.events.len() as u64;
+        if let Some(first) = batch.events.first().and_then(|e| stored.by_id.get(&e.id))
+            && n > 1
+        {
+            let last = first.seq + n - 1;
+            if last <= stored.tip.seq && !stored.by_seq.contains_key(&last) {
+                lasts.push(big(last, "seq")?);
+            }
+        }
+    }
+    if !lasts.is_empty() {
+        for row in c
+            .query(&conn.records_at, &[&lasts])
+            .await
+            .map_err(pg_error("reading retried appends"))?
+        {
+            let r = rows::record(&row)?;
+            stored.by_seq.insert(r.seq, r);
+        }
+    }
+    Ok(stored)
+}
+
+/// Round trip 2: insert the group, move the head (only from where it was read), commit.
+async fn write_group(
+    conn: &Conn,
+    read_tip: &Tip,
+    group: &Group,
+    inject_failure: bool,
+) -> Result<(), StoreError> {
+    let cols = Columns::of(&group.records)?;
+    let new_seq = big(group.tip.seq, "seq")?;
+    let new_hash = rows::raw_hash(&group.tip.hash)?;
+    let old_seq = big(read_tip.seq, "seq")?;
+    let c = &conn.client;
+    let end = if inject_failure { "ROLLBACK" } else { "COMMIT" };
+    let insert_params: [&(dyn ToSql + Sync); 12] = [
+        &cols.seq,
+        &cols.stream,
+        &cols.version,
+        &cols.id,
+        &cols.event_type,
+        &cols.schema_version,
+        &cols.time,
+        &cols.actor,
+        &cols.correlation_id,
+        &cols.data,
+        &cols.prev_hash,
+        &cols.hash,
+    ];
+    let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
+    let (inserted, moved, committed) = tokio::join!(
+        c.execute(&conn.insert, &insert_params),
+        c.execute(&conn.update_head, &head_params),
+        c.batch_execute(end),
+    );
+    // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
+    // rollback: the group is written only if every statement succeeded.
+    let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
+    if inserted != group.records.len() as u64 {
+        return Err(StoreError::Backend(format!(
+            "inserted {inserted} of the group's {} records",
+            group.records.len()
+        )));
+    }
+    let moved = moved.map_err(pg_error("moving the log head"))?;
+    if moved != 1 {
+        return Err(StoreError::Backend(format!(
+            "the log head moved from seq {} while the group held its lock",
+            read_tip.seq
+        )));
+    }
+    committed.map_err(|e| {
+        StoreError::Backend(format!(
+            "PostgreSQL COMMIT: {e}; the appends may or may not have been written: retry them \
+             with the same event ids (a retry of a written append returns its position)"
+        ))
+    })?;
+    if inject_failure {
+        return Err(StoreError::Backend("injected commit failure".into()));
+    }
+    Ok(())
+}
+
+/// Checks one request against what is stored plus what the group staged, and stages it.
+/// `Err` is answered at once; `Ok` after the group's commit.
+fn stage(
+    group: &mut Group,
+    stored: &Stored,
+    batch: AppendBatch,
+    time: chrono::DateTime<Utc>,
+) -> Result<Appended, StoreError> {
+    let first_id =
+        batch.events.first().map(|e| e.id).ok_or_else(|| {
+            StoreError::Invalid(format!("empty batch for stream {}", batch.stream))
+        })?;
+    if let Some(original) = find(group, stored, first_id) {
+        let last_seq = original.seq + batch.events.len() as u64 - 1;
+        let last = record_at(group, stored, last_seq);
+        return duplicate_position(&batch, original, last);
+    }
+    for e in batch.events.iter().skip(1) {
+        if let Some(r) = find(group, stored, e.id) {
+            return Err(id_reused(e.id, r.seq));
+        }
+    }
+    let current = group
+        .streams
+        .get(&batch.stream)
+        .or_else(|| stored.versions.get(&batch.stream))
+        .copied();
+    check_expected(&batch.stream, batch.expected, current)?;
+    let stream = batch.stream.clone();
+    let mut tip = group.tip.clone();
+    let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
+    for r in &records {
+        group.ids.insert(r.id, r.seq);
+    }
+    group.streams.insert(stream, appended.last_version);
+    group.records.extend(records);
+    group.tip = tip;
+    Ok(appended)
+}
+
+/// The record holding event `id`, staged or stored.
+fn find<'a>(group: &'a Group, stored: &'a Stored, id: Uuid) -> Option<&'a RecordedEvent> {
+    match group.ids.get(&id) {
+        Some(&seq) => record_at(group, stored, seq),
+        None => stored.by_id.get(&id),
+    }
+}
+
+fn record_at<'a>(group: &'a Group, stored: &'a Stored, seq: u64) -> Option<&'a RecordedEvent> {
+    if seq >= group.first_seq {
+        let i = usize::try_from(seq - group.first_seq).ok()?;
+        group.records.get(i)
+    } else {
+        stored.by_seq.get(&seq)
+    }
+}

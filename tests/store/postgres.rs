@@ -1,0 +1,457 @@
+//! The event log on a real PostgreSQL server (`tests/support/postgres.rs` starts one per test):
+//! the conformance suite; reopen; migrations (idempotent, refusing a newer schema); records
+//! whose data is hard to keep byte-exact; a failed commit and a server restart (appends fail
+//! clearly, then recover, the chain whole); two logs on one schema (two replicas) appending
+//! at once; and text PostgreSQL cannot hold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use agp::store::conformance::{batch, event, run_all};
+use agp::store::postgres::{PgLog, PgOptions, schema::SCHEMA_VERSION};
+use agp::store::{
+    AppendBatch, EventLog, ExpectedVersion, NewEvent, RecordedEvent, StoreError, verify_chain,
+};
+use serde_json::json;
+
+use crate::pg_server::TempPostgres;
+
+/// A server with a fresh database for one test.
+fn server() -> (TempPostgres, String) {
+    let pg = TempPostgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("agp_test").expect("create database");
+    (pg, url)
+}
+
+async fn open(url: &str, schema: &str) -> PgLog {
+    let mut options = PgOptions::new(url);
+    options.schema = schema.into();
+    PgLog::open(options).await.expect("open PgLog").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_log_passes_conformance() {
+    let (_pg, url) = server();
+    let n = Arc::new(AtomicUsize::new(0));
+    let make = move || {
+        let url = url.clone();
+        let schema = format!("conformance_{}", n.fetch_add(1, Ordering::SeqCst));
+        async move { Arc::new(open(&url, &schema).await) as Arc<dyn EventLog> }
+    };
+    if let Err(f) = run_all(make).await {
+        panic!("{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_continues_the_chain_and_knows_old_ids() {
+    let (_pg, url) = server();
+    let log = open(&url, "agp").await;
+    let mut written = Vec::new();
+    for i in 0..30u64 {
+        let b = batch(&format!("st-{}", i % 4), ExpectedVersion::Any, 1 + i % 2);
+        written.push((b.clone(), log.append(b).await.expect("append")));
+    }
+    let (head, hash) = (log.head(), log.head_hash());
+    log.close().await.expect("close");
+    drop(log);
+
+    let mut options = PgOptions::new(&url);
+    options.schema = "agp".into();
+    let (log, report) = PgLog::open(options).await.expect("reopen");
+    assert_eq!(
+        (report.head, report.schema_from, report.schema_version),
+        (head, SCHEMA_VERSION, SCHEMA_VERSION)
+    );
+    assert_eq!((log.head(), log.head_hash()), (head, hash.clone()));
+    let (b, original) = &written[7];
+    let retry = log.append(b.clone()).await.expect("retry");
+    assert!(retry.deduplicated);
+    assert_eq!(
+        (retry.first_seq, retry.last_seq),
+        (original.first_seq, original.last_seq)
+    );
+    let next = log
+        .append(batch("st-0", ExpectedVersion::Any, 1))
+        .await
+        .expect("append after reopen");
+    assert_eq!(next.first_seq, head + 1);
+    let r = log.read_all(head + 1, 1).expect("read");
+    assert_eq!(r[0].prev_hash, hash);
+    let report = verify_chain(&log).expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checked, head + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+    let (pg, url) = server();
+    let first = PgLog::open(PgOptions {
+        schema: "m".into(),
+        ..PgOptions::new(&url)
+    });
+    let second = PgLog::open(PgOptions {
+        schema: "m".into(),
+        ..PgOptions::new(&url)
+    });
+    // Two processes starting at once: both open, the schema is migrated once.
+    let (a, b) = tokio::join!(first, second);
+    let (a, b) = (a.expect("open a"), b.expect("open b"));
+    let mut froms = [a.1.schema_from, b.1.schema_from];
+    froms.sort_unstable();
+    assert_eq!(froms, [0, SCHEMA_VERSION]);
+    assert_eq!(
+        pg.psql(
+            "agp_test",
+            "SELECT string_agg(version::text, ',') FROM m.schema_migrations"
+        )
+        .expect("psql"),
+        SCHEMA_VERSION.to_string()
+    );
+    drop((a, b));
+
+    pg.psql(
+        "agp_test",
+        "INSERT INTO m.schema_migrations (version, description) VALUES (999, 'from the future')",
+    )
+    .expect("psql");
+    let refused = PgLog::open(PgOptions {
+        schema: "m".into(),
+        ..PgOptions::new(&url)
+    })
+    .await;
+    match refused {
+        Err(StoreError::Invalid(msg)) => {
+            assert!(msg.contains("999") && msg.contains("newer"), "{msg}")
+        }
+        other => panic!("a newer schema was not refused: {other:?}"),
+    }
+
+    let bad = PgLog::open(PgOptions {
+        schema: "Robert'); DROP".into(),
+        ..PgOptions::new(&url)
+    })
+    .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    let unreachable = PgLog::open(PgOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..PgOptions::new(format!("postgres://agp@127.0.0.1:{}/agp_test", 1))
+    })
+    .await;
+    match unreachable {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("connecting"), "{msg}"),
+        other => panic!("an unreachable server: {other:?}"),
+    }
+}
+
+fn with_data(data: serde_json::Value) -> NewEvent {
+    NewEvent { data, ..event(0) }
+}
+
+/// What `jsonb` would change (key order, `-0.0`, `\u0000`, big floats, duplicate-looking
+/// keys) reads back exactly, so every hash still matches its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_back_exactly_as_hashed() {
+    let (_pg, url) = server();
+    let log = open(&url, "agp").await;
+    let values = [
+        json!({"z": 1, "a": {"y": [3, 2, 1], "b": null}}),
+        json!({"neg_zero": -0.0, "big": 1e300, "small": 5e-324, "third": 1.0 / 3.0}),
+        json!({"nul": "a\u{0}b", "ls": "\u{2028}\u{2029}", "emoji": "🦀", "quote": "\"\\"}),
+        json!({"u64": u64::MAX, "i64": i64::MIN, "zero": 0}),
+        json!("just a string"),
+        json!([]),
+    ];
+    let events: Vec<NewEvent> = values.iter().cloned().map(with_data).collect();
+    let mut tricky = event(1);
+    tricky.actor = "agent:\"q\"\n\u{1}é".into();
+    tricky.event_type = "t\t\u{7f}".into();
+    log.append(AppendBatch {
+        stream: "s\u{7f}\u{2028}/\\ é".into(),
+        expected: ExpectedVersion::NoStream,
+        events: events.into_iter().chain([tricky]).collect(),
+    })
+    .await
+    .expect("append");
+    let read = log.read_all(1, 100).expect("read");
+    for (r, v) in read.iter().zip(&values) {
+        assert_eq!(&r.data, v);
+        assert!(r.hash_is_valid(), "seq {}", r.seq);
+    }
+    let report = verify_chain(&log).expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checked, values.len() as u64 + 1);
+}
+
+/// PostgreSQL text cannot hold NUL: such an append is refused alone, its group is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_text_is_refused_without_failing_the_group() {
+    let (_pg, url) = server();
+    let log = Arc::new(open(&url, "agp").await);
+    let mut bad = batch("s", ExpectedVersion::Any, 1);
+    bad.events[0].actor = "agent:\0".into();
+    let good: Vec<_> = (0..8)
+        .map(|i| log.submit(batch(&format!("g{i}"), ExpectedVersion::NoStream, 1)))
+        .collect();
+    let refused = log.append(bad).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(ref m)) if m.contains("NUL")),
+        "{refused:?}"
+    );
+    for g in good {
+        g.await.expect("a good append of the same group");
+    }
+    assert_eq!(log.head(), 8);
+}
+
+/// An injected failed commit fails its appends and nothing else; the next group commits and
+/// the chain has no hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_its_group_and_the_log_recovers() {
+    let (_pg, url) = server();
+    let log = open(&url, "agp").await;
+    log.append(batch("a", ExpectedVersion::NoStream, 2))
+        .await
+        .expect("append");
+    log.fail_next_commit();
+    let failed = batch("a", ExpectedVersion::Exact(2), 1);
+    let r = log.append(failed.clone()).await;
+    assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+    assert_eq!(log.head(), 2);
+    assert_eq!(log.read_all(1, 10).expect("read").len(), 2);
+    // The same append again (a retry): it was not written, so it is now.
+    let a = log
+        .append(failed)
+        .await
+        .expect("retry after a failed commit");
+    assert_eq!(
+        (a.first_seq, a.first_version, a.deduplicated),
+        (3, 3, false)
+    );
+    assert!(verify_chain(&log).expect("verify").is_valid());
+}
+
+/// The server restarts under the log: appends fail with an error that says PostgreSQL, then
+/// succeed again on new connections; nothing acknowledged is lost and the chain is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_fail_clearly_while_the_server_is_down_then_recover() {
+    let (mut pg, url) = server();
+    let log = open(&url, "agp").await;
+    let mut acked = Vec::new();
+    for i in 0..20u64 {
+        acked.push(
+            log.append(batch(&format!("s{}", i % 3), ExpectedVersion::Any, 1))
+                .await
+                .expect("append"),
+        );
+    }
+    pg.stop().expect("stop");
+    let down = log.append(batch("s0", ExpectedVersion::Any, 1)).await;
+    match &down {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("PostgreSQL"), "{msg}"),
+        other => panic!("an append with the server down: {other:?}"),
+    }
+    let read = log.read_all(1, 10);
+    assert!(matches!(read, Err(StoreError::Backend(_))), "{read:?}");
+    pg.restart().expect("restart");
+    let mut recovered = None;
+    for _ in 0..50 {
+        match log.append(batch("s1", ExpectedVersion::Any, 1)).await {
+            Ok(a) => {
+                recovered = Some(a);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let a = recovered.expect("appends recover after the restart");
+    assert_eq!(a.first_seq, 21);
+    let all: Vec<RecordedEvent> = log.read_all(1, 100).expect("read after restart");
+    assert_eq!(all.len(), 21);
+    for ack in &acked {
+        assert_eq!(all[ack.first_seq as usize - 1].seq, ack.first_seq);
+    }
+    assert!(verify_chain(&log).expect("verify").is_valid());
+}
+
+/// Two logs on one schema, as two replicas would be: their concurrent appends interleave into
+/// one gapless chain, expected versions hold across them, and a retry on the other replica is
+/// recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_logs_on_one_schema_share_one_chain() {
+    let (_pg, url) = server();
+    let a: Arc<dyn EventLog> = Arc::new(open(&url, "shared").await);
+    let b: Arc<dyn EventLog> = Arc::new(open(&url, "shared").await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16u64 {
+        let log = if t % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            let stream = format!("hot-{}", t % 4);
+            let mut wins = 0;
+            while wins < 20 {
+                let v = log.stream_version(&stream)?.unwrap_or(0);
+                match log
+                    .append(batch(&stream, ExpectedVersion::Exact(v), 1 + t % 2))
+                    .await
+                {
+                    Ok(_) => wins += 1,
+                    Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, StoreError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("appends");
+    }
+    let total: u64 = (0..16u64).map(|t| 20 * (1 + t % 2)).sum();
+    // Each publishes the head its last commit saw: `a` moves past `b`'s appends at its next.
+    let x = a
+        .append(batch("tail", ExpectedVersion::Any, 1))
+        .await
+        .expect("append");
+    assert_eq!((x.first_seq, a.head()), (total + 1, total + 1));
+    let all = a.read_all(1, usize::MAX).expect("read");
+    assert_eq!(all.len() as u64, total + 1);
+    let report = verify_chain(a.as_ref()).expect("verify");
+    assert!(
+        report.is_valid() && report.checked == total + 1,
+        "{report:?}"
+    );
+    for s in 0..4 {
+        let versions: Vec<u64> = a
+            .read_stream(&format!("hot-{s}"), 1)
+            .expect("read")
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+    }
+    let retry = b
+        .append(AppendBatch {
+            stream: "tail".into(),
+            expected: ExpectedVersion::Any,
+            events: a
+                .read_all(total + 1, 1)
+                .expect("read")
+                .iter()
+                .map(|r| NewEvent {
+                    id: r.id,
+                    event_type: r.event_type.clone(),
+                    schema_version: r.schema_version,
+                    actor: r.actor.clone(),
+                    correlation_id: r.correlation_id,
+                    data: r.data.clone(),
+                })
+                .collect(),
+        })
+        .await
+        .expect("retry on the other replica");
+    assert!(
+        retry.deduplicated && retry.first_seq == total + 1,
+        "{retry:?}"
+    );
+    assert_eq!(b.head(), total + 1);
+}
+
+/// The commit observer sees every commit in order, before its appends are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_each_commit() {
+    let (_pg, url) = server();
+    let log = Arc::new(open(&url, "agp").await);
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    assert!(
+        log.observe(Some(Arc::new(move |records: &[Arc<RecordedEvent>]| {
+            sink.lock().extend(records.iter().map(|r| r.seq));
+        })))
+    );
+    assert!(!log.observe(Some(Arc::new(|_: &[Arc<RecordedEvent>]| {}))));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            for _ in 0..10 {
+                let a = log
+                    .append(batch(&format!("w{w}"), ExpectedVersion::Any, 1))
+                    .await
+                    .expect("append");
+                assert!(a.last_seq <= log.head());
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    assert_eq!(*seen.lock(), (1..=80).collect::<Vec<u64>>());
+    let tail = log.read_tail(41, 40).expect("tail");
+    assert_eq!(
+        tail.iter().map(|r| (**r).clone()).collect::<Vec<_>>(),
+        log.read_all(41, 40).expect("read")
+    );
+}
+
+/// The server crashes (immediate shutdown) while 32 writers append: every append that was
+/// acknowledged is there after crash recovery, at the seq it was given, and the chain is
+/// whole. The database's default is `synchronous_commit = off` here, under which a crash loses
+/// recent commits: the writer's own session setting is what keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_append_survives_a_server_crash() {
+    let (mut pg, url) = server();
+    pg.psql(
+        "agp_test",
+        "ALTER DATABASE agp_test SET synchronous_commit = off",
+    )
+    .expect("psql");
+    let log = Arc::new(open(&url, "agp").await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..32u64 {
+        let log = log.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            while !stop.load(Ordering::SeqCst) && failed < 3 {
+                let b = batch(&format!("w{w}"), ExpectedVersion::Any, 1 + w % 2);
+                match log.append(b.clone()).await {
+                    Ok(a) => acked.push((b, a)),
+                    Err(_) => failed += 1,
+                }
+            }
+            acked
+        });
+    }
+    // Let the writers get going, then crash the server under them.
+    let mut watch = log.subscribe();
+    while *watch.borrow_and_update() < 500 {
+        watch.changed().await.expect("head watch");
+    }
+    pg.crash().expect("crash");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        acked.extend(done.expect("task"));
+    }
+    pg.restart().expect("restart after the crash");
+    drop(log);
+    let log = open(&url, "agp").await;
+    let all = log.read_all(1, usize::MAX).expect("read after recovery");
+    assert!(
+        acked.len() >= 250,
+        "only {} appends acknowledged",
+        acked.len()
+    );
+    for (b, a) in &acked {
+        for (i, e) in b.events.iter().enumerate() {
+            let r = all
+                .get(a.first_seq as usize - 1 + i)
+                .unwrap_or_else(|| panic!("acknowledged seq {} lost", a.first_seq + i as u64));
+            assert_eq!(r.id, e.id, "seq {} holds another event", r.seq);
+        }
+    }
+    let report = verify_chain(&log).expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+}
