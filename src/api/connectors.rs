@@ -518,7 +518,7 @@ async fn reconnect_connector(
     Ok(ApiJson(consent_json(&state, consent?)))
 }
 
-pub(super) fn teardown_json(state: &SharedState, t: Teardown) -> TeardownJson {
+fn teardown_json(state: &SharedState, t: Teardown) -> TeardownJson {
     TeardownJson {
         connector: t.connector.map(|v| json(state, v)),
         revocation: t.revocation,
@@ -538,16 +538,27 @@ async fn disconnect_connector(
     ApiJson(body): ApiJson<DisconnectBody>,
 ) -> Result<ApiJson<TeardownJson>, ApiError> {
     let n = name("connector name", &raw)?;
+    disconnect_named(&state, &caller, n.as_str(), &body).await
+}
+
+/// Disconnects connector or server `name` with the body's reason (blank: "disconnected by
+/// admin"); shared by `/connectors/{name}/disconnect` and `/servers/{name}/disconnect`.
+pub(super) async fn disconnect_named(
+    state: &SharedState,
+    caller: &Caller,
+    name: &str,
+    body: &DisconnectBody,
+) -> Result<ApiJson<TeardownJson>, ApiError> {
     let reason = match blank_is_none(&body.reason) {
         Some(r) => text("reason", &r)?,
         None => "disconnected by admin".into(),
     };
     let t = state
         .connector_service
-        .disconnect(n.as_str(), reason, &caller.meta())
+        .disconnect(name, reason, &caller.meta())
         .await;
     state.metrics.command("connector", t.is_ok());
-    Ok(ApiJson(teardown_json(&state, t?)))
+    Ok(ApiJson(teardown_json(state, t?)))
 }
 
 /// Remove permanently (revoking first if needed). Needs `confirm` = the connector's name.
@@ -561,12 +572,23 @@ async fn remove_connector(
     ApiJson(body): ApiJson<RemoveBody>,
 ) -> Result<ApiJson<TeardownJson>, ApiError> {
     let n = name("connector name", &raw)?;
+    remove_named(&state, &caller, n.as_str(), &body).await
+}
+
+/// Removes connector or server `name` once `body.confirm` names it; shared by
+/// `/connectors/{name}/remove` and `/servers/{name}/remove`.
+pub(super) async fn remove_named(
+    state: &SharedState,
+    caller: &Caller,
+    name: &str,
+    body: &RemoveBody,
+) -> Result<ApiJson<TeardownJson>, ApiError> {
     let t = state
         .connector_service
-        .remove(n.as_str(), &body.confirm, &caller.meta())
+        .remove(name, &body.confirm, &caller.meta())
         .await;
     state.metrics.command("connector", t.is_ok());
-    Ok(ApiJson(teardown_json(&state, t?)))
+    Ok(ApiJson(teardown_json(state, t?)))
 }
 
 /// Refresh the connector's access token now (single-flight with every other refresh).

@@ -14,10 +14,10 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::connectors::{
-    ConnectorJson, DisconnectBody, RemoveBody, TeardownJson, json, teardown_json,
+    ConnectorJson, DisconnectBody, RemoveBody, TeardownJson, disconnect_named, json, remove_named,
 };
 use super::error::ErrorBody;
-use super::profiles::{name, text};
+use super::profiles::name;
 use super::{ApiError, ApiJson, SharedState};
 use crate::connectors::injected::{StaticCredential, UpstreamCredential};
 use crate::connectors::service::AddServer;
@@ -219,21 +219,7 @@ async fn disconnect_server(
     ApiJson(body): ApiJson<DisconnectBody>,
 ) -> Result<ApiJson<TeardownJson>, ApiError> {
     let view = server_view(&state, &raw)?;
-    let reason = match body
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
-        Some(r) => text("reason", r)?,
-        None => "disconnected by admin".into(),
-    };
-    let t = state
-        .connector_service
-        .disconnect(&view.name, reason, &caller.meta())
-        .await;
-    state.metrics.command("connector", t.is_ok());
-    Ok(ApiJson(teardown_json(&state, t?)))
+    disconnect_named(&state, &caller, &view.name, &body).await
 }
 
 /// Remove permanently: serving stops, every key of the server is destroyed (shredded), its
@@ -248,10 +234,5 @@ async fn remove_server(
     ApiJson(body): ApiJson<RemoveBody>,
 ) -> Result<ApiJson<TeardownJson>, ApiError> {
     let view = server_view(&state, &raw)?;
-    let t = state
-        .connector_service
-        .remove(&view.name, &body.confirm, &caller.meta())
-        .await;
-    state.metrics.command("connector", t.is_ok());
-    Ok(ApiJson(teardown_json(&state, t?)))
+    remove_named(&state, &caller, &view.name, &body).await
 }

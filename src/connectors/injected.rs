@@ -113,6 +113,11 @@ impl UpstreamCredential {
             .chain(self.headers.iter().map(|(_, v)| v))
     }
 
+    /// A scrubber for every secret value (S18, S27).
+    pub fn scrubber(&self) -> crate::proxy::scrub::Scrubber {
+        crate::proxy::scrub::Scrubber::for_secrets(self.secrets().map(|s| s.expose_secret()))
+    }
+
     /// First 12 hex of SHA-256 over the sealed form; `None` when empty. Changes with any value.
     pub fn fingerprint(&self) -> Option<String> {
         if self.is_empty() {

@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
-
 use super::scrub::Scrubber;
 use super::upstream::{UpstreamError, UpstreamSession};
 use crate::connectors::injected::UpstreamCredential;
@@ -151,7 +149,7 @@ impl UpstreamPool {
             .egress
             .client_for(&url)
             .map_err(|e| OpenError::Unavailable(format!("egress refused: {e}")))?;
-        let scrubber = Scrubber::for_secrets(credential.secrets().map(|s| s.expose_secret()));
+        let scrubber = credential.scrubber();
         let open = UpstreamSession::open(client, url, credential, self.limits.max_response_bytes);
         let service = match tokio::time::timeout(self.limits.connect_timeout, open).await {
             Err(_) => return Err(OpenError::Timeout(self.limits.connect_timeout)),

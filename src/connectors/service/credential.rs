@@ -117,11 +117,15 @@ impl ConnectorService {
         &self,
         name: &str,
     ) -> Result<(UpstreamCredential, ConnectorView), CredentialError> {
-        let view = self.active_view(name)?;
-        if !view.is_static() {
+        // Which kind, without a copy of the view: the OAuth path reads its own.
+        let is_static = self
+            .projections
+            .read(|p| p.connectors.get(name).map(ConnectorView::is_static));
+        if is_static != Some(true) {
             let (token, view) = self.credential_with_view(name).await?;
             return Ok((UpstreamCredential::bearer(token), view));
         }
+        let view = self.active_view(name)?;
         let slot = Slot::consent(&view.connector_id, view.generation);
         let sealed = self
             .secret(slot, Field::StaticCredential)

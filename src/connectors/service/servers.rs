@@ -99,20 +99,7 @@ impl ConnectorService {
         self.set_credential(&current.connector_id, name, previous + 1, &credential, meta)
             .await?;
         if previous > 0 && !current.credentials_shredded {
-            let vault = self.vault.clone();
-            let slot = Slot::consent(&current.connector_id, previous);
-            tokio::task::spawn_blocking(move || vault.shred(&slot))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??;
-            self.run(
-                &current.connector_id,
-                name,
-                ConnectorCommand::ShredCredentials {
-                    generation: previous,
-                },
-                meta,
-            )
-            .await?;
+            self.shred(&current, previous, meta).await?;
         }
         self.view(name)
     }
@@ -156,11 +143,7 @@ impl ConnectorService {
             Ok(_) => Ok(()),
             Err(e) => {
                 // rmcp's and upstream's text: scrubbed of the credential before it is returned.
-                let scrubber = crate::proxy::scrub::Scrubber::for_secrets(
-                    credential
-                        .secrets()
-                        .map(secrecy::ExposeSecret::expose_secret),
-                );
+                let scrubber = credential.scrubber();
                 let text = scrubber.scrubbed(&e.to_string());
                 // rmcp says "Auth required" for a 401 that carries an authorization challenge.
                 let refused = ["401", "403"]

@@ -358,7 +358,7 @@ impl ConnectorService {
         Ok(())
     }
 
-    async fn shred(
+    pub(super) async fn shred(
         &self,
         view: &ConnectorView,
         generation: u64,
