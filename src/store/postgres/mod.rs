@@ -19,12 +19,12 @@
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
+mod database;
 mod rows;
 mod runtime;
 pub mod schema;
 mod writer;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,9 +33,8 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::NoTls;
 
-use self::runtime::PgRuntime;
+pub use self::database::{PgDatabase, PooledClient};
 use self::schema::Sql;
 use super::append::{Tip, validate};
 use super::recent::Recent;
@@ -49,7 +48,8 @@ pub struct PgOptions {
     pub url: String,
     /// The PostgreSQL schema that holds AGP's tables; created if missing.
     pub schema: String,
-    /// Connections for reads (the writer has one more of its own).
+    /// Connections in the shared pool (reads of the log, the vault, consent flows); the log's
+    /// writer and each `LISTEN` have one more of their own.
     pub read_connections: usize,
     /// How long to wait for a connection to the server.
     pub connect_timeout: Duration,
@@ -100,21 +100,7 @@ pub(crate) fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreEr
     }
 }
 
-/// Connects and drives the connection on the current (the log's) runtime.
-pub(crate) async fn connect(
-    config: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, StoreError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(pg_error("connecting"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "a PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
-}
+pub(crate) use self::database::open_connection as connect;
 
 /// State shared by the handle and the writer task (the only mutator of the head).
 pub(crate) struct Shared {
@@ -178,18 +164,15 @@ const QUEUE: usize = 8192;
 pub struct PgLog {
     shared: Arc<Shared>,
     sql: Arc<Sql>,
-    pool: deadpool_postgres::Pool,
     tx: mpsc::Sender<Msg>,
-    schema: String,
-    /// Last field: dropped after the pool and the channel, it stops the runtime (and with it
-    /// the writer and every connection).
-    runtime: PgRuntime,
+    /// Last field: the database (its runtime, the writer's home, stops with the last handle).
+    db: Arc<PgDatabase>,
 }
 
 impl std::fmt::Debug for PgLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgLog")
-            .field("schema", &self.schema)
+            .field("schema", &self.db.schema())
             .field("head", &self.head())
             .finish_non_exhaustive()
     }
@@ -202,41 +185,26 @@ impl PgLog {
     /// server cannot be reached or refuses, [`StoreError::Corrupt`] when the tail does not
     /// match the head.
     pub async fn open(options: PgOptions) -> Result<(PgLog, PgOpenReport), StoreError> {
-        schema::check_schema_name(&options.schema)?;
-        let mut config = tokio_postgres::Config::from_str(&options.url)
-            .map_err(|e| StoreError::Invalid(format!("PostgreSQL connection string: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(options.connect_timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("agp");
-        }
-        let runtime = PgRuntime::start()?;
-        let sql = Arc::new(Sql::new(&options.schema));
-        let (tip, report) = runtime
+        let db = PgDatabase::open(&options).await?;
+        Self::open_on(db).await
+    }
+
+    /// [`open`](Self::open) on a database already open (and migrated), shared with the
+    /// vault, the consent flows and the cluster's coordination.
+    pub async fn open_on(db: Arc<PgDatabase>) -> Result<(PgLog, PgOpenReport), StoreError> {
+        let sql = Arc::new(Sql::new(db.schema()));
+        let tip = db
             .run({
-                let config = config.clone();
+                let config = db.config().clone();
                 let sql = sql.clone();
-                let schema = options.schema.clone();
-                async move { prepare(&config, &sql, &schema).await }
+                async move { read_tip(&config, &sql).await }
             })
             .await?;
-        let pool = {
-            let _entered = runtime.handle().enter();
-            let manager = deadpool_postgres::Manager::from_config(
-                config.clone(),
-                NoTls,
-                deadpool_postgres::ManagerConfig {
-                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-                },
-            );
-            deadpool_postgres::Pool::builder(manager)
-                .max_size(options.read_connections.max(1))
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .create_timeout(Some(options.connect_timeout))
-                .wait_timeout(Some(Duration::from_secs(60)))
-                .build()
-                .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?
+        let migrated = db.migrated();
+        let report = PgOpenReport {
+            head: tip.seq,
+            schema_from: migrated.from,
+            schema_version: migrated.to,
         };
         let shared = Arc::new(Shared {
             head: AtomicU64::new(tip.seq),
@@ -248,10 +216,10 @@ impl PgLog {
             observer: RwLock::new(None),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = writer::Writer::new(config, sql.clone(), shared.clone());
-        runtime.handle().spawn(writer.run(rx));
+        let writer = writer::Writer::new(db.config().clone(), sql.clone(), shared.clone());
+        db.handle().spawn(writer.run(rx));
         tracing::info!(
-            schema = %options.schema,
+            schema = %db.schema(),
             head = report.head,
             schema_version = report.schema_version,
             "opened the event log on PostgreSQL"
@@ -260,13 +228,16 @@ impl PgLog {
             PgLog {
                 shared,
                 sql,
-                pool,
                 tx,
-                schema: options.schema,
-                runtime,
+                db,
             },
             report,
         ))
+    }
+
+    /// The database this log lives in.
+    pub fn database(&self) -> &Arc<PgDatabase> {
+        &self.db
     }
 
     /// Fault injection for tests: the next group is rolled back instead of committed, and its
@@ -278,7 +249,7 @@ impl PgLog {
 
     /// The PostgreSQL schema this log lives in.
     pub fn schema(&self) -> &str {
-        &self.schema
+        self.db.schema()
     }
 
     /// Runs a query on a pooled connection, on the log's runtime, and decodes its rows on
@@ -289,13 +260,10 @@ impl PgLog {
         params: Params,
         decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let pool = self.pool.clone();
+        let pool = self.db.pool();
         let sql = self.sql.clone();
-        let rows = self.runtime.block(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
+        let rows = self.db.block(async move {
+            let client = PgDatabase::pooled(&pool).await?;
             let st = client
                 .prepare_cached(statement(&sql))
                 .await
@@ -330,38 +298,10 @@ impl Params {
     }
 }
 
-/// At open, on the log's runtime: migrate, read the head row, and check it against the last
+/// At open, on the database's runtime: reads the head row and checks it against the last
 /// record (its seq, and its hash both as stored and as recomputed).
-async fn prepare(
-    config: &tokio_postgres::Config,
-    sql: &Sql,
-    schema: &str,
-) -> Result<(Tip, PgOpenReport), StoreError> {
-    let mut client = connect(config).await?;
-    let encoding: String = client
-        .query_one("SHOW server_encoding", &[])
-        .await
-        .map_err(pg_error("reading the server encoding"))?
-        .try_get(0)
-        .map_err(pg_error("reading the server encoding"))?;
-    if encoding != "UTF8" {
-        return Err(StoreError::Invalid(format!(
-            "the database's encoding is {encoding}; AGP needs UTF8 (createdb -E UTF8)"
-        )));
-    }
-    let fsync: String = client
-        .query_one("SHOW fsync", &[])
-        .await
-        .map_err(pg_error("reading fsync"))?
-        .try_get(0)
-        .map_err(pg_error("reading fsync"))?;
-    if fsync != "on" {
-        tracing::warn!(
-            "the PostgreSQL server runs with fsync = {fsync}: acknowledged events can be lost \
-             if it crashes"
-        );
-    }
-    let migrated = schema::migrate(&mut client, schema).await?;
+async fn read_tip(config: &tokio_postgres::Config, sql: &Sql) -> Result<Tip, StoreError> {
+    let client = connect(config).await?;
     let head = client
         .query_one(&sql.head, &[])
         .await
@@ -400,14 +340,7 @@ async fn prepare(
             ),
         });
     }
-    Ok((
-        tip.clone(),
-        PgOpenReport {
-            head: tip.seq,
-            schema_from: migrated.from,
-            schema_version: migrated.to,
-        },
-    ))
+    Ok(tip)
 }
 
 #[async_trait]

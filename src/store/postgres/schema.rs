@@ -65,7 +65,7 @@ INSERT INTO {s}.log_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'))
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// What [`migrate`] found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
     /// The schema version before (0: a database AGP had not used).
     pub from: i32,
