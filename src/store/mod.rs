@@ -249,6 +249,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// tail for projections and `audit tail --follow`.
     fn subscribe(&self) -> watch::Receiver<u64>;
 
+    /// Brings this process's view up to the log's durable head as it is now, and returns it:
+    /// on a log several processes append to (PostgreSQL replicas), what the others committed
+    /// is read, the observer and the head watch see it, before this returns — so a decision
+    /// taken after it sees every change committed anywhere before it was called. A log only
+    /// this process appends to is always caught up.
+    async fn catch_up(&self) -> Result<u64, StoreError> {
+        Ok(self.head())
+    }
+
     /// Flushes and stops accepting appends. Appends already acknowledged stay durable.
     async fn close(&self) -> Result<(), StoreError>;
 }

@@ -392,6 +392,78 @@ async fn the_observer_sees_each_commit() {
     );
 }
 
+/// Two replicas on one schema follow each other: each one's observer (its live projections)
+/// sees every commit of both, in seq order with no gap — the other's through its
+/// notification or in front of its own next group — and `catch_up` delivers what the other
+/// committed before it returns, without waiting for a notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_each_others_commits_in_order() {
+    let (_pg, url) = server();
+    let a = Arc::new(open(&url, "shared").await);
+    let b = Arc::new(open(&url, "shared").await);
+    let watch = |log: &PgLog| {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        assert!(
+            log.observe(Some(Arc::new(move |records: &[Arc<RecordedEvent>]| {
+                sink.lock()
+                    .extend(records.iter().map(|r| (r.seq, r.hash.clone())));
+            })))
+        );
+        seen
+    };
+    let (seen_a, seen_b) = (watch(&a), watch(&b));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let log = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            for _ in 0..25 {
+                log.append(batch(&format!("w{w}"), ExpectedVersion::Any, 1))
+                    .await
+                    .expect("append");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    let all: Vec<(u64, String)> = a
+        .read_all(1, usize::MAX)
+        .expect("read")
+        .into_iter()
+        .map(|r| (r.seq, r.hash))
+        .collect();
+    assert_eq!(all.len(), 200);
+    // Each has delivered up to its own last commit at least; the follower brings the rest.
+    for (name, log, seen) in [("a", &a, &seen_a), ("b", &b, &seen_b)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.head() < 200 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(log.head(), 200, "{name} followed the other's commits");
+        assert_eq!(
+            *seen.lock(),
+            all,
+            "{name}'s observer saw every commit in order"
+        );
+    }
+    // catch_up: b learns of a's next append before any notification could be relied on.
+    let x = a
+        .append(batch("after", ExpectedVersion::Any, 3))
+        .await
+        .expect("append");
+    assert_eq!(b.catch_up().await.expect("catch up"), x.last_seq);
+    assert_eq!(b.head(), x.last_seq);
+    assert_eq!(seen_b.lock().last().map(|(s, _)| *s), Some(x.last_seq));
+    assert_eq!(b.head_hash(), a.head_hash());
+    // A replica's read_tail answers the other's records too.
+    let tail = b.read_tail(190, 14).expect("tail");
+    assert_eq!(
+        tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (190..=203).collect::<Vec<_>>()
+    );
+}
+
 /// The server crashes (immediate shutdown) while 32 writers append: every append that was
 /// acknowledged is there after crash recovery, at the seq it was given, and the chain is
 /// whole. The database's default is `synchronous_commit = off` here, under which a crash loses

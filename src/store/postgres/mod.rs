@@ -11,15 +11,18 @@
 //! Layout: the tables of [`schema`] in one PostgreSQL schema, migrated at open (versioned,
 //! idempotent, refusing a newer schema). Reads query the database through a small pool;
 //! because [`EventLog`]'s reads are synchronous, the driver runs on a runtime thread of the
-//! log's own ([`runtime`]). `head`, `head_hash` and the head watch are this process's view:
-//! they move after each of its commits, and when a commit finds that another process moved
-//! the head row (following other replicas live is a later step: LISTEN/NOTIFY).
+//! log's own ([`runtime`]). `head`, `head_hash`, the head watch and the commit observer are this
+//! process's view, and it follows every replica's commits: each commit is announced with
+//! `NOTIFY`, a [`follower`] reads and delivers what others committed, a group that finds the
+//! head row ahead delivers the records in between before its own, and
+//! [`EventLog::catch_up`] reads up to the head row on demand.
 //!
 //! Not yet: archive runs (answered [`StoreError::Invalid`]), TLS to the database.
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
 mod database;
+mod follower;
 mod rows;
 mod runtime;
 pub mod schema;
@@ -113,37 +116,49 @@ pub(crate) struct Shared {
     fail_next_commit: AtomicBool,
     recent: Recent,
     observer: RwLock<Option<CommitObserver>>,
+    /// Serializes [`Shared::deliver`], so the head moves and the observer sees records in
+    /// seq order whichever task delivers them.
+    delivery: parking_lot::Mutex<()>,
+    /// Ends the follower (see [`follower`]).
+    stop: watch::Sender<bool>,
 }
 
 impl Shared {
-    /// Publishes a head read from the database if it is ahead of ours (another process, or a
-    /// commit whose answer was lost, moved it).
-    fn follow(&self, tip: &Tip) {
-        if tip.seq > self.head.load(Ordering::Acquire) {
-            *self.head_hash.write() = tip.hash.clone();
-            self.head.store(tip.seq, Ordering::Release);
-            self.head_tx.send_replace(tip.seq);
-        }
+    /// This process's head.
+    pub(crate) fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
     }
 
-    /// After a commit: keeps the records, tells the observer, then publishes the new head.
-    fn committed(&self, tip: &Tip, records: &[Arc<RecordedEvent>]) {
-        self.recent.remember(records);
-        *self.head_hash.write() = tip.hash.clone();
-        self.head.store(tip.seq, Ordering::Release);
-        self.head_tx.send_replace(tip.seq);
+    /// Makes durable records (contiguous, in seq order) part of this process's view: keeps
+    /// them, tells the observer, then publishes the new head. The writer delivers its own
+    /// commits and what it found other processes committed first; the follower delivers what
+    /// it reads after a notification — so both may hold the same records: those at or below
+    /// the head were delivered already and are skipped. Returns false, delivering nothing,
+    /// when the rest does not follow the head (the caller must read what lies between).
+    pub(crate) fn deliver(&self, records: &[Arc<RecordedEvent>]) -> bool {
+        let _in_order = self.delivery.lock();
+        let head = self.head();
+        let fresh = &records[records.partition_point(|r| r.seq <= head)..];
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            return true;
+        };
+        if first.seq != head + 1 {
+            return false;
+        }
+        self.recent.remember(fresh);
+        *self.head_hash.write() = last.hash.clone();
+        self.head.store(last.seq, Ordering::Release);
+        self.head_tx.send_replace(last.seq);
         let observer = self.observer.read().clone();
         if let Some(observe) = observer {
             // The writer must outlive any observer bug: a panic is reported, never propagated.
             let observed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(records)));
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(fresh)));
             if observed.is_err() {
-                tracing::error!(
-                    first_seq = records.first().map(|r| r.seq),
-                    "a commit observer panicked"
-                );
+                tracing::error!(first_seq = first.seq, "a commit observer panicked");
             }
         }
+        true
     }
 }
 
@@ -214,10 +229,18 @@ impl PgLog {
             fail_next_commit: AtomicBool::new(false),
             recent: Recent::default(),
             observer: RwLock::new(None),
+            delivery: parking_lot::Mutex::new(()),
+            stop: watch::channel(false).0,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = writer::Writer::new(db.config().clone(), sql.clone(), shared.clone());
         db.handle().spawn(writer.run(rx));
+        db.handle().spawn(follower::run(
+            db.config().clone(),
+            db.pool(),
+            sql.clone(),
+            shared.clone(),
+        ));
         tracing::info!(
             schema = %db.schema(),
             head = report.head,
@@ -469,8 +492,16 @@ impl EventLog for PgLog {
         ))
     }
 
+    async fn catch_up(&self) -> Result<u64, StoreError> {
+        let (pool, sql, shared) = (self.db.pool(), self.sql.clone(), self.shared.clone());
+        self.db
+            .run(async move { follower::catch_up(&pool, &sql, &shared).await })
+            .await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.stop.send_replace(true);
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Msg::Close(reply)).await.is_err() {
             return Ok(()); // already stopped

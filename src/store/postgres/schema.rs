@@ -201,6 +201,21 @@ pub(crate) struct Sql {
     pub stream_version: String,
     /// The last record, if any.
     pub last_record: String,
+    /// `$1 < seq <= $2`, in seq order: what other processes committed since this one's head.
+    pub read_range: String,
+    /// `pg_notify($1 channel, $2 head seq)`: tells the other replicas' followers, at commit.
+    pub notify: String,
+    /// The channel commits are announced on (see [`notify_channel`]).
+    pub channel: String,
+}
+
+/// The `LISTEN`/`NOTIFY` channel of a schema's log: `agp_` and 16 hex digits of the schema
+/// name's SHA-256 (channel names are identifiers of at most 63 bytes; a schema name may
+/// already be 63).
+pub fn notify_channel(schema: &str) -> String {
+    let digest = Sha256::digest(format!("agp-events-channel:{schema}").as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("agp_{hex}")
 }
 
 impl Sql {
@@ -236,6 +251,11 @@ impl Sql {
             ),
             stream_version: format!("SELECT max(version) FROM {s}.events WHERE stream = $1"),
             last_record: format!("SELECT {COLUMNS} FROM {s}.events ORDER BY seq DESC LIMIT 1"),
+            read_range: format!(
+                "SELECT {COLUMNS} FROM {s}.events WHERE seq > $1 AND seq <= $2 ORDER BY seq"
+            ),
+            notify: "SELECT pg_notify($1, $2)".into(),
+            channel: notify_channel(schema),
         }
     }
 }

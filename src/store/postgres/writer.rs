@@ -22,8 +22,11 @@
 //! database restart makes appends fail, then recover — nothing is poisoned, because nothing
 //! half-written can remain. A `COMMIT` whose answer is lost (the connection broke) may or may
 //! not have committed: its appends are told so, and a retry with the same event ids is safe
-//! (it answers the original position if the group did land). The in-memory head follows the
-//! head row each group reads, so it also moves past what other processes appended.
+//! (it answers the original position if the group did land). When the head row a group reads
+//! is ahead of this process's head (other replicas committed, or a commit whose answer was
+//! lost landed), the records in between are read in the same transaction and delivered before
+//! the group's own, so the observer's view stays gapless; the commit also sends
+//! `pg_notify(channel, head)` so the other replicas' followers read it (see `follower`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +40,7 @@ use uuid::Uuid;
 
 use super::rows::{self, Columns, big};
 use super::schema::Sql;
-use super::{Msg, Shared, connect, pg_error};
+use super::{Msg, Shared, connect, follower, pg_error};
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
 use crate::store::record::record_time;
 use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
@@ -56,6 +59,10 @@ struct Conn {
     records_at: Statement,
     insert: Statement,
     update_head: Statement,
+    read_range: Statement,
+    notify: Statement,
+    /// The channel commits are announced on.
+    channel: String,
 }
 
 impl Conn {
@@ -83,6 +90,9 @@ impl Conn {
             records_at: prepare(&sql.records_at).await?,
             insert: prepare(&sql.insert).await?,
             update_head: prepare(&sql.update_head).await?,
+            read_range: prepare(&sql.read_range).await?,
+            notify: prepare(&sql.notify).await?,
+            channel: sql.channel.clone(),
             client,
         })
     }
@@ -211,7 +221,26 @@ impl Writer {
             Ok(s) => s,
             Err(e) => return Err(answer_all(requests, &e)),
         };
-        self.shared.follow(&stored.tip);
+        // Other processes committed since this one's head: their records are delivered
+        // first (read under the head lock, so nothing can slip in between), keeping the
+        // observer's view gapless and in order.
+        let head = self.shared.head();
+        if stored.tip.seq > head {
+            let others =
+                match follower::read_range(&conn.client, &conn.read_range, head, stored.tip.seq)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => return Err(answer_all(requests, &e)),
+                };
+            if !self.shared.deliver(&others) {
+                tracing::error!(
+                    head,
+                    to = stored.tip.seq,
+                    "records other processes committed did not follow this process's head"
+                );
+            }
+        }
         let mut group = Group {
             tip: stored.tip.clone(),
             first_seq: stored.tip.seq + 1,
@@ -252,7 +281,12 @@ impl Writer {
             return Err(e);
         }
         let committed: Vec<Arc<RecordedEvent>> = group.records.into_iter().map(Arc::new).collect();
-        self.shared.committed(&group.tip, &committed);
+        if !self.shared.deliver(&committed) {
+            tracing::error!(
+                first_seq = group.first_seq,
+                "a committed group did not follow this process's head"
+            );
+        }
         for (reply, appended) in group.waiting {
             let _ = reply.send(Ok(appended));
         }
@@ -390,9 +424,12 @@ async fn write_group(
         &cols.hash,
     ];
     let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
-    let (inserted, moved, committed) = tokio::join!(
+    let announced = group.tip.seq.to_string();
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
+    let (inserted, moved, notified, committed) = tokio::join!(
         c.execute(&conn.insert, &insert_params),
         c.execute(&conn.update_head, &head_params),
+        c.execute(&conn.notify, &notify_params),
         c.batch_execute(end),
     );
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
@@ -405,6 +442,7 @@ async fn write_group(
         )));
     }
     let moved = moved.map_err(pg_error("moving the log head"))?;
+    notified.map_err(pg_error("announcing the commit"))?;
     if moved != 1 {
         return Err(StoreError::Backend(format!(
             "the log head moved from seq {} while the group held its lock",
