@@ -43,6 +43,7 @@ pub mod approvals;
 pub mod canonical;
 pub mod checkpoints;
 pub mod cli;
+pub mod cluster;
 pub mod connectors;
 pub mod console;
 pub mod domain;

@@ -42,7 +42,11 @@ pub struct AdminAuth {
 
 impl AdminAuth {
     pub fn new(token: &str) -> Self {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        Self::from_sha256(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The admin token known only by its SHA-256 (replicas that did not create it).
+    pub fn from_sha256(digest: [u8; 32]) -> Self {
         let fingerprint = hex::encode(digest.get(..4).unwrap_or_default());
         Self {
             token_sha256: digest,
@@ -82,6 +86,13 @@ pub async fn require_admin(
     };
     if !state.admin.verify(token.trim()) {
         return Err(ApiError::Unauthorized("invalid admin token".into()));
+    }
+    // Replicas: an admin reads and decides on everything committed anywhere before the request
+    // (a change made through another replica a moment ago included).
+    if state.cluster.is_shared() {
+        state.log.catch_up().await.map_err(|e| {
+            ApiError::Unavailable(format!("AGP cannot reach its database right now: {e}"))
+        })?;
     }
     let correlation_id = super::request_id::of(request.headers());
     request.extensions_mut().insert(Caller {

@@ -74,6 +74,8 @@ pub struct AppState {
     /// process this makes name uniqueness exact; a replicated backend would claim names in the
     /// log instead.
     pub naming: tokio::sync::Mutex<()>,
+    /// How this replica coordinates with others (one process: not at all).
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub public_url: String,
     pub ready: AtomicBool,
     /// Flips to true when the server starts shutting down; long-lived streams end on it.

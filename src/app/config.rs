@@ -114,6 +114,9 @@ pub struct Config {
     pub archive_after: Option<std::time::Duration>,
     /// Records younger than this are never archived.
     pub archive_min_age: std::time::Duration,
+    /// Keep the state in this PostgreSQL database, shared with other replicas
+    /// (`--database-url`); `None`: the embedded store in the data directory.
+    pub database: Option<crate::store::postgres::PgOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,7 @@ impl Config {
             archive_dir: None,
             archive_after: None,
             archive_min_age: crate::retention::DEFAULT_MIN_AGE,
+            database: None,
         })
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod data_dir;
+mod shared_token;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,17 +55,70 @@ pub fn open_log(
     Ok(Arc::new(log))
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        data_dir::ensure(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let (token, origin) = data_dir::admin_token(&config.data_dir).with_context(|| {
+/// Where the state lives: the event log, how replicas coordinate, the admin token.
+struct Stores {
+    log: Arc<dyn EventLog>,
+    cluster: Arc<crate::cluster::Cluster>,
+    admin: AdminAuth,
+    admin_origin: data_dir::TokenOrigin,
+}
+
+/// Opens the embedded log in the data directory, or the PostgreSQL database of
+/// `--database-url` (migrated) with the cluster's admin token.
+async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
+    let Some(options) = &config.database else {
+        let (token, admin_origin) = data_dir::admin_token(&config.data_dir).with_context(|| {
             format!(
                 "reading or creating the admin token in {}",
                 config.data_dir.display()
             )
         })?;
+        let log = open_log(
+            &config.data_dir,
+            config.durability,
+            config.archive_dir.as_deref(),
+        )?;
+        return Ok(Stores {
+            cluster: crate::cluster::Cluster::single(log.clone()),
+            log,
+            admin: AdminAuth::new(&token),
+            admin_origin,
+        });
+    };
+    if config.archive_after.is_some() {
+        anyhow::bail!(
+            "--archive-after: archive runs are not supported on PostgreSQL yet; leave it unset \
+             with --database-url"
+        );
+    }
+    let db = crate::store::postgres::PgDatabase::open(options)
+        .await
+        .context("opening the PostgreSQL database (--database-url)")?;
+    let (hash, admin_origin) = shared_token::admin_token_sha256(&db, &config.data_dir).await?;
+    let (log, report) = crate::store::postgres::PgLog::open_on(db.clone())
+        .await
+        .context("opening the event log in PostgreSQL")?;
+    tracing::info!(
+        schema = %db.schema(),
+        head = report.head,
+        schema_version = report.schema_version,
+        migrated_from = report.schema_from,
+        "state in PostgreSQL"
+    );
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    Ok(Stores {
+        cluster: crate::cluster::Cluster::postgres(db, log.clone()),
+        log,
+        admin: AdminAuth::from_sha256(hash),
+        admin_origin,
+    })
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        data_dir::ensure(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let egress_policy = crate::oauth::egress::EgressPolicy::parse(&config.egress_allow)
             .context("--egress-allow / AGP_EGRESS_ALLOW")?;
         let egress = crate::oauth::egress::EgressClient::new(egress_policy, config.egress_timeouts)
@@ -79,11 +133,12 @@ impl Application {
         let vault = Arc::new(vault);
         // A rotation interrupted by a stop resumes here.
         crate::api::keys::spawn_rewrap(vault.clone());
-        let log = open_log(
-            &config.data_dir,
-            config.durability,
-            config.archive_dir.as_deref(),
-        )?;
+        let Stores {
+            log,
+            cluster,
+            admin,
+            admin_origin,
+        } = open_stores(&config).await?;
         let audit_index = crate::projections::audit::AuditIndex::open_archived(
             &config.data_dir.join("audit-index"),
             log.head(),
@@ -144,7 +199,8 @@ impl Application {
                 egress,
                 &public_url,
             )
-            .with_revocation_backoff(config.revocation_backoff),
+            .with_revocation_backoff(config.revocation_backoff)
+            .with_cluster(cluster.clone()),
         );
         let proxy = Arc::new(crate::proxy::Proxy::new(
             projections.clone(),
@@ -167,7 +223,7 @@ impl Application {
             agents: CommandBus::new(log.clone(), ()),
             log,
             projections,
-            admin: AdminAuth::new(&token),
+            admin,
             metrics,
             naming: tokio::sync::Mutex::new(()),
             public_url,
@@ -176,6 +232,7 @@ impl Application {
             console: crate::console::Sessions::default(),
             checkpoints,
             retention,
+            cluster,
         });
         Ok(Self {
             listener,
@@ -185,7 +242,7 @@ impl Application {
             relist_every: config.relist_every,
             checkpoint_every: config.checkpoint_every,
             archive_after: config.archive_after,
-            admin_token_created: origin == data_dir::TokenOrigin::Created,
+            admin_token_created: admin_origin == data_dir::TokenOrigin::Created,
         })
     }
 
@@ -209,6 +266,7 @@ impl Application {
             let _ = tcp.set_nodelay(true);
         });
         state.ready.store(true, Ordering::Release);
+        state.cluster.spawn_leadership(state.shutdown.subscribe());
         state.connector_service.spawn_refresher(self.refresh_every);
         if !self.relist_every.is_zero() {
             state
@@ -220,6 +278,7 @@ impl Application {
             crate::checkpoints::spawn_periodic(
                 state.checkpoints.clone(),
                 self.checkpoint_every,
+                state.cluster.clone(),
                 state.shutdown.subscribe(),
             );
         }
@@ -227,13 +286,14 @@ impl Application {
             crate::retention::spawn_periodic(
                 state.retention.clone(),
                 after,
+                state.cluster.clone(),
                 state.shutdown.subscribe(),
             );
         }
         state
             .proxy
             .approvals
-            .spawn_sweeper(state.shutdown.subscribe());
+            .spawn_sweeper(state.cluster.clone(), state.shutdown.subscribe());
         state
             .proxy
             .recorder

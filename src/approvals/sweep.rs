@@ -54,11 +54,18 @@ impl ApprovalService {
         }
     }
 
-    /// Runs the sweeper every `config.sweep_every` until `stop` turns true.
-    pub fn spawn_sweeper(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Runs the sweeper every `config.sweep_every` until `stop` turns true. Among replicas,
+    /// only the leader sweeps.
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        cluster: Arc<crate::cluster::Cluster>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let service = self.clone();
         tokio::spawn(async move {
-            service.shred_settled().await;
+            if cluster.leads() {
+                service.shred_settled().await;
+            }
             let mut tick = tokio::time::interval(service.config.sweep_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -69,7 +76,9 @@ impl ApprovalService {
                 if stopped {
                     return;
                 }
-                service.sweep().await;
+                if cluster.leads() {
+                    service.sweep().await;
+                }
             }
         });
     }

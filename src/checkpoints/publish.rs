@@ -90,10 +90,11 @@ fn deliver(egress: EgressClient, url: Url, checkpoint: Checkpoint) {
 }
 
 /// Makes a checkpoint every `every` until `shutdown` turns true, skipping a round when the head
-/// has not moved since the last one this task made.
+/// has not moved since the last one this task made. Among replicas, only the leader makes them.
 pub fn spawn_periodic(
     checkpointer: Arc<Checkpointer>,
     every: Duration,
+    cluster: Arc<crate::cluster::Cluster>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -107,6 +108,9 @@ pub fn spawn_periodic(
             }
             if *shutdown.borrow() {
                 return;
+            }
+            if !cluster.leads() {
+                continue;
             }
             let head = checkpointer.log.head();
             if last == Some(head) {

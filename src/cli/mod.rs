@@ -185,6 +185,25 @@ pub struct ServeArgs {
     /// Records younger than this are never archived, whatever an archive run asks.
     #[arg(long, env = "AGP_ARCHIVE_MIN_AGE", value_name = "AGE", default_value = "5m", value_parser = duration_arg)]
     pub archive_min_age: std::time::Duration,
+    /// Keep AGP's state in this PostgreSQL database, shared by every replica started with it
+    /// (`postgres://user:password@host:5432/db`, or libpq's `key=value` form). Without it,
+    /// the embedded store in --data-dir (one process). The data directory still holds the
+    /// replica's own files (its audit index, and the admin token if this replica created it).
+    #[arg(
+        long,
+        env = "AGP_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema AGP's tables live in (created if missing).
+    #[arg(
+        long,
+        env = "AGP_DATABASE_SCHEMA",
+        value_name = "NAME",
+        default_value = "agp"
+    )]
+    pub database_schema: String,
 }
 
 /// A duration argument: a whole number and one unit, `30d`, `12h`, `90m`, `3600s`.

@@ -37,6 +37,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.archive_dir = global.archive_dir.clone();
     config.archive_after = args.archive_after;
     config.archive_min_age = args.archive_min_age;
+    config.database = args
+        .database_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(|url| crate::store::postgres::PgOptions {
+            schema: args.database_schema.clone(),
+            ..crate::store::postgres::PgOptions::new(url)
+        });
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);
@@ -53,6 +61,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         huge_pages,
         durability = config.durability.as_str(),
+        store = if config.database.is_some() { "postgresql" } else { "embedded" },
         "AGP is ready"
     );
     let served = app.run_until(shutdown_signal(term)).await;

@@ -490,6 +490,22 @@ impl Proxy {
             call: call_id,
             correlation: request_id,
         };
+        // Replicas: what an admin changed on another replica (a suspend, a revoked grant, a
+        // disconnect) is folded before this call is judged. Without the database, no judgement.
+        if self.connectors.cluster.is_shared()
+            && let Err(e) = self
+                .recorder
+                .log()
+                .catch_up()
+                .instrument(tracing::debug_span!("catch_up"))
+                .await
+        {
+            tracing::error!(call_id = %ids.call, error = %e, "cannot reach the database to judge a call");
+            return Err(ErrorData::internal_error(
+                "AGP cannot reach its database right now; the call was not made. Try again.",
+                None,
+            ));
+        }
         let (arguments_sha256, arguments_bytes) = arguments_digest(params.arguments.as_ref());
         let target = match self.resolve(who, &params.name) {
             Ok(t) => t,

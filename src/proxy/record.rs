@@ -69,6 +69,11 @@ fn batch_for(agent_id: &str, events: Vec<NewEvent>) -> AppendBatch {
 }
 
 impl CallRecorder {
+    /// The log the records go to.
+    pub(crate) fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     pub fn new(log: Arc<dyn EventLog>) -> Self {
         Self {
             log,

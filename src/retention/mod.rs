@@ -184,10 +184,11 @@ pub fn period(after: Duration) -> Duration {
 }
 
 /// Archives call records older than `after` every [`period`] until `shutdown` turns true.
-/// A failed run is logged and tried again next period.
+/// A failed run is logged and tried again next period. Among replicas, only the leader runs.
 pub fn spawn_periodic(
     retention: Arc<Retention>,
     after: Duration,
+    cluster: Arc<crate::cluster::Cluster>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = period(after);
@@ -196,6 +197,9 @@ pub fn spawn_periodic(
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if !cluster.leads() {
+                continue;
             }
             match retention
                 .run(Before::Age(after), &CommandMeta::system())

@@ -72,13 +72,21 @@ impl Server {
                 break v["port"].as_u64().unwrap();
             }
         };
-        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+        // A replica that did not create the cluster's admin token has none in its directory:
+        // the test gives it the creator's.
+        let token = std::fs::read_to_string(data.join("admin.token")).unwrap_or_default();
         Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             token: token.trim().to_string(),
             logs,
         }
+    }
+
+    /// SIGKILL, at once: no shutdown, nothing flushed that was not already durable.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then waits for the process to end (its last lines are then in `logs`).

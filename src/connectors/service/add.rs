@@ -440,8 +440,7 @@ impl ConnectorService {
                 .unwrap_or_else(|_| chrono::Duration::minutes(10));
         let committed = {
             // Under custody: a refresh finishing now sees the new generation and seals nothing.
-            let custody = self.custody.get(connector_id);
-            let _custody = custody.lock().await;
+            let _custody = self.custody.lock(connector_id).await?;
             self.run(
                 connector_id,
                 name,

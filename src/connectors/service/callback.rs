@@ -316,8 +316,19 @@ impl ConnectorService {
         // Under custody (see `ConnectorService::custody`): a disconnect or a newer reconnect
         // either came first — then nothing is sealed and the fresh tokens are revoked — or
         // comes after this consent is recorded and deals with what was sealed.
-        let custody = self.custody.get(&flow.connector_id);
-        let custody = custody.lock().await;
+        let custody = match self.custody.lock(&flow.connector_id).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                // Nothing can be sealed without the lock: the fresh tokens must not outlive it.
+                if let Ok(v) = self.view(&flow.connector_name) {
+                    self.revoke_unsealed(&v, &tokens.access_token, tokens.refresh_token.as_ref())
+                        .await;
+                }
+                return Err(format!(
+                    "{e}; the tokens this consent produced were revoked: try the consent again"
+                ));
+            }
+        };
         let current = self
             .view(&flow.connector_name)
             .ok()

@@ -8,7 +8,6 @@
 //! was disconnected or reconnected meanwhile, nothing is sealed (the slot keeps what the
 //! disconnect's revocation needs) and the fresh tokens are revoked instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,17 +56,26 @@ pub enum CredentialError {
     Static(String),
 }
 
-/// One async lock per connector (the single-flight of refreshes; the custody lock).
-#[derive(Default)]
-pub struct ConnectorLocks(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+/// One lock per connector and purpose, across the cluster (the single-flight of refreshes;
+/// the custody lock; drift checks): see [`crate::cluster::Cluster::lock`].
+pub struct ConnectorLocks {
+    kind: &'static str,
+    cluster: Arc<crate::cluster::Cluster>,
+}
 
 impl ConnectorLocks {
-    pub(crate) fn get(&self, connector_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.0
-            .lock()
-            .entry(connector_id.to_string())
-            .or_default()
-            .clone()
+    pub(crate) fn new(kind: &'static str, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        Self { kind, cluster }
+    }
+
+    /// Takes connector `connector_id`'s lock; on a shared database, also catches the log up.
+    pub(crate) async fn lock(
+        &self,
+        connector_id: &str,
+    ) -> Result<crate::cluster::ClusterGuard, crate::cluster::ClusterError> {
+        self.cluster
+            .lock(&format!("{}:{connector_id}", self.kind))
+            .await
     }
 }
 
@@ -198,8 +206,14 @@ impl ConnectorService {
         if before.is_static() {
             return Err(CredentialError::Static(name.to_string()));
         }
-        let lock = self.refresh_locks.get(&before.connector_id);
-        let _guard = lock.lock().await;
+        let _guard = self
+            .refresh_locks
+            .lock(&before.connector_id)
+            .await
+            .map_err(|e| {
+                tracing::warn!(connector = %name, error = %e, "refresh lock");
+                CredentialError::Unavailable(name.to_string())
+            })?;
         // Someone else may have refreshed while we waited: then their result is ours.
         let view = self.active_view(name)?;
         let refreshed_meanwhile = view.token_fingerprint != before.token_fingerprint
@@ -300,8 +314,10 @@ impl ConnectorService {
         // they append their event: either they came first — then nothing is sealed (the slot
         // keeps the tokens their revocation, or its retry, needs) and the fresh tokens are
         // revoked — or they come after and deal with what was sealed (S10).
-        let custody = self.custody.get(&view.connector_id);
-        let custody = custody.lock().await;
+        let custody = self.custody.lock(&view.connector_id).await.map_err(|e| {
+            tracing::warn!(connector = %name, error = %e, "custody lock");
+            CredentialError::Unavailable(name.clone())
+        })?;
         let current = self.view(&name).ok();
         let still_ours = current.as_ref().is_some_and(|c| {
             c.connector_id == view.connector_id
@@ -420,6 +436,9 @@ impl ConnectorService {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = service.stopped() => return,
+                }
+                if !service.cluster.leads() {
+                    continue;
                 }
                 let due: Vec<String> = service.projections.read(|p| {
                     p.connectors

@@ -182,8 +182,7 @@ impl ConnectorService {
         name: &str,
         meta: &CommandMeta,
     ) -> Result<DriftReport, ServiceError> {
-        let lock = self.drift_locks.get(&view.connector_id);
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.drift_locks.lock(&view.connector_id).await?;
         let registered = self.registered_of(view);
         if view.status != "active" {
             return Err(ServiceError::Conflict(format!(
@@ -210,8 +209,7 @@ impl ConnectorService {
         listed: &[Tool],
         meta: &CommandMeta,
     ) -> Result<DriftReport, ServiceError> {
-        let lock = self.drift_locks.get(&view.connector_id);
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.drift_locks.lock(&view.connector_id).await?;
         let registered = self.registered_of(view);
         if registered.is_empty() {
             return Ok(DriftReport::new(name, 0));
@@ -381,8 +379,7 @@ impl ConnectorService {
         if entry.quarantine.is_none() {
             return Err(not_quarantined());
         }
-        let lock = self.drift_locks.get(&entry.connector_id);
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.drift_locks.lock(&entry.connector_id).await?;
         let names = HashSet::from([entry.upstream_name.clone()]);
         let (_, listed) = self
             .upstream_tools(&entry.connector, Keep::Named(&names))
@@ -495,6 +492,9 @@ impl ConnectorService {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = service.stopped() => return,
+                }
+                if !service.cluster.leads() {
+                    continue;
                 }
                 for name in service.connectors_with_tools() {
                     let meta = CommandMeta::system();

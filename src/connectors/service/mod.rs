@@ -71,6 +71,12 @@ impl From<crate::vault::VaultError> for ServiceError {
     }
 }
 
+impl From<crate::cluster::ClusterError> for ServiceError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        ServiceError::Unavailable(e.to_string())
+    }
+}
+
 impl From<crate::projections::live::WaitError> for ServiceError {
     fn from(e: crate::projections::live::WaitError) -> Self {
         ServiceError::Unavailable(e.to_string())
@@ -104,6 +110,8 @@ pub struct ConnectorService {
     /// Per connector: drift checks and approvals run one at a time, so a periodic check and an
     /// admin's approval never interleave their listings and commands.
     drift_locks: credential::ConnectorLocks,
+    /// The replicas' coordination (one process: in-process locks, always the leader).
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
     /// Flipped at shutdown: background work (retries, the refresher) ends and lets go of the
     /// vault, so the data directory can be reopened.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -126,6 +134,7 @@ impl ConnectorService {
         public_url: &str,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_string();
+        let cluster = crate::cluster::Cluster::single(log.clone());
         Self {
             projections,
             bus: CommandBus::new(log.clone(), ()),
@@ -141,12 +150,23 @@ impl ConnectorService {
             naming: tokio::sync::Mutex::new(()),
             registering: tokio::sync::Mutex::new(()),
             allow_missing_pkce_metadata: false,
-            refresh_locks: credential::ConnectorLocks::default(),
-            custody: credential::ConnectorLocks::default(),
-            drift_locks: credential::ConnectorLocks::default(),
+            refresh_locks: credential::ConnectorLocks::new("refresh", cluster.clone()),
+            custody: credential::ConnectorLocks::new("custody", cluster.clone()),
+            drift_locks: credential::ConnectorLocks::new("drift", cluster.clone()),
+            cluster,
             refresh_requests: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Coordinates with the other replicas through `cluster` (before the service is shared):
+    /// its per-connector locks, and leadership for the background jobs.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.refresh_locks = credential::ConnectorLocks::new("refresh", cluster.clone());
+        self.custody = credential::ConnectorLocks::new("custody", cluster.clone());
+        self.drift_locks = credential::ConnectorLocks::new("drift", cluster.clone());
+        self.cluster = cluster;
+        self
     }
 
     /// Sets when failed revocations are tried again (before the service is shared).

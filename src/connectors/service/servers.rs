@@ -87,8 +87,7 @@ impl ConnectorService {
         let url = Url::parse(&view.mcp_server_url)
             .map_err(|e| ServiceError::Internal(format!("stored MCP URL: {e}")))?;
         self.probe(name, &url, &credential).await?;
-        let custody = self.custody.get(&view.connector_id);
-        let _custody = custody.lock().await;
+        let _custody = self.custody.lock(&view.connector_id).await?;
         let current = self.static_view(name)?;
         if current.connector_id != view.connector_id {
             return Err(ServiceError::Conflict(format!(

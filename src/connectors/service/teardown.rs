@@ -98,8 +98,7 @@ impl ConnectorService {
         let view = self.view(name)?;
         {
             // Under custody: a refresh or consent finishing now seals nothing after this event.
-            let custody = self.custody.get(&view.connector_id);
-            let _custody = custody.lock().await;
+            let _custody = self.custody.lock(&view.connector_id).await?;
             self.run(
                 &view.connector_id,
                 name,
@@ -406,6 +405,9 @@ impl ConnectorService {
                 tokio::select! {
                     _ = tokio::time::sleep(service.revocation_backoff.tick()) => {}
                     _ = service.stopped() => return,
+                }
+                if !service.cluster.leads() {
+                    continue;
                 }
                 if let Err(e) = service.retry_due_revocations().await {
                     tracing::warn!(error = %e, "revocation retry failed; tried again later");

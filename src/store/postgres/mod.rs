@@ -93,7 +93,7 @@ pub struct PgOpenReport {
 }
 
 /// An error of the driver, in the words of what the log was doing.
-pub(crate) fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+pub fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| {
         let detail = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -172,6 +172,16 @@ pub(crate) enum Msg {
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// The coalescing of [`EventLog::catch_up`]: catch-ups are numbered as they start; a caller
+/// is served by any catch-up numbered after the count it saw on arrival.
+#[derive(Default)]
+struct CatchingUp {
+    lock: tokio::sync::Mutex<()>,
+    started: AtomicU64,
+    /// The number of the last catch-up that completed.
+    finished: AtomicU64,
+}
+
 /// How many appends may wait for the writer before `submit` waits for room.
 const QUEUE: usize = 8192;
 
@@ -180,6 +190,7 @@ pub struct PgLog {
     shared: Arc<Shared>,
     sql: Arc<Sql>,
     tx: mpsc::Sender<Msg>,
+    catching_up: CatchingUp,
     /// Last field: the database (its runtime, the writer's home, stops with the last handle).
     db: Arc<PgDatabase>,
 }
@@ -252,6 +263,7 @@ impl PgLog {
                 shared,
                 sql,
                 tx,
+                catching_up: CatchingUp::default(),
                 db,
             },
             report,
@@ -493,10 +505,21 @@ impl EventLog for PgLog {
     }
 
     async fn catch_up(&self) -> Result<u64, StoreError> {
+        // Coalesced: callers that arrive while a catch-up runs wait for it to end, then share
+        // the next one, which starts after they arrived — one query serves them all.
+        let arrived = self.catching_up.started.load(Ordering::Acquire);
+        let _one_at_a_time = self.catching_up.lock.lock().await;
+        if self.catching_up.finished.load(Ordering::Acquire) > arrived {
+            return Ok(self.head());
+        }
+        let this = self.catching_up.started.fetch_add(1, Ordering::AcqRel) + 1;
         let (pool, sql, shared) = (self.db.pool(), self.sql.clone(), self.shared.clone());
-        self.db
+        let reached = self
+            .db
             .run(async move { follower::catch_up(&pool, &sql, &shared).await })
-            .await
+            .await?;
+        self.catching_up.finished.store(this, Ordering::Release);
+        Ok(reached)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -33,10 +33,11 @@ struct Migration {
 
 /// Every migration this binary knows, in order. Append only: a released migration never
 /// changes (a database that applied it would not apply it again).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "event log: events, log_head",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "event log: events, log_head",
+        sql: r#"
 CREATE TABLE {s}.events (
     seq            bigint      PRIMARY KEY CHECK (seq > 0),
     stream         text        NOT NULL CHECK (stream <> ''),
@@ -59,10 +60,22 @@ CREATE TABLE {s}.log_head (
 );
 INSERT INTO {s}.log_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'));
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "cluster: settings every replica shares (the admin token's SHA-256)",
+        sql: r#"
+CREATE TABLE {s}.cluster_settings (
+    key    text        PRIMARY KEY,
+    value  text        NOT NULL,
+    set_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    },
+];
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
