@@ -204,6 +204,11 @@ pub struct ServeArgs {
         default_value = "agp"
     )]
     pub database_schema: String,
+    /// PEM certificate(s) of the CA that signed the database server's certificate (a private
+    /// CA, as managed databases use); default: the system's trust store. Whether TLS is used
+    /// is `sslmode` in the URL (`?sslmode=require`).
+    #[arg(long, env = "AGP_DATABASE_CA_FILE", value_name = "PATH")]
+    pub database_ca_file: Option<PathBuf>,
 }
 
 /// A duration argument: a whole number and one unit, `30d`, `12h`, `90m`, `3600s`.

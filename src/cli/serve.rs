@@ -43,6 +43,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .filter(|u| !u.is_empty())
         .map(|url| crate::store::postgres::PgOptions {
             schema: args.database_schema.clone(),
+            ca_file: args.database_ca_file.clone(),
             ..crate::store::postgres::PgOptions::new(url)
         });
     let huge_pages = args.huge_pages || !refuse_huge_pages();

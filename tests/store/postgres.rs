@@ -464,6 +464,50 @@ async fn replicas_follow_each_others_commits_in_order() {
     );
 }
 
+/// TLS to the database: with `sslmode=require` and the server's CA the log opens and
+/// appends; without TLS the server refuses (it requires TLS here), and with TLS but no trust
+/// in its certificate AGP refuses — each with an error that names the cause, never the
+/// password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified() {
+    let mut pg = TempPostgres::start().expect("start PostgreSQL");
+    let ca = pg.require_tls().expect("TLS on");
+    pg.psql("postgres", "ALTER ROLE agp PASSWORD 's3cret-pw'")
+        .expect("password");
+    let url = format!("postgres://agp:s3cret-pw@127.0.0.1:{}/postgres", pg.port());
+    let opened = PgLog::open(PgOptions {
+        ca_file: Some(ca.clone()),
+        ..PgOptions::new(format!("{url}?sslmode=require"))
+    })
+    .await;
+    let log = opened.expect("TLS with the CA").0;
+    log.append(batch("tls", ExpectedVersion::NoStream, 1))
+        .await
+        .expect("append over TLS");
+    log.close().await.expect("close");
+    for (options, expect) in [
+        (
+            PgOptions::new(format!("{url}?sslmode=disable")),
+            "no encryption",
+        ),
+        (
+            PgOptions::new(format!("{url}?sslmode=require")),
+            "certificate",
+        ),
+    ] {
+        let err = PgLog::open(options).await.expect_err("refused").to_string();
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains("s3cret-pw"), "the password leaked: {err}");
+    }
+    let err = PgLog::open(PgOptions {
+        ca_file: Some(ca.with_file_name("missing.pem")),
+        ..PgOptions::new(format!("{url}?sslmode=require"))
+    })
+    .await
+    .expect_err("a missing CA file");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+}
+
 /// The server crashes (immediate shutdown) while 32 writers append: every append that was
 /// acknowledged is there after crash recovery, at the seq it was given, and the chain is
 /// whole. The database's default is `synchronous_commit = off` here, under which a crash loses

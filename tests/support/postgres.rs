@@ -180,6 +180,67 @@ impl TempPostgres {
         self.signal("-QUIT")
     }
 
+    /// Turns TLS on with a throw-away certificate for 127.0.0.1 (made by openssl) and refuses
+    /// every TCP connection without TLS; restarts the server. Returns the certificate's path:
+    /// the one certificate a client must trust.
+    pub fn require_tls(&mut self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.path();
+        let (cfg, cert, key) = (
+            dir.join("tls.cnf"),
+            dir.join("server.crt"),
+            dir.join("server.key"),
+        );
+        std::fs::write(
+            &cfg,
+            "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n\
+             [dn]\nCN = 127.0.0.1\n\
+             [ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )?;
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-config"])
+            .arg(&cfg)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("running openssl (Debian's openssl package)")?;
+        if !out.status.success() {
+            bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if let Some(user) = &self.run_as {
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(user.uid), Some(user.gid))?;
+            }
+        }
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut settings = std::fs::read_to_string(&conf)?;
+        settings.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(&conf, settings)?;
+        let hba = self.data_dir().join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            format!("hostnossl all all 127.0.0.1/32 reject\n{rules}"),
+        )?;
+        self.restart()?;
+        Ok(cert)
+    }
+
     /// Starts the stopped server again on the same port and data.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop()?; // a no-op when it is not running

@@ -13,7 +13,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::runtime::PgRuntime;
 use super::schema::{self, Migrated};
@@ -26,6 +28,7 @@ pub type PooledClient = deadpool_postgres::Object;
 /// An open database: its runtime, settings, pool and (migrated) schema.
 pub struct PgDatabase {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     schema: String,
     pool: deadpool_postgres::Pool,
     migrated: Migrated,
@@ -55,13 +58,15 @@ impl PgDatabase {
         if config.get_application_name().is_none() {
             config.application_name("agp");
         }
+        let tls = tls_connector(options.ca_file.as_deref())?;
         let runtime = PgRuntime::start()?;
         let migrated = runtime
             .run({
                 let config = config.clone();
                 let schema = options.schema.clone();
+                let tls = tls.clone();
                 async move {
-                    let mut client = open_connection(&config).await?;
+                    let mut client = open_connection(&config, &tls).await?;
                     check_server(&client).await?;
                     schema::migrate(&mut client, &schema).await
                 }
@@ -71,7 +76,7 @@ impl PgDatabase {
             let _entered = runtime.handle().enter();
             let manager = deadpool_postgres::Manager::from_config(
                 config.clone(),
-                NoTls,
+                tls.clone(),
                 deadpool_postgres::ManagerConfig {
                     recycling_method: deadpool_postgres::RecyclingMethod::Fast,
                 },
@@ -86,6 +91,7 @@ impl PgDatabase {
         };
         Ok(Arc::new(Self {
             config,
+            tls,
             schema: options.schema.clone(),
             pool,
             migrated,
@@ -153,16 +159,55 @@ impl PgDatabase {
     /// A new connection of its own, driven on the database's runtime; call it there (inside
     /// [`run`](Self::run), or from a task spawned on [`handle`](Self::handle)).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
-        open_connection(&self.config).await
+        open_connection(&self.config, &self.tls).await
     }
+
+    /// How connections negotiate TLS (what `sslmode` in the URL asks for).
+    pub fn tls(&self) -> &MakeRustlsConnect {
+        &self.tls
+    }
+}
+
+/// The TLS side of every connection: rustls, verifying the server's certificate against
+/// `ca_file`'s certificates when given (a private CA, as managed databases use), else the
+/// platform's trust store. Whether TLS is used is the URL's `sslmode`: `disable`, `prefer`
+/// (libpq's default: TLS when the server offers it) or `require`. Note that, as in
+/// tokio-postgres, `require` verifies the certificate chain and the host name.
+pub fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect, StoreError> {
+    let config = match ca_file {
+        Some(path) => {
+            let refused = |e: String| {
+                StoreError::Invalid(format!("--database-ca-file {}: {e}", path.display()))
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| refused(e.to_string()))? {
+                let cert = cert.map_err(|e| refused(e.to_string()))?;
+                roots.add(cert).map_err(|e| refused(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(refused("holds no PEM certificate".into()));
+            }
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::ConfigVerifierExt;
+            rustls::ClientConfig::with_platform_verifier().map_err(|e| {
+                StoreError::Backend(format!("loading the platform's TLS trust store: {e}"))
+            })?
+        }
+    };
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Connects and drives the connection on the current runtime.
 pub(crate) async fn open_connection(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
 ) -> Result<tokio_postgres::Client, StoreError> {
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .map_err(pg_error("connecting"))?;
     tokio::spawn(async move {

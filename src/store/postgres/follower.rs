@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::database::PgDatabase;
 use super::rows::{self, big};
@@ -37,6 +38,7 @@ const PAGE: i64 = 1000;
 /// Listens and catches up until the log closes.
 pub(super) async fn run(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     pool: deadpool_postgres::Pool,
     sql: Arc<Sql>,
     shared: Arc<Shared>,
@@ -44,7 +46,7 @@ pub(super) async fn run(
     let mut stop = shared.stop.subscribe();
     loop {
         let listened = tokio::select! {
-            r = listen(&config, &pool, &sql, &shared) => r,
+            r = listen(&config, &tls, &pool, &sql, &shared) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         if let Err(e) = listened {
@@ -61,12 +63,13 @@ pub(super) async fn run(
 /// (and every [`POLL`]) until the connection fails.
 async fn listen(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     pool: &deadpool_postgres::Pool,
     sql: &Sql,
     shared: &Shared,
 ) -> Result<(), StoreError> {
     let (client, mut connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .map_err(pg_error("connecting to listen for commits"))?;
     let (wake, mut woken) = mpsc::unbounded_channel::<u64>();

@@ -17,7 +17,7 @@
 //! head row ahead delivers the records in between before its own, and
 //! [`EventLog::catch_up`] reads up to the head row on demand.
 //!
-//! Not yet: archive runs (answered [`StoreError::Invalid`]), TLS to the database.
+//! Not yet: archive runs (answered [`StoreError::Invalid`]).
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
@@ -56,6 +56,9 @@ pub struct PgOptions {
     pub read_connections: usize,
     /// How long to wait for a connection to the server.
     pub connect_timeout: Duration,
+    /// PEM certificates of the CA that signed the server's certificate (`sslmode` in the URL
+    /// decides whether TLS is used); `None`: the platform's trust store.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgOptions {
@@ -66,6 +69,7 @@ impl PgOptions {
             schema: "agp".into(),
             read_connections: 4,
             connect_timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -77,6 +81,7 @@ impl std::fmt::Debug for PgOptions {
             .field("schema", &self.schema)
             .field("read_connections", &self.read_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -97,7 +102,17 @@ pub fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '
     move |e| {
         let detail = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
+            None => {
+                // The driver's own message is terse ("error performing TLS handshake"): the
+                // causes say why (an unknown certificate issuer, a refused connection).
+                let mut detail = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    detail.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                detail
+            }
         };
         StoreError::Backend(format!("PostgreSQL, {doing}: {detail}"))
     }
@@ -221,9 +236,9 @@ impl PgLog {
         let sql = Arc::new(Sql::new(db.schema()));
         let tip = db
             .run({
-                let config = db.config().clone();
+                let (config, tls) = (db.config().clone(), db.tls().clone());
                 let sql = sql.clone();
-                async move { read_tip(&config, &sql).await }
+                async move { read_tip(&config, &tls, &sql).await }
             })
             .await?;
         let migrated = db.migrated();
@@ -244,10 +259,16 @@ impl PgLog {
             stop: watch::channel(false).0,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = writer::Writer::new(db.config().clone(), sql.clone(), shared.clone());
+        let writer = writer::Writer::new(
+            db.config().clone(),
+            db.tls().clone(),
+            sql.clone(),
+            shared.clone(),
+        );
         db.handle().spawn(writer.run(rx));
         db.handle().spawn(follower::run(
             db.config().clone(),
+            db.tls().clone(),
             db.pool(),
             sql.clone(),
             shared.clone(),
@@ -335,8 +356,12 @@ impl Params {
 
 /// At open, on the database's runtime: reads the head row and checks it against the last
 /// record (its seq, and its hash both as stored and as recomputed).
-async fn read_tip(config: &tokio_postgres::Config, sql: &Sql) -> Result<Tip, StoreError> {
-    let client = connect(config).await?;
+async fn read_tip(
+    config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    sql: &Sql,
+) -> Result<Tip, StoreError> {
+    let client = connect(config, tls).await?;
     let head = client
         .query_one(&sql.head, &[])
         .await

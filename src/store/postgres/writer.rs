@@ -36,6 +36,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::rows::{self, Columns, big};
@@ -66,8 +67,12 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(config: &tokio_postgres::Config, sql: &Sql) -> Result<Self, StoreError> {
-        let client = connect(config).await?;
+    async fn open(
+        config: &tokio_postgres::Config,
+        tls: &MakeRustlsConnect,
+        sql: &Sql,
+    ) -> Result<Self, StoreError> {
+        let client = connect(config, tls).await?;
         // Acknowledge only what is flushed, whatever the server's or role's default says.
         client
             .batch_execute("SET synchronous_commit = on")
@@ -100,6 +105,7 @@ impl Conn {
 
 pub(super) struct Writer {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     sql: Arc<Sql>,
     shared: Arc<Shared>,
     /// `None` until the first group, and after a failure (the next group reconnects).
@@ -128,9 +134,15 @@ struct Group {
 }
 
 impl Writer {
-    pub fn new(config: tokio_postgres::Config, sql: Arc<Sql>, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        sql: Arc<Sql>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             config,
+            tls,
             sql,
             shared,
             conn: None,
@@ -211,7 +223,7 @@ impl Writer {
     async fn try_commit(&mut self, requests: Vec<(AppendBatch, Reply)>) -> Result<(), StoreError> {
         let conn = match self.conn.take() {
             Some(c) if !c.client.is_closed() => c,
-            _ => match Conn::open(&self.config, &self.sql).await {
+            _ => match Conn::open(&self.config, &self.tls, &self.sql).await {
                 Ok(c) => c,
                 Err(e) => return Err(answer_all(requests, &e)),
             },
