@@ -158,7 +158,11 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict("concurrent modification; retry the request".into())
             }
             StoreError::Invalid(m) => ApiError::BadRequest(m),
-            StoreError::Poisoned | StoreError::Closed => ApiError::Unavailable(e.to_string()),
+            // The backend failed (PostgreSQL unreachable or restarting, a disk error): nothing
+            // was written, and the same request may succeed later.
+            StoreError::Poisoned | StoreError::Closed | StoreError::Backend(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -177,6 +181,10 @@ pub fn command_error<E: DomainStatus>(what: &str, e: AggregateError<E>) -> ApiEr
         AggregateError::AggregateConflict => ApiError::Conflict(format!(
             "{what} was modified concurrently; retry the request"
         )),
+        AggregateError::DatabaseConnectionError(e) => match e.downcast::<StoreError>() {
+            Ok(store) => ApiError::from(*store),
+            Err(e) => ApiError::Internal(e.to_string()),
+        },
         other => ApiError::Internal(other.to_string()),
     }
 }

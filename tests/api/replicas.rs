@@ -211,3 +211,89 @@ async fn a_replica_killed_during_appends_loses_nothing_it_acknowledged() {
     let (_, v): (u16, Value) = b.get("/audit/verify").await;
     assert_eq!(v["valid"], true, "{v}");
 }
+
+/// The database restarts under load: while it is down, admin writes fail with 503 naming
+/// the database, and nothing half-done remains; once it is back, both replicas write again,
+/// each sees the other's writes (the follower listens again), and one of them leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_restarting_under_load_fails_requests_clearly_then_recovers() {
+    let (mut pg, url) = database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(dir_a.path(), &url, None);
+    let b = replica(dir_b.path(), &url, Some(&a.token));
+    wait_until("a leads", Duration::from_secs(10), || leads(&a)).await;
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let base = if w % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (token, outcomes, stop) = (a.token.clone(), outcomes.clone(), stop.clone());
+        writers.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = client
+                    .post(format!("{base}/api/v1/profiles"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "name": format!("load-{w}-{i}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                i += 1;
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                outcomes.lock().unwrap().push((status, body));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.stop().expect("stop PostgreSQL");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.restart().expect("restart PostgreSQL");
+    // Back: both replicas write again.
+    let recovered =
+        |outcomes: &[(u16, String)]| outcomes.iter().rev().take(20).all(|(s, _)| *s == 201);
+    wait_until("writes recover", Duration::from_secs(30), || {
+        recovered(&outcomes.lock().unwrap())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let failed: Vec<&(u16, String)> = outcomes.iter().filter(|(s, _)| *s != 201).collect();
+    assert!(!failed.is_empty(), "the restart was seen");
+    for (status, body) in &failed {
+        assert_eq!(*status, 503, "{body}");
+        assert!(
+            body.contains("PostgreSQL") || body.contains("database"),
+            "{body}"
+        );
+    }
+    // Each replica sees the other's writes after the restart.
+    for (name, from, to) in [("after-on-a", &a, &b), ("after-on-b", &b, &a)] {
+        assert_eq!(from.post("/profiles", json!({ "name": name })).await.0, 201);
+        assert_eq!(to.get(&format!("/profiles/{name}")).await.0, 200, "{name}");
+    }
+    // Someone leads again (the leader's own lock connection died with the server).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, v): (u16, Value) = b.get("/audit/verify").await;
+    assert_eq!(v["valid"], true, "{v}");
+    let count = |s: &Server, what: &str| {
+        s.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let leads_now = count(&a, "this replica leads") > count(&a, "no longer leading")
+        || count(&b, "this replica leads") > count(&b, "no longer leading");
+    assert!(leads_now, "no replica leads after the restart");
+}
