@@ -41,6 +41,8 @@
 //! `bench__echo` a write (its call record durable before the call goes upstream; default read).
 
 mod support;
+#[path = "../tests/support/postgres.rs"]
+mod pg_server;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -1258,6 +1260,20 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let extra = std::env::var("AGP_BENCH_SERVE_ARGS").unwrap_or_default();
     let mut serve_args = vec!["--egress-allow", "127.0.0.1/32"];
     serve_args.extend(extra.split_whitespace());
+    // AGP_BENCH_DATABASE=postgres: AGP keeps its state in a PostgreSQL server the bench starts
+    // (Debian's, default settings, loopback TCP) instead of the embedded store.
+    let database = match std::env::var("AGP_BENCH_DATABASE").as_deref() {
+        Ok("postgres") => {
+            let pg = pg_server::TempPostgres::start().context("starting PostgreSQL")?;
+            let url = pg.create_database("agp_bench")?;
+            Some((pg, url))
+        }
+        Ok("") | Ok("embedded") | Err(_) => None,
+        Ok(other) => anyhow::bail!("AGP_BENCH_DATABASE={other:?}: use postgres or embedded"),
+    };
+    if let Some((_, url)) = &database {
+        serve_args.extend(["--database-url", url.as_str()]);
+    }
     let agp = Agp::start(data.path(), &serve_args, &[], Duration::from_secs(60))?;
     let proxied = if s.legs.contains(&Leg::Proxied) {
         let key = agp_setup(&agp, &mcp_url, s.operation).await?;
