@@ -40,9 +40,9 @@
 //! `AGP_PEER_LOGS=1` shows the peers' request logs. `AGP_BENCH_OPERATION=write` makes
 //! `bench__echo` a write (its call record durable before the call goes upstream; default read).
 
-mod support;
 #[path = "../tests/support/postgres.rs"]
 mod pg_server;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

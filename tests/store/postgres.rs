@@ -103,10 +103,13 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     assert_eq!(
         pg.psql(
             "agp_test",
-            "SELECT string_agg(version::text, ',') FROM m.schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM m.schema_migrations"
         )
         .expect("psql"),
-        SCHEMA_VERSION.to_string()
+        (1..=SCHEMA_VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     drop((a, b));
 
@@ -506,6 +509,85 @@ async fn tls_to_the_database_is_verified() {
     .await
     .expect_err("a missing CA file");
     assert!(err.to_string().contains("missing.pem"), "{err}");
+}
+
+/// While a log is the only writer, groups take one round trip; whatever it assumed that the
+/// database contradicts (a retry of a stored append, a version another writer took, a head
+/// another writer moved) sends the group the careful way, with the same answers as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_writer_commits_in_one_round_trip_and_falls_back_when_wrong() {
+    let (_pg, url) = server();
+    let a = open(&url, "agp").await;
+    for i in 0..50 {
+        a.append(batch(&format!("s{i}"), ExpectedVersion::NoStream, 2))
+            .await
+            .expect("append");
+    }
+    for _ in 0..10 {
+        let v = a.stream_version("s0").expect("version").expect("exists");
+        a.append(batch("s0", ExpectedVersion::Exact(v), 1))
+            .await
+            .expect("append");
+    }
+    let (fast, careful) = a.group_paths();
+    assert!(fast >= 58 && careful <= 2, "fast {fast}, careful {careful}");
+    // A retry of a stored append: the same answer as the first time.
+    let first = a.read_all(1, 2).expect("read");
+    let retry = AppendBatch {
+        stream: "s0".into(),
+        expected: ExpectedVersion::NoStream,
+        events: first
+            .iter()
+            .map(|r| NewEvent {
+                id: r.id,
+                event_type: r.event_type.clone(),
+                schema_version: r.schema_version,
+                actor: r.actor.clone(),
+                correlation_id: r.correlation_id,
+                data: r.data.clone(),
+            })
+            .collect(),
+    };
+    let again = a.append(retry).await.expect("retry");
+    assert!(again.deduplicated && again.first_seq == 1, "{again:?}");
+    // Another writer moves the head and a stream's version behind a's back.
+    let b = open(&url, "agp").await;
+    b.append(batch("s1", ExpectedVersion::Exact(2), 1))
+        .await
+        .expect("b appends");
+    let stale = a
+        .append(batch("s1", ExpectedVersion::Exact(2), 1))
+        .await
+        .expect_err("a's version is stale");
+    assert!(
+        matches!(
+            stale,
+            StoreError::Conflict {
+                actual: Some(3),
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    a.append(batch("s1", ExpectedVersion::Exact(3), 1))
+        .await
+        .expect("a appends after b");
+    a.append(batch("s1", ExpectedVersion::Any, 1))
+        .await
+        .expect("and again");
+    let report = verify_chain(&a).expect("verify");
+    assert!(
+        report.is_valid() && report.checked == a.head(),
+        "{report:?}"
+    );
+    assert_eq!(
+        a.read_stream("s1", 1)
+            .expect("read")
+            .iter()
+            .map(|r| r.version)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
 }
 
 /// The server crashes (immediate shutdown) while 32 writers append: every append that was

@@ -136,12 +136,24 @@ pub(crate) struct Shared {
     delivery: parking_lot::Mutex<()>,
     /// Ends the follower (see [`follower`]).
     stop: watch::Sender<bool>,
+    /// Groups committed in one round trip, and the careful way (for tests and the bench).
+    fast_groups: AtomicU64,
+    careful_groups: AtomicU64,
 }
 
 impl Shared {
     /// This process's head.
     pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// This process's head with its hash, read together (under the delivery lock).
+    pub(crate) fn head_tip(&self) -> Tip {
+        let _in_order = self.delivery.lock();
+        Tip {
+            seq: self.head(),
+            hash: self.head_hash.read().clone(),
+        }
     }
 
     /// Makes durable records (contiguous, in seq order) part of this process's view: keeps
@@ -257,6 +269,8 @@ impl PgLog {
             observer: RwLock::new(None),
             delivery: parking_lot::Mutex::new(()),
             stop: watch::channel(false).0,
+            fast_groups: AtomicU64::new(0),
+            careful_groups: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = writer::Writer::new(
@@ -289,6 +303,15 @@ impl PgLog {
             },
             report,
         ))
+    }
+
+    /// Groups committed so far in one round trip, and the careful way (two round trips).
+    #[doc(hidden)]
+    pub fn group_paths(&self) -> (u64, u64) {
+        (
+            self.shared.fast_groups.load(Ordering::Relaxed),
+            self.shared.careful_groups.load(Ordering::Relaxed),
+        )
     }
 
     /// The database this log lives in.

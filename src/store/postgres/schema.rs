@@ -220,6 +220,9 @@ pub(crate) struct Sql {
     pub notify: String,
     /// The channel commits are announced on (see [`notify_channel`]).
     pub channel: String,
+    /// The one-round-trip path's guard: locks the head row and fails (division by zero,
+    /// `22012`) unless its seq is `$1`, aborting the transaction.
+    pub guard_head: String,
 }
 
 /// The `LISTEN`/`NOTIFY` channel of a schema's log: `agp_` and 16 hex digits of the schema
@@ -269,6 +272,9 @@ impl Sql {
             ),
             notify: "SELECT pg_notify($1, $2)".into(),
             channel: notify_channel(schema),
+            guard_head: format!(
+                "SELECT 1 / (CASE WHEN seq = $1 THEN 1 ELSE 0 END) FROM {s}.log_head FOR UPDATE"
+            ),
         }
     }
 }

@@ -44,7 +44,7 @@ use super::schema::Sql;
 use super::{Msg, Shared, connect, follower, pg_error};
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
 use crate::store::record::record_time;
-use crate::store::{AppendBatch, Appended, RecordedEvent, StoreError};
+use crate::store::{AppendBatch, Appended, ExpectedVersion, RecordedEvent, StoreError};
 
 /// Most requests in one group: bounds one transaction's size and the latency it adds.
 const MAX_GROUP: usize = 2048;
@@ -62,6 +62,7 @@ struct Conn {
     update_head: Statement,
     read_range: Statement,
     notify: Statement,
+    guard_head: Statement,
     /// The channel commits are announced on.
     channel: String,
 }
@@ -97,6 +98,7 @@ impl Conn {
             update_head: prepare(&sql.update_head).await?,
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
+            guard_head: prepare(&sql.guard_head).await?,
             channel: sql.channel.clone(),
             client,
         })
@@ -110,6 +112,30 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     /// `None` until the first group, and after a failure (the next group reconnects).
     conn: Option<Conn>,
+    /// The seq of this writer's last commit: while it is still the head, no other process has
+    /// committed since, and a group may take the one-round-trip path.
+    last_commit: Option<u64>,
+    /// Stream versions as this writer last committed or read them (bounded; see [`Known`]).
+    known: Known,
+}
+
+/// Most stream versions [`Known`] keeps before it starts over.
+const KNOWN_STREAMS: usize = 65_536;
+
+/// The current version of streams this writer touched, for the one-round-trip path. It may be
+/// stale (another process appended to a stream since): then the database refuses the group
+/// (a duplicate `(stream, version)`), and the group is written again the careful way. It is
+/// never trusted to refuse an append.
+#[derive(Default)]
+struct Known(HashMap<String, u64>);
+
+impl Known {
+    fn learn(&mut self, stream: &str, version: u64) {
+        if self.0.len() >= KNOWN_STREAMS && !self.0.contains_key(stream) {
+            self.0.clear();
+        }
+        self.0.insert(stream.to_string(), version);
+    }
 }
 
 /// What the database holds for a group, read under the head lock.
@@ -146,6 +172,8 @@ impl Writer {
             sql,
             shared,
             conn: None,
+            last_commit: None,
+            known: Known::default(),
         }
     }
 
@@ -228,6 +256,17 @@ impl Writer {
                 Err(e) => return Err(answer_all(requests, &e)),
             },
         };
+        self.conn = Some(conn);
+        let Some(requests) = self.try_fast(requests).await else {
+            return Ok(());
+        };
+        let conn = match self.conn.take() {
+            Some(c) if !c.client.is_closed() => c,
+            _ => match Conn::open(&self.config, &self.tls, &self.sql).await {
+                Ok(c) => c,
+                Err(e) => return Err(answer_all(requests, &e)),
+            },
+        };
         let conn = self.conn.insert(conn);
         let stored = match read_stored(conn, &requests).await {
             Ok(s) => s,
@@ -292,18 +331,183 @@ impl Writer {
             }
             return Err(e);
         }
-        let committed: Vec<Arc<RecordedEvent>> = group.records.into_iter().map(Arc::new).collect();
-        if !self.shared.deliver(&committed) {
-            tracing::error!(
-                first_seq = group.first_seq,
-                "a committed group did not follow this process's head"
-            );
-        }
+        self.committed(group.tip.seq, group.records);
+        self.shared.careful_groups.fetch_add(1, Ordering::Relaxed);
         for (reply, appended) in group.waiting {
             let _ = reply.send(Ok(appended));
         }
         Ok(())
     }
+
+    /// After a commit: learns the versions, delivers the records, remembers where it ended.
+    fn committed(&mut self, tip: u64, records: Vec<RecordedEvent>) {
+        for r in &records {
+            self.known.learn(&r.stream, r.version);
+        }
+        let records: Vec<Arc<RecordedEvent>> = records.into_iter().map(Arc::new).collect();
+        if !self.shared.deliver(&records) {
+            tracing::error!(
+                first_seq = records.first().map(|r| r.seq),
+                "a committed group did not follow this process's head"
+            );
+        }
+        self.last_commit = Some(tip);
+    }
+
+    /// The one-round-trip path, while this process is the only writer (its last commit is the
+    /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
+    /// stream it does not know is taken as new), and ONE pipelined round trip — the guard that
+    /// locks the head row and aborts unless it is still there, the insert, the head's move,
+    /// the notification, `COMMIT`. Whatever it assumed wrongly, the database refuses: a moved
+    /// head (the guard), an id already stored (a retry) or a version already taken (a stale
+    /// version) abort the transaction, and the group goes the careful way. Returns the
+    /// requests untouched when the group was not written, answered when it was.
+    async fn try_fast(
+        &mut self,
+        requests: Vec<(AppendBatch, Reply)>,
+    ) -> Option<Vec<(AppendBatch, Reply)>> {
+        let head = self.shared.head();
+        let eligible = self.last_commit == Some(head)
+            && !self.shared.fail_next_commit.load(Ordering::SeqCst)
+            && self.conn.as_ref().is_some_and(|c| !c.client.is_closed());
+        if !eligible {
+            return Some(requests);
+        }
+        let tip = self.shared.head_tip();
+        if tip.seq != head {
+            return Some(requests);
+        }
+        let mut group = Group {
+            tip: tip.clone(),
+            first_seq: tip.seq + 1,
+            streams: HashMap::new(),
+            ids: HashMap::new(),
+            records: Vec::new(),
+            waiting: Vec::new(),
+        };
+        let time = record_time(Utc::now());
+        let mut appended = Vec::with_capacity(requests.len());
+        for (batch, _) in &requests {
+            match stage_known(&mut group, &self.known, batch.clone(), time) {
+                Some(a) => appended.push(a),
+                None => return Some(requests),
+            }
+        }
+        let conn = self.conn.as_ref()?;
+        match write_fast(conn, &tip, &group).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
+                if conn.client.is_closed() {
+                    self.conn = None;
+                } else if let Err(e) = conn.client.batch_execute("ROLLBACK").await {
+                    tracing::debug!(error = %e, "rolling back a refused group");
+                    self.conn = None;
+                }
+                self.last_commit = None;
+                return Some(requests);
+            }
+        }
+        self.committed(group.tip.seq, group.records);
+        self.shared.fast_groups.fetch_add(1, Ordering::Relaxed);
+        for ((_, reply), appended) in requests.into_iter().zip(appended) {
+            let _ = reply.send(Ok(appended));
+        }
+        None
+    }
+}
+
+/// Stages one request from what this writer knows, for the one-round-trip path; `None` when
+/// it cannot decide without the database (an exact version of a stream it does not know, a
+/// version it believes is not the expected one, an id used twice in the group).
+fn stage_known(
+    group: &mut Group,
+    known: &Known,
+    batch: AppendBatch,
+    time: chrono::DateTime<Utc>,
+) -> Option<Appended> {
+    if batch.events.iter().any(|e| group.ids.contains_key(&e.id)) {
+        return None;
+    }
+    let current = group
+        .streams
+        .get(&batch.stream)
+        .or_else(|| known.0.get(&batch.stream))
+        .copied();
+    if let (ExpectedVersion::Exact(v), None) = (batch.expected, current)
+        && v > 0
+    {
+        return None;
+    }
+    check_expected(&batch.stream, batch.expected, current).ok()?;
+    let stream = batch.stream.clone();
+    let mut tip = group.tip.clone();
+    let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
+    for r in &records {
+        group.ids.insert(r.id, r.seq);
+    }
+    group.streams.insert(stream, appended.last_version);
+    group.records.extend(records);
+    group.tip = tip;
+    Some(appended)
+}
+
+/// The one round trip: `BEGIN`, the head guard, the insert, the head's move, the
+/// notification, `COMMIT`. `Ok` only if every statement succeeded (after a failed one,
+/// PostgreSQL answers `COMMIT` with a rollback).
+async fn write_fast(conn: &Conn, read_tip: &Tip, group: &Group) -> Result<(), StoreError> {
+    let cols = Columns::of(&group.records)?;
+    let new_seq = big(group.tip.seq, "seq")?;
+    let new_hash = rows::raw_hash(&group.tip.hash)?;
+    let old_seq = big(read_tip.seq, "seq")?;
+    let c = &conn.client;
+    let insert_params: [&(dyn ToSql + Sync); 12] = [
+        &cols.seq,
+        &cols.stream,
+        &cols.version,
+        &cols.id,
+        &cols.event_type,
+        &cols.schema_version,
+        &cols.time,
+        &cols.actor,
+        &cols.correlation_id,
+        &cols.data,
+        &cols.prev_hash,
+        &cols.hash,
+    ];
+    let guard_params: [&(dyn ToSql + Sync); 1] = [&old_seq];
+    let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
+    let announced = group.tip.seq.to_string();
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
+    let (begun, guarded, inserted, moved, notified, committed) = tokio::join!(
+        c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+        c.query(&conn.guard_head, &guard_params),
+        c.execute(&conn.insert, &insert_params),
+        c.execute(&conn.update_head, &head_params),
+        c.execute(&conn.notify, &notify_params),
+        c.batch_execute("COMMIT"),
+    );
+    begun.map_err(pg_error("beginning a group"))?;
+    let guarded = guarded.map_err(pg_error("checking the log head"))?;
+    if guarded.len() != 1 {
+        return Err(StoreError::Backend("the log head row is missing".into()));
+    }
+    let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
+    if inserted != group.records.len() as u64 {
+        return Err(StoreError::Backend(format!(
+            "inserted {inserted} of the group's {} records",
+            group.records.len()
+        )));
+    }
+    if moved.map_err(pg_error("moving the log head"))? != 1 {
+        return Err(StoreError::Backend("the log head moved".into()));
+    }
+    notified.map_err(pg_error("announcing the commit"))?;
+    committed.map_err(|e| {
+        StoreError::Backend(format!(
+            "PostgreSQL COMMIT: {e}; the appends may or may not have been written"
+        ))
+    })
 }
 
 /// Answers every request with `e`; returns it.
