@@ -20,6 +20,7 @@
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
 mod database;
+mod import;
 mod rows;
 mod runtime;
 pub mod schema;
@@ -35,6 +36,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::database::{PgDatabase, PooledClient};
+pub use self::import::Imported;
 use self::schema::Sql;
 use super::append::{Tip, validate};
 use super::recent::Recent;
