@@ -6,6 +6,8 @@
 mod helpers;
 mod mock_provider;
 mod peers;
+#[path = "../support/postgres.rs"]
+mod pg_server;
 mod process;
 
 mod agents;
@@ -28,6 +30,7 @@ mod events;
 mod kill_switches;
 mod lifecycle;
 mod log_leaks;
+mod migrate;
 mod profiles;
 mod provider_quirks;
 mod proxy_e2e;

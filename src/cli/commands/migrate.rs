@@ -232,7 +232,7 @@ async fn check_prefix(source: &Arc<SledLog>, target: &Arc<PgLog>) -> anyhow::Res
         )
     };
     if held > end {
-        return Err(refuse(format!("it is longer than the source")));
+        return Err(refuse("it is longer than the source".to_string()));
     }
     let read = |log: Arc<dyn EventLog>| async move {
         tokio::task::spawn_blocking(move || log.read_all(held, 1))

@@ -16,8 +16,9 @@ use crate::store::{EventLog, StoreError};
 /// Where the event log is when it lives in PostgreSQL: `--database-url`, `--database-schema`.
 #[derive(Clone, Args)]
 pub struct DatabaseArgs {
-    /// Read the event log from this PostgreSQL database instead of the data directory: a URL
-    /// (postgres://user:password@host:5432/db) or a libpq connection string. Never printed.
+    /// The PostgreSQL database that holds the event log, read instead of the data directory
+    /// (for `migrate`: where it goes): a URL (postgres://user:password@host:5432/db) or a libpq
+    /// connection string. Never printed.
     #[arg(
         long,
         env = "AGP_DATABASE_URL",
@@ -59,11 +60,15 @@ impl DatabaseArgs {
 
 /// Opens the event log in PostgreSQL; the error names the schema, never the URL.
 pub async fn open_database(options: PgOptions) -> anyhow::Result<PgLog> {
-    let schema = options.schema.clone();
+    let place = format!("{}, schema {:?}", options.describe(), options.schema);
     match PgLog::open(options).await {
         Ok((log, _)) => Ok(log),
+        // Their words without the store's prefix ("invalid append", "storage backend").
+        Err(StoreError::Invalid(e) | StoreError::Backend(e)) => Err(anyhow::anyhow!(
+            "opening the event log in PostgreSQL ({place}): {e}"
+        )),
         Err(e) => Err(anyhow::anyhow!(
-            "opening the event log in PostgreSQL (schema {schema:?}): {e}"
+            "opening the event log in PostgreSQL ({place}): {e}"
         )),
     }
 }

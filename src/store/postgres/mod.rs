@@ -69,6 +69,41 @@ impl PgOptions {
     }
 }
 
+impl PgOptions {
+    /// Where `url` points, for messages: database, host(s), port(s) and user, never the
+    /// password (`database "agp" on 127.0.0.1:5432 as agp`).
+    pub fn describe(&self) -> String {
+        let Ok(config) = self.url.parse::<tokio_postgres::Config>() else {
+            return "a connection string that does not parse".into();
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                };
+                match config.get_ports().get(i).or(config.get_ports().first()) {
+                    Some(port) => format!("{host}:{port}"),
+                    None => format!("{host}:5432"),
+                }
+            })
+            .collect();
+        format!(
+            "database {:?} on {} as {:?}",
+            config.get_dbname().unwrap_or("(default)"),
+            if hosts.is_empty() {
+                "(no host)".to_string()
+            } else {
+                hosts.join(",")
+            },
+            config.get_user().unwrap_or("(default)")
+        )
+    }
+}
+
 impl std::fmt::Debug for PgOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgOptions")
@@ -96,7 +131,11 @@ pub(crate) fn pg_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> StoreEr
     move |e| {
         let detail = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
+            // The driver's own words often stop at "error connecting to server": add why.
+            None => match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
         };
         StoreError::Backend(format!("PostgreSQL, {doing}: {detail}"))
     }
