@@ -397,6 +397,24 @@ async fn audit_verify_on_the_database_names_a_tampered_row() {
     let _dir = app.stop().await;
     json_of(&migrate(&dir, &url, "agp").await);
 
+    // A checkpoint signed over the data directory's chain holds in PostgreSQL (nothing was
+    // re-sealed); once a row below it changes, the verification with it fails.
+    let checkpoint = ok(&run(agp_on(&dir, &["audit", "checkpoint"])).await);
+    let file = dir.join("checkpoints.jsonl");
+    std::fs::write(&file, &checkpoint).expect("write checkpoint");
+    let file = file.display().to_string();
+    let with_checkpoint = || {
+        let mut c = agp_on(
+            &dir,
+            &["--output", "json", "audit", "verify", "--checkpoint", &file],
+        );
+        c.args(["--database-url", &url]);
+        c
+    };
+    let holds = json_of(&run(with_checkpoint()).await);
+    assert_eq!(holds["valid"], json!(true), "{holds}");
+    assert_eq!(holds["checkpoints"][0]["valid"], json!(true), "{holds}");
+
     pg.psql(
         "agp_ops",
         "UPDATE agp.events SET data = '{\"tampered\":true}' WHERE seq = 5",
@@ -413,6 +431,15 @@ async fn audit_verify_on_the_database_names_a_tampered_row() {
     verify.args(["--database-url", &url]);
     let said = failed(&run(verify).await);
     assert!(said.contains("chain BROKEN at seq 5"), "{said}");
+    let o = run(with_checkpoint()).await;
+    failed(&o);
+    let fails: Value = serde_json::from_slice(&o.stdout).expect("verify json");
+    // The checkpoint's own record is intact; the chain below it is not.
+    assert_eq!(
+        (&fails["valid"], &fails["first_bad_seq"]),
+        (&json!(false), &json!(5)),
+        "{fails}"
+    );
     // The data directory's log still verifies.
     ok(&run(agp_on(&dir, &["audit", "verify"])).await);
 }

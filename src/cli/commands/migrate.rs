@@ -36,6 +36,9 @@ use crate::store::postgres::PgLog;
 use crate::store::sled_log::SledLog;
 use crate::store::{EventLog, StoreError, verify_chain};
 
+/// How often a long copy says how far it got (on stderr).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     #[command(flatten)]
@@ -158,6 +161,7 @@ pub async fn migrate_log(
     let already_there = check_prefix(&source, target).await?;
     let mut next = already_there + 1;
     let mut copied = 0;
+    let mut said = Instant::now();
     while next <= end {
         let records = {
             let source = source.clone();
@@ -178,6 +182,10 @@ pub async fn migrate_log(
             .with_context(|| format!("copying seqs {next}..={last} into PostgreSQL"))?;
         copied += records.len() as u64;
         next = last + 1;
+        if last < end && said.elapsed() >= PROGRESS_EVERY {
+            eprintln!("migrate: copied through seq {last} of {end}");
+            said = Instant::now();
+        }
     }
     let archived_through = source.archived_through();
     drop(source);
