@@ -268,7 +268,7 @@ async fn check_prefix(source: &Arc<SledLog>, target: &Arc<PgLog>) -> anyhow::Res
 /// behind.
 // TODO(issue 18, vault on PostgreSQL): copy the vault's sealed rows (same envelopes, the same
 // master key) into the database here, after the log step, resumable and verified like it.
-fn migrate_vault(global: &Global, _target: &PgLog) -> String {
+pub fn migrate_vault(global: &Global, _target: &PgLog) -> String {
     let vault = global.data_dir.join("vault");
     if vault.exists() {
         format!(

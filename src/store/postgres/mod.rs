@@ -15,6 +15,8 @@
 //! they move after each of its commits, and when a commit finds that another process moved
 //! the head row (following other replicas live is a later step: LISTEN/NOTIFY).
 //!
+//! [`PgLog::import`] appends records already sealed elsewhere, unchanged (`agp migrate`).
+//!
 //! Not yet: archive runs (answered [`StoreError::Invalid`]), TLS to the database.
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
