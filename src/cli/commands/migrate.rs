@@ -176,10 +176,18 @@ pub async fn migrate_log(
                 next - 1
             );
         };
-        target
-            .import(&records)
-            .await
-            .with_context(|| format!("copying seqs {next}..={last} into PostgreSQL"))?;
+        if let Err(e) = target.import(&records).await {
+            let why = match e {
+                // Not an append's words: the import's own reason (a broken source chain…).
+                StoreError::Invalid(m) | StoreError::Backend(m) => m,
+                other => other.to_string(),
+            };
+            bail!(
+                "copying seqs {next}..={last} into PostgreSQL: {why} (nothing of these seqs \
+                 was written; {} records before them were)",
+                next - 1
+            );
+        }
         copied += records.len() as u64;
         next = last + 1;
         if last < end && said.elapsed() >= PROGRESS_EVERY {
