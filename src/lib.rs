@@ -34,7 +34,9 @@
 //!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API
-//!   (their request bodies are the API's own request types); `healthcheck`, `completions`, `man`;
+//!   (their request bodies are the API's own request types), the auditor commands also directly
+//!   on a data directory or the PostgreSQL database, and `migrate` (a data directory's log into
+//!   PostgreSQL, decision 0031); `healthcheck`, `completions`, `man`;
 //!   `serve`'s logs and OTLP trace export (`cli::telemetry`, the `otlp` feature).
 
 pub mod api;

@@ -1,8 +1,9 @@
 //! The `agp` command line: `agp serve`, and `agp <noun> <verb>` admin and auditor commands that
 //! call the REST API (`--server`/`AGP_URL`; admin token from `AGP_ADMIN_TOKEN` or the data
 //! directory's `admin.token`). Every command takes `--output json`; tables are the default.
-//! `events export`, `events archive` and `audit verify` also work directly on a data directory
-//! no server holds. `agp healthcheck` probes `/readyz` (a container's health check);
+//! `events export`, `events archive`, `audit verify` and `audit replay` also work directly on a
+//! data directory no server holds, and (but `archive`) on the PostgreSQL database
+//! (`--database-url`); `agp migrate` moves a data directory's log into that database. `agp healthcheck` probes `/readyz` (a container's health check);
 //! `agp completions` and `agp man` print shell completions and the man page, generated
 //! from these definitions.
 
@@ -91,6 +92,9 @@ pub enum Command {
     /// Audit: query, tail, verify the hash chain, replay projections.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
+    /// Move a data directory's event log into PostgreSQL (--database-url), chain intact and
+    /// verified; an interrupted run continues where it stopped. Stop the server first.
+    Migrate(commands::migrate::MigrateArgs),
     /// Print a one-time link that signs a browser in to the console (valid 5 minutes).
     ConsoleLink,
     /// Ask a running AGP's /readyz: exit 0 when ready, 1 otherwise (for health checks).
@@ -254,6 +258,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Events(c) => commands::events::run(&cli.global, c).await,
         Command::Audit(c) => commands::audit::run(&cli.global, c).await,
         Command::Keys(c) => commands::keys::run(&cli.global, c).await,
+        Command::Migrate(args) => commands::migrate::run(&cli.global, args).await,
         Command::Healthcheck(args) => commands::healthcheck::run(args).await,
         Command::Completions(args) => commands::manual::run_completions(args),
         Command::Man(args) => commands::manual::run_man(args),

@@ -129,6 +129,36 @@ impl ProjectionSet {
         Self::rebuild_with(log, upto, workers)
     }
 
+    /// Every projection folded from event 1 up to `upto` (inclusive) one record at a time, in
+    /// sequence order on the calling thread, as a server's live projections follow the log
+    /// (archived records are not folded). `agp audit replay` on a log read directly compares
+    /// it with [`ProjectionSet::rebuild`].
+    pub fn fold(log: &dyn EventLog, upto: u64) -> Result<Self, ProjectionError> {
+        const SPAN: u64 = 1024;
+        let mut set = ProjectionSet {
+            archived_through: log.archived_through(),
+            ..ProjectionSet::default()
+        };
+        let mut next = 1;
+        while next <= upto {
+            let span = SPAN.min(upto - next + 1);
+            for record in log.read_live(next, usize::try_from(span).unwrap_or(usize::MAX))? {
+                if record.seq <= upto {
+                    set.apply(&record)?;
+                }
+            }
+            next += span;
+        }
+        if set.checkpoint < upto && upto > set.archived_through {
+            return Err(ProjectionError::Store(crate::store::StoreError::Corrupt {
+                seq: (set.checkpoint + 1).max(set.archived_through + 1),
+                reason: "record missing below the head".into(),
+            }));
+        }
+        set.checkpoint = upto;
+        Ok(set)
+    }
+
     /// [`ProjectionSet::rebuild`] with a chosen number of decoding threads.
     pub fn rebuild_with(
         log: &dyn EventLog,

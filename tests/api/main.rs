@@ -30,6 +30,7 @@ mod events;
 mod kill_switches;
 mod lifecycle;
 mod log_leaks;
+mod migrate;
 mod profiles;
 mod provider_quirks;
 mod proxy_e2e;

@@ -653,3 +653,82 @@ async fn every_acknowledged_append_survives_a_server_crash() {
     let report = verify_chain(&log).expect("verify");
     assert!(report.is_valid(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_copies_sealed_records_exactly_and_refuses_what_does_not_continue_the_chain() {
+    let (_pg, url) = server();
+    // The source: a log with several streams, sealed by the log itself.
+    let source = open(&url, "source").await;
+    for i in 0..40u64 {
+        let b = batch(&format!("st-{}", i % 5), ExpectedVersion::Any, 1 + i % 3);
+        source.append(b).await.expect("append");
+    }
+    let records = source.read_all(1, 1000).expect("read");
+    let n = records.len();
+    let target = open(&url, "target").await;
+
+    // Refused, nothing written: not starting at the head, a broken link, a bad hash, a
+    // version hole, a NUL.
+    let mut skipped = records[1..5].to_vec();
+    let refused = |r: Result<_, StoreError>| match r {
+        Err(StoreError::Invalid(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let m = refused(target.import(&skipped).await);
+    assert!(m.contains("do not continue this log"), "{m}");
+    skipped.insert(0, records[0].clone());
+    skipped.remove(2);
+    let m = refused(target.import(&skipped).await);
+    assert!(m.contains("jump from seq 2 to 4"), "{m}");
+    let mut tampered = records[..5].to_vec();
+    tampered[3].data = json!({"tampered": true});
+    let m = refused(target.import(&tampered).await);
+    assert!(m.contains("record 4's hash does not match"), "{m}");
+    let mut relinked = records[..5].to_vec();
+    relinked[2].prev_hash = relinked[0].hash.clone();
+    relinked[2].hash = agp::store::compute_hash(&relinked[2]);
+    let m = refused(target.import(&relinked).await);
+    assert!(m.contains("record 3's prev_hash"), "{m}");
+    let mut holed = records[..1].to_vec();
+    holed[0].version = 2;
+    holed[0].hash = agp::store::compute_hash(&holed[0]);
+    let m = refused(target.import(&holed).await);
+    assert!(m.contains("versions must continue"), "{m}");
+    let mut nul = records[..1].to_vec();
+    nul[0].actor = "a\0b".into();
+    nul[0].hash = agp::store::compute_hash(&nul[0]);
+    let m = refused(target.import(&nul).await);
+    assert!(m.contains("NUL"), "{m}");
+    assert_eq!(
+        (target.head(), target.read_all(1, 10).expect("read").len()),
+        (0, 0)
+    );
+
+    // In pieces, then exactly the same records, chain and head; appends continue after it.
+    target.import(&[]).await.expect("nothing");
+    let first = target.import(&records[..17]).await.expect("import");
+    assert_eq!((first.records, first.head), (17, 17));
+    let m = refused(target.import(&records[..17]).await);
+    assert!(m.contains("do not continue this log"), "{m}");
+    let rest = target.import(&records[17..]).await.expect("import");
+    assert_eq!(
+        (rest.head, rest.head_hash.as_str()),
+        (n as u64, source.head_hash().as_str())
+    );
+    assert_eq!(target.read_all(1, 1000).expect("read"), records);
+    assert_eq!(target.head_hash(), source.head_hash());
+    let appended = target
+        .append(batch("st-0", ExpectedVersion::Any, 1))
+        .await
+        .expect("append after an import");
+    assert_eq!(appended.first_seq, n as u64 + 1);
+    let report = verify_chain(&target).expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checked, n as u64 + 1);
+
+    // A reopened log agrees with the head row the import moved.
+    target.close().await.expect("close");
+    drop(target);
+    let reopened = open(&url, "target").await;
+    assert_eq!(reopened.head(), n as u64 + 1);
+}

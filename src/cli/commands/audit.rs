@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::offline::{self, Source};
+use super::offline::{self, DatabaseArgs, Source};
 use crate::api::events::{ARCHIVED_THROUGH, NEXT_CURSOR};
 use crate::cli::client::Client;
 use crate::cli::output::{self, get};
@@ -40,14 +40,21 @@ pub enum AuditCommand {
         /// checkpoint names (a warning says so).
         #[arg(long, value_name = "HEX", requires = "checkpoint")]
         public_key: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Sign a checkpoint of the chain's head ({seq, hash, time, signature}, JSON) with the
     /// vault's key; keep it where AGP's data directory cannot reach.
     Checkpoint,
     /// Print the public key that signs checkpoints (key_id, public_key), for auditors to pin.
     CheckpointKey,
-    /// Rebuild every projection from the log and compare it with the live one.
-    Replay,
+    /// Rebuild every projection from the log and compare it with the live one. Reading the
+    /// log directly (a data directory no server holds, or --database-url), "live" is a fold
+    /// record by record, as a server's live projections follow the log.
+    Replay {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -197,16 +204,26 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode>
         }
         AuditCommand::Tail { follow, from } => tail(global, follow, from).await,
         AuditCommand::Verify {
-            checkpoint: None, ..
-        } => verify(global).await,
+            checkpoint: None,
+            database,
+            ..
+        } => verify(global, &database).await,
         AuditCommand::Verify {
             checkpoint: Some(file),
             public_key,
-        } => verify_checkpoints(global, &file, public_key).await,
+            database,
+        } => verify_checkpoints(global, &database, &file, public_key).await,
         AuditCommand::Checkpoint => checkpoint(global, false).await,
         AuditCommand::CheckpointKey => checkpoint(global, true).await,
-        AuditCommand::Replay => {
-            let v = Client::new(global)?.post_empty("/audit/replay").await?;
+        AuditCommand::Replay { database } => {
+            let v = match offline::choose_with(global, &database).await? {
+                Source::Direct(log) => {
+                    let report =
+                        tokio::task::spawn_blocking(move || replay_offline(log.as_ref())).await??;
+                    serde_json::to_value(report)?
+                }
+                Source::Server => Client::new(global)?.post_empty("/audit/replay").await?,
+            };
             output::print(global.output, &v, |v| {
                 output::table(
                     &["projection", "equal", "live sha256", "rebuilt sha256"],
@@ -267,10 +284,10 @@ async fn tail(global: &Global, follow: bool, from: Option<u64>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify(global: &Global) -> anyhow::Result<ExitCode> {
-    let report = match offline::choose(global)? {
+async fn verify(global: &Global, database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
+    let report = match offline::choose_with(global, database).await? {
         Source::Direct(log) => {
-            let r = tokio::task::spawn_blocking(move || verify_chain(&log)).await??;
+            let r = tokio::task::spawn_blocking(move || verify_chain(log.as_ref())).await??;
             serde_json::to_value(crate::api::events::verify_json(&r))?
         }
         Source::Server => Client::new(global)?.get("/audit/verify").await?,
@@ -329,7 +346,7 @@ async fn checkpoint(global: &Global, key_only: bool) -> anyhow::Result<ExitCode>
             let (vault, _) = crate::vault::open_for_data_dir(&global.data_dir)
                 .context("opening the vault, which holds the checkpoint signing key")?;
             let signer = crate::checkpoints::Checkpointer::new(
-                std::sync::Arc::new(log),
+                log,
                 std::sync::Arc::new(vault),
                 crate::checkpoints::Sinks::default(),
             );
@@ -353,6 +370,7 @@ async fn checkpoint(global: &Global, key_only: bool) -> anyhow::Result<ExitCode>
 
 async fn verify_checkpoints(
     global: &Global,
+    database: &DatabaseArgs,
     file: &std::path::Path,
     public_key: Option<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -360,7 +378,7 @@ async fn verify_checkpoints(
         .with_context(|| format!("reading checkpoints from {}", file.display()))?;
     let checkpoints = crate::store::checkpoint::parse_checkpoints(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let report = match offline::choose(global)? {
+    let report = match offline::choose_with(global, database).await? {
         Source::Direct(log) => {
             if public_key.is_none() {
                 eprintln!(
@@ -369,9 +387,9 @@ async fn verify_checkpoints(
                 );
             }
             let report = tokio::task::spawn_blocking(move || {
-                let report = verify_chain(&log)?;
+                let report = verify_chain(log.as_ref())?;
                 let checks = crate::store::checkpoint::check_checkpoints(
-                    &log,
+                    log.as_ref(),
                     &checkpoints,
                     public_key.as_deref(),
                 )?;
@@ -391,6 +409,17 @@ async fn verify_checkpoints(
         }
     };
     print_verify(global, &report)
+}
+
+/// `agp audit replay` on a log read directly: every projection folded record by record (as
+/// a server's live projections follow the log) against a parallel rebuild, both to the head.
+fn replay_offline(
+    log: &dyn crate::store::EventLog,
+) -> Result<crate::api::events::ReplayReport, crate::projections::ProjectionError> {
+    let head = log.head();
+    let live = crate::projections::ProjectionSet::fold(log, head)?;
+    let rebuilt = crate::projections::ProjectionSet::rebuild(log, Some(head))?;
+    Ok(crate::api::events::compare(&live, &rebuilt))
 }
 
 #[cfg(test)]

@@ -10,15 +10,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
-use super::offline::{self, Source};
+use super::offline::{self, DatabaseArgs, Source};
 use crate::cli::client::Client;
 use crate::cli::{Global, Output};
 use crate::retention::{Before, Retention};
-use crate::store::EventLog;
 use crate::store::aggregate_store::CommandMeta;
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +28,8 @@ pub enum EventsCommand {
         /// Only the live log: leave out the records archive runs moved into segments.
         #[arg(long)]
         live_only: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Move call records (`call.*`) out of the live log into compressed archive segments that
     /// keep the hash chain whole (`events export` and `audit verify` read them). Takes whole
@@ -48,15 +47,19 @@ pub enum EventsCommand {
 }
 
 pub async fn run(global: &Global, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
-    let (from, live_only) = match cmd {
-        EventsCommand::Export { from, live_only } => (from, live_only),
+    let (from, live_only, database) = match cmd {
+        EventsCommand::Export {
+            from,
+            live_only,
+            database,
+        } => (from, live_only, database),
         EventsCommand::Archive { before, min_age } => {
             return archive(global, &before, min_age).await;
         }
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match offline::choose(global)? {
+    match offline::choose_with(global, &database).await? {
         Source::Direct(log) => {
             let end = log.head();
             let mut next = from.max(1);
@@ -104,7 +107,6 @@ async fn archive(
     let parsed: Before = before.parse()?;
     let answer = match offline::choose_writable(global)? {
         Source::Direct(log) => {
-            let log: Arc<dyn EventLog> = Arc::new(log);
             let retention = Retention::new(log.clone(), min_age);
             let meta = CommandMeta {
                 actor: LOCAL_ACTOR.to_string(),

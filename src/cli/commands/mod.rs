@@ -8,6 +8,7 @@ pub mod events;
 pub mod healthcheck;
 pub mod keys;
 pub mod manual;
+pub mod migrate;
 pub mod offline;
 pub mod profiles;
 pub mod servers;

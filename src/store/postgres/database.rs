@@ -50,8 +50,12 @@ impl PgDatabase {
     /// schema, [`StoreError::Backend`] when the server cannot be reached or refuses.
     pub async fn open(options: &PgOptions) -> Result<Arc<Self>, StoreError> {
         schema::check_schema_name(&options.schema)?;
-        let mut config = tokio_postgres::Config::from_str(&options.url)
-            .map_err(|e| StoreError::Invalid(format!("PostgreSQL connection string: {e}")))?;
+        let mut config = tokio_postgres::Config::from_str(&options.url).map_err(|e| {
+            // The driver's reason is in its source ("invalid value for option `port`"); it
+            // names options, never their values.
+            let why = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            StoreError::Invalid(format!("PostgreSQL connection string: {e}{why}"))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }

@@ -17,12 +17,15 @@
 //! head row ahead delivers the records in between before its own, and
 //! [`EventLog::catch_up`] reads up to the head row on demand.
 //!
+//! [`PgLog::import`] appends records already sealed elsewhere, unchanged (`agp migrate`).
+//!
 //! Not yet: archive runs (answered [`StoreError::Invalid`]).
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
 mod database;
 mod follower;
+mod import;
 mod rows;
 mod runtime;
 pub mod schema;
@@ -38,6 +41,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::database::{PgDatabase, PooledClient};
+pub use self::import::Imported;
 use self::schema::Sql;
 use super::append::{Tip, validate};
 use super::recent::Recent;
@@ -71,6 +75,41 @@ impl PgOptions {
             connect_timeout: Duration::from_secs(10),
             ca_file: None,
         }
+    }
+}
+
+impl PgOptions {
+    /// Where `url` points, for messages: database, host(s), port(s) and user, never the
+    /// password (`database "agp" on 127.0.0.1:5432 as agp`).
+    pub fn describe(&self) -> String {
+        let Ok(config) = self.url.parse::<tokio_postgres::Config>() else {
+            return "a connection string that does not parse".into();
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                };
+                match config.get_ports().get(i).or(config.get_ports().first()) {
+                    Some(port) => format!("{host}:{port}"),
+                    None => format!("{host}:5432"),
+                }
+            })
+            .collect();
+        format!(
+            "database {:?} on {} as {:?}",
+            config.get_dbname().unwrap_or("(default)"),
+            if hosts.is_empty() {
+                "(no host)".to_string()
+            } else {
+                hosts.join(",")
+            },
+            config.get_user().unwrap_or("(default)")
+        )
     }
 }
 
