@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use super::keyring::{KeyId, envelope_error};
-use super::{Record, State, Vault, VaultError, crypto, layout};
+use super::on_sled::{SledVault, State};
+use super::{Record, VaultError, crypto, layout};
 
 /// One KEK and how many data keys it wraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub struct VaultStatus {
     pub pending_rewrap: usize,
 }
 
-impl Vault {
+impl SledVault {
     /// Creates a new KEK and makes it active: data keys created from now on are wrapped by
     /// it. Existing data keys keep working; [`rewrap_pending`](Self::rewrap_pending) moves them.
     pub fn rotate(&self) -> Result<KeyId, VaultError> {

@@ -1,0 +1,483 @@
+//! Rotation, re-wrapping, status and crypto-shredding on PostgreSQL (decision 0029).
+//!
+//! Each of them is one transaction under the vault's exclusive advisory lock, which waits for
+//! every seal in flight (on every replica) and holds new ones until the commit; the keyring is
+//! re-read under the lock, so no replica's stale cache can make it act on an old keyring.
+//!
+//! A shred, in one transaction: delete the slot's secrets and data key; create a new KEK and
+//! make it active; re-wrap every remaining data key under it; delete every older KEK. Then,
+//! after the commit (`VACUUM` cannot run in a transaction), `VACUUM (FULL)` rewrites the vault's
+//! tables into new files, so the deleted tuples — the wrapped data key, the ciphertexts, the
+//! retired KEKs — leave the table files instead of lingering as dead tuples or in pages' free
+//! space. What remains is in WAL, in WAL archives, on replicas until they replay, and in
+//! backups; the retired KEK is what makes those copies need more than the live database and
+//! the master key (decision 0029 states the exact limit).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::super::envelope;
+use super::super::rotation::{KeyUsage, VaultStatus};
+use super::super::shred::Shredded;
+use super::sql::{self, LOCK_TIMEOUT};
+use super::{
+    Cached, KeyId, PgVault, PooledClient, READ_ATTEMPTS, Shared, Slot, VaultError, check_text,
+    crypto, db_err, db_key_id, decode_keyring, keyring, pooled,
+};
+use std::sync::Arc;
+
+/// What a shred destroys, owned so it can move to the database's runtime.
+enum Target {
+    Slot(String, i64),
+    Connector(String),
+    ConnectorExcept(String, Vec<i64>),
+}
+
+impl PgVault {
+    pub fn rotate(&self) -> Result<KeyId, VaultError> {
+        let id = self.run(|shared| async move { shared.rotate().await })?;
+        tracing::info!(active_key = %id, "vault key rotated");
+        Ok(id)
+    }
+
+    pub fn rewrap_pending(&self, max: usize) -> Result<usize, VaultError> {
+        let (done, active, retired) =
+            self.run(move |shared| async move { shared.rewrap_pending(max).await })?;
+        if !retired.is_empty() {
+            tracing::info!(retired = ?retired.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "vault keys retired");
+        }
+        if done > 0 {
+            tracing::info!(rewrapped = done, active_key = %active, "vault data keys re-wrapped");
+        }
+        Ok(done)
+    }
+
+    pub fn status(&self) -> Result<VaultStatus, VaultError> {
+        self.run(|shared| async move { shared.status().await })
+    }
+
+    pub fn shred(&self, slot: &Slot) -> Result<Shredded, VaultError> {
+        check_text(slot)?;
+        let target = Target::Slot(slot.connector_id.clone(), sql::generation(slot.generation));
+        let shredded = self.shred_target(target)?;
+        tracing::info!(
+            connector = %slot.connector_id,
+            generation = slot.generation,
+            data_keys = shredded.data_keys,
+            secrets = shredded.secrets,
+            "vault slot shredded"
+        );
+        Ok(shredded)
+    }
+
+    pub fn shred_connector(&self, connector_id: &str) -> Result<Shredded, VaultError> {
+        check_text(&Slot::client(connector_id))?;
+        let shredded = self.shred_target(Target::Connector(connector_id.to_string()))?;
+        tracing::info!(
+            connector = %connector_id,
+            data_keys = shredded.data_keys,
+            secrets = shredded.secrets,
+            "vault connector shredded"
+        );
+        Ok(shredded)
+    }
+
+    pub fn shred_connector_except(
+        &self,
+        connector_id: &str,
+        keep: &[u64],
+    ) -> Result<Shredded, VaultError> {
+        check_text(&Slot::client(connector_id))?;
+        let kept = keep.iter().map(|g| sql::generation(*g)).collect();
+        let shredded =
+            self.shred_target(Target::ConnectorExcept(connector_id.to_string(), kept))?;
+        tracing::info!(
+            connector = %connector_id,
+            kept = keep.len(),
+            data_keys = shredded.data_keys,
+            secrets = shredded.secrets,
+            "vault connector shredded except the slots still needed"
+        );
+        Ok(shredded)
+    }
+
+    fn shred_target(&self, target: Target) -> Result<Shredded, VaultError> {
+        self.run(move |shared| async move { shared.shred(target).await })
+    }
+}
+
+/// An open write transaction holding the exclusive lock, and the keyring read under it.
+type Exclusive<'a> = (deadpool_postgres::Transaction<'a>, Arc<Cached>);
+
+impl Shared {
+    async fn begin_exclusive<'a>(
+        &self,
+        client: &'a mut PooledClient,
+        doing: &'static str,
+    ) -> Result<Exclusive<'a>, VaultError> {
+        let tx = client.transaction().await.map_err(db_err(doing))?;
+        tx.batch_execute(&self.sql.begin_exclusive)
+            .await
+            .map_err(db_err("taking the vault's exclusive lock"))?;
+        let rows = tx
+            .query(&self.sql.keyring, &[])
+            .await
+            .map_err(db_err("reading the vault's keyring"))?;
+        let cached = Arc::new(decode_keyring(&self.master, &rows)?);
+        self.remember(cached.clone());
+        Ok((tx, cached))
+    }
+
+    /// Seals the next KEK and stores it (not yet active). Never below an existing id,
+    /// whatever the counter says.
+    async fn new_kek(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        cached: &Cached,
+    ) -> Result<(KeyId, crypto::KeyBytes), VaultError> {
+        let above = cached.keyring.ids().last().map_or(1, |k| k.number() + 1);
+        let number = u64::try_from(cached.next_key).unwrap_or(0).max(above);
+        let id = KeyId::from_number(number).ok_or(VaultError::Rng)?;
+        let kek = crypto::random_key()?;
+        let sealed = keyring::seal_kek(&self.master, id, &kek)?;
+        tx.execute(&self.sql.insert_kek, &[&db_key_id(id)?, &sealed])
+            .await
+            .map_err(db_err("writing a new key-encryption key"))?;
+        Ok((id, kek))
+    }
+
+    /// Makes `id` active; returns the new keyring version.
+    async fn activate(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        id: KeyId,
+    ) -> Result<i64, VaultError> {
+        let row = tx
+            .query_one(
+                &self.sql.set_active,
+                &[&db_key_id(id)?, &(db_key_id(id)? + 1)],
+            )
+            .await
+            .map_err(db_err("activating a new key-encryption key"))?;
+        row.try_get(0)
+            .map_err(db_err("activating a new key-encryption key"))
+    }
+
+    async fn rotate(&self) -> Result<KeyId, VaultError> {
+        let mut client = pooled(&self.pool).await?;
+        let (tx, cached) = self
+            .begin_exclusive(&mut client, "starting a rotation")
+            .await?;
+        let (id, kek) = self.new_kek(&tx, &cached).await?;
+        let version = self.activate(&tx, id).await?;
+        tx.commit()
+            .await
+            .map_err(db_err("committing a key rotation"))?;
+        self.remember(Arc::new(Cached {
+            version,
+            keyring: cached.keyring.with_active(id, kek),
+            next_key: db_key_id(id)? + 1,
+        }));
+        Ok(id)
+    }
+
+    /// Re-wraps up to `max` data keys under the active KEK in one transaction, then retires
+    /// the KEKs nothing references and vacuums them away. Fails closed (nothing written) on a
+    /// data key that does not open. Returns (re-wrapped, active id, retired ids).
+    async fn rewrap_pending(&self, max: usize) -> Result<(usize, KeyId, Vec<KeyId>), VaultError> {
+        let mut client = pooled(&self.pool).await?;
+        let (tx, cached) = self
+            .begin_exclusive(&mut client, "starting a re-wrap")
+            .await?;
+        let active = cached.keyring.active_id();
+        let rows = tx
+            .query(&self.sql.all_data_keys, &[])
+            .await
+            .map_err(db_err("reading the data keys"))?;
+        let mut usage: BTreeMap<KeyId, usize> = BTreeMap::new();
+        let mut rewrapped = Rewrapped::default();
+        for row in &rows {
+            let (slot, sealed) = data_key_row(row)?;
+            let header = envelope::data_key_kek(&sealed);
+            if header == Some(active) || rewrapped.len() >= max {
+                if let Some(id) = header {
+                    *usage.entry(id).or_insert(0) += 1;
+                }
+                continue;
+            }
+            let data_key = envelope::unwrap_data_key(&cached.keyring, &slot, &sealed)?;
+            let sealed = envelope::wrap_data_key(&cached.keyring, &slot, &data_key)?;
+            rewrapped.push(&slot, sealed);
+            *usage.entry(active).or_insert(0) += 1;
+        }
+        rewrapped.write(&tx, &self.sql.rewrap).await?;
+        let retire: Vec<KeyId> = cached
+            .keyring
+            .ids()
+            .filter(|id| *id != active && usage.get(id).copied().unwrap_or(0) == 0)
+            .collect();
+        let mut version = cached.version;
+        if !retire.is_empty() {
+            version = self.retire(&tx, &retire).await?;
+        }
+        tx.commit().await.map_err(db_err("committing a re-wrap"))?;
+        self.remember(Arc::new(Cached {
+            version,
+            keyring: cached.keyring.without(&retire),
+            next_key: cached.next_key,
+        }));
+        if !retire.is_empty() {
+            self.vacuum(&client).await?;
+        }
+        Ok((rewrapped.len(), active, retire))
+    }
+
+    /// Deletes KEKs and bumps the keyring version (returned).
+    async fn retire(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        ids: &[KeyId],
+    ) -> Result<i64, VaultError> {
+        let ids = ids
+            .iter()
+            .map(|id| db_key_id(*id))
+            .collect::<Result<Vec<i64>, _>>()?;
+        tx.execute(&self.sql.delete_keks, &[&ids])
+            .await
+            .map_err(db_err("deleting retired key-encryption keys"))?;
+        let row = tx
+            .query_one(&self.sql.bump_version, &[])
+            .await
+            .map_err(db_err("recording retired key-encryption keys"))?;
+        row.try_get(0)
+            .map_err(db_err("recording retired key-encryption keys"))
+    }
+
+    async fn shred(&self, target: Target) -> Result<Shredded, VaultError> {
+        let mut client = pooled(&self.pool).await?;
+        let (tx, cached) = self
+            .begin_exclusive(&mut client, "starting a shred")
+            .await?;
+        let deleted = |e| db_err("deleting shredded records")(e);
+        let (secrets, data_keys) = match &target {
+            Target::Slot(cid, generation) => (
+                tx.execute(&self.sql.delete_slot_secrets, &[cid, generation])
+                    .await
+                    .map_err(deleted)?,
+                tx.execute(&self.sql.delete_slot_data_key, &[cid, generation])
+                    .await
+                    .map_err(deleted)?,
+            ),
+            Target::Connector(cid) => (
+                tx.execute(&self.sql.delete_connector_secrets, &[cid])
+                    .await
+                    .map_err(deleted)?,
+                tx.execute(&self.sql.delete_connector_data_keys, &[cid])
+                    .await
+                    .map_err(deleted)?,
+            ),
+            Target::ConnectorExcept(cid, keep) => (
+                tx.execute(&self.sql.delete_connector_secrets_except, &[cid, keep])
+                    .await
+                    .map_err(deleted)?,
+                tx.execute(&self.sql.delete_connector_data_keys_except, &[cid, keep])
+                    .await
+                    .map_err(deleted)?,
+            ),
+        };
+        let shredded = Shredded {
+            data_keys: usize::try_from(data_keys).unwrap_or(usize::MAX),
+            secrets: usize::try_from(secrets).unwrap_or(usize::MAX),
+        };
+        if data_keys + secrets > 0 {
+            let next = self.retire_for_shred(&tx, &cached).await?;
+            tx.commit().await.map_err(db_err("committing a shred"))?;
+            self.remember(Arc::new(next));
+        } else {
+            tx.commit().await.map_err(db_err("committing a shred"))?;
+        }
+        // Even when nothing was deleted: a shred retried after a failed VACUUM finishes it.
+        self.vacuum(&client).await?;
+        Ok(shredded)
+    }
+
+    /// Inside a shred's transaction: a new active KEK, every remaining data key re-wrapped
+    /// under it, and every older KEK deleted — so no key left in the database opens the
+    /// destroyed data key's copies in WAL or backups. A data key that does not open (damaged)
+    /// stays as it is and keeps its KEK, with a warning: a shred must not be blocked by
+    /// another slot's damage, and that slot's own error surfaces when it is read. Returns the
+    /// keyring to cache once the transaction commits.
+    async fn retire_for_shred(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        cached: &Cached,
+    ) -> Result<Cached, VaultError> {
+        let (id, kek) = self.new_kek(tx, cached).await?;
+        let next = cached.keyring.with_active(id, kek);
+        let rows = tx
+            .query(&self.sql.all_data_keys, &[])
+            .await
+            .map_err(db_err("reading the data keys"))?;
+        let mut rewrapped = Rewrapped::default();
+        let mut kept = BTreeSet::new();
+        for row in &rows {
+            let (slot, sealed) = data_key_row(row)?;
+            match envelope::unwrap_data_key(&cached.keyring, &slot, &sealed) {
+                Ok(data_key) => {
+                    rewrapped.push(&slot, envelope::wrap_data_key(&next, &slot, &data_key)?);
+                }
+                Err(e) => {
+                    tracing::warn!(%slot, error = %e,
+                        "a data key did not open while a shred re-wrapped the vault; it keeps \
+                         its key-encryption key");
+                    if let Some(id) = envelope::data_key_kek(&sealed) {
+                        kept.insert(id);
+                    }
+                }
+            }
+        }
+        rewrapped.write(tx, &self.sql.rewrap).await?;
+        let retire: Vec<KeyId> = cached
+            .keyring
+            .ids()
+            .filter(|old| !kept.contains(old))
+            .collect();
+        if !retire.is_empty() {
+            let ids = retire
+                .iter()
+                .map(|id| db_key_id(*id))
+                .collect::<Result<Vec<i64>, _>>()?;
+            tx.execute(&self.sql.delete_keks, &[&ids])
+                .await
+                .map_err(db_err("deleting retired key-encryption keys"))?;
+        }
+        let version = self.activate(tx, id).await?;
+        tracing::info!(active_key = %id, rewrapped = rewrapped.len(),
+            retired = ?retire.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "vault key rotated by a shred; older keys retired");
+        Ok(Cached {
+            version,
+            keyring: next.without(&retire),
+            next_key: db_key_id(id)? + 1,
+        })
+    }
+
+    /// Rewrites the vault's tables so removed tuples leave their files. Outside any
+    /// transaction, with a lock timeout: `VACUUM (FULL)` needs each table alone for a moment
+    /// and must not queue every replica's reads behind a stuck transaction for long.
+    async fn vacuum(&self, client: &PooledClient) -> Result<(), VaultError> {
+        client
+            .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+            .await
+            .map_err(db_err("preparing to vacuum the vault's tables"))?;
+        let vacuumed = client.batch_execute(&self.sql.vacuum).await.map_err(db_err(
+            "vacuuming the vault's tables after removing records",
+        ));
+        let reset = client
+            .batch_execute("RESET lock_timeout")
+            .await
+            .map_err(db_err(
+                "vacuuming the vault's tables after removing records",
+            ));
+        vacuumed.and(reset)
+    }
+
+    async fn status(&self) -> Result<VaultStatus, VaultError> {
+        let client = pooled(&self.pool).await?;
+        let read = db_err("reading the vault's status");
+        for _ in 0..READ_ATTEMPTS {
+            let rows = client.query(&self.sql.usage, &[]).await.map_err(&read)?;
+            let version: i64 = match rows.first() {
+                Some(row) => row.try_get(0).map_err(&read)?,
+                None => {
+                    return Err(VaultError::Corrupt {
+                        record: super::Record::Check,
+                        reason: "the vault's row is missing".into(),
+                    });
+                }
+            };
+            let cached = self
+                .keyring_at(version, client.query(&self.sql.keyring, &[]))
+                .await?;
+            if cached.version != version {
+                continue;
+            }
+            let mut usage: BTreeMap<KeyId, usize> = BTreeMap::new();
+            for row in &rows {
+                let sealed: Option<Vec<u8>> = row.try_get(1).map_err(&read)?;
+                if let Some(id) = sealed.as_deref().and_then(envelope::data_key_kek) {
+                    *usage.entry(id).or_insert(0) += 1;
+                }
+            }
+            let active = cached.keyring.active_id();
+            return Ok(VaultStatus {
+                active_key_id: active,
+                keys: cached
+                    .keyring
+                    .ids()
+                    .map(|key_id| KeyUsage {
+                        key_id,
+                        data_keys: usage.get(&key_id).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                pending_rewrap: usage
+                    .iter()
+                    .filter(|(id, _)| **id != active)
+                    .map(|(_, n)| n)
+                    .sum(),
+            });
+        }
+        Err(VaultError::Database(
+            "the keyring kept changing while reading the vault's status; try again".into(),
+        ))
+    }
+}
+
+/// A row of [`sql::Sql::all_data_keys`]: its slot and sealed data key.
+fn data_key_row(row: &tokio_postgres::Row) -> Result<(Slot, Vec<u8>), VaultError> {
+    let read = db_err("reading the data keys");
+    let connector_id: String = row.try_get(0).map_err(&read)?;
+    let generation: i64 = row.try_get(1).map_err(&read)?;
+    let sealed: Vec<u8> = row.try_get(2).map_err(&read)?;
+    Ok((
+        Slot::consent(connector_id, sql::generation_from(generation)),
+        sealed,
+    ))
+}
+
+/// Re-wrapped data keys, written in one statement.
+#[derive(Default)]
+struct Rewrapped {
+    connectors: Vec<String>,
+    generations: Vec<i64>,
+    sealed: Vec<Vec<u8>>,
+}
+
+impl Rewrapped {
+    fn push(&mut self, slot: &Slot, sealed: Vec<u8>) {
+        self.connectors.push(slot.connector_id.clone());
+        self.generations.push(sql::generation(slot.generation));
+        self.sealed.push(sealed);
+    }
+
+    fn len(&self) -> usize {
+        self.sealed.len()
+    }
+
+    async fn write(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        statement: &str,
+    ) -> Result<(), VaultError> {
+        if self.sealed.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            statement,
+            &[&self.connectors, &self.generations, &self.sealed],
+        )
+        .await
+        .map_err(db_err("writing re-wrapped data keys"))?;
+        Ok(())
+    }
+}
