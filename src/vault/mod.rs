@@ -42,6 +42,7 @@ pub mod layout;
 mod master;
 mod on_sled;
 mod postgres;
+mod rekey;
 mod rotation;
 mod shred;
 mod slot;
@@ -280,6 +281,18 @@ impl Vault {
     /// investigating, not skipping).
     pub fn rewrap_pending(&self, max: usize) -> Result<usize, VaultError> {
         on_backend!(self, v => v.rewrap_pending(max))
+    }
+
+    /// Rotates the master key: a new KEK sealed by `new` becomes active, every data key is
+    /// re-wrapped under it, every older KEK is deleted and the check record replaced — in one
+    /// atomic write — and the old sealed bytes are then compacted (sled) or vacuumed
+    /// (PostgreSQL) out of the vault's files. From then on only `new` opens the vault; other
+    /// replicas still running with the old key fail closed ([`VaultError::WrongMasterKey`]) at
+    /// their next keyring read, until restarted with `new`. Destroying the old key afterwards
+    /// is what makes copies taken before (backups, WAL archives) unreadable (decision 0029). A
+    /// data key that does not open fails the call with its error, and nothing changes.
+    pub fn rekey(&self, new: MasterKey) -> Result<KeyId, VaultError> {
+        on_backend!(self, v => v.rekey(new))
     }
 
     /// The keyring at a glance: the active KEK, every KEK and how many data keys it wraps.

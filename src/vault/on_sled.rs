@@ -24,7 +24,6 @@ use super::{VaultError, layout, storage};
 /// The sealed secret store on sled.
 pub(crate) struct SledVault {
     pub(super) dir: PathBuf,
-    pub(super) master: MasterKey,
     pub(super) state: RwLock<State>,
     /// Held (flock) for the vault's lifetime: one process per vault, and no other process
     /// may scrub a database this one is compacting into.
@@ -34,6 +33,8 @@ pub(crate) struct SledVault {
 pub(crate) struct State {
     pub(super) db: storage::Db,
     pub(super) keyring: Keyring,
+    /// Under the same lock as the keyring: a master-key rotation replaces both at once.
+    pub(super) master: MasterKey,
 }
 
 impl fmt::Debug for SledVault {
@@ -82,8 +83,11 @@ impl SledVault {
         );
         Ok(Self {
             dir: dir.to_path_buf(),
-            master,
-            state: RwLock::new(State { db, keyring }),
+            state: RwLock::new(State {
+                db,
+                keyring,
+                master,
+            }),
             _lock: lock,
         })
     }

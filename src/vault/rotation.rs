@@ -37,8 +37,12 @@ impl SledVault {
     /// it. Existing data keys keep working; [`rewrap_pending`](Self::rewrap_pending) moves them.
     pub fn rotate(&self) -> Result<KeyId, VaultError> {
         let mut state = self.state.write();
-        let State { db, keyring } = &mut *state;
-        let id = keyring.rotate(db, &self.master)?;
+        let State {
+            db,
+            keyring,
+            master,
+        } = &mut *state;
+        let id = keyring.rotate(db, master)?;
         tracing::info!(active_key = %id, "vault key rotated");
         Ok(id)
     }
@@ -88,7 +92,7 @@ impl SledVault {
             .filter(|id| *id != active && usage.get(id).copied().unwrap_or(0) == 0)
             .collect();
         if !retire.is_empty() {
-            let State { db, keyring } = &mut *state;
+            let State { db, keyring, .. } = &mut *state;
             keyring.retire(db, &retire)?;
             tracing::info!(retired = ?retire.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "vault keys retired");

@@ -103,10 +103,13 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     assert_eq!(
         pg.psql(
             "agp_test",
-            "SELECT string_agg(version::text, ',') FROM m.schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM m.schema_migrations"
         )
         .expect("psql"),
-        SCHEMA_VERSION.to_string()
+        (1..=SCHEMA_VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     drop((a, b));
 

@@ -22,11 +22,20 @@ fn server() -> (TempPostgres, String) {
 
 /// One replica's handle on the database: its own runtime thread, pool and migrations.
 fn database(url: &str) -> Arc<PgDatabase> {
+    database_in(url, "agp")
+}
+
+/// [`database`] on another PostgreSQL schema.
+fn database_in(url: &str, schema: &str) -> Arc<PgDatabase> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(PgDatabase::open(&PgOptions::new(url)))
+    let options = PgOptions {
+        schema: schema.into(),
+        ..PgOptions::new(url)
+    };
+    rt.block_on(PgDatabase::open(&options))
         .expect("open PgDatabase")
 }
 
@@ -496,4 +505,66 @@ fn pg_a_secret_moved_to_another_slot_fails_closed() {
             .unwrap_err();
         assert!(matches!(err, VaultError::Tampered(_)), "{err}");
     }
+}
+
+#[test]
+fn pg_rekey_leaves_a_backup_from_before_to_the_old_key_only() {
+    let (pg, url) = server();
+    let (a, b) = (vault(&url), vault(&url));
+    let slot = Slot::consent("c", 1);
+    let canary = random_token("canary-");
+    a.seal(&slot, Field::RefreshToken, &secret(&canary))
+        .unwrap();
+    a.rotate().unwrap();
+    // A backup taken before the rotation: the vault's tables copied into another schema.
+    let tables = [
+        "schema_migrations",
+        "vault_meta",
+        "vault_keys",
+        "vault_data_keys",
+        "vault_secrets",
+    ];
+    let copy: Vec<String> = tables
+        .iter()
+        .map(|t| format!("CREATE TABLE backup.{t} AS SELECT * FROM agp.{t}"))
+        .collect();
+    pg.psql(
+        "agp_test",
+        &format!("CREATE SCHEMA backup; {}", copy.join("; ")),
+    )
+    .unwrap();
+
+    let id = a.rekey(master(2)).unwrap();
+    assert_eq!(read(&a, &slot, Field::RefreshToken), canary);
+    let status = a.status().unwrap();
+    assert_eq!((status.keys.len(), status.active_key_id), (1, id));
+    // A replica still running with the old key fails closed, and says why.
+    let err = b.open_secret(&slot, Field::RefreshToken).unwrap_err();
+    assert!(matches!(err, VaultError::WrongMasterKey), "{err}");
+    // The live database: the new key opens it, the old one is refused.
+    let err = Vault::open_postgres(database(&url), master(1)).unwrap_err();
+    assert!(matches!(err, VaultError::WrongMasterKey), "{err}");
+    let c = Vault::open_postgres(database(&url), master(2)).unwrap();
+    assert_eq!(read(&c, &slot, Field::RefreshToken), canary);
+    // No KEK of the backup is left in the live database.
+    let live = pg
+        .psql(
+            "agp_test",
+            "SELECT string_agg(id::text, ',') FROM agp.vault_keys",
+        )
+        .unwrap();
+    let old = pg
+        .psql(
+            "agp_test",
+            "SELECT string_agg(id::text, ',') FROM backup.vault_keys",
+        )
+        .unwrap();
+    assert_eq!(live, id.number().to_string());
+    assert!(!old.split(',').any(|k| k == live), "{old} / {live}");
+    // The backup: the new key does not open it; the old one still does — the limit that
+    // destroying the old key closes (decision 0029).
+    let err = Vault::open_postgres(database_in(&url, "backup"), master(2)).unwrap_err();
+    assert!(matches!(err, VaultError::WrongMasterKey), "{err}");
+    let restored = Vault::open_postgres(database_in(&url, "backup"), master(1)).unwrap();
+    assert_eq!(read(&restored, &slot, Field::RefreshToken), canary);
 }

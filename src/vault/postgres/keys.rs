@@ -20,8 +20,8 @@ use super::super::rotation::{KeyUsage, VaultStatus};
 use super::super::shred::Shredded;
 use super::sql::{self, LOCK_TIMEOUT};
 use super::{
-    Cached, KeyId, PgVault, PooledClient, READ_ATTEMPTS, Shared, Slot, VaultError, check_text,
-    crypto, db_err, db_key_id, decode_keyring, keyring, pooled,
+    Cached, KeyId, MasterKey, PgVault, PooledClient, READ_ATTEMPTS, Shared, Slot, VaultError,
+    check_text, crypto, db_err, db_key_id, decode_keyring, keyring, pooled,
 };
 use std::sync::Arc;
 
@@ -107,10 +107,10 @@ impl PgVault {
 }
 
 /// An open write transaction holding the exclusive lock, and the keyring read under it.
-type Exclusive<'a> = (deadpool_postgres::Transaction<'a>, Arc<Cached>);
+pub(super) type Exclusive<'a> = (deadpool_postgres::Transaction<'a>, Arc<Cached>);
 
 impl Shared {
-    async fn begin_exclusive<'a>(
+    pub(super) async fn begin_exclusive<'a>(
         &self,
         client: &'a mut PooledClient,
         doing: &'static str,
@@ -123,23 +123,33 @@ impl Shared {
             .query(&self.sql.keyring, &[])
             .await
             .map_err(db_err("reading the vault's keyring"))?;
-        let cached = Arc::new(decode_keyring(&self.master, &rows)?);
+        let cached = Arc::new(decode_keyring(&self.master(), &rows)?);
         self.remember(cached.clone());
         Ok((tx, cached))
     }
 
-    /// Seals the next KEK and stores it (not yet active). Never below an existing id,
-    /// whatever the counter says.
+    /// Seals the next KEK by the master key and stores it (not yet active).
     async fn new_kek(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         cached: &Cached,
     ) -> Result<(KeyId, crypto::KeyBytes), VaultError> {
+        self.new_kek_under(tx, cached, &self.master()).await
+    }
+
+    /// Seals the next KEK by `master` and stores it (not yet active). Never below an existing
+    /// id, whatever the counter says.
+    pub(super) async fn new_kek_under(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        cached: &Cached,
+        master: &MasterKey,
+    ) -> Result<(KeyId, crypto::KeyBytes), VaultError> {
         let above = cached.keyring.ids().last().map_or(1, |k| k.number() + 1);
         let number = u64::try_from(cached.next_key).unwrap_or(0).max(above);
         let id = KeyId::from_number(number).ok_or(VaultError::Rng)?;
         let kek = crypto::random_key()?;
-        let sealed = keyring::seal_kek(&self.master, id, &kek)?;
+        let sealed = keyring::seal_kek(master, id, &kek)?;
         tx.execute(&self.sql.insert_kek, &[&db_key_id(id)?, &sealed])
             .await
             .map_err(db_err("writing a new key-encryption key"))?;
@@ -147,7 +157,7 @@ impl Shared {
     }
 
     /// Makes `id` active; returns the new keyring version.
-    async fn activate(
+    pub(super) async fn activate(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         id: KeyId,
@@ -365,7 +375,7 @@ impl Shared {
     /// Rewrites the vault's tables so removed tuples leave their files. Outside any
     /// transaction, with a lock timeout: `VACUUM (FULL)` needs each table alone for a moment
     /// and must not queue every replica's reads behind a stuck transaction for long.
-    async fn vacuum(&self, client: &PooledClient) -> Result<(), VaultError> {
+    pub(super) async fn vacuum(&self, client: &PooledClient) -> Result<(), VaultError> {
         client
             .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
             .await
@@ -434,7 +444,7 @@ impl Shared {
 }
 
 /// A row of [`sql::Sql::all_data_keys`]: its slot and sealed data key.
-fn data_key_row(row: &tokio_postgres::Row) -> Result<(Slot, Vec<u8>), VaultError> {
+pub(super) fn data_key_row(row: &tokio_postgres::Row) -> Result<(Slot, Vec<u8>), VaultError> {
     let read = db_err("reading the data keys");
     let connector_id: String = row.try_get(0).map_err(&read)?;
     let generation: i64 = row.try_get(1).map_err(&read)?;
@@ -447,24 +457,24 @@ fn data_key_row(row: &tokio_postgres::Row) -> Result<(Slot, Vec<u8>), VaultError
 
 /// Re-wrapped data keys, written in one statement.
 #[derive(Default)]
-struct Rewrapped {
+pub(super) struct Rewrapped {
     connectors: Vec<String>,
     generations: Vec<i64>,
     sealed: Vec<Vec<u8>>,
 }
 
 impl Rewrapped {
-    fn push(&mut self, slot: &Slot, sealed: Vec<u8>) {
+    pub(super) fn push(&mut self, slot: &Slot, sealed: Vec<u8>) {
         self.connectors.push(slot.connector_id.clone());
         self.generations.push(sql::generation(slot.generation));
         self.sealed.push(sealed);
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.sealed.len()
     }
 
-    async fn write(
+    pub(super) async fn write(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         statement: &str,

@@ -26,6 +26,7 @@
 //! always bound parameters, so no error can quote a sealed value.
 
 mod keys;
+mod rekey;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -59,7 +60,8 @@ pub(crate) struct PgVault {
 
 /// What a call running on the database's runtime needs (moved into its future).
 struct Shared {
-    master: MasterKey,
+    /// Replaced only by a master-key rotation ([`Shared::rekey`]), after its commit.
+    master: RwLock<Arc<MasterKey>>,
     pool: deadpool_postgres::Pool,
     sql: Sql,
     /// The unsealed keyring and the `keyring_version` it was read at. Replaced, never
@@ -135,7 +137,7 @@ impl PgVault {
             "vault opened (PostgreSQL)"
         );
         let shared = Shared {
-            master,
+            master: RwLock::new(Arc::new(master)),
             pool: db.pool(),
             sql: Sql::new(db.schema()),
             keyring: RwLock::new(Arc::new(cached)),
@@ -299,9 +301,13 @@ impl Shared {
         let rows = query
             .await
             .map_err(db_err("reloading the vault's keyring"))?;
-        let fresh = Arc::new(decode_keyring(&self.master, &rows)?);
+        let fresh = Arc::new(decode_keyring(&self.master(), &rows)?);
         self.remember(fresh.clone());
         Ok(fresh)
+    }
+
+    fn master(&self) -> Arc<MasterKey> {
+        self.master.read().clone()
     }
 
     /// Caches `fresh` unless a newer keyring is cached already.

@@ -82,6 +82,8 @@ pub(super) struct Sql {
     pub set_active: String,
     /// Bumps `keyring_version` (KEKs retired); returns it.
     pub bump_version: String,
+    /// `$1` check record: replaces it (a master-key rotation).
+    pub set_check: String,
     /// `$1` check record: creates the vault's row with `k1` active (`k1` inserted apart).
     pub init_meta: String,
     /// Rewrites the tables a shred or retirement removed rows from, so the removed tuples
@@ -165,11 +167,14 @@ impl Sql {
                 "UPDATE {s}.vault_meta SET keyring_version = keyring_version + 1 \
                  RETURNING keyring_version"
             ),
+            set_check: format!("UPDATE {s}.vault_meta SET check_record = $1"),
             init_meta: format!(
                 "INSERT INTO {s}.vault_meta (check_record, active_key, next_key, keyring_version) \
                  VALUES ($1, 1, 2, 1)"
             ),
-            vacuum: format!("VACUUM (FULL) {s}.vault_secrets, {s}.vault_data_keys, {s}.vault_keys"),
+            vacuum: format!(
+                "VACUUM (FULL) {s}.vault_secrets, {s}.vault_data_keys, {s}.vault_keys, {s}.vault_meta"
+            ),
         }
     }
 }
