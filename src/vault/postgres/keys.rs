@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::super::envelope;
 use super::super::rotation::{KeyUsage, VaultStatus};
 use super::super::shred::Shredded;
-use super::sql::{self, LOCK_TIMEOUT};
+use super::sql::{self, VACUUM_LOCK_TIMEOUT};
 use super::{
     Cached, KeyId, MasterKey, PgVault, PooledClient, READ_ATTEMPTS, Shared, Slot, VaultError,
     check_text, crypto, db_err, db_key_id, decode_keyring, keyring, pooled,
@@ -372,23 +372,30 @@ impl Shared {
         })
     }
 
-    /// Rewrites the vault's tables so removed tuples leave their files. Outside any
-    /// transaction, with a lock timeout: `VACUUM (FULL)` needs each table alone for a moment
-    /// and must not queue every replica's reads behind a stuck transaction for long.
+    /// Rewrites the vault's tables so removed tuples leave their files: a plain `VACUUM` only
+    /// marks their space free, and the bytes stay in the page until overwritten (checked by
+    /// hand, decision 0029). Outside any transaction (`VACUUM` refuses one), on this session:
+    /// with a short lock timeout ([`VACUUM_LOCK_TIMEOUT`]), since `VACUUM (FULL)` needs each
+    /// table alone for a moment and must not queue every replica's reads behind a long-held
+    /// lock; and with `synchronous_commit = on`, since a rewrite lost in a crash would bring
+    /// the old file, dead tuples and all, back.
     pub(super) async fn vacuum(&self, client: &PooledClient) -> Result<(), VaultError> {
+        let failed = "vacuuming the vault's tables after removing records";
         client
-            .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+            .batch_execute(&format!(
+                "SET lock_timeout = '{VACUUM_LOCK_TIMEOUT}'; SET synchronous_commit = on"
+            ))
             .await
             .map_err(db_err("preparing to vacuum the vault's tables"))?;
-        let vacuumed = client.batch_execute(&self.sql.vacuum).await.map_err(db_err(
-            "vacuuming the vault's tables after removing records",
-        ));
-        let reset = client
-            .batch_execute("RESET lock_timeout")
+        let vacuumed = client
+            .batch_execute(&self.sql.vacuum)
             .await
-            .map_err(db_err(
-                "vacuuming the vault's tables after removing records",
-            ));
+            .map_err(db_err(failed));
+        // The pool's connection goes back with the session's defaults.
+        let reset = client
+            .batch_execute("RESET lock_timeout; RESET synchronous_commit")
+            .await
+            .map_err(db_err(failed));
         vacuumed.and(reset)
     }
 

@@ -19,6 +19,11 @@ use crate::store::postgres::schema::quoted;
 /// replica stuck in a transaction must not hang every seal).
 pub(super) const LOCK_TIMEOUT: &str = "30s";
 
+/// How long the `VACUUM (FULL)` after a shred waits for its table locks. Short: while it
+/// waits, every replica's vault reads queue behind it; a long-held lock (a `pg_dump` holds one
+/// on every table) fails the shred instead, and the caller's retry vacuums again.
+pub(super) const VACUUM_LOCK_TIMEOUT: &str = "5s";
+
 /// A generation as the `bigint` with the same bits.
 pub(super) fn generation(g: u64) -> i64 {
     i64::from_be_bytes(g.to_be_bytes())
