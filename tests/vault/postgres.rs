@@ -568,3 +568,61 @@ fn pg_rekey_leaves_a_backup_from_before_to_the_old_key_only() {
     let restored = Vault::open_postgres(database_in(&url, "backup"), master(1)).unwrap();
     assert_eq!(read(&restored, &slot, Field::RefreshToken), canary);
 }
+
+#[test]
+fn pg_acknowledged_writes_survive_a_server_crash_when_the_default_is_async_commit() {
+    let (mut pg, url) = server();
+    // The database's default loses the last fraction of a second of commits in a crash; the
+    // vault sets synchronous_commit = on on each of its transactions.
+    pg.psql(
+        "agp_test",
+        "ALTER DATABASE agp_test SET synchronous_commit = off",
+    )
+    .unwrap();
+    assert_eq!(
+        pg.psql("agp_test", "SHOW synchronous_commit").unwrap(),
+        "off"
+    );
+    let v = vault(&url);
+    const N: u64 = 150;
+    // A shred first (its VACUUM's commit would flush the WAL of every write before it).
+    v.seal(&Slot::consent("c", 1), Field::RefreshToken, &secret("rt-1"))
+        .unwrap();
+    v.shred(&Slot::consent("c", 1)).unwrap();
+    for i in 2..=N {
+        v.seal(
+            &Slot::consent("c", i),
+            Field::RefreshToken,
+            &secret(&format!("rt-{i}")),
+        )
+        .unwrap();
+    }
+    // A refresh-token rotation, acknowledged just before the crash.
+    v.seal(
+        &Slot::consent("c", N),
+        Field::RefreshToken,
+        &secret("rt-rotated"),
+    )
+    .unwrap();
+    pg.crash().unwrap();
+    drop(v);
+    pg.restart().unwrap();
+
+    let v = vault(&url);
+    assert!(
+        v.open_secret(&Slot::consent("c", 1), Field::RefreshToken)
+            .unwrap()
+            .is_none()
+    );
+    for i in 2..N {
+        assert_eq!(
+            read(&v, &Slot::consent("c", i), Field::RefreshToken),
+            format!("rt-{i}")
+        );
+    }
+    assert_eq!(
+        read(&v, &Slot::consent("c", N), Field::RefreshToken),
+        "rt-rotated"
+    );
+    assert_eq!(v.status().unwrap().pending_rewrap, 0);
+}
