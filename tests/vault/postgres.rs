@@ -626,4 +626,3 @@ fn pg_acknowledged_writes_survive_a_server_crash_when_the_default_is_async_commi
     );
     assert_eq!(v.status().unwrap().pending_rewrap, 0);
 }
-

@@ -17,7 +17,7 @@
 //!   again at any reload;
 //! - a shred also rotates the KEK, re-wraps every other data key and retires every older KEK
 //!   in the same transaction, then rewrites the vault's tables (`VACUUM (FULL)`) so that the
-//!   removed rows leave the table files ([`keys`]; what WAL and backups keep is decision
+//!   removed rows leave the table files ([`shred`]; what WAL and backups keep is decision
 //!   0029's subject).
 //!
 //! The driver is async and the vault's API synchronous: each call runs on the database's
@@ -27,6 +27,7 @@
 
 mod keys;
 mod rekey;
+mod shred;
 mod sql;
 
 use std::collections::BTreeMap;
