@@ -2,7 +2,9 @@
 //! decision 0029: round trips, the master key at open, two replicas (two database handles, two
 //! runtimes and pools, as two processes have) sharing one vault, rotation and re-wrapping
 //! across them, a shred's rows and bytes leaving the table files, concurrent shreds and seals,
-//! a server restart, and no secret in any error.
+//! a server restart and a server crash (acknowledged writes durable though the database's
+//! default is asynchronous commit), a master-key rotation against a backup taken before it,
+//! tampering, and no secret in any error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
