@@ -30,8 +30,9 @@
 //! - [`proxy`] — the agents' MCP endpoint: tools/list and tools/call, policy enforcement,
 //!   upstream sessions, scrubbing, call records.
 //! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
-//!   per-grant data keys), its own sled database under `DATA_DIR/vault`, rotation and
-//!   crypto-shredding. A leaf: it knows nothing of the domain, the log or HTTP.
+//!   per-grant data keys), its own sled database under `DATA_DIR/vault` or tables in the
+//!   replicas' PostgreSQL database, rotation (KEKs and the master key) and crypto-shredding.
+//!   A leaf: it knows nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API
 //!   (their request bodies are the API's own request types), the auditor commands also directly

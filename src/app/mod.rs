@@ -61,6 +61,8 @@ struct Stores {
     cluster: Arc<crate::cluster::Cluster>,
     admin: AdminAuth,
     admin_origin: data_dir::TokenOrigin,
+    /// The shared database, when there is one.
+    database: Option<Arc<crate::store::postgres::PgDatabase>>,
 }
 
 /// Opens the embedded log in the data directory, or the PostgreSQL database of
@@ -83,6 +85,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
             log,
             admin: AdminAuth::new(&token),
             admin_origin,
+            database: None,
         });
     };
     if config.archive_after.is_some() {
@@ -107,10 +110,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     );
     let log: Arc<dyn EventLog> = Arc::new(log);
     Ok(Stores {
-        cluster: crate::cluster::Cluster::postgres(db, log.clone()),
+        cluster: crate::cluster::Cluster::postgres(db.clone(), log.clone()),
         log,
         admin: AdminAuth::from_sha256(hash),
         admin_origin,
+        database: Some(db),
     })
 }
 
@@ -127,18 +131,28 @@ impl Application {
         if let Some(file) = &config.master_key_file {
             key.file = Some(file.clone());
         }
-        let (vault, key_source) = crate::vault::open_for_data_dir_with(&config.data_dir, key)
-            .context("opening the vault (refusing to serve without the right master key)")?;
-        tracing::info!(source = %key_source, "vault unsealed");
-        let vault = Arc::new(vault);
-        // A rotation interrupted by a stop resumes here.
-        crate::api::keys::spawn_rewrap(vault.clone());
         let Stores {
             log,
             cluster,
             admin,
             admin_origin,
+            database,
         } = open_stores(&config).await?;
+        let (vault, key_source) = match database {
+            None => crate::vault::open_for_data_dir_with(&config.data_dir, key),
+            // With replicas the master key is given (a key minted here would be this
+            // replica's alone), and the vault is the database's (decision 0029).
+            Some(db) => {
+                tokio::task::spawn_blocking(move || crate::vault::open_for_database(db, key))
+                    .await
+                    .context("opening the vault")?
+            }
+        }
+        .context("opening the vault (refusing to serve without the right master key)")?;
+        tracing::info!(source = %key_source, "vault unsealed");
+        let vault = Arc::new(vault);
+        // A rotation interrupted by a stop resumes here.
+        crate::api::keys::spawn_rewrap(vault.clone());
         let audit_index = crate::projections::audit::AuditIndex::open_archived(
             &config.data_dir.join("audit-index"),
             log.head(),

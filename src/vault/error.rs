@@ -66,6 +66,15 @@ pub enum VaultError {
     #[error("the master key file {0} (AGP_MASTER_KEY_FILE / --master-key-file) does not exist")]
     MissingMasterKeyFile(PathBuf),
 
+    /// The vault is in a database (`--database-url`) and neither `AGP_MASTER_KEY` nor a key
+    /// file was given: replicas share the vault, so the key must come from the operator, never
+    /// from one replica's data directory (decision 0029). Start-up refusal.
+    #[error(
+        "the vault is in the database: set AGP_MASTER_KEY or AGP_MASTER_KEY_FILE \
+         (--master-key-file) on every replica (a master.key in one data directory is not used)"
+    )]
+    MasterKeyRequired,
+
     /// Both `AGP_MASTER_KEY` and a key file were given: which one is meant is the operator's
     /// call, not AGP's. Start-up refusal.
     #[error(
@@ -114,6 +123,13 @@ pub enum VaultError {
     #[error("vault storage: {0}")]
     Storage(#[from] sled::Error),
 
+    /// The vault's PostgreSQL database failed: unreachable, restarted, a statement refused.
+    /// The message names what the vault was doing and the server's error (identifiers only;
+    /// values are sent as parameters and never appear in it). HTTP 503 on a request (the next
+    /// call reconnects); start-up refusal at open.
+    #[error("vault database: {0}")]
+    Database(String),
+
     /// A file-system step failed (vault directory, `CURRENT`, `master.key`, scrubbing).
     /// Start-up refusal at open; HTTP 500 otherwise.
     #[error("{context}: {source}")]
@@ -126,6 +142,12 @@ pub enum VaultError {
     /// The operating system's random generator failed. HTTP 500 / start-up refusal.
     #[error("the operating system's random generator failed")]
     Rng,
+}
+
+impl From<crate::store::StoreError> for VaultError {
+    fn from(e: crate::store::StoreError) -> Self {
+        VaultError::Database(e.to_string())
+    }
 }
 
 impl VaultError {
@@ -145,6 +167,7 @@ impl VaultError {
                 | VaultError::MissingMasterKey { .. }
                 | VaultError::MissingMasterKeyFile(_)
                 | VaultError::AmbiguousMasterKey
+                | VaultError::MasterKeyRequired
         )
     }
 }

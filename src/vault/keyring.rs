@@ -35,6 +35,11 @@ impl KeyId {
         self.0
     }
 
+    /// `k<n>`; `None` for 0 (ids start at 1).
+    pub(crate) fn from_number(n: u64) -> Option<Self> {
+        (n > 0).then_some(KeyId(n))
+    }
+
     /// Parses `k<n>` (n ≥ 1, no leading zeros, so each id has exactly one spelling).
     pub fn parse(s: &str) -> Option<Self> {
         let digits = s.strip_prefix('k')?;
@@ -75,7 +80,12 @@ fn kek_parts(id: KeyId) -> Vec<u8> {
     id.to_string().into_bytes()
 }
 
-fn seal_kek(master: &MasterKey, id: KeyId, kek: &KeyBytes) -> Result<Vec<u8>, VaultError> {
+/// Seals a KEK under the master key, its id in the associated data.
+pub(crate) fn seal_kek(
+    master: &MasterKey,
+    id: KeyId,
+    kek: &KeyBytes,
+) -> Result<Vec<u8>, VaultError> {
     crypto::seal(
         master.bytes(),
         MASTER_ID,
@@ -85,6 +95,41 @@ fn seal_kek(master: &MasterKey, id: KeyId, kek: &KeyBytes) -> Result<Vec<u8>, Va
     )
 }
 
+/// Opens the KEK stored as `id`.
+pub(crate) fn open_kek(
+    master: &MasterKey,
+    id: KeyId,
+    sealed: &[u8],
+) -> Result<KeyBytes, VaultError> {
+    let record = Record::Kek(id);
+    let env = crypto::parse(sealed).map_err(|e| envelope_error(record.clone(), e))?;
+    crypto::open_key(master.bytes(), &env, Purpose::Kek, &[&kek_parts(id)])
+        .map_err(|e| envelope_error(record, e))
+}
+
+/// A new check record: a known value sealed by the master key.
+pub(crate) fn seal_check(master: &MasterKey) -> Result<Vec<u8>, VaultError> {
+    crypto::seal(
+        master.bytes(),
+        MASTER_ID,
+        Purpose::Check,
+        &[],
+        CHECK_PLAINTEXT,
+    )
+}
+
+/// Verifies the master key against the check record: anything but the known value is
+/// [`VaultError::WrongMasterKey`], never a pile of authentication errors.
+pub(crate) fn verify_check(master: &MasterKey, check: &[u8]) -> Result<(), VaultError> {
+    let env = crypto::parse(check).map_err(|_| VaultError::WrongMasterKey)?;
+    let plain = crypto::open(master.bytes(), &env, Purpose::Check, &[])
+        .map_err(|_| VaultError::WrongMasterKey)?;
+    if plain.as_slice() != CHECK_PLAINTEXT {
+        return Err(VaultError::WrongMasterKey);
+    }
+    Ok(())
+}
+
 impl Keyring {
     /// Writes the check record and the first KEK `k1` (one batch, flushed) into an empty
     /// database.
@@ -92,16 +137,7 @@ impl Keyring {
         let id = KeyId(1);
         let kek = crypto::random_key()?;
         let mut batch = sled::Batch::default();
-        batch.insert(
-            layout::CHECK,
-            crypto::seal(
-                master.bytes(),
-                MASTER_ID,
-                Purpose::Check,
-                &[],
-                CHECK_PLAINTEXT,
-            )?,
-        );
+        batch.insert(layout::CHECK, seal_check(master)?);
         batch.insert(layout::kek_key(&id), seal_kek(master, id, &kek)?);
         batch.insert(layout::ACTIVE, id.to_string().as_bytes());
         batch.insert(layout::NEXT_KEY, &2u64.to_be_bytes());
@@ -122,12 +158,7 @@ impl Keyring {
                 record: Record::Check,
                 reason: "missing".into(),
             })?;
-        let env = crypto::parse(&check).map_err(|_| VaultError::WrongMasterKey)?;
-        let plain = crypto::open(master.bytes(), &env, Purpose::Check, &[])
-            .map_err(|_| VaultError::WrongMasterKey)?;
-        if plain.as_slice() != CHECK_PLAINTEXT {
-            return Err(VaultError::WrongMasterKey);
-        }
+        verify_check(master, &check)?;
 
         let mut keys = BTreeMap::new();
         for kv in db.db.scan_prefix(layout::KEK_PREFIX) {
@@ -137,11 +168,7 @@ impl Keyring {
                 record: Record::Check,
                 reason: "a key-encryption key record has a malformed id".into(),
             })?;
-            let record = Record::Kek(id);
-            let env = crypto::parse(&v).map_err(|e| envelope_error(record.clone(), e))?;
-            let kek = crypto::open_key(master.bytes(), &env, Purpose::Kek, &[&kek_parts(id)])
-                .map_err(|e| envelope_error(record, e))?;
-            keys.insert(id, kek);
+            keys.insert(id, open_kek(master, id, &v)?);
         }
 
         let active = db
@@ -159,6 +186,37 @@ impl Keyring {
             });
         }
         Ok(Self { active, keys })
+    }
+
+    /// A keyring read from elsewhere (the PostgreSQL backend): `active` must be in `keys`.
+    pub fn from_parts(active: KeyId, keys: BTreeMap<KeyId, KeyBytes>) -> Result<Self, VaultError> {
+        if !keys.contains_key(&active) {
+            return Err(VaultError::UnknownKeyId {
+                record: Record::Kek(active),
+                key_id: active.to_string(),
+            });
+        }
+        Ok(Self { active, keys })
+    }
+
+    /// A copy with `kek` added as `id` and made active (the PostgreSQL backend builds the
+    /// next keyring before its transaction commits, and caches it only after).
+    pub fn with_active(&self, id: KeyId, kek: KeyBytes) -> Self {
+        let mut keys = self.keys.clone();
+        keys.insert(id, kek);
+        Self { active: id, keys }
+    }
+
+    /// A copy without `ids` (never the active key).
+    pub fn without(&self, ids: &[KeyId]) -> Self {
+        let mut keys = self.keys.clone();
+        for id in ids.iter().filter(|id| **id != self.active) {
+            keys.remove(id);
+        }
+        Self {
+            active: self.active,
+            keys,
+        }
     }
 
     pub fn active(&self) -> (KeyId, &KeyBytes) {

@@ -159,6 +159,37 @@ impl MasterKey {
         data_dir: &Path,
         may_create: bool,
     ) -> Result<(Self, MasterKeySource), VaultError> {
+        if let Some(given) = Self::resolve_given(config)? {
+            return Ok(given);
+        }
+        let path = data_dir.join(MASTER_KEY_FILE);
+        match read_key_file(&path)? {
+            Some(key) => Ok((key, MasterKeySource::File(path))),
+            None if may_create => {
+                let key = create_key_file(&path)?;
+                Ok((key, MasterKeySource::Created(path)))
+            }
+            None => Err(VaultError::MissingMasterKey {
+                vault: super::vault_path(data_dir),
+                key_file: path,
+            }),
+        }
+    }
+
+    /// The key for a vault in a database, shared by every replica: `AGP_MASTER_KEY` or a
+    /// named file, never `DATA_DIR/master.key` (which one replica would mint and the others
+    /// would not have). Neither is [`VaultError::MasterKeyRequired`].
+    pub fn resolve_explicit(
+        config: MasterKeyConfig,
+    ) -> Result<(Self, MasterKeySource), VaultError> {
+        Self::resolve_given(config)?.ok_or(VaultError::MasterKeyRequired)
+    }
+
+    /// The key `config` gives explicitly (its value or a named file), `None` when it gives
+    /// neither.
+    fn resolve_given(
+        config: MasterKeyConfig,
+    ) -> Result<Option<(Self, MasterKeySource)>, VaultError> {
         match config {
             MasterKeyConfig {
                 value: Some(_),
@@ -175,32 +206,22 @@ impl MasterKey {
                         reason: "it is not valid UTF-8".into(),
                     }
                 })?);
-                Ok((Self::parse(&value, MASTER_KEY_ENV)?, MasterKeySource::Env))
+                Ok(Some((
+                    Self::parse(&value, MASTER_KEY_ENV)?,
+                    MasterKeySource::Env,
+                )))
             }
             MasterKeyConfig {
                 value: None,
                 file: Some(path),
             } => match read_key_file(&path)? {
-                Some(key) => Ok((key, MasterKeySource::Named(path))),
+                Some(key) => Ok(Some((key, MasterKeySource::Named(path)))),
                 None => Err(VaultError::MissingMasterKeyFile(path)),
             },
             MasterKeyConfig {
                 value: None,
                 file: None,
-            } => {
-                let path = data_dir.join(MASTER_KEY_FILE);
-                match read_key_file(&path)? {
-                    Some(key) => Ok((key, MasterKeySource::File(path))),
-                    None if may_create => {
-                        let key = create_key_file(&path)?;
-                        Ok((key, MasterKeySource::Created(path)))
-                    }
-                    None => Err(VaultError::MissingMasterKey {
-                        vault: super::vault_path(data_dir),
-                        key_file: path,
-                    }),
-                }
-            }
+            } => Ok(None),
         }
     }
 }

@@ -8,9 +8,12 @@
 //! moved to another slot, field or connector, a flipped bit, or an unknown key id fails closed
 //! with a typed [`VaultError`] — never garbage plaintext.
 //!
-//! The vault is its own sled database under `DATA_DIR/vault/`, apart from the event log: the
-//! log is append-only and kept forever, while vault records are overwritten (refresh-token
-//! rotation) and destroyed (crypto-shredding, S13). See docs/decisions/0005-vault.md.
+//! Two storage backends behind one API, with the same envelope scheme and associated data
+//! ([`envelope`]): its own sled database under `DATA_DIR/vault/` ([`on_sled`], decision 0005),
+//! apart from the event log — the log is append-only and kept forever, while vault records are
+//! overwritten (refresh-token rotation) and destroyed (crypto-shredding, S13) — or tables in
+//! the PostgreSQL database that replicas share ([`postgres`], decision 0029), where a shred
+//! also retires the KEK that wrapped the destroyed data key.
 //!
 //! Invariants:
 //! - plaintext exists only in memory, in [`SecretString`]/[`Zeroizing`]; nothing secret is in
@@ -20,20 +23,26 @@
 //! - [`Vault::open`] verifies the master key first and refuses a wrong one
 //!   ([`VaultError::WrongMasterKey`]): the server must not serve;
 //! - after [`Vault::shred`] returns, the slot's data key and ciphertexts are in no file of the
-//!   vault directory (see [`storage`] for why that takes a compaction).
+//!   vault directory (see [`storage`] for why that takes a compaction); on PostgreSQL, in no
+//!   table file, and no key in the database opens the copies WAL and backups keep (decision
+//!   0029 says exactly what remains).
 //!
 //! Concurrency: the API is synchronous (async callers use `spawn_blocking`). Seals and opens
-//! share a read lock and run in parallel; shredding, rotation, re-wrapping and compaction take
-//! the write lock, so they never interleave with a seal that picked the old active key or a
-//! data key being destroyed.
+//! run in parallel; shredding, rotation, re-wrapping and compaction exclude seals, so they
+//! never interleave with a seal that picked the old active key or a data key being destroyed:
+//! on sled with an in-process lock, on PostgreSQL with an advisory lock every replica takes.
 //!
 //! This module is a leaf: it knows nothing of the domain, the event log or HTTP.
 
 mod crypto;
+mod envelope;
 mod error;
 mod keyring;
 pub mod layout;
 mod master;
+mod on_sled;
+mod postgres;
+mod rekey;
 mod rotation;
 mod shred;
 mod slot;
@@ -42,13 +51,15 @@ mod storage;
 mod tests;
 
 use std::fmt;
-use std::fs::{File, Permissions};
+use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use parking_lot::RwLock;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use zeroize::Zeroizing;
+
+use crate::store::postgres::PgDatabase;
 
 pub use error::{Record, VaultError};
 pub use keyring::KeyId;
@@ -60,14 +71,14 @@ pub use rotation::{KeyUsage, VaultStatus};
 pub use shred::Shredded;
 pub use slot::{Field, MAX_CONNECTOR_ID_LEN, Slot};
 
-use crypto::{KeyBytes, Purpose};
-use keyring::{Keyring, envelope_error};
+use on_sled::SledVault;
+use postgres::PgVault;
 
 /// The vault's directory inside the data directory.
 pub const VAULT_DIR: &str = "vault";
 
 /// Key id written in the header of secrets: they are sealed by their slot's data key, which
-/// the sled key already identifies.
+/// the record's key (sled) or row (PostgreSQL) already identifies.
 const SLOT_KEY_ID: &str = "slot";
 
 pub fn vault_path(data_dir: &Path) -> PathBuf {
@@ -99,75 +110,76 @@ pub fn open_for_data_dir_with(
     Ok((vault, source))
 }
 
-/// The sealed secret store. See the module documentation.
-pub struct Vault {
-    dir: PathBuf,
-    master: MasterKey,
-    state: RwLock<State>,
-    /// Held (flock) for the vault's lifetime: one process per vault, and no other process
-    /// may scrub a database this one is compacting into.
-    _lock: File,
+/// Opens (or, on first start, creates) the vault in the PostgreSQL database `db` (its tables
+/// come with the database's migrations), with the master key from `AGP_MASTER_KEY` or the file
+/// `AGP_MASTER_KEY_FILE` / `--master-key-file` names — one of them is required: every replica
+/// must be given the same key, and there is no `DATA_DIR/master.key` fallback (decision 0029).
+/// Blocks the calling thread (call it at start-up or from `spawn_blocking`). Any error means
+/// the server must refuse to start; a wrong key is [`VaultError::WrongMasterKey`].
+pub fn open_for_database(
+    db: Arc<PgDatabase>,
+    key: MasterKeyConfig,
+) -> Result<(Vault, MasterKeySource), VaultError> {
+    let (master, source) = MasterKey::resolve_explicit(key)?;
+    let vault = Vault::open_postgres(db, master)?;
+    Ok((vault, source))
 }
 
-struct State {
-    db: storage::Db,
-    keyring: Keyring,
+/// The sealed secret store. See the module documentation.
+pub struct Vault {
+    backend: Backend,
+}
+
+/// Where the sealed records live.
+enum Backend {
+    Sled(SledVault),
+    Postgres(PgVault),
 }
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Vault");
-        d.field("dir", &self.dir);
-        // `try_read`: formatting must never deadlock against a writer on this thread.
-        match self.state.try_read() {
-            Some(state) => d.field("keyring", &state.keyring),
-            None => d.field("keyring", &"<locked>"),
-        };
-        d.finish_non_exhaustive()
+        match &self.backend {
+            Backend::Sled(v) => v.fmt(f),
+            Backend::Postgres(v) => v.fmt(f),
+        }
     }
 }
 
+/// Calls the same method on whichever backend the vault has.
+macro_rules! on_backend {
+    ($self:ident, $v:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sled($v) => $call,
+            Backend::Postgres($v) => $call,
+        }
+    };
+}
+
 impl Vault {
-    /// Opens the vault in `dir` (creating it, its check record and KEK `k1` if it has never
-    /// been published), verifying `master` before anything else is read.
+    /// Opens the sled vault in `dir` (creating it, its check record and KEK `k1` if it has
+    /// never been published), verifying `master` before anything else is read.
     pub fn open(dir: &Path, master: MasterKey) -> Result<Self, VaultError> {
-        let lock = storage::lock(dir)?;
-        let current = storage::read_current(dir)?;
-        // Whatever is not the published database is a crashed compaction or an unscrubbed
-        // old database: scrub it before anything else.
-        storage::scrub_stale(dir, current.as_deref())?;
-        let (db, keyring) = match current {
-            Some(name) => {
-                let db = storage::open_db(dir, &name)?;
-                let keyring = Keyring::load(&db, &master)?;
-                (db, keyring)
-            }
-            None => {
-                let name = layout::db_name(1);
-                let db = storage::open_db(dir, &name)?;
-                let keyring = Keyring::init(&db, &master)?;
-                storage::publish(dir, &name).map_err(|e| match e {
-                    storage::PublishError::Before(e) | storage::PublishError::After(e) => e,
-                })?;
-                tracing::info!(path = %dir.display(), "vault created");
-                (db, keyring)
-            }
-        };
-        tracing::info!(
-            path = %dir.display(),
-            active_key = %keyring.active_id(),
-            "vault opened"
-        );
         Ok(Self {
-            dir: dir.to_path_buf(),
-            master,
-            state: RwLock::new(State { db, keyring }),
-            _lock: lock,
+            backend: Backend::Sled(SledVault::open(dir, master)?),
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Opens the vault in the PostgreSQL database `db` (creating its check record and KEK
+    /// `k1` if no replica has yet), verifying `master` first: a wrong key is
+    /// [`VaultError::WrongMasterKey`]. Several processes may open one database's vault at
+    /// once (replicas). Blocks the calling thread.
+    pub fn open_postgres(db: Arc<PgDatabase>, master: MasterKey) -> Result<Self, VaultError> {
+        Ok(Self {
+            backend: Backend::Postgres(PgVault::open(db, master)?),
+        })
+    }
+
+    /// The vault's directory, for a sled vault; `None` when it lives in a database.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sled(v) => Some(v.dir()),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Seals a string secret under `slot`/`field`, replacing any previous value. Durable when
@@ -179,16 +191,7 @@ impl Vault {
     /// Seals raw bytes; see [`seal`](Self::seal).
     pub fn seal_bytes(&self, slot: &Slot, field: Field, secret: &[u8]) -> Result<(), VaultError> {
         slot.validate()?;
-        let state = self.state.read();
-        let data_key = state.data_key_or_create(slot)?;
-        let sealed = with_secret_parts(slot, field, |parts| {
-            crypto::seal(&data_key, SLOT_KEY_ID, Purpose::Secret, parts, secret)
-        })?;
-        state
-            .db
-            .db
-            .insert(layout::secret_key(slot, field), sealed)?;
-        state.db.flush()
+        on_backend!(self, v => v.seal_bytes(slot, field, secret))
     }
 
     /// Opens a string secret. `Ok(None)` when nothing is sealed there — including after the
@@ -224,8 +227,7 @@ impl Vault {
     /// that a secret exists, never what it is).
     pub fn has(&self, slot: &Slot, field: Field) -> Result<bool, VaultError> {
         slot.validate()?;
-        let state = self.state.read();
-        Ok(state.db.db.contains_key(layout::secret_key(slot, field))?)
+        on_backend!(self, v => v.has(slot, field))
     }
 
     fn open_plain(
@@ -234,93 +236,67 @@ impl Vault {
         field: Field,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
         slot.validate()?;
-        let record = Record::Secret(slot.clone(), field);
-        let state = self.state.read();
-        let Some(sealed) = state.db.db.get(layout::secret_key(slot, field))? else {
-            return Ok(None);
-        };
-        let Some(data_key) = state.data_key(slot)? else {
-            return Err(VaultError::Corrupt {
-                record,
-                reason: "its slot has no data key".into(),
-            });
-        };
-        let env = crypto::parse(&sealed).map_err(|e| envelope_error(record.clone(), e))?;
-        if env.key_id != SLOT_KEY_ID {
-            return Err(VaultError::UnknownKeyId {
-                record,
-                key_id: env.key_id.to_string(),
-            });
-        }
-        with_secret_parts(slot, field, |parts| {
-            crypto::open(&data_key, &env, Purpose::Secret, parts)
-        })
-        .map(Some)
-        .map_err(|e| envelope_error(record, e))
-    }
-}
-
-/// Runs `f` with the associated-data parts of a secret: its connector, generation and field.
-fn with_secret_parts<R>(slot: &Slot, field: Field, f: impl FnOnce(&[&[u8]]) -> R) -> R {
-    let generation = slot.generation.to_be_bytes();
-    f(&[
-        slot.connector_id.as_bytes(),
-        &generation,
-        field.name().as_bytes(),
-    ])
-}
-
-impl State {
-    /// The slot's data key, if it has one.
-    fn data_key(&self, slot: &Slot) -> Result<Option<KeyBytes>, VaultError> {
-        let Some(sealed) = self.db.db.get(layout::data_key_key(slot))? else {
-            return Ok(None);
-        };
-        self.unwrap_data_key(slot, &sealed).map(Some)
+        on_backend!(self, v => v.open_plain(slot, field))
     }
 
-    fn unwrap_data_key(&self, slot: &Slot, sealed: &[u8]) -> Result<KeyBytes, VaultError> {
-        let record = Record::DataKey(slot.clone());
-        let env = crypto::parse(sealed).map_err(|e| envelope_error(record.clone(), e))?;
-        let kek = self.keyring.get(env.key_id, &record)?;
-        let [connector, generation] = layout::slot_parts(slot);
-        crypto::open_key(kek, &env, Purpose::DataKey, &[&connector, &generation])
-            .map_err(|e| envelope_error(record, e))
+    /// Destroys `slot`'s data key and every secret sealed under it, durably and beyond
+    /// recovery from the vault's storage (on PostgreSQL, see decision 0029 for WAL and
+    /// backups). Afterwards [`open_secret`](Vault::open_secret) returns `Ok(None)` for the
+    /// slot. Shredding an empty slot is not an error. If it fails after the records were
+    /// removed (the compaction or `VACUUM`), call it again: it finishes the job.
+    pub fn shred(&self, slot: &Slot) -> Result<Shredded, VaultError> {
+        slot.validate()?;
+        on_backend!(self, v => v.shred(slot))
     }
 
-    fn wrap_data_key(&self, slot: &Slot, data_key: &KeyBytes) -> Result<Vec<u8>, VaultError> {
-        let (id, kek) = self.keyring.active();
-        let [connector, generation] = layout::slot_parts(slot);
-        crypto::seal(
-            kek,
-            &id.to_string(),
-            Purpose::DataKey,
-            &[&connector, &generation],
-            data_key.as_ref(),
-        )
+    /// Shreds every slot of a connector (client credentials and all consent generations).
+    pub fn shred_connector(&self, connector_id: &str) -> Result<Shredded, VaultError> {
+        slot::validate_connector_id(connector_id)?;
+        on_backend!(self, v => v.shred_connector(connector_id))
     }
 
-    /// The slot's data key, creating it (wrapped by the active KEK) on first use. Two
-    /// concurrent first seals race on a compare-and-swap; the loser uses the winner's key. A
-    /// new key is flushed before any secret is sealed with it, so no secret can outlive its
-    /// key in a crash.
-    fn data_key_or_create(&self, slot: &Slot) -> Result<KeyBytes, VaultError> {
-        let key = layout::data_key_key(slot);
-        loop {
-            if let Some(sealed) = self.db.db.get(&key)? {
-                return self.unwrap_data_key(slot, &sealed);
-            }
-            let data_key = crypto::random_key()?;
-            let sealed = self.wrap_data_key(slot, &data_key)?;
-            if self
-                .db
-                .db
-                .compare_and_swap(&key, None::<&[u8]>, Some(sealed))?
-                .is_ok()
-            {
-                self.db.flush()?;
-                return Ok(data_key);
-            }
-        }
+    /// Shreds every slot of a connector except the generations in `keep` (a removed
+    /// connector's tokens still awaiting revocation, and the client credentials revoking them
+    /// needs).
+    pub fn shred_connector_except(
+        &self,
+        connector_id: &str,
+        keep: &[u64],
+    ) -> Result<Shredded, VaultError> {
+        slot::validate_connector_id(connector_id)?;
+        on_backend!(self, v => v.shred_connector_except(connector_id, keep))
+    }
+
+    /// Creates a new KEK and makes it active: data keys created from now on are wrapped by
+    /// it. Existing data keys keep working; [`rewrap_pending`](Self::rewrap_pending) moves them.
+    pub fn rotate(&self) -> Result<KeyId, VaultError> {
+        on_backend!(self, v => v.rotate())
+    }
+
+    /// Re-wraps up to `max` data keys still wrapped by an older KEK under the active one, then
+    /// retires (deletes, and compacts or vacuums away) every older KEK that no data key
+    /// references. Returns how many data keys were re-wrapped. Call until
+    /// [`status`](Self::status) shows no pending re-wraps; `max` bounds how long seals wait. A
+    /// data key that does not open stops the run with its typed error (fail closed: it needs
+    /// investigating, not skipping).
+    pub fn rewrap_pending(&self, max: usize) -> Result<usize, VaultError> {
+        on_backend!(self, v => v.rewrap_pending(max))
+    }
+
+    /// Rotates the master key: a new KEK sealed by `new` becomes active, every data key is
+    /// re-wrapped under it, every older KEK is deleted and the check record replaced — in one
+    /// atomic write — and the old sealed bytes are then compacted (sled) or vacuumed
+    /// (PostgreSQL) out of the vault's files. From then on only `new` opens the vault; other
+    /// replicas still running with the old key fail closed ([`VaultError::WrongMasterKey`]) at
+    /// their next keyring read, until restarted with `new`. Destroying the old key afterwards
+    /// is what makes copies taken before (backups, WAL archives) unreadable (decision 0029). A
+    /// data key that does not open fails the call with its error, and nothing changes.
+    pub fn rekey(&self, new: MasterKey) -> Result<KeyId, VaultError> {
+        on_backend!(self, v => v.rekey(new))
+    }
+
+    /// The keyring at a glance: the active KEK, every KEK and how many data keys it wraps.
+    pub fn status(&self) -> Result<VaultStatus, VaultError> {
+        on_backend!(self, v => v.status())
     }
 }

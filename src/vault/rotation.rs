@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use super::keyring::{KeyId, envelope_error};
-use super::{Record, State, Vault, VaultError, crypto, layout};
+use super::on_sled::{SledVault, State};
+use super::{Record, VaultError, crypto, layout};
 
 /// One KEK and how many data keys it wraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +32,17 @@ pub struct VaultStatus {
     pub pending_rewrap: usize,
 }
 
-impl Vault {
+impl SledVault {
     /// Creates a new KEK and makes it active: data keys created from now on are wrapped by
     /// it. Existing data keys keep working; [`rewrap_pending`](Self::rewrap_pending) moves them.
     pub fn rotate(&self) -> Result<KeyId, VaultError> {
         let mut state = self.state.write();
-        let State { db, keyring } = &mut *state;
-        let id = keyring.rotate(db, &self.master)?;
+        let State {
+            db,
+            keyring,
+            master,
+        } = &mut *state;
+        let id = keyring.rotate(db, master)?;
         tracing::info!(active_key = %id, "vault key rotated");
         Ok(id)
     }
@@ -87,7 +92,7 @@ impl Vault {
             .filter(|id| *id != active && usage.get(id).copied().unwrap_or(0) == 0)
             .collect();
         if !retire.is_empty() {
-            let State { db, keyring } = &mut *state;
+            let State { db, keyring, .. } = &mut *state;
             keyring.retire(db, &retire)?;
             tracing::info!(retired = ?retire.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "vault keys retired");

@@ -7,9 +7,10 @@
 //! its disconnect queue) and the next shred, rotation retirement or open finishes the job.
 
 use super::layout;
+use super::on_sled::{SledVault, State};
 use super::slot::validate_connector_id;
 use super::storage;
-use super::{Slot, State, Vault, VaultError};
+use super::{Slot, VaultError};
 
 /// What a shred destroyed. Counts only; for the audit trail.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct Shredded {
     pub secrets: usize,
 }
 
-impl Vault {
+impl SledVault {
     /// Destroys `slot`'s data key and every secret sealed under it, durably and beyond
     /// recovery from the vault directory. Afterwards [`open_secret`](Vault::open_secret)
     /// returns `Ok(None)` for the slot. Shredding an empty slot is not an error.

@@ -311,3 +311,43 @@ fn debug_shows_no_key_material() {
     assert!(!shown.to_lowercase().contains("abababab"));
     assert!(!shown.contains("171, 171"));
 }
+
+#[test]
+fn rekey_replaces_the_master_key_and_every_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let vault = Vault::open(dir.path(), master(1)).unwrap();
+        for g in 1..=3 {
+            vault
+                .seal(&Slot::consent("c", g), Field::AccessToken, &secret("at"))
+                .unwrap();
+        }
+        vault.rotate().unwrap();
+        let id = vault.rekey(master(2)).unwrap();
+        assert_eq!(id.to_string(), "k3");
+        let status = vault.status().unwrap();
+        assert_eq!(status.keys.len(), 1);
+        assert_eq!(status.pending_rewrap, 0);
+        assert_eq!(status.active_key_id, id);
+        for g in 1..=3 {
+            let s = vault
+                .open_secret(&Slot::consent("c", g), Field::AccessToken)
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.expose_secret(), "at");
+        }
+        // Later writes use the new master key's keyring.
+        vault.rotate().unwrap();
+        vault.rewrap_pending(10).unwrap();
+    }
+    assert!(matches!(
+        Vault::open(dir.path(), master(1)),
+        Err(VaultError::WrongMasterKey)
+    ));
+    let vault = Vault::open(dir.path(), master(2)).unwrap();
+    let s = vault
+        .open_secret(&Slot::consent("c", 2), Field::AccessToken)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.expose_secret(), "at");
+}

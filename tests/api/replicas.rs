@@ -10,17 +10,37 @@ use serde_json::{Value, json};
 use crate::pg_server::TempPostgres;
 use crate::process::Server;
 
-/// A PostgreSQL server with a fresh database, and its URL.
+/// A PostgreSQL server with a fresh database, its URL, and the cluster's master key file
+/// (every replica is given the same one).
 fn database() -> (TempPostgres, String) {
     let pg = TempPostgres::start().expect("start PostgreSQL");
     let url = pg.create_database("agp_replicas").expect("create database");
+    let key = master_key_file(&pg);
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     (pg, url)
+}
+
+/// The master key file of the replicas of `pg`'s database.
+fn master_key_file(pg: &TempPostgres) -> std::path::PathBuf {
+    pg.data_dir().with_file_name("agp-master.key")
 }
 
 /// A replica on `url` with its own data directory. The second and later replicas get the
 /// first one's admin token (the cluster has one).
-fn replica(data: &std::path::Path, url: &str, token: Option<&str>) -> Server {
-    let mut server = Server::start(data, &["--database-url", url, "--checkpoint-every", "0"]);
+fn replica(pg: &TempPostgres, data: &std::path::Path, url: &str, token: Option<&str>) -> Server {
+    let key = master_key_file(pg);
+    let mut server = Server::start(
+        data,
+        &[
+            "--database-url",
+            url,
+            "--checkpoint-every",
+            "0",
+            "--master-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
     if let Some(t) = token {
         server.token = t.to_string();
     }
@@ -46,14 +66,14 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_admin_token_and_see_each_others_changes_at_once() {
-    let (_pg, url) = database();
+    let (pg, url) = database();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(dir_a.path(), &url, None);
+    let a = replica(&pg, dir_a.path(), &url, None);
     assert!(
         a.token.starts_with("agpadm_"),
         "the first replica made the token"
     );
-    let b = replica(dir_b.path(), &url, Some(&a.token));
+    let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
     assert!(
         !dir_b.path().join("admin.token").exists(),
         "only the replica that created the token holds it"
@@ -104,6 +124,8 @@ async fn replicas_share_one_admin_token_and_see_each_others_changes_at_once() {
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agp"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .arg("--master-key-file")
+        .arg(master_key_file(&pg))
         .env("AGP_DATA_DIR", dir_c.path())
         .output()
         .unwrap();
@@ -117,11 +139,11 @@ async fn replicas_share_one_admin_token_and_see_each_others_changes_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_replica_leads_and_another_takes_over_when_it_dies() {
-    let (_pg, url) = database();
+    let (pg, url) = database();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(dir_a.path(), &url, None);
+    let a = replica(&pg, dir_a.path(), &url, None);
     wait_until("a leads", Duration::from_secs(10), || leads(&a)).await;
-    let b = replica(dir_b.path(), &url, Some(&a.token));
+    let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!leads(&b), "two leaders");
     a.kill();
@@ -132,10 +154,10 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies() {
 /// the log afterwards, and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_during_appends_loses_nothing_it_acknowledged() {
-    let (_pg, url) = database();
+    let (pg, url) = database();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(dir_a.path(), &url, None);
-    let b = replica(dir_b.path(), &url, Some(&a.token));
+    let a = replica(&pg, dir_a.path(), &url, None);
+    let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
     let (base_a, base_b, token) = (a.base.clone(), b.base.clone(), a.token.clone());
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let refused_by_a = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -219,8 +241,8 @@ async fn a_replica_killed_during_appends_loses_nothing_it_acknowledged() {
 async fn the_database_restarting_under_load_fails_requests_clearly_then_recovers() {
     let (mut pg, url) = database();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(dir_a.path(), &url, None);
-    let b = replica(dir_b.path(), &url, Some(&a.token));
+    let a = replica(&pg, dir_a.path(), &url, None);
+    let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
     wait_until("a leads", Duration::from_secs(10), || leads(&a)).await;
     let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -307,7 +329,7 @@ async fn the_database_restarting_under_load_fails_requests_clearly_then_recovers
 /// the next call on A, and a disconnect on B stops the next call on A — and the provider saw
 /// the tokens revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the vault and the consent flows on PostgreSQL (being merged)"]
+#[ignore = "needs the consent flows on PostgreSQL (being merged)"]
 async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider() {
     use crate::peers::{Agent, AuthlibServer, browser, consent};
     let provider = AuthlibServer::start(&[
@@ -316,10 +338,8 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
         "--access-ttl",
         "4",
     ]);
-    let (_pg, url) = database();
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("master.key");
-    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let (pg, url) = database();
+    let key_file = master_key_file(&pg);
     let key = key_file.to_str().unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The background refresher is slow here: every refresh is the callers' doing.

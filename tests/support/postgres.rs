@@ -248,7 +248,8 @@ impl TempPostgres {
         self.wait_ready(self.port)
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The server's data directory (tests read its files to check what a deletion left).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 

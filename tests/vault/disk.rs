@@ -126,7 +126,10 @@ fn master_key_file_is_created_0600_once_and_reused() {
     );
     let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let vault_mode = std::fs::metadata(vault.dir()).unwrap().permissions().mode();
+    let vault_mode = std::fs::metadata(vault.dir().expect("a sled vault"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(vault_mode & 0o777, 0o700);
     vault
         .seal(&Slot::client("c"), Field::ClientSecret, &secret("cs-value"))

@@ -6,6 +6,8 @@
 //! ONE transaction under an advisory lock (two replicas starting at once migrate once), and
 //! refuses a database whose schema is newer than this binary knows.
 //!
+//! Tables of the vault (migration 2): see `crate::vault`'s PostgreSQL backend and decision 0029.
+//!
 //! Tables (migration 1):
 //! - `events`: one row per record, `seq` the primary key; `id` and `(stream, version)` unique.
 //!   `data` is `json`, which keeps serde_json's text byte for byte (unlike `jsonb`, which would
@@ -63,6 +65,11 @@ INSERT INTO {s}.log_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'))
     },
     Migration {
         version: 2,
+        description: "vault: vault_meta, vault_keys, vault_data_keys, vault_secrets",
+        sql: VAULT_TABLES,
+    },
+    Migration {
+        version: 3,
         description: "cluster: settings every replica shares (the admin token's SHA-256)",
         sql: r#"
 CREATE TABLE {s}.cluster_settings (
@@ -74,8 +81,41 @@ CREATE TABLE {s}.cluster_settings (
     },
 ];
 
+/// Migration 2: the vault's tables (decision 0029; the statements are in
+/// `crate::vault`'s PostgreSQL backend). Every value is sealed (`bytea`); ids and field names
+/// are identifiers, not secrets. The vault's row is written by the first `Vault` to open,
+/// which needs the master key a migration does not have.
+const VAULT_TABLES: &str = r#"
+CREATE TABLE {s}.vault_meta (
+    only_row        boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    check_record    bytea   NOT NULL,
+    active_key      bigint  NOT NULL CHECK (active_key > 0),
+    next_key        bigint  NOT NULL CHECK (next_key > 1),
+    keyring_version bigint  NOT NULL
+);
+CREATE TABLE {s}.vault_keys (
+    id     bigint PRIMARY KEY CHECK (id > 0),
+    sealed bytea  NOT NULL
+);
+CREATE TABLE {s}.vault_data_keys (
+    connector_id text   NOT NULL CHECK (connector_id <> ''),
+    generation   bigint NOT NULL,
+    sealed       bytea  NOT NULL,
+    PRIMARY KEY (connector_id, generation)
+);
+CREATE TABLE {s}.vault_secrets (
+    connector_id text   NOT NULL,
+    generation   bigint NOT NULL,
+    field        text   NOT NULL CHECK (field <> ''),
+    sealed       bytea  NOT NULL,
+    PRIMARY KEY (connector_id, generation, field),
+    FOREIGN KEY (connector_id, generation)
+        REFERENCES {s}.vault_data_keys (connector_id, generation) ON DELETE CASCADE
+);
+"#;
+
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
