@@ -88,6 +88,24 @@ pub fn secret_key(slot: &Slot, field: Field) -> Vec<u8> {
     k
 }
 
+/// The slot and field a secret's key names (the inverse of [`secret_key`]); `None` for a key
+/// that is not one.
+pub(crate) fn parse_secret_key(key: &[u8]) -> Option<(Slot, Field)> {
+    let rest = key.strip_prefix(SECRET_PREFIX)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    let id = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let (generation, field) = rest.get(len..)?.split_first_chunk::<8>()?;
+    let field = Field::from_name(std::str::from_utf8(field).ok()?)?;
+    Some((
+        Slot {
+            connector_id: id.to_string(),
+            generation: u64::from_be_bytes(*generation),
+        },
+        field,
+    ))
+}
+
 pub(crate) fn secret_slot_prefix(slot: &Slot) -> Vec<u8> {
     let mut k = SECRET_PREFIX.to_vec();
     slot_bytes(&mut k, slot);

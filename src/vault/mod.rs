@@ -223,6 +223,32 @@ impl Vault {
             .map(|plain| SecretSlice::from(plain.to_vec())))
     }
 
+    /// Seals every secret of this (embedded) vault into `target` under the same slots and
+    /// fields, then opens each in `target` and checks it is the same: `agp migrate`'s vault
+    /// step. Idempotent (a re-run seals the same values again). Returns how many secrets.
+    pub fn copy_into(&self, target: &Vault) -> Result<usize, VaultError> {
+        let Backend::Sled(source) = &self.backend else {
+            return Err(VaultError::Database(
+                "copying out of a vault on PostgreSQL is not supported".into(),
+            ));
+        };
+        let entries = source.entries()?;
+        for (slot, field) in &entries {
+            let Some(plain) = source.open_plain(slot, *field)? else {
+                continue;
+            };
+            target.seal_bytes(slot, *field, &plain)?;
+            let copied = target.open_plain(slot, *field)?;
+            if copied.as_deref().map(Vec::as_slice) != Some(plain.as_slice()) {
+                return Err(VaultError::Corrupt {
+                    record: Record::Secret(slot.clone(), *field),
+                    reason: "the copy does not open to the same value".into(),
+                });
+            }
+        }
+        Ok(entries.len())
+    }
+
     /// Whether a secret is sealed under `slot`/`field` (without opening it: the console shows
     /// that a secret exists, never what it is).
     pub fn has(&self, slot: &Slot, field: Field) -> Result<bool, VaultError> {

@@ -107,6 +107,22 @@ impl SledVault {
         state.db.flush()
     }
 
+    /// Every slot and field that holds a secret (for `agp migrate`).
+    pub fn entries(&self) -> Result<Vec<(Slot, Field)>, VaultError> {
+        let state = self.state.read();
+        let mut found = Vec::new();
+        for item in state.db.db.scan_prefix(layout::SECRET_PREFIX) {
+            let (key, _) = item?;
+            let entry =
+                layout::parse_secret_key(&key).ok_or_else(|| VaultError::CorruptLayout {
+                    path: self.dir.clone(),
+                    reason: "a secret's key does not name a slot and a field".into(),
+                })?;
+            found.push(entry);
+        }
+        Ok(found)
+    }
+
     pub fn has(&self, slot: &Slot, field: Field) -> Result<bool, VaultError> {
         let state = self.state.read();
         Ok(state.db.db.contains_key(layout::secret_key(slot, field))?)

@@ -175,11 +175,22 @@ async fn migrate_moves_a_data_directory_into_postgres_verified_and_identical() {
     assert_eq!(log["head"], json!(head), "{report}");
     assert_eq!(log["verified"], json!(head), "{report}");
     assert_eq!(log["schema"], "agp");
+    // The vault's secrets (the connector's client and tokens) are sealed in the database,
+    // opened back and compared by the step itself.
+    let vault = report["vault"].as_str().unwrap_or_default();
+    let sealed: usize = vault
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(
-        report["vault"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("not migrated")),
+        sealed >= 2 && vault.contains("secrets sealed into PostgreSQL"),
         "{report}"
+    );
+    assert_eq!(
+        pg.psql("agp_ops", "SELECT count(*) FROM agp.vault_secrets")
+            .expect("psql"),
+        sealed.to_string()
     );
     assert_eq!(count(&pg, "agp"), head.to_string());
 

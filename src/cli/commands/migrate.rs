@@ -6,8 +6,8 @@
 //! seq, stream, version, id, time, data and hashes, never re-sealed, so the chain, the audit
 //! checkpoints signed over it and `events export` stay the same — in transactions of
 //! `--batch` records ([`PgLog::import`] checks each continues the chain), then verifies the
-//! whole chain in PostgreSQL and that its head is the source's. Then [`migrate_vault`], which
-//! does not move the vault yet (see there).
+//! whole chain in PostgreSQL and that its head is the source's. Then [`migrate_vault`] seals
+//! every secret of the data directory's vault into the database's, under the same master key.
 //!
 //! Refused, with nothing written: a source a running server holds (its log's lock), a source
 //! whose tail is damaged, and a target log that is not a prefix of the source (another
@@ -75,7 +75,7 @@ pub async fn run(global: &Global, args: MigrateArgs) -> anyhow::Result<ExitCode>
     let source = open_source(&global.data_dir, global.archive_dir.clone())?;
     let target = Arc::new(offline::open_database(options).await?);
     let log = migrate_log(source, &target, args.batch, started).await?;
-    let vault = migrate_vault(global, &target);
+    let vault = migrate_vault(global, &target).await?;
     target
         .close()
         .await
@@ -271,20 +271,40 @@ async fn check_prefix(source: &Arc<SledLog>, target: &Arc<PgLog>) -> anyhow::Res
     }
 }
 
-/// The vault step: not done yet. The vault (sealed secrets, `DATA_DIR/vault/`) moves to
-/// PostgreSQL with the vault backend there (issue 18, item 3); until then this says what stays
-/// behind.
-// TODO(issue 18, vault on PostgreSQL): copy the vault's sealed rows (same envelopes, the same
-// master key) into the database here, after the log step, resumable and verified like it.
-pub fn migrate_vault(global: &Global, _target: &PgLog) -> String {
-    let vault = global.data_dir.join("vault");
-    if vault.exists() {
-        format!(
-            "not migrated: this version keeps the vault in {}; keep that directory (and the \
-             master key) with the server",
-            vault.display()
-        )
-    } else {
-        "nothing to migrate (no vault in the data directory)".to_string()
+/// The vault step: every secret of the data directory's vault is sealed into the database's
+/// vault under the same master key (opened back and compared), after the log step. A re-run
+/// seals the same values again. The master key must then be given to every replica
+/// (`AGP_MASTER_KEY_FILE`): with a database, AGP never makes one up (decision 0029).
+pub async fn migrate_vault(global: &Global, target: &PgLog) -> anyhow::Result<String> {
+    let dir = global.data_dir.clone();
+    if !crate::vault::vault_path(&dir).exists() {
+        return Ok("nothing to migrate (no vault in the data directory)".to_string());
     }
+    let db = target.database().clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use crate::vault::{MasterKeyConfig, MasterKeySource};
+        let (source, origin) =
+            crate::vault::open_for_data_dir_with(&dir, MasterKeyConfig::from_env())
+                .context("opening the data directory's vault")?;
+        let given = match &origin {
+            MasterKeySource::Named(p) | MasterKeySource::File(p) | MasterKeySource::Created(p) => {
+                MasterKeyConfig {
+                    value: None,
+                    file: Some(p.clone()),
+                }
+            }
+            MasterKeySource::Env => MasterKeyConfig::from_env(),
+        };
+        let (vault, _) = crate::vault::open_for_database(db, given)
+            .context("opening the vault in PostgreSQL with the same master key")?;
+        let copied = source
+            .copy_into(&vault)
+            .context("copying the vault's secrets into PostgreSQL")?;
+        Ok(format!(
+            "{copied} secrets sealed into PostgreSQL and opened back; give every replica the \
+             master key from {origin} (AGP_MASTER_KEY_FILE)"
+        ))
+    })
+    .await
+    .context("the vault step")?
 }
