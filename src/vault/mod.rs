@@ -30,6 +30,7 @@
 //! This module is a leaf: it knows nothing of the domain, the event log or HTTP.
 
 mod crypto;
+mod derive;
 mod error;
 mod keyring;
 pub mod layout;
@@ -50,6 +51,7 @@ use parking_lot::RwLock;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use zeroize::Zeroizing;
 
+pub use derive::{DerivedKey, KeyPurpose, OpenError as DerivedOpenError};
 pub use error::{Record, VaultError};
 pub use keyring::KeyId;
 pub use master::{

@@ -5,7 +5,7 @@ use oauth2::PkceCodeChallenge;
 use secrecy::SecretString;
 use url::Url;
 
-use super::{ConnectorService, ServiceError, fingerprint};
+use super::{ConnectorService, ServiceError, fingerprint, flow_unavailable};
 use crate::connectors::flows::{FLOW_TTL, Flow};
 use crate::domain::ResourceName;
 use crate::domain::connector::{
@@ -364,7 +364,10 @@ impl ConnectorService {
             meta,
         )
         .await?;
-        self.flows.cancel_connector(&view.connector_id);
+        self.flows
+            .cancel_connector(&view.connector_id)
+            .await
+            .map_err(flow_unavailable)?;
         let consent = self
             .start_consent(&view.connector_id, name, &discovery, scopes, meta)
             .await?;
@@ -454,24 +457,27 @@ impl ConnectorService {
             )
             .await?
         };
-        self.flows.insert(
-            &flow_id,
-            Flow {
-                connector_id: connector_id.to_string(),
-                connector_name: name.to_string(),
-                generation: committed.aggregate.generation,
-                pkce_verifier: SecretString::from(verifier.secret().to_string()),
-                issuer: discovery.issuer.clone(),
-                iss_required: discovery.iss_parameter_supported,
-                authorize_url: provider.to_string(),
-                token_endpoint: discovery.token_endpoint.to_string(),
-                userinfo_endpoint: discovery.userinfo_endpoint.as_ref().map(Url::to_string),
-                redirect_uri: self.redirect_uri.clone(),
-                resource: discovery.resource.clone(),
-                audience: view.audience.clone(),
-                scopes,
-            },
-        );
+        self.flows
+            .insert(
+                &flow_id,
+                Flow {
+                    connector_id: connector_id.to_string(),
+                    connector_name: name.to_string(),
+                    generation: committed.aggregate.generation,
+                    pkce_verifier: SecretString::from(verifier.secret().to_string()),
+                    issuer: discovery.issuer.clone(),
+                    iss_required: discovery.iss_parameter_supported,
+                    authorize_url: provider.to_string(),
+                    token_endpoint: discovery.token_endpoint.to_string(),
+                    userinfo_endpoint: discovery.userinfo_endpoint.as_ref().map(Url::to_string),
+                    redirect_uri: self.redirect_uri.clone(),
+                    resource: discovery.resource.clone(),
+                    audience: view.audience.clone(),
+                    scopes,
+                },
+            )
+            .await
+            .map_err(flow_unavailable)?;
         Ok(Consent {
             connector: self.view(name)?,
             authorize_url: format!("{}/connect/start/{flow_id}", self.public_url),

@@ -149,10 +149,27 @@ impl ConnectorService {
         }
     }
 
+    /// Keeps consent flows in `flows` (before the service is shared): the in-memory table by
+    /// default; [`FlowStore::postgres`] when several replicas share a database.
+    pub fn with_flows(mut self, flows: FlowStore) -> Self {
+        self.flows = flows;
+        self
+    }
+
     /// Sets when failed revocations are tried again (before the service is shared).
     pub fn with_revocation_backoff(mut self, backoff: RetryBackoff) -> Self {
         self.revocation_backoff = backoff;
         self
+    }
+
+    /// Drops the connector's open consent flows after its disconnect or removal was recorded.
+    /// A failure is logged, not returned: the recorded event already makes any such flow
+    /// useless (a callback finishing it finds the connector moved on and discards the tokens),
+    /// so revocation and shredding must go ahead.
+    pub(crate) async fn cancel_flows(&self, connector_id: &str) {
+        if let Err(e) = self.flows.cancel_connector(connector_id).await {
+            tracing::warn!(error = %e, "a connector's consent flows could not be dropped; they can no longer complete");
+        }
     }
 
     /// Ends background work (revocation retries, the refresher, drift checks).
@@ -300,6 +317,11 @@ impl ConnectorService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(ServiceError::from)
     }
+}
+
+/// The flow table could not be used: 503, naming the step (never a secret).
+pub(crate) fn flow_unavailable(e: super::flows::FlowError) -> ServiceError {
+    ServiceError::Unavailable(format!("consent flows: {e}"))
 }
 
 /// Lifts a connector command failure into a service error naming the connector.

@@ -108,7 +108,7 @@ impl ConnectorService {
             )
             .await?;
         }
-        self.flows.cancel_connector(&view.connector_id);
+        self.cancel_flows(&view.connector_id).await;
         let (revocation, shredded) = self.revoke_and_shred(&view, meta).await?;
         Ok(Teardown {
             connector: self.view(name).ok(),
@@ -150,7 +150,7 @@ impl ConnectorService {
             meta,
         )
         .await?;
-        self.flows.cancel_connector(&view.connector_id);
+        self.cancel_flows(&view.connector_id).await;
         // Tokens AGP failed to revoke stay sealed (their generations' slots, and the client's
         // credentials that revoking them needs) until revoked or abandoned; everything else of
         // the connector is destroyed now.
