@@ -28,6 +28,7 @@ pub mod archive;
 pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
+pub mod name_claims;
 pub mod postgres;
 mod recent;
 pub mod record;

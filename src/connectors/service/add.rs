@@ -11,6 +11,7 @@ use crate::domain::ResourceName;
 use crate::domain::connector::{
     ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod, client_auth,
 };
+use crate::domain::security::NameKind;
 use crate::oauth::cimd;
 use crate::oauth::discovery::{Discovery, DiscoveryOptions, discover};
 use crate::oauth::registration::{RegistrationRequest, register};
@@ -218,7 +219,10 @@ impl ConnectorService {
         Ok((Registration::Dcr, reason, Some(cmd)))
     }
 
-    /// Adds a connector and starts its first consent.
+    /// Adds a connector and starts its first consent. The name is claimed in the log first
+    /// (unique across replicas, [`crate::store::name_claims`]), before discovery and
+    /// registration, so two replicas never both register a client for one name; it is
+    /// released if the connector is then not created.
     pub async fn add(
         &self,
         req: AddConnector,
@@ -226,11 +230,35 @@ impl ConnectorService {
     ) -> Result<Consent, ServiceError> {
         let name = req.name.to_string();
         let _claim = self.naming.lock().await;
+        let exists = || ServiceError::Conflict(format!("connector {name:?} already exists"));
         if self.projections.read(|p| p.connectors.get(&name).is_some()) {
-            return Err(ServiceError::Conflict(format!(
-                "connector {name:?} already exists"
-            )));
+            return Err(exists());
         }
+        let connector_id = uuid::Uuid::now_v7().to_string();
+        let claims = self.name_claims();
+        claims
+            .claim(NameKind::Connector, &req.name, &connector_id, meta)
+            .await
+            .map_err(|e| e.or_taken(exists))?;
+        let resource_name = req.name.clone();
+        let added = self.add_claimed(req, &connector_id, meta).await;
+        if added.is_err() {
+            claims
+                .abandon(NameKind::Connector, &resource_name, &connector_id, meta)
+                .await;
+        }
+        added
+    }
+
+    /// [`ConnectorService::add`] once the name is claimed for `connector_id`.
+    async fn add_claimed(
+        &self,
+        req: AddConnector,
+        connector_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<Consent, ServiceError> {
+        let name = req.name.to_string();
+        let connector_id = connector_id.to_string();
         let discovery = self.discover(&req.mcp_server_url, &req.overrides).await?;
         let scopes = req
             .scopes
@@ -240,7 +268,6 @@ impl ConnectorService {
             .client_name
             .clone()
             .unwrap_or_else(|| format!("AGP {name}"));
-        let connector_id = uuid::Uuid::now_v7().to_string();
         let (registration, registration_reason, registered) = match req.client {
             ClientChoice::Auto | ClientChoice::Cimd | ClientChoice::Dcr => {
                 self.choose_registration(&req.client, &connector_id, &discovery, &client_name)

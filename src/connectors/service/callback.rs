@@ -195,7 +195,7 @@ impl ConnectorService {
             actor: "anonymous".into(),
             correlation_id,
         };
-        if let Err(e) = append_fact(self.log.as_ref(), event.stream(), &event, &meta).await {
+        if let Err(e) = append_fact(self.log.as_ref(), &event.stream(), &event, &meta).await {
             self.refusals.unrecorded(suppressed);
             tracing::warn!(reason = reason.as_str(), error = %e, "a refused consent callback could not be recorded");
         }

@@ -71,6 +71,13 @@ impl From<crate::vault::VaultError> for ServiceError {
     }
 }
 
+/// The log failed while claiming a name.
+impl From<crate::store::StoreError> for ServiceError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::Unavailable(format!("event log: {e}"))
+    }
+}
+
 impl From<crate::projections::live::WaitError> for ServiceError {
     fn from(e: crate::projections::live::WaitError) -> Self {
         ServiceError::Unavailable(e.to_string())
@@ -170,6 +177,11 @@ impl ConnectorService {
         if let Err(e) = self.flows.cancel_connector(connector_id).await {
             tracing::warn!(error = %e, "a connector's consent flows could not be dropped; they can no longer complete");
         }
+    }
+
+    /// Connector names' claims in the log (unique across replicas).
+    pub(crate) fn name_claims(&self) -> crate::store::name_claims::NameClaims {
+        crate::store::name_claims::NameClaims::new(self.log.clone())
     }
 
     /// Ends background work (revocation retries, the refresher, drift checks).

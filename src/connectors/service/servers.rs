@@ -20,6 +20,7 @@ use crate::connectors::injected::UpstreamCredential;
 use crate::connectors::upstream;
 use crate::domain::ResourceName;
 use crate::domain::connector::{ConnectorCommand, Overrides, Registration};
+use crate::domain::security::NameKind;
 use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 use crate::vault::{Field, Slot};
@@ -45,11 +46,41 @@ impl ConnectorService {
     ) -> Result<ConnectorView, ServiceError> {
         let name = req.name.to_string();
         let _claim = self.naming.lock().await;
-        if self.projections.read(|p| p.connectors.get(&name).is_some()) {
-            return Err(ServiceError::Conflict(format!(
+        let exists = || {
+            ServiceError::Conflict(format!(
                 "a connector or server named {name:?} already exists"
-            )));
+            ))
+        };
+        if self.projections.read(|p| p.connectors.get(&name).is_some()) {
+            return Err(exists());
         }
+        // Claimed in the log (unique across replicas) before the probe; released if the
+        // server is then not created.
+        let connector_id = uuid::Uuid::now_v7().to_string();
+        let claims = self.name_claims();
+        claims
+            .claim(NameKind::Connector, &req.name, &connector_id, meta)
+            .await
+            .map_err(|e| e.or_taken(exists))?;
+        let resource_name = req.name.clone();
+        let added = self.add_server_claimed(req, &connector_id, meta).await;
+        if added.is_err() {
+            claims
+                .abandon(NameKind::Connector, &resource_name, &connector_id, meta)
+                .await;
+        }
+        added
+    }
+
+    /// [`ConnectorService::add_server`] once the name is claimed for `connector_id`.
+    async fn add_server_claimed(
+        &self,
+        req: AddServer,
+        connector_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<ConnectorView, ServiceError> {
+        let name = req.name.to_string();
+        let connector_id = connector_id.to_string();
         self.egress.check_url(&req.mcp_server_url).map_err(|e| {
             ServiceError::Invalid(format!(
                 "mcp_server_url: {e} (AGP sends a credential only over https, or to an http host on the egress allow list)"
@@ -57,7 +88,6 @@ impl ConnectorService {
         })?;
         self.probe(&name, &req.mcp_server_url, &req.credential)
             .await?;
-        let connector_id = uuid::Uuid::now_v7().to_string();
         let add = ConnectorCommand::Add {
             registration_reason: None,
             connector_id: connector_id.clone(),
