@@ -10,3 +10,5 @@ mod pg_server;
 
 #[path = "replicas/flows.rs"]
 mod flows;
+#[path = "replicas/names.rs"]
+mod names;
