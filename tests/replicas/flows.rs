@@ -312,7 +312,7 @@ async fn the_verifier_is_sealed_in_the_table_and_an_altered_row_fails_closed() {
         "UPDATE agp.consent_flows SET sealed = (SELECT sealed FROM agp.consent_flows \
          WHERE id = '{other}') WHERE id = '{id}'"
     ));
-    let moved = a.consume(&id).await.err().expect("refused");
+    let moved = a.consume(&id).await.expect_err("refused");
     assert_eq!(moved, FlowError::Corrupt);
     // A flipped byte does not either; neither does a row moved to another connector.
     cluster.sql(&format!(
@@ -341,9 +341,9 @@ async fn a_failing_table_is_named_without_a_secret() {
     let a = cluster.replica(TTL).await;
     let (id, state) = a.create(flow("c1")).await.expect("create");
     cluster.sql("ALTER TABLE agp.consent_flows RENAME TO consent_flows_gone");
-    let insert = a.create(flow("c1")).await.err().expect("refused");
-    let consume = a.consume(&id).await.err().expect("refused");
-    let bind = a.bind_browser(&id, None).await.err().expect("refused");
+    let insert = a.create(flow("c1")).await.expect_err("refused");
+    let consume = a.consume(&id).await.expect_err("refused");
+    let bind = a.bind_browser(&id, None).await.expect_err("refused");
     for e in [&insert, &consume, &bind] {
         assert!(matches!(e, FlowError::Unavailable(_)), "{e:?}");
         let shown = format!("{e} {e:?}");
