@@ -16,6 +16,10 @@
 //! batch, still at an exact version) when the entity's own stream ends with its removal, or
 //! when the entity never appeared within [`STALE_AFTER`].
 //!
+//! Only shared logs claim ([`EventLog::shared`]: PostgreSQL). The embedded, single-process
+//! mode keeps what it always had — the in-process lock and the projection check are exact
+//! there — and writes no claim events, so its log and audit trail are unchanged.
+//!
 //! Names taken before claims existed have no claim stream. The callers keep their projection
 //! check before claiming, so such a name is still refused; and since those entities exist in
 //! every replica's projections from the start, no create can race on them. Nothing is
@@ -68,6 +72,8 @@ pub enum ClaimError {
 pub struct NameClaims {
     log: Arc<dyn EventLog>,
     stale_after: Duration,
+    /// False on a log only this process appends to: every call is then a no-op.
+    active: bool,
 }
 
 /// What the last record of a name's stream says.
@@ -77,11 +83,27 @@ enum Holder {
 }
 
 impl NameClaims {
+    /// Claims on `log` when it is shared by several processes; no-ops otherwise.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
+        let active = log.shared();
         Self {
             log,
             stale_after: STALE_AFTER,
+            active,
         }
+    }
+
+    /// Claims on `log` whatever its backend (tests of the mechanism on the in-memory log).
+    pub fn always(log: Arc<dyn EventLog>) -> Self {
+        Self {
+            active: true,
+            ..Self::new(log)
+        }
+    }
+
+    /// Whether this handle writes claims (the log is shared).
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// Another grace period for claims whose entity never appeared (tests).
@@ -161,6 +183,9 @@ impl NameClaims {
         id: &str,
         meta: &CommandMeta,
     ) -> Result<(), ClaimError> {
+        if !self.active {
+            return Ok(());
+        }
         let stream = name_stream(kind, name);
         let mut events = Vec::with_capacity(2);
         let expected = match self.last(&stream)? {
@@ -221,6 +246,9 @@ impl NameClaims {
         reason: NameRelease,
         meta: &CommandMeta,
     ) -> Result<bool, StoreError> {
+        if !self.active {
+            return Ok(false);
+        }
         let stream = name_stream(kind, name);
         let version = match self.last(&stream)? {
             Some((record, Holder::Claimed(holder))) if holder == id => record.version,
@@ -256,6 +284,9 @@ impl NameClaims {
     /// projections): then the name stays claimed. A failure to release is logged, not returned
     /// (the caller reports the create's own error; the claim is taken over once stale).
     pub async fn abandon(&self, kind: NameKind, name: &ResourceName, id: &str, meta: &CommandMeta) {
+        if !self.active {
+            return;
+        }
         let entity = format!("{}-{id}", kind.as_str());
         let outcome = match self.log.stream_version(&entity) {
             Ok(Some(_)) => return,
@@ -299,7 +330,22 @@ mod tests {
 
     fn claims() -> (Arc<dyn EventLog>, NameClaims) {
         let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
-        (log.clone(), NameClaims::new(log))
+        (log.clone(), NameClaims::always(log))
+    }
+
+    #[tokio::test]
+    async fn an_unshared_log_gets_no_claims() {
+        let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
+        let c = NameClaims::new(log.clone());
+        assert!(!c.is_active());
+        let meta = CommandMeta::system();
+        c.claim(NameKind::Agent, &name("bot"), "a1", &meta)
+            .await
+            .unwrap();
+        c.claim(NameKind::Agent, &name("bot"), "a2", &meta)
+            .await
+            .unwrap();
+        assert_eq!(log.head(), 0, "nothing written");
     }
 
     #[tokio::test]

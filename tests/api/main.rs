@@ -28,7 +28,6 @@ mod events;
 mod kill_switches;
 mod lifecycle;
 mod log_leaks;
-mod names;
 mod profiles;
 mod provider_quirks;
 mod proxy_e2e;

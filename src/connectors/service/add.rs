@@ -219,9 +219,10 @@ impl ConnectorService {
         Ok((Registration::Dcr, reason, Some(cmd)))
     }
 
-    /// Adds a connector and starts its first consent. The name is claimed in the log first
-    /// (unique across replicas, [`crate::store::name_claims`]), before discovery and
-    /// registration, so two replicas never both register a client for one name; it is
+    /// Adds a connector and starts its first consent. On a shared log the name is claimed
+    /// (unique across replicas, [`crate::store::name_claims`]) after discovery, which only
+    /// reads — so a provider that cannot be used still leaves nothing in the log — and before
+    /// registration, so two replicas never both register a client for one name; the claim is
     /// released if the connector is then not created.
     pub async fn add(
         &self,
@@ -234,6 +235,7 @@ impl ConnectorService {
         if self.projections.read(|p| p.connectors.get(&name).is_some()) {
             return Err(exists());
         }
+        let discovery = self.discover(&req.mcp_server_url, &req.overrides).await?;
         let connector_id = uuid::Uuid::now_v7().to_string();
         let claims = self.name_claims();
         claims
@@ -241,7 +243,7 @@ impl ConnectorService {
             .await
             .map_err(|e| e.or_taken(exists))?;
         let resource_name = req.name.clone();
-        let added = self.add_claimed(req, &connector_id, meta).await;
+        let added = self.add_claimed(req, discovery, &connector_id, meta).await;
         if added.is_err() {
             claims
                 .abandon(NameKind::Connector, &resource_name, &connector_id, meta)
@@ -254,12 +256,12 @@ impl ConnectorService {
     async fn add_claimed(
         &self,
         req: AddConnector,
+        discovery: Discovery,
         connector_id: &str,
         meta: &CommandMeta,
     ) -> Result<Consent, ServiceError> {
         let name = req.name.to_string();
         let connector_id = connector_id.to_string();
-        let discovery = self.discover(&req.mcp_server_url, &req.overrides).await?;
         let scopes = req
             .scopes
             .clone()

@@ -54,33 +54,6 @@ impl ConnectorService {
         if self.projections.read(|p| p.connectors.get(&name).is_some()) {
             return Err(exists());
         }
-        // Claimed in the log (unique across replicas) before the probe; released if the
-        // server is then not created.
-        let connector_id = uuid::Uuid::now_v7().to_string();
-        let claims = self.name_claims();
-        claims
-            .claim(NameKind::Connector, &req.name, &connector_id, meta)
-            .await
-            .map_err(|e| e.or_taken(exists))?;
-        let resource_name = req.name.clone();
-        let added = self.add_server_claimed(req, &connector_id, meta).await;
-        if added.is_err() {
-            claims
-                .abandon(NameKind::Connector, &resource_name, &connector_id, meta)
-                .await;
-        }
-        added
-    }
-
-    /// [`ConnectorService::add_server`] once the name is claimed for `connector_id`.
-    async fn add_server_claimed(
-        &self,
-        req: AddServer,
-        connector_id: &str,
-        meta: &CommandMeta,
-    ) -> Result<ConnectorView, ServiceError> {
-        let name = req.name.to_string();
-        let connector_id = connector_id.to_string();
         self.egress.check_url(&req.mcp_server_url).map_err(|e| {
             ServiceError::Invalid(format!(
                 "mcp_server_url: {e} (AGP sends a credential only over https, or to an http host on the egress allow list)"
@@ -88,9 +61,35 @@ impl ConnectorService {
         })?;
         self.probe(&name, &req.mcp_server_url, &req.credential)
             .await?;
+        // On a shared log, claimed (unique across replicas) after the probe, so a server that
+        // cannot be used leaves nothing in the log; released if the server is then not
+        // created.
+        let connector_id = uuid::Uuid::now_v7().to_string();
+        let claims = self.name_claims();
+        claims
+            .claim(NameKind::Connector, &req.name, &connector_id, meta)
+            .await
+            .map_err(|e| e.or_taken(exists))?;
+        let added = self.record_server(&req, &connector_id, meta).await;
+        if added.is_err() {
+            claims
+                .abandon(NameKind::Connector, &req.name, &connector_id, meta)
+                .await;
+        }
+        added
+    }
+
+    /// Records the probed server `req` as `connector_id` (its name claimed) and its credential.
+    async fn record_server(
+        &self,
+        req: &AddServer,
+        connector_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<ConnectorView, ServiceError> {
+        let name = req.name.to_string();
         let add = ConnectorCommand::Add {
             registration_reason: None,
-            connector_id: connector_id.clone(),
+            connector_id: connector_id.to_string(),
             name: req.name.clone(),
             mcp_server_url: req.mcp_server_url.to_string(),
             client_name: String::new(),
@@ -98,8 +97,8 @@ impl ConnectorService {
             scopes: None,
             overrides: Overrides::default(),
         };
-        self.run(&connector_id, &name, add, meta).await?;
-        self.set_credential(&connector_id, &name, 1, &req.credential, meta)
+        self.run(connector_id, &name, add, meta).await?;
+        self.set_credential(connector_id, &name, 1, &req.credential, meta)
             .await?;
         self.view(&name)
     }
