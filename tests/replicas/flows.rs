@@ -362,3 +362,25 @@ fn a_flow_prints_without_its_verifier() {
     let printed = format!("{:?}", flow("c1"));
     assert!(!printed.contains(VERIFIER), "{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_is_capped_oldest_first() {
+    let cluster = Cluster::start();
+    let a = cluster.replica(TTL).await;
+    let cap = agp::connectors::flows::MAX_FLOWS;
+    // A full table of live flows (written directly: 10,000 creates would be slow), the
+    // oldest expiring first.
+    cluster.sql(&format!(
+        "INSERT INTO agp.consent_flows (id, connector_id, connector_name, expires_at, sealed) \
+         SELECT 'filler-' || i, 'c0', 'filler', now() + interval '5 minutes' + i * interval '1 ms', \
+         '\\x00'::bytea FROM generate_series(1, {cap}) AS i"
+    ));
+    let (id, _) = a.create(flow("c1")).await.expect("create");
+    assert_eq!(a.len().await, Ok(cap), "still at the cap");
+    assert_eq!(a.is_live(&id).await, Ok(true), "the new flow is in");
+    assert_eq!(
+        cluster.sql("SELECT count(*) FROM agp.consent_flows WHERE id = 'filler-1'"),
+        "0",
+        "the oldest went"
+    );
+}
