@@ -6,6 +6,8 @@
 mod helpers;
 mod mock_provider;
 mod peers;
+#[path = "../support/postgres.rs"]
+mod pg_server;
 mod process;
 
 mod agents;
@@ -31,6 +33,7 @@ mod log_leaks;
 mod profiles;
 mod provider_quirks;
 mod proxy_e2e;
+mod replicas;
 mod request_ids;
 mod revocations;
 mod sdk_auth_e2e;
