@@ -162,7 +162,7 @@ async fn callback(
         },
         None => None,
     };
-    let id = state.connector_service.results.put(outcome);
+    let id = state.connector_service.results.put(outcome).await;
     // 303 to a clean URL: the code and state leave the address bar and history (S6).
     let mut response = StatusCode::SEE_OTHER.into_response();
     let h = response.headers_mut();
@@ -182,7 +182,7 @@ async fn result(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(outcome) = state.connector_service.results.get(&id) else {
+    let Some(outcome) = state.connector_service.results.get(&id).await else {
         return page(
             StatusCode::NOT_FOUND,
             &Outcome::Failed {

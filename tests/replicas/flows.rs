@@ -384,3 +384,41 @@ async fn the_table_is_capped_oldest_first() {
         "the oldest went"
     );
 }
+
+/// The page the callback made on one replica (`/connect/result/<id>`) is shown by another;
+/// when the database cannot take it, the replica that made it still shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_result_page_is_served_by_every_replica() {
+    use agp::connectors::pages::Outcome;
+    use agp::connectors::results::ResultStore;
+    let cluster = Cluster::start();
+    let a = ResultStore::postgres(cluster.database().await);
+    let b = ResultStore::postgres(cluster.database().await);
+    let authorized = Outcome::Authorized {
+        connector: "notion".into(),
+        account: Some("ada@example.com".into()),
+        scopes: vec!["read".into()],
+    };
+    let id = a.put(authorized.clone()).await;
+    assert_eq!(b.get(&id).await, Some(authorized));
+    let failed = Outcome::Failed {
+        connector: None,
+        reason: "access_denied: <b>no</b>".into(),
+    };
+    let id = b.put(failed.clone()).await;
+    assert_eq!(a.get(&id).await, Some(failed));
+    assert_eq!(a.get("no-such-result").await, None);
+
+    cluster.sql("ALTER TABLE agp.consent_results RENAME TO consent_results_gone");
+    let local = Outcome::Failed {
+        connector: Some("notion".into()),
+        reason: "r".into(),
+    };
+    let id = a.put(local.clone()).await;
+    assert_eq!(
+        a.get(&id).await,
+        Some(local),
+        "served from this replica's memory"
+    );
+    assert_eq!(b.get(&id).await, None);
+}

@@ -163,6 +163,13 @@ impl ConnectorService {
         self
     }
 
+    /// Keeps consent result pages in `results` (before the service is shared): in memory by
+    /// default; [`ResultStore::postgres`] so any replica shows the page the callback made.
+    pub fn with_results(mut self, results: ResultStore) -> Self {
+        self.results = results;
+        self
+    }
+
     /// Sets when failed revocations are tried again (before the service is shared).
     pub fn with_revocation_backoff(mut self, backoff: RetryBackoff) -> Self {
         self.revocation_backoff = backoff;

@@ -16,7 +16,8 @@
 //!   process and makes the global sequence gapless and the chain linear.
 //!
 //! Migration 3: `consent_flows`, the consent flow table of [`crate::connectors::flows`] (one
-//! row per open flow; the record with its PKCE verifier sealed).
+//! row per open flow; the record with its PKCE verifier sealed), and `consent_results`, the
+//! result pages of finished consents ([`crate::connectors::results`]).
 //!
 //! Must not touch: the bytes of a record's hash (that is [`crate::store::record`]).
 
@@ -68,7 +69,7 @@ INSERT INTO {s}.log_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'))
     // are renumbered without holes when both are merged.
     Migration {
         version: 3,
-        description: "consent flows: consent_flows",
+        description: "consent flows: consent_flows, consent_results",
         sql: r#"
 CREATE TABLE {s}.consent_flows (
     id             text        PRIMARY KEY,
@@ -81,6 +82,12 @@ CREATE TABLE {s}.consent_flows (
 );
 CREATE INDEX consent_flows_expires_at ON {s}.consent_flows (expires_at);
 CREATE INDEX consent_flows_connector_id ON {s}.consent_flows (connector_id);
+CREATE TABLE {s}.consent_results (
+    id         text        PRIMARY KEY,
+    expires_at timestamptz NOT NULL,
+    outcome    json        NOT NULL
+);
+CREATE INDEX consent_results_expires_at ON {s}.consent_results (expires_at);
 "#,
     },
 ];
