@@ -100,10 +100,13 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let mut froms = [a.1.schema_from, b.1.schema_from];
     froms.sort_unstable();
     assert_eq!(froms, [0, SCHEMA_VERSION]);
+    // Each migration recorded once (the primary key), up to this binary's version. (With one
+    // migration this compared the whole list; the list now has more than one entry, and a
+    // hole at 2 until the vault's migration is merged.)
     assert_eq!(
         pg.psql(
             "agp_test",
-            "SELECT string_agg(version::text, ',') FROM m.schema_migrations"
+            "SELECT max(version)::text FROM m.schema_migrations"
         )
         .expect("psql"),
         SCHEMA_VERSION.to_string()
