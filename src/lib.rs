@@ -10,7 +10,8 @@
 //!   callbacks). Pure.
 //! - [`store`] — the append-only, hash-chained event log on sled (and on PostgreSQL:
 //!   `store::postgres`), its storage trait and conformance suite, the cqrs-es adapter, and archive segments (where old call records go,
-//!   the chain whole). The only code that knows bytes on disk.
+//!   the chain whole); on a log several replicas share, unique names claimed in the log
+//!   (`store::name_claims`). The only code that knows bytes on disk.
 //! - [`projections`] — read models folded from the log with checkpoints: connector status,
 //!   tool catalog, grants/visibility, audit log, approvals.
 //! - [`retention`] — archive runs: call records older than a cut-off move from the live log
@@ -27,12 +28,16 @@
 //!   door (`api::request_id`), metrics.
 //! - [`console`] — the admin console at `/console`: server-rendered pages over the same
 //!   services as the API, with sessions, CSRF and a strict CSP.
+//! - [`connectors`] — the connector service (add, consent callback, refresh, disconnect,
+//!   tools, drift) and the consent flow table: in memory, or in PostgreSQL so a consent
+//!   started on one replica completes on another (`connectors::flows`).
 //! - [`proxy`] — the agents' MCP endpoint: tools/list and tools/call, policy enforcement,
 //!   upstream sessions, scrubbing, call records.
 //! - [`vault`] — sealed custody of OAuth secrets: envelope encryption (master key → KEKs →
 //!   per-grant data keys), its own sled database under `DATA_DIR/vault` or tables in the
-//!   replicas' PostgreSQL database, rotation (KEKs and the master key) and crypto-shredding.
-//!   A leaf: it knows nothing of the domain, the log or HTTP.
+//!   replicas' PostgreSQL database, rotation (KEKs and the master key) and crypto-shredding;
+//!   keys derived from the master key for named uses (`vault::derive`). A leaf: it knows
+//!   nothing of the domain, the log or HTTP.
 //! - [`app`] — wiring: config, data directory, start-up, graceful shutdown.
 //! - [`cli`] — the `agp` command line: `serve`, and admin/auditor commands over the REST API
 //!   (their request bodies are the API's own request types), the auditor commands also directly

@@ -17,7 +17,9 @@ use super::profiles::{name, text};
 use super::{ApiError, ApiJson, SharedState};
 use crate::domain::ResourceName;
 use crate::domain::agent::AgentCommand;
+use crate::domain::security::NameKind;
 use crate::projections::grants::AgentView;
+use crate::store::name_claims::NameClaims;
 
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -112,6 +114,10 @@ async fn run(
         .ok_or_else(|| ApiError::Internal(format!("agent {id} missing from projection")))
 }
 
+fn agent_exists(name: &ResourceName) -> ApiError {
+    ApiError::Conflict(format!("agent {:?} already exists", name.as_str()))
+}
+
 /// Create an agent bound to a profile. The response carries the key, once.
 #[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgent,
     responses((status = 201, body = AgentWithKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -132,10 +138,7 @@ pub(crate) async fn create_agent(
         )
     });
     if exists {
-        return Err(ApiError::Conflict(format!(
-            "agent {:?} already exists",
-            agent_name.as_str()
-        )));
+        return Err(agent_exists(&agent_name));
     }
     let profile_id = profile_id.ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -145,6 +148,13 @@ pub(crate) async fn create_agent(
     })?;
     let key = new_key()?;
     let id = Uuid::now_v7().to_string();
+    // The projection check above refuses names taken before claims existed; the claim makes
+    // the name unique across replicas sharing the log.
+    let claims = NameClaims::new(state.log.clone());
+    claims
+        .claim(NameKind::Agent, &agent_name, &id, &caller.meta())
+        .await
+        .map_err(|e| e.or_taken(|| agent_exists(&agent_name)))?;
     let command = AgentCommand::Create {
         agent_id: id.clone(),
         name: agent_name.clone(),
@@ -152,7 +162,15 @@ pub(crate) async fn create_agent(
         key_hash: key.hash,
         key_prefix: key.prefix,
     };
-    let agent = run(&state, &caller, &id, &agent_name, command).await?;
+    let agent = match run(&state, &caller, &id, &agent_name, command).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            claims
+                .abandon(NameKind::Agent, &agent_name, &id, &caller.meta())
+                .await;
+            return Err(e);
+        }
+    };
     Ok((
         StatusCode::CREATED,
         ApiJson(AgentWithKey {

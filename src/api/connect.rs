@@ -70,6 +70,7 @@ async fn start(
         .connector_service
         .flows
         .bind_browser(&flow, console_session)
+        .await
     {
         Ok((cookie, provider_url)) => {
             let set_cookie = format!(
@@ -93,6 +94,8 @@ async fn start(
                 FlowError::AlreadyBound => StatusCode::CONFLICT,
                 FlowError::WrongSession => StatusCode::FORBIDDEN,
                 FlowError::Expired => StatusCode::GONE,
+                FlowError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                FlowError::Corrupt => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::NOT_FOUND,
             };
             page(
@@ -151,10 +154,15 @@ async fn callback(
     // The binding cookie goes once the flow is over. A callback refused before the flow was
     // consumed (missing or foreign `iss`, a stray request) must not clear it, or the genuine
     // callback that follows would be refused as coming from another browser (S5).
-    let flow_cookie = flow_id
-        .filter(|f| !state.connector_service.flows.is_live(f))
-        .map(|f| format!("{COOKIE_PREFIX}{f}"));
-    let id = state.connector_service.results.put(outcome);
+    // When the table cannot be read, the cookie stays: a retried callback still needs it.
+    let flow_cookie = match flow_id {
+        Some(f) => match state.connector_service.flows.is_live(&f).await {
+            Ok(false) => Some(format!("{COOKIE_PREFIX}{f}")),
+            Ok(true) | Err(_) => None,
+        },
+        None => None,
+    };
+    let id = state.connector_service.results.put(outcome).await;
     // 303 to a clean URL: the code and state leave the address bar and history (S6).
     let mut response = StatusCode::SEE_OTHER.into_response();
     let h = response.headers_mut();
@@ -174,7 +182,7 @@ async fn result(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(outcome) = state.connector_service.results.get(&id) else {
+    let Some(outcome) = state.connector_service.results.get(&id).await else {
         return page(
             StatusCode::NOT_FOUND,
             &Outcome::Failed {

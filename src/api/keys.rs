@@ -111,7 +111,7 @@ async fn rotate_key(
         key_id: key_id.to_string(),
         previous_key_id: previous,
     };
-    let appended = append_fact(state.log.as_ref(), event.stream(), &event, &caller.meta())
+    let appended = append_fact(state.log.as_ref(), &event.stream(), &event, &caller.meta())
         .await
         .map_err(|e| {
             ApiError::Unavailable(format!(

@@ -13,8 +13,10 @@ use super::auth::Caller;
 use super::error::{ErrorBody, command_error};
 use super::{ApiError, ApiJson, SharedState};
 use crate::domain::profile::ProfileCommand;
+use crate::domain::security::NameKind;
 use crate::domain::{ResourceName, ToolName};
 use crate::projections::grants::ProfileView;
+use crate::store::name_claims::NameClaims;
 
 /// Longest free text (descriptions, reasons) the API accepts.
 pub const MAX_TEXT: usize = 2048;
@@ -107,6 +109,10 @@ pub(super) async fn run(
     view(state, id)
 }
 
+fn profile_exists(name: &ResourceName) -> ApiError {
+    ApiError::Conflict(format!("profile {:?} already exists", name.as_str()))
+}
+
 /// Create a behavior profile.
 #[utoipa::path(post, path = "/profiles", tag = "profiles", request_body = CreateProfile,
     responses((status = 201, body = ProfileView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -122,18 +128,30 @@ async fn create_profile(
         .projections
         .read(|p| p.grants.profile(name.as_str()).is_some())
     {
-        return Err(ApiError::Conflict(format!(
-            "profile {:?} already exists",
-            name.as_str()
-        )));
+        return Err(profile_exists(&name));
     }
     let id = Uuid::now_v7().to_string();
+    // The projection check above refuses names taken before claims existed; the claim makes
+    // the name unique across replicas sharing the log.
+    let claims = NameClaims::new(state.log.clone());
+    claims
+        .claim(NameKind::Profile, &name, &id, &caller.meta())
+        .await
+        .map_err(|e| e.or_taken(|| profile_exists(&name)))?;
     let command = ProfileCommand::Create {
         profile_id: id.clone(),
         name: name.clone(),
         description,
     };
-    let view = run(&state, &caller, &id, &name, command).await?;
+    let view = match run(&state, &caller, &id, &name, command).await {
+        Ok(view) => view,
+        Err(e) => {
+            claims
+                .abandon(NameKind::Profile, &name, &id, &caller.meta())
+                .await;
+            return Err(e);
+        }
+    };
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
 

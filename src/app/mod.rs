@@ -138,7 +138,7 @@ impl Application {
             admin_origin,
             database,
         } = open_stores(&config).await?;
-        let (vault, key_source) = match database {
+        let (vault, key_source) = match database.clone() {
             None => crate::vault::open_for_data_dir_with(&config.data_dir, key),
             // With replicas the master key is given (a key minted here would be this
             // replica's alone), and the vault is the database's (decision 0029).
@@ -205,17 +205,29 @@ impl Application {
             log.clone(),
             config.archive_min_age,
         ));
-        let connector_service = Arc::new(
-            crate::connectors::service::ConnectorService::new(
-                log.clone(),
-                projections.clone(),
-                vault,
-                egress,
-                &public_url,
-            )
-            .with_revocation_backoff(config.revocation_backoff)
-            .with_cluster(cluster.clone()),
-        );
+        let mut connector_service = crate::connectors::service::ConnectorService::new(
+            log.clone(),
+            projections.clone(),
+            vault.clone(),
+            egress,
+            &public_url,
+        )
+        .with_revocation_backoff(config.revocation_backoff)
+        .with_cluster(cluster.clone());
+        if let Some(db) = &database {
+            // Consent flows and their result pages in the database: the provider's redirect
+            // may land on any replica (decision 0032).
+            use crate::connectors::flows::{FlowKeys, FlowStore};
+            connector_service = connector_service
+                .with_flows(FlowStore::postgres(
+                    db.clone(),
+                    FlowKeys::from_vault(&vault),
+                ))
+                .with_results(crate::connectors::results::ResultStore::postgres(
+                    db.clone(),
+                ));
+        }
+        let connector_service = Arc::new(connector_service);
         let proxy = Arc::new(crate::proxy::Proxy::new(
             projections.clone(),
             connector_service.clone(),

@@ -16,7 +16,8 @@ pub fn untrusted(s: &str) -> String {
 }
 
 /// The outcome of a consent flow as a page.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The connector is active. `account` and scopes as the provider reported them.
     Authorized {

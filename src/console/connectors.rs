@@ -246,19 +246,34 @@ async fn new(signed: Signed) -> Response {
 }
 
 /// The answer to a started consent: JSON for the script, a page with the link otherwise. The
-/// flow is first restricted to this console session (not whoever opens the link first).
-fn consent_answer(
+/// flow is first restricted to this console session (not whoever opens the link first). If
+/// that cannot be recorded, the link is withheld rather than shown unrestricted (S24); the
+/// flow expires unused.
+async fn consent_answer(
     state: &SharedState,
     signed: &Signed,
     headers: &HeaderMap,
     name: &str,
     authorize_url: &str,
 ) -> Response {
-    if let Some(flow) = authorize_url.rsplit('/').next() {
-        state
+    if let Some(flow) = authorize_url.rsplit('/').next()
+        && let Err(e) = state
             .connector_service
             .flows
-            .restrict(flow, signed.session_hash);
+            .restrict(flow, signed.session_hash)
+            .await
+    {
+        tracing::warn!(error = %e, "a console consent could not be bound to its session");
+        let message =
+            format!("the consent could not be bound to this console session ({e}); start it again");
+        if wants_json(headers) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": message})),
+            )
+                .into_response();
+        }
+        return error(signed, StatusCode::SERVICE_UNAVAILABLE, &message);
     }
     let next = format!("/console/connectors?added={name}");
     if wants_json(headers) {
@@ -338,7 +353,7 @@ async fn add(
     };
     state.metrics.command("connector", started.is_ok());
     match started {
-        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url),
+        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url).await,
         Err(e) => {
             let (_, message) = e.shown();
             let form = add_form(&signed, &keep, Some(&message));
@@ -540,7 +555,7 @@ async fn reconnect(
         .await;
     state.metrics.command("connector", started.is_ok());
     match started {
-        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url),
+        Ok(c) => consent_answer(&state, &signed, &headers, &name, &c.authorize_url).await,
         Err(e) => refused(&signed, &headers, &ApiError::from(e), None),
     }
 }

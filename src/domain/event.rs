@@ -92,6 +92,7 @@ impl AgpEvent {
         } else if event_type.starts_with("vault.")
             || event_type.starts_with("consent.")
             || event_type.starts_with("log.")
+            || event_type.starts_with("name.")
         {
             decode_tagged(event_type, data)
                 .map(AgpEvent::Security)

@@ -1,9 +1,11 @@
-//! Security facts (`vault.*`, `consent.*`, `log.*`): admin actions on the vault, refused
-//! consent callbacks, and archive runs of the log. No aggregate decides these — the vault, the
-//! callback's checks and the archive run do — so they go to fact streams appended with
+//! Security facts (`vault.*`, `consent.*`, `log.*`, `name.*`): admin actions on the vault,
+//! refused consent callbacks, archive runs of the log, and claims on unique names. No aggregate
+//! decides these — the vault, the callback's checks, the archive run and the name claims
+//! (`store::name_claims`) do. The first three go to fact streams appended with
 //! `ExpectedVersion::Any`: `vault` (actor: the admin), `consent-callbacks` (actor `anonymous`:
 //! whoever sent the callback is not authenticated) and `log` (actor: the admin, or `system`
-//! for a periodic run).
+//! for a periodic run). Name claims go to one stream per name (`name/<kind>/<name>`) appended
+//! with an exact expected version, which is what makes a name unique across replicas.
 //!
 //! Nothing a browser or a provider sends is copied into these records: a refusal names its
 //! reason from a fixed list and, when the state was genuine, the connector it was for.
@@ -14,6 +16,39 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ResourceName;
+
+/// What kind of entity a unique name belongs to. Connectors and static servers share one
+/// namespace (`connector`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameKind {
+    Connector,
+    Profile,
+    Agent,
+}
+
+impl NameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameKind::Connector => "connector",
+            NameKind::Profile => "profile",
+            NameKind::Agent => "agent",
+        }
+    }
+}
+
+/// Why a name claim was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameRelease {
+    /// The entity was removed: the name is free again.
+    Removed,
+    /// Creating the entity failed after the claim (nothing was created).
+    Abandoned,
+    /// A claim whose entity never appeared (its creator died between claim and create), taken
+    /// over by a later create after a grace period.
+    Stale,
+}
 
 /// Why a consent callback was refused before any token request (S5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,6 +132,29 @@ pub enum SecurityEvent {
         /// Each connector's last archived completed call: its `last_used_at` survives.
         connectors_last_used: BTreeMap<String, DateTime<Utc>>,
     },
+    /// `name` was claimed for the entity `id` of `kind`, before the entity was created. Appended
+    /// to the name's own stream with `NoStream` (or the version of its last release), so of two
+    /// replicas claiming one name at once exactly one succeeds.
+    #[serde(rename = "name.claimed")]
+    NameClaimed {
+        kind: NameKind,
+        name: ResourceName,
+        /// The id the entity is (to be) created with.
+        id: String,
+    },
+    /// The claim of `name` by entity `id` ended: the name may be claimed again.
+    #[serde(rename = "name.released")]
+    NameReleased {
+        kind: NameKind,
+        name: ResourceName,
+        id: String,
+        reason: NameRelease,
+    },
+}
+
+/// The stream holding the claims of `name` for `kind`: `name/<kind>/<name>`.
+pub fn name_stream(kind: NameKind, name: &ResourceName) -> String {
+    format!("name/{}/{}", kind.as_str(), name.as_str())
 }
 
 impl SecurityEvent {
@@ -104,14 +162,18 @@ impl SecurityEvent {
         "vault.key_rotated",
         "consent.callback_refused",
         "log.archived",
+        "name.claimed",
+        "name.released",
     ];
 
-    /// The fact stream an event goes to.
-    pub fn stream(&self) -> &'static str {
+    /// The stream an event goes to.
+    pub fn stream(&self) -> String {
         match self {
-            SecurityEvent::KeyRotated { .. } => "vault",
-            SecurityEvent::CallbackRefused { .. } => "consent-callbacks",
-            SecurityEvent::LogArchived { .. } => "log",
+            SecurityEvent::KeyRotated { .. } => "vault".into(),
+            SecurityEvent::CallbackRefused { .. } => "consent-callbacks".into(),
+            SecurityEvent::LogArchived { .. } => "log".into(),
+            SecurityEvent::NameClaimed { kind, name, .. }
+            | SecurityEvent::NameReleased { kind, name, .. } => name_stream(*kind, name),
         }
     }
 }
@@ -122,6 +184,8 @@ impl cqrs_es::DomainEvent for SecurityEvent {
             SecurityEvent::KeyRotated { .. } => "vault.key_rotated",
             SecurityEvent::CallbackRefused { .. } => "consent.callback_refused",
             SecurityEvent::LogArchived { .. } => "log.archived",
+            SecurityEvent::NameClaimed { .. } => "name.claimed",
+            SecurityEvent::NameReleased { .. } => "name.released",
         }
         .to_string()
     }

@@ -28,6 +28,7 @@ pub mod archive;
 pub mod checkpoint;
 pub mod conformance;
 pub mod mem_log;
+pub mod name_claims;
 pub mod postgres;
 mod recent;
 pub mod record;
@@ -238,6 +239,14 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Current version of a stream, `None` if it has no events.
     fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Whether other processes may append to this log at the same time (replicas sharing one
+    /// database). What one process guarantees with its own locks — unique names — must then
+    /// be claimed in the log itself ([`name_claims`]). The embedded logs have one writer
+    /// process (the data directory is locked), so the default is `false`.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// Sequence of the last durable event (0 when empty).
     fn head(&self) -> u64;

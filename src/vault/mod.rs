@@ -35,6 +35,7 @@
 //! This module is a leaf: it knows nothing of the domain, the event log or HTTP.
 
 mod crypto;
+mod derive;
 mod envelope;
 mod error;
 mod keyring;
@@ -61,6 +62,7 @@ use zeroize::Zeroizing;
 
 use crate::store::postgres::PgDatabase;
 
+pub use derive::{DerivedKey, KeyPurpose, OpenError as DerivedOpenError};
 pub use error::{Record, VaultError};
 pub use keyring::KeyId;
 pub use master::{

@@ -96,6 +96,11 @@ impl SledVault {
         &self.dir
     }
 
+    /// A key derived from the master key (see `vault::derive`).
+    pub fn derive_key(&self, purpose: super::KeyPurpose) -> super::DerivedKey {
+        self.state.read().master.derive(purpose)
+    }
+
     pub fn seal_bytes(&self, slot: &Slot, field: Field, secret: &[u8]) -> Result<(), VaultError> {
         let state = self.state.read();
         let data_key = state.data_key_or_create(slot)?;

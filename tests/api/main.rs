@@ -34,6 +34,7 @@ mod migrate;
 mod profiles;
 mod provider_quirks;
 mod proxy_e2e;
+mod replica_names;
 mod replicas;
 mod request_ids;
 mod revocations;

@@ -329,14 +329,13 @@ async fn the_database_restarting_under_load_fails_requests_clearly_then_recovers
 /// the next call on A, and a disconnect on B stops the next call on A — and the provider saw
 /// the tokens revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the consent flows on PostgreSQL (being merged)"]
 async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider() {
     use crate::peers::{Agent, AuthlibServer, browser, consent};
     let provider = AuthlibServer::start(&[
         "--client",
         "agp-app:agp-secret:client_secret_post",
         "--access-ttl",
-        "4",
+        "12",
     ]);
     let (pg, url) = database();
     let key_file = master_key_file(&pg);
@@ -369,6 +368,7 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
     let authorize = added["authorize_url"].as_str().unwrap();
     assert!(authorize.starts_with(&a.base), "{authorize}");
     let done = consent(&browser(), authorize, "ada", true).await;
+    let consented = Instant::now();
     assert_eq!(done["outcome"], "authorized", "{done}");
     for s in [&a, &b] {
         let (_, shown) = s.get("/connectors/crm").await;
@@ -417,8 +417,9 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
             .filter(|r| r["grant_type"] == "refresh_token")
             .count()
     };
-    let before = refreshes(&provider.token_requests().await);
-    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    // Fifty agent sessions, half on each replica, all opened first; then, when the token is
+    // within its refresh margin (a third of its 12 s life), they call at once.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(51));
     let mut callers = Vec::new();
     for i in 0..50 {
         let base = if i % 2 == 0 {
@@ -426,14 +427,26 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
         } else {
             b.base.clone()
         };
-        let key = agent_key.clone();
+        let (key, barrier) = (agent_key.clone(), barrier.clone());
         callers.push(std::thread::spawn(move || {
-            let mut agent = Agent::connect(&format!("{base}/mcp"), Some(&key), &[])?;
-            agent
+            let agent = Agent::connect(&format!("{base}/mcp"), Some(&key), &[]);
+            barrier.wait();
+            agent?
                 .call("crm__echo", json!({"text": format!("c{i}")}))
                 .map(|r| r["content"][0]["text"].as_str().unwrap_or("").to_string())
         }));
     }
+    let before = refreshes(&provider.token_requests().await);
+    let due = consented + Duration::from_millis(8_300);
+    tokio::task::spawn_blocking({
+        let barrier = barrier.clone();
+        move || {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            barrier.wait();
+        }
+    })
+    .await
+    .unwrap();
     for (i, c) in callers.into_iter().enumerate() {
         assert_eq!(c.join().unwrap().expect("call"), format!("c{i}"));
     }

@@ -10,7 +10,7 @@ use agp::domain::connector::{
     TokenAuthMethod,
 };
 use agp::domain::profile::{Policy, ProfileEvent, Rule};
-use agp::domain::security::{CallbackRefusal, SecurityEvent};
+use agp::domain::security::{CallbackRefusal, NameKind, NameRelease, SecurityEvent};
 use agp::domain::{AgpEvent, ResourceName, ToolName};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -117,6 +117,8 @@ fn security_variants() -> Variants<SecurityEvent> {
         KeyRotated => "vault.key_rotated",
         CallbackRefused => "consent.callback_refused",
         LogArchived => "log.archived",
+        NameClaimed => "name.claimed",
+        NameReleased => "name.released",
     })
 }
 
@@ -152,6 +154,23 @@ pub fn security_events() -> Vec<SecurityEvent> {
             )]
             .into(),
             connectors_last_used: Default::default(),
+        },
+        SecurityEvent::NameClaimed {
+            kind: NameKind::Agent,
+            name: name("support-bot"),
+            id: "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e11".into(),
+        },
+        SecurityEvent::NameReleased {
+            kind: NameKind::Connector,
+            name: name("notion"),
+            id: "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e12".into(),
+            reason: NameRelease::Removed,
+        },
+        SecurityEvent::NameReleased {
+            kind: NameKind::Profile,
+            name: name("ops"),
+            id: "0194f0a2-7a4e-7c3d-9d6c-3c5a0f2b8e13".into(),
+            reason: NameRelease::Stale,
         },
     ]
 }

@@ -817,5 +817,28 @@ pub fn security_event() -> impl Strategy<Value = agp::domain::security::Security
                 connectors_last_used: [(format!("conn-{n}"), time)].into(),
             }
         }),
+        (name_kind(), resource_name(), "[0-9a-f-]{1,36}")
+            .prop_map(|(kind, name, id)| { E::NameClaimed { kind, name, id } }),
+        (
+            name_kind(),
+            resource_name(),
+            "[0-9a-f-]{1,36}",
+            prop_oneof![
+                Just(agp::domain::security::NameRelease::Removed),
+                Just(agp::domain::security::NameRelease::Abandoned),
+                Just(agp::domain::security::NameRelease::Stale),
+            ]
+        )
+            .prop_map(|(kind, name, id, reason)| E::NameReleased {
+                kind,
+                name,
+                id,
+                reason,
+            }),
     ]
+}
+
+fn name_kind() -> impl Strategy<Value = agp::domain::security::NameKind> {
+    use agp::domain::security::NameKind as K;
+    prop_oneof![Just(K::Connector), Just(K::Profile), Just(K::Agent)]
 }

@@ -100,6 +100,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let mut froms = [a.1.schema_from, b.1.schema_from];
     froms.sort_unstable();
     assert_eq!(froms, [0, SCHEMA_VERSION]);
+    // Each migration recorded once, every version up to this binary's.
     assert_eq!(
         pg.psql(
             "agp_test",

@@ -5,12 +5,13 @@ use oauth2::PkceCodeChallenge;
 use secrecy::SecretString;
 use url::Url;
 
-use super::{ConnectorService, ServiceError, fingerprint};
+use super::{ConnectorService, ServiceError, fingerprint, flow_unavailable};
 use crate::connectors::flows::{FLOW_TTL, Flow};
 use crate::domain::ResourceName;
 use crate::domain::connector::{
     ConnectorCommand, DiscoveredMetadata, Overrides, Registration, TokenAuthMethod, client_auth,
 };
+use crate::domain::security::NameKind;
 use crate::oauth::cimd;
 use crate::oauth::discovery::{Discovery, DiscoveryOptions, discover};
 use crate::oauth::registration::{RegistrationRequest, register};
@@ -218,7 +219,11 @@ impl ConnectorService {
         Ok((Registration::Dcr, reason, Some(cmd)))
     }
 
-    /// Adds a connector and starts its first consent.
+    /// Adds a connector and starts its first consent. On a shared log the name is claimed
+    /// (unique across replicas, [`crate::store::name_claims`]) after discovery, which only
+    /// reads — so a provider that cannot be used still leaves nothing in the log — and before
+    /// registration, so two replicas never both register a client for one name; the claim is
+    /// released if the connector is then not created.
     pub async fn add(
         &self,
         req: AddConnector,
@@ -226,12 +231,37 @@ impl ConnectorService {
     ) -> Result<Consent, ServiceError> {
         let name = req.name.to_string();
         let _claim = self.naming.lock().await;
+        let exists = || ServiceError::Conflict(format!("connector {name:?} already exists"));
         if self.projections.read(|p| p.connectors.get(&name).is_some()) {
-            return Err(ServiceError::Conflict(format!(
-                "connector {name:?} already exists"
-            )));
+            return Err(exists());
         }
         let discovery = self.discover(&req.mcp_server_url, &req.overrides).await?;
+        let connector_id = uuid::Uuid::now_v7().to_string();
+        let claims = self.name_claims();
+        claims
+            .claim(NameKind::Connector, &req.name, &connector_id, meta)
+            .await
+            .map_err(|e| e.or_taken(exists))?;
+        let resource_name = req.name.clone();
+        let added = self.add_claimed(req, discovery, &connector_id, meta).await;
+        if added.is_err() {
+            claims
+                .abandon(NameKind::Connector, &resource_name, &connector_id, meta)
+                .await;
+        }
+        added
+    }
+
+    /// [`ConnectorService::add`] once the name is claimed for `connector_id`.
+    async fn add_claimed(
+        &self,
+        req: AddConnector,
+        discovery: Discovery,
+        connector_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<Consent, ServiceError> {
+        let name = req.name.to_string();
+        let connector_id = connector_id.to_string();
         let scopes = req
             .scopes
             .clone()
@@ -240,7 +270,6 @@ impl ConnectorService {
             .client_name
             .clone()
             .unwrap_or_else(|| format!("AGP {name}"));
-        let connector_id = uuid::Uuid::now_v7().to_string();
         let (registration, registration_reason, registered) = match req.client {
             ClientChoice::Auto | ClientChoice::Cimd | ClientChoice::Dcr => {
                 self.choose_registration(&req.client, &connector_id, &discovery, &client_name)
@@ -364,7 +393,10 @@ impl ConnectorService {
             meta,
         )
         .await?;
-        self.flows.cancel_connector(&view.connector_id);
+        self.flows
+            .cancel_connector(&view.connector_id)
+            .await
+            .map_err(flow_unavailable)?;
         let consent = self
             .start_consent(&view.connector_id, name, &discovery, scopes, meta)
             .await?;
@@ -453,24 +485,27 @@ impl ConnectorService {
             )
             .await?
         };
-        self.flows.insert(
-            &flow_id,
-            Flow {
-                connector_id: connector_id.to_string(),
-                connector_name: name.to_string(),
-                generation: committed.aggregate.generation,
-                pkce_verifier: SecretString::from(verifier.secret().to_string()),
-                issuer: discovery.issuer.clone(),
-                iss_required: discovery.iss_parameter_supported,
-                authorize_url: provider.to_string(),
-                token_endpoint: discovery.token_endpoint.to_string(),
-                userinfo_endpoint: discovery.userinfo_endpoint.as_ref().map(Url::to_string),
-                redirect_uri: self.redirect_uri.clone(),
-                resource: discovery.resource.clone(),
-                audience: view.audience.clone(),
-                scopes,
-            },
-        );
+        self.flows
+            .insert(
+                &flow_id,
+                Flow {
+                    connector_id: connector_id.to_string(),
+                    connector_name: name.to_string(),
+                    generation: committed.aggregate.generation,
+                    pkce_verifier: SecretString::from(verifier.secret().to_string()),
+                    issuer: discovery.issuer.clone(),
+                    iss_required: discovery.iss_parameter_supported,
+                    authorize_url: provider.to_string(),
+                    token_endpoint: discovery.token_endpoint.to_string(),
+                    userinfo_endpoint: discovery.userinfo_endpoint.as_ref().map(Url::to_string),
+                    redirect_uri: self.redirect_uri.clone(),
+                    resource: discovery.resource.clone(),
+                    audience: view.audience.clone(),
+                    scopes,
+                },
+            )
+            .await
+            .map_err(flow_unavailable)?;
         Ok(Consent {
             connector: self.view(name)?,
             authorize_url: format!("{}/connect/start/{flow_id}", self.public_url),

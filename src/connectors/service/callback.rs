@@ -33,14 +33,17 @@ pub struct CallbackParams {
     pub correlation_id: Option<uuid::Uuid>,
 }
 
-/// The audited reason of a flow-table refusal.
-fn refusal_of(e: &FlowError) -> CallbackRefusal {
+/// The audited reason of a flow-table refusal. A stored record that fails its integrity check
+/// is recorded as an unknown flow (it is unusable); a table that cannot be read is not a
+/// refusal of the callback and is not recorded (`None`), only logged.
+fn refusal_of(e: &FlowError) -> Option<CallbackRefusal> {
     match e {
-        FlowError::BadState => CallbackRefusal::InvalidState,
-        FlowError::Unknown => CallbackRefusal::UnknownFlow,
-        FlowError::Expired => CallbackRefusal::Expired,
-        FlowError::AlreadyBound | FlowError::WrongBrowser => CallbackRefusal::ForeignBrowser,
-        FlowError::WrongSession => CallbackRefusal::ForeignSession,
+        FlowError::BadState => Some(CallbackRefusal::InvalidState),
+        FlowError::Unknown | FlowError::Corrupt => Some(CallbackRefusal::UnknownFlow),
+        FlowError::Expired => Some(CallbackRefusal::Expired),
+        FlowError::AlreadyBound | FlowError::WrongBrowser => Some(CallbackRefusal::ForeignBrowser),
+        FlowError::WrongSession => Some(CallbackRefusal::ForeignSession),
+        FlowError::Unavailable(_) => None,
     }
 }
 
@@ -82,14 +85,15 @@ impl ConnectorService {
                 return refused(e.to_string());
             }
         };
-        let connector = self.flows.connector_of(&flow_id);
+        let connector = self.flows.connector_of(&flow_id).await;
         let binding = cookie(&format!("{COOKIE_PREFIX}{flow_id}"));
-        let (issuer, iss_required) = match self.flows.check(&flow_id, binding.as_deref()) {
+        let (issuer, iss_required) = match self.flows.check(&flow_id, binding.as_deref()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(reason = %e, "consent callback refused");
-                self.audit_refusal(refusal_of(&e), connector, correlation_id)
-                    .await;
+                if let Some(reason) = refusal_of(&e) {
+                    self.audit_refusal(reason, connector, correlation_id).await;
+                }
                 return refused(e.to_string());
             }
         };
@@ -115,11 +119,13 @@ impl ConnectorService {
             }
             _ => {}
         }
-        let flow = match self.flows.consume(&flow_id) {
+        let flow = match self.flows.consume(&flow_id).await {
             Ok(f) => f,
             Err(e) => {
-                self.audit_refusal(refusal_of(&e), connector, correlation_id)
-                    .await;
+                tracing::warn!(reason = %e, "consent callback refused");
+                if let Some(reason) = refusal_of(&e) {
+                    self.audit_refusal(reason, connector, correlation_id).await;
+                }
                 return refused(e.to_string());
             }
         };
@@ -189,7 +195,7 @@ impl ConnectorService {
             actor: "anonymous".into(),
             correlation_id,
         };
-        if let Err(e) = append_fact(self.log.as_ref(), event.stream(), &event, &meta).await {
+        if let Err(e) = append_fact(self.log.as_ref(), &event.stream(), &event, &meta).await {
             self.refusals.unrecorded(suppressed);
             tracing::warn!(reason = reason.as_str(), error = %e, "a refused consent callback could not be recorded");
         }

@@ -77,6 +77,13 @@ impl From<crate::cluster::ClusterError> for ServiceError {
     }
 }
 
+/// The log failed while claiming a name.
+impl From<crate::store::StoreError> for ServiceError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::Unavailable(format!("event log: {e}"))
+    }
+}
+
 impl From<crate::projections::live::WaitError> for ServiceError {
     fn from(e: crate::projections::live::WaitError) -> Self {
         ServiceError::Unavailable(e.to_string())
@@ -169,10 +176,39 @@ impl ConnectorService {
         self
     }
 
+    /// Keeps consent flows in `flows` (before the service is shared): the in-memory table by
+    /// default; [`FlowStore::postgres`] when several replicas share a database.
+    pub fn with_flows(mut self, flows: FlowStore) -> Self {
+        self.flows = flows;
+        self
+    }
+
+    /// Keeps consent result pages in `results` (before the service is shared): in memory by
+    /// default; [`ResultStore::postgres`] so any replica shows the page the callback made.
+    pub fn with_results(mut self, results: ResultStore) -> Self {
+        self.results = results;
+        self
+    }
+
     /// Sets when failed revocations are tried again (before the service is shared).
     pub fn with_revocation_backoff(mut self, backoff: RetryBackoff) -> Self {
         self.revocation_backoff = backoff;
         self
+    }
+
+    /// Drops the connector's open consent flows after its disconnect or removal was recorded.
+    /// A failure is logged, not returned: the recorded event already makes any such flow
+    /// useless (a callback finishing it finds the connector moved on and discards the tokens),
+    /// so revocation and shredding must go ahead.
+    pub(crate) async fn cancel_flows(&self, connector_id: &str) {
+        if let Err(e) = self.flows.cancel_connector(connector_id).await {
+            tracing::warn!(error = %e, "a connector's consent flows could not be dropped; they can no longer complete");
+        }
+    }
+
+    /// Connector names' claims in the log (unique across replicas).
+    pub(crate) fn name_claims(&self) -> crate::store::name_claims::NameClaims {
+        crate::store::name_claims::NameClaims::new(self.log.clone())
     }
 
     /// Ends background work (revocation retries, the refresher, drift checks).
@@ -320,6 +356,11 @@ impl ConnectorService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(ServiceError::from)
     }
+}
+
+/// The flow table could not be used: 503, naming the step (never a secret).
+pub(crate) fn flow_unavailable(e: super::flows::FlowError) -> ServiceError {
+    ServiceError::Unavailable(format!("consent flows: {e}"))
 }
 
 /// Lifts a connector command failure into a service error naming the connector.

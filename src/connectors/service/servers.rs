@@ -20,6 +20,7 @@ use crate::connectors::injected::UpstreamCredential;
 use crate::connectors::upstream;
 use crate::domain::ResourceName;
 use crate::domain::connector::{ConnectorCommand, Overrides, Registration};
+use crate::domain::security::NameKind;
 use crate::projections::connectors::ConnectorView;
 use crate::store::aggregate_store::CommandMeta;
 use crate::vault::{Field, Slot};
@@ -45,10 +46,13 @@ impl ConnectorService {
     ) -> Result<ConnectorView, ServiceError> {
         let name = req.name.to_string();
         let _claim = self.naming.lock().await;
-        if self.projections.read(|p| p.connectors.get(&name).is_some()) {
-            return Err(ServiceError::Conflict(format!(
+        let exists = || {
+            ServiceError::Conflict(format!(
                 "a connector or server named {name:?} already exists"
-            )));
+            ))
+        };
+        if self.projections.read(|p| p.connectors.get(&name).is_some()) {
+            return Err(exists());
         }
         self.egress.check_url(&req.mcp_server_url).map_err(|e| {
             ServiceError::Invalid(format!(
@@ -57,10 +61,35 @@ impl ConnectorService {
         })?;
         self.probe(&name, &req.mcp_server_url, &req.credential)
             .await?;
+        // On a shared log, claimed (unique across replicas) after the probe, so a server that
+        // cannot be used leaves nothing in the log; released if the server is then not
+        // created.
         let connector_id = uuid::Uuid::now_v7().to_string();
+        let claims = self.name_claims();
+        claims
+            .claim(NameKind::Connector, &req.name, &connector_id, meta)
+            .await
+            .map_err(|e| e.or_taken(exists))?;
+        let added = self.record_server(&req, &connector_id, meta).await;
+        if added.is_err() {
+            claims
+                .abandon(NameKind::Connector, &req.name, &connector_id, meta)
+                .await;
+        }
+        added
+    }
+
+    /// Records the probed server `req` as `connector_id` (its name claimed) and its credential.
+    async fn record_server(
+        &self,
+        req: &AddServer,
+        connector_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<ConnectorView, ServiceError> {
+        let name = req.name.to_string();
         let add = ConnectorCommand::Add {
             registration_reason: None,
-            connector_id: connector_id.clone(),
+            connector_id: connector_id.to_string(),
             name: req.name.clone(),
             mcp_server_url: req.mcp_server_url.to_string(),
             client_name: String::new(),
@@ -68,8 +97,8 @@ impl ConnectorService {
             scopes: None,
             overrides: Overrides::default(),
         };
-        self.run(&connector_id, &name, add, meta).await?;
-        self.set_credential(&connector_id, &name, 1, &req.credential, meta)
+        self.run(connector_id, &name, add, meta).await?;
+        self.set_credential(connector_id, &name, 1, &req.credential, meta)
             .await?;
         self.view(&name)
     }

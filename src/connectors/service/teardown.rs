@@ -107,7 +107,7 @@ impl ConnectorService {
             )
             .await?;
         }
-        self.flows.cancel_connector(&view.connector_id);
+        self.cancel_flows(&view.connector_id).await;
         let (revocation, shredded) = self.revoke_and_shred(&view, meta).await?;
         Ok(Teardown {
             connector: self.view(name).ok(),
@@ -149,7 +149,23 @@ impl ConnectorService {
             meta,
         )
         .await?;
-        self.flows.cancel_connector(&view.connector_id);
+        self.cancel_flows(&view.connector_id).await;
+        // The name is free again. A release that fails is healed by the next add of the name
+        // (a claim whose connector was removed is taken over).
+        if let Ok(resource_name) = crate::domain::ResourceName::parse(name)
+            && let Err(e) = self
+                .name_claims()
+                .release(
+                    crate::domain::security::NameKind::Connector,
+                    &resource_name,
+                    &view.connector_id,
+                    crate::domain::security::NameRelease::Removed,
+                    meta,
+                )
+                .await
+        {
+            tracing::warn!(connector = name, error = %e, "the removed connector's name claim could not be released");
+        }
         // Tokens AGP failed to revoke stay sealed (their generations' slots, and the client's
         // credentials that revoking them needs) until revoked or abandoned; everything else of
         // the connector is destroyed now.

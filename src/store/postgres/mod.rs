@@ -471,6 +471,11 @@ impl EventLog for PgLog {
         self.submit(batch).await
     }
 
+    /// Several replicas append to one database.
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let refused = |e: StoreError| -> BoxFuture<'_, _> { Box::pin(std::future::ready(Err(e))) };
         if self.shared.closing.load(Ordering::SeqCst) {

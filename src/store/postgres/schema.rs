@@ -17,6 +17,10 @@
 //!   (`SELECT … FOR UPDATE`) before it numbers records, which serializes writers of every
 //!   process and makes the global sequence gapless and the chain linear.
 //!
+//! Migration 3: `consent_flows`, the consent flow table of [`crate::connectors::flows`] (one
+//! row per open flow; the record with its PKCE verifier sealed), and `consent_results`, the
+//! result pages of finished consents ([`crate::connectors::results`]).
+//!
 //! Must not touch: the bytes of a record's hash (that is [`crate::store::record`]).
 
 use sha2::{Digest, Sha256};
@@ -79,6 +83,29 @@ CREATE TABLE {s}.cluster_settings (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        description: "consent flows: consent_flows, consent_results",
+        sql: r#"
+CREATE TABLE {s}.consent_flows (
+    id             text        PRIMARY KEY,
+    connector_id   text        NOT NULL,
+    connector_name text        NOT NULL,
+    expires_at     timestamptz NOT NULL,
+    browser        bytea       CHECK (length(browser) = 32),
+    owner          bytea       CHECK (length(owner) = 32),
+    sealed         bytea       NOT NULL
+);
+CREATE INDEX consent_flows_expires_at ON {s}.consent_flows (expires_at);
+CREATE INDEX consent_flows_connector_id ON {s}.consent_flows (connector_id);
+CREATE TABLE {s}.consent_results (
+    id         text        PRIMARY KEY,
+    expires_at timestamptz NOT NULL,
+    outcome    json        NOT NULL
+);
+CREATE INDEX consent_results_expires_at ON {s}.consent_results (expires_at);
+"#,
+    },
 ];
 
 /// Migration 2: the vault's tables (decision 0029; the statements are in
@@ -115,7 +142,7 @@ CREATE TABLE {s}.vault_secrets (
 "#;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,9 +375,9 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_from_one_without_holes() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1);
-        }
+        let numbered: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<i32> = (1..=SCHEMA_VERSION).collect();
+        assert_eq!(numbered, expected);
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
     }
 

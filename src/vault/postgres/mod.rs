@@ -104,6 +104,11 @@ fn check_text(slot: &Slot) -> Result<(), VaultError> {
 }
 
 impl PgVault {
+    /// A key derived from the master key (see `vault::derive`).
+    pub fn derive_key(&self, purpose: super::KeyPurpose) -> super::DerivedKey {
+        self.shared.master.read().derive(purpose)
+    }
+
     /// Opens the vault, creating it (check record, `k1`) under the exclusive lock when no
     /// process has yet, and verifies the master key before anything else.
     pub fn open(db: Arc<PgDatabase>, master: MasterKey) -> Result<Self, VaultError> {
