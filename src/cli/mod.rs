@@ -189,30 +189,12 @@ pub struct ServeArgs {
     /// Records younger than this are never archived, whatever an archive run asks.
     #[arg(long, env = "AGP_ARCHIVE_MIN_AGE", value_name = "AGE", default_value = "5m", value_parser = duration_arg)]
     pub archive_min_age: std::time::Duration,
-    /// Keep AGP's state in this PostgreSQL database, shared by every replica started with it
-    /// (`postgres://user:password@host:5432/db`, or libpq's `key=value` form). Without it,
-    /// the embedded store in --data-dir (one process). The data directory still holds the
-    /// replica's own files (its audit index, and the admin token if this replica created it).
-    #[arg(
-        long,
-        env = "AGP_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-    /// The PostgreSQL schema AGP's tables live in (created if missing).
-    #[arg(
-        long,
-        env = "AGP_DATABASE_SCHEMA",
-        value_name = "NAME",
-        default_value = "agp"
-    )]
-    pub database_schema: String,
-    /// PEM certificate(s) of the CA that signed the database server's certificate (a private
-    /// CA, as managed databases use); default: the system's trust store. Whether TLS is used
-    /// is `sslmode` in the URL (`?sslmode=require`).
-    #[arg(long, env = "AGP_DATABASE_CA_FILE", value_name = "PATH")]
-    pub database_ca_file: Option<PathBuf>,
+    /// AGP's state in a PostgreSQL database shared by every replica started with it
+    /// (`--database-url postgres://user:password@host:5432/db`); without it, the embedded store
+    /// in --data-dir (one process). The data directory still holds the replica's own files
+    /// (its audit index, and the admin token if this replica created it).
+    #[command(flatten)]
+    pub database: commands::offline::DatabaseArgs,
 }
 
 /// A duration argument: a whole number and one unit, `30d`, `12h`, `90m`, `3600s`.

@@ -37,15 +37,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.archive_dir = global.archive_dir.clone();
     config.archive_after = args.archive_after;
     config.archive_min_age = args.archive_min_age;
-    config.database = args
-        .database_url
-        .clone()
-        .filter(|u| !u.is_empty())
-        .map(|url| crate::store::postgres::PgOptions {
-            schema: args.database_schema.clone(),
-            ca_file: args.database_ca_file.clone(),
-            ..crate::store::postgres::PgOptions::new(url)
-        });
+    config.database = args.database.options();
     let huge_pages = args.huge_pages || !refuse_huge_pages();
     let app = Application::build(config.clone()).await?;
     let token_path = admin_token_path(&config.data_dir);

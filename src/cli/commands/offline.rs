@@ -16,9 +16,11 @@ use crate::store::{EventLog, StoreError};
 /// Where the event log is when it lives in PostgreSQL: `--database-url`, `--database-schema`.
 #[derive(Clone, Args)]
 pub struct DatabaseArgs {
-    /// The PostgreSQL database that holds the event log, read instead of the data directory
-    /// (for `migrate`: where it goes): a URL (postgres://user:password@host:5432/db) or a libpq
-    /// connection string. Never printed.
+    /// The PostgreSQL database that holds AGP's state: `serve` keeps its log, vault and consent
+    /// flows there, shared by every replica started with it; `events export` and `audit`
+    /// read it instead of the data directory; `migrate` moves a data directory there. A URL
+    /// (postgres://user:password@host:5432/db?sslmode=require) or a libpq connection string.
+    /// Never printed.
     #[arg(
         long,
         env = "AGP_DATABASE_URL",
@@ -34,6 +36,11 @@ pub struct DatabaseArgs {
         default_value = "agp"
     )]
     pub database_schema: String,
+    /// PEM certificate(s) of the CA that signed the database server's certificate (a private
+    /// CA, as managed databases use); default: the system's trust store. Whether TLS is used
+    /// is `sslmode` in the URL (`?sslmode=require`).
+    #[arg(long, env = "AGP_DATABASE_CA_FILE", value_name = "PATH")]
+    pub database_ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for DatabaseArgs {
@@ -44,6 +51,7 @@ impl std::fmt::Debug for DatabaseArgs {
                 &self.database_url.as_ref().map(|_| "[REDACTED]"),
             )
             .field("database_schema", &self.database_schema)
+            .field("database_ca_file", &self.database_ca_file)
             .finish()
     }
 }
@@ -51,10 +59,14 @@ impl std::fmt::Debug for DatabaseArgs {
 impl DatabaseArgs {
     /// The options to open the database's log with, if a URL was given.
     pub fn options(&self) -> Option<PgOptions> {
-        self.database_url.as_ref().map(|url| PgOptions {
-            schema: self.database_schema.clone(),
-            ..PgOptions::new(url.clone())
-        })
+        self.database_url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .map(|url| PgOptions {
+                schema: self.database_schema.clone(),
+                ca_file: self.database_ca_file.clone(),
+                ..PgOptions::new(url.clone())
+            })
     }
 }
 
