@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
+use futures::future::OptionFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -322,7 +323,7 @@ impl Writer {
             return done;
         }
         let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
-        if let Err(e) = write_group(conn, &stored.tip, &group, injected).await {
+        if let Err(e) = write_group(conn, &stored.tip, &group, Path::Careful { injected }).await {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
             let _ = conn.client.batch_execute("ROLLBACK").await;
             let failed = group.waiting.into_iter().map(|(reply, _)| reply);
@@ -394,7 +395,7 @@ impl Writer {
             }
         }
         let conn = self.conn.as_ref()?;
-        match write_fast(conn, &tip, &group).await {
+        match write_group(conn, &tip, &group, Path::OneTrip).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
@@ -450,64 +451,6 @@ fn stage_known(
     group.records.extend(records);
     group.tip = tip;
     Some(appended)
-}
-
-/// The one round trip: `BEGIN`, the head guard, the insert, the head's move, the
-/// notification, `COMMIT`. `Ok` only if every statement succeeded (after a failed one,
-/// PostgreSQL answers `COMMIT` with a rollback).
-async fn write_fast(conn: &Conn, read_tip: &Tip, group: &Group) -> Result<(), StoreError> {
-    let cols = Columns::of(&group.records)?;
-    let new_seq = big(group.tip.seq, "seq")?;
-    let new_hash = rows::raw_hash(&group.tip.hash)?;
-    let old_seq = big(read_tip.seq, "seq")?;
-    let c = &conn.client;
-    let insert_params: [&(dyn ToSql + Sync); 12] = [
-        &cols.seq,
-        &cols.stream,
-        &cols.version,
-        &cols.id,
-        &cols.event_type,
-        &cols.schema_version,
-        &cols.time,
-        &cols.actor,
-        &cols.correlation_id,
-        &cols.data,
-        &cols.prev_hash,
-        &cols.hash,
-    ];
-    let guard_params: [&(dyn ToSql + Sync); 1] = [&old_seq];
-    let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
-    let announced = group.tip.seq.to_string();
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
-    let (begun, guarded, inserted, moved, notified, committed) = tokio::join!(
-        c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-        c.query(&conn.guard_head, &guard_params),
-        c.execute(&conn.insert, &insert_params),
-        c.execute(&conn.update_head, &head_params),
-        c.execute(&conn.notify, &notify_params),
-        c.batch_execute("COMMIT"),
-    );
-    begun.map_err(pg_error("beginning a group"))?;
-    let guarded = guarded.map_err(pg_error("checking the log head"))?;
-    if guarded.len() != 1 {
-        return Err(StoreError::Backend("the log head row is missing".into()));
-    }
-    let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
-    if inserted != group.records.len() as u64 {
-        return Err(StoreError::Backend(format!(
-            "inserted {inserted} of the group's {} records",
-            group.records.len()
-        )));
-    }
-    if moved.map_err(pg_error("moving the log head"))? != 1 {
-        return Err(StoreError::Backend("the log head moved".into()));
-    }
-    notified.map_err(pg_error("announcing the commit"))?;
-    committed.map_err(|e| {
-        StoreError::Backend(format!(
-            "PostgreSQL COMMIT: {e}; the appends may or may not have been written"
-        ))
-    })
 }
 
 /// Answers every request with `e`; returns it.
@@ -613,18 +556,32 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
 }
 
 /// Round trip 2: insert the group, move the head (only from where it was read), commit.
+/// How a group's writing round trip begins and ends.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Round trip 1 began the transaction and locked the head; `injected`: roll back instead
+    /// of committing (fault injection).
+    Careful { injected: bool },
+    /// The one-round-trip path: this round trip also begins and takes the head guard.
+    OneTrip,
+}
+
 async fn write_group(
     conn: &Conn,
     read_tip: &Tip,
     group: &Group,
-    inject_failure: bool,
+    path: Path,
 ) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let new_seq = big(group.tip.seq, "seq")?;
     let new_hash = rows::raw_hash(&group.tip.hash)?;
     let old_seq = big(read_tip.seq, "seq")?;
     let c = &conn.client;
-    let end = if inject_failure { "ROLLBACK" } else { "COMMIT" };
+    let (one_trip, injected) = match path {
+        Path::Careful { injected } => (false, injected),
+        Path::OneTrip => (true, false),
+    };
+    let end = if injected { "ROLLBACK" } else { "COMMIT" };
     let insert_params: [&(dyn ToSql + Sync); 12] = [
         &cols.seq,
         &cols.stream,
@@ -639,10 +596,17 @@ async fn write_group(
         &cols.prev_hash,
         &cols.hash,
     ];
+    let guard_params: [&(dyn ToSql + Sync); 1] = [&old_seq];
     let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
     let announced = group.tip.seq.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
-    let (inserted, moved, notified, committed) = tokio::join!(
+    // Every statement is sent before any answer is awaited (one round trip): `join!` polls
+    // each future once, in order, and the first poll of each sends it.
+    let (begun, guarded, inserted, moved, notified, committed) = tokio::join!(
+        OptionFuture::from(
+            one_trip.then(|| c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"))
+        ),
+        OptionFuture::from(one_trip.then(|| c.query(&conn.guard_head, &guard_params))),
         c.execute(&conn.insert, &insert_params),
         c.execute(&conn.update_head, &head_params),
         c.execute(&conn.notify, &notify_params),
@@ -650,6 +614,14 @@ async fn write_group(
     );
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
     // rollback: the group is written only if every statement succeeded.
+    begun.transpose().map_err(pg_error("beginning a group"))?;
+    if let Some(guarded) = guarded
+        .transpose()
+        .map_err(pg_error("checking the log head"))?
+        && guarded.len() != 1
+    {
+        return Err(StoreError::Backend("the log head row is missing".into()));
+    }
     let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
     if inserted != group.records.len() as u64 {
         return Err(StoreError::Backend(format!(
@@ -671,7 +643,7 @@ async fn write_group(
              with the same event ids (a retry of a written append returns its position)"
         ))
     })?;
-    if inject_failure {
+    if injected {
         return Err(StoreError::Backend("injected commit failure".into()));
     }
     Ok(())
