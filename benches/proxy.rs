@@ -1271,8 +1271,12 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         Ok("") | Ok("embedded") | Err(_) => None,
         Ok(other) => anyhow::bail!("AGP_BENCH_DATABASE={other:?}: use postgres or embedded"),
     };
+    // With a database the master key must be given (AGP never makes one up there).
+    let key_file = data.path().join("bench-master.key");
     if let Some((_, url)) = &database {
+        std::fs::write(&key_file, format!("{}\n", "5a".repeat(32)))?;
         serve_args.extend(["--database-url", url.as_str()]);
+        serve_args.extend(["--master-key-file", key_file.to_str().context("key path")?]);
     }
     let agp = Agp::start(data.path(), &serve_args, &[], Duration::from_secs(60))?;
     let proxied = if s.legs.contains(&Leg::Proxied) {
