@@ -419,7 +419,7 @@ async fn bad_revoked_and_rotated_keys_are_refused() {
 }
 
 /// Raw MCP over HTTP: initialize as `key` and return the session id.
-async fn initialize(url: &str, key: &str) -> String {
+pub async fn initialize(url: &str, key: &str) -> String {
     let r = reqwest::Client::new()
         .post(url)
         .bearer_auth(key)

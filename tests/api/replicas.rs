@@ -487,6 +487,25 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
         .await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(echo(&mut on_b, "granted").unwrap(), "granted");
+    // Sessions are sticky: B does not know a session A opened (404, which tells an MCP client
+    // to initialize again), and a new session on B works.
+    let session = crate::proxy_e2e::initialize(&format!("{}/mcp", a.base), &agent_key).await;
+    let on_other = reqwest::Client::new()
+        .post(format!("{}/mcp", b.base))
+        .bearer_auth(&agent_key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        on_other.status(),
+        404,
+        "a session is the replica's that opened it"
+    );
+    crate::proxy_e2e::initialize(&format!("{}/mcp", b.base), &agent_key).await;
     // A disconnect on B: A's next call is refused, and the provider revoked the tokens.
     let (s, r) = b
         .post("/connectors/crm/disconnect", json!({"reason": "replicas"}))
