@@ -522,6 +522,16 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
         .filter(|r| r["endpoint"] == "revoke")
         .count();
     assert!(revocations >= 1, "the provider saw the revocation");
-    let (_, v): (u16, Value) = a.get("/audit/verify").await;
+    // An audit checkpoint signed on A verifies on B with B's own key: the signing key is the
+    // cluster's, in the shared vault.
+    let (s, checkpoint) = a.post("/audit/checkpoints", json!({})).await;
+    assert_eq!(s, 201, "{checkpoint}");
+    let (_, key_a) = a.get("/audit/checkpoint-key").await;
+    let (_, key_b) = b.get("/audit/checkpoint-key").await;
+    assert_eq!(key_a, key_b, "one checkpoint key for the cluster");
+    let (s, v) = b
+        .post("/audit/verify", json!({ "checkpoints": [checkpoint] }))
+        .await;
+    assert_eq!(s, 200, "{v}");
     assert_eq!(v["valid"], true, "{v}");
 }
