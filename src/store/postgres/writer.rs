@@ -160,6 +160,37 @@ struct Group {
     waiting: Vec<(Reply, Appended)>,
 }
 
+impl Group {
+    /// An empty group after `tip`.
+    fn after(tip: Tip) -> Self {
+        Self {
+            first_seq: tip.seq + 1,
+            tip,
+            streams: HashMap::new(),
+            ids: HashMap::new(),
+            records: Vec::new(),
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Seals a checked batch after what the group holds (`current`: its stream's version).
+    fn seal(
+        &mut self,
+        batch: AppendBatch,
+        current: Option<u64>,
+        time: chrono::DateTime<Utc>,
+    ) -> Appended {
+        let stream = batch.stream.clone();
+        let (records, appended) = seal(batch, current.unwrap_or(0), &mut self.tip, time);
+        for r in &records {
+            self.ids.insert(r.id, r.seq);
+        }
+        self.streams.insert(stream, appended.last_version);
+        self.records.extend(records);
+        appended
+    }
+}
+
 impl Writer {
     pub fn new(
         config: tokio_postgres::Config,
@@ -250,14 +281,8 @@ impl Writer {
     /// One group's transaction. Answers every request itself; `Err` only says the connection
     /// must be dropped.
     async fn try_commit(&mut self, requests: Vec<(AppendBatch, Reply)>) -> Result<(), StoreError> {
-        let conn = match self.conn.take() {
-            Some(c) if !c.client.is_closed() => c,
-            _ => match Conn::open(&self.config, &self.tls, &self.sql).await {
-                Ok(c) => c,
-                Err(e) => return Err(answer_all(requests, &e)),
-            },
-        };
-        self.conn = Some(conn);
+        // The one-round-trip path needs a live connection and a group before it (the first
+        // group, and the first after a failure, go the careful way, which reconnects).
         let Some(requests) = self.try_fast(requests).await else {
             return Ok(());
         };
@@ -293,14 +318,7 @@ impl Writer {
                 );
             }
         }
-        let mut group = Group {
-            tip: stored.tip.clone(),
-            first_seq: stored.tip.seq + 1,
-            streams: HashMap::new(),
-            ids: HashMap::new(),
-            records: Vec::new(),
-            waiting: Vec::with_capacity(requests.len()),
-        };
+        let mut group = Group::after(stored.tip.clone());
         let time = record_time(Utc::now());
         for (batch, reply) in requests {
             match stage(&mut group, &stored, batch, time) {
@@ -378,14 +396,7 @@ impl Writer {
         if tip.seq != head {
             return Some(requests);
         }
-        let mut group = Group {
-            tip: tip.clone(),
-            first_seq: tip.seq + 1,
-            streams: HashMap::new(),
-            ids: HashMap::new(),
-            records: Vec::new(),
-            waiting: Vec::new(),
-        };
+        let mut group = Group::after(tip.clone());
         let time = record_time(Utc::now());
         let mut appended = Vec::with_capacity(requests.len());
         for (batch, _) in &requests {
@@ -441,16 +452,7 @@ fn stage_known(
         return None;
     }
     check_expected(&batch.stream, batch.expected, current).ok()?;
-    let stream = batch.stream.clone();
-    let mut tip = group.tip.clone();
-    let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
-    for r in &records {
-        group.ids.insert(r.id, r.seq);
-    }
-    group.streams.insert(stream, appended.last_version);
-    group.records.extend(records);
-    group.tip = tip;
-    Some(appended)
+    Some(group.seal(batch, current, time))
 }
 
 /// Answers every request with `e`; returns it.
@@ -677,16 +679,7 @@ fn stage(
         .or_else(|| stored.versions.get(&batch.stream))
         .copied();
     check_expected(&batch.stream, batch.expected, current)?;
-    let stream = batch.stream.clone();
-    let mut tip = group.tip.clone();
-    let (records, appended) = seal(batch, current.unwrap_or(0), &mut tip, time);
-    for r in &records {
-        group.ids.insert(r.id, r.seq);
-    }
-    group.streams.insert(stream, appended.last_version);
-    group.records.extend(records);
-    group.tip = tip;
-    Ok(appended)
+    Ok(group.seal(batch, current, time))
 }
 
 /// The record holding event `id`, staged or stored.
