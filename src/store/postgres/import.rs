@@ -70,16 +70,7 @@ impl PgLog {
                     .query_one(&sql.lock_head, &[])
                     .await
                     .map_err(pg_error("locking the log head"))?;
-                let seq: i64 = head.try_get(0).map_err(pg_error("reading the log head"))?;
-                let hash: &[u8] = head.try_get(1).map_err(pg_error("reading the log head"))?;
-                let tip = Tip {
-                    seq: u64::try_from(seq).map_err(|_| {
-                        StoreError::Backend(format!("the log head row has seq {seq}"))
-                    })?,
-                    hash: rows::hex_hash(hash).map_err(|e| {
-                        StoreError::Backend(format!("the log head row's hash: {e}"))
-                    })?,
-                };
+                let tip = rows::tip(&head)?;
                 if first.0 != tip.seq + 1 || first.1 != tip.hash {
                     return Err(StoreError::Invalid(format!(
                         "the records to import start at seq {} after hash {}, but the log's head \

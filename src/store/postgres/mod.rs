@@ -428,14 +428,7 @@ async fn read_tip(
         .query_one(&sql.head, &[])
         .await
         .map_err(pg_error("reading the log head"))?;
-    let seq: i64 = head.try_get(0).map_err(pg_error("reading the log head"))?;
-    let hash: &[u8] = head.try_get(1).map_err(pg_error("reading the log head"))?;
-    let tip = Tip {
-        seq: u64::try_from(seq)
-            .map_err(|_| StoreError::Backend(format!("the log head row has seq {seq}")))?,
-        hash: rows::hex_hash(hash)
-            .map_err(|e| StoreError::Backend(format!("the log head row's hash: {e}")))?,
-    };
+    let tip = rows::tip(&head)?;
     let last = client
         .query_opt(&sql.last_record, &[])
         .await

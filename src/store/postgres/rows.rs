@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::store::append::Tip;
 use crate::store::{RecordedEvent, StoreError};
 
 /// A stored row as a record. A row that does not decode is [`StoreError::Corrupt`] at its seq.
@@ -47,6 +48,22 @@ pub fn record(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 /// 32 raw bytes as lowercase hex.
+/// The head row (`seq, hash`) as the end of the chain.
+pub fn tip(row: &Row) -> Result<Tip, StoreError> {
+    let seq: i64 = row
+        .try_get(0)
+        .map_err(super::pg_error("reading the log head"))?;
+    let hash: &[u8] = row
+        .try_get(1)
+        .map_err(super::pg_error("reading the log head"))?;
+    Ok(Tip {
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Backend(format!("the log head row has seq {seq}")))?,
+        hash: hex_hash(hash)
+            .map_err(|e| StoreError::Backend(format!("the log head row's hash: {e}")))?,
+    })
+}
+
 pub fn hex_hash(bytes: &[u8]) -> Result<String, String> {
     if bytes.len() == 32 {
         Ok(hex::encode(bytes))
