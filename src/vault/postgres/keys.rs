@@ -176,19 +176,31 @@ impl Shared {
         Ok((rewrapped.len(), active, retire))
     }
 
-    /// Deletes KEKs and bumps the keyring version (returned).
-    async fn retire(
+    /// Deletes the KEKs `ids` (`doing` names the step in an error).
+    pub(super) async fn delete_keks(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         ids: &[KeyId],
-    ) -> Result<i64, VaultError> {
+        doing: &'static str,
+    ) -> Result<(), VaultError> {
         let ids = ids
             .iter()
             .map(|id| db_key_id(*id))
             .collect::<Result<Vec<i64>, _>>()?;
         tx.execute(&self.sql.delete_keks, &[&ids])
             .await
-            .map_err(db_err("deleting retired key-encryption keys"))?;
+            .map_err(db_err(doing))?;
+        Ok(())
+    }
+
+    /// Deletes KEKs and bumps the keyring version (returned).
+    async fn retire(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        ids: &[KeyId],
+    ) -> Result<i64, VaultError> {
+        self.delete_keks(tx, ids, "deleting retired key-encryption keys")
+            .await?;
         let row = tx
             .query_one(&self.sql.bump_version, &[])
             .await

@@ -46,13 +46,8 @@ impl Shared {
         }
         rewrapped.write(&tx, &self.sql.rewrap).await?;
         let old: Vec<KeyId> = cached.keyring.ids().collect();
-        let old_ids = old
-            .iter()
-            .map(|k| db_key_id(*k))
-            .collect::<Result<Vec<i64>, _>>()?;
-        tx.execute(&self.sql.delete_keks, &[&old_ids])
-            .await
-            .map_err(db_err("deleting the old key-encryption keys"))?;
+        self.delete_keks(&tx, &old, "deleting the old key-encryption keys")
+            .await?;
         tx.execute(&self.sql.set_check, &[&keyring::seal_check(&new)?])
             .await
             .map_err(db_err("writing the new check record"))?;

@@ -170,13 +170,8 @@ impl Shared {
             .filter(|old| !kept.contains(old))
             .collect();
         if !retire.is_empty() {
-            let ids = retire
-                .iter()
-                .map(|id| db_key_id(*id))
-                .collect::<Result<Vec<i64>, _>>()?;
-            tx.execute(&self.sql.delete_keks, &[&ids])
-                .await
-                .map_err(db_err("deleting retired key-encryption keys"))?;
+            self.delete_keks(tx, &retire, "deleting retired key-encryption keys")
+                .await?;
         }
         let version = self.activate(tx, id).await?;
         tracing::info!(active_key = %id, rewrapped = rewrapped.len(),
