@@ -100,25 +100,20 @@ async fn read(db: &Arc<PgDatabase>) -> anyhow::Result<Option<[u8; 32]>> {
 
 /// Records `hash` unless one is recorded already; returns the one recorded.
 async fn record(db: &Arc<PgDatabase>, hash: [u8; 32]) -> anyhow::Result<[u8; 32]> {
-    let s = db.quoted_schema();
     let insert = format!(
-        "INSERT INTO {s}.cluster_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        "INSERT INTO {}.cluster_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        db.quoted_schema()
     );
-    let select = format!("SELECT value FROM {s}.cluster_settings WHERE key = $1");
     let pool = db.pool();
-    let value: String = db
-        .run(async move {
-            let client = PgDatabase::pooled(&pool).await?;
-            client
-                .execute(&insert, &[&ADMIN_TOKEN_KEY, &hex::encode(hash)])
-                .await
-                .map_err(pg_error("recording the cluster's admin token hash"))?;
-            client
-                .query_one(&select, &[&ADMIN_TOKEN_KEY])
-                .await
-                .and_then(|r| r.try_get(0))
-                .map_err(pg_error("reading the cluster's admin token hash"))
-        })
-        .await?;
-    decode(&value)
+    db.run(async move {
+        let client = PgDatabase::pooled(&pool).await?;
+        client
+            .execute(&insert, &[&ADMIN_TOKEN_KEY, &hex::encode(hash)])
+            .await
+            .map_err(pg_error("recording the cluster's admin token hash"))
+    })
+    .await?;
+    read(db)
+        .await?
+        .context("the cluster's admin token hash vanished as it was recorded")
 }
