@@ -8,7 +8,6 @@
 //! certificate made by `openssl`) that forwards bytes to it, as a reverse proxy would.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -17,38 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::connectors_e2e::tokens;
 use crate::helpers::{TestApp, error_message, spawn_app_with};
 use crate::peers::{Provider, consent};
-
-/// A self-signed certificate for `127.0.0.1` (not a CA: webpki and OpenSSL both take it as its
-/// own trust anchor), written to `dir`.
-fn make_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = dir.join("cert.cnf");
-    std::fs::write(
-        &cfg,
-        "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n\
-         [dn]\nCN = 127.0.0.1\n\
-         [ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n\
-         keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:P-256")
-        .args(["-nodes", "-days", "1", "-config"])
-        .arg(&cfg)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (Debian's openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
 
 /// A TLS front on 127.0.0.1: accepts https and forwards the bytes to AGP's plain port.
 struct TlsFront {
@@ -60,7 +27,7 @@ struct TlsFront {
 
 impl TlsFront {
     async fn bind(dir: &Path) -> TlsFront {
-        let (cert, key) = make_certificate(dir);
+        let (cert, key) = crate::pg_server::self_signed_certificate(dir).expect("a certificate");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         TlsFront {
             port: listener.local_addr().unwrap().port(),

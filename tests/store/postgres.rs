@@ -148,6 +148,18 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     }
 }
 
+/// A stored record as its writer sent it: what a retry of that append sends again.
+fn resent(r: &RecordedEvent) -> NewEvent {
+    NewEvent {
+        id: r.id,
+        event_type: r.event_type.clone(),
+        schema_version: r.schema_version,
+        actor: r.actor.clone(),
+        correlation_id: r.correlation_id,
+        data: r.data.clone(),
+    }
+}
+
 fn with_data(data: serde_json::Value) -> NewEvent {
     NewEvent { data, ..event(0) }
 }
@@ -340,14 +352,7 @@ async fn two_logs_on_one_schema_share_one_chain() {
                 .read_all(total + 1, 1)
                 .expect("read")
                 .iter()
-                .map(|r| NewEvent {
-                    id: r.id,
-                    event_type: r.event_type.clone(),
-                    schema_version: r.schema_version,
-                    actor: r.actor.clone(),
-                    correlation_id: r.correlation_id,
-                    data: r.data.clone(),
-                })
+                .map(resent)
                 .collect(),
         })
         .await
@@ -537,17 +542,7 @@ async fn a_lone_writer_commits_in_one_round_trip_and_falls_back_when_wrong() {
     let retry = AppendBatch {
         stream: "s0".into(),
         expected: ExpectedVersion::NoStream,
-        events: first
-            .iter()
-            .map(|r| NewEvent {
-                id: r.id,
-                event_type: r.event_type.clone(),
-                schema_version: r.schema_version,
-                actor: r.actor.clone(),
-                correlation_id: r.correlation_id,
-                data: r.data.clone(),
-            })
-            .collect(),
+        events: first.iter().map(resent).collect(),
     };
     let again = a.append(retry).await.expect("retry");
     assert!(again.deduplicated && again.first_seq == 1, "{again:?}");

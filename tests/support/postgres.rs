@@ -184,39 +184,7 @@ impl TempPostgres {
     /// every TCP connection without TLS; restarts the server. Returns the certificate's path:
     /// the one certificate a client must trust.
     pub fn require_tls(&mut self) -> anyhow::Result<PathBuf> {
-        let dir = self.dir.path();
-        let (cfg, cert, key) = (
-            dir.join("tls.cnf"),
-            dir.join("server.crt"),
-            dir.join("server.key"),
-        );
-        std::fs::write(
-            &cfg,
-            "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n\
-             [dn]\nCN = 127.0.0.1\n\
-             [ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n\
-             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
-        )?;
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "1", "-config"])
-            .arg(&cfg)
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .context("running openssl (Debian's openssl package)")?;
-        if !out.status.success() {
-            bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let (cert, key) = self_signed_certificate(self.dir.path())?;
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         if let Some(user) = &self.run_as {
             for f in [&cert, &key] {
@@ -459,4 +427,40 @@ fn unprivileged_user() -> anyhow::Result<RunAs> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A self-signed certificate for `127.0.0.1` (not a CA: webpki and OpenSSL both take it as its
+/// own trust anchor) and its key, written to `dir` by openssl (Debian's openssl package). Also
+/// the CIMD test's TLS front uses it.
+pub fn self_signed_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cfg = dir.join("cert.cnf");
+    std::fs::write(
+        &cfg,
+        "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n\
+         [dn]\nCN = 127.0.0.1\n\
+         [ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n\
+         keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
+    )?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-config"])
+        .arg(&cfg)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl (Debian's openssl package)")?;
+    if !out.status.success() {
+        bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
 }
