@@ -132,7 +132,12 @@ struct Known(HashMap<String, u64>);
 
 impl Known {
     fn learn(&mut self, stream: &str, version: u64) {
-        if self.0.len() >= KNOWN_STREAMS && !self.0.contains_key(stream) {
+        // Per record committed: a stream already known is updated without a new key.
+        if let Some(known) = self.0.get_mut(stream) {
+            *known = version;
+            return;
+        }
+        if self.0.len() >= KNOWN_STREAMS {
             self.0.clear();
         }
         self.0.insert(stream.to_string(), version);
