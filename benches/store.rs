@@ -212,6 +212,7 @@ fn completed(a: &Agent, call_id: Uuid, n: u64) -> anyhow::Result<CallEvent> {
         refreshed: false,
         redactions: 0,
         approval_id: None,
+        reason: None,
     })
 }
 

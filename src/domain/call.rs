@@ -10,7 +10,10 @@
 //!   retry, redactions). It follows within one group commit; after a crash in between, a
 //!   started call without a completion means "outcome unknown".
 //!
-//! A call refused before reaching upstream leaves one `call.denied` with the reason.
+//! A call refused before reaching upstream leaves one `call.denied` with the reason — or, on
+//! replicas, `call.started` then `call.completed` with outcome `refused` and the reason, when
+//! judging it again once its record was durable refused it (a change another replica committed
+//! first).
 //!
 //! A call the policy held carries its `approval_id` on every record: `call.started` and
 //! `call.completed` when an approval let it through, `call.denied` when its approval was
@@ -59,6 +62,9 @@ pub enum DenyReason {
     /// The policy held the call and no one decided within the wait; the agent may retry the
     /// identical call once the approval is approved.
     ApprovalPending,
+    /// The agent was revoked, or the key it called with rotated out. Only on a `call.completed`
+    /// whose outcome is `refused`: at the door such a call is answered 401 and not recorded.
+    AgentRevoked,
 }
 
 impl DenyReason {
@@ -75,6 +81,7 @@ impl DenyReason {
             DenyReason::RateLimited => "rate_limited",
             DenyReason::ApprovalDenied => "approval_denied",
             DenyReason::ApprovalPending => "approval_pending",
+            DenyReason::AgentRevoked => "agent_revoked",
         }
     }
 }
@@ -99,6 +106,10 @@ pub enum CallOutcome {
     Timeout,
     /// The answer was over the proxy's size cap (S19) and was not returned.
     TooLarge,
+    /// Judged again once its record was durable, the call was refused before it reached
+    /// upstream: on replicas, a change another replica committed first (a suspend, a revoked
+    /// grant or agent, a disconnect, a stricter policy). `reason` says which.
+    Refused,
 }
 
 impl CallOutcome {
@@ -112,6 +123,7 @@ impl CallOutcome {
             CallOutcome::Unavailable => "unavailable",
             CallOutcome::Timeout => "timeout",
             CallOutcome::TooLarge => "too_large",
+            CallOutcome::Refused => "refused",
         }
     }
 }
@@ -159,6 +171,9 @@ pub enum CallEvent {
         /// The approval that let a held call through.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approval_id: Option<String>,
+        /// Why a `refused` call was refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<DenyReason>,
     },
     #[serde(rename = "call.denied")]
     Denied {
@@ -245,6 +260,7 @@ mod tests {
             refreshed: true,
             redactions: 0,
             approval_id: Some("ap1".into()),
+            reason: None,
         };
         let (t, data) = encode_event(&e).expect("encodes");
         assert_eq!(t, e.type_name());

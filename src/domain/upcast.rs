@@ -31,7 +31,10 @@ pub fn current_version(event_type: &str) -> u32 {
         // v2: the profile's policy (issue 12).
         "profile.created" => 2,
         // v2: `approval_id` on held calls; new denial reasons (policy, rate limit, approvals).
-        "call.started" | "call.completed" | "call.denied" => 2,
+        "call.started" | "call.denied" => 2,
+        // v3: the `refused` outcome and its `reason` (replicas judge a call again after its
+        // record; decision 0030).
+        "call.completed" => 3,
         _ => 1,
     }
 }
@@ -109,6 +112,8 @@ fn step(event_type: &str, from: u32) -> Result<Option<Rewrite>, DecodeError> {
         ("connector.tool_quarantined", 1) => None,
         // v2 only adds an optional field and reasons v1 never wrote.
         ("call.started" | "call.completed" | "call.denied", 1) => None,
+        // v3 only adds an outcome and an optional field v2 never wrote.
+        ("call.completed", 2) => None,
         // Before policies existed every granted call flowed: a v1 profile keeps exactly that.
         ("profile.created", 1) => Some(|data| {
             // A plain struct of enums and a map with string keys: serializing it cannot fail.

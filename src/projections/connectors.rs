@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::Projection;
 use crate::domain::AgpEvent;
-use crate::domain::call::CallEvent;
+use crate::domain::call::{CallEvent, CallOutcome};
 use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, DiscoveredMetadata, Overrides, Registration,
     RevocationOutcome, TokenAuthMethod, client_auth,
@@ -339,8 +339,15 @@ impl Projection for ConnectorStatusView {
     fn apply(&mut self, record: &RecordedEvent, event: &AgpEvent) {
         let event = match event {
             AgpEvent::Connector(e) => e,
-            AgpEvent::Call(CallEvent::Completed { connector_id, .. }) => {
-                if let Some(v) = self.by_id.get_mut(connector_id) {
+            AgpEvent::Call(CallEvent::Completed {
+                connector_id,
+                outcome,
+                ..
+            }) => {
+                // A call refused after its record never reached the connector.
+                if *outcome != CallOutcome::Refused
+                    && let Some(v) = self.by_id.get_mut(connector_id)
+                {
                     v.last_used_at = Some(record.time);
                 }
                 return;

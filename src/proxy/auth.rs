@@ -67,6 +67,7 @@ fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, &'s
                     agent_id: agent.agent_id.clone(),
                     agent: agent.name.clone(),
                     profile_id: agent.profile_id.clone(),
+                    key_sha256: hash.clone(),
                 })
         })
         .ok_or("the agent key is not valid (unknown, rotated or revoked)")
@@ -76,6 +77,23 @@ fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, &'s
 pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next) -> Response {
     let who = match authenticate(&proxy, req.headers()) {
         Ok(who) => who,
+        // Replicas: an agent created (or a key rotated) on another replica a moment ago may not
+        // have reached this one's view yet; the refusal is judged on the caught-up view. (A
+        // key this view accepts is checked again when the call's record is durable.)
+        Err(_) if proxy.connectors.cluster.is_shared() => {
+            if let Err(e) = proxy.recorder.log().catch_up().await {
+                tracing::error!(error = %e, "cannot reach the database to check an agent key");
+                return refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "AGP cannot reach its database right now; try again",
+                );
+            }
+            match authenticate(&proxy, req.headers()) {
+                Ok(who) => who,
+                Err(why) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", why),
+            }
+        }
         Err(why) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", why),
     };
     let headers = req.headers_mut();

@@ -29,6 +29,15 @@
 //! scrubbed and capped, `call.completed` is queued (it is written with the agent's next record,
 //! or within 10 ms) and the result returned.
 //!
+//! On replicas (PostgreSQL), this replica's view may lag a change another one committed a
+//! moment ago, and a kill switch must still hold on the very next call (S23) without a database
+//! read before every call. So every call's `call.started` is durable before upstream, and the
+//! call is judged again on the view its commit brought up to date: that commit took the log's
+//! head lock, so every commit acknowledged anywhere before it was folded first. A call refused
+//! then never reaches upstream and ends with `call.completed`, outcome `refused`, and the
+//! reason. A refusal (or a hold) by the possibly stale view, and an agent key it does not
+//! know, are judged again on a caught-up view before they are answered.
+//!
 //! Every record a call writes has the id of the HTTP request that made it (`x-request-id`,
 //! [`crate::api::request_id`]) as correlation id; the call's own id is `call_id` in the data.
 //! The steps run in `debug` spans — `policy`, `credential`, `upstream`, `record` — that exist
@@ -103,6 +112,8 @@ pub mod codes {
     pub const APPROVAL_DENIED: i32 = -32011;
     /// The call was held and is still waiting for a decision; `data.approval_id` names it.
     pub const APPROVAL_PENDING: i32 = -32012;
+    /// The agent was revoked, or its key rotated out, as the call was made (replicas).
+    pub const AGENT_REVOKED: i32 = -32013;
 }
 
 /// The proxy's knobs (`agp serve` flags).
@@ -150,6 +161,9 @@ pub struct AgentIdentity {
     pub agent_id: String,
     pub agent: String,
     pub profile_id: String,
+    /// Hex SHA-256 of the key the agent presented: on replicas, a call is judged again once
+    /// its record is durable, and the key must still be the agent's current one.
+    pub key_sha256: String,
 }
 
 /// Everything the MCP endpoint needs.
@@ -179,6 +193,13 @@ pub struct Proxy {
 pub struct CallIds {
     pub call: Uuid,
     pub correlation: Uuid,
+}
+
+/// A call refused after its `call.started`: its ids and when it arrived.
+#[derive(Clone, Copy)]
+struct Refused {
+    ids: CallIds,
+    arrived: Instant,
 }
 
 /// Why a call was refused before upstream, with what the record and the agent learn.
@@ -265,6 +286,19 @@ fn mcp_error(code: i32, message: String, data: Value) -> ErrorData {
 }
 
 impl Denial {
+    /// A refusal of tool `name` for `reason` with nothing else known.
+    fn bare(reason: DenyReason, name: &str) -> Self {
+        Self {
+            reason,
+            tool: ToolName::parse(name).ok(),
+            entry: None,
+            connector_status: None,
+            profile: String::new(),
+            approval_id: None,
+            detail: None,
+        }
+    }
+
     /// The MCP error the agent gets: the reason, and for a connector only its state.
     fn to_error(&self, limit: usize) -> ErrorData {
         let name = self
@@ -310,6 +344,13 @@ impl Denial {
             DenyReason::InvalidArguments => ErrorData::invalid_params(
                 "arguments must be a JSON object within the proxy's limits".to_string(),
                 Some(data),
+            ),
+            DenyReason::AgentRevoked => mcp_error(
+                codes::AGENT_REVOKED,
+                "this agent was revoked, or its key rotated out, as the call was made; the call \
+                 was not made"
+                    .into(),
+                data,
             ),
             // Answered by `govern::policy_error` above.
             DenyReason::PolicyDenied
@@ -490,24 +531,18 @@ impl Proxy {
             call: call_id,
             correlation: request_id,
         };
-        // Replicas: what an admin changed on another replica (a suspend, a revoked grant, a
-        // disconnect) is folded before this call is judged. Without the database, no judgement.
-        if self.connectors.cluster.is_shared()
-            && let Err(e) = self
-                .recorder
-                .log()
-                .catch_up()
-                .instrument(tracing::debug_span!("catch_up"))
-                .await
-        {
-            tracing::error!(call_id = %ids.call, error = %e, "cannot reach the database to judge a call");
-            return Err(ErrorData::internal_error(
-                "AGP cannot reach its database right now; the call was not made. Try again.",
-                None,
-            ));
-        }
+        // Replicas: this replica's view may lag a change another replica committed a moment
+        // ago. A call the view lets through is judged again once its record is durable (see
+        // `judge_again`); a call it would refuse or hold is judged on the caught-up view, so a
+        // grant made elsewhere a moment ago is not refused.
+        let shared = self.connectors.cluster.is_shared();
         let (arguments_sha256, arguments_bytes) = arguments_digest(params.arguments.as_ref());
-        let target = match self.resolve(who, &params.name) {
+        let mut judged = self.resolve(who, &params.name);
+        if shared && !matches!(&judged, Ok(t) if t.rule == Rule::Allow) {
+            self.catch_up(call_id).await?;
+            judged = self.resolve(who, &params.name);
+        }
+        let target = match judged {
             Ok(t) => t,
             Err(denial) => return Err(self.refuse(who, ids, *denial, arguments_sha256).await),
         };
@@ -600,14 +635,29 @@ impl Proxy {
         };
         // Queued now; a read's record is written while upstream works and awaited after.
         let record = self.recorder.submit(request_id, &started);
-        let record = if target.operation == Operation::Write {
+        let (record, target) = if shared {
+            // Replicas: on the record before upstream, then judged again on a view that holds
+            // every commit that preceded the record — whichever replica made it.
+            let appended = self
+                .recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
+            self.folded_before(call_id, &appended).await?;
+            match self.judge_again(who, &params.name, approval_id.as_deref()) {
+                Ok(now) => (None, now),
+                Err(denial) => {
+                    let refused = Refused { ids, arrived };
+                    return Err(self.refuse_started(who, refused, &target, *denial, approval_id));
+                }
+            }
+        } else if target.operation == Operation::Write {
             // A write is on the record before it reaches upstream.
             self.recorded(call_id, record)
                 .instrument(tracing::debug_span!("record"))
                 .await?;
-            None
+            (None, target)
         } else {
-            Some(record)
+            (Some(record), target)
         };
 
         let mut upstream = params;
@@ -655,9 +705,110 @@ impl Proxy {
                 refreshed,
                 redactions,
                 approval_id,
+                reason: None,
             },
         );
         answer
+    }
+
+    /// Folds what other replicas committed; without the database, no judgement.
+    async fn catch_up(&self, call_id: Uuid) -> Result<(), ErrorData> {
+        let caught = self
+            .recorder
+            .log()
+            .catch_up()
+            .instrument(tracing::debug_span!("catch_up"))
+            .await;
+        caught.map(drop).map_err(|e| {
+            tracing::error!(%call_id, error = %e, "cannot reach the database to judge a call");
+            ErrorData::internal_error(
+                "AGP cannot reach its database right now; the call was not made. Try again.",
+                None,
+            )
+        })
+    }
+
+    /// Replicas: waits until this replica's view holds every record before `appended` (at
+    /// once in practice: the writer folds what it delivers before it answers the append).
+    async fn folded_before(&self, call_id: Uuid, appended: &Appended) -> Result<(), ErrorData> {
+        let before = appended.first_seq.saturating_sub(1);
+        let waited = self.projections.wait_for(before, Duration::from_secs(5));
+        waited.await.map_err(|e| {
+            tracing::error!(%call_id, error = %e, "the view did not reach a call's own record");
+            ErrorData::internal_error(
+                "AGP could not judge this call against its current state; the call was not made. \
+                 Try again.",
+                None,
+            )
+        })
+    }
+
+    /// Replicas: judges a call again once its `call.started` is durable. Its commit took the
+    /// log's head lock, so every commit acknowledged anywhere before the call arrived has a
+    /// lower seq, and was folded into this view before the append returned (the writer
+    /// delivers other replicas' records ahead of its own group; see [`Self::folded_before`]).
+    /// The key must still be the agent's, the tool still servable, and the policy no stricter
+    /// than when the call was let through.
+    fn judge_again(
+        &self,
+        who: &AgentIdentity,
+        name: &str,
+        approval_id: Option<&str>,
+    ) -> Result<Target, Box<Denial>> {
+        let key_current = self.projections.read(|p| {
+            p.grants
+                .agent_by_key_hash(&who.key_sha256)
+                .is_some_and(|(agent, _)| agent.agent_id == who.agent_id)
+        });
+        if !key_current {
+            return Err(Box::new(Denial::bare(DenyReason::AgentRevoked, name)));
+        }
+        let now = self.resolve(who, name)?;
+        let reason = match now.rule {
+            Rule::Allow => return Ok(now),
+            Rule::Hold if approval_id.is_some() => return Ok(now),
+            // Held since: the agent calls again and is held (no approval is asked for here:
+            // the record already says the call was let through).
+            Rule::Hold => DenyReason::ApprovalPending,
+            Rule::Deny => DenyReason::PolicyDenied,
+        };
+        let mut denial = Denial::bare(reason, name);
+        denial.profile = now.profile;
+        Err(Box::new(denial))
+    }
+
+    /// A call refused after its `call.started` (see [`Self::judge_again`]): completed as
+    /// `refused` with the reason, and answered with the refusal.
+    fn refuse_started(
+        &self,
+        who: &AgentIdentity,
+        call: Refused,
+        target: &Target,
+        denial: Denial,
+        approval_id: Option<String>,
+    ) -> ErrorData {
+        let reason = denial.reason;
+        self.metrics.count("deny", reason.as_str());
+        tracing::info!(call_id = %call.ids.call, reason = reason.as_str(), "a call was refused when judged again after its record");
+        let latency = call.arrived.elapsed().as_micros();
+        self.recorder.complete(
+            call.ids.correlation,
+            &CallEvent::Completed {
+                call_id: call.ids.call.to_string(),
+                agent_id: who.agent_id.clone(),
+                tool: target.tool.clone(),
+                connector_id: target.connector.connector_id.clone(),
+                outcome: CallOutcome::Refused,
+                latency_us: u64::try_from(latency).unwrap_or(u64::MAX),
+                result_bytes: 0,
+                attempts: 0,
+                refreshed: false,
+                redactions: 0,
+                approval_id,
+                reason: Some(reason),
+            },
+        );
+        denial.to_error(self.config.agent_concurrency)
     }
 
     /// Observes how long after its approval a held call goes upstream.
@@ -678,13 +829,13 @@ impl Proxy {
         &self,
         call_id: Uuid,
         record: impl Future<Output = Result<Appended, StoreError>>,
-    ) -> Result<(), ErrorData> {
+    ) -> Result<Appended, ErrorData> {
         let waiting = Instant::now();
-        record.await.map_err(|_| not_recorded(call_id))?;
+        let appended = record.await.map_err(|_| not_recorded(call_id))?;
         self.metrics
             .record_wait
             .observe(waiting.elapsed().as_secs_f64());
-        Ok(())
+        Ok(appended)
     }
 
     /// An upstream session for `who` on the target's connector: the pooled one if it still

@@ -216,6 +216,7 @@ mod tests {
             refreshed: false,
             redactions: 0,
             approval_id: None,
+            reason: None,
         }
     }
 

@@ -30,7 +30,7 @@ use uuid::Uuid;
 pub use before::{Before, BeforeError, parse_duration};
 
 use crate::domain::AgpEvent;
-use crate::domain::call::CallEvent;
+use crate::domain::call::{CallEvent, CallOutcome};
 use crate::domain::encode_event;
 use crate::domain::security::SecurityEvent;
 use crate::domain::upcast::current_version;
@@ -87,9 +87,11 @@ impl Summary {
             Ok(AgpEvent::Call(
                 CallEvent::Started { agent_id, .. } | CallEvent::Denied { agent_id, .. },
             )) => later(&mut self.agents, &agent_id),
-            Ok(AgpEvent::Call(CallEvent::Completed { connector_id, .. })) => {
-                later(&mut self.connectors, &connector_id)
-            }
+            Ok(AgpEvent::Call(CallEvent::Completed {
+                connector_id,
+                outcome,
+                ..
+            })) if outcome != CallOutcome::Refused => later(&mut self.connectors, &connector_id),
             Ok(_) => {}
             Err(e) => tracing::warn!(seq = r.seq, error = %e, "an archived record does not decode"),
         }

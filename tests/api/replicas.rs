@@ -535,3 +535,158 @@ async fn a_connector_lives_across_two_replicas_with_one_refresh_at_the_provider(
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["valid"], true, "{v}");
 }
+
+/// Stops every replica's follower for a moment: the connections listening for commits are
+/// terminated, and a follower listens again only after a second. Until then a replica learns of
+/// another's commits only through its own writes (or an admin request's catch-up).
+fn deafen(pg: &TempPostgres) {
+    let ended = pg
+        .psql(
+            "agp_replicas",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert_eq!(ended.trim(), "2", "both replicas were listening");
+}
+
+/// The `call.completed` records of the log, newest last.
+async fn completions(server: &Server) -> Vec<Value> {
+    let (s, page) = server.get("/events?limit=10000").await;
+    assert_eq!(s, 200, "{page}");
+    page.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "call.completed")
+        .map(|e| e["data"].clone())
+        .collect()
+}
+
+/// A replica whose view has not yet heard of a change another replica committed — its follower
+/// deafened — still enforces the change on its next call: the call is allowed by the stale view,
+/// put on the record, judged again on the view its record's commit brought up to date, and
+/// refused before it reaches upstream (`call.completed`, outcome `refused`, with the reason).
+/// And the other way: an agent created on one replica calls through the other at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_behind_on_a_change_refuses_the_next_call_before_upstream() {
+    use crate::peers::{Agent, start};
+    const KEY: &str = "kb-replicas-key-7d1e0a";
+    let peer = start("static-server.mjs", &["--key", KEY]);
+    let upstream_calls = || {
+        let admin = peer.ready["admin"].as_str().unwrap().to_string();
+        async move {
+            let all: Vec<Value> = reqwest::get(format!("{admin}/requests"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            all.iter().filter(|r| r["method"] == "POST").count()
+        }
+    };
+    let (pg, url) = database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&pg, dir_a.path(), &url, None);
+    let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
+
+    let (s, added) = a
+        .post(
+            "/servers",
+            json!({"name": "kb", "mcp_server_url": peer.ready["url"], "headers": [{"name": "X-Api-Key", "value": KEY}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{added}");
+    assert_eq!(
+        a.post("/connectors/kb/discover-tools", json!({})).await.0,
+        200
+    );
+    let (s, reg) = a
+        .post(
+            "/connectors/kb/register-tools",
+            json!({"tools": [{"name": "echo"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{reg}");
+    assert_eq!(a.post("/profiles", json!({"name": "ops"})).await.0, 201);
+    let grant = json!({"tools": ["kb__echo"], "reason": "replicas"});
+    assert_eq!(a.post("/profiles/ops/grants", grant).await.0, 200);
+
+    // Created on A and used on B straight away, B deafened: B's door catches up on a key it
+    // does not know rather than refusing it.
+    let agent_key = |body: &Value| body["key"].as_str().unwrap().to_string();
+    deafen(&pg);
+    let (s, bot) = a
+        .post("/agents", json!({"name": "bot", "profile": "ops"}))
+        .await;
+    assert_eq!(s, 201, "{bot}");
+    let mut on_b = Agent::connect(&format!("{}/mcp", b.base), Some(&agent_key(&bot)), &[])
+        .expect("a new agent connects to the other replica at once");
+    let echo = |agent: &mut Agent, text: &str| agent.call("kb__echo", json!({"text": text}));
+    assert_eq!(
+        echo(&mut on_b, "hello").unwrap()["content"][0]["text"],
+        "hello"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // Each change is made on A while B is deaf; B's view still allows the call.
+    let (s, other) = a
+        .post("/agents", json!({"name": "other", "profile": "ops"}))
+        .await;
+    assert_eq!(s, 201, "{other}");
+    let mut other_on_b =
+        Agent::connect(&format!("{}/mcp", b.base), Some(&agent_key(&other)), &[]).unwrap();
+    assert!(echo(&mut other_on_b, "warm").is_ok());
+    let policy = json!({"tools": {"kb__echo": "deny"}, "reason": "replicas"});
+    let changes: [(&str, Value, &mut Agent, &str, i64); 2] = [
+        (
+            "/agents/other/revoke",
+            json!({"reason": "replicas"}),
+            &mut other_on_b,
+            "agent_revoked",
+            -32013,
+        ),
+        (
+            "/profiles/ops/policy",
+            policy,
+            &mut on_b,
+            "policy_denied",
+            -32009,
+        ),
+    ];
+    for (path, body, agent, reason, code) in changes {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let upstream_before = upstream_calls().await;
+        deafen(&pg);
+        let deafened = Instant::now();
+        let method = if path.ends_with("/policy") {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::POST
+        };
+        let (s, r) = a.send(method, path, Some(body)).await;
+        assert_eq!(s, 200, "{path}: {r}");
+        let refused = echo(agent, "after the change").expect_err("B refused the next call");
+        let within = deafened.elapsed();
+        assert_eq!(refused["code"], code, "{path}: {refused}");
+        assert_eq!(refused["data"]["reason"], reason, "{path}: {refused}");
+        assert_eq!(
+            upstream_calls().await,
+            upstream_before,
+            "{path}: nothing reached upstream"
+        );
+        // Refused after its record, on the view the record's commit brought up to date (only
+        // provable while B was deaf: its follower listens again after a second).
+        if within < Duration::from_millis(900) {
+            // A completion rides with the agent's next record, or is written within 10 ms.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let last = completions(&a).await.pop().expect("a completion");
+            assert_eq!(last["outcome"], "refused", "{path}: {last}");
+            assert_eq!(last["reason"], reason, "{path}: {last}");
+            assert_eq!(last["attempts"], 0, "{path}: {last}");
+        } else {
+            eprintln!("{path}: B was deaf for {within:?} only; the refusal's path is not checked");
+        }
+    }
+    let (_, verify) = b.get("/audit/verify").await;
+    assert_eq!(verify["valid"], true, "{verify}");
+}

@@ -665,6 +665,22 @@ pub fn call_events() -> Vec<CallEvent> {
             refreshed: true,
             redactions: 0,
             approval_id: Some("0193f1c2-7a1b-7c3d-8e4f-0000000000a1".into()),
+            reason: None,
+        },
+        // Refused when judged again after its record (replicas): the reason says why.
+        E::Completed {
+            call_id: "0193f1c2-7a1b-7c3d-8e4f-000000000004".into(),
+            agent_id: "a1".into(),
+            tool: tool("notion__search"),
+            connector_id: "c1".into(),
+            outcome: CallOutcome::Refused,
+            latency_us: 412,
+            result_bytes: 0,
+            attempts: 0,
+            refreshed: false,
+            redactions: 0,
+            approval_id: None,
+            reason: Some(DenyReason::AgentRevoked),
         },
         // Denied for an unknown, invalid name: nothing but the reason.
         E::Denied {

@@ -591,6 +591,16 @@ fn call_outcome() -> impl Strategy<Value = CallOutcome> {
     ]
 }
 
+/// How a started call ended: an outcome, and for `refused` (judged again after its record on
+/// a replica) the reason, which may also be `agent_revoked`.
+fn completion() -> impl Strategy<Value = (CallOutcome, Option<DenyReason>)> {
+    prop_oneof![
+        call_outcome().prop_map(|o| (o, None)),
+        prop_oneof![deny_reason(), Just(DenyReason::AgentRevoked)]
+            .prop_map(|r| (CallOutcome::Refused, Some(r))),
+    ]
+}
+
 fn connector_state() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("pending"),
@@ -654,7 +664,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                 option::of(non_blank())
             ),
             tool_name(),
-            call_outcome(),
+            completion(),
             (
                 any::<u64>(),
                 any::<u64>(),
@@ -667,7 +677,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                 |(
                     (call_id, agent_id, connector_id, approval_id),
                     tool,
-                    outcome,
+                    (outcome, reason),
                     (latency_us, result_bytes, attempts, refreshed, redactions),
                 )| E::Completed {
                     call_id,
@@ -681,6 +691,7 @@ pub fn call_event() -> impl Strategy<Value = CallEvent> {
                     refreshed,
                     redactions,
                     approval_id,
+                    reason,
                 }
             ),
         (

@@ -107,6 +107,7 @@ fn write_dictionary() {
                 refreshed: false,
                 redactions: 0,
                 approval_id: None,
+                reason: None,
             }),
         );
         push(

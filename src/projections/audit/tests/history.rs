@@ -208,6 +208,7 @@ pub fn history() -> Log {
             refreshed: false,
             redactions: 0,
             approval_id: None,
+            reason: None,
         }),
     ) // 7
     .push(
