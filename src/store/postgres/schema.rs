@@ -287,9 +287,12 @@ pub(crate) struct Sql {
     pub notify: String,
     /// The channel commits are announced on (see [`notify_channel`]).
     pub channel: String,
-    /// The one-round-trip path's guard: locks the head row and fails (division by zero,
-    /// `22012`) unless its seq is `$1`, aborting the transaction.
-    pub guard_head: String,
+    /// The one-round-trip path's group, in ONE statement: moves the head from the seq it must
+    /// have, inserts the twelve arrays only if it did, announces the commit, and fails
+    /// (division by zero, `22012`, aborting the transaction) unless every record was inserted.
+    /// `$1`–`$12` the columns, `$13` new seq, `$14` new hash, `$15` old seq, `$16` the count,
+    /// `$17` the channel.
+    pub one_trip: String,
 }
 
 /// The `LISTEN`/`NOTIFY` channel of a schema's log: `agp_` and 16 hex digits of the schema
@@ -339,8 +342,17 @@ impl Sql {
             ),
             notify: "SELECT pg_notify($1, $2)".into(),
             channel: notify_channel(schema),
-            guard_head: format!(
-                "SELECT 1 / (CASE WHEN seq = $1 THEN 1 ELSE 0 END) FROM {s}.log_head FOR UPDATE"
+            one_trip: format!(
+                "WITH moved AS (\
+                     UPDATE {s}.log_head SET seq = $13, hash = $14 WHERE seq = $15 RETURNING seq\
+                 ), written AS (\
+                     INSERT INTO {s}.events ({COLUMNS}) SELECT r.* FROM moved, unnest(\
+                     $1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], \
+                     $7::timestamptz[], $8::text[], $9::uuid[], $10::json[], $11::bytea[], \
+                     $12::bytea[]) AS r RETURNING 1\
+                 ) \
+                 SELECT 1 / (CASE WHEN (SELECT count(*) FROM written) = $16 THEN 1 ELSE 0 END), \
+                 (SELECT count(*) FROM moved, LATERAL pg_notify($17, moved.seq::text) AS n)"
             ),
         }
     }

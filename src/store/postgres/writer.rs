@@ -13,6 +13,9 @@
 //!    then one `INSERT … SELECT * FROM unnest(…)` of every record, the head row's update
 //!    (guarded by the seq it was read with), and `COMMIT`.
 //!
+//! While this process is the only writer, a group takes one round trip instead (`try_fast`):
+//! one statement, its own transaction, that moves the head only from the seq assumed.
+//!
 //! The writer's session runs with `synchronous_commit = on`, so `COMMIT` returns once the
 //! group's WAL is flushed; only then are the appends acknowledged. Conflicts and invalid
 //! requests are answered at once and never reach the database.
@@ -33,7 +36,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
-use futures::future::OptionFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -63,7 +65,7 @@ struct Conn {
     update_head: Statement,
     read_range: Statement,
     notify: Statement,
-    guard_head: Statement,
+    one_trip: Statement,
     /// The channel commits are announced on.
     channel: String,
 }
@@ -99,7 +101,7 @@ impl Conn {
             update_head: prepare(&sql.update_head).await?,
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
-            guard_head: prepare(&sql.guard_head).await?,
+            one_trip: prepare(&sql.one_trip).await?,
             channel: sql.channel.clone(),
             client,
         })
@@ -380,12 +382,14 @@ impl Writer {
 
     /// The one-round-trip path, while this process is the only writer (its last commit is the
     /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
-    /// stream it does not know is taken as new), and ONE pipelined round trip — the guard that
-    /// locks the head row and aborts unless it is still there, the insert, the head's move,
-    /// the notification, `COMMIT`. Whatever it assumed wrongly, the database refuses: a moved
-    /// head (the guard), an id already stored (a retry) or a version already taken (a stale
-    /// version) abort the transaction, and the group goes the careful way. Returns the
-    /// requests untouched when the group was not written, answered when it was.
+    /// stream it does not know is taken as new), and ONE round trip: a single statement
+    /// (`Sql::one_trip`: the head moved only from the seq assumed, the records inserted only
+    /// if it did, the notification) that is its own transaction, then an empty query whose
+    /// answer follows the commit. Whatever it assumed wrongly, the database refuses: a moved
+    /// head (nothing inserted: the statement divides by zero), an id already stored (a retry)
+    /// or a version already taken (a stale version) fail the statement, which commits
+    /// nothing, and the group goes the careful way. Returns the requests untouched when the
+    /// group was not written, answered when it was.
     async fn try_fast(
         &mut self,
         requests: Vec<(AppendBatch, Reply)>,
@@ -555,17 +559,21 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
     Ok(stored)
 }
 
-/// Round trip 2: insert the group, move the head (only from where it was read), commit.
 /// How a group's writing round trip begins and ends.
 #[derive(Clone, Copy)]
 enum Path {
     /// Round trip 1 began the transaction and locked the head; `injected`: roll back instead
     /// of committing (fault injection).
     Careful { injected: bool },
-    /// The one-round-trip path: this round trip also begins and takes the head guard.
+    /// The one-round-trip path: the group is one statement, its own transaction, that moves
+    /// the head only from where it was assumed to be.
     OneTrip,
 }
 
+/// Round trip 2 of the careful path (insert the group, move the head from where it was read,
+/// announce, commit), or the whole one-round-trip path (the one statement, then an empty
+/// query answered once it committed). Every statement is sent before any answer is awaited:
+/// `join!` polls each future once, in order, and the first poll of each sends it.
 async fn write_group(
     conn: &Conn,
     read_tip: &Tip,
@@ -576,13 +584,9 @@ async fn write_group(
     let new_seq = big(group.tip.seq, "seq")?;
     let new_hash = rows::raw_hash(&group.tip.hash)?;
     let old_seq = big(read_tip.seq, "seq")?;
+    let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
     let c = &conn.client;
-    let (one_trip, injected) = match path {
-        Path::Careful { injected } => (false, injected),
-        Path::OneTrip => (true, false),
-    };
-    let end = if injected { "ROLLBACK" } else { "COMMIT" };
-    let insert_params: [&(dyn ToSql + Sync); 12] = [
+    let columns: [&(dyn ToSql + Sync); 12] = [
         &cols.seq,
         &cols.stream,
         &cols.version,
@@ -596,32 +600,39 @@ async fn write_group(
         &cols.prev_hash,
         &cols.hash,
     ];
-    let guard_params: [&(dyn ToSql + Sync); 1] = [&old_seq];
+    let injected = match path {
+        Path::Careful { injected } => injected,
+        Path::OneTrip => {
+            let mut params: Vec<&(dyn ToSql + Sync)> = columns.to_vec();
+            params.extend([
+                &new_seq as &(dyn ToSql + Sync),
+                &new_hash,
+                &old_seq,
+                &count,
+                &conn.channel,
+            ]);
+            // One statement is its own transaction, committed (and flushed: synchronous_commit)
+            // at its Sync, before the server reads the next message: so the empty query's
+            // answer, which follows, says the commit is durable. A wrong assumption (a moved
+            // head, a retried id, a stale version) fails the statement, which commits nothing.
+            let (written, committed) =
+                tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""),);
+            written.map_err(pg_error("writing the group"))?;
+            return committed.map_err(commit_error);
+        }
+    };
     let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
     let announced = group.tip.seq.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
-    // Every statement is sent before any answer is awaited (one round trip): `join!` polls
-    // each future once, in order, and the first poll of each sends it.
-    let (begun, guarded, inserted, moved, notified, committed) = tokio::join!(
-        OptionFuture::from(
-            one_trip.then(|| c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"))
-        ),
-        OptionFuture::from(one_trip.then(|| c.query(&conn.guard_head, &guard_params))),
-        c.execute(&conn.insert, &insert_params),
+    let end = if injected { "ROLLBACK" } else { "COMMIT" };
+    let (inserted, moved, notified, committed) = tokio::join!(
+        c.execute(&conn.insert, &columns),
         c.execute(&conn.update_head, &head_params),
         c.execute(&conn.notify, &notify_params),
         c.batch_execute(end),
     );
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
     // rollback: the group is written only if every statement succeeded.
-    begun.transpose().map_err(pg_error("beginning a group"))?;
-    if let Some(guarded) = guarded
-        .transpose()
-        .map_err(pg_error("checking the log head"))?
-        && guarded.len() != 1
-    {
-        return Err(StoreError::Backend("the log head row is missing".into()));
-    }
     let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
     if inserted != group.records.len() as u64 {
         return Err(StoreError::Backend(format!(
@@ -637,16 +648,19 @@ async fn write_group(
             read_tip.seq
         )));
     }
-    committed.map_err(|e| {
-        StoreError::Backend(format!(
-            "PostgreSQL COMMIT: {e}; the appends may or may not have been written: retry them \
-             with the same event ids (a retry of a written append returns its position)"
-        ))
-    })?;
+    committed.map_err(commit_error)?;
     if injected {
         return Err(StoreError::Backend("injected commit failure".into()));
     }
     Ok(())
+}
+
+/// A `COMMIT` that failed or whose answer was lost.
+fn commit_error(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!(
+        "PostgreSQL COMMIT: {e}; the appends may or may not have been written: retry them with \
+         the same event ids (a retry of a written append returns its position)"
+    ))
 }
 
 /// Checks one request against what is stored plus what the group staged, and stages it.
