@@ -728,3 +728,72 @@ async fn import_copies_sealed_records_exactly_and_refuses_what_does_not_continue
     let reopened = open(&url, "target").await;
     assert_eq!(reopened.head(), n as u64 + 1);
 }
+
+/// Nothing in the writers' path is updated in place, so a transaction left open elsewhere in
+/// the database (a dump, an analytics query) has no dead row versions to pile up there: with
+/// one held open across 300 appends from two writers (two replicas: the one-statement path
+/// while one writes alone, the careful path while they take turns), the log's tables saw
+/// inserts only — no update, no delete, and after a vacuum no dead row, the transaction still
+/// open — and the chain is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_open_transaction_finds_nothing_to_bloat_in_the_writers_path() {
+    let (pg, url) = server();
+    let (a, b) = (open(&url, "agp").await, open(&url, "agp").await);
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("a session for the long transaction");
+    tokio::spawn(connection);
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM agp.events")
+        .await
+        .expect("begin");
+    for _ in 0..100 {
+        a.append(batch("a", ExpectedVersion::Any, 1))
+            .await
+            .expect("a");
+    }
+    for i in 0..100 {
+        a.append(batch("a", ExpectedVersion::Any, 1))
+            .await
+            .expect("a");
+        b.append(batch(&format!("b{}", i % 3), ExpectedVersion::Any, 1))
+            .await
+            .expect("b");
+    }
+    let (fast, careful) = a.group_paths();
+    assert!(
+        fast > 0 && careful > 0,
+        "both paths ran: {fast} fast, {careful} careful"
+    );
+    // A one-statement group that lost a race to the other writer leaves the row it tried
+    // to insert dead, and dead rows of aborted transactions go at the next vacuum, however
+    // old the open transaction is.
+    pg.psql("agp_test", "VACUUM agp.events").expect("vacuum");
+    // Statistics reach the cumulative views a moment after each backend's transactions.
+    let stats = "SELECT coalesce(sum(n_live_tup), 0), coalesce(sum(n_tup_upd), 0), \
+                 coalesce(sum(n_tup_del), 0), coalesce(sum(n_dead_tup), 0) \
+                 FROM pg_stat_user_tables WHERE schemaname = 'agp' \
+                 AND relname NOT LIKE 'vault%' AND relname <> 'schema_migrations'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let counts = loop {
+        let out = pg.psql("agp_test", stats).expect("stats");
+        let counts: Vec<u64> = out
+            .trim()
+            .split('|')
+            .map(|n| n.trim().parse().expect("a count"))
+            .collect();
+        if counts == [300, 0, 0, 0] || std::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        counts,
+        [300, 0, 0, 0],
+        "live rows, updates, deletes, dead rows in the log's tables"
+    );
+    holder.batch_execute("COMMIT").await.expect("end it");
+    let report = verify_chain(&a).expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checked, 300);
+}

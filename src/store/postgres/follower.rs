@@ -11,7 +11,7 @@
 //! A poll every [`POLL`] covers a notification sent while the listening connection was down;
 //! the connection is re-established after any error. For a decision that must see every
 //! change committed anywhere before it (an agent's call after an admin's suspend on another
-//! replica), [`catch_up`] reads the head row and delivers the difference on the spot
+//! replica), [`catch_up`] reads the head (the newest record) and delivers the difference on the spot
 //! ([`EventLog::catch_up`](crate::store::EventLog::catch_up)).
 
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use super::schema::Sql;
 use super::{Shared, pg_error};
 use crate::store::{RecordedEvent, StoreError};
 
-/// How often the follower looks at the head row without being told.
+/// How often the follower looks at the head without being told.
 const POLL: Duration = Duration::from_secs(1);
 /// How long to wait before listening again after the connection failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -117,7 +117,7 @@ async fn listen(
     }
 }
 
-/// Reads the head row and delivers every record between this process's head and it.
+/// Reads the head (the newest record) and delivers every record between this process's head and it.
 /// Returns the head reached.
 pub(super) async fn catch_up(
     pool: &deadpool_postgres::Pool,

@@ -5,17 +5,17 @@
 //! the chain in PostgreSQL is the source's chain and checkpoints signed over it still hold.
 //! What an import checks before it writes, so that the log's invariants hold whatever it is
 //! handed: the records are consecutive, each `prev_hash` is the previous record's `hash` (the
-//! first one's is the head's, read under the head row's lock, like a group commit), every
+//! first one's is the head's, read under the log's lock, like a group commit), every
 //! `hash` matches its content, each stream's versions continue the stored ones without a hole,
 //! and no text holds a NUL. One call is one transaction, committed with
 //! `synchronous_commit = on`: all of it lands, or none.
 //!
 //! Must not touch: sealing ([`crate::store::append`]); it serializes with the writer through the
-//! head row only, so both may run at once.
+//! log's advisory lock only, so both may run at once.
 
 use std::collections::HashMap;
 
-use super::rows::{self, Columns, big};
+use super::rows::{self, Columns};
 use super::{PgLog, connect, pg_error};
 use crate::store::append::Tip;
 use crate::store::{EventLog, RecordedEvent, StoreError};
@@ -51,7 +51,6 @@ impl PgLog {
             seq: last.seq,
             hash: last.hash.clone(),
         };
-        let new_head = (big(last.seq, "seq")?, rows::raw_hash(&last.hash)?);
         let owned = records.to_vec();
         let (config, tls) = (self.db.config().clone(), self.db.tls().clone());
         let sql = self.sql.clone();
@@ -66,10 +65,13 @@ impl PgLog {
                     .transaction()
                     .await
                     .map_err(pg_error("starting an import"))?;
-                let head = tx
-                    .query_one(&sql.lock_head, &[])
+                tx.execute(&sql.lock_log, &[&sql.lock_key])
                     .await
-                    .map_err(pg_error("locking the log head"))?;
+                    .map_err(pg_error("taking the log's lock"))?;
+                let head = tx
+                    .query_one(&sql.head, &[])
+                    .await
+                    .map_err(pg_error("reading the log head"))?;
                 let tip = rows::tip(&head)?;
                 if first.0 != tip.seq + 1 || first.1 != tip.hash {
                     return Err(StoreError::Invalid(format!(
@@ -125,18 +127,6 @@ impl PgLog {
                 )
                 .await
                 .map_err(pg_error("inserting imported records"))?;
-                let moved = tx
-                    .execute(
-                        &sql.update_head,
-                        &[&new_head.0, &new_head.1, &big(tip.seq, "seq")?],
-                    )
-                    .await
-                    .map_err(pg_error("moving the log head"))?;
-                if moved != 1 {
-                    return Err(StoreError::Backend(
-                        "the log head moved during an import that held its lock".into(),
-                    ));
-                }
                 tx.commit()
                     .await
                     .map_err(pg_error("committing an import"))?;

@@ -14,8 +14,8 @@
 //! log's own ([`runtime`]). `head`, `head_hash`, the head watch and the commit observer are this
 //! process's view, and it follows every replica's commits: each commit is announced with
 //! `NOTIFY`, a [`follower`] reads and delivers what others committed, a group that finds the
-//! head row ahead delivers the records in between before its own, and
-//! [`EventLog::catch_up`] reads up to the head row on demand.
+//! head ahead delivers the records in between before its own, and
+//! [`EventLog::catch_up`] reads up to the head on demand.
 //!
 //! [`PgLog::import`] appends records already sealed elsewhere, unchanged (`agp migrate`).
 //!
@@ -272,10 +272,10 @@ impl std::fmt::Debug for PgLog {
 
 impl PgLog {
     /// Connects, migrates the schema (refusing one newer than this binary), checks that the
-    /// head row and the last record agree, and starts the writer. Fails with
+    /// last record's hash is sound, and starts the writer. Fails with
     /// [`StoreError::Invalid`] for a bad URL or schema name, [`StoreError::Backend`] when the
-    /// server cannot be reached or refuses, [`StoreError::Corrupt`] when the tail does not
-    /// match the head.
+    /// server cannot be reached or refuses, [`StoreError::Corrupt`] when the last record's
+    /// hash does not match its content.
     pub async fn open(options: PgOptions) -> Result<(PgLog, PgOpenReport), StoreError> {
         let db = PgDatabase::open(&options).await?;
         Self::open_on(db).await
@@ -416,46 +416,31 @@ impl Params {
     }
 }
 
-/// At open, on the database's runtime: reads the head row and checks it against the last
-/// record (its seq, and its hash both as stored and as recomputed).
+/// At open, on the database's runtime: the head (the newest record, or the genesis), whose
+/// hash must match its content.
 async fn read_tip(
     config: &tokio_postgres::Config,
     tls: &tokio_postgres_rustls::MakeRustlsConnect,
     sql: &Sql,
 ) -> Result<Tip, StoreError> {
     let client = connect(config, tls).await?;
-    let head = client
-        .query_one(&sql.head, &[])
-        .await
-        .map_err(pg_error("reading the log head"))?;
-    let tip = rows::tip(&head)?;
     let last = client
         .query_opt(&sql.last_record, &[])
         .await
         .map_err(pg_error("reading the last record"))?
         .map(|row| rows::record(&row))
         .transpose()?;
-    let tail_ok = match &last {
-        None => tip.seq == 0,
-        Some(r) => r.seq == tip.seq && r.hash == tip.hash && r.hash_is_valid(),
-    };
-    if !tail_ok {
-        let seq = last.as_ref().map_or(tip.seq, |r| r.seq.max(tip.seq));
-        return Err(StoreError::Corrupt {
-            seq,
-            reason: format!(
-                "the log head row says seq {} but the last record is {} ({})",
-                tip.seq,
-                last.as_ref().map_or(0, |r| r.seq),
-                match &last {
-                    Some(r) if !r.hash_is_valid() => "its hash does not match its content",
-                    Some(r) if r.hash != tip.hash => "its hash differs from the head row's",
-                    _ => "they should be the same record",
-                }
-            ),
-        });
+    match last {
+        None => Ok(Tip::genesis()),
+        Some(r) if r.hash_is_valid() => Ok(Tip {
+            seq: r.seq,
+            hash: r.hash,
+        }),
+        Some(r) => Err(StoreError::Corrupt {
+            seq: r.seq,
+            reason: "the last record's hash does not match its content".into(),
+        }),
     }
-    Ok(tip)
 }
 
 #[async_trait]

@@ -48,7 +48,7 @@ pub fn record(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 /// 32 raw bytes as lowercase hex.
-/// The head row (`seq, hash`) as the end of the chain.
+/// A head (`seq, hash`: the newest record, or the genesis) as the end of the chain.
 pub fn tip(row: &Row) -> Result<Tip, StoreError> {
     let seq: i64 = row
         .try_get(0)
@@ -58,9 +58,9 @@ pub fn tip(row: &Row) -> Result<Tip, StoreError> {
         .map_err(super::pg_error("reading the log head"))?;
     Ok(Tip {
         seq: u64::try_from(seq)
-            .map_err(|_| StoreError::Backend(format!("the log head row has seq {seq}")))?,
+            .map_err(|_| StoreError::Backend(format!("the log head has seq {seq}")))?,
         hash: hex_hash(hash)
-            .map_err(|e| StoreError::Backend(format!("the log head row's hash: {e}")))?,
+            .map_err(|e| StoreError::Backend(format!("the log head's hash: {e}")))?,
     })
 }
 

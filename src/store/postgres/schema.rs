@@ -13,9 +13,16 @@
 //!   `data` is `json`, which keeps serde_json's text byte for byte (unlike `jsonb`, which would
 //!   reorder keys, drop `-0.0`'s sign and refuse `\u0000`), so a record reads back exactly as
 //!   it was hashed. Hashes are the 32 raw bytes; `schema_version` (a u32) is a `bigint`.
-//! - `log_head`: one row, the last seq and its hash. Every group commit locks it
-//!   (`SELECT … FOR UPDATE`) before it numbers records, which serializes writers of every
-//!   process and makes the global sequence gapless and the chain linear.
+//! - `log_head` (dropped by migration 5): one row, the last seq and its hash, locked and
+//!   updated by every group.
+//!
+//! Since migration 5 the log's head is its newest record (`ORDER BY seq DESC LIMIT 1`, the
+//! genesis `(0, 32 zero bytes)` when there is none), and every group takes the log's advisory
+//! lock ([`log_lock_key`], transaction-scoped, so held through its commit) before it numbers
+//! records: writers of every process are serialized, the global sequence is gapless and the
+//! chain linear, and commits become visible in seq order (a lock is released only after its
+//! transaction's commit is visible). Nothing is updated in place, so a long-open transaction
+//! elsewhere in the database has no dead row versions to pile up in the writers' path.
 //!
 //! Migration 3: `consent_flows`, the consent flow table of [`crate::connectors::flows`] (one
 //! row per open flow; the record with its PKCE verifier sealed), and `consent_results`, the
@@ -106,6 +113,15 @@ CREATE TABLE {s}.consent_results (
 CREATE INDEX consent_results_expires_at ON {s}.consent_results (expires_at);
 "#,
     },
+    Migration {
+        version: 5,
+        description: "event log: the head is the newest record; log_head dropped",
+        // Writers serialize on a transaction-scoped advisory lock instead of updating one row
+        // per group, whose dead versions a long-open transaction anywhere kept from being
+        // pruned (decision 0028). An older binary still running fails its groups on the
+        // missing table instead of numbering records from a head no one moves any more.
+        sql: "DROP TABLE {s}.log_head;",
+    },
 ];
 
 /// Migration 2: the vault's tables (decision 0029; the statements are in
@@ -142,7 +158,7 @@ CREATE TABLE {s}.vault_secrets (
 "#;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +192,14 @@ pub fn check_schema_name(name: &str) -> Result<(), StoreError> {
 /// The advisory lock key that serializes migrations of one schema.
 fn lock_key(schema: &str) -> i64 {
     let digest = Sha256::digest(format!("agp-migrate:{schema}").as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// The advisory lock every group of schema `schema`'s log takes before it numbers records.
+pub fn log_lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("agp-log-writers:{schema}").as_bytes());
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(key)
@@ -259,12 +283,13 @@ const E_COLUMNS: &str = "e.seq, e.stream, e.version, e.id, e.type, e.schema_vers
 /// Every statement the log runs, with its schema's name in it.
 #[derive(Debug)]
 pub(crate) struct Sql {
-    /// Locks the head row for the group: `(seq, hash)`.
-    pub lock_head: String,
-    /// The head row without a lock.
+    /// Takes the log's advisory lock (`$1`, [`Sql::lock_key`]) for the transaction.
+    pub lock_log: String,
+    /// The log's advisory lock ([`log_lock_key`] of the schema).
+    pub lock_key: i64,
+    /// The head: `(seq, hash)` of the newest record, or the genesis `(0, zero hash)`. Run
+    /// after `lock_log` as a statement of its own, it sees every group committed before.
     pub head: String,
-    /// `$1::bigint, $2::bytea, $3::bigint` (the seq it must have): moves the head.
-    pub update_head: String,
     /// For each stream in `$1::text[]`, its name and current version (NULL if none).
     pub stream_versions: String,
     /// The records whose id is in `$1::uuid[]`.
@@ -287,11 +312,15 @@ pub(crate) struct Sql {
     pub notify: String,
     /// The channel commits are announced on (see [`notify_channel`]).
     pub channel: String,
-    /// The one-round-trip path's group, in ONE statement: moves the head from the seq it must
-    /// have, inserts the twelve arrays only if it did, announces the commit, and fails
-    /// (division by zero, `22012`, aborting the transaction) unless every record was inserted.
-    /// `$1`–`$12` the columns, `$13` new seq, `$14` new hash, `$15` old seq, `$16` the count,
-    /// `$17` the channel.
+    /// The one-round-trip path's group, in ONE statement: takes the log's advisory lock,
+    /// inserts the twelve arrays if the newest record it sees is the head assumed (`max(seq)`,
+    /// read from the primary key's end whatever the plan; a `seq > $16` probe would be planned
+    /// as a scan of the whole table for a generic prepared statement), announces the
+    /// commit, and fails (division by zero, `22012`) unless every record was inserted. A head
+    /// that moved since the one assumed, even one committed while the statement waited for
+    /// the lock (after its snapshot), makes the first seq a duplicate (the primary key): the
+    /// statement fails and commits nothing. `$1`–`$12` the columns, `$13` the count, `$14` the
+    /// channel, `$15` the lock's key, `$16` the head assumed.
     pub one_trip: String,
 }
 
@@ -308,9 +337,12 @@ impl Sql {
     pub fn new(schema: &str) -> Self {
         let s = quoted(schema);
         Self {
-            lock_head: format!("SELECT seq, hash FROM {s}.log_head FOR UPDATE"),
-            head: format!("SELECT seq, hash FROM {s}.log_head"),
-            update_head: format!("UPDATE {s}.log_head SET seq = $1, hash = $2 WHERE seq = $3"),
+            lock_log: "SELECT pg_advisory_xact_lock($1)".into(),
+            lock_key: log_lock_key(schema),
+            head: format!(
+                "SELECT seq, hash FROM (SELECT seq, hash FROM {s}.events ORDER BY seq DESC LIMIT 1) t \
+                 UNION ALL SELECT 0, decode(repeat('00', 32), 'hex') ORDER BY 1 DESC LIMIT 1"
+            ),
             stream_versions: format!(
                 "SELECT w.stream, (SELECT max(e.version) FROM {s}.events e WHERE e.stream = w.stream) \
                  FROM unnest($1::text[]) AS w(stream)"
@@ -343,16 +375,16 @@ impl Sql {
             notify: "SELECT pg_notify($1, $2)".into(),
             channel: notify_channel(schema),
             one_trip: format!(
-                "WITH moved AS (\
-                     UPDATE {s}.log_head SET seq = $13, hash = $14 WHERE seq = $15 RETURNING seq\
-                 ), written AS (\
-                     INSERT INTO {s}.events ({COLUMNS}) SELECT r.* FROM moved, unnest(\
+                "WITH locked AS (SELECT pg_advisory_xact_lock($15)), written AS (\
+                     INSERT INTO {s}.events ({COLUMNS}) SELECT r.* FROM locked, unnest(\
                      $1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], \
                      $7::timestamptz[], $8::text[], $9::uuid[], $10::json[], $11::bytea[], \
-                     $12::bytea[]) AS r RETURNING 1\
+                     $12::bytea[]) AS r \
+                     WHERE coalesce((SELECT max(seq) FROM {s}.events), 0) = $16 RETURNING seq\
                  ) \
-                 SELECT 1 / (CASE WHEN (SELECT count(*) FROM written) = $16 THEN 1 ELSE 0 END), \
-                 (SELECT count(*) FROM moved, LATERAL pg_notify($17, moved.seq::text) AS n)"
+                 SELECT 1 / (CASE WHEN (SELECT count(*) FROM written) = $13 THEN 1 ELSE 0 END), \
+                 (SELECT count(*) FROM (SELECT max(seq) AS head FROM written) w, \
+                 LATERAL pg_notify($14, w.head::text) AS n)"
             ),
         }
     }

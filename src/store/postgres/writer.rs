@@ -4,14 +4,15 @@
 //! queued when it wakes (up to [`MAX_GROUP`] requests), in ONE transaction of two pipelined
 //! round trips:
 //!
-//! 1. `BEGIN`; lock the head row (`SELECT … FOR UPDATE`: every writer of every process takes it
-//!    first, so groups are numbered one after the other); the current version of each stream
+//! 1. `BEGIN`; take the log's advisory lock (every writer of every process takes it first,
+//!    so groups are numbered one after the other) and read the head (the newest record); the
+//!    current version of each stream
 //!    the group touches; the stored records of the group's event ids (retries, reused ids).
 //!    Statements after the lock run once it is granted, so they see every group committed
 //!    before.
 //! 2. The checks and sealing happen in memory, as in the sled writer (`append`'s shared rules);
-//!    then one `INSERT … SELECT * FROM unnest(…)` of every record, the head row's update
-//!    (guarded by the seq it was read with), and `COMMIT`.
+//!    then one `INSERT … SELECT * FROM unnest(…)` of every record, the notification, and
+//!    `COMMIT`.
 //!
 //! While this process is the only writer, a group takes one round trip instead (`try_fast`):
 //! one statement, its own transaction, that moves the head only from the seq assumed.
@@ -25,7 +26,7 @@
 //! database restart makes appends fail, then recover — nothing is poisoned, because nothing
 //! half-written can remain. A `COMMIT` whose answer is lost (the connection broke) may or may
 //! not have committed: its appends are told so, and a retry with the same event ids is safe
-//! (it answers the original position if the group did land). When the head row a group reads
+//! (it answers the original position if the group did land). When the head a group reads
 //! is ahead of this process's head (other replicas committed, or a commit whose answer was
 //! lost landed), the records in between are read in the same transaction and delivered before
 //! the group's own, so the observer's view stays gapless; the commit also sends
@@ -57,17 +58,19 @@ type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 /// The writer's connection and its prepared statements.
 struct Conn {
     client: Client,
-    lock_head: Statement,
+    lock_log: Statement,
+    head: Statement,
     stream_versions: Statement,
     find_ids: Statement,
     records_at: Statement,
     insert: Statement,
-    update_head: Statement,
     read_range: Statement,
     notify: Statement,
     one_trip: Statement,
     /// The channel commits are announced on.
     channel: String,
+    /// The log's advisory lock.
+    lock_key: i64,
 }
 
 impl Conn {
@@ -93,16 +96,17 @@ impl Conn {
             }
         };
         Ok(Self {
-            lock_head: prepare(&sql.lock_head).await?,
+            lock_log: prepare(&sql.lock_log).await?,
+            head: prepare(&sql.head).await?,
             stream_versions: prepare(&sql.stream_versions).await?,
             find_ids: prepare(&sql.find_ids).await?,
             records_at: prepare(&sql.records_at).await?,
             insert: prepare(&sql.insert).await?,
-            update_head: prepare(&sql.update_head).await?,
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
             one_trip: prepare(&sql.one_trip).await?,
             channel: sql.channel.clone(),
+            lock_key: sql.lock_key,
             client,
         })
     }
@@ -348,7 +352,7 @@ impl Writer {
             return done;
         }
         let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
-        if let Err(e) = write_group(conn, &stored.tip, &group, Path::Careful { injected }).await {
+        if let Err(e) = write_group(conn, &group, Path::Careful { injected }).await {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
             let _ = conn.client.batch_execute("ROLLBACK").await;
             let failed = group.waiting.into_iter().map(|(reply, _)| reply);
@@ -415,7 +419,7 @@ impl Writer {
             }
         }
         let conn = self.conn.as_ref()?;
-        match write_group(conn, &tip, &group, Path::OneTrip).await {
+        match write_group(conn, &group, Path::OneTrip).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
@@ -502,14 +506,19 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
     let c = &conn.client;
     let versions_params: [&(dyn ToSql + Sync); 1] = [&streams];
     let ids_params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (begun, head, versions, found) = tokio::join!(
+    // Each statement after the lock has a snapshot of its own, taken once the lock is held:
+    // it sees every group committed before.
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&conn.lock_key];
+    let (begun, locked, head, versions, found) = tokio::join!(
         c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-        c.query_one(&conn.lock_head, &[]),
+        c.execute(&conn.lock_log, &lock_params),
+        c.query_one(&conn.head, &[]),
         c.query(&conn.stream_versions, &versions_params),
         c.query(&conn.find_ids, &ids_params),
     );
     begun.map_err(pg_error("beginning a group"))?;
-    let head = head.map_err(pg_error("locking the log head"))?;
+    locked.map_err(pg_error("taking the log's lock"))?;
+    let head = head.map_err(pg_error("reading the log head"))?;
     let tip = rows::tip(&head)?;
     let mut stored = Stored {
         tip,
@@ -574,16 +583,8 @@ enum Path {
 /// announce, commit), or the whole one-round-trip path (the one statement, then an empty
 /// query answered once it committed). Every statement is sent before any answer is awaited:
 /// `join!` polls each future once, in order, and the first poll of each sends it.
-async fn write_group(
-    conn: &Conn,
-    read_tip: &Tip,
-    group: &Group,
-    path: Path,
-) -> Result<(), StoreError> {
+async fn write_group(conn: &Conn, group: &Group, path: Path) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
-    let new_seq = big(group.tip.seq, "seq")?;
-    let new_hash = rows::raw_hash(&group.tip.hash)?;
-    let old_seq = big(read_tip.seq, "seq")?;
     let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
     let c = &conn.client;
     let columns: [&(dyn ToSql + Sync); 12] = [
@@ -604,30 +605,28 @@ async fn write_group(
         Path::Careful { injected } => injected,
         Path::OneTrip => {
             let mut params: Vec<&(dyn ToSql + Sync)> = columns.to_vec();
+            let assumed = big(group.first_seq - 1, "seq")?;
             params.extend([
-                &new_seq as &(dyn ToSql + Sync),
-                &new_hash,
-                &old_seq,
-                &count,
+                &count as &(dyn ToSql + Sync),
                 &conn.channel,
+                &conn.lock_key,
+                &assumed,
             ]);
             // One statement is its own transaction, committed (and flushed: synchronous_commit)
             // at its Sync, before the server reads the next message: so the empty query's
             // answer, which follows, says the commit is durable. A wrong assumption (a moved
             // head, a retried id, a stale version) fails the statement, which commits nothing.
             let (written, committed) =
-                tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""),);
+                tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""));
             written.map_err(pg_error("writing the group"))?;
             return committed.map_err(commit_error);
         }
     };
-    let head_params: [&(dyn ToSql + Sync); 3] = [&new_seq, &new_hash, &old_seq];
     let announced = group.tip.seq.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let end = if injected { "ROLLBACK" } else { "COMMIT" };
-    let (inserted, moved, notified, committed) = tokio::join!(
+    let (inserted, notified, committed) = tokio::join!(
         c.execute(&conn.insert, &columns),
-        c.execute(&conn.update_head, &head_params),
         c.execute(&conn.notify, &notify_params),
         c.batch_execute(end),
     );
@@ -640,14 +639,7 @@ async fn write_group(
             group.records.len()
         )));
     }
-    let moved = moved.map_err(pg_error("moving the log head"))?;
     notified.map_err(pg_error("announcing the commit"))?;
-    if moved != 1 {
-        return Err(StoreError::Backend(format!(
-            "the log head moved from seq {} while the group held its lock",
-            read_tip.seq
-        )));
-    }
     committed.map_err(commit_error)?;
     if injected {
         return Err(StoreError::Backend("injected commit failure".into()));
