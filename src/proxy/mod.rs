@@ -33,7 +33,7 @@
 //! moment ago, and a kill switch must still hold on the very next call (S23) without a database
 //! read before every call. So every call's `call.started` is durable before upstream, and the
 //! call is judged again on the view its commit brought up to date: that commit took the log's
-//! head lock, so every commit acknowledged anywhere before it was folded first. A call refused
+//! lock, so every commit acknowledged anywhere before it was folded first. A call refused
 //! then never reaches upstream and ends with `call.completed`, outcome `refused`, and the
 //! reason. A refusal (or a hold) by the possibly stale view, and an agent key it does not
 //! know, are judged again on a caught-up view before they are answered.
@@ -633,7 +633,7 @@ impl Proxy {
             arguments_bytes,
             approval_id: approval_id.clone(),
         };
-        // Queued now; a read's record is written while upstream works and awaited after.
+        // Queued now; alone, a read's record is written while upstream works and awaited after.
         let record = self.recorder.submit(request_id, &started);
         let (record, target) = if shared {
             // Replicas: on the record before upstream, then judged again on a view that holds
@@ -744,7 +744,7 @@ impl Proxy {
     }
 
     /// Replicas: judges a call again once its `call.started` is durable. Its commit took the
-    /// log's head lock, so every commit acknowledged anywhere before the call arrived has a
+    /// log's lock, so every commit acknowledged anywhere before the call arrived has a
     /// lower seq, and was folded into this view before the append returned (the writer
     /// delivers other replicas' records ahead of its own group; see [`Self::folded_before`]).
     /// The key must still be the agent's, the tool still servable, and the policy no stricter
