@@ -108,25 +108,9 @@ impl PgLog {
                     *current = r.version;
                 }
                 let c = Columns::of(&owned)?;
-                tx.execute(
-                    &sql.insert,
-                    &[
-                        &c.seq,
-                        &c.stream,
-                        &c.version,
-                        &c.id,
-                        &c.event_type,
-                        &c.schema_version,
-                        &c.time,
-                        &c.actor,
-                        &c.correlation_id,
-                        &c.data,
-                        &c.prev_hash,
-                        &c.hash,
-                    ],
-                )
-                .await
-                .map_err(pg_error("inserting imported records"))?;
+                tx.execute(&sql.insert, &c.params())
+                    .await
+                    .map_err(pg_error("inserting imported records"))?;
                 tx.commit()
                     .await
                     .map_err(pg_error("committing an import"))?;

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::store::append::Tip;
@@ -122,5 +123,23 @@ impl<'a> Columns<'a> {
             c.hash.push(raw_hash(&r.hash)?);
         }
         Ok(c)
+    }
+
+    /// The twelve arrays as statement parameters `$1`–`$12`, in [`Columns`]' order.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.seq,
+            &self.stream,
+            &self.version,
+            &self.id,
+            &self.event_type,
+            &self.schema_version,
+            &self.time,
+            &self.actor,
+            &self.correlation_id,
+            &self.data,
+            &self.prev_hash,
+            &self.hash,
+        ]
     }
 }

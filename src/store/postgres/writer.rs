@@ -352,7 +352,7 @@ impl Writer {
             return done;
         }
         let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
-        if let Err(e) = write_group(conn, &group, Path::Careful { injected }).await {
+        if let Err(e) = write_careful(conn, &group, injected).await {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
             let _ = conn.client.batch_execute("ROLLBACK").await;
             let failed = group.waiting.into_iter().map(|(reply, _)| reply);
@@ -419,7 +419,7 @@ impl Writer {
             }
         }
         let conn = self.conn.as_ref()?;
-        match write_group(conn, &group, Path::OneTrip).await {
+        match write_one_statement(conn, &group).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
@@ -568,63 +568,40 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
     Ok(stored)
 }
 
-/// How a group's writing round trip begins and ends.
-#[derive(Clone, Copy)]
-enum Path {
-    /// Round trip 1 began the transaction and locked the head; `injected`: roll back instead
-    /// of committing (fault injection).
-    Careful { injected: bool },
-    /// The one-round-trip path: the group is one statement, its own transaction, that moves
-    /// the head only from where it was assumed to be.
-    OneTrip,
-}
-
-/// Round trip 2 of the careful path (insert the group, move the head from where it was read,
-/// announce, commit), or the whole one-round-trip path (the one statement, then an empty
-/// query answered once it committed). Every statement is sent before any answer is awaited:
-/// `join!` polls each future once, in order, and the first poll of each sends it.
-async fn write_group(conn: &Conn, group: &Group, path: Path) -> Result<(), StoreError> {
+/// The one-round-trip path's group: ONE statement (`Sql::one_trip`), its own transaction,
+/// then an empty query. The statement commits (and, with `synchronous_commit`, flushes) at
+/// its Sync, before the server reads the next message, so the empty query's answer says the
+/// commit is durable. A wrong assumption (a moved head, a retried id, a stale version) fails
+/// the statement, which commits nothing. Both are sent before either answer is awaited.
+async fn write_one_statement(conn: &Conn, group: &Group) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
+    let assumed = big(group.first_seq - 1, "seq")?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = cols.params().to_vec();
+    params.extend([
+        &count as &(dyn ToSql + Sync),
+        &conn.channel,
+        &conn.lock_key,
+        &assumed,
+    ]);
     let c = &conn.client;
-    let columns: [&(dyn ToSql + Sync); 12] = [
-        &cols.seq,
-        &cols.stream,
-        &cols.version,
-        &cols.id,
-        &cols.event_type,
-        &cols.schema_version,
-        &cols.time,
-        &cols.actor,
-        &cols.correlation_id,
-        &cols.data,
-        &cols.prev_hash,
-        &cols.hash,
-    ];
-    let injected = match path {
-        Path::Careful { injected } => injected,
-        Path::OneTrip => {
-            let mut params: Vec<&(dyn ToSql + Sync)> = columns.to_vec();
-            let assumed = big(group.first_seq - 1, "seq")?;
-            params.extend([
-                &count as &(dyn ToSql + Sync),
-                &conn.channel,
-                &conn.lock_key,
-                &assumed,
-            ]);
-            // One statement is its own transaction, committed (and flushed: synchronous_commit)
-            // at its Sync, before the server reads the next message: so the empty query's
-            // answer, which follows, says the commit is durable. A wrong assumption (a moved
-            // head, a retried id, a stale version) fails the statement, which commits nothing.
-            let (written, committed) =
-                tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""));
-            written.map_err(pg_error("writing the group"))?;
-            return committed.map_err(commit_error);
-        }
-    };
+    let (written, committed) =
+        tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""));
+    written.map_err(pg_error("writing the group"))?;
+    committed.map_err(commit_error)
+}
+
+/// Round trip 2 of the careful path, inside the transaction round trip 1 began under the
+/// log's lock: insert the group, announce it, commit (or roll back when `injected`: fault
+/// injection). Every statement is sent before any answer is awaited: `join!` polls each
+/// future once, in order, and the first poll of each sends it.
+async fn write_careful(conn: &Conn, group: &Group, injected: bool) -> Result<(), StoreError> {
+    let cols = Columns::of(&group.records)?;
+    let columns = cols.params();
     let announced = group.tip.seq.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let end = if injected { "ROLLBACK" } else { "COMMIT" };
+    let c = &conn.client;
     let (inserted, notified, committed) = tokio::join!(
         c.execute(&conn.insert, &columns),
         c.execute(&conn.notify, &notify_params),
