@@ -272,6 +272,54 @@ pub(super) fn data_key_row(row: &tokio_postgres::Row) -> Result<(Slot, Vec<u8>),
     ))
 }
 
+/// What re-wrapping every data key does with one that does not open.
+#[derive(Clone, Copy)]
+pub(super) enum Damaged {
+    /// Fail the whole re-wrap: the key would be lost with the KEK about to go (a master-key
+    /// rotation).
+    Refuse,
+    /// Leave it as it is, with a warning (a shred must not be blocked by another slot's
+    /// damage; that slot's own error surfaces when it is read).
+    Keep,
+}
+
+impl Shared {
+    /// Inside `tx`: re-wraps every data key of the vault from the keyring `from` to `to`.
+    /// Returns how many were re-wrapped, and the KEKs that data keys left as they were
+    /// ([`Damaged::Keep`]) still need.
+    pub(super) async fn rewrap_all(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        from: &keyring::Keyring,
+        to: &keyring::Keyring,
+        damaged: Damaged,
+    ) -> Result<(usize, std::collections::BTreeSet<KeyId>), VaultError> {
+        let rows = tx
+            .query(&self.sql.all_data_keys, &[])
+            .await
+            .map_err(db_err("reading the data keys"))?;
+        let mut rewrapped = Rewrapped::default();
+        let mut kept = std::collections::BTreeSet::new();
+        for row in &rows {
+            let (slot, sealed) = data_key_row(row)?;
+            match (envelope::unwrap_data_key(from, &slot, &sealed), damaged) {
+                (Ok(data_key), _) => {
+                    rewrapped.push(&slot, envelope::wrap_data_key(to, &slot, &data_key)?);
+                }
+                (Err(e), Damaged::Refuse) => return Err(e),
+                (Err(e), Damaged::Keep) => {
+                    tracing::warn!(%slot, error = %e,
+                        "a data key did not open while the vault was re-wrapped; it keeps its \
+                         key-encryption key");
+                    kept.extend(envelope::data_key_kek(&sealed));
+                }
+            }
+        }
+        rewrapped.write(tx, &self.sql.rewrap).await?;
+        Ok((rewrapped.len(), kept))
+    }
+}
+
 /// Re-wrapped data keys, written in one statement.
 #[derive(Default)]
 pub(super) struct Rewrapped {

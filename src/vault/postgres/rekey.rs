@@ -11,11 +11,10 @@
 
 use std::sync::Arc;
 
-use super::keys::{Rewrapped, data_key_row};
+use super::keys::Damaged;
 use super::{
     Cached, KeyId, MasterKey, PgVault, Shared, VaultError, db_err, db_key_id, keyring, pooled,
 };
-use crate::vault::envelope;
 
 impl PgVault {
     pub fn rekey(&self, new: MasterKey) -> Result<KeyId, VaultError> {
@@ -33,18 +32,9 @@ impl Shared {
             .await?;
         let (id, kek) = self.new_kek_under(&tx, &cached, &new).await?;
         let next = cached.keyring.with_active(id, kek);
-        let rows = tx
-            .query(&self.sql.all_data_keys, &[])
-            .await
-            .map_err(db_err("reading the data keys"))?;
-        let mut rewrapped = Rewrapped::default();
-        for row in &rows {
-            let (slot, sealed) = data_key_row(row)?;
-            // Fail closed: a data key that does not open would be lost with its old KEK.
-            let data_key = envelope::unwrap_data_key(&cached.keyring, &slot, &sealed)?;
-            rewrapped.push(&slot, envelope::wrap_data_key(&next, &slot, &data_key)?);
-        }
-        rewrapped.write(&tx, &self.sql.rewrap).await?;
+        // Fail closed: a data key that does not open would be lost with its old KEK.
+        self.rewrap_all(&tx, &cached.keyring, &next, Damaged::Refuse)
+            .await?;
         let old: Vec<KeyId> = cached.keyring.ids().collect();
         self.delete_keks(&tx, &old, "deleting the old key-encryption keys")
             .await?;

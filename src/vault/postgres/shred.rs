@@ -9,17 +9,15 @@
 //! on replicas until they replay, and in backups; the retired KEK is what makes those copies
 //! need more than the live database and the master key (decision 0029 states the exact limit).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::keys::{Rewrapped, data_key_row};
+use super::keys::Damaged;
 use super::sql::{self, VACUUM_LOCK_TIMEOUT};
 use super::{
     Cached, KeyId, PgVault, PooledClient, Shared, Slot, VaultError, check_text, db_err, db_key_id,
     pooled,
 };
 use crate::vault::Shredded;
-use crate::vault::envelope;
 
 /// What a shred destroys, owned so it can move to the database's runtime.
 enum Target {
@@ -141,29 +139,9 @@ impl Shared {
     ) -> Result<Cached, VaultError> {
         let (id, kek) = self.new_kek(tx, cached).await?;
         let next = cached.keyring.with_active(id, kek);
-        let rows = tx
-            .query(&self.sql.all_data_keys, &[])
-            .await
-            .map_err(db_err("reading the data keys"))?;
-        let mut rewrapped = Rewrapped::default();
-        let mut kept = BTreeSet::new();
-        for row in &rows {
-            let (slot, sealed) = data_key_row(row)?;
-            match envelope::unwrap_data_key(&cached.keyring, &slot, &sealed) {
-                Ok(data_key) => {
-                    rewrapped.push(&slot, envelope::wrap_data_key(&next, &slot, &data_key)?);
-                }
-                Err(e) => {
-                    tracing::warn!(%slot, error = %e,
-                        "a data key did not open while a shred re-wrapped the vault; it keeps \
-                         its key-encryption key");
-                    if let Some(id) = envelope::data_key_kek(&sealed) {
-                        kept.insert(id);
-                    }
-                }
-            }
-        }
-        rewrapped.write(tx, &self.sql.rewrap).await?;
+        let (rewrapped, kept) = self
+            .rewrap_all(tx, &cached.keyring, &next, Damaged::Keep)
+            .await?;
         let retire: Vec<KeyId> = cached
             .keyring
             .ids()
@@ -174,7 +152,7 @@ impl Shared {
                 .await?;
         }
         let version = self.activate(tx, id).await?;
-        tracing::info!(active_key = %id, rewrapped = rewrapped.len(),
+        tracing::info!(active_key = %id, rewrapped,
             retired = ?retire.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "vault key rotated by a shred; older keys retired");
         Ok(Cached {
