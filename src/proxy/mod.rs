@@ -31,11 +31,12 @@
 //!
 //! On replicas (PostgreSQL), this replica's view may lag a change another one committed a
 //! moment ago, and a kill switch must still hold on the very next call (S23) without a database
-//! read before every call. So every call's `call.started` is durable before upstream, and the
-//! call is judged again on the view its commit brought up to date: that commit took the log's
-//! lock, so every commit acknowledged anywhere before it was folded first. A call refused
-//! then never reaches upstream and ends with `call.completed`, outcome `refused`, and the
-//! reason. A refusal (or a hold) by the possibly stale view, and an agent key it does not
+//! read before every call. So every call's `call.started` takes its place in the log before
+//! upstream, and the call is judged again on the view that brought up to date: its insert took
+//! the log's lock, so every commit acknowledged anywhere before it was folded first. (A
+//! write's record is then durable before upstream; a read's is flushed while upstream works,
+//! and the result waits for it, as on one process.) A call refused then never reaches
+//! upstream and ends with `call.completed`, outcome `refused`, and the reason. A refusal (or a hold) by the possibly stale view, and an agent key it does not
 //! know, are judged again on a caught-up view before they are answered.
 //!
 //! Every record a call writes has the id of the HTTP request that made it (`x-request-id`,
@@ -633,31 +634,44 @@ impl Proxy {
             arguments_bytes,
             approval_id: approval_id.clone(),
         };
-        // Queued now; alone, a read's record is written while upstream works and awaited after.
-        let record = self.recorder.submit(request_id, &started);
         let (record, target) = if shared {
-            // Replicas: on the record before upstream, then judged again on a view that holds
-            // every commit that preceded the record — whichever replica made it.
-            let appended = self
-                .recorded(call_id, record)
+            // Replicas: the record takes its place in the log before upstream, and the call is
+            // judged again on a view that holds every commit before it — whichever replica
+            // made it. A read's record is then flushed while upstream works.
+            let placed = self.recorder.submit_placed(request_id, &started);
+            let placed = placed
                 .instrument(tracing::debug_span!("record"))
-                .await?;
-            self.folded_before(call_id, &appended).await?;
-            match self.judge_again(who, &params.name, approval_id.as_deref()) {
-                Ok(now) => (None, now),
+                .await
+                .map_err(|_| not_recorded(call_id))?;
+            self.folded_before(call_id, &placed.appended).await?;
+            let now = match self.judge_again(who, &params.name, approval_id.as_deref()) {
+                Ok(now) => now,
                 Err(denial) => {
                     let refused = Refused { ids, arrived };
                     return Err(self.refuse_started(who, refused, &target, *denial, approval_id));
                 }
+            };
+            // Written as a read, and now a write (or the other way round): the stricter holds.
+            if now.operation == Operation::Write || target.operation == Operation::Write {
+                self.recorded(call_id, placed.durable)
+                    .instrument(tracing::debug_span!("record"))
+                    .await?;
+                (None, now)
+            } else {
+                (Some(placed.durable), now)
             }
-        } else if target.operation == Operation::Write {
-            // A write is on the record before it reaches upstream.
-            self.recorded(call_id, record)
-                .instrument(tracing::debug_span!("record"))
-                .await?;
-            (None, target)
         } else {
-            (Some(record), target)
+            // Queued now; a read's record is written while upstream works and awaited after.
+            let record = self.recorder.submit(request_id, &started);
+            if target.operation == Operation::Write {
+                // A write is on the record before it reaches upstream.
+                self.recorded(call_id, record)
+                    .instrument(tracing::debug_span!("record"))
+                    .await?;
+                (None, target)
+            } else {
+                (Some(record), target)
+            }
         };
 
         let mut upstream = params;
@@ -746,10 +760,11 @@ impl Proxy {
         })
     }
 
-    /// Replicas: judges a call again once its `call.started` is durable. Its commit took the
-    /// log's lock, so every commit acknowledged anywhere before the call arrived has a
-    /// lower seq, and was folded into this view before the append returned (the writer
-    /// delivers other replicas' records ahead of its own group; see [`Self::folded_before`]).
+    /// Replicas: judges a call again once its `call.started` has its place in the log. Its
+    /// insert took the log's lock, so every commit acknowledged anywhere before the call
+    /// arrived has a lower seq, and was folded into this view before the place was told (the
+    /// writer delivers other replicas' records ahead of its own group; see
+    /// [`Self::folded_before`]).
     /// The key must still be the agent's, the tool still servable, and the policy no stricter
     /// than when the call was let through.
     fn judge_again(

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use crate::canonical::write_canonical_object;
 use crate::domain::call::CallEvent;
 use crate::domain::encode_event;
-use crate::store::{AppendBatch, Appended, EventLog, ExpectedVersion, NewEvent, StoreError};
+use crate::store::{
+    AppendBatch, Appended, EventLog, ExpectedVersion, NewEvent, Placed, StoreError,
+};
 
 /// How long a completion may wait for a ride with its agent's next record before it is
 /// written on its own.
@@ -90,10 +92,32 @@ impl CallRecorder {
         correlation_id: Uuid,
         event: &CallEvent,
     ) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let record = match new_event(correlation_id, event) {
-            Ok(r) => r,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
+        match self.with_waiting(correlation_id, event) {
+            Ok(batch) => self.log.submit(batch),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// Queues `event` like [`submit`](Self::submit); the future resolves once the record has
+    /// its place in the log, possibly before it is durable ([`EventLog::submit_placed`]).
+    pub fn submit_placed(
+        &self,
+        correlation_id: Uuid,
+        event: &CallEvent,
+    ) -> BoxFuture<'_, Result<Placed<'_>, StoreError>> {
+        match self.with_waiting(correlation_id, event) {
+            Ok(batch) => self.log.submit_placed(batch),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// One batch of `event` after the agent's completions still waiting for a ride.
+    fn with_waiting(
+        &self,
+        correlation_id: Uuid,
+        event: &CallEvent,
+    ) -> Result<AppendBatch, StoreError> {
+        let record = new_event(correlation_id, event)?;
         let agent_id = event.agent_id();
         let mut events = self
             .pending
@@ -102,7 +126,7 @@ impl CallRecorder {
             .map(|(_, waiting)| waiting)
             .unwrap_or_default();
         events.push(record);
-        self.log.submit(batch_for(agent_id, events))
+        Ok(batch_for(agent_id, events))
     }
 
     /// Appends `event` like [`submit`](Self::submit) and waits for it.

@@ -130,6 +130,15 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// A batch with its place in the log, possibly not yet durable; see
+/// [`EventLog::submit_placed`].
+pub struct Placed<'a> {
+    /// Where the batch is (or will be, once durable).
+    pub appended: Appended,
+    /// Resolves once the batch is durable; an error means it was not written.
+    pub durable: BoxFuture<'a, Result<Appended, StoreError>>,
+}
+
 /// Called with each durable commit's records; see [`EventLog::observe`].
 pub type CommitObserver = Arc<dyn Fn(&[Arc<RecordedEvent>]) + Send + Sync>;
 
@@ -148,6 +157,25 @@ pub trait EventLog: Send + Sync + 'static {
     /// appends when the future is first polled.
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
         self.append(batch)
+    }
+
+    /// Queues `batch` like [`submit`](Self::submit), and resolves as soon as the batch has
+    /// its place in the log: its sequence numbers are taken, every record before them is
+    /// committed and delivered to this process's observer, and nothing can be committed
+    /// between them — though the batch itself may not be durable yet. [`Placed::durable`]
+    /// resolves once it is (or failed: then the batch was never written). On a log several
+    /// processes append to, a decision taken at that point sees every change committed
+    /// anywhere before, without waiting for the batch's own flush. The default is placed only
+    /// once durable.
+    fn submit_placed(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Placed<'_>, StoreError>> {
+        let durable = self.submit(batch);
+        Box::pin(async move {
+            let appended = durable.await?;
+            Ok(Placed {
+                appended,
+                durable: Box::pin(std::future::ready(Ok(appended))),
+            })
+        })
     }
 
     /// Has `observer` called after every durable commit, on the committing thread, with the

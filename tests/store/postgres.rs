@@ -797,3 +797,103 @@ async fn a_long_open_transaction_finds_nothing_to_bloat_in_the_writers_path() {
     assert!(report.is_valid(), "{report:?}");
     assert_eq!(report.checked, 300);
 }
+
+/// `submit_placed`: an append is told its place once its records are inserted under the
+/// log's lock — after every record another replica committed before it was delivered — and
+/// before its commit is durable, which it is told separately. The server is made to hold every
+/// commit (a synchronous standby that does not exist): the place comes, the commit does not,
+/// and nobody else sees the record, until the standby is no longer required. Both of the
+/// writer's paths (the careful one, right after another replica wrote; the one-statement one,
+/// after its own commit), and a group that fails before its commit: no place, an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_append_knows_its_place_before_its_commit_is_durable() {
+    use std::time::Duration;
+    let (pg, url) = server();
+    let a = open(&url, "shared").await;
+    let b = open(&url, "shared").await;
+    a.append(batch("a", ExpectedVersion::Any, 1))
+        .await
+        .expect("append");
+    let hold = |standby: &str| {
+        let set = if standby.is_empty() {
+            "ALTER SYSTEM RESET synchronous_standby_names".to_string()
+        } else {
+            format!("ALTER SYSTEM SET synchronous_standby_names = '{standby}'")
+        };
+        pg.psql("agp_test", &set).expect("alter system");
+        pg.psql("agp_test", "SELECT pg_reload_conf()")
+            .expect("reload");
+    };
+    for round in ["careful", "one statement"] {
+        if round == "careful" {
+            b.append(batch("b", ExpectedVersion::Any, 2))
+                .await
+                .expect("b appends");
+        }
+        let before = b.head();
+        let (fast_before, _) = a.group_paths();
+        hold("nobody");
+        // The setting reaches the writer's session at its next statement; give the reload a
+        // moment to be signalled.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let placed = tokio::time::timeout(
+            Duration::from_secs(10),
+            a.submit_placed(batch("x", ExpectedVersion::Any, 1)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{round}: placed while the commit is held"))
+        .expect("placed");
+        assert_eq!(placed.appended.first_seq, before + 1, "{round}");
+        assert!(
+            a.head() >= before,
+            "{round}: every earlier record was delivered before the place was told"
+        );
+        let mut durable = placed.durable;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut durable)
+                .await
+                .is_err(),
+            "{round}: durable while the commit is held"
+        );
+        assert_eq!(
+            b.read_all(1, 100).expect("read").len() as u64,
+            before,
+            "{round}: nobody sees an uncommitted record"
+        );
+        hold("");
+        let done = tokio::time::timeout(Duration::from_secs(10), durable)
+            .await
+            .unwrap_or_else(|_| panic!("{round}: durable once released"))
+            .expect("durable");
+        assert_eq!(done, placed.appended, "{round}");
+        assert_eq!(a.head(), before + 1, "{round}");
+        if round == "one statement" {
+            assert_eq!(
+                a.group_paths().0,
+                fast_before + 1,
+                "{round}: the path taken"
+            );
+        }
+    }
+    // A group that fails before its commit is never placed, and says so.
+    a.fail_next_commit();
+    let failed = a
+        .submit_placed(batch("x", ExpectedVersion::Any, 1))
+        .await
+        .err();
+    assert!(matches!(failed, Some(StoreError::Backend(_))), "{failed:?}");
+    // A retry of a stored append is placed where it was.
+    let first = a.read_all(1, 1).expect("read");
+    let retry = AppendBatch {
+        stream: "a".into(),
+        expected: ExpectedVersion::Any,
+        events: first.iter().map(resent).collect(),
+    };
+    let again = a.submit_placed(retry).await.expect("retry");
+    assert!(
+        again.appended.deduplicated && again.appended.first_seq == 1,
+        "{:?}",
+        again.appended
+    );
+    assert!(verify_chain(&a).expect("verify").is_valid());
+}

@@ -45,7 +45,7 @@ pub use self::import::Imported;
 use self::schema::Sql;
 use super::append::{Tip, validate};
 use super::recent::Recent;
-use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
+use super::{AppendBatch, Appended, CommitObserver, EventLog, Placed, RecordedEvent, StoreError};
 
 /// Where and how to open a [`PgLog`].
 #[derive(Clone)]
@@ -228,11 +228,33 @@ impl Shared {
     }
 }
 
+/// How the writer answers one append: once it is durable (or failed), and, when the caller
+/// asked ([`EventLog::submit_placed`]), as soon as it has its place in the log.
+pub(crate) struct Reply {
+    done: oneshot::Sender<Result<Appended, StoreError>>,
+    placed: Option<oneshot::Sender<Appended>>,
+}
+
+impl Reply {
+    /// The final answer.
+    pub(crate) fn send(
+        self,
+        answer: Result<Appended, StoreError>,
+    ) -> Result<(), Result<Appended, StoreError>> {
+        self.done.send(answer)
+    }
+
+    /// What tells the caller the append's place, if it asked and was not told yet.
+    pub(crate) fn take_placed(&mut self) -> Option<oneshot::Sender<Appended>> {
+        self.placed.take()
+    }
+}
+
 /// Messages to the writer task.
 pub(crate) enum Msg {
     Append {
         batch: AppendBatch,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
+        reply: Reply,
     },
     /// Commit what is queued, stop; answered once the writer's connection is closed.
     Close(oneshot::Sender<Result<(), StoreError>>),
@@ -271,6 +293,27 @@ impl std::fmt::Debug for PgLog {
 }
 
 impl PgLog {
+    /// Queues one append for the writer (or, when the queue is full, returns the message to
+    /// send once polled), with the receiver of its final answer.
+    #[allow(clippy::type_complexity)]
+    fn queue(
+        &self,
+        batch: AppendBatch,
+        placed: Option<oneshot::Sender<Appended>>,
+    ) -> Result<(Option<Msg>, oneshot::Receiver<Result<Appended, StoreError>>), StoreError> {
+        if self.shared.closing.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        validate(&batch)?;
+        let (done, answer) = oneshot::channel();
+        let reply = Reply { done, placed };
+        match self.tx.try_send(Msg::Append { batch, reply }) {
+            Ok(()) => Ok((None, answer)),
+            Err(mpsc::error::TrySendError::Full(msg)) => Ok((Some(msg), answer)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+        }
+    }
+
     /// Connects, migrates the schema (refusing one newer than this binary), checks that the
     /// last record's hash is sound, and starts the writer. Fails with
     /// [`StoreError::Invalid`] for a bad URL or schema name, [`StoreError::Backend`] when the
@@ -455,25 +498,46 @@ impl EventLog for PgLog {
     }
 
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let refused = |e: StoreError| -> BoxFuture<'_, _> { Box::pin(std::future::ready(Err(e))) };
-        if self.shared.closing.load(Ordering::SeqCst) {
-            return refused(StoreError::Closed);
-        }
-        if let Err(e) = validate(&batch) {
-            return refused(e);
-        }
-        let (reply, answer) = oneshot::channel();
-        let queued = match self.tx.try_send(Msg::Append { batch, reply }) {
-            Ok(()) => None,
-            // The queue is full: wait for room when first polled.
-            Err(mpsc::error::TrySendError::Full(msg)) => Some(msg),
-            Err(mpsc::error::TrySendError::Closed(_)) => return refused(StoreError::Closed),
+        let (queued, answer) = match self.queue(batch, None) {
+            Ok(q) => q,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(async move {
             if let Some(msg) = queued {
                 self.tx.send(msg).await.map_err(|_| StoreError::Closed)?;
             }
             answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Placed once the group's records are inserted under the log's lock, before its
+    /// `COMMIT` is answered: the writer has delivered every earlier record by then, and holds
+    /// the lock until the commit.
+    fn submit_placed(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Placed<'_>, StoreError>> {
+        let (tell, placed) = oneshot::channel();
+        let (queued, answer) = match self.queue(batch, Some(tell)) {
+            Ok(q) => q,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        Box::pin(async move {
+            if let Some(msg) = queued {
+                self.tx.send(msg).await.map_err(|_| StoreError::Closed)?;
+            }
+            let durable = async move { answer.await.map_err(|_| StoreError::Closed)? };
+            match placed.await {
+                Ok(appended) => Ok(Placed {
+                    appended,
+                    durable: Box::pin(durable),
+                }),
+                // Answered without a place of its own (a retry of a stored append) or failed.
+                Err(_) => {
+                    let appended = durable.await?;
+                    Ok(Placed {
+                        appended,
+                        durable: Box::pin(std::future::ready(Ok(appended))),
+                    })
+                }
+            }
         })
     }
 

@@ -15,7 +15,13 @@
 //!    `COMMIT`.
 //!
 //! While this process is the only writer, a group takes one round trip instead (`try_fast`):
-//! one statement, its own transaction, that moves the head only from the seq assumed.
+//! one statement between `BEGIN` and `COMMIT`, sent together, that inserts the records only
+//! if the head is still the seq assumed.
+//!
+//! Either way, the group's records are inserted under the lock before the `COMMIT` is sent
+//! to be answered, and the answer to the insert comes first: an append that asked
+//! ([`EventLog::submit_placed`](crate::store::EventLog::submit_placed)) is told its place
+//! then, while the commit is flushed.
 //!
 //! The writer's session runs with `synchronous_commit = on`, so `COMMIT` returns once the
 //! group's WAL is flushed; only then are the appends acknowledged. Conflicts and invalid
@@ -45,15 +51,13 @@ use uuid::Uuid;
 
 use super::rows::{self, Columns, big};
 use super::schema::Sql;
-use super::{Msg, Shared, connect, follower, pg_error};
+use super::{Msg, Reply, Shared, connect, follower, pg_error};
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
 use crate::store::record::record_time;
 use crate::store::{AppendBatch, Appended, ExpectedVersion, RecordedEvent, StoreError};
 
 /// Most requests in one group: bounds one transaction's size and the latency it adds.
 const MAX_GROUP: usize = 2048;
-
-type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
 /// The writer's connection and its prepared statements.
 struct Conn {
@@ -352,7 +356,8 @@ impl Writer {
             return done;
         }
         let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
-        if let Err(e) = write_careful(conn, &group, injected).await {
+        let placing = placers(group.waiting.iter_mut().map(|(r, a)| (r, &*a)));
+        if let Err(e) = write_careful(conn, &group, placing, injected).await {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
             let _ = conn.client.batch_execute("ROLLBACK").await;
             let failed = group.waiting.into_iter().map(|(reply, _)| reply);
@@ -387,16 +392,16 @@ impl Writer {
     /// The one-round-trip path, while this process is the only writer (its last commit is the
     /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
     /// stream it does not know is taken as new), and ONE round trip: a single statement
-    /// (`Sql::one_trip`: the head moved only from the seq assumed, the records inserted only
-    /// if it did, the notification) that is its own transaction, then an empty query whose
-    /// answer follows the commit. Whatever it assumed wrongly, the database refuses: a moved
-    /// head (nothing inserted: the statement divides by zero), an id already stored (a retry)
-    /// or a version already taken (a stale version) fail the statement, which commits
-    /// nothing, and the group goes the careful way. Returns the requests untouched when the
+    /// (`Sql::one_trip`: the records inserted only if the head is the seq assumed, the
+    /// notification) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
+    /// refuses: a moved head (nothing inserted: the statement divides by zero), an id already
+    /// stored (a retry) or a version already taken (a stale version) fail the statement, the
+    /// transaction commits nothing, and the group goes the careful way (whose callers are then
+    /// told their place only once it is durable). Returns the requests untouched when the
     /// group was not written, answered when it was.
     async fn try_fast(
         &mut self,
-        requests: Vec<(AppendBatch, Reply)>,
+        mut requests: Vec<(AppendBatch, Reply)>,
     ) -> Option<Vec<(AppendBatch, Reply)>> {
         let head = self.shared.head();
         let eligible = self.last_commit == Some(head)
@@ -419,7 +424,8 @@ impl Writer {
             }
         }
         let conn = self.conn.as_ref()?;
-        match write_one_statement(conn, &group).await {
+        let placing = placers(requests.iter_mut().map(|(_, r)| r).zip(&appended));
+        match write_one_statement(conn, &group, placing).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
@@ -466,6 +472,25 @@ fn stage_known(
     }
     check_expected(&batch.stream, batch.expected, current).ok()?;
     Some(group.seal(batch, current, time))
+}
+
+/// The senders that tell callers who asked ([`EventLog::submit_placed`]) their append's
+/// place, with what to tell them.
+fn placers<'a>(
+    replies: impl Iterator<Item = (&'a mut Reply, &'a Appended)>,
+) -> Vec<(oneshot::Sender<Appended>, Appended)> {
+    replies
+        .filter_map(|(reply, appended)| Some((reply.take_placed()?, *appended)))
+        .collect()
+}
+
+/// Tells every caller who asked that its append has its place: the group's records are
+/// inserted under the log's lock, which is held until the commit, after every earlier record
+/// was delivered.
+fn place(placing: Vec<(oneshot::Sender<Appended>, Appended)>) {
+    for (tell, appended) in placing {
+        let _ = tell.send(appended);
+    }
 }
 
 /// Answers every request with `e`; returns it.
@@ -568,12 +593,18 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
     Ok(stored)
 }
 
-/// The one-round-trip path's group: ONE statement (`Sql::one_trip`), its own transaction,
-/// then an empty query. The statement commits (and, with `synchronous_commit`, flushes) at
-/// its Sync, before the server reads the next message, so the empty query's answer says the
-/// commit is durable. A wrong assumption (a moved head, a retried id, a stale version) fails
-/// the statement, which commits nothing. Both are sent before either answer is awaited.
-async fn write_one_statement(conn: &Conn, group: &Group) -> Result<(), StoreError> {
+/// The one-round-trip path's group: ONE statement (`Sql::one_trip`) between `BEGIN` and
+/// `COMMIT`, all three sent before any answer is awaited. The statement's answer comes as soon
+/// as it ran (its Sync, inside a transaction block, commits nothing): the records are then
+/// inserted under the log's lock, and the callers who asked are told their place; `COMMIT`'s
+/// answer comes once the group is durable (`synchronous_commit`). A wrong assumption (a moved
+/// head, a retried id, a stale version) fails the statement, and PostgreSQL answers the
+/// `COMMIT` of the failed transaction with a rollback: nothing is written.
+async fn write_one_statement(
+    conn: &Conn,
+    group: &Group,
+    placing: Vec<(oneshot::Sender<Appended>, Appended)>,
+) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
     let assumed = big(group.first_seq - 1, "seq")?;
@@ -585,32 +616,54 @@ async fn write_one_statement(conn: &Conn, group: &Group) -> Result<(), StoreErro
         &assumed,
     ]);
     let c = &conn.client;
-    let (written, committed) =
-        tokio::join!(c.query_one(&conn.one_trip, &params), c.batch_execute(""));
+    let written = async {
+        let written = c.query_one(&conn.one_trip, &params).await;
+        if written.is_ok() {
+            place(placing);
+        }
+        written
+    };
+    let (begun, written, committed) =
+        tokio::join!(c.batch_execute("BEGIN"), written, c.batch_execute("COMMIT"));
+    begun.map_err(pg_error("beginning a group"))?;
     written.map_err(pg_error("writing the group"))?;
     committed.map_err(commit_error)
 }
 
 /// Round trip 2 of the careful path, inside the transaction round trip 1 began under the
-/// log's lock: insert the group, announce it, commit (or roll back when `injected`: fault
-/// injection). Every statement is sent before any answer is awaited: `join!` polls each
-/// future once, in order, and the first poll of each sends it.
-async fn write_careful(conn: &Conn, group: &Group, injected: bool) -> Result<(), StoreError> {
+/// log's lock: insert the group (then tell the callers who asked their place), announce it,
+/// commit (or roll back when `injected`: fault injection). Every statement is sent before any
+/// answer is awaited: `join!` polls each future once, in order, and the first poll of each
+/// sends it.
+async fn write_careful(
+    conn: &Conn,
+    group: &Group,
+    placing: Vec<(oneshot::Sender<Appended>, Appended)>,
+    injected: bool,
+) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let columns = cols.params();
     let announced = group.tip.seq.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let end = if injected { "ROLLBACK" } else { "COMMIT" };
     let c = &conn.client;
+    let expected = group.records.len() as u64;
+    let inserted = async {
+        let inserted = c.execute(&conn.insert, &columns).await;
+        if matches!(inserted, Ok(n) if n == expected) && !injected {
+            place(placing);
+        }
+        inserted
+    };
     let (inserted, notified, committed) = tokio::join!(
-        c.execute(&conn.insert, &columns),
+        inserted,
         c.execute(&conn.notify, &notify_params),
         c.batch_execute(end),
     );
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
     // rollback: the group is written only if every statement succeeded.
     let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
-    if inserted != group.records.len() as u64 {
+    if inserted != expected {
         return Err(StoreError::Backend(format!(
             "inserted {inserted} of the group's {} records",
             group.records.len()
