@@ -1,7 +1,9 @@
 //! The follower: how one replica's [`PgLog`](super::PgLog) sees what the others commit.
 //!
-//! Every group commit ends with `pg_notify(channel, head seq)` inside its transaction, so the
-//! notification goes out exactly when the group becomes visible. Each log keeps one connection
+//! A group commit ends with `pg_notify(channel, head seq)` inside its transaction, so the
+//! notification goes out exactly when the group becomes visible (every group that holds
+//! anything but call records; groups of call records alone at most every 50 ms, see
+//! `writer::Announcer`). Each log keeps one connection
 //! of its own `LISTEN`ing on that channel; on a notification naming a seq beyond its head it
 //! reads the missing records and delivers them ([`Shared::deliver`]): the head watch moves and
 //! the commit observer (the live projections) folds them, as for its own commits.

@@ -320,7 +320,8 @@ pub(crate) struct Sql {
     /// that moved since the one assumed, even one committed while the statement waited for
     /// the lock (after its snapshot), makes the first seq a duplicate (the primary key): the
     /// statement fails and commits nothing. `$1`–`$12` the columns, `$13` the count, `$14` the
-    /// channel, `$15` the lock's key, `$16` the head assumed.
+    /// channel, `$15` the lock's key, `$16` the head assumed, `$17` whether to announce the
+    /// group (see `writer::Announcer`).
     pub one_trip: String,
 }
 
@@ -384,7 +385,7 @@ impl Sql {
                  ) \
                  SELECT 1 / (CASE WHEN (SELECT count(*) FROM written) = $13 THEN 1 ELSE 0 END), \
                  (SELECT count(*) FROM (SELECT max(seq) AS head FROM written) w, \
-                 LATERAL pg_notify($14, w.head::text) AS n)"
+                 LATERAL (SELECT pg_notify($14, w.head::text) WHERE $17::boolean) AS n)"
             ),
         }
     }

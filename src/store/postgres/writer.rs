@@ -36,11 +36,14 @@
 //! is ahead of this process's head (other replicas committed, or a commit whose answer was
 //! lost landed), the records in between are read in the same transaction and delivered before
 //! the group's own, so the observer's view stays gapless; the commit also sends
-//! `pg_notify(channel, head)` so the other replicas' followers read it (see `follower`).
+//! `pg_notify(channel, head)` so the other replicas' followers read it (see `follower`) —
+//! always for a group with anything but call records, at most every 50 ms for call records
+//! alone ([`Announcer`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +55,7 @@ use uuid::Uuid;
 use super::rows::{self, Columns, big};
 use super::schema::Sql;
 use super::{Msg, Reply, Shared, connect, follower, pg_error};
+use crate::domain::call::CallEvent;
 use crate::store::append::{Tip, check_expected, duplicate_position, id_reused, seal};
 use crate::store::record::record_time;
 use crate::store::{AppendBatch, Appended, ExpectedVersion, RecordedEvent, StoreError};
@@ -128,6 +132,7 @@ pub(super) struct Writer {
     last_commit: Option<u64>,
     /// Stream versions as this writer last committed or read them (bounded; see [`Known`]).
     known: Known,
+    announcer: Announcer,
 }
 
 /// Most stream versions [`Known`] keeps before it starts over.
@@ -221,6 +226,7 @@ impl Writer {
             conn: None,
             last_commit: None,
             known: Known::default(),
+            announcer: Announcer::default(),
         }
     }
 
@@ -357,7 +363,8 @@ impl Writer {
         }
         let injected = self.shared.fail_next_commit.swap(false, Ordering::SeqCst);
         let placing = placers(group.waiting.iter_mut().map(|(r, a)| (r, &*a)));
-        if let Err(e) = write_careful(conn, &group, placing, injected).await {
+        let announce = self.announcer.announce(&group.records);
+        if let Err(e) = write_careful(conn, &group, placing, announce, injected).await {
             tracing::error!(error = %e, first_seq = group.first_seq, "event log group commit failed");
             let _ = conn.client.batch_execute("ROLLBACK").await;
             let failed = group.waiting.into_iter().map(|(reply, _)| reply);
@@ -425,7 +432,8 @@ impl Writer {
         }
         let conn = self.conn.as_ref()?;
         let placing = placers(requests.iter_mut().map(|(_, r)| r).zip(&appended));
-        match write_one_statement(conn, &group, placing).await {
+        let announce = self.announcer.announce(&group.records);
+        match write_one_statement(conn, &group, placing, announce).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
@@ -490,6 +498,41 @@ fn placers<'a>(
 fn place(placing: Vec<(oneshot::Sender<Appended>, Appended)>) {
     for (tell, appended) in placing {
         let _ = tell.send(appended);
+    }
+}
+
+/// How often, at most, a group of nothing but call records is announced.
+const ANNOUNCE_CALLS_EVERY: Duration = Duration::from_millis(50);
+
+/// Which groups are announced to the other replicas (`pg_notify`, which costs every commit a
+/// lock on the server's notification queue and each listener a wake-up). A group holding any
+/// record other than a call record (an admin change, a token, an approval) always is: the
+/// other replicas' views must follow it at once. Call records change no decision another
+/// replica takes (its calls are judged on their own place in the log, decision 0030), so a
+/// group of nothing but call records is announced only when none was in the last
+/// [`ANNOUNCE_CALLS_EVERY`]; a notification names the head, so it carries every record
+/// before it, and the followers' poll (every second) brings the last ones of a burst.
+#[derive(Default)]
+struct Announcer {
+    last: Option<Instant>,
+}
+
+impl Announcer {
+    fn announce(&mut self, records: &[RecordedEvent]) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= ANNOUNCE_CALLS_EVERY);
+        let urgent = || {
+            records
+                .iter()
+                .any(|r| !CallEvent::TYPES.contains(&r.event_type.as_str()))
+        };
+        let announce = due || urgent();
+        if announce {
+            self.last = Some(now);
+        }
+        announce
     }
 }
 
@@ -604,6 +647,7 @@ async fn write_one_statement(
     conn: &Conn,
     group: &Group,
     placing: Vec<(oneshot::Sender<Appended>, Appended)>,
+    announce: bool,
 ) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
@@ -614,6 +658,7 @@ async fn write_one_statement(
         &conn.channel,
         &conn.lock_key,
         &assumed,
+        &announce,
     ]);
     let c = &conn.client;
     let written = async {
@@ -631,14 +676,15 @@ async fn write_one_statement(
 }
 
 /// Round trip 2 of the careful path, inside the transaction round trip 1 began under the
-/// log's lock: insert the group (then tell the callers who asked their place), announce it,
-/// commit (or roll back when `injected`: fault injection). Every statement is sent before any
+/// log's lock: insert the group (then tell the callers who asked their place), announce it
+/// (when `announce`), commit (or roll back when `injected`: fault injection). Every statement is sent before any
 /// answer is awaited: `join!` polls each future once, in order, and the first poll of each
 /// sends it.
 async fn write_careful(
     conn: &Conn,
     group: &Group,
     placing: Vec<(oneshot::Sender<Appended>, Appended)>,
+    announce: bool,
     injected: bool,
 ) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
@@ -655,11 +701,14 @@ async fn write_careful(
         }
         inserted
     };
-    let (inserted, notified, committed) = tokio::join!(
-        inserted,
-        c.execute(&conn.notify, &notify_params),
-        c.batch_execute(end),
-    );
+    let notified = async {
+        if announce {
+            c.execute(&conn.notify, &notify_params).await.map(drop)
+        } else {
+            Ok(())
+        }
+    };
+    let (inserted, notified, committed) = tokio::join!(inserted, notified, c.batch_execute(end));
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
     // rollback: the group is written only if every statement succeeded.
     let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
@@ -730,5 +779,42 @@ fn record_at<'a>(group: &'a Group, stored: &'a Stored, seq: u64) -> Option<&'a R
         group.records.get(i)
     } else {
         stored.by_seq.get(&seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event_type: &str) -> RecordedEvent {
+        RecordedEvent {
+            seq: 1,
+            stream: "s".into(),
+            version: 1,
+            id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            time: Utc::now(),
+            actor: "a".into(),
+            correlation_id: Uuid::now_v7(),
+            data: serde_json::json!({}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn call_records_alone_are_announced_at_most_every_50_ms_anything_else_always() {
+        let calls = [record("call.started"), record("call.completed")];
+        let mut a = Announcer::default();
+        assert!(a.announce(&calls), "the first group is announced");
+        assert!(!a.announce(&calls), "call records right after one");
+        assert!(!a.announce(&[record("call.denied")]));
+        let admin = [record("call.started"), record("agent.suspended")];
+        assert!(a.announce(&admin), "an admin change always");
+        assert!(a.announce(&[record("connector.token_refreshed")]));
+        assert!(!a.announce(&calls));
+        a.last = a.last.and_then(|at| at.checked_sub(ANNOUNCE_CALLS_EVERY));
+        assert!(a.announce(&calls), "due again after 50 ms");
     }
 }
