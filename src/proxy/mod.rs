@@ -36,8 +36,9 @@
 //! the log's lock, so every commit acknowledged anywhere before it was folded first. (A
 //! write's record is then durable before upstream; a read's is flushed while upstream works,
 //! and the result waits for it, as on one process.) A call refused then never reaches
-//! upstream and ends with `call.completed`, outcome `refused`, and the reason. A refusal (or a hold) by the possibly stale view, and an agent key it does not
-//! know, are judged again on a caught-up view before they are answered.
+//! upstream and ends with `call.completed`, outcome `refused`, and the reason. A refusal (or
+//! a hold) by the possibly stale view, and an agent key it does not know, are judged again on
+//! a caught-up view before they are answered.
 //!
 //! Every record a call writes has the id of the HTTP request that made it (`x-request-id`,
 //! [`crate::api::request_id`]) as correlation id; the call's own id is `call_id` in the data.
