@@ -677,9 +677,9 @@ async fn write_one_statement(
 
 /// Round trip 2 of the careful path, inside the transaction round trip 1 began under the
 /// log's lock: insert the group (then tell the callers who asked their place), announce it
-/// (when `announce`), commit (or roll back when `injected`: fault injection). Every statement is sent before any
-/// answer is awaited: `join!` polls each future once, in order, and the first poll of each
-/// sends it.
+/// (when `announce`), commit (or roll back when `injected`: fault injection). Every statement
+/// is sent before any answer is awaited: `join!` polls each future once, in order, and the
+/// first poll of each sends it.
 async fn write_careful(
     conn: &Conn,
     group: &Group,
