@@ -830,7 +830,8 @@ async fn a_placed_append_knows_its_place_before_its_commit_is_durable() {
                 .await
                 .expect("b appends");
         }
-        let before = b.head();
+        // The log's head as the database has it (b's follower may not have heard a's last commit).
+        let before = b.catch_up().await.expect("catch up");
         let (fast_before, _) = a.group_paths();
         hold("nobody");
         // The setting reaches the writer's session at its next statement; give the reload a
