@@ -635,6 +635,7 @@ impl Proxy {
             arguments_bytes,
             approval_id: approval_id.clone(),
         };
+        let written_as = target.operation;
         let (record, target) = if shared {
             // Replicas: the record takes its place in the log before upstream, and the call is
             // judged again on a view that holds every commit before it — whichever replica
@@ -652,27 +653,20 @@ impl Proxy {
                     return Err(self.refuse_started(who, refused, &target, *denial, approval_id));
                 }
             };
-            // Written as a read, and now a write (or the other way round): the stricter holds.
-            if now.operation == Operation::Write || target.operation == Operation::Write {
-                self.recorded(call_id, placed.durable)
-                    .instrument(tracing::debug_span!("record"))
-                    .await?;
-                (None, now)
-            } else {
-                (Some(placed.durable), now)
-            }
+            (placed.durable, now)
         } else {
-            // Queued now; a read's record is written while upstream works and awaited after.
-            let record = self.recorder.submit(request_id, &started);
-            if target.operation == Operation::Write {
-                // A write is on the record before it reaches upstream.
-                self.recorded(call_id, record)
-                    .instrument(tracing::debug_span!("record"))
-                    .await?;
-                (None, target)
-            } else {
-                (Some(record), target)
-            }
+            (self.recorder.submit(request_id, &started), target)
+        };
+        // A write is on the record before it reaches upstream; a read's record is written
+        // while upstream works and awaited after. Recorded as a read and judged again as a
+        // write (or the other way round): the stricter holds.
+        let record = if target.operation == Operation::Write || written_as == Operation::Write {
+            self.recorded(call_id, record)
+                .instrument(tracing::debug_span!("record"))
+                .await?;
+            None
+        } else {
+            Some(record)
         };
 
         let mut upstream = params;

@@ -139,6 +139,16 @@ pub struct Placed<'a> {
     pub durable: BoxFuture<'a, Result<Appended, StoreError>>,
 }
 
+impl Placed<'_> {
+    /// A batch placed only once durable (or answered without a place of its own).
+    pub fn durable(appended: Appended) -> Self {
+        Self {
+            appended,
+            durable: Box::pin(std::future::ready(Ok(appended))),
+        }
+    }
+}
+
 /// Called with each durable commit's records; see [`EventLog::observe`].
 pub type CommitObserver = Arc<dyn Fn(&[Arc<RecordedEvent>]) + Send + Sync>;
 
@@ -169,13 +179,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// once durable.
     fn submit_placed(&self, batch: AppendBatch) -> BoxFuture<'_, Result<Placed<'_>, StoreError>> {
         let durable = self.submit(batch);
-        Box::pin(async move {
-            let appended = durable.await?;
-            Ok(Placed {
-                appended,
-                durable: Box::pin(std::future::ready(Ok(appended))),
-            })
-        })
+        Box::pin(async move { Ok(Placed::durable(durable.await?)) })
     }
 
     /// Has `observer` called after every durable commit, on the committing thread, with the

@@ -250,6 +250,9 @@ impl Reply {
     }
 }
 
+/// Where the writer's final answer to one append arrives.
+type Answer = oneshot::Receiver<Result<Appended, StoreError>>;
+
 /// Messages to the writer task.
 pub(crate) enum Msg {
     Append {
@@ -295,12 +298,11 @@ impl std::fmt::Debug for PgLog {
 impl PgLog {
     /// Queues one append for the writer (or, when the queue is full, returns the message to
     /// send once polled), with the receiver of its final answer.
-    #[allow(clippy::type_complexity)]
     fn queue(
         &self,
         batch: AppendBatch,
         placed: Option<oneshot::Sender<Appended>>,
-    ) -> Result<(Option<Msg>, oneshot::Receiver<Result<Appended, StoreError>>), StoreError> {
+    ) -> Result<(Option<Msg>, Answer), StoreError> {
         if self.shared.closing.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
@@ -530,13 +532,7 @@ impl EventLog for PgLog {
                     durable: Box::pin(durable),
                 }),
                 // Answered without a place of its own (a retry of a stored append) or failed.
-                Err(_) => {
-                    let appended = durable.await?;
-                    Ok(Placed {
-                        appended,
-                        durable: Box::pin(std::future::ready(Ok(appended))),
-                    })
-                }
+                Err(_) => Ok(Placed::durable(durable.await?)),
             }
         })
     }
