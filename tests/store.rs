@@ -28,6 +28,8 @@ mod dictionary;
 mod poison;
 #[path = "store/postgres.rs"]
 mod postgres;
+#[path = "store/postgres_archive.rs"]
+mod postgres_archive;
 #[path = "store/power_loss.rs"]
 mod power_loss;
 #[path = "store/reopen.rs"]

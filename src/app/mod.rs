@@ -88,12 +88,6 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
             database: None,
         });
     };
-    if config.archive_after.is_some() {
-        anyhow::bail!(
-            "--archive-after: archive runs are not supported on PostgreSQL yet; leave it unset \
-             with --database-url"
-        );
-    }
     let db = crate::store::postgres::PgDatabase::open(options)
         .await
         .context("opening the PostgreSQL database (--database-url)")?;

@@ -43,6 +43,10 @@ pub enum EventsCommand {
         /// its own `--archive-min-age`).
         #[arg(long, value_name = "AGE", default_value = "5m", value_parser = crate::cli::duration_arg)]
         min_age: std::time::Duration,
+        /// Archive the PostgreSQL log directly (replicas may keep running: a run commits in
+        /// one transaction under the log's lock).
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -53,8 +57,12 @@ pub async fn run(global: &Global, cmd: EventsCommand) -> anyhow::Result<ExitCode
             live_only,
             database,
         } => (from, live_only, database),
-        EventsCommand::Archive { before, min_age } => {
-            return archive(global, &before, min_age).await;
+        EventsCommand::Archive {
+            before,
+            min_age,
+            database,
+        } => {
+            return archive(global, &before, min_age, &database).await;
         }
     };
     let stdout = std::io::stdout();
@@ -103,9 +111,15 @@ async fn archive(
     global: &Global,
     before: &str,
     min_age: std::time::Duration,
+    database: &DatabaseArgs,
 ) -> anyhow::Result<ExitCode> {
     let parsed: Before = before.parse()?;
-    let answer = match offline::choose_writable(global)? {
+    let source = if database.options().is_some() {
+        offline::choose_with(global, database).await?
+    } else {
+        offline::choose_writable(global)?
+    };
+    let answer = match source {
         Source::Direct(log) => {
             let retention = Retention::new(log.clone(), min_age);
             let meta = CommandMeta {

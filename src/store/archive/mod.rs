@@ -193,56 +193,22 @@ impl ArchiveDir {
         Ok(out)
     }
 
-    /// The segments that tile `from..=to`, in order; `Corrupt` naming the first seq no
-    /// segment holds.
-    fn covering(&self, from: u64, to: u64) -> Result<Vec<Segment>, StoreError> {
-        let mut out = Vec::new();
-        let mut next = from;
-        for s in self.segments()? {
-            if next > to {
-                break;
-            }
-            if s.last_seq < next {
-                continue;
-            }
-            if s.first_seq > next {
-                break;
-            }
-            next = s.last_seq + 1;
-            out.push(s);
-        }
-        if next <= to {
-            return Err(StoreError::Corrupt {
-                seq: next,
-                reason: format!(
-                    "archived record missing: no segment in {} holds it",
-                    self.dir.display()
-                ),
-            });
-        }
-        Ok(out)
-    }
-
     /// Every record `from..=to`, in seq order, from the segments.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut out = Vec::new();
         if from > to {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        for s in self.covering(from, to)? {
-            let start = from.max(s.first_seq);
-            let end = to.min(s.last_seq);
-            let records = s.read(start, end)?;
-            let want = end - start + 1;
-            if records.len() as u64 != want || records.first().is_some_and(|r| r.seq != start) {
-                return Err(StoreError::Corrupt {
-                    seq: start + records.len() as u64,
-                    reason: format!("archive segment {} is missing records", s.path.display()),
-                });
-            }
-            out.extend(records);
-        }
-        Ok(out)
+        let segments = self.segments()?;
+        let ranges: Vec<(u64, u64)> = segments.iter().map(|s| (s.first_seq, s.last_seq)).collect();
+        let tiling = covering(&ranges, from, to).map_err(|seq| StoreError::Corrupt {
+            seq,
+            reason: format!(
+                "archived record missing: no segment in {} holds it",
+                self.dir.display()
+            ),
+        })?;
+        let picked: Vec<Segment> = tiling.into_iter().map(|i| segments[i].clone()).collect();
+        read_tiled(&picked, from, to)
     }
 
     /// The archived record with id `id`, looked for in the segments at or below `through`
@@ -292,4 +258,48 @@ impl ArchiveDir {
         }
         Ok(removed)
     }
+}
+
+/// The indexes of the segments (their ranges, sorted by first seq) that tile `from..=to`, in
+/// order; `Err` with the first seq none of them holds.
+pub fn covering(ranges: &[(u64, u64)], from: u64, to: u64) -> Result<Vec<usize>, u64> {
+    let mut out = Vec::new();
+    let mut next = from;
+    for (i, &(first, last)) in ranges.iter().enumerate() {
+        if next > to {
+            break;
+        }
+        if last < next {
+            continue;
+        }
+        if first > next {
+            break;
+        }
+        next = last + 1;
+        out.push(i);
+    }
+    if next <= to {
+        return Err(next);
+    }
+    Ok(out)
+}
+
+/// Every record `from..=to`, in seq order, from `segments`, which tile that range
+/// ([`covering`]); `Corrupt` when one lacks records it should hold.
+pub fn read_tiled(segments: &[Segment], from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut out = Vec::new();
+    for s in segments {
+        let start = from.max(s.first_seq);
+        let end = to.min(s.last_seq);
+        let records = s.read(start, end)?;
+        let want = end - start + 1;
+        if records.len() as u64 != want || records.first().is_some_and(|r| r.seq != start) {
+            return Err(StoreError::Corrupt {
+                seq: start + records.len() as u64,
+                reason: format!("archive segment {} is missing records", s.path.display()),
+            });
+        }
+        out.extend(records);
+    }
+    Ok(out)
 }

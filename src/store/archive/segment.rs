@@ -20,9 +20,10 @@
 //! reads the records themselves.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -96,11 +97,35 @@ fn io_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
     StoreError::Backend(format!("{what} {}: {e}", path.display()))
 }
 
-/// Writes one segment: records in seq order, then [`finish`](Self::finish).
+/// Where a [`SegmentWriter`] puts its bytes: a temporary file in the archive directory
+/// (renamed once complete), or memory (a segment stored as a row of the PostgreSQL log).
+enum Sink {
+    File {
+        dir: PathBuf,
+        tmp: PathBuf,
+        out: BufWriter<File>,
+    },
+    Memory(Vec<u8>),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Sink::File { tmp, out, .. } => {
+                out.write_all(bytes).map_err(|e| io_error(tmp, "writing", e))
+            }
+            Sink::Memory(buf) => {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes one segment: records in seq order, then [`finish`](Self::finish) (a file) or
+/// [`finish_bytes`](Self::finish_bytes) (memory).
 pub struct SegmentWriter {
-    dir: PathBuf,
-    tmp: PathBuf,
-    out: BufWriter<File>,
+    sink: Sink,
     encoder: Encoder,
     block: Vec<RecordedEvent>,
     trailer: Trailer,
@@ -120,13 +145,23 @@ impl SegmentWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_error(&tmp, "creating", e))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
-        out.write_all(MAGIC)
-            .map_err(|e| io_error(&tmp, "writing", e))?;
-        Ok(Self {
+        let sink = Sink::File {
             dir: dir.to_path_buf(),
             tmp,
-            out,
+            out: BufWriter::with_capacity(256 * 1024, file),
+        };
+        Self::start(sink, first_seq, selector)
+    }
+
+    /// Starts a segment in memory whose first record will be `first_seq`.
+    pub fn in_memory(first_seq: u64, selector: &[String]) -> Result<Self, StoreError> {
+        Self::start(Sink::Memory(Vec::new()), first_seq, selector)
+    }
+
+    fn start(mut sink: Sink, first_seq: u64, selector: &[String]) -> Result<Self, StoreError> {
+        sink.write_all(MAGIC)?;
+        Ok(Self {
+            sink,
             encoder: Encoder::new(true)?,
             block: Vec::with_capacity(BLOCK_RECORDS),
             trailer: Trailer {
@@ -194,19 +229,18 @@ impl SegmentWriter {
             .ok()
             .filter(|&n| n > 0 && n < MAX_BLOCK)
             .ok_or_else(|| StoreError::Backend("an archive block is too large".into()))?;
-        self.out
-            .write_all(&len.to_le_bytes())
-            .and_then(|()| self.out.write_all(&value))
-            .map_err(|e| io_error(&self.tmp, "writing", e))?;
+        self.sink.write_all(&len.to_le_bytes())?;
+        self.sink.write_all(&value)?;
         self.bytes += 4 + u64::from(len);
         Ok(())
     }
 
-    /// Writes the last block and the trailer, fsyncs the file, gives it its final name and
-    /// fsyncs the directory. Returns the path and the trailer.
-    pub fn finish(mut self) -> Result<(PathBuf, Trailer, u64), StoreError> {
+    /// Writes the last block, the trailer and the end marker.
+    fn end(&mut self) -> Result<(), StoreError> {
         if self.trailer.records == 0 {
-            let _ = std::fs::remove_file(&self.tmp);
+            if let Sink::File { tmp, .. } = &self.sink {
+                let _ = std::fs::remove_file(tmp);
+            }
             return Err(StoreError::Backend(
                 "an archive segment of no records".into(),
             ));
@@ -217,23 +251,42 @@ impl SegmentWriter {
             .map_err(|e| StoreError::Backend(format!("encoding a segment trailer: {e}")))?;
         let trailer_len = u32::try_from(trailer.len())
             .map_err(|_| StoreError::Backend("segment trailer too large".into()))?;
-        let tmp = self.tmp.clone();
-        let w = |out: &mut BufWriter<File>| -> std::io::Result<()> {
-            out.write_all(&0u32.to_le_bytes())?;
-            out.write_all(&trailer)?;
-            out.write_all(&trailer_len.to_le_bytes())?;
-            out.write_all(END)?;
-            out.flush()?;
-            out.get_ref().sync_all()
+        self.sink.write_all(&0u32.to_le_bytes())?;
+        self.sink.write_all(&trailer)?;
+        self.sink.write_all(&trailer_len.to_le_bytes())?;
+        self.sink.write_all(END)?;
+        self.bytes += 4 + trailer.len() as u64 + 4 + END.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the last block and the trailer, fsyncs the file, gives it its final name and
+    /// fsyncs the directory. Returns the path and the trailer.
+    pub fn finish(mut self) -> Result<(PathBuf, Trailer, u64), StoreError> {
+        self.end()?;
+        let Sink::File { dir, tmp, mut out } = self.sink else {
+            return Err(StoreError::Backend(
+                "an archive segment in memory has no file".into(),
+            ));
         };
-        w(&mut self.out).map_err(|e| io_error(&tmp, "writing", e))?;
-        let bytes = self.bytes + 4 + trailer.len() as u64 + 4 + END.len() as u64;
-        let path = self
-            .dir
-            .join(file_name(self.trailer.first_seq, self.trailer.last_seq));
+        out.flush()
+            .and_then(|()| out.get_ref().sync_all())
+            .map_err(|e| io_error(&tmp, "writing", e))?;
+        let path = dir.join(file_name(self.trailer.first_seq, self.trailer.last_seq));
         std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, "renaming to", e))?;
-        sync_dir(&self.dir)?;
-        Ok((path, self.trailer, bytes))
+        sync_dir(&dir)?;
+        Ok((path, self.trailer, self.bytes))
+    }
+
+    /// Writes the last block and the trailer of a segment in memory. Returns its bytes and
+    /// the trailer.
+    pub fn finish_bytes(mut self) -> Result<(Vec<u8>, Trailer), StoreError> {
+        self.end()?;
+        match self.sink {
+            Sink::Memory(bytes) => Ok((bytes, self.trailer)),
+            Sink::File { .. } => Err(StoreError::Backend(
+                "an archive segment file is finished with finish()".into(),
+            )),
+        }
     }
 }
 
@@ -244,11 +297,26 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io_error(dir, "fsync", e))
 }
 
-/// A complete segment on disk, opened for reading.
+/// Where a segment's bytes are read from.
+#[derive(Clone)]
+enum Source {
+    File,
+    /// A segment held in memory (a row of the PostgreSQL log's archive).
+    Bytes(Arc<[u8]>),
+}
+
+/// Anything a segment is read from.
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// A complete segment, opened for reading: a file, or bytes in memory.
+#[derive(Clone)]
 pub struct Segment {
+    /// The file, or (for bytes in memory) the segment's name, for messages.
     pub path: PathBuf,
     pub first_seq: u64,
     pub last_seq: u64,
+    source: Source,
 }
 
 impl Segment {
@@ -257,6 +325,35 @@ impl Segment {
             path,
             first_seq,
             last_seq,
+            source: Source::File,
+        }
+    }
+
+    /// A segment whose bytes are in memory; `name` says where they came from in messages.
+    pub fn from_bytes(name: String, first_seq: u64, last_seq: u64, bytes: Arc<[u8]>) -> Self {
+        Self {
+            path: PathBuf::from(name),
+            first_seq,
+            last_seq,
+            source: Source::Bytes(bytes),
+        }
+    }
+
+    /// The bytes of a segment held in memory.
+    pub fn bytes(&self) -> Option<Arc<[u8]>> {
+        match &self.source {
+            Source::File => None,
+            Source::Bytes(bytes) => Some(bytes.clone()),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn ReadSeek>, StoreError> {
+        match &self.source {
+            Source::File => {
+                let f = File::open(&self.path).map_err(|e| self.corrupt(self.first_seq, e))?;
+                Ok(Box::new(f))
+            }
+            Source::Bytes(bytes) => Ok(Box::new(Cursor::new(bytes.clone()))),
         }
     }
 
@@ -269,7 +366,7 @@ impl Segment {
 
     /// Reads the trailer (and checks the end marker).
     pub fn trailer(&self) -> Result<Trailer, StoreError> {
-        let mut f = File::open(&self.path).map_err(|e| self.corrupt(self.first_seq, e))?;
+        let mut f = self.open()?;
         let len = f
             .seek(SeekFrom::End(0))
             .map_err(|e| self.corrupt(self.first_seq, e))?;
@@ -312,8 +409,7 @@ impl Segment {
         from: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let file = File::open(&self.path).map_err(|e| self.corrupt(self.first_seq, e))?;
-        let mut r = BufReader::with_capacity(256 * 1024, file);
+        let mut r = BufReader::with_capacity(256 * 1024, self.open()?);
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)
             .map_err(|e| self.corrupt(self.first_seq, e))?;

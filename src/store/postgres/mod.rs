@@ -19,10 +19,11 @@
 //!
 //! [`PgLog::import`] appends records already sealed elsewhere, unchanged (`agp migrate`).
 //!
-//! Not yet: archive runs (answered [`StoreError::Invalid`]).
+//! Archive runs ([`archive`]) move call records into segments stored in the database.
 //!
 //! Must not touch: domain types; the record's canonical encoding ([`super::record`]).
 
+mod archive;
 mod database;
 mod follower;
 mod import;
@@ -178,9 +179,25 @@ pub(crate) struct Shared {
     /// Groups committed in one round trip, and the careful way (for tests and the bench).
     fast_groups: AtomicU64,
     careful_groups: AtomicU64,
+    /// The archive state as this process last read it (it only moves forward).
+    archive: RwLock<Arc<archive::State>>,
 }
 
 impl Shared {
+    /// Takes in the archive state read from the database, unless this process already saw a
+    /// later one.
+    pub(crate) fn learn_archive(&self, state: &archive::State) {
+        let mut view = self.archive.write();
+        if state.through >= view.through && **view != *state {
+            *view = Arc::new(state.clone());
+        }
+    }
+
+    /// The archive state as this process last read it.
+    pub(crate) fn archive_view(&self) -> Arc<archive::State> {
+        self.archive.read().clone()
+    }
+
     /// This process's head.
     pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
@@ -280,8 +297,12 @@ const QUEUE: usize = 8192;
 pub struct PgLog {
     shared: Arc<Shared>,
     sql: Arc<Sql>,
+    archive_sql: Arc<archive::ArchiveSql>,
     tx: mpsc::Sender<Msg>,
     catching_up: CatchingUp,
+    /// What a prepared archive run keeps for its commit.
+    staged: parking_lot::Mutex<Option<archive::Staged>>,
+    segment_cache: archive::SegmentCache,
     /// Last field: the database (its runtime, the writer's home, stops with the last handle).
     db: Arc<PgDatabase>,
 }
@@ -330,11 +351,12 @@ impl PgLog {
     /// vault, the consent flows and the cluster's coordination.
     pub async fn open_on(db: Arc<PgDatabase>) -> Result<(PgLog, PgOpenReport), StoreError> {
         let sql = Arc::new(Sql::new(db.schema()));
-        let tip = db
+        let archive_sql = Arc::new(archive::ArchiveSql::new(db.schema()));
+        let (tip, archived) = db
             .run({
                 let (config, tls) = (db.config().clone(), db.tls().clone());
-                let sql = sql.clone();
-                async move { read_tip(&config, &tls, &sql).await }
+                let (sql, archive_sql) = (sql.clone(), archive_sql.clone());
+                async move { read_tip(&config, &tls, &sql, &archive_sql).await }
             })
             .await?;
         let migrated = db.migrated();
@@ -355,12 +377,14 @@ impl PgLog {
             stop: watch::channel(false).0,
             fast_groups: AtomicU64::new(0),
             careful_groups: AtomicU64::new(0),
+            archive: RwLock::new(Arc::new(archived)),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = writer::Writer::new(
             db.config().clone(),
             db.tls().clone(),
             sql.clone(),
+            archive_sql.clone(),
             shared.clone(),
         );
         db.handle().spawn(writer.run(rx));
@@ -381,8 +405,11 @@ impl PgLog {
             PgLog {
                 shared,
                 sql,
+                archive_sql,
                 tx,
                 catching_up: CatchingUp::default(),
+                staged: parking_lot::Mutex::new(None),
+                segment_cache: archive::SegmentCache::default(),
                 db,
             },
             report,
@@ -441,6 +468,22 @@ impl PgLog {
     }
 }
 
+impl PgLog {
+    /// Up to `limit` rows of `events` from `from`, in seq order.
+    fn read_all_live(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(|s| &s.read_all, Params::Two(from, limit), rows::record)
+    }
+
+    /// The rows of `events` with `from <= seq <= to`, in seq order.
+    fn read_span(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = i64::try_from(from.saturating_sub(1)).unwrap_or(i64::MAX);
+        let to = i64::try_from(to).unwrap_or(i64::MAX);
+        self.query(|s| &s.read_range, Params::Two(after, to), rows::record)
+    }
+}
+
 /// The parameters of a read, owned so they can travel to the log's runtime.
 enum Params {
     /// `$1 bigint, $2 bigint`.
@@ -462,13 +505,15 @@ impl Params {
 }
 
 /// At open, on the database's runtime: the head (the newest record, or the genesis), whose
-/// hash must match its content.
+/// hash must match its content, and the archive state.
 async fn read_tip(
     config: &tokio_postgres::Config,
     tls: &tokio_postgres_rustls::MakeRustlsConnect,
     sql: &Sql,
-) -> Result<Tip, StoreError> {
+    archive_sql: &archive::ArchiveSql,
+) -> Result<(Tip, archive::State), StoreError> {
     let client = connect(config, tls).await?;
+    let archived = archive::read_state(&client, archive_sql).await?;
     let last = client
         .query_opt(&sql.last_record, &[])
         .await
@@ -476,11 +521,14 @@ async fn read_tip(
         .map(|row| rows::record(&row))
         .transpose()?;
     match last {
-        None => Ok(Tip::genesis()),
-        Some(r) if r.hash_is_valid() => Ok(Tip {
-            seq: r.seq,
-            hash: r.hash,
-        }),
+        None => Ok((Tip::genesis(), archived)),
+        Some(r) if r.hash_is_valid() => Ok((
+            Tip {
+                seq: r.seq,
+                hash: r.hash,
+            },
+            archived,
+        )),
         Some(r) => Err(StoreError::Corrupt {
             seq: r.seq,
             reason: "the last record's hash does not match its content".into(),
@@ -552,20 +600,63 @@ impl EventLog for PgLog {
         from_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
-        self.query(
+        let mut records = self.query(
             |s| &s.read_stream,
             Params::TextBig(stream.to_string(), from),
             rows::record,
-        )
+        )?;
+        // Archived versions are skipped, as on sled (a run removes them after its commit).
+        let archived = self.shared.archive_view();
+        records.retain(|r| !archived.moved_out(r));
+        Ok(records)
     }
 
+    /// The live rows first; only when they do not follow one another from `from_seq` (an
+    /// archive run removed some: every run leaves its marker after its range, so a removal
+    /// always shows as a hole or a late start) are the segments read, with the archive state.
     fn read_all(&self, from_seq: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.query(|s| &s.read_all, Params::Two(from, limit), rows::record)
+        let from = from_seq.max(1);
+        let live = self.read_all_live(from, limit)?;
+        let whole = live
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == from + i as u64);
+        if whole {
+            return Ok(live);
+        }
+        let state = self.archive_state()?;
+        if from > state.through {
+            // A hole above the archive: nothing explains it.
+            let missing = live
+                .iter()
+                .enumerate()
+                .find(|(i, r)| r.seq != from + *i as u64)
+                .map_or(from, |(i, _)| from + i as u64);
+            return Err(StoreError::Corrupt {
+                seq: missing,
+                reason: "record missing from the log".into(),
+            });
+        }
+        self.read_all_archived(&state, from, limit)
+    }
+
+    fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        if span == 0 {
+            return Ok(Vec::new());
+        }
+        let from = from_seq.max(1);
+        let to = from.saturating_add(span as u64 - 1);
+        let mut records = self.read_span(from, to)?;
+        let archived = self.shared.archive_view();
+        records.retain(|r| !archived.moved_out(r));
+        Ok(records)
+    }
+
+    fn archived_through(&self) -> u64 {
+        self.shared.archive_view().through
     }
 
     fn read_tail(
@@ -616,22 +707,25 @@ impl EventLog for PgLog {
 
     fn archive_prepare(
         &self,
-        _request: &super::archive::ArchiveRequest,
-        _visit: &mut dyn FnMut(&RecordedEvent),
+        request: &super::archive::ArchiveRequest,
+        visit: &mut dyn FnMut(&RecordedEvent),
     ) -> Result<Option<super::archive::Prepared>, StoreError> {
-        Err(StoreError::Invalid(
-            "archive runs are not supported on PostgreSQL yet".into(),
-        ))
+        self.prepare_run(request, visit)
     }
 
     async fn archive_commit(
         &self,
-        _prepared: super::archive::Prepared,
-        _marker: AppendBatch,
+        prepared: super::archive::Prepared,
+        marker: AppendBatch,
     ) -> Result<super::archive::ArchiveReport, StoreError> {
-        Err(StoreError::Invalid(
-            "archive runs are not supported on PostgreSQL yet".into(),
-        ))
+        self.commit_run(prepared, marker).await
+    }
+
+    /// Nothing to undo: the run's segments lie past the archive's end, where no reader looks,
+    /// and the next run drops them.
+    async fn archive_abort(&self, _prepared: super::archive::Prepared) -> Result<(), StoreError> {
+        self.staged.lock().take();
+        Ok(())
     }
 
     async fn catch_up(&self) -> Result<u64, StoreError> {

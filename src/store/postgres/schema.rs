@@ -122,7 +122,52 @@ CREATE INDEX consent_results_expires_at ON {s}.consent_results (expires_at);
         // missing table instead of numbering records from a head no one moves any more.
         sql: "DROP TABLE {s}.log_head;",
     },
+    Migration {
+        version: 6,
+        description: "archive: archive_state, archive_segments, archived_heads",
+        sql: ARCHIVE_TABLES,
+    },
 ];
+
+/// Migration 6: archive runs (decision 0023 on PostgreSQL, see `super::archive`).
+/// - `archive_state`: one row. Every record at or below `through` is in a segment;
+///   `removed_through` says how far the selected records were deleted from `events` (the
+///   deletion runs after the run's commit, in chunks).
+/// - `archive_segments`: one row per segment, the same format as a segment file (`bytes`,
+///   stored out of line uncompressed: its blocks are zstd already), with its trailer's range,
+///   counts and id range as columns. A segment past `through` belongs to a run that did not
+///   commit: readers ignore it, the next run deletes it.
+/// - `archived_heads`: the last archived version of each stream that lost records, so a
+///   stream's version never goes back when its newest records leave `events`.
+const ARCHIVE_TABLES: &str = r#"
+CREATE TABLE {s}.archive_state (
+    only_row        boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    through         bigint  NOT NULL CHECK (through >= 0),
+    through_hash    bytea   NOT NULL CHECK (length(through_hash) = 32),
+    removed_through bigint  NOT NULL CHECK (removed_through >= 0 AND removed_through <= through),
+    selector        text[]  NOT NULL,
+    id_v7_max_ms    bigint  NOT NULL,
+    ids_other       boolean NOT NULL
+);
+INSERT INTO {s}.archive_state
+    (through, through_hash, removed_through, selector, id_v7_max_ms, ids_other)
+    VALUES (0, decode(repeat('00', 32), 'hex'), 0, '{}', 0, false);
+CREATE TABLE {s}.archive_segments (
+    first_seq bigint PRIMARY KEY CHECK (first_seq > 0),
+    last_seq  bigint NOT NULL CHECK (last_seq >= first_seq),
+    records   bigint NOT NULL,
+    selected  bigint NOT NULL,
+    id_v7_lo  bigint,
+    id_v7_hi  bigint,
+    ids_other bigint NOT NULL,
+    bytes     bytea  NOT NULL
+);
+ALTER TABLE {s}.archive_segments ALTER COLUMN bytes SET STORAGE EXTERNAL;
+CREATE TABLE {s}.archived_heads (
+    stream  text   PRIMARY KEY,
+    version bigint NOT NULL CHECK (version > 0)
+);
+"#;
 
 /// Migration 2: the vault's tables (decision 0029; the statements are in
 /// `crate::vault`'s PostgreSQL backend). Every value is sealed (`bytea`); ids and field names
@@ -158,7 +203,7 @@ CREATE TABLE {s}.vault_secrets (
 "#;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,8 +389,12 @@ impl Sql {
                 "SELECT seq, hash FROM (SELECT seq, hash FROM {s}.events ORDER BY seq DESC LIMIT 1) t \
                  UNION ALL SELECT 0, decode(repeat('00', 32), 'hex') ORDER BY 1 DESC LIMIT 1"
             ),
+            // A stream's version is its newest record's, or the last one an archive run took
+            // from it (`archived_heads`), whichever is greater.
             stream_versions: format!(
-                "SELECT w.stream, (SELECT max(e.version) FROM {s}.events e WHERE e.stream = w.stream) \
+                "SELECT w.stream, greatest(\
+                 (SELECT max(e.version) FROM {s}.events e WHERE e.stream = w.stream), \
+                 (SELECT h.version FROM {s}.archived_heads h WHERE h.stream = w.stream)) \
                  FROM unnest($1::text[]) AS w(stream)"
             ),
             // Joins with unnest rather than `= ANY($1)`: a prepared statement's generic plan
@@ -368,7 +417,11 @@ impl Sql {
             read_stream: format!(
                 "SELECT {COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
             ),
-            stream_version: format!("SELECT max(version) FROM {s}.events WHERE stream = $1"),
+            stream_version: format!(
+                "SELECT greatest(\
+                 (SELECT max(version) FROM {s}.events WHERE stream = $1), \
+                 (SELECT version FROM {s}.archived_heads WHERE stream = $1))"
+            ),
             last_record: format!("SELECT {COLUMNS} FROM {s}.events ORDER BY seq DESC LIMIT 1"),
             read_range: format!(
                 "SELECT {COLUMNS} FROM {s}.events WHERE seq > $1 AND seq <= $2 ORDER BY seq"

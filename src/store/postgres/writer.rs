@@ -53,6 +53,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::rows::{self, Columns, big};
+use super::archive::{ArchiveSql, State, find_archived};
 use super::schema::Sql;
 use super::{Msg, Reply, Shared, connect, follower, pg_error};
 use crate::domain::call::CallEvent;
@@ -75,6 +76,7 @@ struct Conn {
     read_range: Statement,
     notify: Statement,
     one_trip: Statement,
+    archive_state: Statement,
     /// The channel commits are announced on.
     channel: String,
     /// The log's advisory lock.
@@ -86,6 +88,7 @@ impl Conn {
         config: &tokio_postgres::Config,
         tls: &MakeRustlsConnect,
         sql: &Sql,
+        archive_sql: &ArchiveSql,
     ) -> Result<Self, StoreError> {
         let client = connect(config, tls).await?;
         // Acknowledge only what is flushed, whatever the server's or role's default says.
@@ -113,6 +116,7 @@ impl Conn {
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
             one_trip: prepare(&sql.one_trip).await?,
+            archive_state: prepare(&archive_sql.state).await?,
             channel: sql.channel.clone(),
             lock_key: sql.lock_key,
             client,
@@ -124,6 +128,7 @@ pub(super) struct Writer {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     sql: Arc<Sql>,
+    archive_sql: Arc<ArchiveSql>,
     shared: Arc<Shared>,
     /// `None` until the first group, and after a failure (the next group reconnects).
     conn: Option<Conn>,
@@ -162,6 +167,7 @@ impl Known {
 /// What the database holds for a group, read under the head lock.
 struct Stored {
     tip: Tip,
+    archive: State,
     /// The current version of every stream the group touches that has events.
     versions: HashMap<String, u64>,
     /// Stored records, by id (the group's ids) and by seq (the last records of retries).
@@ -216,12 +222,14 @@ impl Writer {
         config: tokio_postgres::Config,
         tls: MakeRustlsConnect,
         sql: Arc<Sql>,
+        archive_sql: Arc<ArchiveSql>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             config,
             tls,
             sql,
+            archive_sql,
             shared,
             conn: None,
             last_commit: None,
@@ -309,16 +317,23 @@ impl Writer {
         };
         let conn = match self.conn.take() {
             Some(c) if !c.client.is_closed() => c,
-            _ => match Conn::open(&self.config, &self.tls, &self.sql).await {
+            _ => match Conn::open(&self.config, &self.tls, &self.sql, &self.archive_sql).await {
                 Ok(c) => c,
                 Err(e) => return Err(answer_all(requests, &e)),
             },
         };
         let conn = self.conn.insert(conn);
-        let stored = match read_stored(conn, &requests).await {
+        let stored = match read_stored(conn, &self.archive_sql, &requests).await {
             Ok(s) => s,
             Err(e) => return Err(answer_all(requests, &e)),
         };
+        self.shared.learn_archive(&stored.archive);
+        // Once records left `events` (an archive run), its unique indexes no longer catch a
+        // stale version or a stream taken for new: what this writer knows is only kept while
+        // no one else committed since its last commit (see `stage_known`).
+        if stored.archive.through > 0 && self.last_commit != Some(stored.tip.seq) {
+            self.known.0.clear();
+        }
         // Other processes committed since this one's head: their records are delivered
         // first (read under the head lock, so nothing can slip in between), keeping the
         // observer's view gapless and in order.
@@ -424,8 +439,9 @@ impl Writer {
         let mut group = Group::after(tip.clone());
         let time = record_time(Utc::now());
         let mut appended = Vec::with_capacity(requests.len());
+        let archive = self.shared.archive_view();
         for (batch, _) in &requests {
-            match stage_known(&mut group, &self.known, batch.clone(), time) {
+            match stage_known(&mut group, &self.known, &archive, batch.clone(), time) {
                 Some(a) => appended.push(a),
                 None => return Some(requests),
             }
@@ -462,10 +478,19 @@ impl Writer {
 fn stage_known(
     group: &mut Group,
     known: &Known,
+    archive: &State,
     batch: AppendBatch,
     time: chrono::DateTime<Utc>,
 ) -> Option<Appended> {
     if batch.events.iter().any(|e| group.ids.contains_key(&e.id)) {
+        return None;
+    }
+    // Once an archive run removed records, `events`' unique indexes no longer catch an
+    // archived id or a stream whose records all left: an id that may be archived, or a stream
+    // this writer does not know, goes the careful way (which reads the segments and
+    // `archived_heads`).
+    let archived = archive.through > 0;
+    if archived && batch.events.iter().any(|e| archive.may_hold_id(&e.id)) {
         return None;
     }
     let current = group
@@ -473,6 +498,9 @@ fn stage_known(
         .get(&batch.stream)
         .or_else(|| known.0.get(&batch.stream))
         .copied();
+    if archived && current.is_none() {
+        return None;
+    }
     if let (ExpectedVersion::Exact(v), None) = (batch.expected, current)
         && v > 0
     {
@@ -561,9 +589,14 @@ fn text_error(batch: &AppendBatch) -> Option<StoreError> {
     })
 }
 
-/// Round trip 1: begin, lock the head, read the group's stream versions and stored ids (and,
-/// for retries of more than one event, the stored last records).
-async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<Stored, StoreError> {
+/// Round trip 1: begin, lock the head, read the group's stream versions, stored ids and the
+/// archive state (and, for retries of more than one event, the stored last records; for ids
+/// that may be archived, the segments).
+async fn read_stored(
+    conn: &Conn,
+    archive_sql: &ArchiveSql,
+    requests: &[(AppendBatch, Reply)],
+) -> Result<Stored, StoreError> {
     let mut streams: Vec<&str> = requests.iter().map(|(b, _)| b.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -577,19 +610,22 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
     // Each statement after the lock has a snapshot of its own, taken once the lock is held:
     // it sees every group committed before.
     let lock_params: [&(dyn ToSql + Sync); 1] = [&conn.lock_key];
-    let (begun, locked, head, versions, found) = tokio::join!(
+    let (begun, locked, head, versions, found, archive) = tokio::join!(
         c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
         c.execute(&conn.lock_log, &lock_params),
         c.query_one(&conn.head, &[]),
         c.query(&conn.stream_versions, &versions_params),
         c.query(&conn.find_ids, &ids_params),
+        c.query_one(&conn.archive_state, &[]),
     );
     begun.map_err(pg_error("beginning a group"))?;
     locked.map_err(pg_error("taking the log's lock"))?;
     let head = head.map_err(pg_error("reading the log head"))?;
     let tip = rows::tip(&head)?;
+    let archive = State::from_row(&archive.map_err(pg_error("reading the archive state"))?)?;
     let mut stored = Stored {
         tip,
+        archive,
         versions: HashMap::new(),
         by_id: HashMap::new(),
         by_seq: HashMap::new(),
@@ -609,6 +645,30 @@ async fn read_stored(conn: &Conn, requests: &[(AppendBatch, Reply)]) -> Result<S
         let r = rows::record(&row)?;
         stored.by_seq.insert(r.seq, r.clone());
         stored.by_id.insert(r.id, r);
+    }
+    // An id `events` no longer holds may be an archived record's: a retry is answered with
+    // its original position, a reuse refused, exactly as before the run.
+    for (batch, _) in requests {
+        for (i, e) in batch.events.iter().enumerate() {
+            if stored.by_id.contains_key(&e.id) || !stored.archive.may_hold_id(&e.id) {
+                continue;
+            }
+            let Some((r, segment)) =
+                find_archived(c, archive_sql, e.id, stored.archive.through).await?
+            else {
+                continue;
+            };
+            if i == 0 {
+                let last = r.seq + batch.events.len() as u64 - 1;
+                if last > r.seq && last <= segment.last_seq {
+                    for l in segment.read(last, last)? {
+                        stored.by_seq.insert(l.seq, l);
+                    }
+                }
+            }
+            stored.by_seq.insert(r.seq, r.clone());
+            stored.by_id.insert(r.id, r);
+        }
     }
     // A retry of n > 1 events is answered from its first and its last stored record.
     let mut lasts = Vec::new();
