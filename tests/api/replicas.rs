@@ -690,3 +690,234 @@ async fn a_replica_behind_on_a_change_refuses_the_next_call_before_upstream() {
     let (_, verify) = b.get("/audit/verify").await;
     assert_eq!(verify["valid"], true, "{verify}");
 }
+
+/// Waits until the audit listing of `server` holds `n` call records (another replica's calls
+/// reach its view within a second).
+async fn audited_calls(server: &Server, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, page) = server.get("/audit?limit=10000").await;
+        assert_eq!(s, 200, "{page}");
+        let listed = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap_or("").starts_with("call."))
+            .count();
+        if listed == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{listed} call records listed, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Retention on the database (decision 0033): an archive run asked of one replica moves the
+/// call records out of the live table into segment rows; both replicas then read the whole
+/// chain (segments included), verify it, list only the calls since, keep serving calls; the
+/// CLI exports and verifies the database directly; `--archive-after` is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_run_on_one_replica_serves_every_replica() {
+    use crate::peers::{Agent, start};
+    const KEY: &str = "kb-archive-key-2f81c9";
+    let peer = start("static-server.mjs", &["--key", KEY]);
+    let (pg, url) = database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = master_key_file(&pg);
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--checkpoint-every",
+        "0",
+        "--master-key-file",
+        key.to_str().unwrap(),
+        "--archive-after",
+        "30d",
+        "--archive-min-age",
+        "0s",
+    ];
+    let a = Server::start(dir_a.path(), &args);
+    let mut b = Server::start(dir_b.path(), &args);
+    b.token = a.token.clone();
+
+    let (s, added) = a
+        .post(
+            "/servers",
+            json!({"name": "kb", "mcp_server_url": peer.ready["url"], "headers": [{"name": "X-Api-Key", "value": KEY}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{added}");
+    assert_eq!(
+        a.post("/connectors/kb/discover-tools", json!({})).await.0,
+        200
+    );
+    let (s, reg) = a
+        .post(
+            "/connectors/kb/register-tools",
+            json!({"tools": [{"name": "echo"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{reg}");
+    assert_eq!(a.post("/profiles", json!({"name": "ops"})).await.0, 201);
+    let grant = json!({"tools": ["kb__echo"], "reason": "archive"});
+    assert_eq!(a.post("/profiles/ops/grants", grant).await.0, 200);
+    let (s, bot) = a
+        .post("/agents", json!({"name": "bot", "profile": "ops"}))
+        .await;
+    assert_eq!(s, 201, "{bot}");
+    let agent_key = bot["key"].as_str().unwrap().to_string();
+    let calls = |server: &Server, n: usize| {
+        let (url, key) = (format!("{}/mcp", server.base), agent_key.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut agent = Agent::connect(&url, Some(&key), &[]).expect("connects");
+            for i in 0..n {
+                let r = agent
+                    .call("kb__echo", json!({"text": format!("call {i}")}))
+                    .expect("echo");
+                assert_eq!(r["content"][0]["text"], format!("call {i}"));
+            }
+        })
+    };
+    calls(&a, 6).await.unwrap();
+    calls(&b, 6).await.unwrap();
+    let (_, agent) = a.get("/agents/bot").await;
+    let last_call_at = agent["last_call_at"].clone();
+    assert!(last_call_at.is_string(), "{agent}");
+    // Every record durable: the completions ride with later records or are written soon.
+    wait_until("24 call records", Duration::from_secs(10), || {
+        pg.psql(
+            "agp_replicas",
+            "SELECT count(*) FROM agp.events WHERE type LIKE 'call.%'",
+        )
+        .unwrap()
+            == "24"
+    })
+    .await;
+    audited_calls(&a, 24).await;
+
+    // Archived through B's API: everything up to the head.
+    let head: u64 = pg
+        .psql("agp_replicas", "SELECT max(seq) FROM agp.events")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (s, run) = b
+        .post("/events/archive", json!({"before": (head + 1).to_string()}))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["archived"], true, "{run}");
+    assert_eq!(run["report"]["last_seq"], head, "{run}");
+    assert_eq!(run["report"]["removed"], 24, "{run}");
+    assert_eq!(
+        pg.psql(
+            "agp_replicas",
+            "SELECT count(*) FROM agp.events WHERE type LIKE 'call.%'",
+        )
+        .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("agp_replicas", "SELECT count(*) FROM agp.archive_segments")
+            .unwrap(),
+        "1"
+    );
+
+    // More calls on both replicas after the run: the calls stream keeps counting.
+    calls(&a, 3).await.unwrap();
+    calls(&b, 3).await.unwrap();
+    wait_until("12 more call records", Duration::from_secs(10), || {
+        pg.psql(
+            "agp_replicas",
+            "SELECT count(*) FROM agp.events WHERE type LIKE 'call.%'",
+        )
+        .unwrap()
+            == "12"
+    })
+    .await;
+    let versions = pg
+        .psql(
+            "agp_replicas",
+            "SELECT count(DISTINCT version) = count(*) AND min(version) > 24 FROM agp.events \
+             WHERE stream LIKE 'calls-%'",
+        )
+        .unwrap();
+    assert_eq!(versions, "t", "versions continue after the archived ones");
+
+    for server in [&a, &b] {
+        // The whole chain, archived records included, verifies on each replica.
+        let (s, v) = server.get("/audit/verify").await;
+        assert_eq!((s, &v["valid"]), (200, &json!(true)), "{v}");
+        let (_, events) = server.get("/events?limit=10000").await;
+        let events = events.as_array().unwrap();
+        assert!(
+            events
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e["seq"] == json!(i + 1)),
+            "GET /events reads every seq"
+        );
+        assert_eq!(v["checked"], json!(events.len()), "{v}");
+        let archived = events
+            .iter()
+            .filter(|e| e["seq"].as_u64().unwrap() <= head)
+            .filter(|e| e["type"].as_str().unwrap().starts_with("call."))
+            .count();
+        assert_eq!(archived, 24);
+        // Listed: only the calls since the run.
+        audited_calls(server, 12).await;
+        let (s, replay) = server.post("/audit/replay", json!({})).await;
+        assert_eq!((s, &replay["consistent"]), (200, &json!(true)), "{replay}");
+    }
+
+    // The CLI on the database: the export holds every record, the verification passes.
+    let export = crate::cli::agp(&["events", "export", "--database-url", &url])
+        .output()
+        .expect("agp events export");
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let lines = String::from_utf8_lossy(&export.stdout).lines().count();
+    let head_now: usize = pg
+        .psql("agp_replicas", "SELECT max(seq) FROM agp.events")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(lines, head_now);
+    let verify = crate::cli::agp(&[
+        "--output",
+        "json",
+        "audit",
+        "verify",
+        "--database-url",
+        &url,
+    ])
+    .output()
+    .expect("agp audit verify");
+    let verdict = crate::cli::json_out(&verify);
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    // And a run of the CLI straight on the database while both replicas serve.
+    let again = crate::cli::agp(&[
+        "--output",
+        "json",
+        "events",
+        "archive",
+        "--before",
+        &(head_now + 1).to_string(),
+        "--min-age",
+        "0s",
+        "--database-url",
+        &url,
+    ])
+    .output()
+    .expect("agp events archive");
+    let again = crate::cli::json_out(&again);
+    assert_eq!(again["archived"], true, "{again}");
+    assert_eq!(again["report"]["first_seq"], head + 1, "{again}");
+    let (s, v) = a.get("/audit/verify").await;
+    assert_eq!((s, &v["valid"]), (200, &json!(true)), "{v}");
+}

@@ -31,7 +31,10 @@ fn server() -> (TempPostgres, String) {
 }
 
 async fn open(url: &str) -> PgLog {
-    PgLog::open(PgOptions::new(url)).await.expect("open PgLog").0
+    PgLog::open(PgOptions::new(url))
+        .await
+        .expect("open PgLog")
+        .0
 }
 
 fn event(event_type: &str, n: u64) -> NewEvent {
@@ -114,12 +117,15 @@ async fn archive(log: &PgLog, before: u64) -> ArchiveReport {
 
 /// Seqs of the rows `events` holds.
 fn live_rows(pg: &TempPostgres) -> Vec<u64> {
-    pg.psql("agp_test", "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM agp.events")
-        .expect("psql")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("seq"))
-        .collect()
+    pg.psql(
+        "agp_test",
+        "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM agp.events",
+    )
+    .expect("psql")
+    .split(',')
+    .filter(|s| !s.is_empty())
+    .map(|s| s.parse().expect("seq"))
+    .collect()
 }
 
 /// Everything an intact archived log answers.
@@ -172,11 +178,17 @@ async fn an_archive_run_on_postgres_moves_call_records_out_and_the_chain_stays_w
     let report = archive(&log, BEFORE).await;
     assert_eq!((report.first_seq, report.last_seq), (1, BEFORE - 1));
     assert_eq!(report.records, BEFORE - 1);
-    assert_eq!(report.removed, (1..BEFORE).filter(|&s| is_call(s)).count() as u64);
+    assert_eq!(
+        report.removed,
+        (1..BEFORE).filter(|&s| is_call(s)).count() as u64
+    );
     assert!(report.live_bytes_freed > 0, "{report:?}");
     assert_eq!(report.marker_seq, N + 1);
     assert_eq!(report.segments.len(), 1);
-    assert!(report.archive_dir.contains("agp.archive_segments"), "{report:?}");
+    assert!(
+        report.archive_dir.contains("agp.archive_segments"),
+        "{report:?}"
+    );
     assert_eq!(log.archived_through(), BEFORE - 1);
     // The marker continues the chain from the head before the run.
     let marker = log.read_all(N + 1, 1).expect("marker").remove(0);
@@ -225,7 +237,9 @@ async fn an_archive_run_on_postgres_moves_call_records_out_and_the_chain_stays_w
     assert_eq!((second.first_seq, second.last_seq), (BEFORE, head));
     assert_archived(&log, head);
     assert!(
-        log.read_stream("calls-a1", 1).expect("read_stream").is_empty(),
+        log.read_stream("calls-a1", 1)
+            .expect("read_stream")
+            .is_empty(),
         "calls-a1 is wholly archived"
     );
     let last_a1 = log
@@ -240,7 +254,10 @@ async fn an_archive_run_on_postgres_moves_call_records_out_and_the_chain_stays_w
     drop((log, other));
     let reopened = open(&url).await;
     assert_eq!(reopened.archived_through(), head);
-    assert_eq!(reopened.stream_version("calls-a1").expect("version"), last_a1);
+    assert_eq!(
+        reopened.stream_version("calls-a1").expect("version"),
+        last_a1
+    );
     let conflict = reopened
         .append(AppendBatch {
             stream: "calls-a1".into(),
@@ -313,7 +330,12 @@ async fn an_archived_id_is_never_taken_again_and_a_retry_answers_its_position() 
             .expect("retry");
         assert!(retry.deduplicated, "{retry:?}");
         assert_eq!(
-            (retry.first_seq, retry.last_seq, retry.first_version, retry.last_version),
+            (
+                retry.first_seq,
+                retry.last_seq,
+                retry.first_version,
+                retry.last_version
+            ),
             (
                 original.first_seq,
                 original.last_seq,
@@ -370,8 +392,11 @@ async fn damage_below_the_archive_is_named() {
         Err(StoreError::Corrupt { seq, .. }) => assert_eq!(seq, 9),
         other => panic!("a changed live record was not named: {other:?}"),
     }
-    pg.psql("agp_test", "UPDATE agp.events SET actor = 'system' WHERE seq = 9")
-        .expect("psql");
+    pg.psql(
+        "agp_test",
+        "UPDATE agp.events SET actor = 'system' WHERE seq = 9",
+    )
+    .expect("psql");
     assert!(verify_chain(&log).expect("verify").is_valid());
 
     // A live record below the archive deleted: named.
@@ -482,11 +507,8 @@ async fn rows_a_run_had_not_removed_yet_read_back_and_the_next_run_removes_them(
     // state saying none was removed.
     let mut restore = String::from("INSERT INTO agp.events SELECT * FROM agp.kept; ");
     restore.push_str("UPDATE agp.archive_state SET removed_through = 0");
-    pg.psql(
-        "agp_test",
-        "CREATE TABLE agp.kept (LIKE agp.events)",
-    )
-    .expect("psql");
+    pg.psql("agp_test", "CREATE TABLE agp.kept (LIKE agp.events)")
+        .expect("psql");
     for r in before.iter().filter(|r| r.seq < BEFORE && is_call(r.seq)) {
         pg.psql(
             "agp_test",
@@ -531,4 +553,43 @@ async fn rows_a_run_had_not_removed_yet_read_back_and_the_next_run_removes_them(
         "{rows:?}"
     );
     assert!(verify_chain(log.as_ref()).expect("verify").is_valid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_an_archive_run_still_delivers_every_record_in_order() {
+    let (pg, url) = server();
+    let a = open(&url).await;
+    let b = open(&url).await;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let observer: agp::store::CommitObserver = {
+        let seen = seen.clone();
+        Arc::new(move |records: &[Arc<RecordedEvent>]| {
+            seen.lock().extend(records.iter().map(|r| r.seq));
+        })
+    };
+    assert!(b.observe(Some(observer)));
+    fill_range(&a, 1, 9).await;
+    b.catch_up().await.expect("catch up");
+    // B stops hearing of commits (its follower listens again only after a second), and the
+    // call records A writes meanwhile are archived and removed before B reads them.
+    let ended = pg
+        .psql(
+            "agp_test",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+        )
+        .expect("psql");
+    assert_eq!(ended, "2");
+    fill_range(&a, 10, 30).await;
+    let report = archive(&a, 31).await;
+    assert_eq!(report.last_seq, 30);
+    let behind = b.head();
+    assert!(
+        behind < 20,
+        "B heard of A's commits too early ({behind}): the test proves nothing"
+    );
+    assert_eq!(b.catch_up().await.expect("catch up"), a.head());
+    let seen = seen.lock().clone();
+    assert_eq!(seen, (1..=a.head()).collect::<Vec<_>>());
+    assert!(verify_chain(&b).expect("verify").is_valid());
 }

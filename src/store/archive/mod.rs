@@ -286,7 +286,11 @@ pub fn covering(ranges: &[(u64, u64)], from: u64, to: u64) -> Result<Vec<usize>,
 
 /// Every record `from..=to`, in seq order, from `segments`, which tile that range
 /// ([`covering`]); `Corrupt` when one lacks records it should hold.
-pub fn read_tiled(segments: &[Segment], from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+pub fn read_tiled(
+    segments: &[Segment],
+    from: u64,
+    to: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut out = Vec::new();
     for s in segments {
         let start = from.max(s.first_seq);

@@ -111,9 +111,9 @@ enum Sink {
 impl Sink {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
-            Sink::File { tmp, out, .. } => {
-                out.write_all(bytes).map_err(|e| io_error(tmp, "writing", e))
-            }
+            Sink::File { tmp, out, .. } => out
+                .write_all(bytes)
+                .map_err(|e| io_error(tmp, "writing", e)),
             Sink::Memory(buf) => {
                 buf.extend_from_slice(bytes);
                 Ok(())

@@ -64,8 +64,8 @@ pub(crate) struct ArchiveSql {
     pub state: String,
     /// The state row, locked for the run's commit.
     pub state_for_update: String,
-    /// `(first_seq, last_seq, row version)` of the segments that overlap `$1..=$2`, by first
-    /// seq. The row version (`xmin`) changes with any write to the row: a cached segment is
+    /// `(first_seq, last_seq, row version)` of the committed segments that overlap `$1..=$2`,
+    /// by first seq. The row version (`xmin`) changes with any write to the row: a cached segment is
     /// used only while it is the same.
     pub ranges: String,
     /// A segment's bytes by first seq `$1`.
@@ -100,7 +100,8 @@ impl ArchiveSql {
             state_for_update: format!("SELECT {state_columns} FROM {s}.archive_state FOR UPDATE"),
             ranges: format!(
                 "SELECT first_seq, last_seq, xmin::text::bigint FROM {s}.archive_segments \
-                 WHERE last_seq >= $1 AND first_seq <= $2 ORDER BY first_seq"
+                 WHERE last_seq >= $1 AND first_seq <= $2 \
+                 AND first_seq <= (SELECT through FROM {s}.archive_state) ORDER BY first_seq"
             ),
             bytes: format!("SELECT bytes FROM {s}.archive_segments WHERE first_seq = $1"),
             may_hold_id: format!(
@@ -212,10 +213,12 @@ pub(crate) struct Staged {
     heads: HashMap<String, u64>,
 }
 
-/// The segment a process read last (reads go through a segment in order, page by page), by
-/// first seq and row version.
+/// A segment row's identity: its first seq and its row version (`xmin`).
+type RowKey = (u64, i64);
+
+/// The segment a process read last (reads go through a segment in order, page by page).
 #[derive(Default)]
-pub(crate) struct SegmentCache(parking_lot::Mutex<Option<((u64, i64), Arc<[u8]>)>>);
+pub(crate) struct SegmentCache(parking_lot::Mutex<Option<(RowKey, Arc<[u8]>)>>);
 
 /// How a segment row is named in reports and messages.
 fn segment_name(schema: &str, first: u64, last: u64) -> String {
@@ -298,10 +301,58 @@ async fn fetch(
     ))
 }
 
+/// Records `from < seq <= to` (every one of them exists: `to` is at most the head) from the
+/// rows `live` read of that range, with what an archive run removed from `events` read back
+/// from the segments: a replica that fell behind a run still delivers every record in order.
+pub(crate) async fn fill_gaps(
+    client: &tokio_postgres::Client,
+    sql: &ArchiveSql,
+    live: Vec<Arc<RecordedEvent>>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+    let whole = live
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.seq == from + 1 + i as u64)
+        && live.len() as u64 == to.saturating_sub(from);
+    if whole {
+        return Ok(live);
+    }
+    let mut next = from + 1;
+    let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+    let mut live = live.into_iter().peekable();
+    while next <= to {
+        if live.peek().is_some_and(|r| r.seq == next) {
+            out.extend(live.next());
+            next += 1;
+            continue;
+        }
+        // A hole from `next` to the next live record: archived, or damage.
+        let end = live.peek().map_or(to, |r| r.seq - 1);
+        let rows = client
+            .query(&sql.ranges, &[&big(next, "seq")?, &big(end, "seq")?])
+            .await
+            .map_err(pg_error("listing archive segments"))?;
+        let ranges = rows.iter().map(range).collect::<Result<Vec<_>, _>>()?;
+        let tiling = covering(&ranges, next, end).map_err(|seq| StoreError::Corrupt {
+            seq,
+            reason: "record missing from the log and from its archive".into(),
+        })?;
+        let mut segments = Vec::with_capacity(tiling.len());
+        for i in tiling {
+            segments.push(fetch(client, sql, ranges[i].0, ranges[i].1).await?);
+        }
+        out.extend(read_tiled(&segments, next, end)?.into_iter().map(Arc::new));
+        next = end + 1;
+    }
+    Ok(out)
+}
+
 impl PgLog {
     /// The archive state, read now; this process's view of it follows.
     pub(crate) fn archive_state(&self) -> Result<State, StoreError> {
-        let (pool, sql) = (self.db.pool(), self.archive_sql.clone());
+        let (pool, sql) = (self.db.pool(), self.sql.archive.clone());
         let state = self.db.block(async move {
             let client = PgDatabase::pooled(&pool).await?;
             read_state(&client, &sql).await
@@ -319,7 +370,7 @@ impl PgLog {
         {
             return Ok(Segment::from_bytes(name, first, last, bytes.clone()));
         }
-        let (pool, sql) = (self.db.pool(), self.archive_sql.clone());
+        let (pool, sql) = (self.db.pool(), self.sql.archive.clone());
         let segment = self.db.block(async move {
             let client = PgDatabase::pooled(&pool).await?;
             fetch(&client, &sql, first, last).await
@@ -332,7 +383,7 @@ impl PgLog {
 
     /// Every record `from..=to` (all at or below `state.through`), from the segments.
     fn read_archived(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let (pool, sql) = (self.db.pool(), self.archive_sql.clone());
+        let (pool, sql) = (self.db.pool(), self.sql.archive.clone());
         let (a, b) = (big(from, "seq")?, big(to, "seq")?);
         let ranges = self.db.block(async move {
             let client = PgDatabase::pooled(&pool).await?;
@@ -427,7 +478,7 @@ impl PgLog {
         request: &ArchiveRequest,
         visit: &mut dyn FnMut(&RecordedEvent),
     ) -> Result<Option<Prepared>, StoreError> {
-        let (pool, sql) = (self.db.pool(), self.archive_sql.clone());
+        let (pool, sql) = (self.db.pool(), self.sql.archive.clone());
         let state = self.db.block(async move {
             let mut client = PgDatabase::pooled(&pool).await?;
             drop_uncommitted(&mut client, &sql).await
@@ -491,10 +542,9 @@ impl PgLog {
                 }
                 let w = match &mut writer {
                     Some(w) => w,
-                    None => writer.insert(SegmentWriter::in_memory(
-                        r.seq,
-                        &selector.type_prefixes,
-                    )?),
+                    None => {
+                        writer.insert(SegmentWriter::in_memory(r.seq, &selector.type_prefixes)?)
+                    }
                 };
                 w.push(r, selected)?;
                 if w.records() >= request.segment_records.max(1)
@@ -547,7 +597,7 @@ impl PgLog {
             big(ids_other, "records")?,
             bytes,
         );
-        let (pool, sql) = (self.db.pool(), self.archive_sql.clone());
+        let (pool, sql) = (self.db.pool(), self.sql.archive.clone());
         let stored = self.db.block(async move {
             let client = PgDatabase::pooled(&pool).await?;
             let p = &params;
@@ -583,15 +633,17 @@ impl PgLog {
         prepared: Prepared,
         marker: AppendBatch,
     ) -> Result<ArchiveReport, StoreError> {
-        let staged = self.staged.lock().take().filter(|s| {
-            (s.first_seq, s.last_seq) == (prepared.first_seq, prepared.last_seq)
-        });
+        let staged = self
+            .staged
+            .lock()
+            .take()
+            .filter(|s| (s.first_seq, s.last_seq) == (prepared.first_seq, prepared.last_seq));
         let Some(staged) = staged else {
             return Err(StoreError::Invalid(
                 "this archive run was not prepared by this log".into(),
             ));
         };
-        let (db, sql, archive_sql) = (self.db.clone(), self.sql.clone(), self.archive_sql.clone());
+        let (db, sql, archive_sql) = (self.db.clone(), self.sql.clone(), self.sql.archive.clone());
         let (pool, run) = (self.db.pool(), prepared.clone());
         let (marker_seq, state, removed) = self
             .db
@@ -623,8 +675,9 @@ impl PgLog {
 
     /// Step 3 (blocking): see [`remove`].
     fn remove_archived(&self, state: &State) -> Result<u64, StoreError> {
-        let (pool, sql, state) = (self.db.pool(), self.archive_sql.clone(), state.clone());
-        self.db.block(async move { remove(&pool, &sql, &state).await })
+        let (pool, sql, state) = (self.db.pool(), self.sql.archive.clone(), state.clone());
+        self.db
+            .block(async move { remove(&pool, &sql, &state).await })
     }
 }
 
@@ -712,10 +765,18 @@ async fn commit(
         .query_one(&archive.run_segments, &[&first, &last])
         .await
         .map_err(pg_error("checking the run's segments"))?;
-    let count: i64 = row.try_get(0).map_err(pg_error("checking the run's segments"))?;
-    let lo: Option<i64> = row.try_get(1).map_err(pg_error("checking the run's segments"))?;
-    let hi: Option<i64> = row.try_get(2).map_err(pg_error("checking the run's segments"))?;
-    let records: i64 = row.try_get(3).map_err(pg_error("checking the run's segments"))?;
+    let count: i64 = row
+        .try_get(0)
+        .map_err(pg_error("checking the run's segments"))?;
+    let lo: Option<i64> = row
+        .try_get(1)
+        .map_err(pg_error("checking the run's segments"))?;
+    let hi: Option<i64> = row
+        .try_get(2)
+        .map_err(pg_error("checking the run's segments"))?;
+    let records: i64 = row
+        .try_get(3)
+        .map_err(pg_error("checking the run's segments"))?;
     if (count, lo, hi, records)
         != (
             i64::try_from(run.segments.len()).unwrap_or(-1),

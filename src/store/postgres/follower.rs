@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::archive::{ArchiveSql, fill_gaps};
 use super::database::PgDatabase;
 use super::rows::{self, big};
 use super::schema::Sql;
@@ -144,7 +145,7 @@ pub(super) async fn catch_up(
     while shared.head() < target {
         let from = shared.head();
         let to = target.min(from + PAGE as u64);
-        let records = read_range(&client, &range_st, from, to).await?;
+        let records = read_range(&client, &range_st, &sql.archive, from, to).await?;
         if records.is_empty() {
             return Err(StoreError::Backend(format!(
                 "PostgreSQL: the log head says seq {target} but no record follows seq {from}"
@@ -161,10 +162,12 @@ pub(super) async fn catch_up(
     Ok(shared.head().max(target))
 }
 
-/// The records `from < seq <= to`, in seq order.
+/// The records `from < seq <= to` (`to` at most the head), in seq order — those an archive
+/// run removed from `events` meanwhile read back from its segments.
 pub(super) async fn read_range(
     client: &tokio_postgres::Client,
     statement: &tokio_postgres::Statement,
+    archive: &ArchiveSql,
     from: u64,
     to: u64,
 ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
@@ -172,7 +175,9 @@ pub(super) async fn read_range(
         .query(statement, &[&big(from, "seq")?, &big(to, "seq")?])
         .await
         .map_err(pg_error("reading records other processes committed"))?;
-    rows.iter()
+    let live = rows
+        .iter()
         .map(|row| rows::record(row).map(Arc::new))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    fill_gaps(client, archive, live, from, to).await
 }

@@ -297,7 +297,6 @@ const QUEUE: usize = 8192;
 pub struct PgLog {
     shared: Arc<Shared>,
     sql: Arc<Sql>,
-    archive_sql: Arc<archive::ArchiveSql>,
     tx: mpsc::Sender<Msg>,
     catching_up: CatchingUp,
     /// What a prepared archive run keeps for its commit.
@@ -351,12 +350,11 @@ impl PgLog {
     /// vault, the consent flows and the cluster's coordination.
     pub async fn open_on(db: Arc<PgDatabase>) -> Result<(PgLog, PgOpenReport), StoreError> {
         let sql = Arc::new(Sql::new(db.schema()));
-        let archive_sql = Arc::new(archive::ArchiveSql::new(db.schema()));
         let (tip, archived) = db
             .run({
                 let (config, tls) = (db.config().clone(), db.tls().clone());
-                let (sql, archive_sql) = (sql.clone(), archive_sql.clone());
-                async move { read_tip(&config, &tls, &sql, &archive_sql).await }
+                let sql = sql.clone();
+                async move { read_tip(&config, &tls, &sql).await }
             })
             .await?;
         let migrated = db.migrated();
@@ -384,7 +382,6 @@ impl PgLog {
             db.config().clone(),
             db.tls().clone(),
             sql.clone(),
-            archive_sql.clone(),
             shared.clone(),
         );
         db.handle().spawn(writer.run(rx));
@@ -405,7 +402,6 @@ impl PgLog {
             PgLog {
                 shared,
                 sql,
-                archive_sql,
                 tx,
                 catching_up: CatchingUp::default(),
                 staged: parking_lot::Mutex::new(None),
@@ -510,10 +506,9 @@ async fn read_tip(
     config: &tokio_postgres::Config,
     tls: &tokio_postgres_rustls::MakeRustlsConnect,
     sql: &Sql,
-    archive_sql: &archive::ArchiveSql,
 ) -> Result<(Tip, archive::State), StoreError> {
     let client = connect(config, tls).await?;
-    let archived = archive::read_state(&client, archive_sql).await?;
+    let archived = archive::read_state(&client, &sql.archive).await?;
     let last = client
         .query_opt(&sql.last_record, &[])
         .await

@@ -30,9 +30,12 @@
 //!
 //! Must not touch: the bytes of a record's hash (that is [`crate::store::record`]).
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use super::archive::ArchiveSql;
 use super::pg_error;
 use crate::store::StoreError;
 
@@ -368,6 +371,8 @@ pub(crate) struct Sql {
     /// channel, `$15` the lock's key, `$16` the head assumed, `$17` whether to announce the
     /// group (see `writer::Announcer`).
     pub one_trip: String,
+    /// The statements of archive runs.
+    pub archive: Arc<ArchiveSql>,
 }
 
 /// The `LISTEN`/`NOTIFY` channel of a schema's log: `agp_` and 16 hex digits of the schema
@@ -440,6 +445,7 @@ impl Sql {
                  (SELECT count(*) FROM (SELECT max(seq) AS head FROM written) w, \
                  LATERAL (SELECT pg_notify($14, w.head::text) WHERE $17::boolean) AS n)"
             ),
+            archive: Arc::new(ArchiveSql::new(schema)),
         }
     }
 }

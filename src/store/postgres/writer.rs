@@ -52,8 +52,8 @@ use tokio_postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
-use super::rows::{self, Columns, big};
 use super::archive::{ArchiveSql, State, find_archived};
+use super::rows::{self, Columns, big};
 use super::schema::Sql;
 use super::{Msg, Reply, Shared, connect, follower, pg_error};
 use crate::domain::call::CallEvent;
@@ -88,7 +88,6 @@ impl Conn {
         config: &tokio_postgres::Config,
         tls: &MakeRustlsConnect,
         sql: &Sql,
-        archive_sql: &ArchiveSql,
     ) -> Result<Self, StoreError> {
         let client = connect(config, tls).await?;
         // Acknowledge only what is flushed, whatever the server's or role's default says.
@@ -116,7 +115,7 @@ impl Conn {
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
             one_trip: prepare(&sql.one_trip).await?,
-            archive_state: prepare(&archive_sql.state).await?,
+            archive_state: prepare(&sql.archive.state).await?,
             channel: sql.channel.clone(),
             lock_key: sql.lock_key,
             client,
@@ -128,7 +127,6 @@ pub(super) struct Writer {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     sql: Arc<Sql>,
-    archive_sql: Arc<ArchiveSql>,
     shared: Arc<Shared>,
     /// `None` until the first group, and after a failure (the next group reconnects).
     conn: Option<Conn>,
@@ -222,14 +220,12 @@ impl Writer {
         config: tokio_postgres::Config,
         tls: MakeRustlsConnect,
         sql: Arc<Sql>,
-        archive_sql: Arc<ArchiveSql>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             config,
             tls,
             sql,
-            archive_sql,
             shared,
             conn: None,
             last_commit: None,
@@ -317,13 +313,13 @@ impl Writer {
         };
         let conn = match self.conn.take() {
             Some(c) if !c.client.is_closed() => c,
-            _ => match Conn::open(&self.config, &self.tls, &self.sql, &self.archive_sql).await {
+            _ => match Conn::open(&self.config, &self.tls, &self.sql).await {
                 Ok(c) => c,
                 Err(e) => return Err(answer_all(requests, &e)),
             },
         };
         let conn = self.conn.insert(conn);
-        let stored = match read_stored(conn, &self.archive_sql, &requests).await {
+        let stored = match read_stored(conn, &self.sql.archive, &requests).await {
             Ok(s) => s,
             Err(e) => return Err(answer_all(requests, &e)),
         };
@@ -339,13 +335,18 @@ impl Writer {
         // observer's view gapless and in order.
         let head = self.shared.head();
         if stored.tip.seq > head {
-            let others =
-                match follower::read_range(&conn.client, &conn.read_range, head, stored.tip.seq)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => return Err(answer_all(requests, &e)),
-                };
+            let others = match follower::read_range(
+                &conn.client,
+                &conn.read_range,
+                &self.sql.archive,
+                head,
+                stored.tip.seq,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => return Err(answer_all(requests, &e)),
+            };
             if !self.shared.deliver(&others) {
                 tracing::error!(
                     head,
