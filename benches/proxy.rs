@@ -1331,7 +1331,11 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         let proxied = proxied
             .as_ref()
             .context("soak mode needs the proxied leg")?;
-        return soak(&s, &agp, proxied, c, &procs).await;
+        let storage = match &database {
+            Some((pg, _)) => Storage::Database(pg),
+            None => Storage::DataDir(agp.data_dir.clone()),
+        };
+        return soak(&s, &agp, proxied, c, &procs, &storage).await;
     }
     let head_before = log_head(&agp).await?;
     let mut proxied_calls = 0u64;
@@ -1481,15 +1485,51 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Where AGP keeps its state, for the soak's size samples.
+enum Storage<'a> {
+    /// The embedded store: the data directory, its segments in `archive/`.
+    DataDir(std::path::PathBuf),
+    /// PostgreSQL: the size of AGP's tables (with their indexes and TOAST), the segments in
+    /// `archive_segments` (WAL not counted).
+    Database(&'a pg_server::TempPostgres),
+}
+
+impl Storage<'_> {
+    /// Bytes of everything, and of the archive segments.
+    fn bytes(&self) -> (u64, u64) {
+        match self {
+            Storage::DataDir(dir) => (dir_bytes(dir), dir_bytes(&dir.join("archive"))),
+            Storage::Database(pg) => {
+                let size = |sql: &str| {
+                    pg.psql("agp_bench", sql)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                (
+                    size(
+                        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = 'agp' AND c.relkind = 'r'",
+                    ),
+                    size("SELECT pg_total_relation_size('agp.archive_segments')"),
+                )
+            }
+        }
+    }
+}
+
 /// Soak mode: proxied `tools/call`s at concurrency `c` for `soak_secs`, in slices of
-/// `soak_sample_secs`; after each slice, AGP's resident memory and its data directory's size,
-/// then growth per call from the first sample (taken after the warm-up) to the last.
+/// `soak_sample_secs`; after each slice, AGP's resident memory and the size of its storage
+/// (the data directory, or its tables in PostgreSQL), then growth per call from the first
+/// sample (taken after the warm-up) to the last.
 async fn soak(
     s: &Settings,
     agp: &Agp,
     target: &Target,
     c: usize,
     procs: &Processes,
+    storage: &Storage<'_>,
 ) -> anyhow::Result<()> {
     if s.warmup_secs > 0 {
         run_slice(
@@ -1501,10 +1541,13 @@ async fn soak(
         )
         .await?;
     }
-    let dir = agp.data_dir.clone();
-    let archive = dir.join("archive");
-    let first = (agp.rss_mib(), dir_bytes(&dir));
-    let first_archive = dir_bytes(&archive);
+    if let Storage::Database(_) = storage {
+        println!(
+            "soak: storage is PostgreSQL: \"data dir\" below is AGP's tables with their indexes, \"archive\" the archive_segments table"
+        );
+    }
+    let (first_bytes, first_archive) = storage.bytes();
+    let first = (agp.rss_mib(), first_bytes);
     println!(
         "soak: tools/call through /mcp at concurrency {c} for {} s, sampled every {} s (after a {} s warm-up: rss {:.1} MiB, data dir {:.1} MiB)",
         s.soak_secs,
@@ -1526,7 +1569,8 @@ async fn soak(
         elapsed += length;
         let n = slice.latencies.len() as u64;
         calls += n;
-        last = (agp.rss_mib(), dir_bytes(&dir));
+        let (bytes, archived) = storage.bytes();
+        last = (agp.rss_mib(), bytes);
         peak_rss = peak_rss.max(last.0);
         let agp_cpu = slice.cpu_secs.get(1).copied().unwrap_or(0.0);
         println!(
@@ -1534,7 +1578,7 @@ async fn soak(
             n as f64 / slice.secs,
             last.0,
             last.1 as f64 / 1048576.0,
-            dir_bytes(&archive) as f64 / 1048576.0,
+            archived as f64 / 1048576.0,
             agp_cpu * 1e6 / n.max(1) as f64
         );
     }
@@ -1550,7 +1594,7 @@ async fn soak(
         last.1 as f64 / 1048576.0,
         (last.1 as f64 - first.1 as f64) / calls_f
     );
-    let last_archive = dir_bytes(&archive);
+    let last_archive = storage.bytes().1;
     if last_archive > 0 {
         println!(
             "soak archive: segments {:.1} → {:.1} MiB ({:+.0} bytes per call); live data (data dir less segments) {:+.0} bytes per call",

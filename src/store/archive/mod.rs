@@ -1,9 +1,12 @@
 //! Retention: records that move out of the live log into archive segments, and back in for
 //! whoever reads the whole chain (decision 0023).
 //!
-//! Owns: the segment files ([`segment`]), the directory that holds them ([`ArchiveDir`]), and
-//! the types an archive run passes around. The live log's side (which groups shrink, the
-//! index, the run's steps and their crash safety) is `sled_log::archive`.
+//! Owns: the segment format ([`segment`]: files, or bytes in memory for the PostgreSQL log,
+//! which stores each segment as a row), the directory that holds segment files
+//! ([`ArchiveDir`]), reading a range from segments that tile it ([`covering`], [`read_tiled`]),
+//! and the types an archive run passes around. The live log's side (which records leave, the
+//! index, the run's steps and their crash safety) is `sled_log::archive` and
+//! `postgres::archive` (decision 0033).
 //!
 //! Invariants:
 //! - every record at or below the log's `archived_through` is in exactly one segment, and the

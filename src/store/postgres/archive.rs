@@ -87,6 +87,8 @@ pub(crate) struct ArchiveSql {
     /// Deletes the selected (`$3` prefixes) records of `$1 < seq <= $2` and moves
     /// `removed_through` to `$2`; answers their count and row bytes.
     pub remove: String,
+    /// Vacuums `events`, so the space of the rows a run removed is reused.
+    pub vacuum: String,
 }
 
 impl ArchiveSql {
@@ -145,6 +147,7 @@ impl ArchiveSql {
                  ) \
                  SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM gone"
             ),
+            vacuum: format!("VACUUM {s}.events"),
         }
     }
 }
@@ -237,13 +240,14 @@ pub(crate) async fn read_state(
     State::from_row(&row)
 }
 
-/// The committed segments (at or below `through`) whose id range may hold `id`, searched for it.
+/// The archived record with id `id`, looked for in the committed segments (at or below
+/// `through`) whose id range may hold it.
 pub(crate) async fn find_archived(
     client: &tokio_postgres::Client,
     sql: &ArchiveSql,
     id: Uuid,
     through: u64,
-) -> Result<Option<(RecordedEvent, Segment)>, StoreError> {
+) -> Result<Option<RecordedEvent>, StoreError> {
     let ms = v7_ms(&id).map_or(Ok(0), |ms| big(ms, "id time"))?;
     let other = v7_ms(&id).is_none();
     let through = big(through, "seq")?;
@@ -257,7 +261,7 @@ pub(crate) async fn find_archived(
         // Decoding a segment holds the log's runtime for a moment: only a retry of an old
         // append (or a reused id) gets here.
         if let Some(r) = segment.find_id(id)? {
-            return Ok(Some((r, segment)));
+            return Ok(Some(r));
         }
     }
     Ok(None)
@@ -418,7 +422,7 @@ impl PgLog {
     /// [`EventLog::read_all`](crate::store::EventLog::read_all) when `from` is archived: the
     /// segments up to `through`, checked against what `events` still holds of that range —
     /// every record the selector did not take must be there and identical, and a selected
-    /// one still there (not yet removed) must be identical too — then live records after it.
+    /// one still there (not yet removed) must be identical too — then the records after it.
     pub(crate) fn read_all_archived(
         &self,
         state: &State,
@@ -466,7 +470,9 @@ impl PgLog {
             });
         }
         if out.len() < limit {
-            let rest = self.read_all_live(to + 1, limit - out.len())?;
+            // Above the archive as this read saw it; a run that committed since shows as a
+            // hole there, which the whole read handles again with the state it then reads.
+            let rest = crate::store::EventLog::read_all(self, to + 1, limit - out.len())?;
             out.extend(rest);
         }
         Ok(out)
@@ -659,6 +665,7 @@ impl PgLog {
             })
             .await?;
         self.shared.learn_archive(&state);
+        self.vacuum();
         crate::store::EventLog::catch_up(self).await?;
         Ok(ArchiveReport {
             first_seq: prepared.first_seq,
@@ -671,6 +678,41 @@ impl PgLog {
             segment_bytes: prepared.segment_bytes,
             marker_seq,
         })
+    }
+
+    /// Vacuums `events` in the background after a run removed rows (one vacuum at a time):
+    /// PostgreSQL reuses their space only once a vacuum saw them, and autovacuum's default
+    /// threshold (a fifth of the table dead) lets a large table grow by that much first.
+    fn vacuum(&self) {
+        if self
+            .vacuuming
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let (pool, sql, vacuuming) = (
+            self.db.pool(),
+            self.sql.archive.clone(),
+            self.vacuuming.clone(),
+        );
+        self.db.handle().spawn(async move {
+            let started = std::time::Instant::now();
+            let done = match PgDatabase::pooled(&pool).await {
+                Ok(client) => client
+                    .batch_execute(&sql.vacuum)
+                    .await
+                    .map_err(pg_error("vacuuming the event log")),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => tracing::debug!(
+                    millis = started.elapsed().as_millis() as u64,
+                    "vacuumed the event log after an archive run"
+                ),
+                Err(e) => tracing::warn!(error = %e, "vacuuming the event log after an archive run failed"),
+            }
+            vacuuming.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Step 3 (blocking): see [`remove`].

@@ -302,6 +302,8 @@ pub struct PgLog {
     /// What a prepared archive run keeps for its commit.
     staged: parking_lot::Mutex<Option<archive::Staged>>,
     segment_cache: archive::SegmentCache,
+    /// Whether a vacuum after an archive run is running.
+    vacuuming: Arc<AtomicBool>,
     /// Last field: the database (its runtime, the writer's home, stops with the last handle).
     db: Arc<PgDatabase>,
 }
@@ -406,6 +408,7 @@ impl PgLog {
                 catching_up: CatchingUp::default(),
                 staged: parking_lot::Mutex::new(None),
                 segment_cache: archive::SegmentCache::default(),
+                vacuuming: Arc::new(AtomicBool::new(false)),
                 db,
             },
             report,

@@ -648,27 +648,17 @@ async fn read_stored(
         stored.by_id.insert(r.id, r);
     }
     // An id `events` no longer holds may be an archived record's: a retry is answered with
-    // its original position, a reuse refused, exactly as before the run.
+    // its original position (its last record is found by its own id), a reuse refused,
+    // exactly as before the run.
     for (batch, _) in requests {
-        for (i, e) in batch.events.iter().enumerate() {
+        for e in &batch.events {
             if stored.by_id.contains_key(&e.id) || !stored.archive.may_hold_id(&e.id) {
                 continue;
             }
-            let Some((r, segment)) =
-                find_archived(c, archive_sql, e.id, stored.archive.through).await?
-            else {
-                continue;
-            };
-            if i == 0 {
-                let last = r.seq + batch.events.len() as u64 - 1;
-                if last > r.seq && last <= segment.last_seq {
-                    for l in segment.read(last, last)? {
-                        stored.by_seq.insert(l.seq, l);
-                    }
-                }
+            if let Some(r) = find_archived(c, archive_sql, e.id, stored.archive.through).await? {
+                stored.by_seq.insert(r.seq, r.clone());
+                stored.by_id.insert(r.id, r);
             }
-            stored.by_seq.insert(r.seq, r.clone());
-            stored.by_id.insert(r.id, r);
         }
     }
     // A retry of n > 1 events is answered from its first and its last stored record.
