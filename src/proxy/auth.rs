@@ -9,11 +9,18 @@
 //!   anyone else gets the same 404 as for an unknown session (S15). New sessions are bound to
 //!   their agent from the `initialize` response, and an agent may hold at most
 //!   `sessions_per_agent` of them.
+//! - On replicas, a well-formed key this replica's view does not know may belong to an agent
+//!   created (or a key rotated) on another replica a moment ago: the view catches up before the
+//!   key is refused. Those catch-ups are paced ([`UnknownKeys`]: at most one start every
+//!   [`UNKNOWN_KEY_PACE`], shared by every request that waits for it), so a flood of made-up keys
+//!   costs the database a few queries a second, not one per request. A missing or malformed
+//!   header is refused at once.
 //! - `Authorization`, `Cookie` and `Proxy-Authorization` are removed before the request reaches
 //!   the MCP layer. Upstream requests are built by the pool from scratch, so none of the agent's
 //!   headers (these, `Forwarded`/`X-Forwarded-*`, its session id) can reach upstream (S14).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -42,11 +49,63 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     response
 }
 
+/// Most often a catch-up for keys this replica does not know starts.
+pub const UNKNOWN_KEY_PACE: Duration = Duration::from_millis(50);
+
+/// Paces the catch-ups that unknown agent keys cause on replicas: a request that finds the
+/// last one started less than [`UNKNOWN_KEY_PACE`] ago waits until then, with every other
+/// request that arrived meanwhile, and they share what the log's coalesced catch-up reads.
+#[derive(Debug, Default)]
+pub(crate) struct UnknownKeys {
+    /// When the next catch-up may start.
+    next: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl UnknownKeys {
+    /// When this request's catch-up may start: now if none started within the pace, else
+    /// the moment the pace allows (which later arrivals share).
+    fn slot(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock();
+        match *next {
+            Some(at) if at > now => at,
+            _ => {
+                *next = Some(now + UNKNOWN_KEY_PACE);
+                now
+            }
+        }
+    }
+
+    /// Waits for this request's turn.
+    async fn wait(&self) {
+        tokio::time::sleep_until(self.slot()).await;
+    }
+}
+
+/// Why a request names no agent.
+enum NoAgent {
+    /// No key, or not one in the expected form.
+    Malformed(&'static str),
+    /// A well-formed key no active agent of this replica's view holds.
+    Unknown,
+}
+
+/// 401, saying why.
+fn unauthorized(no: NoAgent) -> Response {
+    let why = match no {
+        NoAgent::Malformed(why) => why,
+        NoAgent::Unknown => "the agent key is not valid (unknown, rotated or revoked)",
+    };
+    refusal(StatusCode::UNAUTHORIZED, "unauthorized", why)
+}
+
 /// The agent the request's key belongs to, or why there is none.
-fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, &'static str> {
+fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, NoAgent> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or("an agent key is required (Authorization: Bearer agp_…)")?;
+        .ok_or(NoAgent::Malformed(
+            "an agent key is required (Authorization: Bearer agp_…)",
+        ))?;
     let key = value
         .to_str()
         .ok()
@@ -56,7 +115,9 @@ fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, &'s
         })
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-        .ok_or("the Authorization header must be: Bearer <agent key>")?;
+        .ok_or(NoAgent::Malformed(
+            "the Authorization header must be: Bearer <agent key>",
+        ))?;
     let hash = hex::encode(Sha256::digest(key.as_bytes()));
     proxy
         .projections
@@ -70,7 +131,7 @@ fn authenticate(proxy: &Proxy, headers: &HeaderMap) -> Result<AgentIdentity, &'s
                     key_sha256: hash.clone(),
                 })
         })
-        .ok_or("the agent key is not valid (unknown, rotated or revoked)")
+        .ok_or(NoAgent::Unknown)
 }
 
 /// The middleware in front of the MCP service.
@@ -79,8 +140,9 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
         Ok(who) => who,
         // Replicas: an agent created (or a key rotated) on another replica a moment ago may not
         // have reached this one's view yet; the refusal is judged on the caught-up view. (A
-        // key this view accepts is checked again when the call's record is durable.)
-        Err(_) if proxy.connectors.cluster.is_shared() => {
+        // key this view accepts is checked again when the call's record is placed.)
+        Err(NoAgent::Unknown) if proxy.connectors.cluster.is_shared() => {
+            proxy.unknown_keys.wait().await;
             if let Err(e) = proxy.recorder.log().catch_up().await {
                 tracing::error!(error = %e, "cannot reach the database to check an agent key");
                 return refusal(
@@ -91,10 +153,10 @@ pub async fn door(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next)
             }
             match authenticate(&proxy, req.headers()) {
                 Ok(who) => who,
-                Err(why) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", why),
+                Err(no) => return unauthorized(no),
             }
         }
-        Err(why) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", why),
+        Err(no) => return unauthorized(no),
     };
     let headers = req.headers_mut();
     for h in [
@@ -193,4 +255,36 @@ fn hold_while_streaming(response: Response, activity: Activity) -> Response {
         chunk
     });
     Response::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_keys_start_a_catch_up_at_most_once_per_pace_and_share_it() {
+        let keys = UnknownKeys::default();
+        let start = tokio::time::Instant::now();
+        // The first goes at once; everyone within the pace shares the next slot.
+        assert_eq!(keys.slot(), start);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let shared = keys.slot();
+        assert_eq!(shared, start + UNKNOWN_KEY_PACE);
+        for _ in 0..1000 {
+            assert_eq!(
+                keys.slot(),
+                shared,
+                "a flood waits for the same slot, not a queue"
+            );
+        }
+        tokio::time::advance(Duration::from_millis(40)).await;
+        // Past the slot: the next arrival goes at once and opens a new window.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(keys.slot(), now);
+        assert_eq!(keys.slot(), now + UNKNOWN_KEY_PACE);
+        let waited = tokio::time::Instant::now();
+        keys.wait().await;
+        assert_eq!(tokio::time::Instant::now() - waited, UNKNOWN_KEY_PACE);
+    }
 }

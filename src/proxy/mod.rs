@@ -187,6 +187,8 @@ pub struct Proxy {
     permits: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Forced refreshes by connector, bounding what upstream refusals cost the provider.
     refusals: refusals::Refusals,
+    /// Paces the catch-ups unknown agent keys cause on replicas.
+    unknown_keys: auth::UnknownKeys,
 }
 
 /// A call's two ids: its own (`call_id` in its records' data) and the id of the HTTP request
@@ -391,6 +393,7 @@ impl Proxy {
             rmcp_sessions: std::sync::OnceLock::new(),
             permits: parking_lot::Mutex::new(HashMap::new()),
             refusals,
+            unknown_keys: auth::UnknownKeys::default(),
         }
     }
 
