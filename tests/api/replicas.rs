@@ -562,6 +562,38 @@ async fn completions(server: &Server) -> Vec<Value> {
         .collect()
 }
 
+/// On `server`: the static-key server `peer` added as `kb` (its key `key`), its `echo` tool
+/// registered and granted to a new profile `ops`.
+async fn kb_granted_to_ops(server: &Server, peer: &crate::peers::Peer, key: &str) {
+    let (s, added) = server
+        .post(
+            "/servers",
+            json!({"name": "kb", "mcp_server_url": peer.ready["url"], "headers": [{"name": "X-Api-Key", "value": key}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{added}");
+    assert_eq!(
+        server
+            .post("/connectors/kb/discover-tools", json!({}))
+            .await
+            .0,
+        200
+    );
+    let (s, reg) = server
+        .post(
+            "/connectors/kb/register-tools",
+            json!({"tools": [{"name": "echo"}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{reg}");
+    assert_eq!(
+        server.post("/profiles", json!({"name": "ops"})).await.0,
+        201
+    );
+    let grant = json!({"tools": ["kb__echo"], "reason": "replicas"});
+    assert_eq!(server.post("/profiles/ops/grants", grant).await.0, 200);
+}
+
 /// A replica whose view has not yet heard of a change another replica committed — its follower
 /// deafened — still enforces the change on its next call: the call is allowed by the stale view,
 /// put on the record, judged again on the view its record's commit brought up to date, and
@@ -589,27 +621,7 @@ async fn a_replica_behind_on_a_change_refuses_the_next_call_before_upstream() {
     let a = replica(&pg, dir_a.path(), &url, None);
     let b = replica(&pg, dir_b.path(), &url, Some(&a.token));
 
-    let (s, added) = a
-        .post(
-            "/servers",
-            json!({"name": "kb", "mcp_server_url": peer.ready["url"], "headers": [{"name": "X-Api-Key", "value": KEY}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{added}");
-    assert_eq!(
-        a.post("/connectors/kb/discover-tools", json!({})).await.0,
-        200
-    );
-    let (s, reg) = a
-        .post(
-            "/connectors/kb/register-tools",
-            json!({"tools": [{"name": "echo"}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{reg}");
-    assert_eq!(a.post("/profiles", json!({"name": "ops"})).await.0, 201);
-    let grant = json!({"tools": ["kb__echo"], "reason": "replicas"});
-    assert_eq!(a.post("/profiles/ops/grants", grant).await.0, 200);
+    kb_granted_to_ops(&a, &peer, KEY).await;
 
     // Created on A and used on B straight away, B deafened: B's door catches up on a key it
     // does not know rather than refusing it.
@@ -743,27 +755,7 @@ async fn an_archive_run_on_one_replica_serves_every_replica() {
     let mut b = Server::start(dir_b.path(), &args);
     b.token = a.token.clone();
 
-    let (s, added) = a
-        .post(
-            "/servers",
-            json!({"name": "kb", "mcp_server_url": peer.ready["url"], "headers": [{"name": "X-Api-Key", "value": KEY}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{added}");
-    assert_eq!(
-        a.post("/connectors/kb/discover-tools", json!({})).await.0,
-        200
-    );
-    let (s, reg) = a
-        .post(
-            "/connectors/kb/register-tools",
-            json!({"tools": [{"name": "echo"}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{reg}");
-    assert_eq!(a.post("/profiles", json!({"name": "ops"})).await.0, 201);
-    let grant = json!({"tools": ["kb__echo"], "reason": "archive"});
-    assert_eq!(a.post("/profiles/ops/grants", grant).await.0, 200);
+    kb_granted_to_ops(&a, &peer, KEY).await;
     let (s, bot) = a
         .post("/agents", json!({"name": "bot", "profile": "ops"}))
         .await;

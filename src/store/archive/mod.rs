@@ -65,6 +65,15 @@ pub struct ArchiveRequest {
     pub segment_records: u64,
 }
 
+impl ArchiveRequest {
+    /// Whether the request allows archiving `r` (a run stops at the first record it does not).
+    pub fn allows(&self, r: &RecordedEvent) -> bool {
+        self.before_seq.is_none_or(|s| r.seq < s)
+            && self.before_time.is_none_or(|t| r.time < t)
+            && r.time <= self.not_after
+    }
+}
+
 /// Default [`ArchiveRequest::segment_records`]: about 8–10 MiB of call records per file.
 pub const SEGMENT_RECORDS: u64 = 65_536;
 
@@ -84,6 +93,39 @@ pub struct Prepared {
     pub selector: Selector,
     pub id_v7_max_ms: u64,
     pub ids_other: bool,
+}
+
+impl Prepared {
+    /// A run of `selector` that will start after `through`, whose hash is `through_hash`, and
+    /// holds no segment yet.
+    pub fn starting_after(through: u64, through_hash: String, selector: Selector) -> Self {
+        Self {
+            first_seq: through + 1,
+            last_seq: through,
+            last_hash: through_hash,
+            records: 0,
+            selected: 0,
+            segments: Vec::new(),
+            segment_bytes: 0,
+            selector,
+            id_v7_max_ms: 0,
+            ids_other: false,
+        }
+    }
+
+    /// Takes in a finished segment named `name`, of `bytes` bytes, that `trailer` describes.
+    pub fn add(&mut self, name: String, trailer: &Trailer, bytes: u64) {
+        self.last_seq = trailer.last_seq;
+        self.last_hash.clone_from(&trailer.last_hash);
+        self.records += trailer.records;
+        self.selected += trailer.selected;
+        self.segment_bytes += bytes;
+        if let Some((_, hi)) = trailer.id_v7_ms {
+            self.id_v7_max_ms = self.id_v7_max_ms.max(hi);
+        }
+        self.ids_other |= trailer.ids_other > 0;
+        self.segments.push(name);
+    }
 }
 
 /// What an archive run did.

@@ -497,24 +497,9 @@ impl PgLog {
             return Ok(None);
         }
         let selector = &request.selector;
-        let qualifies = |r: &RecordedEvent| {
-            request.before_seq.is_none_or(|s| r.seq < s)
-                && request.before_time.is_none_or(|t| r.time < t)
-                && r.time <= request.not_after
-        };
         let mut prev_hash = state.chain_end();
-        let mut prepared = Prepared {
-            first_seq: first,
-            last_seq: state.through,
-            last_hash: prev_hash.clone(),
-            records: 0,
-            selected: 0,
-            segments: Vec::new(),
-            segment_bytes: 0,
-            selector: selector.clone(),
-            id_v7_max_ms: 0,
-            ids_other: false,
-        };
+        let mut prepared =
+            Prepared::starting_after(state.through, prev_hash.clone(), selector.clone());
         let mut heads = HashMap::new();
         let mut writer: Option<SegmentWriter> = None;
         let mut next = first;
@@ -528,7 +513,7 @@ impl PgLog {
                         reason: "record missing below the head".into(),
                     });
                 }
-                if !qualifies(&r) {
+                if !request.allows(&r) {
                     break 'pages;
                 }
                 if !r.hash_is_valid() || r.prev_hash != prev_hash {
@@ -591,7 +576,7 @@ impl PgLog {
             id_v7_ms,
             ids_other,
             ..
-        } = trailer.clone();
+        } = trailer;
         let size = bytes.len() as u64;
         let params = (
             big(first_seq, "seq")?,
@@ -620,16 +605,7 @@ impl PgLog {
                 "another archive run committed seq {first_seq} meanwhile; run again"
             )));
         }
-        prepared.last_seq = last_seq;
-        prepared.last_hash = trailer.last_hash;
-        prepared.records += records;
-        prepared.selected += selected;
-        prepared.segment_bytes += size;
-        if let Some((_, hi)) = id_v7_ms {
-            prepared.id_v7_max_ms = prepared.id_v7_max_ms.max(hi);
-        }
-        prepared.ids_other |= ids_other > 0;
-        prepared.segments.push(file_name(first_seq, last_seq));
+        prepared.add(file_name(first_seq, last_seq), &trailer, size);
         Ok(())
     }
 

@@ -45,28 +45,12 @@ pub(in crate::store::sled_log) fn prepare(
     }
     dir.remove_uncommitted(state.through)?;
     let selector = &request.selector;
-    let qualifies = |r: &RecordedEvent| {
-        request.before_seq.is_none_or(|s| r.seq < s)
-            && request.before_time.is_none_or(|t| r.time < t)
-            && r.time <= request.not_after
-    };
     let mut prev_hash = if state.through == 0 {
         GENESIS_HASH.to_string()
     } else {
         state.through_hash.clone()
     };
-    let mut prepared = Prepared {
-        first_seq: first,
-        last_seq: state.through,
-        last_hash: prev_hash.clone(),
-        records: 0,
-        selected: 0,
-        segments: Vec::new(),
-        segment_bytes: 0,
-        selector: selector.clone(),
-        id_v7_max_ms: 0,
-        ids_other: false,
-    };
+    let mut prepared = Prepared::starting_after(state.through, prev_hash.clone(), selector.clone());
     let mut writer: Option<SegmentWriter> = None;
     let mut next = first;
     for kv in db.range(keys::group(first)..=keys::group(head)) {
@@ -81,7 +65,7 @@ pub(in crate::store::sled_log) fn prepare(
         }
         let records = group::decode(g, &value, g, u64::MAX)?;
         let end = g + records.len() as u64 - 1;
-        if end > head || !records.iter().all(qualifies) {
+        if end > head || !records.iter().all(|r| request.allows(r)) {
             break;
         }
         for r in records {
@@ -125,20 +109,11 @@ pub(in crate::store::sled_log) fn prepare(
 
 fn add_segment(prepared: &mut Prepared, w: SegmentWriter) -> Result<(), StoreError> {
     let (path, trailer, bytes) = w.finish()?;
-    prepared.last_seq = trailer.last_seq;
-    prepared.last_hash = trailer.last_hash;
-    prepared.records += trailer.records;
-    prepared.selected += trailer.selected;
-    prepared.segment_bytes += bytes;
-    if let Some((_, hi)) = trailer.id_v7_ms {
-        prepared.id_v7_max_ms = prepared.id_v7_max_ms.max(hi);
-    }
-    prepared.ids_other |= trailer.ids_other > 0;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .map(str::to_owned)
         .unwrap_or_default();
-    prepared.segments.push(name);
+    prepared.add(name, &trailer, bytes);
     Ok(())
 }
