@@ -593,3 +593,49 @@ async fn a_replica_behind_an_archive_run_still_delivers_every_record_in_order() 
     assert_eq!(seen, (1..=a.head()).collect::<Vec<_>>());
     assert!(verify_chain(&b).expect("verify").is_valid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_removal_fails_still_counts_and_the_next_run_removes_its_rows() {
+    let (pg, url) = server();
+    let log = open(&url).await;
+    fill_range(&log, 1, 30).await;
+    // Deleting from `events` fails (as a database could, after the run's commit).
+    pg.psql(
+        "agp_test",
+        "CREATE FUNCTION agp.refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'deletes refused for this test'; END $$; \
+         CREATE TRIGGER refuse BEFORE DELETE ON agp.events \
+         FOR EACH ROW EXECUTE FUNCTION agp.refuse()",
+    )
+    .expect("psql");
+    let report = archive(&log, 21).await;
+    assert_eq!(
+        (report.last_seq, report.live_bytes_freed),
+        (20, 0),
+        "{report:?}"
+    );
+    assert_eq!(log.archived_through(), 20);
+    assert_eq!(live_rows(&pg).len(), 31, "nothing was removed");
+    assert!(verify_chain(&log).expect("verify").is_valid());
+    assert!(
+        log.read_live(1, 100)
+            .expect("read_live")
+            .iter()
+            .all(|r| r.seq > 20 || !is_call(r.seq))
+    );
+
+    pg.psql("agp_test", "DROP TRIGGER refuse ON agp.events")
+        .expect("psql");
+    fill_range(&log, 32, 33).await;
+    let next = archive(&log, 34).await;
+    assert_eq!(next.first_seq, 21);
+    assert!(next.live_bytes_freed > 0);
+    let rows = live_rows(&pg);
+    let all = log.read_all(1, 100).expect("read_all");
+    assert!(
+        rows.iter()
+            .all(|&s| s > 33 || !all[s as usize - 1].event_type.starts_with("call.")),
+        "{rows:?}"
+    );
+    assert!(verify_chain(&log).expect("verify").is_valid());
+}

@@ -633,15 +633,29 @@ impl PgLog {
                 let mut client = db.connect().await?;
                 let marker_seq =
                     commit(&mut client, &sql, &archive_sql, &run, staged, marker).await?;
-                // The run counts from here; the removal is its tail (a failure there leaves
-                // rows the next run removes).
-                let state = read_state(&client, &archive_sql).await?;
-                let removed = remove(&pool, &archive_sql, &state).await?;
+                // The run counts from here. The removal is its tail: when it fails, the run
+                // still happened, and the next run removes the rows.
+                let state = read_state(&client, &archive_sql).await;
+                let removed = match &state {
+                    Ok(state) => remove(&pool, &archive_sql, state).await,
+                    Err(e) => Err(e.clone()),
+                };
                 Ok((marker_seq, state, removed))
             })
             .await?;
-        self.shared.learn_archive(&state);
-        self.vacuum();
+        if let Ok(state) = &state {
+            self.shared.learn_archive(state);
+        }
+        let removed = match removed {
+            Ok(removed) => {
+                self.vacuum();
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, marker_seq, "an archive run committed, but removing its records from the live log failed; the next run removes them");
+                0
+            }
+        };
         crate::store::EventLog::catch_up(self).await?;
         Ok(ArchiveReport {
             first_seq: prepared.first_seq,
@@ -656,9 +670,10 @@ impl PgLog {
         })
     }
 
-    /// Vacuums `events` in the background after a run removed rows (one vacuum at a time):
-    /// PostgreSQL reuses their space only once a vacuum saw them, and autovacuum's default
-    /// threshold (a fifth of the table dead) lets a large table grow by that much first.
+    /// Vacuums `events` in the background, on a connection of its own (the pool stays free for
+    /// reads), after a run removed rows (one vacuum at a time): PostgreSQL reuses their space
+    /// only once a vacuum saw them, and autovacuum's default threshold (a fifth of the table
+    /// dead) lets a large table grow by that much first.
     fn vacuum(&self) {
         if self
             .vacuuming
@@ -666,14 +681,11 @@ impl PgLog {
         {
             return;
         }
-        let (pool, sql, vacuuming) = (
-            self.db.pool(),
-            self.sql.archive.clone(),
-            self.vacuuming.clone(),
-        );
+        let (config, tls) = (self.db.config().clone(), self.db.tls().clone());
+        let (sql, vacuuming) = (self.sql.archive.clone(), self.vacuuming.clone());
         self.db.handle().spawn(async move {
             let started = std::time::Instant::now();
-            let done = match PgDatabase::pooled(&pool).await {
+            let done = match super::connect(&config, &tls).await {
                 Ok(client) => client
                     .batch_execute(&sql.vacuum)
                     .await
