@@ -33,14 +33,15 @@ pub enum EventsCommand {
     },
     /// Move call records (`call.*`) out of the live log into compressed archive segments that
     /// keep the hash chain whole (`events export` and `audit verify` read them). Takes whole
-    /// group commits from the first record not yet archived, as far as --before allows.
+    /// group commits (records, on PostgreSQL) from the first record not yet archived, as far
+    /// as --before allows.
     Archive {
         /// A seq (records before it), an RFC 3339 time (records appended before it) or an age
         /// (`30d`, `12h`, `90m`, `3600s`: records older than that).
         #[arg(long, value_name = "SEQ|TIME|AGE")]
         before: String,
-        /// Records younger than this are never archived (on a data directory; a server uses
-        /// its own `--archive-min-age`).
+        /// Records younger than this are never archived (on a data directory or the database;
+        /// a server uses its own `--archive-min-age`).
         #[arg(long, value_name = "AGE", default_value = "5m", value_parser = crate::cli::duration_arg)]
         min_age: std::time::Duration,
         /// Archive the PostgreSQL log directly (replicas may keep running: a run commits in
