@@ -414,11 +414,13 @@ impl Writer {
 
     /// The one-round-trip path, while this process is the only writer (its last commit is the
     /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
-    /// stream it does not know is taken as new), and ONE round trip: a single statement
+    /// stream it does not know is taken as new — unless an archive run removed records, see
+    /// `stage_known`), and ONE round trip: a single statement
     /// (`Sql::one_trip`: the records inserted only if the head is the seq assumed, the
     /// notification) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
     /// refuses: a moved head (nothing inserted: the statement divides by zero), an id already
-    /// stored (a retry) or a version already taken (a stale version) fail the statement, the
+    /// stored (a retry) or a version already taken (a stale version: never once anything was
+    /// archived, when `events` no longer holds every taken version) fail the statement, the
     /// transaction commits nothing, and the group goes the careful way (whose callers are then
     /// told their place only once it is durable). Returns the requests untouched when the
     /// group was not written, answered when it was.
