@@ -233,8 +233,16 @@ pub(crate) async fn read_state(
     client: &tokio_postgres::Client,
     sql: &ArchiveSql,
 ) -> Result<State, StoreError> {
+    state_by(client, &sql.state).await
+}
+
+/// The state row as `statement` (`state`, or `state_for_update` in a transaction) reads it.
+async fn state_by(
+    client: &impl tokio_postgres::GenericClient,
+    statement: &str,
+) -> Result<State, StoreError> {
     let row = client
-        .query_one(&sql.state, &[])
+        .query_one(statement, &[])
         .await
         .map_err(pg_error("reading the archive state"))?;
     State::from_row(&row)
@@ -748,11 +756,7 @@ async fn drop_uncommitted(
         .transaction()
         .await
         .map_err(pg_error("dropping uncommitted archive segments"))?;
-    let state = State::from_row(
-        &tx.query_one(&sql.state_for_update, &[])
-            .await
-            .map_err(pg_error("reading the archive state"))?,
-    )?;
+    let state = state_by(&*tx, &sql.state_for_update).await?;
     tx.execute(&sql.drop_uncommitted, &[&big(state.through, "seq")?])
         .await
         .map_err(pg_error("dropping uncommitted archive segments"))?;
@@ -779,11 +783,7 @@ async fn commit(
     tx.execute(&sql.lock_log, &[&sql.lock_key])
         .await
         .map_err(pg_error("taking the log's lock"))?;
-    let state = State::from_row(
-        &tx.query_one(&archive.state_for_update, &[])
-            .await
-            .map_err(pg_error("reading the archive state"))?,
-    )?;
+    let state = state_by(&tx, &archive.state_for_update).await?;
     if state.through + 1 != run.first_seq {
         return Err(StoreError::Invalid(format!(
             "another archive run committed meanwhile (the archive now ends at seq {}); run again",
