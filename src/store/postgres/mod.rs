@@ -618,23 +618,18 @@ impl EventLog for PgLog {
         }
         let from = from_seq.max(1);
         let live = self.read_all_live(from, limit)?;
-        let whole = live
+        let Some(hole) = live
             .iter()
             .enumerate()
-            .all(|(i, r)| r.seq == from + i as u64);
-        if whole {
+            .position(|(i, r)| r.seq != from + i as u64)
+        else {
             return Ok(live);
-        }
+        };
         let state = self.archive_state()?;
         if from > state.through {
             // A hole above the archive: nothing explains it.
-            let missing = live
-                .iter()
-                .enumerate()
-                .find(|(i, r)| r.seq != from + *i as u64)
-                .map_or(from, |(i, _)| from + i as u64);
             return Err(StoreError::Corrupt {
-                seq: missing,
+                seq: from + hole as u64,
                 reason: "record missing from the log".into(),
             });
         }
