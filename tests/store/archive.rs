@@ -52,7 +52,7 @@ fn open_with(dir: &Path, options: SledOptions) -> SledLog {
     }
 }
 
-fn event(event_type: &str, n: u64) -> NewEvent {
+pub(crate) fn event(event_type: &str, n: u64) -> NewEvent {
     NewEvent {
         id: Uuid::now_v7(),
         event_type: event_type.into(),
@@ -63,7 +63,7 @@ fn event(event_type: &str, n: u64) -> NewEvent {
     }
 }
 
-fn is_call(seq: u64) -> bool {
+pub(crate) fn is_call(seq: u64) -> bool {
     !seq.is_multiple_of(3)
 }
 
@@ -75,8 +75,9 @@ fn stream_of(seq: u64) -> &'static str {
     }
 }
 
-/// Writes seqs `from..=to`, one append each.
-async fn fill_range(log: &SledLog, from: u64, to: u64) {
+/// Writes seqs `from..=to`, one append each (on either store: the PostgreSQL archive tests
+/// fill their logs the same way).
+pub(crate) async fn fill_range(log: &dyn EventLog, from: u64, to: u64) {
     for seq in from..=to {
         let stream = stream_of(seq);
         let (expected, event_type) = if is_call(seq) {
@@ -101,7 +102,7 @@ async fn fill(log: &SledLog) {
     fill_range(log, 1, N).await;
 }
 
-fn request(before: u64) -> ArchiveRequest {
+pub(crate) fn request(before: u64) -> ArchiveRequest {
     ArchiveRequest {
         before_seq: Some(before),
         before_time: None,
@@ -111,7 +112,7 @@ fn request(before: u64) -> ArchiveRequest {
     }
 }
 
-fn marker() -> AppendBatch {
+pub(crate) fn marker() -> AppendBatch {
     AppendBatch {
         stream: "log".into(),
         expected: ExpectedVersion::Any,
@@ -669,14 +670,14 @@ async fn checkpoints_hold_across_an_archive_run() {
     .expect("vault");
     let shared: Arc<dyn EventLog> = log.clone();
     let signer = Checkpointer::new(shared, Arc::new(vault), Sinks::default());
-    fill_range(&log, 1, 31).await;
+    fill_range(log.as_ref(), 1, 31).await;
     // Seq 31 is a call record: archived below.
     let before = signer.create().await.expect("checkpoint");
     assert_eq!(before.seq, 31);
-    fill_range(&log, 32, N).await;
+    fill_range(log.as_ref(), 32, N).await;
     archive(&log, BEFORE).await;
     // The signer's incremental walk goes on across the archived range.
-    fill_range(&log, N + 2, N + 4).await;
+    fill_range(log.as_ref(), N + 2, N + 4).await;
     let after = signer.create().await.expect("checkpoint after the run");
     assert_eq!(after.seq, N + 4);
     let key = signer.public_key().await.expect("key").public_key;

@@ -7,15 +7,14 @@
 
 use std::sync::Arc;
 
-use agp::store::archive::{ArchiveReport, ArchiveRequest, SEGMENT_RECORDS, Selector};
+use agp::store::archive::ArchiveReport;
 use agp::store::postgres::{PgLog, PgOptions};
 use agp::store::{
     AppendBatch, EventLog, ExpectedVersion, NewEvent, RecordedEvent, StoreError, verify_chain,
 };
-use chrono::Utc;
-use serde_json::json;
 use uuid::Uuid;
 
+use crate::archive::{event, fill_range, is_call, marker, request};
 use crate::pg_server::TempPostgres;
 
 /// Appends written by [`fill`]: one in three is a connector event, the others call records of
@@ -35,69 +34,6 @@ async fn open(url: &str) -> PgLog {
         .await
         .expect("open PgLog")
         .0
-}
-
-fn event(event_type: &str, n: u64) -> NewEvent {
-    NewEvent {
-        id: Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version: 1,
-        actor: "system".into(),
-        correlation_id: Uuid::now_v7(),
-        data: json!({ "n": n }),
-    }
-}
-
-fn is_call(seq: u64) -> bool {
-    !seq.is_multiple_of(3)
-}
-
-fn stream_of(seq: u64) -> &'static str {
-    match (is_call(seq), seq % 2) {
-        (false, _) => "connector-c",
-        (true, 0) => "calls-a0",
-        (true, _) => "calls-a1",
-    }
-}
-
-/// Writes seqs `from..=to`, one append each.
-async fn fill_range(log: &PgLog, from: u64, to: u64) {
-    for seq in from..=to {
-        let stream = stream_of(seq);
-        let (expected, event_type) = if is_call(seq) {
-            (ExpectedVersion::Any, "call.started")
-        } else {
-            let v = log.stream_version(stream).expect("version").unwrap_or(0);
-            (ExpectedVersion::Exact(v), "connector.changed")
-        };
-        let a = log
-            .append(AppendBatch {
-                stream: stream.into(),
-                expected,
-                events: vec![event(event_type, seq)],
-            })
-            .await
-            .expect("append");
-        assert_eq!(a.first_seq, seq);
-    }
-}
-
-fn request(before: u64) -> ArchiveRequest {
-    ArchiveRequest {
-        before_seq: Some(before),
-        before_time: None,
-        not_after: Utc::now() + chrono::Duration::hours(1),
-        selector: Selector::new(["call."]),
-        segment_records: SEGMENT_RECORDS,
-    }
-}
-
-fn marker() -> AppendBatch {
-    AppendBatch {
-        stream: "log".into(),
-        expected: ExpectedVersion::Any,
-        events: vec![event("log.archived", 0)],
-    }
 }
 
 async fn archive(log: &PgLog, before: u64) -> ArchiveReport {
@@ -500,7 +436,7 @@ async fn a_run_another_replica_committed_first_is_refused_and_nothing_is_lost() 
 async fn rows_a_run_had_not_removed_yet_read_back_and_the_next_run_removes_them() {
     let (pg, url) = server();
     let log = Arc::new(open(&url).await);
-    fill_range(&log, 1, N).await;
+    fill_range(log.as_ref(), 1, N).await;
     let before = log.read_all(1, 10_000).expect("read_all");
     archive(&log, BEFORE).await;
     // As if the run had stopped after its commit: its call records back in `events`, the
@@ -542,7 +478,7 @@ async fn rows_a_run_had_not_removed_yet_read_back_and_the_next_run_removes_them(
     assert!(live.iter().all(|r| r.seq >= BEFORE || !is_call(r.seq)));
 
     // The next run removes them first.
-    fill_range(&log, N + 2, N + 3).await;
+    fill_range(log.as_ref(), N + 2, N + 3).await;
     let head = log.head();
     archive(&log, head).await;
     let rows = live_rows(&pg);
