@@ -535,8 +535,14 @@ async fn a_lone_writer_commits_in_one_round_trip_and_falls_back_when_wrong() {
             .await
             .expect("append");
     }
+    // Every group size the one statement takes as rows of scalars, and beyond (arrays).
+    for n in 3..=9 {
+        a.append(batch(&format!("n{n}"), ExpectedVersion::NoStream, n))
+            .await
+            .expect("append");
+    }
     let (fast, careful) = a.group_paths();
-    assert!(fast >= 58 && careful <= 2, "fast {fast}, careful {careful}");
+    assert!(fast >= 65 && careful <= 2, "fast {fast}, careful {careful}");
     // A retry of a stored append: the same answer as the first time.
     let first = a.read_all(1, 2).expect("read");
     let retry = AppendBatch {
@@ -571,6 +577,16 @@ async fn a_lone_writer_commits_in_one_round_trip_and_falls_back_when_wrong() {
     a.append(batch("s1", ExpectedVersion::Any, 1))
         .await
         .expect("and again");
+    // A moved head refuses a group written as arrays as well: it is written after b's.
+    let moved = b
+        .append(batch("s2", ExpectedVersion::Any, 1))
+        .await
+        .expect("b appends again");
+    let big = a
+        .append(batch("s2", ExpectedVersion::Any, 7))
+        .await
+        .expect("a appends seven");
+    assert_eq!(big.first_seq, moved.last_seq + 1, "{big:?}");
     let report = verify_chain(&a).expect("verify");
     assert!(
         report.is_valid() && report.checked == a.head(),
@@ -584,6 +600,7 @@ async fn a_lone_writer_commits_in_one_round_trip_and_falls_back_when_wrong() {
             .collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
+    assert_eq!(a.read_stream("s2", 1).expect("read").len(), 2 + 1 + 7);
 }
 
 /// The server crashes (immediate shutdown) while 32 writers append: every append that was

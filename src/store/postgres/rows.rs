@@ -125,6 +125,27 @@ impl<'a> Columns<'a> {
         Ok(c)
     }
 
+    /// Record `i`'s twelve columns as statement parameters, in [`Columns`]' order.
+    ///
+    /// # Panics
+    /// If `i` is not the index of one of the records.
+    pub fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.seq[i],
+            &self.stream[i],
+            &self.version[i],
+            &self.id[i],
+            &self.event_type[i],
+            &self.schema_version[i],
+            &self.time[i],
+            &self.actor[i],
+            &self.correlation_id[i],
+            &self.data[i],
+            &self.prev_hash[i],
+            &self.hash[i],
+        ]
+    }
+
     /// The twelve arrays as statement parameters `$1`–`$12`, in [`Columns`]' order.
     pub fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [

@@ -76,6 +76,8 @@ struct Conn {
     read_range: Statement,
     notify: Statement,
     one_trip: Statement,
+    /// [`Sql::one_trip_rows`], by count less one.
+    one_trip_rows: Vec<Statement>,
     archive_state: Statement,
     /// The channel commits are announced on.
     channel: String,
@@ -105,6 +107,10 @@ impl Conn {
                     .map_err(pg_error("preparing the writer's statements"))
             }
         };
+        let mut one_trip_rows = Vec::with_capacity(sql.one_trip_rows.len());
+        for text in &sql.one_trip_rows {
+            one_trip_rows.push(prepare(text).await?);
+        }
         Ok(Self {
             lock_log: prepare(&sql.lock_log).await?,
             head: prepare(&sql.head).await?,
@@ -115,6 +121,7 @@ impl Conn {
             read_range: prepare(&sql.read_range).await?,
             notify: prepare(&sql.notify).await?,
             one_trip: prepare(&sql.one_trip).await?,
+            one_trip_rows,
             archive_state: prepare(&sql.archive.state).await?,
             channel: sql.channel.clone(),
             lock_key: sql.lock_key,
@@ -416,8 +423,8 @@ impl Writer {
     /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
     /// stream it does not know is taken as new — unless an archive run removed records, see
     /// `stage_known`), and ONE round trip: a single statement
-    /// (`Sql::one_trip`: the records inserted only if the head is the seq assumed, the
-    /// notification) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
+    /// (`Sql::one_trip`: the records inserted only if the head is the seq assumed; the
+    /// notification, when due, a statement of its own) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
     /// refuses: a moved head (nothing inserted: the statement divides by zero), an id already
     /// stored (a retry) or a version already taken (a stale version: never once anything was
     /// archived, when `events` no longer holds every taken version) fail the statement, the
@@ -689,13 +696,14 @@ async fn read_stored(
     Ok(stored)
 }
 
-/// The one-round-trip path's group: ONE statement (`Sql::one_trip`) between `BEGIN` and
-/// `COMMIT`, all three sent before any answer is awaited. The statement's answer comes as soon
-/// as it ran (its Sync, inside a transaction block, commits nothing): the records are then
-/// inserted under the log's lock, and the callers who asked are told their place; `COMMIT`'s
-/// answer comes once the group is durable (`synchronous_commit`). A wrong assumption (a moved
-/// head, a retried id, a stale version) fails the statement, and PostgreSQL answers the
-/// `COMMIT` of the failed transaction with a rollback: nothing is written.
+/// The one-round-trip path's group: ONE statement (`Sql::one_trip`, or `Sql::one_trip_rows`
+/// for a small group) between `BEGIN` and `COMMIT`, with the announcement when it is due, all
+/// sent before any answer is awaited. The statement's answer comes as soon as it ran (its Sync,
+/// inside a transaction block, commits nothing): the records are then inserted under the log's
+/// lock, and the callers who asked are told their place; `COMMIT`'s answer comes once the group
+/// is durable (`synchronous_commit`). A wrong assumption (a moved head, a retried id, a stale
+/// version) fails the statement, and PostgreSQL answers the `COMMIT` of the failed transaction
+/// with a rollback: nothing is written, nor announced.
 async fn write_one_statement(
     conn: &Conn,
     group: &Group,
@@ -703,28 +711,41 @@ async fn write_one_statement(
     announce: bool,
 ) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
-    let count = i64::try_from(group.records.len()).unwrap_or(i64::MAX);
+    let n = group.records.len();
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
     let assumed = big(group.first_seq - 1, "seq")?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = cols.params().to_vec();
-    params.extend([
-        &count as &(dyn ToSql + Sync),
-        &conn.channel,
-        &conn.lock_key,
-        &assumed,
-        &announce,
-    ]);
+    let (statement, mut params): (_, Vec<&(dyn ToSql + Sync)>) =
+        match conn.one_trip_rows.get(n.wrapping_sub(1)) {
+            Some(rows) => (rows, (0..n).flat_map(|i| cols.row(i)).collect()),
+            None => (&conn.one_trip, cols.params().to_vec()),
+        };
+    params.extend([&count as &(dyn ToSql + Sync), &conn.lock_key, &assumed]);
+    let announced = group.tip.seq.to_string();
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let c = &conn.client;
     let written = async {
-        let written = c.query_one(&conn.one_trip, &params).await;
+        let written = c.query_one(statement, &params).await;
         if written.is_ok() {
             place(placing);
         }
         written
     };
-    let (begun, written, committed) =
-        tokio::join!(c.batch_execute("BEGIN"), written, c.batch_execute("COMMIT"));
+    let notified = async {
+        if announce {
+            c.execute(&conn.notify, &notify_params).await.map(drop)
+        } else {
+            Ok(())
+        }
+    };
+    let (begun, written, notified, committed) = tokio::join!(
+        c.batch_execute("BEGIN"),
+        written,
+        notified,
+        c.batch_execute("COMMIT")
+    );
     begun.map_err(pg_error("beginning a group"))?;
     written.map_err(pg_error("writing the group"))?;
+    notified.map_err(pg_error("announcing the commit"))?;
     committed.map_err(commit_error)
 }
 
