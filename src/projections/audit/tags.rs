@@ -15,6 +15,7 @@
 //! `approval-<id>` stream, so event types added later are tagged without touching this file.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -27,11 +28,12 @@ use crate::domain::profile::ProfileEvent;
 use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
-/// Interned strings: index ↔ string, in first-seen order (deterministic under replay).
+/// Interned strings: index ↔ string, in first-seen order (deterministic under replay). Each
+/// string is held once, shared by the list and the index.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Interner {
-    strings: Vec<String>,
-    index: HashMap<String, u32>,
+    strings: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
 }
 
 impl Interner {
@@ -40,16 +42,14 @@ impl Interner {
             return i;
         }
         let i = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        self.strings.push(s.to_string());
-        self.index.insert(s.to_string(), i);
+        let shared: Arc<str> = Arc::from(s);
+        self.strings.push(Arc::clone(&shared));
+        self.index.insert(shared, i);
         i
     }
 
     pub(super) fn get(&self, i: u32) -> &str {
-        self.strings
-            .get(i as usize)
-            .map(String::as_str)
-            .unwrap_or("")
+        self.strings.get(i as usize).map(|s| &**s).unwrap_or("")
     }
 
     pub(super) fn find(&self, s: &str) -> Option<u32> {
@@ -115,8 +115,9 @@ pub(super) struct Tagger {
     profiles: HashMap<String, u32>,
     /// Connector id → `connector:<name>`.
     connectors: HashMap<String, u32>,
-    /// Tool name → `tool:<name>`: saves formatting a string per call record.
-    tools: HashMap<String, u32>,
+    /// Where `tool:<name>` is spelled to be looked up: a call record's tool tag costs a copy
+    /// into it, not an allocation, and no map of tool names is kept beside the interner.
+    scratch: String,
     /// Approval id → the tags of the call it held.
     approvals: HashMap<String, Vec<u32>>,
     pub(super) sets: TagSets,
@@ -154,7 +155,13 @@ fn approval_id(record: &RecordedEvent) -> Option<&str> {
 
 impl Tagger {
     fn tool(&mut self, strings: &mut Interner, name: &str) -> u32 {
-        named(&mut self.tools, strings, name, "tool", name).unwrap_or_default()
+        if name.is_empty() {
+            return 0;
+        }
+        self.scratch.clear();
+        self.scratch.push_str("tool:");
+        self.scratch.push_str(name);
+        strings.intern(&self.scratch)
     }
 
     /// The tag set of `event` (recorded as `record`).
