@@ -422,9 +422,9 @@ impl Writer {
     /// The one-round-trip path, while this process is the only writer (its last commit is the
     /// head): sequence numbers from the head it knows, stream versions from [`Known`] (a
     /// stream it does not know is taken as new — unless an archive run removed records, see
-    /// `stage_known`), and ONE round trip: a single statement
-    /// (`Sql::one_trip`: the records inserted only if the head is the seq assumed; the
-    /// notification, when due, a statement of its own) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
+    /// `stage_known`), and ONE round trip: a single statement (`Sql::one_trip`: the records
+    /// inserted only if the head is the seq assumed; the notification, when due, a statement
+    /// of its own) between `BEGIN` and `COMMIT`. Whatever it assumed wrongly, the database
     /// refuses: a moved head (nothing inserted: the statement divides by zero), an id already
     /// stored (a retry) or a version already taken (a stale version: never once anything was
     /// archived, when `events` no longer holds every taken version) fail the statement, the
@@ -720,8 +720,6 @@ async fn write_one_statement(
             None => (&conn.one_trip, cols.params().to_vec()),
         };
     params.extend([&count as &(dyn ToSql + Sync), &conn.lock_key, &assumed]);
-    let announced = group.tip.seq.to_string();
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let c = &conn.client;
     let written = async {
         let written = c.query_one(statement, &params).await;
@@ -730,17 +728,10 @@ async fn write_one_statement(
         }
         written
     };
-    let notified = async {
-        if announce {
-            c.execute(&conn.notify, &notify_params).await.map(drop)
-        } else {
-            Ok(())
-        }
-    };
     let (begun, written, notified, committed) = tokio::join!(
         c.batch_execute("BEGIN"),
         written,
-        notified,
+        announce_head(conn, group.tip.seq, announce),
         c.batch_execute("COMMIT")
     );
     begun.map_err(pg_error("beginning a group"))?;
@@ -763,8 +754,6 @@ async fn write_careful(
 ) -> Result<(), StoreError> {
     let cols = Columns::of(&group.records)?;
     let columns = cols.params();
-    let announced = group.tip.seq.to_string();
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&conn.channel, &announced];
     let end = if injected { "ROLLBACK" } else { "COMMIT" };
     let c = &conn.client;
     let expected = group.records.len() as u64;
@@ -775,14 +764,11 @@ async fn write_careful(
         }
         inserted
     };
-    let notified = async {
-        if announce {
-            c.execute(&conn.notify, &notify_params).await.map(drop)
-        } else {
-            Ok(())
-        }
-    };
-    let (inserted, notified, committed) = tokio::join!(inserted, notified, c.batch_execute(end));
+    let (inserted, notified, committed) = tokio::join!(
+        inserted,
+        announce_head(conn, group.tip.seq, announce),
+        c.batch_execute(end)
+    );
     // A failed statement aborts the transaction, and PostgreSQL answers its COMMIT with a
     // rollback: the group is written only if every statement succeeded.
     let inserted = inserted.map_err(pg_error("inserting the group's records"))?;
@@ -798,6 +784,20 @@ async fn write_careful(
         return Err(StoreError::Backend("injected commit failure".into()));
     }
     Ok(())
+}
+
+/// Announces `head` to the other replicas' followers (`pg_notify`, delivered at commit) when
+/// `due`; nothing otherwise. Its first poll sends the statement, so inside `join!` it goes out
+/// in order with the group's other statements.
+async fn announce_head(conn: &Conn, head: u64, due: bool) -> Result<(), tokio_postgres::Error> {
+    if !due {
+        return Ok(());
+    }
+    let head = head.to_string();
+    conn.client
+        .execute(&conn.notify, &[&conn.channel, &head])
+        .await
+        .map(drop)
 }
 
 /// A `COMMIT` that failed or whose answer was lost.
