@@ -9,6 +9,8 @@ pub const DEFAULT_DATA_DIR: &str = "./agp-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often registered tools are re-listed upstream to detect drift (S17), in seconds.
 pub const DEFAULT_RELIST_EVERY_SECS: u64 = 600;
+/// How often the background refresher looks for access tokens about to expire, in seconds.
+pub const DEFAULT_REFRESH_EVERY_SECS: u64 = 5;
 /// How often AGP signs an audit checkpoint of the chain's head (S25), in seconds.
 pub const DEFAULT_CHECKPOINT_EVERY_SECS: u64 = 3600;
 
@@ -154,7 +156,7 @@ impl Config {
             listen,
             public_url,
             egress_allow: Vec::new(),
-            refresh_every: std::time::Duration::from_secs(5),
+            refresh_every: std::time::Duration::from_secs(DEFAULT_REFRESH_EVERY_SECS),
             relist_every: std::time::Duration::from_secs(DEFAULT_RELIST_EVERY_SECS),
             egress_timeouts: crate::oauth::egress::EgressTimeouts::default(),
             proxy: crate::proxy::ProxyConfig::default(),

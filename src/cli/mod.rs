@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::config::{
-    DEFAULT_CHECKPOINT_EVERY_SECS, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RELIST_EVERY_SECS,
-    Durability, LogFormat, default_worker_threads,
+    DEFAULT_CHECKPOINT_EVERY_SECS, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REFRESH_EVERY_SECS,
+    DEFAULT_RELIST_EVERY_SECS, Durability, LogFormat, default_worker_threads,
 };
 
 #[derive(Debug, Parser)]
@@ -145,6 +145,12 @@ pub struct ServeArgs {
     /// registered tools whose definition changed (rug-pull detection). 0 turns it off.
     #[arg(long, env = "AGP_RELIST_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_RELIST_EVERY_SECS)]
     pub relist_every: u64,
+    /// Seconds between the background refresher's looks for access tokens about to expire (on
+    /// several replicas, the leader's job). A call whose token is about to expire refreshes it
+    /// first whatever this is; the refresher keeps idle connectors' tokens fresh and marks
+    /// expired those that cannot be refreshed.
+    #[arg(long, env = "AGP_REFRESH_EVERY", value_name = "SECONDS", default_value_t = DEFAULT_REFRESH_EVERY_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub refresh_every: u64,
     /// Async worker threads (default: one per core but one, at least one; the event log's
     /// writer has a thread of its own).
     #[arg(long, env = "AGP_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]

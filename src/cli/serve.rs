@@ -23,6 +23,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.proxy.session_idle = std::time::Duration::from_secs(args.mcp_session_idle);
     config.proxy.agent_concurrency = usize::try_from(args.agent_concurrency).unwrap_or(usize::MAX);
     config.relist_every = std::time::Duration::from_secs(args.relist_every);
+    config.refresh_every = std::time::Duration::from_secs(args.refresh_every);
     config.approvals.wait = std::time::Duration::from_secs(args.approval_wait);
     config.approvals.ttl = std::time::Duration::from_secs(args.approval_ttl);
     config.approvals.webhook = args.approval_webhook.clone();

@@ -1048,7 +1048,7 @@ impl Proxy {
             }
             refusals::Decision::Refresh { chain } => {
                 self.connectors
-                    .refresh(&view.name, true)
+                    .refresh_refused(view)
                     .await
                     .map_err(Failure::Credential)?;
                 let after = current()?;

@@ -412,6 +412,7 @@ async fn short_lived_tokens_refresh_single_flight_with_rotation_then_reauth() {
     let svc = app.state.connector_service.clone();
     let (at1, rt1) = tokens(&app, "fast");
     let (at1, rt1) = (at1.unwrap(), rt1.unwrap());
+    let first = svc.view("fast").unwrap();
 
     // Let the token approach expiry, then 50 callers at once: exactly one token request.
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
@@ -445,6 +446,27 @@ async fn short_lived_tokens_refresh_single_flight_with_rotation_then_reauth() {
     let (_, shown) = app.get("/connectors/fast").await;
     assert_eq!(shown["status"], "active");
     assert!(shown["refreshed_at"].is_string());
+
+    // Upstream refusing the first token, after it was replaced, refreshes nothing: the
+    // replacement is the answer (the proxy's 401 path). Refusing the current one refreshes.
+    svc.refresh_refused(&first)
+        .await
+        .expect("refused old token");
+    assert_eq!(
+        svc.refresh_requests() - before,
+        1,
+        "no refresh for a stale refusal"
+    );
+    assert_eq!(tokens(&app, "fast").0.unwrap(), at2);
+    svc.refresh_refused(&svc.view("fast").unwrap())
+        .await
+        .expect("refused current token");
+    assert_eq!(
+        svc.refresh_requests() - before,
+        2,
+        "a refusal of the current token"
+    );
+    assert_ne!(tokens(&app, "fast").0.unwrap(), at2);
 
     // The grant dies at the provider: the next refresh gets invalid_grant → reauth_required,
     // and the credential fails closed naming the state.

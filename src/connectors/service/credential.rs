@@ -169,7 +169,8 @@ impl ConnectorService {
             return Err(CredentialError::Static(name.to_string()));
         }
         if needs_refresh(&view) {
-            self.refresh(name, false).await?;
+            self.refresh_unless_changed(&view, false, &CommandMeta::system())
+                .await?;
         }
         let view = self.active_view(name)?;
         let slot = Slot::consent(&view.connector_id, view.generation);
@@ -203,6 +204,27 @@ impl ConnectorService {
         let before = self
             .view(name)
             .map_err(|_| CredentialError::NotFound(name.to_string()))?;
+        self.refresh_unless_changed(&before, force, meta).await
+    }
+
+    /// Refreshes the connector of `refused` — the view whose access token upstream refused —
+    /// unless its token already changed since (another caller, or another replica, refreshed
+    /// it): then that token is the answer, and no second refresh reaches the provider.
+    pub async fn refresh_refused(&self, refused: &ConnectorView) -> Result<(), CredentialError> {
+        self.refresh_unless_changed(refused, true, &CommandMeta::system())
+            .await
+    }
+
+    /// The single-flight: under the connector's refresh lock (and, on a shared database, with
+    /// the log caught up), refreshes unless the token differs from `before`'s, or (without
+    /// `force`) no longer needs it.
+    async fn refresh_unless_changed(
+        &self,
+        before: &ConnectorView,
+        force: bool,
+        meta: &CommandMeta,
+    ) -> Result<(), CredentialError> {
+        let name = before.name.as_str();
         if before.is_static() {
             return Err(CredentialError::Static(name.to_string()));
         }

@@ -463,10 +463,11 @@ impl Writer {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "the one-round-trip group was refused; writing it the careful way");
+                // Every statement was answered, the pipelined `COMMIT` last, and it ended the
+                // transaction (as a rollback): there is nothing left to roll back. (A
+                // `ROLLBACK` here made the server warn "there is no transaction in progress"
+                // into the log at every refused group.) A lost connection is opened again.
                 if conn.client.is_closed() {
-                    self.conn = None;
-                } else if let Err(e) = conn.client.batch_execute("ROLLBACK").await {
-                    tracing::debug!(error = %e, "rolling back a refused group");
                     self.conn = None;
                 }
                 self.last_commit = None;
