@@ -24,8 +24,20 @@ use crate::store::{EventLog, RecordedEvent};
 const CHUNK: u64 = 64;
 /// How many chunks workers may run ahead of the fold.
 const WINDOW: u64 = 6;
+/// How much record data (JSON bytes, estimated) decoded chunks may hold ahead of the fold,
+/// beyond the one chunk the fold waits for, which is never held back. Chunks of small events
+/// never reach it. Chunks of tool registrations do: each decodes to megabytes of values, all
+/// garbage once folded, and the allocator keeps those pages for a while after, so whatever ran
+/// ahead shows in resident memory at ready (decision 0019).
+const AHEAD_BYTES: u64 = 4 << 20;
 
 type Decoded = Vec<(RecordedEvent, AgpEvent)>;
+
+/// A decoded chunk and the record data it was decoded from (bytes, estimated).
+struct Chunk {
+    decoded: Decoded,
+    bytes: u64,
+}
 
 /// Reads and decodes the live records of `[from, to]`: every seq above `archived` must be
 /// there (below it, archived records are not).
@@ -34,7 +46,7 @@ fn decode_chunk(
     from: u64,
     to: u64,
     archived: u64,
-) -> Result<Decoded, ProjectionError> {
+) -> Result<Chunk, ProjectionError> {
     let span = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
     let records = log.read_live(from, span)?;
     let mut next = from;
@@ -47,15 +59,33 @@ fn decode_chunk(
     if next <= to && to > archived {
         return Err(missing(next.max(archived + 1)));
     }
-    records
+    let mut bytes = 0;
+    let decoded = records
         .into_iter()
         .map(|mut r| {
             let e = AgpEvent::decode(&r.event_type, r.schema_version, &r.data)
                 .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
+            bytes += json_bytes(&r.data);
             r.data = slim_data(&r.data);
             Ok((r, e))
         })
-        .collect()
+        .collect::<Result<_, ProjectionError>>()?;
+    Ok(Chunk { decoded, bytes })
+}
+
+/// About how many bytes `value` takes as JSON (no allocation: a walk over it).
+fn json_bytes(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => items.iter().map(json_bytes).sum::<u64>() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() as u64 + 4 + json_bytes(v))
+                .sum::<u64>()
+                + 2
+        }
+        _ => 8,
+    }
 }
 
 fn missing(seq: u64) -> ProjectionError {
@@ -82,6 +112,17 @@ pub fn fold_parallel(
     end: u64,
     workers: usize,
 ) -> Result<(), ProjectionError> {
+    fold_bounded(set, log, end, workers, AHEAD_BYTES)
+}
+
+/// [`fold_parallel`] with `ahead_bytes` of record data allowed ahead of the fold.
+fn fold_bounded(
+    set: &mut ProjectionSet,
+    log: &dyn EventLog,
+    end: u64,
+    workers: usize,
+    ahead_bytes: u64,
+) -> Result<(), ProjectionError> {
     let start = set.checkpoint + 1;
     if start > end {
         return Ok(());
@@ -90,19 +131,29 @@ pub fn fold_parallel(
     let chunks = (end - start + 1).div_ceil(CHUNK);
     let next_chunk = AtomicU64::new(0);
     let folded_chunks = AtomicU64::new(0);
+    // Record data decoded and not yet folded (see AHEAD_BYTES).
+    let ahead = AtomicU64::new(0);
     let abort = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<(u64, Result<Decoded, ProjectionError>)>(workers * 2);
+        let (tx, rx) = sync_channel::<(u64, Result<Chunk, ProjectionError>)>(workers * 2);
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
-            let (next_chunk, folded_chunks, abort) = (&next_chunk, &folded_chunks, &abort);
+            let (next_chunk, folded_chunks, ahead, abort) =
+                (&next_chunk, &folded_chunks, &ahead, &abort);
             scope.spawn(move || {
                 loop {
                     let c = next_chunk.fetch_add(1, Ordering::Relaxed);
                     if c >= chunks {
                         return;
                     }
-                    while c >= folded_chunks.load(Ordering::Acquire) + WINDOW {
+                    // The chunk the fold waits for always goes; others wait for room.
+                    loop {
+                        let folded = folded_chunks.load(Ordering::Acquire);
+                        let room = c == folded
+                            || (c < folded + WINDOW && ahead.load(Ordering::Acquire) < ahead_bytes);
+                        if room {
+                            break;
+                        }
                         if abort.load(Ordering::Acquire) {
                             return;
                         }
@@ -114,6 +165,9 @@ pub fn fold_parallel(
                     let from = start + c * CHUNK;
                     let to = (from + CHUNK - 1).min(end);
                     let decoded = decode_chunk(log, from, to, archived);
+                    if let Ok(chunk) = &decoded {
+                        ahead.fetch_add(chunk.bytes, Ordering::AcqRel);
+                    }
                     if tx.send((c, decoded)).is_err() {
                         return;
                     }
@@ -121,7 +175,7 @@ pub fn fold_parallel(
             });
         }
         drop(tx);
-        let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
         let mut want = 0u64;
         let result = (|| -> Result<(), ProjectionError> {
             while want < chunks {
@@ -129,10 +183,12 @@ pub fn fold_parallel(
                     break;
                 };
                 pending.insert(c, decoded?);
-                while let Some(batch) = pending.remove(&want) {
-                    for (record, event) in &batch {
+                while let Some(chunk) = pending.remove(&want) {
+                    for (record, event) in &chunk.decoded {
                         set.apply_decoded(record, event)?;
                     }
+                    drop(chunk.decoded);
+                    ahead.fetch_sub(chunk.bytes, Ordering::AcqRel);
                     want += 1;
                     folded_chunks.store(want, Ordering::Release);
                 }
@@ -150,4 +206,59 @@ pub fn fold_parallel(
         set.checkpoint = end;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::profile::{Profile, ProfileCommand};
+    use crate::domain::{ResourceName, ToolName};
+    use crate::store::MemLog;
+    use crate::store::aggregate_store::{CommandBus, CommandMeta};
+
+    /// Grants of 200 tools each (≈ 6 KB of data per event) over many chunks: whatever the
+    /// read-ahead allows (nothing beyond the chunk the fold waits for, a little, everything),
+    /// the fold equals a sequential one, and a budget that holds workers back never stalls it.
+    #[tokio::test]
+    async fn a_bounded_read_ahead_folds_what_a_sequential_fold_does() {
+        let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
+        let bus = CommandBus::<Profile>::new(log.clone(), ());
+        let meta = CommandMeta {
+            actor: "admin:test".into(),
+            correlation_id: uuid::Uuid::now_v7(),
+        };
+        for p in 0..6 {
+            let create = ProfileCommand::Create {
+                profile_id: format!("p{p}"),
+                name: ResourceName::parse(&format!("profile-{p}")).unwrap(),
+                description: String::new(),
+            };
+            bus.execute(&format!("p{p}"), create, &meta).await.unwrap();
+        }
+        for round in 0..300 {
+            let tools = (0..200)
+                .map(|t| ToolName::parse(&format!("crm__tool_{round}_{t}")).unwrap())
+                .collect();
+            let grant = ProfileCommand::Grant {
+                tools,
+                reason: "bulk".into(),
+            };
+            let p = round % 6;
+            bus.execute(&format!("p{p}"), grant, &meta).await.unwrap();
+        }
+        let end = log.head();
+        assert!(end > 2 * CHUNK, "several chunks");
+        let fold = |workers, ahead_bytes| {
+            let mut set = ProjectionSet::default();
+            fold_bounded(&mut set, log.as_ref(), end, workers, ahead_bytes).unwrap();
+            assert_eq!(set.checkpoint, end);
+            set.digests()
+        };
+        let sequential = fold(1, u64::MAX);
+        for ahead_bytes in [0, 64 << 10, u64::MAX] {
+            assert_eq!(fold(3, ahead_bytes), sequential, "ahead {ahead_bytes}");
+        }
+    }
 }
