@@ -3,36 +3,155 @@
 //! Tool schemas repeat themselves: the same parameter (`cursor`, `limit`, `page_id`, with the
 //! same description) appears in most tools of a server and across servers, and the surrounding
 //! boilerplate (`"type":"object"`, `"$schema"`, `"additionalProperties":false`) in all of them.
-//! So a schema is stored as a tree of hash-consed nodes: an object is a sorted slice of
-//! (key, value node) pairs, an array a slice of nodes, a scalar its canonical text. Equal
+//! So a schema is stored as a tree of hash-consed nodes: an object is a sorted run of
+//! (key, value node) pairs, an array a run of nodes, a scalar its canonical text. Equal
 //! subtrees are one node, so a schema costs the few nodes that make it different from the
 //! others (decision 0019 has the figures).
+//!
+//! What the nodes point to — scalar text, strings, child ids — lives in [`Chunks`]: a few
+//! large blocks rather than one allocation per item, so an item costs its bytes (no block
+//! header, no size-class rounding) and the catalog's long-lived data is not scattered among
+//! the rebuild's short-lived allocations, where it would pin half-empty allocator pages. A
+//! candidate node is built in scratch space and stored only if it is new.
 //!
 //! Invariants: nodes are only appended (ids are stable, and deterministic for a given fold
 //! order); a node's children are older than it; writing a node gives exactly
 //! [`crate::canonical::write_canonical`] of the value it was interned from.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use serde_json::{Map, Value};
 
 use crate::canonical::write_canonical;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Node {
-    /// A scalar's canonical text (`"abc"`, `12`, `true`, `null`).
-    Scalar(Box<str>),
-    Array(Box<[u32]>),
-    /// (key, value) pairs sorted by key; keys index [`JsonPool::keys`].
-    Object(Box<[(u32, u32)]>),
+/// Bytes per chunk of [`Chunks`]: small enough that a small catalog stays small, large enough
+/// that a chunk is one allocation among hundreds of items.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// Where an item lives in its [`Chunks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    chunk: u32,
+    start: u32,
+    len: u32,
+}
+
+/// A chunk of [`Chunks`]: text (`String`) or ids (`Vec<u32>`).
+trait Chunk {
+    type Items: ?Sized;
+    /// Bytes per item.
+    const ITEM_BYTES: usize;
+    /// A chunk with room for `items` items (bytes of text, ids).
+    fn with_room(items: usize) -> Self;
+    fn room(&self) -> usize;
+    fn filled(&self) -> usize;
+    fn append(&mut self, items: &Self::Items);
+    fn count(items: &Self::Items) -> usize;
+    fn slice(&self, start: usize, end: usize) -> Option<&Self::Items>;
+}
+
+impl Chunk for String {
+    type Items = str;
+    const ITEM_BYTES: usize = 1;
+    fn with_room(items: usize) -> Self {
+        String::with_capacity(items)
+    }
+    fn room(&self) -> usize {
+        self.capacity() - self.len()
+    }
+    fn filled(&self) -> usize {
+        self.len()
+    }
+    fn append(&mut self, items: &str) {
+        self.push_str(items);
+    }
+    fn count(items: &str) -> usize {
+        items.len()
+    }
+    fn slice(&self, start: usize, end: usize) -> Option<&str> {
+        self.get(start..end)
+    }
+}
+
+impl Chunk for Vec<u32> {
+    type Items = [u32];
+    const ITEM_BYTES: usize = size_of::<u32>();
+    fn with_room(items: usize) -> Self {
+        Vec::with_capacity(items)
+    }
+    fn room(&self) -> usize {
+        self.capacity() - self.len()
+    }
+    fn filled(&self) -> usize {
+        self.len()
+    }
+    fn append(&mut self, items: &[u32]) {
+        self.extend_from_slice(items);
+    }
+    fn count(items: &[u32]) -> usize {
+        items.len()
+    }
+    fn slice(&self, start: usize, end: usize) -> Option<&[u32]> {
+        self.get(start..end)
+    }
+}
+
+/// Append-only storage of items (strings, runs of ids) in chunks of about [`CHUNK_BYTES`] (an
+/// item larger than that gets a chunk of its own). A chunk never grows past its capacity, so
+/// nothing is copied or freed as the store grows.
+#[derive(Debug, Clone)]
+struct Chunks<C> {
+    chunks: Vec<C>,
+}
+
+impl<C> Default for Chunks<C> {
+    fn default() -> Self {
+        Self { chunks: Vec::new() }
+    }
+}
+
+impl<C: Chunk> Chunks<C> {
+    fn push(&mut self, items: &C::Items) -> Span {
+        let count = C::count(items);
+        let span = |chunk: usize, start: usize| Span {
+            chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            len: u32::try_from(count).unwrap_or(u32::MAX),
+        };
+        let next = self.chunks.len();
+        if let Some(c) = self.chunks.last_mut()
+            && c.room() >= count
+        {
+            let start = c.filled();
+            c.append(items);
+            return span(next - 1, start);
+        }
+        let mut c = C::with_room((CHUNK_BYTES / C::ITEM_BYTES).max(count));
+        c.append(items);
+        self.chunks.push(c);
+        span(next, 0)
+    }
+
+    /// The item at `span` (empty if there is none: spans come from [`Chunks::push`]).
+    fn get(&self, span: Span) -> &C::Items
+    where
+        for<'a> &'a C::Items: Default,
+    {
+        let start = span.start as usize;
+        self.chunks
+            .get(span.chunk as usize)
+            .and_then(|c| c.slice(start, start + span.len as usize))
+            .unwrap_or_default()
+    }
 }
 
 /// Strings interned once each, found by content. Holds each string once: the index maps a
 /// hash to the id, and a hash collision simply stores the second string unindexed.
 #[derive(Debug, Default, Clone)]
 pub struct StrPool {
-    strings: Vec<Box<str>>,
+    spans: Vec<Span>,
+    text: Chunks<String>,
     index: HashMap<u64, u32>,
     hasher: RandomState,
 }
@@ -45,15 +164,33 @@ impl StrPool {
         {
             return i;
         }
-        let i = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        self.strings.push(s.into());
+        let i = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
+        self.spans.push(self.text.push(s));
         self.index.entry(h).or_insert(i);
         i
     }
 
     pub fn get(&self, i: u32) -> &str {
-        self.strings.get(i as usize).map_or("", |s| s)
+        self.spans
+            .get(i as usize)
+            .map_or("", |&span| self.text.get(span))
     }
+}
+
+/// What a node is; its content is in [`JsonPool::text`] (a scalar's canonical text) or
+/// [`JsonPool::ids`] (an array's items, an object's key and value ids by turns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Scalar,
+    Array,
+    /// (key, value) pairs sorted by key; keys index [`JsonPool::keys`].
+    Object,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    kind: Kind,
+    span: Span,
 }
 
 /// Hash-consed JSON trees.
@@ -62,52 +199,115 @@ pub struct JsonPool {
     nodes: Vec<Node>,
     index: HashMap<u64, u32>,
     keys: StrPool,
+    text: Chunks<String>,
+    ids: Chunks<Vec<u32>>,
     hasher: RandomState,
+    /// Scratch: the child ids of the nodes being interned, innermost last.
+    stack: Vec<u32>,
+    /// Scratch: a scalar's canonical text.
+    scalar: Vec<u8>,
 }
 
 impl JsonPool {
     /// The node holding `v`.
     pub fn intern(&mut self, v: &Value) -> u32 {
-        let node = match v {
+        let mark = self.stack.len();
+        match v {
             Value::Object(map) => {
-                let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
-                pairs.sort_by(|a, b| a.0.cmp(b.0));
-                let pairs: Vec<(u32, u32)> = pairs
-                    .into_iter()
-                    .map(|(k, v)| (self.keys.intern(k), self.intern(v)))
-                    .collect();
-                Node::Object(pairs.into_boxed_slice())
+                for (k, v) in map {
+                    let k = self.keys.intern(k);
+                    let v = self.intern(v);
+                    self.stack.extend([k, v]);
+                }
+                self.sort_pairs(mark);
+                self.node_of_ids(Kind::Object, mark)
             }
             Value::Array(items) => {
-                let ids: Vec<u32> = items.iter().map(|v| self.intern(v)).collect();
-                Node::Array(ids.into_boxed_slice())
+                for item in items {
+                    let id = self.intern(item);
+                    self.stack.push(id);
+                }
+                self.node_of_ids(Kind::Array, mark)
             }
             scalar => {
-                let mut out = Vec::with_capacity(16);
-                write_canonical(scalar, &mut out);
-                Node::Scalar(String::from_utf8_lossy(&out).into())
+                self.scalar.clear();
+                write_canonical(scalar, &mut self.scalar);
+                let h = self.hasher.hash_one((Kind::Scalar, &self.scalar));
+                if let Some(i) = self.found(h, Kind::Scalar, |pool, span| {
+                    pool.text.get(span).as_bytes() == pool.scalar.as_slice()
+                }) {
+                    return i;
+                }
+                let span = self.text.push(&String::from_utf8_lossy(&self.scalar));
+                self.add(h, Kind::Scalar, span)
+            }
+        }
+    }
+
+    /// Puts the pairs on the stack above `mark` in key order. serde_json's map iterates in key
+    /// order already (unless its `preserve_order` feature is on), so this is a check.
+    fn sort_pairs(&mut self, mark: usize) {
+        let pairs = self.stack.get(mark..).unwrap_or(&[]);
+        let key = |p: &[u32]| self.keys.get(p.first().copied().unwrap_or(u32::MAX));
+        let sorted = pairs
+            .chunks_exact(2)
+            .zip(pairs.chunks_exact(2).skip(1))
+            .all(|(a, b)| key(a) <= key(b));
+        if sorted {
+            return;
+        }
+        let mut owned: Vec<(u32, u32)> = pairs.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        owned.sort_by(|a, b| self.keys.get(a.0).cmp(self.keys.get(b.0)));
+        self.stack.truncate(mark);
+        self.stack
+            .extend(owned.into_iter().flat_map(|(k, v)| [k, v]));
+    }
+
+    /// The node of `kind` whose content is the stack above `mark` (which is popped).
+    fn node_of_ids(&mut self, kind: Kind, mark: usize) -> u32 {
+        let h = self
+            .hasher
+            .hash_one((kind, self.stack.get(mark..).unwrap_or(&[])));
+        let found = self.found(h, kind, |pool, span| {
+            pool.ids.get(span) == pool.stack.get(mark..).unwrap_or(&[])
+        });
+        let id = match found {
+            Some(i) => i,
+            None => {
+                let span = self.ids.push(self.stack.get(mark..).unwrap_or(&[]));
+                self.add(h, kind, span)
             }
         };
-        let h = self.hasher.hash_one(&node);
-        if let Some(&i) = self.index.get(&h)
-            && self.nodes.get(i as usize) == Some(&node)
-        {
-            return i;
-        }
+        self.stack.truncate(mark);
+        id
+    }
+
+    /// The node indexed under hash `h` if it is of `kind` and `same` says its content is the
+    /// candidate's.
+    fn found(&self, h: u64, kind: Kind, same: impl Fn(&Self, Span) -> bool) -> Option<u32> {
+        let &i = self.index.get(&h)?;
+        let node = self.nodes.get(i as usize)?;
+        (node.kind == kind && same(self, node.span)).then_some(i)
+    }
+
+    fn add(&mut self, h: u64, kind: Kind, span: Span) -> u32 {
         let i = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
-        self.nodes.push(node);
+        self.nodes.push(Node { kind, span });
         self.index.entry(h).or_insert(i);
         i
     }
 
     /// Appends node `id`'s canonical JSON text to `out`.
     pub fn write(&self, id: u32, out: &mut String) {
-        match self.nodes.get(id as usize) {
-            None => out.push_str("null"),
-            Some(Node::Scalar(text)) => out.push_str(text),
-            Some(Node::Array(items)) => {
+        let Some(&Node { kind, span }) = self.nodes.get(id as usize) else {
+            out.push_str("null");
+            return;
+        };
+        match kind {
+            Kind::Scalar => out.push_str(self.text.get(span)),
+            Kind::Array => {
                 out.push('[');
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in self.ids.get(span).iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
@@ -115,16 +315,18 @@ impl JsonPool {
                 }
                 out.push(']');
             }
-            Some(Node::Object(pairs)) => {
+            Kind::Object => {
                 out.push('{');
-                for (i, (k, v)) in pairs.iter().enumerate() {
+                for (i, pair) in self.ids.get(span).chunks_exact(2).enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
                     // Writing a string cannot fail.
-                    out.push_str(&serde_json::to_string(self.keys.get(*k)).unwrap_or_default());
+                    out.push_str(
+                        &serde_json::to_string(self.keys.get(pair[0])).unwrap_or_default(),
+                    );
                     out.push(':');
-                    self.write(*v, out);
+                    self.write(pair[1], out);
                 }
                 out.push('}');
             }
@@ -142,26 +344,37 @@ impl JsonPool {
     pub fn value(&self, id: u32) -> Value {
         match self.nodes.get(id as usize) {
             None => Value::Null,
-            Some(Node::Scalar(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
-            Some(Node::Array(items)) => {
-                Value::Array(items.iter().map(|i| self.value(*i)).collect())
-            }
-            Some(Node::Object(pairs)) => Value::Object(self.object(pairs)),
+            Some(&Node {
+                kind: Kind::Scalar,
+                span,
+            }) => serde_json::from_str(self.text.get(span)).unwrap_or(Value::Null),
+            Some(&Node {
+                kind: Kind::Array,
+                span,
+            }) => Value::Array(self.ids.get(span).iter().map(|i| self.value(*i)).collect()),
+            Some(&Node {
+                kind: Kind::Object,
+                span,
+            }) => Value::Object(self.object(span)),
         }
     }
 
     /// Node `id` as a JSON object (empty when it is not one).
     pub fn object_of(&self, id: u32) -> Map<String, Value> {
         match self.nodes.get(id as usize) {
-            Some(Node::Object(pairs)) => self.object(pairs),
+            Some(&Node {
+                kind: Kind::Object,
+                span,
+            }) => self.object(span),
             _ => Map::new(),
         }
     }
 
-    fn object(&self, pairs: &[(u32, u32)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| (self.keys.get(*k).to_string(), self.value(*v)))
+    fn object(&self, span: Span) -> Map<String, Value> {
+        self.ids
+            .get(span)
+            .chunks_exact(2)
+            .map(|pair| (self.keys.get(pair[0]).to_string(), self.value(pair[1])))
             .collect()
     }
 }
@@ -200,5 +413,65 @@ mod tests {
         assert_eq!(s.intern("hello"), a);
         assert_ne!(s.intern("world"), a);
         assert_eq!(s.get(a), "hello");
+    }
+
+    #[test]
+    fn items_across_chunks_and_larger_than_a_chunk_read_back_whole() {
+        let mut s = StrPool::default();
+        let big = "x".repeat(CHUNK_BYTES * 2 + 3);
+        let mut ids = Vec::new();
+        for i in 0..10_000 {
+            ids.push((
+                s.intern(&format!("string number {i} é")),
+                format!("string number {i} é"),
+            ));
+            if i == 5_000 {
+                ids.push((s.intern(&big), big.clone()));
+                ids.push((s.intern(""), String::new()));
+            }
+        }
+        assert!(s.text.chunks.len() > 3, "{} chunks", s.text.chunks.len());
+        for (id, text) in &ids {
+            assert_eq!(s.get(*id), text);
+            assert_eq!(s.intern(text), *id);
+        }
+
+        let mut pool = JsonPool::default();
+        let values: Vec<Value> = (0..3_000)
+            .map(|i| json!({"n": i, "list": [i, "same", [], {}], "text": "y".repeat(i % 50)}))
+            .chain([json!({"huge": big}), json!([]), json!({}), json!(null)])
+            .collect();
+        let ids: Vec<u32> = values.iter().map(|v| pool.intern(v)).collect();
+        let chunks = (pool.ids.chunks.len(), pool.text.chunks.len());
+        assert!(chunks.0 > 1 && chunks.1 > 1, "{chunks:?}");
+        for (id, v) in ids.iter().zip(&values) {
+            assert_eq!(pool.text(*id), to_canonical_string(v));
+            assert_eq!(pool.value(*id), *v);
+            assert_eq!(pool.intern(v), *id, "interned again: the same node");
+        }
+        // Equal subtrees are one node: `[]`, `{}` and `"same"` inside the lists are the
+        // top-level ones.
+        assert_eq!(
+            pool.intern(&json!([])),
+            pool.intern(&json!({"a": []}).get("a").cloned().unwrap_or_default())
+        );
+        let nodes = pool.nodes.len();
+        pool.intern(&json!({"list": [7, "same", [], {}], "n": 7, "text": "yyyyyyy"}));
+        assert_eq!(pool.nodes.len(), nodes, "every subtree was there already");
+    }
+
+    #[test]
+    fn object_pairs_out_of_key_order_are_put_in_order() {
+        // serde_json's map iterates in key order unless its `preserve_order` feature is on (a
+        // dependency could turn it on): the pairs are sorted either way.
+        let mut pool = JsonPool::default();
+        let (b, a, c) = (
+            pool.keys.intern("b"),
+            pool.keys.intern("a"),
+            pool.keys.intern("c"),
+        );
+        pool.stack.extend([7, b, 10, a, 11, c, 12]);
+        pool.sort_pairs(1);
+        assert_eq!(pool.stack, [7, a, 11, b, 10, c, 12]);
     }
 }
