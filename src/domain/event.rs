@@ -63,30 +63,53 @@ impl AgpEvent {
         data: &Value,
     ) -> Result<Self, DecodeError> {
         let data = upcast(event_type, schema_version, data)?;
-        let data = data.as_ref();
+        Self::decode_current(event_type, schema_version, data.as_ref())
+    }
+
+    /// [`AgpEvent::decode`] consuming `data`: its strings and subtrees (a tool's schema) move
+    /// into the event instead of being copied (the rebuild decodes every record this way).
+    pub fn decode_owned(
+        event_type: &str,
+        schema_version: u32,
+        data: Value,
+    ) -> Result<Self, DecodeError> {
+        let upcast = match upcast(event_type, schema_version, &data)? {
+            std::borrow::Cow::Owned(v) => Some(v),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        Self::decode_current(event_type, schema_version, upcast.unwrap_or(data))
+    }
+
+    /// Decodes `data`, already at the current version of `event_type` (`schema_version` is
+    /// the stored one, for errors).
+    fn decode_current(
+        event_type: &str,
+        schema_version: u32,
+        data: impl Payload,
+    ) -> Result<Self, DecodeError> {
         let malformed = |source| DecodeError::Malformed {
             event_type: event_type.to_string(),
             version: schema_version,
             source,
         };
         if event_type.starts_with("connector.") {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Connector)
                 .map_err(malformed)
         } else if event_type.starts_with("profile.") {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Profile)
                 .map_err(malformed)
         } else if event_type.starts_with("agent.") {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Agent)
                 .map_err(malformed)
         } else if event_type.starts_with("approval.") {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Approval)
                 .map_err(malformed)
         } else if event_type.starts_with("call.") {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Call)
                 .map_err(malformed)
         } else if event_type.starts_with("vault.")
@@ -94,7 +117,7 @@ impl AgpEvent {
             || event_type.starts_with("log.")
             || event_type.starts_with("name.")
         {
-            decode_tagged(event_type, data)
+            data.tagged(event_type)
                 .map(AgpEvent::Security)
                 .map_err(malformed)
         } else {
@@ -114,6 +137,40 @@ pub fn decode_tagged<T: serde::de::DeserializeOwned>(
     T::deserialize(
         serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter()),
     )
+}
+
+/// An event's stored `data`, borrowed (its strings are copied into the event) or owned (they
+/// move).
+trait Payload {
+    fn tagged<T: serde::de::DeserializeOwned>(
+        self,
+        event_type: &str,
+    ) -> Result<T, serde_json::Error>;
+}
+
+impl Payload for &Value {
+    fn tagged<T: serde::de::DeserializeOwned>(
+        self,
+        event_type: &str,
+    ) -> Result<T, serde_json::Error> {
+        decode_tagged(event_type, self)
+    }
+}
+
+impl Payload for Value {
+    fn tagged<T: serde::de::DeserializeOwned>(
+        self,
+        event_type: &str,
+    ) -> Result<T, serde_json::Error> {
+        // The tag first, as `decode_tagged` does, so the data is not buffered to wait for it.
+        let entries = [
+            ("type", Value::String(event_type.to_string())),
+            ("data", self),
+        ];
+        T::deserialize(
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter()),
+        )
+    }
 }
 
 /// Splits a domain event into its `type` and `data` as stored.

@@ -262,4 +262,51 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn an_owned_decode_reads_what_a_borrowed_one_does() {
+        let samples = [
+            (
+                "connector.added",
+                1,
+                json!({"connector_id": "id", "name": "notion",
+                "mcp_server_url": "https://m/mcp", "client_name": "AGP notion",
+                "registration": {"mode": "client", "client_id": "c",
+                "token_auth_method": "client_secret_post", "client_secret_stored": true},
+                "overrides": {"omit_resource": false}}),
+            ),
+            (
+                "connector.discovered",
+                1,
+                json!({"metadata": {"scopes_supported": [], "steps": []}}),
+            ),
+            (
+                "connector.tools_registered",
+                current_version("connector.tools_registered"),
+                json!({"alias": "n", "tools": [{"name": "n__search", "upstream_name": "search",
+                "description": "Search é", "input_schema": {"type": "object",
+                "properties": {"q": {"type": "string"}}, "required": ["q"]},
+                "operation": "read", "definition_hash": "ab"}]}),
+            ),
+            ("connector.added", 1, json!({"name": 7})),
+            ("nothing.known", 1, json!({})),
+        ];
+        for (i, (event_type, version, data)) in samples.into_iter().enumerate() {
+            let borrowed = AgpEvent::decode(event_type, version, &data);
+            // The first three are well formed, the last two are not.
+            assert_eq!(borrowed.is_ok(), i < 3, "{event_type}: {borrowed:?}");
+            let owned = AgpEvent::decode_owned(event_type, version, data);
+            assert_eq!(
+                format!("{owned:?}"),
+                format!("{borrowed:?}"),
+                "{event_type} v{version}"
+            );
+        }
+        let registered = AgpEvent::decode_owned(
+            "connector.tools_registered",
+            current_version("connector.tools_registered"),
+            json!({"alias": "n", "tools": []}),
+        );
+        assert!(registered.is_ok(), "{registered:?}");
+    }
 }

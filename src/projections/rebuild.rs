@@ -63,10 +63,11 @@ fn decode_chunk(
     let decoded = records
         .into_iter()
         .map(|mut r| {
-            let e = AgpEvent::decode(&r.event_type, r.schema_version, &r.data)
-                .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
             bytes += json_bytes(&r.data);
-            r.data = slim_data(&r.data);
+            let slim = slim_data(&r.data);
+            let data = std::mem::replace(&mut r.data, slim);
+            let e = AgpEvent::decode_owned(&r.event_type, r.schema_version, data)
+                .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
             Ok((r, e))
         })
         .collect::<Result<_, ProjectionError>>()?;
