@@ -1519,6 +1519,17 @@ impl Storage<'_> {
     }
 }
 
+impl Storage<'_> {
+    /// Bytes of the audit index, a projection the embedded store keeps beside the log (none
+    /// on PostgreSQL, where each replica keeps it in its cache directory).
+    fn audit_index_bytes(&self) -> Option<u64> {
+        match self {
+            Storage::DataDir(dir) => Some(dir_bytes(&dir.join("audit-index"))),
+            Storage::Database(_) => None,
+        }
+    }
+}
+
 /// Soak mode: proxied `tools/call`s at concurrency `c` for `soak_secs`, in slices of
 /// `soak_sample_secs`; after each slice, AGP's resident memory and the size of its storage
 /// (the data directory, or its tables in PostgreSQL), then growth per call from the first
@@ -1557,9 +1568,17 @@ async fn soak(
         first.1 as f64 / 1048576.0
     );
     println!(
-        "  {:>6}  {:>10}  {:>8}  {:>9}  {:>12}  {:>11}  {:>9}",
-        "secs", "calls", "calls/s", "rss MiB", "data dir MiB", "archive MiB", "agp cpu"
+        "  {:>6}  {:>10}  {:>8}  {:>9}  {:>12}  {:>11}  {:>9}  {:>9}",
+        "secs",
+        "calls",
+        "calls/s",
+        "rss MiB",
+        "data dir MiB",
+        "archive MiB",
+        "audit MiB",
+        "agp cpu"
     );
+    let first_audit = storage.audit_index_bytes();
     let (mut calls, mut elapsed) = (0u64, 0u64);
     let mut last = first;
     let mut peak_rss = first.0;
@@ -1573,8 +1592,11 @@ async fn soak(
         last = (agp.rss_mib(), bytes);
         peak_rss = peak_rss.max(last.0);
         let agp_cpu = slice.cpu_secs.get(1).copied().unwrap_or(0.0);
+        let audit = storage
+            .audit_index_bytes()
+            .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
         println!(
-            "  {elapsed:>6}  {calls:>10}  {:>8.0}  {:>9.1}  {:>12.1}  {:>11.1}  {:>7.0}µs",
+            "  {elapsed:>6}  {calls:>10}  {:>8.0}  {:>9.1}  {:>12.1}  {:>11.1}  {audit:>9}  {:>7.0}µs",
             n as f64 / slice.secs,
             last.0,
             last.1 as f64 / 1048576.0,
@@ -1594,6 +1616,14 @@ async fn soak(
         last.1 as f64 / 1048576.0,
         (last.1 as f64 - first.1 as f64) / calls_f
     );
+    if let (Some(a), Some(b)) = (first_audit, storage.audit_index_bytes()) {
+        println!(
+            "soak audit index: {:.1} → {:.1} MiB ({:+.0} bytes per call)",
+            a as f64 / 1048576.0,
+            b as f64 / 1048576.0,
+            (b as f64 - a as f64) / calls_f
+        );
+    }
     let last_archive = storage.bytes().1;
     if last_archive > 0 {
         println!(

@@ -28,7 +28,7 @@ use crate::store::RecordedEvent;
 
 pub use query::{AuditPage, AuditQuery, Cursor, CursorError, Order};
 pub use rows::AuditIndex;
-use rows::{Row, Rows};
+use rows::{Prune, Row, Rows};
 use tags::{Interner, Tagger};
 
 /// What an event can be filtered on besides its time and position, interned.
@@ -85,7 +85,7 @@ impl AuditLog {
         }
     }
 
-    /// Events folded (reads the whole index when it is on disk).
+    /// Events folded, less the archived call records pruned since (decision 0023).
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -213,6 +213,11 @@ impl Projection for AuditLog {
                     self.archived_types.push(p.clone());
                 }
             }
+            let prune = Prune {
+                through: self.archived_through,
+                archived: self.archived_classes(),
+            };
+            self.rows.prune(prune);
         }
     }
 

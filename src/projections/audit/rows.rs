@@ -14,7 +14,9 @@
 //! - `m` → the last `seq` on disk and the number of rows there.
 //!
 //! Rows after the last block wait in memory (at most [`BLOCK`]), so an event costs the writer
-//! a vector push, not three sled inserts. The index is derived data in its own sled database
+//! a vector push, not three sled inserts. An archive run's call records (decision 0023) are
+//! never listed again, so their rows are pruned ([`AuditIndex::prune`]): the index does not
+//! grow with calls that left the live log. The index is derived data in its own sled database
 //! (`<data-dir>/audit-index`), written through no key of the log's. Class ids are assigned in
 //! fold order, so a restart, which folds the log again, finds the same ids: rows up to the
 //! checkpoint are skipped, later ones written; whatever a stop or crash loses beyond the
@@ -49,6 +51,44 @@ pub struct AuditIndex {
     tail: Arc<parking_lot::Mutex<Tail>>,
 }
 
+/// What an archive run lets the index forget: the rows at or below `through` of the classes
+/// marked in `archived` — exactly the rows [`Scan`] leaves out as archived, so pruning them
+/// changes no answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Prune {
+    pub through: u64,
+    pub archived: Vec<bool>,
+}
+
+impl Prune {
+    fn drops(&self, r: &Row) -> bool {
+        r.seq <= self.through
+            && self
+                .archived
+                .get(r.class as usize)
+                .copied()
+                .unwrap_or(false)
+    }
+}
+
+/// Pruning's progress. Archive runs only add to what is archived (`through` grows, a class
+/// once marked stays marked, new classes come after the run that found them), so a later prune
+/// goes on from where the earlier one got unless it marks a class the earlier one had not.
+#[derive(Debug, Default)]
+struct Pruning {
+    /// Row blocks before the one holding `upto` hold no row that `archived` drops at or below
+    /// `upto`.
+    upto: u64,
+    archived: Vec<bool>,
+    /// A prune under way, and the key of the next row block it examines (`None`: the block
+    /// holding `upto`).
+    work: Option<(Prune, Option<Vec<u8>>)>,
+}
+
+/// Row blocks a prune examines per block written, and when it is asked for: small steps on
+/// the writer's thread, more than the one block of archived rows each block written brings.
+const PRUNE_STEP: usize = 4;
+
 #[derive(Debug, Default)]
 struct Tail {
     /// Rows after `checkpoint`, in order.
@@ -59,6 +99,7 @@ struct Tail {
     on_disk: u64,
     /// The log's `archived_through` the rows were folded with.
     archived: u64,
+    pruning: Pruning,
 }
 
 const TREE: &str = "blocks";
@@ -179,16 +220,41 @@ impl AuditIndex {
             (checkpoint, on_disk) = (0, 0);
             tree.insert(META, &meta_value(0, 0, archived)[..])?;
         }
-        Ok(Self {
-            db,
-            tree,
-            tail: Arc::new(parking_lot::Mutex::new(Tail {
-                rows: Vec::with_capacity(BLOCK),
-                checkpoint,
-                on_disk,
-                archived,
-            })),
-        })
+        let tail = Arc::new(parking_lot::Mutex::new(Tail {
+            rows: Vec::with_capacity(BLOCK),
+            checkpoint,
+            on_disk,
+            archived,
+            pruning: Pruning::default(),
+        }));
+        Ok(Self { db, tree, tail })
+    }
+
+    /// Prunes what `prune` names: from the rows not yet in a block at once, from the blocks on
+    /// disk a few now and the rest a few with each block written (queries leave them out
+    /// meanwhile).
+    pub(super) fn prune(&self, prune: Prune) {
+        let mut tail = self.tail.lock();
+        let p = &mut tail.pruning;
+        // What the blocks before the next one to examine were pruned with.
+        let (done, cursor) = match &p.work {
+            Some((w, cursor)) => (&w.archived, cursor.clone()),
+            None => (&p.archived, None),
+        };
+        let again = done
+            .iter()
+            .zip(&prune.archived)
+            .any(|(was, is)| *is && !*was);
+        let cursor = if again {
+            (p.upto, p.archived) = (0, Vec::new());
+            Some(row_key(0).to_vec())
+        } else {
+            cursor
+        };
+        // Rows not yet in a block are all folded (the run's marker comes after them).
+        tail.rows.retain(|r| !prune.drops(r));
+        tail.pruning.work = Some((prune, cursor));
+        step(&self.tree, &mut tail);
     }
 
     fn push(&self, row: Row) -> Result<(), StoreError> {
@@ -225,6 +291,7 @@ impl AuditIndex {
         tail.checkpoint = last.seq;
         tail.on_disk = on_disk;
         tail.rows.clear();
+        step(&self.tree, tail);
         Ok(())
     }
 
@@ -329,6 +396,115 @@ impl AuditIndex {
     }
 }
 
+/// A step of the prune under way, if any. A step that fails (a block that does not decode, an
+/// I/O error) is logged and ends the prune: the rows it leaves are still never listed.
+fn step(tree: &sled::Tree, tail: &mut Tail) {
+    if let Err(e) = prune_step(tree, tail, PRUNE_STEP) {
+        tail.pruning.work = None;
+        tracing::error!(error = %e, "pruning archived rows from the audit index");
+    }
+}
+
+/// Examines up to `budget` row blocks for the prune under way, up to the checkpoint: the
+/// rows it drops leave; a block left with no row goes, another is written again with what it
+/// keeps, and each of its classes' posting blocks likewise (keyed by the first row it keeps,
+/// so a posting block's key is always its class's first row in its row block). One atomic
+/// batch per row block, which counts the rows on disk down with it.
+fn prune_step(tree: &sled::Tree, tail: &mut Tail, budget: usize) -> Result<(), StoreError> {
+    let Some((prune, cursor)) = &tail.pruning.work else {
+        return Ok(());
+    };
+    let upper = prune.through.min(tail.checkpoint);
+    let start = match cursor {
+        Some(key) => key.clone(),
+        // The block holding `upto` starts at or before it.
+        None => match tree
+            .range(row_key(0)..=row_key(tail.pruning.upto))
+            .next_back()
+        {
+            Some(kv) => kv?.0.to_vec(),
+            None => row_key(tail.pruning.upto).to_vec(),
+        },
+    };
+    let mut next = None;
+    let mut examined = 0;
+    let mut on_disk = tail.on_disk;
+    if start <= row_key(upper).to_vec() {
+        for kv in tree.range(start..=row_key(upper).to_vec()) {
+            let (key, value) = kv?;
+            let first = key.get(1..9).and_then(be_u64).unwrap_or(0);
+            if examined == budget {
+                next = Some(key.to_vec());
+                break;
+            }
+            examined += 1;
+            let rows = decode(first, None, &value).ok_or_else(|| corrupt(first, "a block"))?;
+            let Some(batch) = prune_block(&key, first, &rows, prune) else {
+                continue;
+            };
+            let (mut batch, gone) = batch;
+            on_disk = on_disk.saturating_sub(gone);
+            batch.insert(
+                META,
+                &meta_value(tail.checkpoint, on_disk, tail.archived)[..],
+            );
+            tree.apply_batch(batch)?;
+        }
+    }
+    tail.on_disk = on_disk;
+    let pruning = &mut tail.pruning;
+    match next {
+        Some(key) => {
+            if let Some((_, cursor)) = &mut pruning.work {
+                *cursor = Some(key);
+            }
+        }
+        None => {
+            if let Some((prune, _)) = pruning.work.take() {
+                (pruning.upto, pruning.archived) = (upper, prune.archived);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The batch that prunes one row block (`rows`, at `key`, deltas from `first`), and the rows
+/// it removes; `None` when `prune` drops none of them.
+fn prune_block(key: &[u8], first: u64, rows: &[Row], prune: &Prune) -> Option<(sled::Batch, u64)> {
+    if !rows.iter().any(|r| prune.drops(r)) {
+        return None;
+    }
+    let mut batch = sled::Batch::default();
+    // Per class: its first row in the block (its posting block's key), what it keeps, and
+    // whether it loses any.
+    let mut classes: BTreeMap<u32, (u64, Vec<Row>, bool)> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in rows {
+        let class = classes.entry(r.class).or_insert((r.seq, Vec::new(), false));
+        if prune.drops(r) {
+            class.2 = true;
+        } else {
+            class.1.push(*r);
+            kept.push(*r);
+        }
+    }
+    for (class, (old, keeps, loses)) in &classes {
+        if !loses {
+            continue;
+        }
+        batch.remove(&posting_key(*class, *old)[..]);
+        if let Some(f) = keeps.first() {
+            batch.insert(&posting_key(*class, f.seq)[..], encode(keeps, f.seq, false));
+        }
+    }
+    if kept.is_empty() {
+        batch.remove(key);
+    } else {
+        batch.insert(key, encode(&kept, first, true));
+    }
+    Some((batch, (rows.len() - kept.len()) as u64))
+}
+
 /// `disk` then the matching rows of `tail` (which all come after it), or the reverse.
 fn with_tail<'a>(
     disk: RowIter<'a>,
@@ -397,10 +573,21 @@ impl Rows {
         }
     }
 
+    /// Rows kept: one per event folded, less those pruned (on disk, once the index's thread
+    /// has done so).
     pub fn len(&self) -> usize {
         match self {
             Rows::Memory(rows) => rows.len(),
             Rows::Disk(index) => index.len(),
+        }
+    }
+
+    /// Forgets the rows an archive run took out of the live log (in memory at once, on disk
+    /// by the index's thread).
+    pub fn prune(&mut self, prune: Prune) {
+        match self {
+            Rows::Memory(rows) => rows.retain(|r| !prune.drops(r)),
+            Rows::Disk(index) => index.prune(prune),
         }
     }
 
@@ -634,6 +821,199 @@ mod tests {
             disk.push(*r).unwrap();
         }
         assert_same(&disk, &memory);
+    }
+
+    /// Every page of every scan of `rows`, both orders, as queries see them once `prune` is
+    /// an archive run's (its rows not listed).
+    fn archived_answers(rows: &Rows, prune: &Prune) -> Vec<Vec<Row>> {
+        let every = [true; 5];
+        let (zero_one, three) = (
+            [true, true, false, false, false],
+            [false, false, false, true, false],
+        );
+        let mut answers = Vec::new();
+        for (from, to) in [(0, u64::MAX), (200, 900), (1_250, 1_350), (1_700, 2_100)] {
+            for (classes, only) in [
+                (&every, None),
+                (&zero_one, Some(vec![0, 1])),
+                (&three, Some(vec![3])),
+            ] {
+                for scan in scans(from, to, only, classes) {
+                    let scan = Scan {
+                        archived_through: prune.through,
+                        archived: &prune.archived,
+                        ..scan
+                    };
+                    for limit in [7, 10_000] {
+                        answers.push(pages(rows, &scan, limit));
+                    }
+                }
+            }
+        }
+        answers
+    }
+
+    /// Asks for `prune` and takes steps until it is done, as blocks written would.
+    fn finish_pruning(index: &AuditIndex, prune: &Prune) {
+        index.prune(prune.clone());
+        for _ in 0..1_000 {
+            let mut tail = index.tail.lock();
+            if tail.pruning.work.is_none() {
+                return;
+            }
+            prune_step(&index.tree, &mut tail, PRUNE_STEP).unwrap();
+        }
+        panic!("pruning does not end");
+    }
+
+    /// What an archive run prunes is exactly what queries already leave out: every answer
+    /// stays the same, the rows and their posting blocks leave the disk (blocks emptied are
+    /// removed), later runs go on from where the last stopped unless a class newly archived
+    /// sends them back to the start, and rows in memory at a run wait for the next one.
+    #[test]
+    fn pruning_archived_rows_changes_no_answer_and_shrinks_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-index");
+        let all = rows(2_000, 5);
+        let index = AuditIndex::open(&path, 0).unwrap();
+        let mut disk = Rows::Disk(index.clone());
+        let mut memory = Rows::Memory(Vec::new());
+        for r in &all {
+            disk.push(*r).unwrap();
+            memory.push(*r).unwrap();
+        }
+        assert_eq!(index.snapshot().0, 7 * BLOCK as u64);
+        let keys = || index.tree.len();
+        let keys_before = keys();
+        let check = |prune: &Prune, disk: &mut Rows, memory: &mut Rows, expect: u64| {
+            let before = archived_answers(memory, prune);
+            let len = disk.len();
+            finish_pruning(&index, prune);
+            assert_eq!((len - disk.len()) as u64, expect, "{prune:?}");
+            assert!(archived_answers(disk, prune) == before, "{prune:?}");
+            // Pruned in memory alike, every scan (archived rows included) agrees.
+            memory.prune(prune.clone());
+            assert_same(disk, memory);
+        };
+        let on_disk = |prune: &Prune, upto: u64| {
+            all.iter()
+                .filter(|r| r.seq <= upto && prune.drops(r))
+                .count() as u64
+        };
+
+        // Classes 1 and 3 through 1,300: five blocks emptied of them, the sixth in part.
+        let first = Prune {
+            through: 1_300,
+            archived: vec![false, true, false, true, false],
+        };
+        check(&first, &mut disk, &mut memory, on_disk(&first, 1_300));
+        assert!(keys() < keys_before, "{} → {}", keys_before, keys());
+        // The same run again removes nothing.
+        check(&first, &mut disk, &mut memory, 0);
+
+        // Class 0 newly archived, through 1,900: from the start again, on disk up to the
+        // checkpoint (1,792), and in the rows not yet in a block.
+        let second = Prune {
+            through: 1_900,
+            archived: vec![true, true, false, true, false],
+        };
+        let expect = on_disk(&second, 1_900) - on_disk(&first, 1_300);
+        check(&second, &mut disk, &mut memory, expect);
+        assert_eq!(index.tail.lock().pruning.upto, 1_792);
+        assert!(index.snapshot().1.iter().all(|r| !second.drops(r)));
+
+        // Rows that fill the next block: the same run again goes on from where it stopped.
+        let more: Vec<Row> = (2_001..=2_300)
+            .map(|seq| Row {
+                seq,
+                time_micros: 1_700_000_000_000_000,
+                class: 2,
+            })
+            .collect();
+        for r in &more {
+            disk.push(*r).unwrap();
+            memory.push(*r).unwrap();
+        }
+        assert!(index.snapshot().0 > 1_900);
+        check(&second, &mut disk, &mut memory, 0);
+        assert_eq!(index.tail.lock().pruning.upto, 1_900);
+
+        // The count of rows on disk is kept with the blocks: a restart reads it, and the
+        // fold that follows writes the rest again.
+        let (checkpoint, tail) = index.snapshot();
+        let kept = disk.len() - tail.len();
+        drop((disk, index));
+        let mut disk = Rows::Disk(AuditIndex::open(&path, 2_300).unwrap());
+        assert_eq!(disk.len(), kept);
+        for r in all.iter().chain(&more).filter(|r| r.seq > checkpoint) {
+            if !second.drops(r) {
+                disk.push(*r).unwrap();
+            }
+        }
+        assert_same(&disk, &memory);
+    }
+
+    /// A prune goes a few blocks at a time: when asked, then with each block written, so the
+    /// writer's thread never stops for a long one; a run asked for meanwhile goes on from
+    /// where the last got.
+    #[test]
+    fn pruning_goes_a_few_blocks_per_block_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AuditIndex::open(&dir.path().join("audit-index"), 0).unwrap();
+        let mut disk = Rows::Disk(index.clone());
+        let all = rows(40 * BLOCK as u64, 2);
+        for r in &all {
+            disk.push(*r).unwrap();
+        }
+        let prune = |through| Prune {
+            through,
+            archived: vec![true, false],
+        };
+        let dropped = |through| all.iter().filter(|r| prune(through).drops(r)).count();
+        disk.prune(prune(20 * BLOCK as u64));
+        assert_eq!(disk.len(), all.len() - dropped((PRUNE_STEP * BLOCK) as u64));
+        // A later run while the first is under way: it goes on, and further.
+        disk.prune(prune(30 * BLOCK as u64));
+        assert_eq!(
+            disk.len(),
+            all.len() - dropped((2 * PRUNE_STEP * BLOCK) as u64)
+        );
+        let mut seq = all.len() as u64;
+        while index.tail.lock().pruning.work.is_some() {
+            for _ in 0..BLOCK {
+                seq += 1;
+                disk.push(Row {
+                    seq,
+                    time_micros: 0,
+                    class: 1,
+                })
+                .unwrap();
+            }
+            assert!(seq < 50 * BLOCK as u64, "pruning does not keep up");
+        }
+        assert_eq!(disk.all().len(), seq as usize - dropped(30 * BLOCK as u64));
+        assert_eq!(disk.len(), disk.all().len());
+    }
+
+    /// A block that does not decode ends the prune (logged) instead of failing every block
+    /// written after it; the rows it leaves are still never listed.
+    #[test]
+    fn a_prune_that_meets_a_broken_block_ends_and_the_index_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AuditIndex::open(&dir.path().join("audit-index"), 0).unwrap();
+        for r in rows(600, 2) {
+            index.push(r).unwrap();
+        }
+        index.tree.insert(row_key(1), &[FORMAT, 0x80][..]).unwrap();
+        index.prune(Prune {
+            through: 600,
+            archived: vec![true, false],
+        });
+        assert!(index.tail.lock().pruning.work.is_none());
+        for r in rows(1_000, 2).into_iter().skip(600) {
+            index.push(r).unwrap();
+        }
+        assert!(index.snapshot().0 > 600);
     }
 
     #[test]

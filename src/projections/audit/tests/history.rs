@@ -32,7 +32,7 @@ pub struct Log {
 }
 
 impl Log {
-    fn push(&mut self, stream: &str, event: AgpEvent) -> &mut Self {
+    pub fn push(&mut self, stream: &str, event: AgpEvent) -> &mut Self {
         self.push_with(stream, event, |_| {})
     }
 
@@ -87,7 +87,7 @@ impl Log {
     }
 }
 
-fn started(agent: (&str, &str), profile: (&str, &str), tool: &str) -> AgpEvent {
+pub fn started(agent: (&str, &str), profile: (&str, &str), tool: &str) -> AgpEvent {
     AgpEvent::Call(CallEvent::Started {
         call_id: "c".into(),
         agent_id: agent.0.into(),

@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
-use history::{Log, T0, history};
+use history::{Log, T0, history, started};
 
 fn q() -> AuditQuery {
     AuditQuery::default()
@@ -274,4 +274,78 @@ fn a_copy_s_state_stops_at_what_it_folded_though_its_rows_are_shared_on_disk() {
     assert_eq!(copy.state(), before);
     assert_eq!(before.as_array().unwrap().len(), 8);
     assert_eq!(live.state(), log.audit.state());
+}
+
+/// An archive run's marker prunes the calls it archived from the rows, on disk as in memory:
+/// every query answers as before, the state is the same, and the index keeps only the rows
+/// still listed.
+#[test]
+fn an_archive_run_prunes_the_rows_of_its_calls_and_no_answer_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::default();
+    log.audit
+        .attach(AuditIndex::open(&dir.path().join("audit-index"), 0).unwrap());
+    let mut memory = AuditLog::default();
+    for (r, e) in &history().records {
+        log.push(&r.stream, e.clone());
+    }
+    for _ in 0..1_000 {
+        log.push(
+            "calls-a1",
+            started(("a1", "claude"), ("p1", "support"), "notion__echo"),
+        );
+    }
+    let through = log.records.len() as u64 - 10;
+    let marker = crate::domain::security::SecurityEvent::LogArchived {
+        first_seq: 1,
+        last_seq: through,
+        last_hash: "h".into(),
+        records: through,
+        removed: 0,
+        selector: vec!["call.".into()],
+        segments: Vec::new(),
+        agents_last_call: Default::default(),
+        connectors_last_used: Default::default(),
+    };
+    let queries = [
+        q(),
+        AuditQuery {
+            agent: Some("claude".into()),
+            ..q()
+        },
+        AuditQuery {
+            event_type: Some("call.".into()),
+            ..q()
+        },
+        AuditQuery {
+            event_type: Some("agent.".into()),
+            ..q()
+        },
+    ];
+    for (r, e) in &log.records {
+        memory.apply(r, e);
+    }
+    log.push("log", AgpEvent::Security(marker));
+    let (r, e) = log.records.last().unwrap();
+    memory.apply(r, e);
+    assert_eq!(log.audit.state(), memory.state());
+    for query in queries {
+        let seqs = |audit: &AuditLog| -> Vec<u64> {
+            let query = AuditQuery {
+                limit: Some(AuditLog::MAX_LIMIT),
+                ..query.clone()
+            };
+            audit.query(&query).entries.iter().map(|e| e.seq).collect()
+        };
+        assert_eq!(seqs(&log.audit), seqs(&memory), "{query:?}");
+    }
+    // Kept: the history's events other than calls, its calls after `through`, and the marker.
+    let kept = log
+        .records
+        .iter()
+        .filter(|(r, _)| !(r.seq <= through && r.event_type.starts_with("call.")))
+        .count();
+    assert_eq!(memory.len(), kept);
+    assert_eq!(log.audit.len(), kept);
+    assert!(kept < 100, "{kept}");
 }
