@@ -428,7 +428,6 @@ fn prune_step(tree: &sled::Tree, tail: &mut Tail, budget: usize) -> Result<(), S
     };
     let mut next = None;
     let mut examined = 0;
-    let mut on_disk = tail.on_disk;
     if start <= row_key(upper).to_vec() {
         for kv in tree.range(start..=row_key(upper).to_vec()) {
             let (key, value) = kv?;
@@ -443,15 +442,15 @@ fn prune_step(tree: &sled::Tree, tail: &mut Tail, budget: usize) -> Result<(), S
                 continue;
             };
             let (mut batch, gone) = batch;
-            on_disk = on_disk.saturating_sub(gone);
+            let on_disk = tail.on_disk.saturating_sub(gone);
             batch.insert(
                 META,
                 &meta_value(tail.checkpoint, on_disk, tail.archived)[..],
             );
             tree.apply_batch(batch)?;
+            tail.on_disk = on_disk;
         }
     }
-    tail.on_disk = on_disk;
     let pruning = &mut tail.pruning;
     match next {
         Some(key) => {
