@@ -572,8 +572,8 @@ impl Rows {
         }
     }
 
-    /// Rows kept: one per event folded, less those pruned (on disk, once the index's thread
-    /// has done so).
+    /// Rows kept: one per event folded, less those pruned (on disk, as far as pruning has
+    /// gone).
     pub fn len(&self) -> usize {
         match self {
             Rows::Memory(rows) => rows.len(),
@@ -582,7 +582,7 @@ impl Rows {
     }
 
     /// Forgets the rows an archive run took out of the live log (in memory at once, on disk
-    /// by the index's thread).
+    /// a few blocks per block written).
     pub fn prune(&mut self, prune: Prune) {
         match self {
             Rows::Memory(rows) => rows.retain(|r| !prune.drops(r)),
@@ -868,7 +868,7 @@ mod tests {
     /// What an archive run prunes is exactly what queries already leave out: every answer
     /// stays the same, the rows and their posting blocks leave the disk (blocks emptied are
     /// removed), later runs go on from where the last stopped unless a class newly archived
-    /// sends them back to the start, and rows in memory at a run wait for the next one.
+    /// sends them back to the start, and rows not yet in a block are pruned at once.
     #[test]
     fn pruning_archived_rows_changes_no_answer_and_shrinks_the_index() {
         let dir = tempfile::tempdir().unwrap();
