@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod data_dir;
+mod freed_memory;
 mod shared_token;
 
 use std::future::Future;
@@ -286,6 +287,7 @@ impl Application {
             let _ = tcp.set_nodelay(true);
         });
         state.ready.store(true, Ordering::Release);
+        freed_memory::spawn(state.shutdown.subscribe());
         state.cluster.spawn_leadership(state.shutdown.subscribe());
         state.connector_service.spawn_refresher(self.refresh_every);
         if !self.relist_every.is_zero() {
