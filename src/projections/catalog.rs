@@ -184,29 +184,24 @@ struct ConnectorFacts {
     status: ConnectorStatus,
 }
 
-/// A definition hash as recorded: hex SHA-256, kept as its 32 bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Hash {
-    Bytes([u8; 32]),
-    /// Anything that is not 64 hex digits, kept as it was recorded.
-    Text(Box<str>),
+/// A definition hash as recorded: hex SHA-256, kept as its 32 bytes; anything else (no record
+/// AGP writes has it) is kept as recorded in the entry's [`Odd`] part.
+fn hash_bytes(s: &str) -> Option<[u8; 32]> {
+    let mut b = [0u8; 32];
+    let lowercase = s.bytes().all(|c| !c.is_ascii_uppercase());
+    (lowercase && hex::decode_to_slice(s, &mut b).is_ok()).then_some(b)
 }
 
-impl Hash {
-    fn new(s: &str) -> Self {
-        let mut b = [0u8; 32];
-        match hex::decode_to_slice(s, &mut b) {
-            Ok(()) if s.bytes().all(|c| !c.is_ascii_uppercase()) => Hash::Bytes(b),
-            _ => Hash::Text(s.into()),
-        }
-    }
+/// Marks an entry whose upstream name is kept in its [`Odd`] part.
+const UPSTREAM_IS_ODD: u16 = u16::MAX;
 
-    fn to_hex(&self) -> String {
-        match self {
-            Hash::Bytes(b) => hex::encode(b),
-            Hash::Text(t) => t.to_string(),
-        }
-    }
+/// What an entry keeps outside its slot when its record breaks a rule the domain enforces on
+/// every record it writes: an upstream name that does not end the catalog name, a definition
+/// hash that is not lowercase hex. Kept, never corrected: the catalog shows what was recorded.
+#[derive(Debug, Clone, Default)]
+struct Odd {
+    upstream_name: Option<Box<str>>,
+    definition_hash: Option<Box<str>>,
 }
 
 /// One entry as the catalog keeps it: ids into the connector table and the pools, so that a
@@ -216,15 +211,19 @@ struct Slot {
     /// Index into [`ToolCatalog::connectors`].
     connector: u32,
     alias: u32,
-    upstream_name: Box<str>,
+    /// Where the upstream name starts in the catalog name (`<alias>__<upstream_name>`), or
+    /// [`UPSTREAM_IS_ODD`].
+    upstream_at: u16,
     title: Option<u32>,
     description: u32,
     input_schema: u32,
     annotations: Option<u32>,
     operation: Operation,
     quarantine: Option<Box<Quarantine>>,
-    version: u64,
-    definition_hash: Hash,
+    version: u32,
+    definition_hash: [u8; 32],
+    /// The recorded hash is not lowercase hex: it is in the entry's [`Odd`] part.
+    hash_is_odd: bool,
     registered_by: u32,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -239,6 +238,8 @@ pub struct ToolCatalog {
     by_stream: HashMap<String, u32>,
     strings: StrPool,
     json: JsonPool,
+    /// Entry name → what its slot does not hold (see [`Odd`]); empty for every record AGP writes.
+    odd: HashMap<Box<str>, Odd>,
 }
 
 /// A borrowed view of one entry: the cheap fields directly, the definition on demand
@@ -265,7 +266,16 @@ impl<'a> EntryRef<'a> {
         self.catalog.strings.get(self.slot.alias)
     }
     pub fn upstream_name(&self) -> &'a str {
-        &self.slot.upstream_name
+        let odd = || {
+            self.catalog
+                .odd
+                .get(self.name)
+                .and_then(|o| o.upstream_name.as_deref())
+        };
+        match self.slot.upstream_at {
+            UPSTREAM_IS_ODD => odd().unwrap_or_default(),
+            at => self.name.get(usize::from(at)..).unwrap_or_default(),
+        }
     }
     pub fn title(&self) -> Option<&'a str> {
         self.slot.title.map(|t| self.catalog.strings.get(t))
@@ -280,10 +290,19 @@ impl<'a> EntryRef<'a> {
         self.slot.quarantine.as_deref()
     }
     pub fn version(&self) -> u64 {
-        self.slot.version
+        u64::from(self.slot.version)
     }
     pub fn definition_hash(&self) -> String {
-        self.slot.definition_hash.to_hex()
+        let odd = self
+            .slot
+            .hash_is_odd
+            .then(|| self.catalog.odd.get(self.name))
+            .flatten()
+            .and_then(|o| o.definition_hash.as_deref());
+        match odd {
+            Some(text) => text.to_string(),
+            None => hex::encode(self.slot.definition_hash),
+        }
     }
     /// Derived from the connector's status and the quarantine (which wins).
     pub fn status(&self) -> ToolStatus {
@@ -317,7 +336,7 @@ impl<'a> EntryRef<'a> {
             connector: self.facts.name.clone(),
             connector_id: self.facts.connector_id.clone(),
             alias: self.alias().to_string(),
-            upstream_name: self.slot.upstream_name.to_string(),
+            upstream_name: self.upstream_name().to_string(),
             title: self.title().map(str::to_string),
             description: self.description().to_string(),
             input_schema: raw(self.slot.input_schema),
@@ -326,7 +345,7 @@ impl<'a> EntryRef<'a> {
             status: self.status(),
             connector_status: self.connector_status().map(str::to_string),
             quarantine: self.slot.quarantine.as_deref().cloned(),
-            version: self.slot.version,
+            version: self.version(),
             backend_url: self.facts.mcp_server_url.clone(),
             definition_hash: self.definition_hash(),
             registered_at: self.slot.registered_at,
@@ -397,10 +416,26 @@ impl ToolCatalog {
                 // First registration wins (see the module doc).
                 continue;
             }
+            let upstream_at = name
+                .strip_suffix(t.upstream_name.as_str())
+                .and_then(|prefix| u16::try_from(prefix.len()).ok())
+                .filter(|&at| at != UPSTREAM_IS_ODD);
+            let hash = hash_bytes(&t.definition_hash);
+            if upstream_at.is_none() || hash.is_none() {
+                self.odd.insert(
+                    name.into(),
+                    Odd {
+                        upstream_name: upstream_at
+                            .is_none()
+                            .then(|| t.upstream_name.as_str().into()),
+                        definition_hash: hash.is_none().then(|| t.definition_hash.as_str().into()),
+                    },
+                );
+            }
             let slot = Slot {
                 connector,
                 alias,
-                upstream_name: t.upstream_name.as_str().into(),
+                upstream_at: upstream_at.unwrap_or(UPSTREAM_IS_ODD),
                 title: t.title.as_deref().map(|s| self.strings.intern(s)),
                 description: self.strings.intern(&t.description),
                 input_schema: self.json.intern(&t.input_schema),
@@ -408,7 +443,8 @@ impl ToolCatalog {
                 operation: t.operation,
                 quarantine: None,
                 version: 1,
-                definition_hash: Hash::new(&t.definition_hash),
+                definition_hash: hash.unwrap_or_default(),
+                hash_is_odd: hash.is_none(),
                 registered_by,
                 registered_at: record.time,
                 updated_at: record.time,
@@ -435,6 +471,8 @@ impl ToolCatalog {
         if let Some(c) = self.by_stream.remove(stream) {
             // The connector's slot stays (entries index it); its entries go.
             self.entries.retain(|_, s| s.connector != c);
+            let entries = &self.entries;
+            self.odd.retain(|name, _| entries.contains_key(name));
         }
     }
 }
@@ -472,7 +510,7 @@ impl Projection for ToolCatalog {
                     && e.operation != *operation
                 {
                     e.operation = *operation;
-                    e.version += 1;
+                    e.version = e.version.saturating_add(1);
                     e.updated_at = record.time;
                 }
             }
@@ -480,6 +518,7 @@ impl Projection for ToolCatalog {
                 for n in names {
                     if self.owned_mut(&record.stream, n.as_str()).is_some() {
                         self.entries.remove(n.as_str());
+                        self.odd.remove(n.as_str());
                     }
                 }
             }
@@ -520,9 +559,16 @@ impl Projection for ToolCatalog {
                 e.description = self.strings.intern(description);
                 e.input_schema = self.json.intern(input_schema);
                 e.annotations = annotations.as_ref().map(|a| self.json.intern(a));
-                e.definition_hash = Hash::new(definition_hash);
+                let hash = hash_bytes(definition_hash);
+                e.definition_hash = hash.unwrap_or_default();
+                e.hash_is_odd = hash.is_none();
                 e.quarantine = None;
-                e.version += 1;
+                e.version = e.version.saturating_add(1);
+                let odd = self.odd.entry(name.as_str().into()).or_default();
+                odd.definition_hash = hash.is_none().then(|| definition_hash.as_str().into());
+                if odd.upstream_name.is_none() && odd.definition_hash.is_none() {
+                    self.odd.remove(name.as_str());
+                }
                 e.updated_at = record.time;
             }
             ConnectorEvent::Removed { .. } => self.remove_connector(&record.stream),

@@ -548,3 +548,61 @@ fn a_rebuild_with_quarantines_and_approvals_equals_the_live_state() {
         "disconnected"
     );
 }
+
+/// Records AGP never writes (an upstream name that does not end the catalog name, a hash that
+/// is not lowercase hex) still show exactly what was recorded, and leave nothing behind once
+/// their entries go.
+#[test]
+fn an_entry_recorded_against_the_naming_rules_shows_what_was_recorded() {
+    let mut log = notion();
+    let mut odd = tool("notion", "list", Operation::Read);
+    odd.upstream_name = "List Things".into();
+    odd.definition_hash = odd.definition_hash.to_uppercase();
+    log.push("c1", registered("notion", vec![odd.clone()]));
+    let e = log.entry("notion__list");
+    assert_eq!(e.upstream_name, "List Things");
+    assert_eq!(e.definition_hash, odd.definition_hash);
+    assert_eq!(log.entry("notion__search").upstream_name, "search");
+    assert_eq!(log.catalog().odd.len(), 1);
+
+    // An approval with a well-formed hash leaves the odd upstream name as it was.
+    log.push("c1", approved("notion__list", "benign"));
+    let e = log.entry("notion__list");
+    assert_eq!(e.upstream_name, "List Things");
+    assert_eq!(e.definition_hash, approved_hash("notion__list"));
+    assert_eq!(
+        log.rebuilt().catalog.state(),
+        log.catalog().state(),
+        "a rebuild equals the live state"
+    );
+
+    log.push(
+        "c1",
+        ConnectorEvent::ToolsUnregistered {
+            names: vec![tname("notion__list")],
+            reason: "unused".into(),
+        },
+    );
+    assert!(log.catalog().odd.is_empty());
+
+    log.push("c1", registered("notion", vec![odd]));
+    assert_eq!(log.catalog().odd.len(), 1);
+    log.push(
+        "c1",
+        ConnectorEvent::Removed {
+            name: rname("notion"),
+        },
+    );
+    assert!(log.catalog().is_empty());
+    assert!(log.catalog().odd.is_empty());
+}
+
+fn approved_hash(name: &str) -> String {
+    let ConnectorEvent::ToolApproved {
+        definition_hash, ..
+    } = approved(name, "benign")
+    else {
+        unreachable!()
+    };
+    definition_hash
+}
