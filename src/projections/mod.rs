@@ -11,6 +11,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod catalog;
+pub(crate) mod chunks;
 pub mod connectors;
 pub mod grants;
 pub mod live;

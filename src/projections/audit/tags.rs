@@ -15,7 +15,8 @@
 //! `approval-<id>` stream, so event types added later are tagged without touching this file.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, Hash, RandomState};
 
 use serde_json::Value;
 
@@ -26,52 +27,127 @@ use crate::domain::call::CallEvent;
 use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
 use crate::domain::security::SecurityEvent;
+use crate::projections::chunks::{Chunks, Span};
 use crate::store::RecordedEvent;
 
-/// Interned strings: index ↔ string, in first-seen order (deterministic under replay). Each
-/// string is held once, shared by the list and the index.
+/// Interned strings: index ↔ string, in first-seen order (deterministic under replay). The
+/// text is kept once, in [`Chunks`]; the index maps each string's hash to its id, and the rare
+/// string whose hash an earlier, different one already has is indexed by its text, so lookups
+/// stay exact.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Interner {
-    strings: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, u32>,
+    spans: Vec<Span>,
+    text: Chunks<String>,
+    index: Exact<str>,
 }
 
 impl Interner {
     pub(super) fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
+        let h = self.index.hash(s);
+        if let Some(i) = self.index.find(h, s, |i| self.get(i)) {
             return i;
         }
-        let i = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        let shared: Arc<str> = Arc::from(s);
-        self.strings.push(Arc::clone(&shared));
-        self.index.insert(shared, i);
+        let i = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
+        self.spans.push(self.text.push(s));
+        self.index.insert(h, s, i);
         i
     }
 
     pub(super) fn get(&self, i: u32) -> &str {
-        self.strings.get(i as usize).map(|s| &**s).unwrap_or("")
+        self.spans
+            .get(i as usize)
+            .map_or("", |&span| self.text.get(span))
     }
 
     pub(super) fn find(&self, s: &str) -> Option<u32> {
-        self.index.get(s).copied()
+        self.index.find(self.index.hash(s), s, |i| self.get(i))
     }
 }
 
-/// Interned tag sets: each a sorted, deduplicated slice of interned tag strings. Set 0 is the
-/// empty set, so an event that names nothing costs nothing.
+/// An exact index from items (strings, id runs) to the ids of a table that holds them: by hash,
+/// with the items whose hash an earlier, different item already has kept by value.
+#[derive(Debug)]
+struct Exact<T: ?Sized> {
+    by_hash: HashMap<u64, u32>,
+    /// 64-bit hash collisions: practically never, but an index must not lose what it holds.
+    collided: HashMap<Box<T>, u32>,
+    hasher: RandomState,
+}
+
+impl<T: ?Sized> Clone for Exact<T>
+where
+    Box<T>: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            by_hash: self.by_hash.clone(),
+            collided: self.collided.clone(),
+            hasher: self.hasher.clone(),
+        }
+    }
+}
+
+impl<T: ?Sized> Default for Exact<T> {
+    fn default() -> Self {
+        Self {
+            by_hash: HashMap::new(),
+            collided: HashMap::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Exact<T>
+where
+    Box<T>: for<'a> From<&'a T> + std::borrow::Borrow<T> + Hash + Eq,
+{
+    fn hash(&self, item: &T) -> u64 {
+        self.hasher.hash_one(item)
+    }
+
+    /// The id of `item` (whose hash is `h`); `stored` reads an id's item back.
+    fn find<'a>(&self, h: u64, item: &T, stored: impl Fn(u32) -> &'a T) -> Option<u32>
+    where
+        T: 'a,
+    {
+        match self.by_hash.get(&h) {
+            Some(&i) if stored(i) == item => Some(i),
+            Some(_) => self.collided.get(item).copied(),
+            None => None,
+        }
+    }
+
+    /// Indexes `item` (hash `h`) as `id`; `item` is one [`find`](Self::find) did not find.
+    fn insert(&mut self, h: u64, item: &T, id: u32) {
+        match self.by_hash.entry(h) {
+            Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(Box::from(item), id);
+            }
+        }
+    }
+}
+
+/// Interned tag sets: each a sorted, deduplicated run of interned tag strings, kept once in
+/// [`Chunks`]. Set 0 is the empty set, so an event that names nothing costs nothing.
 #[derive(Debug, Clone)]
 pub(super) struct TagSets {
-    sets: Vec<Box<[u32]>>,
-    index: HashMap<Box<[u32]>, u32>,
+    spans: Vec<Span>,
+    ids: Chunks<Vec<u32>>,
+    index: Exact<[u32]>,
 }
 
 impl Default for TagSets {
     fn default() -> Self {
-        let empty: Box<[u32]> = Box::new([]);
-        Self {
-            sets: vec![empty.clone()],
-            index: HashMap::from([(empty, 0)]),
-        }
+        let mut sets = Self {
+            spans: Vec::new(),
+            ids: Chunks::default(),
+            index: Exact::default(),
+        };
+        sets.intern(Vec::new());
+        sets
     }
 }
 
@@ -80,25 +156,30 @@ impl TagSets {
     fn intern(&mut self, mut tags: Vec<u32>) -> u32 {
         tags.sort_unstable();
         tags.dedup();
-        if let Some(&i) = self.index.get(tags.as_slice()) {
+        let h = self.index.hash(&tags);
+        if let Some(i) = self.index.find(h, &tags, |i| self.get(i)) {
             return i;
         }
-        let i = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
-        let set: Box<[u32]> = tags.into_boxed_slice();
-        self.sets.push(set.clone());
-        self.index.insert(set, i);
+        let i = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
+        self.spans.push(self.ids.push(&tags));
+        self.index.insert(h, &tags, i);
         i
     }
 
     pub(super) fn get(&self, i: u32) -> &[u32] {
-        self.sets.get(i as usize).map_or(&[], |s| s)
+        self.spans
+            .get(i as usize)
+            .map_or(&[], |&span| self.ids.get(span))
     }
 
     /// For every set id: whether that set holds all of `required`.
     pub(super) fn holding_all(&self, required: &[u32]) -> Vec<bool> {
-        self.sets
+        self.spans
             .iter()
-            .map(|s| required.iter().all(|t| s.binary_search(t).is_ok()))
+            .map(|&span| {
+                let s = self.ids.get(span);
+                required.iter().all(|t| s.binary_search(t).is_ok())
+            })
             .collect()
     }
 }
@@ -401,5 +482,55 @@ impl Tagger {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exact_index_keeps_items_whose_hashes_collide() {
+        let items = ["a", "b", "c"];
+        let stored = |i: u32| items[i as usize];
+        let mut index = Exact::<str>::default();
+        for (i, item) in (0..).zip(items) {
+            assert_eq!(index.find(7, item, stored), None);
+            index.insert(7, item, i);
+        }
+        for (i, item) in (0..).zip(items) {
+            assert_eq!(index.find(7, item, stored), Some(i));
+        }
+        assert_eq!(index.find(7, "d", stored), None);
+        assert_eq!(index.find(8, "a", stored), None);
+    }
+
+    #[test]
+    fn interned_strings_and_sets_read_back_and_are_found_again() {
+        let mut strings = Interner::default();
+        let words: Vec<String> = (0..20_000).map(|i| format!("tool:t{i}")).collect();
+        let ids: Vec<u32> = words.iter().map(|w| strings.intern(w)).collect();
+        assert_eq!(ids, (0..20_000).collect::<Vec<u32>>(), "first-seen order");
+        for (w, &i) in words.iter().zip(&ids) {
+            assert_eq!(strings.get(i), w);
+            assert_eq!(strings.find(w), Some(i));
+            assert_eq!(strings.intern(w), i);
+        }
+        assert_eq!(strings.find("tool:nope"), None);
+        assert_eq!(strings.get(u32::MAX), "");
+        let big = "x".repeat(crate::projections::chunks::CHUNK_BYTES + 1);
+        let b = strings.intern(&big);
+        assert_eq!(strings.get(b), big);
+
+        let mut sets = TagSets::default();
+        assert_eq!(sets.get(0), &[] as &[u32]);
+        assert_eq!(sets.intern(vec![]), 0);
+        let a = sets.intern(vec![3, 1, 3, 2]);
+        assert_eq!(sets.get(a), &[1, 2, 3]);
+        assert_eq!(sets.intern(vec![2, 1, 3]), a);
+        let b = sets.intern(vec![2]);
+        assert_ne!(a, b);
+        assert_eq!(sets.holding_all(&[2]), [false, true, true]);
+        assert_eq!(sets.holding_all(&[1, 3]), [false, true, false]);
     }
 }

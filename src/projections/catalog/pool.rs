@@ -24,127 +24,9 @@ use std::hash::{BuildHasher, RandomState};
 use serde_json::{Map, Value};
 
 use crate::canonical::write_canonical;
-
-/// Bytes per chunk of [`Chunks`]: small enough that a small catalog stays small, large enough
-/// that a chunk is one allocation among hundreds of items.
-const CHUNK_BYTES: usize = 64 << 10;
-
-/// Where an item lives in its [`Chunks`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    chunk: u32,
-    start: u32,
-    len: u32,
-}
-
-/// A chunk of [`Chunks`]: text (`String`) or ids (`Vec<u32>`).
-trait Chunk {
-    type Items: ?Sized;
-    /// Bytes per item.
-    const ITEM_BYTES: usize;
-    /// A chunk with room for `items` items (bytes of text, ids).
-    fn with_room(items: usize) -> Self;
-    fn room(&self) -> usize;
-    fn filled(&self) -> usize;
-    fn append(&mut self, items: &Self::Items);
-    fn count(items: &Self::Items) -> usize;
-    fn slice(&self, start: usize, end: usize) -> Option<&Self::Items>;
-}
-
-impl Chunk for String {
-    type Items = str;
-    const ITEM_BYTES: usize = 1;
-    fn with_room(items: usize) -> Self {
-        String::with_capacity(items)
-    }
-    fn room(&self) -> usize {
-        self.capacity() - self.len()
-    }
-    fn filled(&self) -> usize {
-        self.len()
-    }
-    fn append(&mut self, items: &str) {
-        self.push_str(items);
-    }
-    fn count(items: &str) -> usize {
-        items.len()
-    }
-    fn slice(&self, start: usize, end: usize) -> Option<&str> {
-        self.get(start..end)
-    }
-}
-
-impl Chunk for Vec<u32> {
-    type Items = [u32];
-    const ITEM_BYTES: usize = size_of::<u32>();
-    fn with_room(items: usize) -> Self {
-        Vec::with_capacity(items)
-    }
-    fn room(&self) -> usize {
-        self.capacity() - self.len()
-    }
-    fn filled(&self) -> usize {
-        self.len()
-    }
-    fn append(&mut self, items: &[u32]) {
-        self.extend_from_slice(items);
-    }
-    fn count(items: &[u32]) -> usize {
-        items.len()
-    }
-    fn slice(&self, start: usize, end: usize) -> Option<&[u32]> {
-        self.get(start..end)
-    }
-}
-
-/// Append-only storage of items (strings, runs of ids) in chunks of about [`CHUNK_BYTES`] (an
-/// item larger than that gets a chunk of its own). A chunk never grows past its capacity, so
-/// nothing is copied or freed as the store grows.
-#[derive(Debug, Clone)]
-struct Chunks<C> {
-    chunks: Vec<C>,
-}
-
-impl<C> Default for Chunks<C> {
-    fn default() -> Self {
-        Self { chunks: Vec::new() }
-    }
-}
-
-impl<C: Chunk> Chunks<C> {
-    fn push(&mut self, items: &C::Items) -> Span {
-        let count = C::count(items);
-        let span = |chunk: usize, start: usize| Span {
-            chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
-            start: u32::try_from(start).unwrap_or(u32::MAX),
-            len: u32::try_from(count).unwrap_or(u32::MAX),
-        };
-        let next = self.chunks.len();
-        if let Some(c) = self.chunks.last_mut()
-            && c.room() >= count
-        {
-            let start = c.filled();
-            c.append(items);
-            return span(next - 1, start);
-        }
-        let mut c = C::with_room((CHUNK_BYTES / C::ITEM_BYTES).max(count));
-        c.append(items);
-        self.chunks.push(c);
-        span(next, 0)
-    }
-
-    /// The item at `span` (empty if there is none: spans come from [`Chunks::push`]).
-    fn get(&self, span: Span) -> &C::Items
-    where
-        for<'a> &'a C::Items: Default,
-    {
-        let start = span.start as usize;
-        self.chunks
-            .get(span.chunk as usize)
-            .and_then(|c| c.slice(start, start + span.len as usize))
-            .unwrap_or_default()
-    }
-}
+#[cfg(test)]
+use crate::projections::chunks::CHUNK_BYTES;
+use crate::projections::chunks::{Chunks, Span};
 
 /// Strings interned once each, found by content. Holds each string once: the index maps a
 /// hash to the id, and a hash collision simply stores the second string unindexed.
@@ -430,7 +312,7 @@ mod tests {
                 ids.push((s.intern(""), String::new()));
             }
         }
-        assert!(s.text.chunks.len() > 3, "{} chunks", s.text.chunks.len());
+        assert!(s.text.chunk_count() > 3, "{} chunks", s.text.chunk_count());
         for (id, text) in &ids {
             assert_eq!(s.get(*id), text);
             assert_eq!(s.intern(text), *id);
@@ -442,7 +324,7 @@ mod tests {
             .chain([json!({"huge": big}), json!([]), json!({}), json!(null)])
             .collect();
         let ids: Vec<u32> = values.iter().map(|v| pool.intern(v)).collect();
-        let chunks = (pool.ids.chunks.len(), pool.text.chunks.len());
+        let chunks = (pool.ids.chunk_count(), pool.text.chunk_count());
         assert!(chunks.0 > 1 && chunks.1 > 1, "{chunks:?}");
         for (id, v) in ids.iter().zip(&values) {
             assert_eq!(pool.text(*id), to_canonical_string(v));
