@@ -5,6 +5,9 @@
 //! it would pin half-empty allocator pages. The catalog's pools and the audit log's interners
 //! keep their text and id runs here.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 /// Bytes per chunk of [`Chunks`]: small enough that a small catalog stays small, large enough
 /// that a chunk is one allocation among hundreds of items.
 pub(crate) const CHUNK_BYTES: usize = 64 << 10;
@@ -129,5 +132,49 @@ impl<C: Chunk> Chunks<C> {
             .get(span.chunk as usize)
             .and_then(|c| c.slice(start, start + span.len as usize))
             .unwrap_or_default()
+    }
+}
+
+/// Hash maps keyed by a hash already computed (a `u64` from a [`std::hash::RandomState`]): the
+/// key is its own hash, so a lookup does not hash twice.
+pub(crate) type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+
+/// The [`Hasher`] of [`ByHash`]: passes a `u64` key through.
+#[derive(Default)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Not reached for `u64` keys; folds bytes in so that any use still hashes.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prehashed_key_is_its_own_hash() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<Prehashed>::default();
+        assert_eq!(build.hash_one(0xdead_beef_u64), 0xdead_beef);
+        let mut map: ByHash<u32> = ByHash::default();
+        map.insert(7, 1);
+        map.insert(u64::MAX, 2);
+        assert_eq!(
+            (map.get(&7), map.get(&u64::MAX), map.get(&8)),
+            (Some(&1), Some(&2), None)
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::domain::call::CallEvent;
 use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
 use crate::domain::security::SecurityEvent;
-use crate::projections::chunks::{Chunks, Span};
+use crate::projections::chunks::{ByHash, Chunks, Span};
 use crate::store::RecordedEvent;
 
 /// Interned strings: index ↔ string, in first-seen order (deterministic under replay). The
@@ -68,7 +68,7 @@ impl Interner {
 /// with the items whose hash an earlier, different item already has kept by value.
 #[derive(Debug)]
 struct Exact<T: ?Sized> {
-    by_hash: HashMap<u64, u32>,
+    by_hash: ByHash<u32>,
     /// 64-bit hash collisions: practically never, but an index must not lose what it holds.
     collided: HashMap<Box<T>, u32>,
     hasher: RandomState,
@@ -90,7 +90,7 @@ where
 impl<T: ?Sized> Default for Exact<T> {
     fn default() -> Self {
         Self {
-            by_hash: HashMap::new(),
+            by_hash: ByHash::default(),
             collided: HashMap::new(),
             hasher: RandomState::new(),
         }

@@ -18,7 +18,6 @@
 //! order); a node's children are older than it; writing a node gives exactly
 //! [`crate::canonical::write_canonical`] of the value it was interned from.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 use serde_json::{Map, Value};
@@ -26,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::canonical::write_canonical;
 #[cfg(test)]
 use crate::projections::chunks::CHUNK_BYTES;
-use crate::projections::chunks::{Chunks, Span};
+use crate::projections::chunks::{ByHash, Chunks, Span};
 
 /// Strings interned once each, found by content. Holds each string once: the index maps a
 /// hash to the id, and a hash collision simply stores the second string unindexed.
@@ -34,7 +33,7 @@ use crate::projections::chunks::{Chunks, Span};
 pub struct StrPool {
     spans: Vec<Span>,
     text: Chunks<String>,
-    index: HashMap<u64, u32>,
+    index: ByHash<u32>,
     hasher: RandomState,
 }
 
@@ -79,7 +78,7 @@ struct Node {
 #[derive(Debug, Default, Clone)]
 pub struct JsonPool {
     nodes: Vec<Node>,
-    index: HashMap<u64, u32>,
+    index: ByHash<u32>,
     keys: StrPool,
     text: Chunks<String>,
     ids: Chunks<Vec<u32>>,
