@@ -42,8 +42,9 @@ use crate::domain::AgpEvent;
 use crate::domain::connector::{
     ConnectorEvent, ConnectorStatus, FieldChange, Operation, RegisteredTool,
 };
+use crate::projections::chunks::Interner;
 use crate::store::RecordedEvent;
-use pool::{JsonPool, StrPool};
+use pool::JsonPool;
 
 /// A JSON document stored as its canonical text; serializes back as the JSON it holds.
 #[derive(Debug, Clone)]
@@ -236,7 +237,7 @@ pub struct ToolCatalog {
     connectors: Vec<ConnectorFacts>,
     /// Stream → index into `connectors`.
     by_stream: HashMap<String, u32>,
-    strings: StrPool,
+    strings: Interner,
     json: JsonPool,
     /// Entry name → what its slot does not hold (see [`Odd`]); empty for every record AGP writes.
     odd: HashMap<Box<str>, Odd>,

@@ -26,10 +26,11 @@ use crate::domain::profile::ProfileEvent;
 use crate::domain::security::SecurityEvent;
 use crate::store::RecordedEvent;
 
+use crate::projections::chunks::Interner;
 pub use query::{AuditPage, AuditQuery, Cursor, CursorError, Order};
 pub use rows::AuditIndex;
 use rows::{Prune, Row, Rows};
-use tags::{Interner, Tagger};
+use tags::Tagger;
 
 /// What an event can be filtered on besides its time and position, interned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

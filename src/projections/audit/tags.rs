@@ -15,8 +15,6 @@
 //! `approval-<id>` stream, so event types added later are tagged without touching this file.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, Hash, RandomState};
 
 use serde_json::Value;
 
@@ -27,108 +25,8 @@ use crate::domain::call::CallEvent;
 use crate::domain::connector::ConnectorEvent;
 use crate::domain::profile::ProfileEvent;
 use crate::domain::security::SecurityEvent;
-use crate::projections::chunks::{ByHash, Chunks, Span};
+use crate::projections::chunks::{Chunks, Exact, Interner, Span};
 use crate::store::RecordedEvent;
-
-/// Interned strings: index ↔ string, in first-seen order (deterministic under replay). The
-/// text is kept once, in [`Chunks`]; the index maps each string's hash to its id, and the rare
-/// string whose hash an earlier, different one already has is indexed by its text, so lookups
-/// stay exact.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Interner {
-    spans: Vec<Span>,
-    text: Chunks<String>,
-    index: Exact<str>,
-}
-
-impl Interner {
-    pub(super) fn intern(&mut self, s: &str) -> u32 {
-        let h = self.index.hash(s);
-        if let Some(i) = self.index.find(h, s, |i| self.get(i)) {
-            return i;
-        }
-        let i = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
-        self.spans.push(self.text.push(s));
-        self.index.insert(h, s, i);
-        i
-    }
-
-    pub(super) fn get(&self, i: u32) -> &str {
-        self.spans
-            .get(i as usize)
-            .map_or("", |&span| self.text.get(span))
-    }
-
-    pub(super) fn find(&self, s: &str) -> Option<u32> {
-        self.index.find(self.index.hash(s), s, |i| self.get(i))
-    }
-}
-
-/// An exact index from items (strings, id runs) to the ids of a table that holds them: by hash,
-/// with the items whose hash an earlier, different item already has kept by value.
-#[derive(Debug)]
-struct Exact<T: ?Sized> {
-    by_hash: ByHash<u32>,
-    /// 64-bit hash collisions: practically never, but an index must not lose what it holds.
-    collided: HashMap<Box<T>, u32>,
-    hasher: RandomState,
-}
-
-impl<T: ?Sized> Clone for Exact<T>
-where
-    Box<T>: Clone,
-{
-    fn clone(&self) -> Self {
-        Self {
-            by_hash: self.by_hash.clone(),
-            collided: self.collided.clone(),
-            hasher: self.hasher.clone(),
-        }
-    }
-}
-
-impl<T: ?Sized> Default for Exact<T> {
-    fn default() -> Self {
-        Self {
-            by_hash: ByHash::default(),
-            collided: HashMap::new(),
-            hasher: RandomState::new(),
-        }
-    }
-}
-
-impl<T: ?Sized + Hash + Eq> Exact<T>
-where
-    Box<T>: for<'a> From<&'a T> + std::borrow::Borrow<T> + Hash + Eq,
-{
-    fn hash(&self, item: &T) -> u64 {
-        self.hasher.hash_one(item)
-    }
-
-    /// The id of `item` (whose hash is `h`); `stored` reads an id's item back.
-    fn find<'a>(&self, h: u64, item: &T, stored: impl Fn(u32) -> &'a T) -> Option<u32>
-    where
-        T: 'a,
-    {
-        match self.by_hash.get(&h) {
-            Some(&i) if stored(i) == item => Some(i),
-            Some(_) => self.collided.get(item).copied(),
-            None => None,
-        }
-    }
-
-    /// Indexes `item` (hash `h`) as `id`; `item` is one [`find`](Self::find) did not find.
-    fn insert(&mut self, h: u64, item: &T, id: u32) {
-        match self.by_hash.entry(h) {
-            Entry::Vacant(v) => {
-                v.insert(id);
-            }
-            Entry::Occupied(_) => {
-                self.collided.insert(Box::from(item), id);
-            }
-        }
-    }
-}
 
 /// Interned tag sets: each a sorted, deduplicated run of interned tag strings, kept once in
 /// [`Chunks`]. Set 0 is the empty set, so an event that names nothing costs nothing.
@@ -488,22 +386,6 @@ impl Tagger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_exact_index_keeps_items_whose_hashes_collide() {
-        let items = ["a", "b", "c"];
-        let stored = |i: u32| items[i as usize];
-        let mut index = Exact::<str>::default();
-        for (i, item) in (0..).zip(items) {
-            assert_eq!(index.find(7, item, stored), None);
-            index.insert(7, item, i);
-        }
-        for (i, item) in (0..).zip(items) {
-            assert_eq!(index.find(7, item, stored), Some(i));
-        }
-        assert_eq!(index.find(7, "d", stored), None);
-        assert_eq!(index.find(8, "a", stored), None);
-    }
 
     #[test]
     fn interned_strings_and_sets_read_back_and_are_found_again() {

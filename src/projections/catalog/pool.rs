@@ -25,38 +25,7 @@ use serde_json::{Map, Value};
 use crate::canonical::write_canonical;
 #[cfg(test)]
 use crate::projections::chunks::CHUNK_BYTES;
-use crate::projections::chunks::{ByHash, Chunks, Span};
-
-/// Strings interned once each, found by content. Holds each string once: the index maps a
-/// hash to the id, and a hash collision simply stores the second string unindexed.
-#[derive(Debug, Default, Clone)]
-pub struct StrPool {
-    spans: Vec<Span>,
-    text: Chunks<String>,
-    index: ByHash<u32>,
-    hasher: RandomState,
-}
-
-impl StrPool {
-    pub fn intern(&mut self, s: &str) -> u32 {
-        let h = self.hasher.hash_one(s);
-        if let Some(&i) = self.index.get(&h)
-            && self.get(i) == s
-        {
-            return i;
-        }
-        let i = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
-        self.spans.push(self.text.push(s));
-        self.index.entry(h).or_insert(i);
-        i
-    }
-
-    pub fn get(&self, i: u32) -> &str {
-        self.spans
-            .get(i as usize)
-            .map_or("", |&span| self.text.get(span))
-    }
-}
+use crate::projections::chunks::{ByHash, Chunks, Interner, Span};
 
 /// What a node is; its content is in [`JsonPool::text`] (a scalar's canonical text) or
 /// [`JsonPool::ids`] (an array's items, an object's key and value ids by turns).
@@ -79,7 +48,7 @@ struct Node {
 pub struct JsonPool {
     nodes: Vec<Node>,
     index: ByHash<u32>,
-    keys: StrPool,
+    keys: Interner,
     text: Chunks<String>,
     ids: Chunks<Vec<u32>>,
     hasher: RandomState,
@@ -288,35 +257,8 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_kept_once() {
-        let mut s = StrPool::default();
-        let a = s.intern("hello");
-        assert_eq!(s.intern("hello"), a);
-        assert_ne!(s.intern("world"), a);
-        assert_eq!(s.get(a), "hello");
-    }
-
-    #[test]
-    fn items_across_chunks_and_larger_than_a_chunk_read_back_whole() {
-        let mut s = StrPool::default();
+    fn json_across_chunks_and_larger_than_a_chunk_reads_back_whole() {
         let big = "x".repeat(CHUNK_BYTES * 2 + 3);
-        let mut ids = Vec::new();
-        for i in 0..10_000 {
-            ids.push((
-                s.intern(&format!("string number {i} é")),
-                format!("string number {i} é"),
-            ));
-            if i == 5_000 {
-                ids.push((s.intern(&big), big.clone()));
-                ids.push((s.intern(""), String::new()));
-            }
-        }
-        assert!(s.text.chunk_count() > 3, "{} chunks", s.text.chunk_count());
-        for (id, text) in &ids {
-            assert_eq!(s.get(*id), text);
-            assert_eq!(s.intern(text), *id);
-        }
-
         let mut pool = JsonPool::default();
         let values: Vec<Value> = (0..3_000)
             .map(|i| json!({"n": i, "list": [i, "same", [], {}], "text": "y".repeat(i % 50)}))
