@@ -993,19 +993,20 @@ impl SegmentAccountant {
             }
         }
 
-        self.tip += self.config.segment_size as LogOffset;
-
         // AGP: the new segment is written with zeros (what recovery writes over a garbage
         // segment: `MessageKind::Corrupted`) before the log uses it, so the log's own writes
         // into it overwrite blocks the file already has instead of extending it. An `fdatasync`
         // after a write that extends the file must also commit the file's new size and extents
-        // (a journal commit, about as costly again); after an overwrite it commits data only.
+        // (on ext4, a journal commit); after an overwrite it commits data only. Written before
+        // the tip moves, so a failed write leaves the accountant as it was.
         io_fail!(self.config, "zero new segment");
         pwrite_all(
             &self.config.file,
             &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
             lid,
         )?;
+
+        self.tip += self.config.segment_size as LogOffset;
 
         trace!("advancing file tip from {} to {}", lid, self.tip);
 
