@@ -162,10 +162,9 @@ impl Hasher for Prehashed {
 }
 
 /// Interned strings: index ↔ string, in first-seen order (deterministic for a given order of
-/// interning). The
-/// text is kept once, in [`Chunks`]; the index maps each string's hash to its id, and the rare
-/// string whose hash an earlier, different one already has is indexed by its text, so lookups
-/// stay exact.
+/// interning). The text is kept once, in [`Chunks`]; the index maps each string's hash to its
+/// id, and the rare string whose hash an earlier, different one already has is indexed by its
+/// text, so lookups stay exact.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Interner {
     spans: Vec<Span>,
