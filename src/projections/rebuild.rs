@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{ProjectionError, ProjectionSet};
 use crate::domain::AgpEvent;
-use crate::store::{EventLog, RecordedEvent};
+use crate::store::{EventLog, ReadShare, RecordedEvent};
 
 /// Events per chunk a worker reads and decodes.
 const CHUNK: u64 = 64;
@@ -135,46 +135,53 @@ fn fold_bounded(
     // Record data decoded and not yet folded (see AHEAD_BYTES).
     let ahead = AtomicU64::new(0);
     let abort = AtomicBool::new(false);
+    // Consecutive chunks of one large group commit decompress it once between them.
+    let share = ReadShare::default();
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<(u64, Result<Chunk, ProjectionError>)>(workers * 2);
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
             let (next_chunk, folded_chunks, ahead, abort) =
                 (&next_chunk, &folded_chunks, &ahead, &abort);
+            let share = share.clone();
             scope.spawn(move || {
-                loop {
-                    let c = next_chunk.fetch_add(1, Ordering::Relaxed);
-                    if c >= chunks {
-                        return;
-                    }
-                    // The chunk the fold waits for always goes; others wait for room.
+                share.enter(|| {
                     loop {
-                        let folded = folded_chunks.load(Ordering::Acquire);
-                        let room = c == folded
-                            || (c < folded + WINDOW && ahead.load(Ordering::Acquire) < ahead_bytes);
-                        if room {
-                            break;
+                        let c = next_chunk.fetch_add(1, Ordering::Relaxed);
+                        if c >= chunks {
+                            return;
+                        }
+                        // The chunk the fold waits for always goes; others wait for room.
+                        loop {
+                            let folded = folded_chunks.load(Ordering::Acquire);
+                            let room = c == folded
+                                || (c < folded + WINDOW
+                                    && ahead.load(Ordering::Acquire) < ahead_bytes);
+                            if room {
+                                break;
+                            }
+                            if abort.load(Ordering::Acquire) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_micros(200));
                         }
                         if abort.load(Ordering::Acquire) {
                             return;
                         }
-                        std::thread::sleep(Duration::from_micros(200));
+                        let from = start + c * CHUNK;
+                        let to = (from + CHUNK - 1).min(end);
+                        let decoded = decode_chunk(log, from, to, archived);
+                        if let Ok(chunk) = &decoded {
+                            ahead.fetch_add(chunk.bytes, Ordering::AcqRel);
+                        }
+                        if tx.send((c, decoded)).is_err() {
+                            return;
+                        }
                     }
-                    if abort.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let from = start + c * CHUNK;
-                    let to = (from + CHUNK - 1).min(end);
-                    let decoded = decode_chunk(log, from, to, archived);
-                    if let Ok(chunk) = &decoded {
-                        ahead.fetch_add(chunk.bytes, Ordering::AcqRel);
-                    }
-                    if tx.send((c, decoded)).is_err() {
-                        return;
-                    }
-                }
+                })
             });
         }
+        drop(share);
         drop(tx);
         let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
         let mut want = 0u64;

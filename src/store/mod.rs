@@ -46,6 +46,7 @@ use uuid::Uuid;
 
 pub use mem_log::MemLog;
 pub use record::{GENESIS_HASH, RecordedEvent, canonical_bytes, compute_hash};
+pub use sled_log::group::ReadShare;
 pub use sled_log::{OpenReport, SledLog, SledOptions, TailAction, TailIssue, TailPolicy};
 pub use verify::{ChainBreak, ChainVerifier, VerifyReport, verify_chain};
 

@@ -40,7 +40,9 @@
 //! entries of the records it keeps still name the right group; its first record may come
 //! after its key, its span ends at its last record.
 
-use std::sync::LazyLock;
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -72,6 +74,103 @@ static DECODER_DICT: LazyLock<zstd::dict::DecoderDictionary<'static>> =
 thread_local! {
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// The share this thread's reads decompress through, while it is in one.
+    static SHARE: std::cell::RefCell<Option<ReadShare>> = const { std::cell::RefCell::new(None) };
+}
+
+/// How many decompressed group bodies a [`ReadShare`] keeps: the group its readers are in and
+/// the one before, so readers on both sides of a boundary do not evict each other's.
+const SHARED_BODIES: usize = 2;
+
+/// Decompressed group bodies shared by the threads of one read of a stretch of the log (a
+/// rebuild's decode workers, `projections::rebuild`). Such readers cut the log into chunks
+/// much smaller than a large group commit (a group of tool registrations holds megabytes),
+/// and each chunk would decompress its whole group again: six times over in the memory
+/// bench's estate. Reads made inside [`ReadShare::enter`] decompress a group once for every
+/// thread of the share, however its chunks fall. It keeps the last [`SHARED_BODIES`] bodies
+/// and, once its last clone is dropped, nothing.
+#[derive(Clone, Default)]
+pub struct ReadShare(Arc<parking_lot::Mutex<VecDeque<SharedBody>>>);
+
+/// One group's body, decompressed by whichever reader asked first (the others wait for it).
+struct SharedBody {
+    first_seq: u64,
+    /// The stored payload: a group rewritten under the same key (an archive run compacts it)
+    /// is another group.
+    payload: Box<[u8]>,
+    body: Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>,
+}
+
+impl ReadShare {
+    /// Runs `f` with this thread's group reads going through the share.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Leave(Option<ReadShare>);
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                SHARE.with(|s| *s.borrow_mut() = previous);
+            }
+        }
+        let previous = SHARE.with(|s| s.borrow_mut().replace(self.clone()));
+        let _leave = Leave(previous);
+        f()
+    }
+
+    fn body(
+        &self,
+        first_seq: u64,
+        payload: &[u8],
+        decompress: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let cell = {
+            let mut bodies = self.0.lock();
+            let found = bodies
+                .iter()
+                .find(|b| b.first_seq == first_seq && *b.payload == *payload);
+            match found {
+                Some(b) => b.body.clone(),
+                None => {
+                    if bodies.len() >= SHARED_BODIES {
+                        bodies.pop_front();
+                    }
+                    let body = Arc::new(OnceLock::new());
+                    bodies.push_back(SharedBody {
+                        first_seq,
+                        payload: payload.into(),
+                        body: body.clone(),
+                    });
+                    body
+                }
+            }
+        };
+        cell.get_or_init(|| decompress().map(Arc::new)).clone()
+    }
+}
+
+/// A group's decompressed body: the reader's own, or one it shares.
+enum Body {
+    Own(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Own(b) => b,
+            Body::Shared(b) => b,
+        }
+    }
+}
+
+/// The body of the group stored under `first_seq`, through this thread's share if it is in one.
+fn body_of(first_seq: u64, payload: &[u8], body_len: usize) -> Result<Body, String> {
+    match SHARE.with(|s| s.borrow().clone()) {
+        Some(share) => share
+            .body(first_seq, payload, || decompress(payload, body_len))
+            .map(Body::Shared),
+        None => decompress(payload, body_len).map(Body::Own),
+    }
 }
 
 /// Compresses group bodies; one per writer thread (it keeps zstd's context between groups).
@@ -332,7 +431,7 @@ pub fn decode(
     let body: &[u8] = match h.codec {
         CODEC_NONE => h.payload,
         CODEC_ZSTD_DICT_V1 => {
-            decompressed = decompress(h.payload, h.body_len).map_err(&corrupt)?;
+            decompressed = body_of(first_seq, h.payload, h.body_len).map_err(&corrupt)?;
             &decompressed
         }
         other => return Err(corrupt(format!("unknown codec {other}"))),
@@ -645,6 +744,64 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn threads_in_a_share_decompress_a_group_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let share = ReadShare::default();
+        let calls = AtomicUsize::new(0);
+        let body = |payload: &'static [u8]| {
+            share.body(7, payload, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Ok(payload.repeat(2))
+            })
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| assert_eq!(*body(b"one").expect("body"), b"oneone"));
+            }
+        });
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one decompression for four readers"
+        );
+        // The same key with another payload (an archive run rewrote the group) is its own.
+        assert_eq!(*body(b"two").expect("body"), b"twotwo");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(*body(b"one").expect("body"), b"oneone");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "both kept");
+        // A third evicts the oldest: asking for it again decompresses it again.
+        body(b"three").expect("body");
+        assert_eq!(*body(b"one").expect("body"), b"oneone");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // A failure is every waiter's answer, not a panic.
+        let failed = share.body(8, b"bad", || Err("does not decompress".into()));
+        assert_eq!(failed, Err("does not decompress".to_string()));
+    }
+
+    #[test]
+    fn reads_in_a_share_decode_what_reads_alone_do() {
+        let all = records(40);
+        let mut encoder = Encoder::new(true).expect("encoder");
+        let value = encoder.encode(&all).expect("encode");
+        let kept: Vec<RecordedEvent> = all.iter().filter(|r| r.seq % 3 == 0).cloned().collect();
+        let sparse = encoder.encode_sparse(1, &kept).expect("encode");
+        let alone = decode(1, &value, 1, u64::MAX).expect("decode");
+        let share = ReadShare::default();
+        share.enter(|| {
+            let mut sliced = Vec::new();
+            for from in (1..=40).step_by(7) {
+                sliced.extend(decode(1, &value, from, from + 6).expect("decode"));
+            }
+            assert_eq!(sliced, alone);
+            // The group rewritten sparse under the same key, read in the same share.
+            assert_eq!(decode(1, &sparse, 1, u64::MAX).expect("decode"), kept);
+            assert!(SHARE.with(|s| s.borrow().is_some()));
+        });
+        assert!(SHARE.with(|s| s.borrow().is_none()), "left on return");
     }
 
     #[test]
