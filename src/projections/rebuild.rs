@@ -252,36 +252,65 @@ mod tests {
     use crate::store::aggregate_store::{CommandBus, CommandMeta};
     use crate::store::{ExpectedVersion, MemLog};
 
-    /// Grants of 200 tools each (≈ 6 KB of data per event) over many chunks: whatever the
-    /// read-ahead allows (nothing beyond the chunk the fold waits for, a little, everything),
-    /// the fold equals a sequential one, and a budget that holds workers back never stalls it.
-    #[tokio::test]
-    async fn a_bounded_read_ahead_folds_what_a_sequential_fold_does() {
-        let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
-        let bus = CommandBus::<Profile>::new(log.clone(), ());
-        let meta = CommandMeta {
-            actor: "admin:test".into(),
-            correlation_id: uuid::Uuid::now_v7(),
-        };
-        for p in 0..6 {
+    /// Profiles written through their aggregate to a fresh in-memory log.
+    struct Profiles {
+        log: Arc<dyn EventLog>,
+        bus: CommandBus<Profile>,
+        meta: CommandMeta,
+    }
+
+    impl Profiles {
+        fn new() -> Self {
+            let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
+            let bus = CommandBus::<Profile>::new(log.clone(), ());
+            let meta = CommandMeta {
+                actor: "admin:test".into(),
+                correlation_id: uuid::Uuid::now_v7(),
+            };
+            Self { log, bus, meta }
+        }
+
+        async fn create(&self, p: u64) {
             let create = ProfileCommand::Create {
                 profile_id: format!("p{p}"),
                 name: ResourceName::parse(&format!("profile-{p}")).unwrap(),
                 description: String::new(),
             };
-            bus.execute(&format!("p{p}"), create, &meta).await.unwrap();
+            self.bus
+                .execute(&format!("p{p}"), create, &self.meta)
+                .await
+                .unwrap();
         }
-        for round in 0..300 {
-            let tools = (0..200)
+
+        /// Grants profile `p` `n` tools named after `round`: one event.
+        async fn grant(&self, p: u64, round: u64, n: u64) {
+            let tools = (0..n)
                 .map(|t| ToolName::parse(&format!("crm__tool_{round}_{t}")).unwrap())
                 .collect();
             let grant = ProfileCommand::Grant {
                 tools,
                 reason: "bulk".into(),
             };
-            let p = round % 6;
-            bus.execute(&format!("p{p}"), grant, &meta).await.unwrap();
+            self.bus
+                .execute(&format!("p{p}"), grant, &self.meta)
+                .await
+                .unwrap();
         }
+    }
+
+    /// Grants of 200 tools each (≈ 6 KB of data per event) over many chunks: whatever the
+    /// read-ahead allows (nothing beyond the chunk the fold waits for, a little, everything),
+    /// the fold equals a sequential one, and a budget that holds workers back never stalls it.
+    #[tokio::test]
+    async fn a_bounded_read_ahead_folds_what_a_sequential_fold_does() {
+        let profiles = Profiles::new();
+        for p in 0..6 {
+            profiles.create(p).await;
+        }
+        for round in 0..300 {
+            profiles.grant(round % 6, round, 200).await;
+        }
+        let log = &profiles.log;
         let end = log.head();
         assert!(end > 2 * CHUNK, "several chunks");
         let fold = |workers, ahead_bytes| {
@@ -300,32 +329,16 @@ mod tests {
     /// error naming it, whatever the workers had decoded ahead or were waiting to free.
     #[tokio::test]
     async fn a_record_that_does_not_decode_stops_the_fold_and_names_it() {
-        let log: Arc<dyn EventLog> = Arc::new(MemLog::new());
-        let bus = CommandBus::<Profile>::new(log.clone(), ());
-        let meta = CommandMeta {
-            actor: "admin:test".into(),
-            correlation_id: uuid::Uuid::now_v7(),
-        };
-        let create = ProfileCommand::Create {
-            profile_id: "p".into(),
-            name: ResourceName::parse("profile").unwrap(),
-            description: String::new(),
-        };
-        bus.execute("p", create, &meta).await.unwrap();
+        let profiles = Profiles::new();
+        let log = &profiles.log;
+        profiles.create(0).await;
         let mut bad = 0;
         for round in 0..400 {
             if round == 250 {
                 let junk = crate::store::conformance::batch("junk", ExpectedVersion::Any, 1);
                 bad = log.append(junk).await.unwrap().first_seq;
             }
-            let tools = (0..20)
-                .map(|t| ToolName::parse(&format!("crm__tool_{round}_{t}")).unwrap())
-                .collect();
-            let grant = ProfileCommand::Grant {
-                tools,
-                reason: "bulk".into(),
-            };
-            bus.execute("p", grant, &meta).await.unwrap();
+            profiles.grant(0, round, 20).await;
         }
         let end = log.head();
         assert!(bad > 2 * CHUNK && bad < end - CHUNK, "in a middle chunk");
