@@ -1,13 +1,15 @@
 //! Rebuilding projections from the log, in parallel where it can be.
 //!
-//! Reading and decoding records is most of a replay's cost and needs no order, folding needs
-//! strict sequence order but is cheap. So worker threads read and decode fixed-size chunks of
-//! the log, and the calling thread folds them strictly in order, holding out-of-order chunks in
-//! a small reorder buffer. A window bounds how far workers may run ahead, so memory stays
-//! bounded: chunks are small and few (a tool registration decodes to a megabyte of `Value`s,
-//! decision 0019), and a decoded record keeps of its raw `data` only what a projection reads
-//! from it besides the decoded event ([`slim_data`]). The first error stops everyone and is
-//! returned. The result equals a sequential fold exactly.
+//! Reading and decoding records is most of a replay's cost and needs no order; folding needs strict
+//! sequence order, on one thread, which every chunk waits for. So worker threads read and decode
+//! fixed-size chunks of the log, and the calling thread folds them strictly in order, holding
+//! out-of-order chunks in a small reorder buffer. A window bounds how far workers may run ahead, so
+//! memory stays bounded: chunks are small and few (a tool registration decodes to a megabyte of
+//! `Value`s, decision 0019), and a decoded record keeps of its raw `data` only what a projection
+//! reads from it besides the decoded event ([`slim_data`]). Workers decompress a group commit that
+//! spans several chunks once between them ([`ReadShare`]), and free the chunks they decoded once
+//! the fold hands them back, so the fold spends its time folding. The first error stops everyone
+//! and is returned. The result equals a sequential fold exactly.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -152,7 +154,7 @@ fn fold_bounded(
         let mut backs = Vec::new();
         for worker in 0..workers.max(1) {
             let tx = tx.clone();
-            let (back, folded) = channel::<Chunk>();
+            let (back, returned) = channel::<Chunk>();
             backs.push(back);
             let (next_chunk, folded_chunks, ahead, abort) =
                 (&next_chunk, &folded_chunks, &ahead, &abort);
@@ -162,10 +164,10 @@ fn fold_bounded(
                     ahead.fetch_sub(chunk.bytes, Ordering::AcqRel);
                     drop(chunk);
                 };
-                let free_folded = || folded.try_iter().for_each(free);
+                let free_returned = || returned.try_iter().for_each(free);
                 share.enter(|| {
                     'work: loop {
-                        free_folded();
+                        free_returned();
                         let c = next_chunk.fetch_add(1, Ordering::Relaxed);
                         if c >= chunks {
                             break 'work;
@@ -182,7 +184,7 @@ fn fold_bounded(
                             if abort.load(Ordering::Acquire) {
                                 break 'work;
                             }
-                            free_folded();
+                            free_returned();
                             std::thread::sleep(Duration::from_micros(200));
                         }
                         if abort.load(Ordering::Acquire) {
@@ -200,7 +202,7 @@ fn fold_bounded(
                     }
                 });
                 // This worker's last chunks, as the fold finishes them (until it lets go).
-                folded.iter().for_each(free);
+                returned.iter().for_each(free);
             });
         }
         drop(share);
