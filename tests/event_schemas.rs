@@ -33,6 +33,7 @@ use agp::domain::upcast::current_version;
 use agp::domain::{AgpEvent, encode_event};
 use jsonschema::Validator;
 use proptest::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 // ---- schema files ---------------------------------------------------------------------------
@@ -133,6 +134,12 @@ fn check_event(e: &AgpEvent) {
     let decoded = AgpEvent::decode(&event_type, current_version(&event_type), &data)
         .unwrap_or_else(|err| panic!("{event_type} {data} does not decode: {err}"));
     assert_eq!(&decoded, e, "round trip of {data}");
+    // As the rebuild decodes it: straight from the stored text, no `Value` between.
+    let text = serde_json::to_string(&data).expect("data serializes");
+    let raw = RawValue::from_string(text).expect("JSON");
+    let from_text = AgpEvent::decode_raw(&event_type, current_version(&event_type), &raw)
+        .unwrap_or_else(|err| panic!("{event_type} {raw} does not decode from text: {err}"));
+    assert_eq!(&from_text, e, "round trip of {raw} from text");
 }
 
 // ---- files ↔ event types --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! [`AgpEvent`]: any domain event, decoded from a stored record by its `type` prefix.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::agent::AgentEvent;
 use super::approval::ApprovalEvent;
@@ -8,7 +9,7 @@ use super::call::CallEvent;
 use super::connector::ConnectorEvent;
 use super::profile::ProfileEvent;
 use super::security::SecurityEvent;
-use super::upcast::upcast;
+use super::upcast::{current_version, upcast};
 
 /// Any domain event the log can hold.
 // `connector.added` makes the connector variant large; a decoded event is short-lived (moved
@@ -78,6 +79,26 @@ impl AgpEvent {
             std::borrow::Cow::Borrowed(_) => None,
         };
         Self::decode_current(event_type, schema_version, upcast.unwrap_or(data))
+    }
+
+    /// [`AgpEvent::decode`] from the record's stored JSON text, with no `Value` between: the
+    /// event's fields are read straight from the text (the rebuild decodes every record this
+    /// way, decision 0019). A record written at an older schema version goes through a
+    /// `Value` and its upcast.
+    pub fn decode_raw(
+        event_type: &str,
+        schema_version: u32,
+        data: &RawValue,
+    ) -> Result<Self, DecodeError> {
+        if schema_version == current_version(event_type) {
+            return Self::decode_current(event_type, schema_version, data);
+        }
+        let value = serde_json::from_str(data.get()).map_err(|source| DecodeError::Malformed {
+            event_type: event_type.to_string(),
+            version: schema_version,
+            source,
+        })?;
+        Self::decode_owned(event_type, schema_version, value)
     }
 
     /// Decodes `data`, already at the current version of `event_type` (`schema_version` is
@@ -167,6 +188,19 @@ impl Payload for Value {
             ("type", Value::String(event_type.to_string())),
             ("data", self),
         ];
+        T::deserialize(
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter()),
+        )
+    }
+}
+
+impl Payload for &RawValue {
+    fn tagged<T: serde::de::DeserializeOwned>(
+        self,
+        event_type: &str,
+    ) -> Result<T, serde_json::Error> {
+        let tag = serde_json::value::to_raw_value(event_type)?;
+        let entries = [("type", &*tag), ("data", self)];
         T::deserialize(
             serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter()),
         )

@@ -264,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn an_owned_decode_reads_what_a_borrowed_one_does() {
+    fn owned_and_text_decodes_read_what_a_borrowed_one_does() {
         let samples = [
             (
                 "connector.added",
@@ -295,6 +295,13 @@ mod tests {
             let borrowed = AgpEvent::decode(event_type, version, &data);
             // The first three are well formed, the last two are not.
             assert_eq!(borrowed.is_ok(), i < 3, "{event_type}: {borrowed:?}");
+            let text = serde_json::value::to_raw_value(&data).expect("JSON");
+            let from_text = AgpEvent::decode_raw(event_type, version, &text);
+            assert_eq!(
+                format!("{from_text:?}"),
+                format!("{borrowed:?}"),
+                "{event_type} v{version} from text"
+            );
             let owned = AgpEvent::decode_owned(event_type, version, data);
             assert_eq!(
                 format!("{owned:?}"),

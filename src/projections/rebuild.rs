@@ -5,8 +5,10 @@
 //! fixed-size chunks of the log, and the calling thread folds them strictly in order, holding
 //! out-of-order chunks in a small reorder buffer. A window bounds how far workers may run ahead, so
 //! memory stays bounded: chunks are small and few (a tool registration decodes to a megabyte of
-//! `Value`s, decision 0019), and a decoded record keeps of its raw `data` only what a projection
-//! reads from it besides the decoded event ([`slim_data`]). Workers decompress a group commit that
+//! events, decision 0019). Events are decoded straight from each record's stored JSON text
+//! ([`EventLog::read_live_raw`], [`AgpEvent::decode_raw`]), with no `Value` tree between, and a
+//! decoded record keeps of its `data` only what a projection reads from it besides the decoded
+//! event ([`slim_data`]). Workers decompress a group commit that
 //! spans several chunks once between them ([`ReadShare`]), and free the chunks they decoded once
 //! the fold hands them back, so the fold spends its time folding. The first error stops everyone
 //! and is returned. The result equals a sequential fold exactly.
@@ -17,16 +19,17 @@ use std::sync::mpsc::{SendError, channel, sync_channel};
 use std::time::Duration;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{ProjectionError, ProjectionSet};
-use crate::domain::AgpEvent;
-use crate::store::{EventLog, ReadShare, RecordedEvent};
+use crate::domain::{AgpEvent, DecodeError};
+use crate::store::{EventLog, RawRecord, ReadShare, RecordedEvent};
 
 /// Events per chunk a worker reads and decodes.
 const CHUNK: u64 = 64;
 /// How many chunks workers may run ahead of the fold.
 const WINDOW: u64 = 6;
-/// How much record data (JSON bytes, estimated) decoded chunks may hold ahead of the fold,
+/// How much record data (bytes of JSON text) decoded chunks may hold ahead of the fold,
 /// beyond the one chunk the fold waits for, which is never held back. Chunks of small events
 /// never reach it. Chunks of tool registrations do: each decodes to megabytes of values, all
 /// garbage once folded, and the allocator keeps those pages for a while after, so whatever ran
@@ -35,7 +38,7 @@ const AHEAD_BYTES: u64 = 4 << 20;
 
 type Decoded = Vec<(RecordedEvent, AgpEvent)>;
 
-/// A decoded chunk, the record data it was decoded from (bytes, estimated), and the worker
+/// A decoded chunk, the record data it was decoded from (bytes of JSON text), and the worker
 /// that decoded it.
 struct Chunk {
     decoded: Decoded,
@@ -53,9 +56,9 @@ fn decode_chunk(
     worker: usize,
 ) -> Result<Chunk, ProjectionError> {
     let span = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
-    let records = log.read_live(from, span)?;
+    let records = log.read_live_raw(from, span)?;
     let mut next = from;
-    for r in &records {
+    for RawRecord { record: r, .. } in &records {
         if r.seq < next || r.seq > to || (r.seq > next && r.seq - 1 > archived) {
             return Err(missing(next.max(archived + 1)));
         }
@@ -67,13 +70,23 @@ fn decode_chunk(
     let mut bytes = 0;
     let decoded = records
         .into_iter()
-        .map(|mut r| {
-            bytes += json_bytes(&r.data);
-            let slim = slim_data(&r.data);
-            let data = std::mem::replace(&mut r.data, slim);
-            let e = AgpEvent::decode_owned(&r.event_type, r.schema_version, data)
-                .map_err(|source| ProjectionError::Decode { seq: r.seq, source })?;
-            Ok((r, e))
+        .map(|RawRecord { mut record, data }| {
+            let text = data.get();
+            bytes += text.len() as u64;
+            let decode = |source| ProjectionError::Decode {
+                seq: record.seq,
+                source,
+            };
+            let e = AgpEvent::decode_raw(&record.event_type, record.schema_version, &data)
+                .map_err(decode)?;
+            record.data = slim_data(&data).map_err(|source| {
+                decode(DecodeError::Malformed {
+                    event_type: record.event_type.clone(),
+                    version: record.schema_version,
+                    source,
+                })
+            })?;
+            Ok((record, e))
         })
         .collect::<Result<_, ProjectionError>>()?;
     Ok(Chunk {
@@ -81,21 +94,6 @@ fn decode_chunk(
         bytes,
         worker,
     })
-}
-
-/// About how many bytes `value` takes as JSON (no allocation: a walk over it).
-fn json_bytes(value: &Value) -> u64 {
-    match value {
-        Value::String(s) => s.len() as u64 + 2,
-        Value::Array(items) => items.iter().map(json_bytes).sum::<u64>() + 2,
-        Value::Object(map) => {
-            map.iter()
-                .map(|(k, v)| k.len() as u64 + 4 + json_bytes(v))
-                .sum::<u64>()
-                + 2
-        }
-        _ => 8,
-    }
 }
 
 fn missing(seq: u64) -> ProjectionError {
@@ -106,13 +104,29 @@ fn missing(seq: u64) -> ProjectionError {
 }
 
 /// What projections read of a record's raw `data` besides its decoded event: only the audit's
-/// approval hook (`data.approval_id`, see `audit::tags`). The rest is dropped before the
-/// record waits for its turn to be folded.
-fn slim_data(data: &Value) -> Value {
-    match data.get("approval_id") {
+/// approval hook (`data.approval_id`, see `audit::tags`), as `{"approval_id": …}`, else `null`.
+/// The rest is never parsed into a `Value`.
+fn slim_data(data: &RawValue) -> Result<Value, serde_json::Error> {
+    let text = data.get();
+    // Records without the key (nearly all) skip the parse. The key can only hide from this
+    // test behind an escape, which AGP's encoder never writes for it; an escape anywhere
+    // still takes the parse.
+    if !text.starts_with('{') || !(text.contains("approval_id") || text.contains("\\u")) {
+        return Ok(Value::Null);
+    }
+    #[derive(serde::Deserialize)]
+    struct Slim {
+        #[serde(default, deserialize_with = "present")]
+        approval_id: Option<Value>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        <Value as serde::Deserialize>::deserialize(d).map(Some)
+    }
+    let slim: Slim = serde_json::from_str(text)?;
+    Ok(match slim.approval_id {
         Some(id) => serde_json::json!({ "approval_id": id }),
         None => Value::Null,
-    }
+    })
 }
 
 /// Folds `set` forward to `end` (inclusive) with `workers` decoding threads.
@@ -253,6 +267,34 @@ mod tests {
     use crate::domain::{ResourceName, ToolName};
     use crate::store::aggregate_store::{CommandBus, CommandMeta};
     use crate::store::{ExpectedVersion, MemLog};
+    use serde_json::json;
+
+    #[test]
+    fn slim_data_keeps_the_approval_id_as_a_value_read_would() {
+        let cases = [
+            json!({"call_id": "c", "approval_id": "a1"}),
+            json!({"approval_id": null}),
+            json!({"approval_id": {"nested": [1, 2]}, "other": "x"}),
+            json!({"call_id": "c", "note": "approval_id in text only"}),
+            json!({"inner": {"approval_id": "not top level"}}),
+            json!({"call_id": "\u{0}é"}),
+            json!({}),
+            json!(["approval_id"]),
+            json!("approval_id"),
+            json!(7),
+        ];
+        for data in cases {
+            let expected = match data.get("approval_id") {
+                Some(id) => json!({ "approval_id": id }),
+                None => Value::Null,
+            };
+            let raw = serde_json::value::to_raw_value(&data).unwrap();
+            assert_eq!(slim_data(&raw).unwrap(), expected, "{data}");
+        }
+        // A key spelled with an escape is still the key.
+        let escaped = RawValue::from_string(r#"{"\u0061pproval_id":"a2"}"#.into()).unwrap();
+        assert_eq!(slim_data(&escaped).unwrap(), json!({"approval_id": "a2"}));
+    }
 
     /// Profiles written through their aggregate to a fresh in-memory log.
     struct Profiles {

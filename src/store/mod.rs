@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use mem_log::MemLog;
-pub use record::{GENESIS_HASH, RecordedEvent, canonical_bytes, compute_hash};
+pub use record::{GENESIS_HASH, RawRecord, RecordedEvent, canonical_bytes, compute_hash};
 pub use sled_log::group::ReadShare;
 pub use sled_log::{OpenReport, SledLog, SledOptions, TailAction, TailIssue, TailPolicy};
 pub use verify::{ChainBreak, ChainVerifier, VerifyReport, verify_chain};
@@ -212,6 +212,22 @@ pub trait EventLog: Send + Sync + 'static {
     /// fold: their state must not need what was archived.
     fn read_live(&self, from_seq: u64, span: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read_all(from_seq, span)
+    }
+
+    /// [`read_live`](Self::read_live) for a reader that decodes each record's `data` itself:
+    /// the records come with `data: null` and the stored JSON text beside it. A backend that
+    /// keeps the text answers it as stored; the default writes each `data` out again.
+    fn read_live_raw(&self, from_seq: u64, span: usize) -> Result<Vec<RawRecord>, StoreError> {
+        self.read_live(from_seq, span)?
+            .into_iter()
+            .map(|r| {
+                let seq = r.seq;
+                RawRecord::of(r).map_err(|e| StoreError::Corrupt {
+                    seq,
+                    reason: format!("data does not encode: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// Every record at or below this seq is in an archive segment, and the live log keeps only

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -39,6 +40,23 @@ pub struct RecordedEvent {
     pub prev_hash: String,
     /// Hex SHA-256 of this record's canonical encoding, `prev_hash` included, `hash` excluded.
     pub hash: String,
+}
+
+/// A record read for a reader that decodes `data` itself, straight from its JSON text into its
+/// own types (the rebuild: decision 0019): `record.data` is `null`, and `data` is the stored
+/// text.
+#[derive(Debug)]
+pub struct RawRecord {
+    pub record: RecordedEvent,
+    pub data: Box<RawValue>,
+}
+
+impl RawRecord {
+    /// Splits `record` into its `data`'s text and the rest.
+    pub fn of(mut record: RecordedEvent) -> Result<Self, serde_json::Error> {
+        let data = serde_json::value::to_raw_value(&record.data.take())?;
+        Ok(Self { record, data })
+    }
 }
 
 impl RecordedEvent {

@@ -444,6 +444,33 @@ fn decode_refuses_unknown_types_and_versions() {
         AgpEvent::decode("connector.expired", 1, &json!({"generation": "1"})),
         Err(DecodeError::Malformed { .. })
     ));
+    // The same answers from the stored text (the rebuild's way).
+    let raw = |v: Value| serde_json::value::to_raw_value(&v).expect("JSON");
+    let data = raw(data);
+    assert!(matches!(
+        AgpEvent::decode_raw("connector.exploded", 1, &data),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        AgpEvent::decode_raw("ledger.sealed", 1, &data),
+        Err(DecodeError::UnknownType(_))
+    ));
+    assert!(matches!(
+        AgpEvent::decode_raw("vault.sealed", 1, &data),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        AgpEvent::decode_raw("connector.expired", 2, &data),
+        Err(DecodeError::UnknownVersion { version: 2, .. })
+    ));
+    assert!(matches!(
+        AgpEvent::decode_raw("connector.expired", 1, &raw(json!({"generation": "1"}))),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        AgpEvent::decode_raw("connector.expired", 1, &raw(json!([1]))),
+        Err(DecodeError::Malformed { .. })
+    ));
 }
 
 #[test]

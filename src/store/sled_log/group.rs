@@ -46,9 +46,10 @@ use std::sync::{Arc, LazyLock, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::store::{RecordedEvent, StoreError};
+use crate::store::{RawRecord, RecordedEvent, StoreError};
 
 pub const FORMAT: u8 = 1;
 /// Sparse groups: records with explicit seqs and `prev_hash`es (see the module doc).
@@ -381,7 +382,15 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn build(self, seq: u64, prev: &[u8; 32], base: i64) -> Result<RecordedEvent, String> {
+    /// The record, with `data` left to `finish` (given the record with `data: null` and the
+    /// stored JSON text).
+    fn build<T>(
+        self,
+        seq: u64,
+        prev: &[u8; 32],
+        base: i64,
+        finish: &impl Fn(RecordedEvent, &[u8]) -> Result<T, String>,
+    ) -> Result<T, String> {
         let text = |b: &[u8]| {
             std::str::from_utf8(b)
                 .map(str::to_owned)
@@ -389,9 +398,7 @@ impl<'a> Fields<'a> {
         };
         let time = DateTime::<Utc>::from_timestamp_micros(base.wrapping_add(self.delta))
             .ok_or("time out of range")?;
-        let data: Value =
-            serde_json::from_slice(self.data).map_err(|e| format!("data does not decode: {e}"))?;
-        Ok(RecordedEvent {
+        let record = RecordedEvent {
             seq,
             stream: text(self.stream)?,
             version: self.version,
@@ -401,11 +408,25 @@ impl<'a> Fields<'a> {
             time,
             actor: text(self.actor)?,
             correlation_id: Uuid::from_bytes(self.correlation),
-            data,
+            data: Value::Null,
             prev_hash: hex::encode(prev),
             hash: hex::encode(self.hash),
-        })
+        };
+        finish(record, self.data)
     }
+}
+
+/// `data` parsed into a [`Value`].
+fn parsed(mut record: RecordedEvent, data: &[u8]) -> Result<RecordedEvent, String> {
+    record.data = serde_json::from_slice(data).map_err(|e| format!("data does not decode: {e}"))?;
+    Ok(record)
+}
+
+/// `data` kept as its JSON text.
+fn raw(record: RecordedEvent, data: &[u8]) -> Result<RawRecord, String> {
+    let data = serde_json::from_slice::<Box<RawValue>>(data)
+        .map_err(|e| format!("data does not decode: {e}"))?;
+    Ok(RawRecord { record, data })
 }
 
 /// Decodes the records `from..=to` (clamped to the group) of the group stored under
@@ -417,6 +438,26 @@ pub fn decode(
     from: u64,
     to: u64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    decode_with(first_seq, value, from, to, &parsed)
+}
+
+/// [`decode`], each record's `data` left as its stored JSON text.
+pub fn decode_raw(
+    first_seq: u64,
+    value: &[u8],
+    from: u64,
+    to: u64,
+) -> Result<Vec<RawRecord>, StoreError> {
+    decode_with(first_seq, value, from, to, &raw)
+}
+
+fn decode_with<T>(
+    first_seq: u64,
+    value: &[u8],
+    from: u64,
+    to: u64,
+    finish: &impl Fn(RecordedEvent, &[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         seq: first_seq,
         reason: format!("group of seq {first_seq}: {reason}"),
@@ -445,7 +486,7 @@ pub fn decode(
     }
     let mut r = Reader::new(body);
     if h.format == FORMAT_SPARSE {
-        return decode_sparse(first_seq, &h, &mut r, from, to);
+        return decode_sparse(first_seq, &h, &mut r, from, to, finish);
     }
     let mut prev = r.array::<32>().ok_or_else(|| corrupt("truncated".into()))?;
     let base = r
@@ -467,7 +508,11 @@ pub fn decode(
         let fields = Fields::read(&mut r).map_err(bad)?;
         let hash = fields.hash;
         if seq >= from {
-            out.push(fields.build(seq, &prev, base).map_err(|e| bad(&e))?);
+            out.push(
+                fields
+                    .build(seq, &prev, base, finish)
+                    .map_err(|e| bad(&e))?,
+            );
         }
         prev = hash;
     }
@@ -477,13 +522,14 @@ pub fn decode(
     Ok(out)
 }
 
-fn decode_sparse(
+fn decode_sparse<T>(
     first_seq: u64,
     h: &Header<'_>,
     r: &mut Reader<'_>,
     from: u64,
     to: u64,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+    finish: &impl Fn(RecordedEvent, &[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, StoreError> {
     let corrupt = |reason: &str| StoreError::Corrupt {
         seq: first_seq,
         reason: format!("sparse group of seq {first_seq}: {reason}"),
@@ -514,7 +560,11 @@ fn decode_sparse(
         let prev = r.array::<32>().ok_or_else(|| bad("truncated"))?;
         let fields = Fields::read(r).map_err(bad)?;
         if seq >= from {
-            out.push(fields.build(seq, &prev, base).map_err(|e| bad(&e))?);
+            out.push(
+                fields
+                    .build(seq, &prev, base, finish)
+                    .map_err(|e| bad(&e))?,
+            );
         }
     }
     if to >= end && previous != Some(end) {
@@ -711,6 +761,20 @@ mod tests {
                 assert_eq!(a.id, b.id);
             }
             assert_eq!(all[0].prev_hash, GENESIS_HASH);
+            // Raw: the same records, `data` as its stored text.
+            let raw = decode_raw(1, &value, 1, u64::MAX).expect("decode");
+            assert_eq!(raw.len(), 5);
+            for (RawRecord { record, data }, a) in raw.into_iter().zip(&all) {
+                assert_eq!(record.data, Value::Null);
+                assert_eq!(serde_json::from_str::<Value>(data.get()).unwrap(), a.data);
+                assert_eq!(
+                    RecordedEvent {
+                        data: a.data.clone(),
+                        ..record
+                    },
+                    *a
+                );
+            }
             let some = decode(1, &value, 3, 4).expect("decode");
             assert_eq!(some.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
             assert_eq!(some[0].prev_hash, records[1].hash);
@@ -790,6 +854,11 @@ mod tests {
         let kept: Vec<RecordedEvent> = all.iter().filter(|r| r.seq % 3 == 0).cloned().collect();
         let sparse = encoder.encode_sparse(1, &kept).expect("encode");
         let alone = decode(1, &value, 1, u64::MAX).expect("decode");
+        let sparse_raw = decode_raw(1, &sparse, 1, u64::MAX).expect("decode");
+        assert_eq!(
+            sparse_raw.iter().map(|r| r.record.seq).collect::<Vec<_>>(),
+            kept.iter().map(|r| r.seq).collect::<Vec<_>>()
+        );
         let share = ReadShare::default();
         share.enter(|| {
             let mut sliced = Vec::new();

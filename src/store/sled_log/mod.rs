@@ -51,7 +51,9 @@ pub use open::{OpenReport, SledOptions, TailAction, TailIssue, TailPolicy};
 use super::append::validate;
 use super::archive::{ArchiveDir, ArchiveReport, ArchiveRequest, ArchiveState, Pending, Prepared};
 use super::recent::Recent;
-use super::{AppendBatch, Appended, CommitObserver, EventLog, RecordedEvent, StoreError};
+use super::{
+    AppendBatch, Appended, CommitObserver, EventLog, RawRecord, RecordedEvent, StoreError,
+};
 
 /// The stream's current version and the seq of its last event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +304,13 @@ impl EventLog for SledLog {
             return Ok(Vec::new());
         };
         self.at_floor(|floor| read::records(&self.db, from, end, floor, usize::MAX))
+    }
+
+    fn read_live_raw(&self, from_seq: u64, span: usize) -> Result<Vec<RawRecord>, StoreError> {
+        let Some((from, end)) = self.span(from_seq, span) else {
+            return Ok(Vec::new());
+        };
+        self.at_floor(|floor| read::raw_records(&self.db, from, end, floor))
     }
 
     fn archived_through(&self) -> u64 {

@@ -4,7 +4,7 @@
 //! Every function reads sled only; callers bound what they ask for by the durable head.
 
 use super::{group, keys};
-use crate::store::{RecordedEvent, StoreError};
+use crate::store::{RawRecord, RecordedEvent, StoreError};
 
 /// The key and value of the last group starting at or before `seq`, if any.
 fn group_at_or_before(db: &sled::Db, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
@@ -31,6 +31,29 @@ pub fn records(
     floor: u64,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    records_with(db, from, to, floor, limit, group::decode)
+}
+
+/// [`records`], each record's `data` left as its stored JSON text.
+pub fn raw_records(
+    db: &sled::Db,
+    from: u64,
+    to: u64,
+    floor: u64,
+) -> Result<Vec<RawRecord>, StoreError> {
+    records_with(db, from, to, floor, usize::MAX, group::decode_raw)
+}
+
+type Decode<T> = fn(u64, &[u8], u64, u64) -> Result<Vec<T>, StoreError>;
+
+fn records_with<T: Sequenced>(
+    db: &sled::Db,
+    from: u64,
+    to: u64,
+    floor: u64,
+    limit: usize,
+    decode: Decode<T>,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     if from > to || limit == 0 {
         return Ok(out);
@@ -56,11 +79,11 @@ pub fn records(
         if let Some(seq) = hole(next, first.saturating_sub(1)) {
             return missing(seq, out);
         }
-        for r in group::decode(first, &value, next.max(first), to)? {
-            if let Some(seq) = hole(next, r.seq - 1) {
+        for r in decode(first, &value, next.max(first), to)? {
+            if let Some(seq) = hole(next, r.seq() - 1) {
                 return missing(seq, out);
             }
-            next = r.seq + 1;
+            next = r.seq() + 1;
             out.push(r);
             if out.len() >= limit {
                 return Ok(out);
@@ -87,7 +110,7 @@ pub fn records(
 
 /// A hole at `seq` (callers ask only for seqs up to the durable head): damage, named when
 /// nothing precedes it in the answer, else the answer ends before it.
-fn missing(seq: u64, out: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+fn missing<T>(seq: u64, out: Vec<T>) -> Result<Vec<T>, StoreError> {
     if out.is_empty() {
         return Err(StoreError::Corrupt {
             seq,
@@ -198,4 +221,21 @@ pub fn stream(
         }
     }
     Ok(out)
+}
+
+/// A decoded record's seq, whatever form its `data` takes.
+trait Sequenced {
+    fn seq(&self) -> u64;
+}
+
+impl Sequenced for RecordedEvent {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Sequenced for RawRecord {
+    fn seq(&self) -> u64 {
+        self.record.seq
+    }
 }
